@@ -1,0 +1,117 @@
+import fp from 'fastify-plugin'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+const Int = (min: number, def: number, max = Number.MAX_SAFE_INTEGER) =>
+  Type.Integer({ minimum: min, maximum: max, default: def })
+const Bool = (def: boolean) => Type.Boolean({ default: def })
+
+/**
+ * Every environment variable of the wire contract, with its default.
+ * Keys keep the environment's spelling so an operator can grep for them.
+ */
+export const ConfigSchema = Type.Object({
+  PORT: Int(0, 5001, 65535),
+  HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
+  MAX_CONNECTIONS: Int(1, 1000),
+  MAX_CONNECTIONS_PER_CLIENT: Int(1, 10),
+  CORS_ORIGINS: Type.String({ default: 'http://localhost:3000,http://localhost:5000' }),
+  RATE_LIMIT_MAX: Int(1, 60),
+  RATE_LIMIT_WINDOW_MS: Int(1, 60000),
+  WS_MAX_PAYLOAD: Int(64, 65536),
+  WS_MESSAGES_PER_SECOND: Int(1, 50),
+  HEARTBEAT_INTERVAL_MS: Int(10, 30000),
+  SHUTDOWN_GRACE_MS: Int(100, 10000),
+  DATA_DIR: Type.String({ minLength: 1, default: './data' }),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  ROOM_HISTORY_SIZE: Int(0, 100),
+  MAX_ROOMS_PER_CONNECTION: Int(1, 50),
+  ROOM_STATE_MAX_BYTES: Int(2, 262144),
+  INBOX_MAX: Int(0, 100),
+  INBOX_TTL_MS: Int(1, 86400000),
+  AUTH_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  TRUST_PROXY: Type.String({ default: 'false' }),
+  ENABLE_CODE_EXECUTION: Bool(false),
+  EXEC_TIMEOUT_MS: Int(10, 1000),
+  EXEC_MEMORY_MB: Int(1, 32, 4096)
+})
+
+export type Config = Static<typeof ConfigSchema>
+export type TrustProxy = boolean | number | string[]
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
+
+/** A configuration error: its message is the one line an operator sees. */
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+function describe (schema: TSchema): string {
+  if (schema.type === 'integer') {
+    const max = schema.maximum === Number.MAX_SAFE_INTEGER ? '' : ` and <= ${schema.maximum}`
+    return `an integer >= ${schema.minimum}${max}`
+  }
+  if (schema.type === 'boolean') return 'true or false'
+  if (schema.anyOf) return `one of ${schema.anyOf.map((s: TSchema) => s.const).join(', ')}`
+  if (schema.pattern === '^rediss?://') return 'a redis:// or rediss:// URL'
+  return 'a non-empty string'
+}
+
+/**
+ * Reads the contract's variables from an environment object.
+ * Unknown variables are ignored; empty strings count as unset.
+ */
+export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
+  const raw: Record<string, unknown> = {}
+  for (const key of Object.keys(ConfigSchema.properties)) {
+    const value = env[key]
+    if (value !== undefined && value !== '') raw[key] = value.trim()
+  }
+  if (raw.SHUTDOWN_GRACE_MS === undefined && env.FASTIFY_CLOSE_GRACE_DELAY) {
+    raw.SHUTDOWN_GRACE_MS = env.FASTIFY_CLOSE_GRACE_DELAY.trim()
+  }
+  const converted = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, raw))
+  const error = Value.Errors(ConfigSchema, converted).First()
+  if (error) {
+    const key = error.path.replace(/^\//, '')
+    const schema = (ConfigSchema.properties as Record<string, TSchema>)[key]
+    const got = raw[key] === undefined ? 'nothing' : JSON.stringify(raw[key])
+    throw new ConfigError(`Invalid configuration: ${key} must be ${schema ? describe(schema) : 'valid'} (got ${got})`)
+  }
+  const config = converted as Config
+  parseTrustProxy(config.TRUST_PROXY)
+  return config
+}
+
+/** TRUST_PROXY: false, true, a hop count, or a comma list of addresses/CIDRs. */
+export function parseTrustProxy (value: string): TrustProxy {
+  const v = value.trim().toLowerCase()
+  if (v === 'false' || v === '0' || v === '') return false
+  if (v === 'true') return true
+  if (/^\d+$/.test(v)) return Number(v)
+  const list = value.split(',').map(s => s.trim()).filter(Boolean)
+  if (!list.every(s => /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(s) || ['loopback', 'linklocal', 'uniquelocal'].includes(s))) {
+    throw new ConfigError(`Invalid configuration: TRUST_PROXY must be false, true, a hop count or a comma list of addresses/CIDRs (got ${JSON.stringify(value)})`)
+  }
+  return list
+}
+
+/** CORS_ORIGINS as a list; `*` stays `*` only when configured explicitly. */
+export function parseOrigins (value: string): string[] {
+  return value.split(',').map(s => s.trim().replace(/\/$/, '')).filter(Boolean)
+}
+
+export interface ConfigPluginOptions {
+  /** A ready configuration; when absent it is read from `env` (default: process.env). */
+  config?: Config
+  env?: Record<string, string | undefined>
+}
+
+export default fp<ConfigPluginOptions>(async function config (app, opts) {
+  app.decorate('config', opts.config ?? loadConfig(opts.env ?? process.env))
+}, { name: 'config', fastify: '5.x' })

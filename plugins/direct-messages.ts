@@ -1,0 +1,72 @@
+import fp from 'fastify-plugin'
+import { randomUUID } from 'node:crypto'
+import { Type } from '@sinclair/typebox'
+import type { DirectMessage } from './inbox.js'
+
+/** 1-64 chars of [A-Za-z0-9_.:@-], as the contract names clients. */
+export const ClientId = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:@-]+$' })
+/** A direct message's text: non-empty, bounded. */
+export const MessageText = Type.String({ minLength: 1, maxLength: 32768 })
+
+export interface SendResult {
+  messageId: string
+  delivered: number
+  queued: boolean
+}
+
+/**
+ * Delivers a serialized message to every connection of a client id and says how
+ * many it reached. Local by default; the Redis plugin installs a cluster-wide one.
+ */
+export type DeliverToClient = (clientId: string, frame: string) => Promise<number>
+
+export class DirectMessages {
+  deliver: DeliverToClient
+
+  constructor (local: DeliverToClient, private readonly queue: (clientId: string, m: DirectMessage) => Promise<void>) {
+    this.deliver = local
+  }
+
+  async send (from: string, to: string, text: string): Promise<SendResult> {
+    const message: DirectMessage = { type: 'message', messageId: randomUUID(), from, to, text, timestamp: new Date().toISOString() }
+    const delivered = await this.deliver(to, JSON.stringify(message))
+    if (delivered > 0) return { messageId: message.messageId, delivered, queued: false }
+    await this.queue(to, message)
+    return { messageId: message.messageId, delivered: 0, queued: true }
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    directMessages: DirectMessages
+  }
+}
+
+export default fp(async function directMessages (app) {
+  const dm = new DirectMessages(
+    async (clientId, frame) => app.connections.sendToClient(clientId, frame),
+    (clientId, message) => app.inbox.push(clientId, message)
+  )
+  app.decorate('directMessages', dm)
+
+  app.dispatcher.register('send', { to: ClientId, text: MessageText }, async (conn, msg) => {
+    const result = await dm.send(conn.clientId, msg.to, msg.text)
+    return { type: 'ack', ...result }
+  })
+
+  // Queued messages go out right after `welcome`, oldest first, before any live one.
+  app.connections.onOpen(conn => {
+    conn.hold()
+    app.inbox.drain(conn.clientId).then(async queued => {
+      if (!conn.open) {
+        // Gone before the replay: the messages wait for the next connection.
+        for (const m of queued) await app.inbox.push(conn.clientId, m)
+        return
+      }
+      for (const m of queued) conn.send(m)
+      if (queued.length > 0) app.log.info({ event: 'inbox.delivered', clientId: conn.clientId, count: queued.length }, 'delivered queued direct messages')
+    }, err => {
+      app.log.error({ event: 'inbox.drain_failed', clientId: conn.clientId, err }, 'could not read queued messages')
+    }).finally(() => conn.release())
+  })
+}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox'] })

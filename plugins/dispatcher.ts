@@ -1,0 +1,146 @@
+import fp from 'fastify-plugin'
+import sjson from 'secure-json-parse'
+import { Type, type TProperties, type Static, type TObject } from '@sinclair/typebox'
+import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
+import type { Connection } from './connections.js'
+
+/** The error codes of the wire contract (plus `internal_error` for the unexpected). */
+export type ErrorCode =
+  | 'invalid_message' | 'unknown_type' | 'not_in_room' | 'room_limit' | 'rate_limited'
+  | 'version_conflict' | 'forbidden' | 'code_execution_disabled' | 'exec_timeout'
+  | 'exec_failed' | 'state_too_large' | 'unavailable' | 'internal_error'
+
+/** Thrown by a handler to answer the request with a contract error. */
+export class WsError extends Error {
+  constructor (readonly code: ErrorCode, message: string, readonly extra?: Record<string, unknown>) {
+    super(message)
+  }
+}
+
+export const RequestId = Type.Union([Type.String({ maxLength: 128 }), Type.Number()])
+
+/** Handlers return the direct reply (the dispatcher adds the request's `id`), or nothing. */
+export type MessageHandler<P extends TProperties> =
+  (conn: Connection, message: Static<TObject<P>> & { type: string, id?: string | number }) => unknown
+
+interface Route {
+  check: TypeCheck<TObject>
+  handler: MessageHandler<TProperties>
+}
+
+export interface DispatcherOptions {
+  /** Messages per second each connection may send (token bucket, burst = 2x). */
+  messagesPerSecond?: number
+  /** A connection still over its rate after this long is closed with 1008. */
+  floodCloseMs?: number
+}
+
+interface Bucket { tokens: number, refilledAt: number, floodSince: number, lastViolation: number }
+
+/**
+ * parse → validate → rate-limit → handler → reply. Every WebSocket frame passes
+ * here exactly once; handlers receive typed, validated messages.
+ */
+export class Dispatcher {
+  private readonly routes = new Map<string, Route>()
+  private readonly buckets = new WeakMap<Connection, Bucket>()
+  private readonly rate: number
+  private readonly burst: number
+  private readonly floodCloseMs: number
+  /** Observers for metrics: called with the type (or the error code) of every frame. */
+  readonly observers: Array<(event: { type: string, error?: ErrorCode }) => void> = []
+
+  constructor (opts: DispatcherOptions, private readonly log: { error: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }) {
+    this.rate = opts.messagesPerSecond ?? 50
+    this.burst = this.rate * 2
+    this.floodCloseMs = opts.floodCloseMs ?? 3000
+  }
+
+  get types (): string[] {
+    return [...this.routes.keys()]
+  }
+
+  /** Declares a message type: its fields' schema (besides `type` and `id`) and its handler. */
+  register<P extends TProperties> (type: string, fields: P, handler: MessageHandler<P>): void {
+    if (this.routes.has(type)) throw new Error(`message type ${type} is already registered`)
+    const envelope: TProperties = { ...fields, type: Type.Literal(type), id: Type.Optional(RequestId) }
+    const schema = Type.Object(envelope)
+    this.routes.set(type, { check: TypeCompiler.Compile(schema), handler: handler as MessageHandler<TProperties> })
+  }
+
+  async handle (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): Promise<void> {
+    conn.lastSeen = Date.now()
+    if (!this.take(conn)) return
+    if (isBinary) return this.fail(conn, undefined, 'invalid_message', 'binary frames are not supported; send JSON text')
+
+    let message: unknown
+    try {
+      message = sjson.parse(data.toString(), undefined, { protoAction: 'error', constructorAction: 'error' })
+    } catch {
+      return this.fail(conn, undefined, 'invalid_message', 'the frame is not valid JSON')
+    }
+    if (message === null || typeof message !== 'object' || Array.isArray(message)) {
+      return this.fail(conn, undefined, 'invalid_message', 'a message must be a JSON object with a "type"')
+    }
+    const msg = message as Record<string, unknown>
+    const id = typeof msg.id === 'string' || typeof msg.id === 'number' ? msg.id : undefined
+    if (typeof msg.type !== 'string') return this.fail(conn, id, 'invalid_message', 'a message must have a string "type"')
+    const route = this.routes.get(msg.type)
+    if (!route) return this.fail(conn, id, 'unknown_type', `unknown message type ${JSON.stringify(msg.type.slice(0, 64))}`)
+    if (!route.check.Check(msg)) {
+      const first = route.check.Errors(msg).First()
+      const where = first?.path ? first.path.slice(1) : 'message'
+      return this.fail(conn, id, 'invalid_message', `${where}: ${first?.message ?? 'invalid'}`)
+    }
+
+    for (const observe of this.observers) observe({ type: msg.type })
+    try {
+      const reply = await route.handler(conn, msg as never)
+      if (reply && typeof reply === 'object') conn.send(id === undefined ? reply : { ...reply, id })
+    } catch (err) {
+      if (err instanceof WsError) return this.fail(conn, id, err.code, err.message, err.extra)
+      this.log.error({ event: 'ws.handler_failed', type: msg.type, err }, 'message handler failed')
+      return this.fail(conn, id, 'internal_error', 'the server could not handle this message')
+    }
+  }
+
+  private fail (conn: Connection, id: string | number | undefined, code: ErrorCode, message: string, extra?: Record<string, unknown>): void {
+    for (const observe of this.observers) observe({ type: 'error', error: code })
+    conn.send({ type: 'error', code, message, ...extra, ...(id === undefined ? {} : { id }) })
+  }
+
+  /** Token bucket per connection; sustained flooding closes the connection with 1008. */
+  private take (conn: Connection): boolean {
+    const now = Date.now()
+    let b = this.buckets.get(conn)
+    if (!b) {
+      b = { tokens: this.burst, refilledAt: now, floodSince: 0, lastViolation: 0 }
+      this.buckets.set(conn, b)
+    }
+    b.tokens = Math.min(this.burst, b.tokens + ((now - b.refilledAt) / 1000) * this.rate)
+    b.refilledAt = now
+    if (b.tokens >= 1) {
+      b.tokens -= 1
+      return true
+    }
+    if (now - b.lastViolation > 1000) b.floodSince = now
+    b.lastViolation = now
+    if (now - b.floodSince >= this.floodCloseMs) {
+      this.log.warn({ event: 'ws.flood_closed', connectionId: conn.id, clientKey: conn.clientKey }, 'connection closed for sustained flooding')
+      conn.socket.close(1008, 'message rate exceeded')
+      return false
+    }
+    this.fail(conn, undefined, 'rate_limited', `more than ${this.rate} messages per second`)
+    return false
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    dispatcher: Dispatcher
+  }
+}
+
+export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
+  app.decorate('dispatcher', new Dispatcher(opts, app.log))
+}, { name: 'dispatcher', fastify: '5.x' })

@@ -1,0 +1,29 @@
+import fp from 'fastify-plugin'
+import rateLimit from '@fastify/rate-limit'
+import type { FastifyRequest } from 'fastify'
+
+export interface RateLimitOptions {
+  /** Requests per client key per window [60]. */
+  max?: number
+  /** Window length in milliseconds [60000]. */
+  windowMs?: number
+  /** Only URLs under these prefixes are limited [['/api/']]. */
+  prefixes?: string[]
+  /** A shared store for many instances (an ioredis client), as @fastify/rate-limit takes it. */
+  redis?: unknown
+}
+
+export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
+  const prefixes = opts.prefixes ?? ['/api/']
+  await app.register(rateLimit, {
+    global: true,
+    max: opts.max ?? 60,
+    timeWindow: opts.windowMs ?? 60000,
+    keyGenerator: (request: FastifyRequest) => request.clientKey,
+    allowList: (request: FastifyRequest) => !prefixes.some(p => request.url.startsWith(p)),
+    ...(opts.redis ? { redis: opts.redis as never, nameSpace: 'switchboard:rl:', skipOnError: false } : {}),
+    onExceeded: (request: FastifyRequest, key: string) => {
+      request.log.warn({ event: 'rate_limit.exceeded', clientKey: key, url: request.routeOptions.url, limit: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }, 'HTTP rate limit exceeded')
+    }
+  })
+}, { name: 'rate-limit', fastify: '5.x', dependencies: ['identity'] })

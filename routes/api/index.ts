@@ -1,0 +1,9 @@
+import type { FastifyInstance } from 'fastify'
+import sendRoute from './send.js'
+import statusRoute from './status.js'
+
+/** The HTTP API; app.ts mounts it twice, at /api and /api/v1, from this one definition. */
+export default async function api (app: FastifyInstance) {
+  await app.register(sendRoute)
+  await app.register(statusRoute)
+}

@@ -1,0 +1,56 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyInstance } from 'fastify'
+import { Type, type Static } from '@sinclair/typebox'
+import { Connection } from '../plugins/connections.js'
+import { ClientId } from '../plugins/direct-messages.js'
+
+const Query = Type.Object({
+  clientId: Type.Optional(ClientId),
+  token: Type.Optional(Type.String({ maxLength: 4096 }))
+})
+
+export default async function wsRoute (app: FastifyInstance) {
+  app.get<{ Querystring: Static<typeof Query> }>('/ws', {
+    websocket: true,
+    schema: { querystring: Query },
+    preValidation: [app.checkUpgradeOrigin],
+    // after validation, so a refused request never holds a slot
+    preHandler: [app.acquireConnectionSlot]
+  }, (socket, request) => {
+    const clientId = request.principal?.sub ?? request.query.clientId ?? `anon-${randomUUID()}`
+    const conn = new Connection(socket, clientId, request.clientKey, request.ip)
+    const log = app.log
+
+    socket.on('message', (data, isBinary) => {
+      app.dispatcher.handle(conn, data, isBinary).catch(err => {
+        log.error({ event: 'ws.dispatch_failed', connectionId: conn.id, err }, 'dispatch failed')
+      })
+    })
+    socket.on('close', (code, reason) => {
+      app.connections.remove(conn)
+      log.info({ event: 'connection.close', connectionId: conn.id, clientId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'connection closed')
+    })
+    socket.on('error', err => {
+      log.debug({ event: 'connection.error', connectionId: conn.id, err }, 'connection error')
+    })
+
+    const config = app.config
+    conn.send({
+      type: 'welcome',
+      clientId,
+      connectionId: conn.id,
+      serverId: app.connections.serverId,
+      timestamp: new Date().toISOString(),
+      heartbeatIntervalMs: app.heartbeat.intervalMs,
+      limits: {
+        maxPayload: config.WS_MAX_PAYLOAD,
+        messagesPerSecond: config.WS_MESSAGES_PER_SECOND,
+        maxRoomsPerConnection: config.MAX_ROOMS_PER_CONNECTION,
+        roomHistorySize: config.ROOM_HISTORY_SIZE,
+        roomStateMaxBytes: config.ROOM_STATE_MAX_BYTES
+      }
+    })
+    app.connections.add(conn)
+    log.info({ event: 'connection.open', connectionId: conn.id, clientId, clientKey: conn.clientKey, connections: app.connections.size }, 'connection opened')
+  })
+}
