@@ -1,0 +1,77 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import app, { serverOptions } from '../app.js'
+import { loadConfig } from '../plugins/config.js'
+
+export interface TestContext {
+  teardown (fn: () => unknown): void
+}
+
+export interface Built {
+  app: FastifyInstance
+  /** http://127.0.0.1:PORT */
+  url: string
+  /** ws://127.0.0.1:PORT/ws */
+  wsUrl: string
+  port: number
+  dataDir: string
+  /** Every log line the app wrote, parsed. */
+  logs: Array<Record<string, unknown>>
+  /** The raw log text, for checks that no secret ever appears. */
+  rawLogs: () => string
+}
+
+/** A temporary directory removed at teardown. */
+export function tempDir (t: TestContext, prefix = 'switchboard-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/**
+ * Builds the whole app on an ephemeral port of 127.0.0.1 with its own data
+ * directory, captures its logs, and closes it at teardown.
+ */
+export async function build (t: TestContext, env: Record<string, string> = {}, opts: { dataDir?: string } = {}): Promise<Built> {
+  const dataDir = opts.dataDir ?? tempDir(t)
+  const config = loadConfig({ LOG_LEVEL: 'info', DATA_DIR: dataDir, ...env })
+  const lines: string[] = []
+  const stream = new Writable({
+    write (chunk, _enc, cb) {
+      lines.push(chunk.toString())
+      cb()
+    }
+  })
+  const options = serverOptions(config)
+  const server = Fastify({ ...options, logger: { ...(options.logger as object), stream } })
+  await server.register(fp(app), { config })
+  await server.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => server.close())
+  const address = server.server.address()
+  const port = typeof address === 'object' && address ? address.port : 0
+  const raw = () => lines.join('')
+  return {
+    app: server,
+    url: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    port,
+    dataDir,
+    get logs () {
+      return raw().split('\n').filter(Boolean).map(l => JSON.parse(l) as Record<string, unknown>)
+    },
+    rawLogs: raw
+  }
+}
+
+/** Resolves when `check` holds, polling; rejects with `what` after `timeoutMs`. */
+export async function waitFor (check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}
