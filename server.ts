@@ -28,7 +28,9 @@ closeWithGrace({
 
 try {
   await server.listen({ port: config.PORT, host: config.HOST })
-  server.log.info({ event: 'server.listening', port: config.PORT, host: config.HOST }, 'switchboard listening')
+  const address = server.server.address()
+  const port = typeof address === 'object' && address ? address.port : config.PORT
+  server.log.info({ event: 'server.listening', port, host: config.HOST }, 'switchboard listening')
 } catch (err) {
   server.log.error({ event: 'server.listen_failed', err }, 'could not listen')
   process.exit(1)

@@ -19,8 +19,8 @@ export interface Built {
   wsUrl: string
   port: number
   dataDir: string
-  /** Every log line the app wrote, parsed. */
-  logs: Array<Record<string, unknown>>
+  /** Every log line the app wrote so far, parsed. */
+  logs: () => Array<Record<string, any>>
   /** The raw log text, for checks that no secret ever appears. */
   rawLogs: () => string
 }
@@ -60,9 +60,7 @@ export async function build (t: TestContext, env: Record<string, string> = {}, o
     wsUrl: `ws://127.0.0.1:${port}/ws`,
     port,
     dataDir,
-    get logs () {
-      return raw().split('\n').filter(Boolean).map(l => JSON.parse(l) as Record<string, unknown>)
-    },
+    logs: () => raw().split('\n').filter(Boolean).map(l => JSON.parse(l) as Record<string, any>),
     rawLogs: raw
   }
 }

@@ -1,0 +1,52 @@
+import t from 'tap'
+import { build } from './helper.js'
+
+const post = (url: string, text: string) => fetch(`${url}/api/send`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ from: 'tester', to: 'target', text })
+})
+
+t.test('61 POSTs to /api/send in one window: exactly the 61st gets 429', async t => {
+  const { url, logs } = await build(t)
+  const statuses: number[] = []
+  for (let i = 1; i <= 60; i++) statuses.push((await post(url, `n${i}`)).status)
+  t.same(statuses, Array(60).fill(200), 'the first 60 succeed')
+  const res = await post(url, 'n61')
+  t.equal(res.status, 429)
+  t.ok(Number(res.headers.get('retry-after')) > 0, 'retry-after is set')
+  t.equal(res.headers.get('x-ratelimit-limit'), '60')
+  t.equal(res.headers.get('x-ratelimit-remaining'), '0')
+  t.ok(res.headers.get('x-ratelimit-reset'))
+  const body = await res.json() as any
+  t.match(body, { statusCode: 429, error: String, message: String })
+  t.match(logs().find(l => l.event === 'rate_limit.exceeded'), { clientKey: '127.0.0.1' }, 'the 429 is logged with the client key')
+
+  t.equal((await fetch(`${url}/api/v1/status`)).status, 429, '/api/v1 shares the budget')
+  for (const path of ['/health', '/ready']) {
+    t.equal((await fetch(`${url}${path}`)).status, 200, `${path} is not rate limited`)
+  }
+})
+
+t.test('the limit counts per client key: another address has its own budget', async t => {
+  const { url } = await build(t, { RATE_LIMIT_MAX: '3', RATE_LIMIT_WINDOW_MS: '60000' })
+  for (let i = 0; i < 3; i++) t.equal((await post(url, 'x')).status, 200)
+  t.equal((await post(url, 'x')).status, 429)
+  const other = await new Promise<number>((resolve, reject) => {
+    import('node:http').then(({ request }) => {
+      const req = request(`${url}/api/status`, { localAddress: '127.0.0.77' }, res => { res.resume(); resolve(res.statusCode ?? 0) })
+      req.on('error', reject)
+      req.end()
+    }, reject)
+  })
+  t.equal(other, 200)
+})
+
+t.test('a spoofed X-Forwarded-For does not dodge the limit when TRUST_PROXY is off', async t => {
+  const { url } = await build(t, { RATE_LIMIT_MAX: '2' })
+  const statuses = []
+  for (let i = 0; i < 4; i++) {
+    statuses.push((await fetch(`${url}/api/status`, { headers: { 'x-forwarded-for': `10.0.0.${i}` } })).status)
+  }
+  t.same(statuses, [200, 200, 429, 429])
+})
