@@ -63,8 +63,8 @@ function optionsFromEnvironment (): FastifyServerOptions {
 /** Server options for `fastify start dist/app.js`. */
 export const options = optionsFromEnvironment()
 
-export default async function app (fastify: FastifyInstance, opts: AppOptions = {}) {
-  const cfg = opts.config ?? loadConfig(opts.env ?? process.env)
+export default async function app (fastify: FastifyInstance, opts: AppOptions) {
+  const cfg = opts?.config ?? loadConfig(opts?.env ?? process.env)
 
   await fastify.register(config, { config: cfg })
   await fastify.register(identity)

@@ -75,14 +75,18 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   if (raw.SHUTDOWN_GRACE_MS === undefined && env.FASTIFY_CLOSE_GRACE_DELAY) {
     raw.SHUTDOWN_GRACE_MS = env.FASTIFY_CLOSE_GRACE_DELAY.trim()
   }
-  const converted = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, raw))
-  const error = Value.Errors(ConfigSchema, converted).First()
-  if (error) {
-    const key = error.path.replace(/^\//, '')
-    const schema = (ConfigSchema.properties as Record<string, TSchema>)[key]
+  const properties = ConfigSchema.properties as Record<string, TSchema>
+  const fail = (key: string): never => {
     const got = raw[key] === undefined ? 'nothing' : JSON.stringify(raw[key])
-    throw new ConfigError(`Invalid configuration: ${key} must be ${schema ? describe(schema) : 'valid'} (got ${got})`)
+    throw new ConfigError(`Invalid configuration: ${key} must be ${properties[key] ? describe(properties[key]) : 'valid'} (got ${got})`)
   }
+  // Convert would truncate "1.5" to 1: integers must be written as integers.
+  for (const [key, value] of Object.entries(raw)) {
+    if (properties[key].type === 'integer' && !/^-?\d+$/.test(String(value))) fail(key)
+  }
+  const converted = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, structuredClone(raw)))
+  const error = Value.Errors(ConfigSchema, converted).First()
+  if (error) fail(error.path.replace(/^\//, ''))
   const config = converted as Config
   parseTrustProxy(config.TRUST_PROXY)
   return config

@@ -1,0 +1,59 @@
+import t from 'tap'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { loadConfig, ConfigError, parseTrustProxy } from '../plugins/config.js'
+import { root } from './process.js'
+
+t.test('defaults follow the contract', async t => {
+  const c = loadConfig({})
+  t.match(c, {
+    PORT: 5001, HOST: '127.0.0.1', LOG_LEVEL: 'info', MAX_CONNECTIONS: 1000, MAX_CONNECTIONS_PER_CLIENT: 10,
+    CORS_ORIGINS: 'http://localhost:3000,http://localhost:5000', RATE_LIMIT_MAX: 60, RATE_LIMIT_WINDOW_MS: 60000,
+    WS_MAX_PAYLOAD: 65536, WS_MESSAGES_PER_SECOND: 50, HEARTBEAT_INTERVAL_MS: 30000, SHUTDOWN_GRACE_MS: 10000,
+    DATA_DIR: './data', ROOM_HISTORY_SIZE: 100, MAX_ROOMS_PER_CONNECTION: 50, ROOM_STATE_MAX_BYTES: 262144,
+    INBOX_MAX: 100, INBOX_TTL_MS: 86400000, TRUST_PROXY: 'false', ENABLE_CODE_EXECUTION: false,
+    EXEC_TIMEOUT_MS: 1000, EXEC_MEMORY_MB: 32
+  })
+  t.equal(c.REDIS_URL, undefined)
+  t.equal(c.AUTH_SECRET, undefined)
+})
+
+t.test('a bad value names the variable and what is expected', async t => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ MAX_CONNECTIONS: 'lots' }, /^Invalid configuration: MAX_CONNECTIONS must be an integer >= 1 \(got "lots"\)$/],
+    [{ MAX_CONNECTIONS: '0' }, /MAX_CONNECTIONS must be an integer >= 1/],
+    [{ PORT: '70000' }, /PORT must be an integer >= 0 and <= 65535/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/],
+    [{ ENABLE_CODE_EXECUTION: 'maybe' }, /ENABLE_CODE_EXECUTION must be true or false/],
+    [{ REDIS_URL: 'localhost:6379' }, /REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/],
+    [{ TRUST_PROXY: 'everyone' }, /TRUST_PROXY must be false, true, a hop count or a comma list/],
+    [{ RATE_LIMIT_WINDOW_MS: '1.5' }, /RATE_LIMIT_WINDOW_MS must be an integer/]
+  ]
+  for (const [env, message] of cases) {
+    t.throws(() => loadConfig(env), { name: 'ConfigError', message }, JSON.stringify(env))
+  }
+  t.ok(new ConfigError('x') instanceof Error)
+})
+
+t.test('FASTIFY_CLOSE_GRACE_DELAY is honoured when SHUTDOWN_GRACE_MS is unset', async t => {
+  t.equal(loadConfig({ FASTIFY_CLOSE_GRACE_DELAY: '2500' }).SHUTDOWN_GRACE_MS, 2500)
+  t.equal(loadConfig({ FASTIFY_CLOSE_GRACE_DELAY: '2500', SHUTDOWN_GRACE_MS: '4000' }).SHUTDOWN_GRACE_MS, 4000)
+})
+
+t.test('TRUST_PROXY accepts booleans, hop counts and address lists', async t => {
+  t.equal(parseTrustProxy('false'), false)
+  t.equal(parseTrustProxy('true'), true)
+  t.equal(parseTrustProxy('2'), 2)
+  t.same(parseTrustProxy('10.0.0.0/8, 127.0.0.1'), ['10.0.0.0/8', '127.0.0.1'])
+})
+
+t.test('the server refuses to start on a bad value: exit 1 and one clear line', async t => {
+  const res = spawnSync(process.execPath, [join(root, 'dist', 'server.js')], {
+    env: { PATH: process.env.PATH, MAX_CONNECTIONS_PER_CLIENT: '-3', PORT: '0' },
+    encoding: 'utf8',
+    timeout: 15000
+  })
+  t.equal(res.status, 1)
+  t.equal(res.stderr.trim(), 'Invalid configuration: MAX_CONNECTIONS_PER_CLIENT must be an integer >= 1 (got "-3")')
+  t.equal(res.stdout, '', 'nothing else is printed')
+})
