@@ -14,7 +14,7 @@ import heartbeat from './plugins/heartbeat.js'
 import store from './plugins/store.js'
 import inbox from './plugins/inbox.js'
 import directMessages from './plugins/direct-messages.js'
-import rooms from './plugins/rooms.js'
+import rooms, { type RoomsOptions } from './plugins/rooms.js'
 import healthRoutes from './routes/health.js'
 import wsRoute from './routes/ws.js'
 import api from './routes/api/index.js'
@@ -26,6 +26,8 @@ export interface AppOptions {
   config?: Config
   /** Environment to read the configuration from [process.env]. */
   env?: Record<string, string | undefined>
+  /** Room lifecycle tuning that has no environment variable (eviction delay, sweep interval). */
+  rooms?: Pick<RoomsOptions, 'evictAfterMs' | 'sweepIntervalMs'>
 }
 
 /** Strips `token` from a URL so a query-string token never reaches a log line. */
@@ -86,7 +88,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions = 
   await fastify.register(rooms, {
     historySize: cfg.ROOM_HISTORY_SIZE,
     maxRoomsPerConnection: cfg.MAX_ROOMS_PER_CONNECTION,
-    stateMaxBytes: cfg.ROOM_STATE_MAX_BYTES
+    stateMaxBytes: cfg.ROOM_STATE_MAX_BYTES,
+    ...opts.rooms
   })
 
   fastify.statusReport.section('connections', () => ({
