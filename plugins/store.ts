@@ -134,13 +134,19 @@ declare module 'fastify' {
 }
 
 export default fp<StoreOptions>(async function store (app, opts) {
-  const store = SqliteStore.open({
-    dataDir: opts.dataDir ?? './data',
-    groupCommit: opts.groupCommit ?? true,
-    inboxMax: opts.inboxMax ?? 100,
-    inboxTtlMs: opts.inboxTtlMs ?? 86400000,
-    log: app.log
-  })
+  let store: Store
+  try {
+    store = SqliteStore.open({
+      dataDir: opts.dataDir ?? './data',
+      groupCommit: opts.groupCommit ?? true,
+      inboxMax: opts.inboxMax ?? 100,
+      inboxTtlMs: opts.inboxTtlMs ?? 86400000,
+      log: app.log
+    })
+  } catch (err) {
+    app.log.fatal({ event: 'store.open_failed', reason: (err as Error).message }, 'the store cannot be used; refusing to start')
+    throw err
+  }
   app.decorate('store', store)
   app.statusReport.section('store', () => ({ kind: store.kind }))
   app.addHook('onClose', async () => {
