@@ -11,7 +11,7 @@ import cors from './plugins/cors.js'
 import rateLimit from './plugins/rate-limit.js'
 import limits from './plugins/limits.js'
 import heartbeat from './plugins/heartbeat.js'
-import store from './plugins/store.js'
+import store, { type StoreOptions } from './plugins/store.js'
 import inbox from './plugins/inbox.js'
 import directMessages from './plugins/direct-messages.js'
 import rooms, { type RoomsOptions } from './plugins/rooms.js'
@@ -28,6 +28,8 @@ export interface AppOptions {
   env?: Record<string, string | undefined>
   /** Room lifecycle tuning that has no environment variable (eviction delay, sweep interval). */
   rooms?: Pick<RoomsOptions, 'evictAfterMs' | 'sweepIntervalMs'>
+  /** Store tuning that has no environment variable (group commit on or off, for measurements). */
+  store?: Pick<StoreOptions, 'groupCommit'>
 }
 
 /** Strips `token` from a URL so a query-string token never reaches a log line. */
@@ -82,7 +84,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions = 
   await fastify.register(limits, { maxConnections: cfg.MAX_CONNECTIONS, maxPerClient: cfg.MAX_CONNECTIONS_PER_CLIENT })
   await fastify.register(heartbeat, { intervalMs: cfg.HEARTBEAT_INTERVAL_MS })
   // onClose runs last-registered-first: rooms flush their writes, then the store closes
-  await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS })
+  await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS, ...opts.store })
   await fastify.register(inbox, { expireIntervalMs: Math.min(cfg.INBOX_TTL_MS, 60000) })
   await fastify.register(directMessages)
   await fastify.register(rooms, {
