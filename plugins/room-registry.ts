@@ -128,20 +128,21 @@ export class RoomRegistry {
   async publish (from: string, name: string, data: unknown): Promise<{ offset: number, messageId: string, delivered: number }> {
     const message = await this.storeCall(name, () => this.store.appendMessage(name, {
       messageId: randomUUID(), from, data, timestamp: new Date().toISOString()
-    }, this.opts.historySize))
+    }, this.opts.historySize)).finally(() => this.releaseIfNotLoaded(name))
     const delivered = this.broadcast(name, message)
     return { offset: message.offset, messageId: message.messageId, delivered }
   }
 
   async update (from: string, name: string, patch: RoomState, baseVersion?: number): Promise<{ version: number }> {
     const { version } = await this.storeCall(name, () => this.store.applyPatch(name, patch, { baseVersion, maxBytes: this.opts.stateMaxBytes }))
+      .finally(() => this.releaseIfNotLoaded(name))
     this.broadcast(name, { type: 'state', room: name, version, patch, from })
     return { version }
   }
 
   /** The room as the HTTP API shows it, or null for a room never used. */
   async describe (name: string): Promise<RoomDescription | null> {
-    const snapshot = await this.storeCall(name, () => this.store.loadRoom(name))
+    const snapshot = await this.storeCall(name, () => this.store.loadRoom(name)).finally(() => this.releaseIfNotLoaded(name))
     const members = this.membersOf(name)
     if (!snapshot && members.length === 0) return null
     return { room: name, state: snapshot?.state ?? {}, version: snapshot?.version ?? 0, offset: snapshot?.offset ?? 0, members }
@@ -239,6 +240,11 @@ export class RoomRegistry {
     room.members.delete(conn.clientId)
     if (room.members.size === 0) room.emptySince = Date.now()
     this.broadcast(name, { type: 'presence', room: name, event: 'leave', clientId: conn.clientId })
+  }
+
+  /** A room written or read over HTTP without members here need not stay cached in the store. */
+  private releaseIfNotLoaded (name: string): void {
+    if (!this.rooms.has(name) && !this.loading.has(name)) this.store.release(name)
   }
 
   private membersOf (name: string): string[] {
