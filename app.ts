@@ -11,8 +11,10 @@ import cors from './plugins/cors.js'
 import rateLimit from './plugins/rate-limit.js'
 import limits from './plugins/limits.js'
 import heartbeat from './plugins/heartbeat.js'
+import store, { type StoreOptions } from './plugins/store.js'
 import inbox from './plugins/inbox.js'
 import directMessages from './plugins/direct-messages.js'
+import rooms, { type RoomsOptions } from './plugins/rooms.js'
 import healthRoutes from './routes/health.js'
 import wsRoute from './routes/ws.js'
 import api from './routes/api/index.js'
@@ -24,6 +26,10 @@ export interface AppOptions {
   config?: Config
   /** Environment to read the configuration from [process.env]. */
   env?: Record<string, string | undefined>
+  /** Room lifecycle tuning that has no environment variable (eviction delay, sweep interval). */
+  rooms?: Pick<RoomsOptions, 'evictAfterMs' | 'sweepIntervalMs'>
+  /** Store tuning that has no environment variable (group commit on or off, for measurements). */
+  store?: Pick<StoreOptions, 'groupCommit'>
 }
 
 /** Strips `token` from a URL so a query-string token never reaches a log line. */
@@ -77,8 +83,16 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS })
   await fastify.register(limits, { maxConnections: cfg.MAX_CONNECTIONS, maxPerClient: cfg.MAX_CONNECTIONS_PER_CLIENT })
   await fastify.register(heartbeat, { intervalMs: cfg.HEARTBEAT_INTERVAL_MS })
-  await fastify.register(inbox, { max: cfg.INBOX_MAX, ttlMs: cfg.INBOX_TTL_MS })
+  // onClose runs last-registered-first: rooms flush their writes, then the store closes
+  await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS, ...opts.store })
+  await fastify.register(inbox, { expireIntervalMs: Math.min(cfg.INBOX_TTL_MS, 60000) })
   await fastify.register(directMessages)
+  await fastify.register(rooms, {
+    historySize: cfg.ROOM_HISTORY_SIZE,
+    maxRoomsPerConnection: cfg.MAX_ROOMS_PER_CONNECTION,
+    stateMaxBytes: cfg.ROOM_STATE_MAX_BYTES,
+    ...opts.rooms
+  })
 
   fastify.statusReport.section('connections', () => ({
     total: fastify.connections.size,
@@ -86,7 +100,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     perClientMax: fastify.limits.maxPerClient,
     clients: fastify.connections.clientCount
   }))
-  fastify.statusReport.section('rooms', () => ({ active: 0 }))
   fastify.statusReport.section('redis', () => ({ enabled: false, status: 'disabled' }))
   fastify.statusReport.section('rateLimit', () => ({ max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS }))
   fastify.statusReport.section('codeExecution', () => ({ enabled: cfg.ENABLE_CODE_EXECUTION }))

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import app, { serverOptions } from '../app.js'
+import app, { serverOptions, type AppOptions } from '../app.js'
 import { loadConfig } from '../plugins/config.js'
 
 export interface TestContext {
@@ -36,7 +36,7 @@ export function tempDir (t: TestContext, prefix = 'switchboard-'): string {
  * Builds the whole app on an ephemeral port of 127.0.0.1 with its own data
  * directory, captures its logs, and closes it at teardown.
  */
-export async function build (t: TestContext, env: Record<string, string> = {}, opts: { dataDir?: string } = {}): Promise<Built> {
+export async function build (t: TestContext, env: Record<string, string> = {}, opts: { dataDir?: string, app?: Omit<AppOptions, 'config' | 'env'> } = {}): Promise<Built> {
   const dataDir = opts.dataDir ?? tempDir(t)
   const config = loadConfig({ LOG_LEVEL: 'info', DATA_DIR: dataDir, ...env })
   const lines: string[] = []
@@ -48,7 +48,7 @@ export async function build (t: TestContext, env: Record<string, string> = {}, o
   })
   const options = serverOptions(config)
   const server = Fastify({ ...options, logger: { ...(options.logger as object), stream } })
-  await server.register(fp(app), { config })
+  await server.register(fp(app), { ...opts.app, config })
   await server.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => server.close())
   const address = server.server.address()
@@ -72,4 +72,17 @@ export async function waitFor (check: () => boolean | Promise<boolean>, what: st
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
     await new Promise(resolve => setTimeout(resolve, 10))
   }
+}
+
+/** A JSON HTTP request; resolves with the status and the parsed body. */
+export async function requestJson (url: string, method = 'GET', body?: unknown): Promise<{ status: number, body: any }> {
+  const res = await fetch(url, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body)
+  })
+  const text = await res.text()
+  let parsed: unknown = text
+  try { parsed = JSON.parse(text) } catch {}
+  return { status: res.status, body: parsed }
 }

@@ -1,0 +1,301 @@
+import { randomUUID } from 'node:crypto'
+import type { Connection } from './connections.js'
+import { WsError } from './dispatcher.js'
+import {
+  InvalidPatchError, StateTooLargeError, VersionConflictError,
+  type RoomMessage, type RoomState, type Store
+} from './store.js'
+
+export interface RoomRegistryOptions {
+  /** Messages kept per room for recovery (ROOM_HISTORY_SIZE). */
+  historySize: number
+  /** Rooms one connection may be in at once (MAX_ROOMS_PER_CONNECTION). */
+  maxRoomsPerConnection: number
+  /** Largest serialized room state in bytes (ROOM_STATE_MAX_BYTES). */
+  stateMaxBytes: number
+  /** An empty room leaves memory after this long. */
+  evictAfterMs: number
+}
+
+interface Log {
+  error (obj: object, msg: string): void
+}
+
+/** A room in memory: who is in it, by client id. */
+class Room {
+  /** clientId → that client's connections in this room. */
+  readonly members = new Map<string, Set<Connection>>()
+  emptySince = Date.now()
+  constructor (readonly name: string) {}
+}
+
+export interface JoinedReply {
+  type: 'joined'
+  room: string
+  state: RoomState
+  version: number
+  offset: number
+  members: string[]
+  missed: RoomMessage[]
+  recovered: boolean
+}
+
+export interface RoomDescription {
+  room: string
+  state: RoomState
+  version: number
+  offset: number
+  members: string[]
+}
+
+/**
+ * Sends one serialized frame to the members of a room and says how many
+ * connections it reached here. Local by default; a cluster replaces it.
+ */
+export type DeliverToRoom = (room: string, frame: string, exceptConnectionId?: string) => number
+
+/**
+ * Membership, presence and the room operations of the contract, over a Store.
+ * Rooms load lazily (concurrent joins share one load), stay while they have
+ * members and are evicted by `sweep` once empty for `evictAfterMs`.
+ */
+export class RoomRegistry {
+  private readonly rooms = new Map<string, Room>()
+  private readonly loading = new Map<string, Promise<Room>>()
+  private readonly pendingJoins = new WeakMap<Connection, Map<string, Promise<unknown>>>()
+  deliver: DeliverToRoom
+
+  constructor (private readonly store: Store, private readonly opts: RoomRegistryOptions, private readonly log: Log) {
+    this.deliver = (room, frame, except) => this.deliverLocally(room, frame, except)
+  }
+
+  isMember (conn: Connection, room: string): boolean {
+    return this.rooms.get(room)?.members.get(conn.clientId)?.has(conn) ?? false
+  }
+
+  /** Serializes once and sends the same frame to every member; returns the connections reached here. */
+  broadcast (room: string, message: object, except?: Connection): number {
+    return this.deliver(room, JSON.stringify(message), except?.id)
+  }
+
+  /** Rooms with members, memberships (client and room pairs) and rooms held in memory. */
+  stats (): { active: number, members: number, loaded: number } {
+    let active = 0
+    let members = 0
+    for (const room of this.rooms.values()) {
+      if (room.members.size > 0) active++
+      members += room.members.size
+    }
+    return { active, members, loaded: this.rooms.size }
+  }
+
+  async join (conn: Connection, name: string, since?: number): Promise<JoinedReply | undefined> {
+    const pending = this.pendingJoinsOf(conn)
+    if (!conn.rooms.has(name) && !pending.has(name)) {
+      let count = conn.rooms.size
+      for (const room of pending.keys()) if (!conn.rooms.has(room)) count++
+      if (count >= this.opts.maxRoomsPerConnection) {
+        throw new WsError('room_limit', `a connection may be in at most ${this.opts.maxRoomsPerConnection} rooms`, { limit: this.opts.maxRoomsPerConnection })
+      }
+    }
+    const joining = this.admit(conn, name, since)
+    pending.set(name, joining)
+    try {
+      return await joining
+    } finally {
+      if (pending.get(name) === joining) pending.delete(name)
+    }
+  }
+
+  async leave (conn: Connection, name: string): Promise<{ type: 'left', room: string }> {
+    await this.joinSettled(conn, name)
+    if (!this.isMember(conn, name)) throw notInRoom(name)
+    this.removeMember(conn, name)
+    return { type: 'left', room: name }
+  }
+
+  /** A connection is gone: it leaves every room it was in. */
+  leaveAll (conn: Connection): void {
+    for (const name of [...conn.rooms]) this.removeMember(conn, name)
+  }
+
+  /** Throws `not_in_room` unless the connection is a member (after any join of it still in flight). */
+  async requireMember (conn: Connection, name: string): Promise<void> {
+    await this.joinSettled(conn, name)
+    if (!this.isMember(conn, name)) throw notInRoom(name)
+  }
+
+  async publish (from: string, name: string, data: unknown): Promise<{ offset: number, messageId: string, delivered: number }> {
+    const message = await this.storeCall(name, () => this.store.appendMessage(name, {
+      messageId: randomUUID(), from, data, timestamp: new Date().toISOString()
+    }, this.opts.historySize)).finally(() => this.releaseIfNotLoaded(name))
+    const delivered = this.broadcast(name, message)
+    return { offset: message.offset, messageId: message.messageId, delivered }
+  }
+
+  async update (from: string, name: string, patch: RoomState, baseVersion?: number): Promise<{ version: number }> {
+    const { version } = await this.storeCall(name, () => this.store.applyPatch(name, patch, { baseVersion, maxBytes: this.opts.stateMaxBytes }))
+      .finally(() => this.releaseIfNotLoaded(name))
+    this.broadcast(name, { type: 'state', room: name, version, patch, from })
+    return { version }
+  }
+
+  /** The room as the HTTP API shows it, or null for a room never used. */
+  async describe (name: string): Promise<RoomDescription | null> {
+    const snapshot = await this.storeCall(name, () => this.store.loadRoom(name)).finally(() => this.releaseIfNotLoaded(name))
+    const members = this.membersOf(name)
+    if (!snapshot && members.length === 0) return null
+    return { room: name, state: snapshot?.state ?? {}, version: snapshot?.version ?? 0, offset: snapshot?.offset ?? 0, members }
+  }
+
+  /** Every stored room and every room with members. */
+  async list (): Promise<Array<{ room: string, members: number, version: number }>> {
+    const stored = await this.storeCall(null, () => this.store.listRooms())
+    const out = new Map(stored.map(r => [r.room, { room: r.room, members: 0, version: r.version }]))
+    for (const room of this.rooms.values()) {
+      if (room.members.size === 0) continue
+      const entry = out.get(room.name) ?? { room: room.name, members: 0, version: 0 }
+      entry.members = room.members.size
+      out.set(room.name, entry)
+    }
+    return [...out.values()].sort((a, b) => a.room < b.room ? -1 : a.room > b.room ? 1 : 0)
+  }
+
+  /** Drops rooms empty for longer than evictAfterMs; returns how many. */
+  sweep (now = Date.now()): number {
+    let evicted = 0
+    for (const [name, room] of this.rooms) {
+      if (room.members.size === 0 && now - room.emptySince >= this.opts.evictAfterMs) {
+        this.rooms.delete(name)
+        this.store.release(name)
+        evicted++
+      }
+    }
+    return evicted
+  }
+
+  private async admit (conn: Connection, name: string, since?: number): Promise<JoinedReply | undefined> {
+    const room = await this.open(name)
+    const withHistory = since === undefined ? null : await this.storeCall(name, () => this.store.loadRoomSince(name, since))
+    const snapshot = since === undefined ? await this.storeCall(name, () => this.store.loadRoom(name)) : withHistory
+    // gone while the room loaded: nothing to join, nobody to answer
+    if (!conn.open) return undefined
+    // an empty room may have been swept while this join waited
+    if (this.rooms.get(name) !== room) this.rooms.set(name, room)
+    let connections = room.members.get(conn.clientId)
+    const newMember = !connections
+    if (!connections) {
+      connections = new Set()
+      room.members.set(conn.clientId, connections)
+    }
+    connections.add(conn)
+    conn.rooms.add(name)
+    if (newMember) this.broadcast(name, { type: 'presence', room: name, event: 'join', clientId: conn.clientId }, conn)
+
+    let missed: RoomMessage[] = []
+    let recovered = false
+    if (since !== undefined) {
+      if (withHistory === null) {
+        // a room never written: nothing was missed unless the client claims an offset
+        recovered = since === 0
+      } else {
+        missed = withHistory.missed
+        recovered = withHistory.complete
+      }
+    }
+    return {
+      type: 'joined',
+      room: name,
+      state: snapshot?.state ?? {},
+      version: snapshot?.version ?? 0,
+      offset: snapshot?.offset ?? 0,
+      members: [...room.members.keys()],
+      missed,
+      recovered
+    }
+  }
+
+  /** The room in memory, loading it once however many joins ask at the same time. */
+  private open (name: string): Promise<Room> {
+    const room = this.rooms.get(name)
+    if (room) return Promise.resolve(room)
+    let loading = this.loading.get(name)
+    if (!loading) {
+      loading = this.storeCall(name, () => this.store.loadRoom(name)).then(() => {
+        const loaded = new Room(name)
+        this.rooms.set(name, loaded)
+        return loaded
+      }).finally(() => this.loading.delete(name))
+      this.loading.set(name, loading)
+    }
+    return loading
+  }
+
+  private removeMember (conn: Connection, name: string): void {
+    conn.rooms.delete(name)
+    const room = this.rooms.get(name)
+    const connections = room?.members.get(conn.clientId)
+    if (!room || !connections?.delete(conn)) return
+    if (connections.size > 0) return
+    room.members.delete(conn.clientId)
+    if (room.members.size === 0) room.emptySince = Date.now()
+    this.broadcast(name, { type: 'presence', room: name, event: 'leave', clientId: conn.clientId })
+  }
+
+  /** A room written or read over HTTP without members here need not stay cached in the store. */
+  private releaseIfNotLoaded (name: string): void {
+    if (!this.rooms.has(name) && !this.loading.has(name)) this.store.release(name)
+  }
+
+  private membersOf (name: string): string[] {
+    return [...(this.rooms.get(name)?.members.keys() ?? [])]
+  }
+
+  private deliverLocally (name: string, frame: string, exceptConnectionId?: string): number {
+    const room = this.rooms.get(name)
+    if (!room) return 0
+    let reached = 0
+    for (const connections of room.members.values()) {
+      for (const conn of connections) {
+        if (conn.id !== exceptConnectionId && conn.sendRaw(frame)) reached++
+      }
+    }
+    return reached
+  }
+
+  private pendingJoinsOf (conn: Connection): Map<string, Promise<unknown>> {
+    let pending = this.pendingJoins.get(conn)
+    if (!pending) {
+      pending = new Map()
+      this.pendingJoins.set(conn, pending)
+    }
+    return pending
+  }
+
+  /** Lets a publish sent right after its join wait for that join instead of failing. */
+  private async joinSettled (conn: Connection, name: string): Promise<void> {
+    const joining = this.pendingJoins.get(conn)?.get(name)
+    if (joining) await joining.catch(() => undefined)
+  }
+
+  /** Runs a store operation, turning its failures into contract errors. */
+  private async storeCall<T> (room: string | null, op: () => Promise<T>): Promise<T> {
+    try {
+      return await op()
+    } catch (err) {
+      if (err instanceof VersionConflictError) {
+        throw new WsError('version_conflict', err.message, { currentVersion: err.currentVersion })
+      }
+      if (err instanceof StateTooLargeError) {
+        throw new WsError('state_too_large', err.message, { bytes: err.bytes, maxBytes: err.maxBytes })
+      }
+      if (err instanceof InvalidPatchError) throw new WsError('invalid_message', err.message)
+      this.log.error({ event: 'store.operation_failed', room, err }, 'a store operation failed')
+      throw new WsError('unavailable', room === null ? 'the room store is unavailable; retry later' : `room ${room} is unavailable; retry later`)
+    }
+  }
+}
+
+function notInRoom (room: string): WsError {
+  return new WsError('not_in_room', `not a member of room ${room}; join it first`)
+}

@@ -1,0 +1,74 @@
+import fp from 'fastify-plugin'
+import { Type } from '@sinclair/typebox'
+import { RoomRegistry } from './room-registry.js'
+
+/** 1-128 chars of [A-Za-z0-9_.:-], as the contract names rooms. */
+export const RoomName = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.:-]+$' })
+/** A JSON Merge Patch for a room state: an object at the top level. */
+export const StatePatch = Type.Record(Type.String(), Type.Unknown())
+export const Offset = Type.Integer({ minimum: 0 })
+export const Version = Type.Integer({ minimum: 0 })
+
+export interface RoomsOptions {
+  /** Messages kept per room for recovery [100]. */
+  historySize?: number
+  /** Rooms one connection may be in at once [50]. */
+  maxRoomsPerConnection?: number
+  /** Largest serialized room state in bytes [262144]. */
+  stateMaxBytes?: number
+  /** An empty room leaves memory after this long [60000]. */
+  evictAfterMs?: number
+  /** How often empty rooms are looked for [evictAfterMs / 2, at most 30000]. */
+  sweepIntervalMs?: number
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    rooms: RoomRegistry
+  }
+}
+
+export default fp<RoomsOptions>(async function rooms (app, opts) {
+  const evictAfterMs = opts.evictAfterMs ?? 60000
+  const registry = new RoomRegistry(app.store, {
+    historySize: opts.historySize ?? 100,
+    maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50,
+    stateMaxBytes: opts.stateMaxBytes ?? 262144,
+    evictAfterMs
+  }, app.log)
+  app.decorate('rooms', registry)
+
+  app.dispatcher.register('join', { room: RoomName, since: Type.Optional(Offset) }, async (conn, msg) =>
+    registry.join(conn, msg.room, msg.since))
+
+  app.dispatcher.register('leave', { room: RoomName }, async (conn, msg) => registry.leave(conn, msg.room))
+
+  app.dispatcher.register('publish', { room: RoomName, data: Type.Unknown() }, async (conn, msg) => {
+    await registry.requireMember(conn, msg.room)
+    const { offset, messageId } = await registry.publish(conn.clientId, msg.room, msg.data)
+    return { type: 'ack', room: msg.room, offset, messageId }
+  })
+
+  app.dispatcher.register('update', { room: RoomName, patch: StatePatch, baseVersion: Type.Optional(Version) }, async (conn, msg) => {
+    await registry.requireMember(conn, msg.room)
+    const { version } = await registry.update(conn.clientId, msg.room, msg.patch, msg.baseVersion)
+    return { type: 'ack', room: msg.room, version }
+  })
+
+  app.connections.onClose(conn => registry.leaveAll(conn))
+
+  app.statusReport.section('rooms', () => registry.stats())
+
+  const sweeper = setInterval(() => {
+    const evicted = registry.sweep()
+    if (evicted > 0) app.log.info({ event: 'room.evicted', evicted, loaded: registry.stats().loaded }, 'evicted empty rooms')
+  }, opts.sweepIntervalMs ?? Math.min(30000, Math.max(10, Math.floor(evictAfterMs / 2)))).unref()
+
+  // Registered after the store, so this runs before the store closes.
+  app.addHook('onClose', async () => {
+    clearInterval(sweeper)
+    const started = Date.now()
+    await app.store.flush()
+    app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')
+  })
+}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'dispatcher', 'connections', 'status'] })
