@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { requestJson, tempDir } from './helper.js'
 import { TestClient } from './ws-client.js'
-import { runUntilExit, startServer } from './server-process.js'
+import { runUntilExit, startServer } from './process.js'
 import { DATABASE_FILE } from '../plugins/sqlite-store.js'
 
 t.test('state, version, offsets and history survive a graceful restart', async t => {
@@ -18,7 +18,7 @@ t.test('state, version, offsets and history survive a graceful restart', async t
   await alice.request({ type: 'update', room: 'doc', patch: { title: null } })
 
   first.proc.kill('SIGTERM')
-  t.equal(await first.exited, 0, 'a clean exit')
+  t.equal((await first.exited).code, 0, 'a clean exit')
   const steps = first.logs().filter(l => l.event === 'shutdown.step').map(l => l.step)
   t.ok(steps.indexOf('rooms_flushed') >= 0 && steps.indexOf('rooms_flushed') < steps.indexOf('store_closed'), `rooms flushed before the store closed (${steps.join(', ')})`)
 
@@ -66,7 +66,7 @@ t.test('every acknowledged update survives a kill -9 in the middle of 1,000 upda
     } else if (sent < total) sendNext()
   })
   for (let i = 0; i < window; i++) sendNext()
-  t.equal(await first.exited, 'SIGKILL')
+  t.equal((await first.exited).signal, 'SIGKILL')
   await client.closed
   t.same(failures, [], 'every update was acknowledged until the kill')
   const acked = ackedPatches.size + ackedMessages.size

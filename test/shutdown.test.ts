@@ -43,7 +43,7 @@ t.test('SIGTERM: every client gets server_shutdown then close 1001, and the proc
   const logs = srv.logs()
   t.same(logs.filter(l => l.level >= 50), [], 'no error logs')
   const steps = logs.filter(l => l.event === 'shutdown.step').map(l => l.step)
-  t.same(steps, ['signal', 'notify_clients', 'clients_closed', 'done'], 'each step is logged in order')
+  t.same(steps, ['signal', 'notify_clients', 'clients_closed', 'rooms_flushed', 'store_closed', 'done'], 'each step is logged in order: clients, then rooms persisted before the store closes')
   t.equal(srv.stderr(), '')
 })
 
