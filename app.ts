@@ -3,6 +3,7 @@ import { createRequire } from 'node:module'
 import config, { loadConfig, parseOrigins, parseTrustProxy, type Config } from './plugins/config.js'
 import identity from './plugins/identity.js'
 import status from './plugins/status.js'
+import metrics from './plugins/metrics.js'
 import connections from './plugins/connections.js'
 import shutdown from './plugins/shutdown.js'
 import dispatcher from './plugins/dispatcher.js'
@@ -16,6 +17,7 @@ import inbox from './plugins/inbox.js'
 import directMessages from './plugins/direct-messages.js'
 import rooms, { type RoomsOptions } from './plugins/rooms.js'
 import healthRoutes from './routes/health.js'
+import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
 import api from './routes/api/index.js'
 
@@ -52,7 +54,8 @@ export function serverOptions (cfg: Config): FastifyServerOptions {
     // a hop count is valid at run time though Fastify's types omit it
     trustProxy: parseTrustProxy(cfg.TRUST_PROXY) as FastifyServerOptions['trustProxy'],
     bodyLimit: Math.max(1048576, cfg.ROOM_STATE_MAX_BYTES * 2),
-    return503OnClosing: true,
+    // the shutdown plugin answers 503 itself, with the contract's body and a metric
+    return503OnClosing: false,
     forceCloseConnections: 'idle'
   }
 }
@@ -75,6 +78,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(config, { config: cfg })
   await fastify.register(identity)
   await fastify.register(status, { version: pkg.version })
+  await fastify.register(metrics)
   await fastify.register(connections)
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
   await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND })
@@ -105,6 +109,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   fastify.statusReport.section('codeExecution', () => ({ enabled: cfg.ENABLE_CODE_EXECUTION }))
 
   await fastify.register(healthRoutes)
+  await fastify.register(metricsRoute)
   await fastify.register(wsRoute)
   await fastify.register(api, { prefix: '/api' })
   await fastify.register(api, { prefix: '/api/v1' })

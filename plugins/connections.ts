@@ -128,5 +128,7 @@ declare module 'fastify' {
 }
 
 export default fp(async function connections (app) {
-  app.decorate('connections', new ConnectionRegistry())
-}, { name: 'connections', fastify: '5.x' })
+  const registry = new ConnectionRegistry()
+  app.decorate('connections', registry)
+  app.metrics.collect(() => app.metrics.connections.set(registry.size))
+}, { name: 'connections', fastify: '5.x', dependencies: ['metrics'] })

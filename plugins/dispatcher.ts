@@ -142,5 +142,12 @@ declare module 'fastify' {
 }
 
 export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
-  app.decorate('dispatcher', new Dispatcher(opts, app.log))
-}, { name: 'dispatcher', fastify: '5.x' })
+  const d = new Dispatcher(opts, app.log)
+  const m = app.metrics
+  d.observers.push(event => {
+    if (event.error === undefined) return m.messagesIn.inc({ type: event.type })
+    m.errors.inc({ code: event.error })
+    if (event.error === 'rate_limited') m.rateLimited.inc({ transport: 'ws' })
+  })
+  app.decorate('dispatcher', d)
+}, { name: 'dispatcher', fastify: '5.x', dependencies: ['metrics'] })

@@ -23,7 +23,8 @@ export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
     allowList: (request: FastifyRequest) => !prefixes.some(p => request.url.startsWith(p)),
     ...(opts.redis ? { redis: opts.redis as never, nameSpace: 'switchboard:rl:', skipOnError: false } : {}),
     onExceeded: (request: FastifyRequest, key: string) => {
+      app.metrics.rateLimited.inc({ transport: 'http' })
       request.log.warn({ event: 'rate_limit.exceeded', clientKey: key, url: request.routeOptions.url, limit: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }, 'HTTP rate limit exceeded')
     }
   })
-}, { name: 'rate-limit', fastify: '5.x', dependencies: ['identity'] })
+}, { name: 'rate-limit', fastify: '5.x', dependencies: ['identity', 'metrics'] })

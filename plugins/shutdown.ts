@@ -57,6 +57,16 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
     }
   })
 
+  // Once shutdown starts, new work is refused with 503 (Connection: close), upgrades included;
+  // liveness and readiness stay answerable so orchestrators see the state.
+  app.addHook('onRequest', async (request, reply) => {
+    if (!app.statusReport.shuttingDown) return
+    const path = request.url.split('?', 1)[0]
+    if (path === '/health' || path === '/ready') return
+    reply.header('connection', 'close')
+    return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the server is shutting down' })
+  })
+
   app.addHook('preClose', async () => {
     startedAt = Date.now()
     app.statusReport.shuttingDown = true

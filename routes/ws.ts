@@ -9,10 +9,26 @@ const Query = Type.Object({
   token: Type.Optional(Type.String({ maxLength: 4096 }))
 })
 
+function rejectionReason (status: number, shuttingDown: boolean): string {
+  switch (status) {
+    case 400: return 'invalid'
+    case 401: return 'auth'
+    case 403: return 'origin'
+    case 429: return 'client'
+    case 503: return shuttingDown ? 'shutdown' : 'total'
+    default: return String(status)
+  }
+}
+
 export default async function wsRoute (app: FastifyInstance) {
   app.get<{ Querystring: Static<typeof Query> }>('/ws', {
     websocket: true,
     schema: { querystring: Query },
+    onRequest: async () => { app.metrics.connectionAttempts.inc() },
+    onResponse: async (_request, reply) => {
+      // only refused upgrades get here: an accepted one is hijacked
+      if (reply.statusCode >= 400) app.metrics.connectionRejections.inc({ reason: rejectionReason(reply.statusCode, app.statusReport.shuttingDown) })
+    },
     preValidation: [app.checkUpgradeOrigin],
     // after validation, so a refused request never holds a slot
     preHandler: [app.acquireConnectionSlot]
@@ -28,6 +44,7 @@ export default async function wsRoute (app: FastifyInstance) {
     })
     socket.on('close', (code, reason) => {
       app.connections.remove(conn)
+      app.metrics.connectionCloses.inc({ code: String(code) })
       log.info({ event: 'connection.close', connectionId: conn.id, clientId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'connection closed')
     })
     socket.on('error', err => {

@@ -1,0 +1,107 @@
+import fp from 'fastify-plugin'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export interface MetricsOptions {
+  /** Prefix of every metric name ['switchboard_']. */
+  prefix?: string
+  /** Also collect Node's process metrics (CPU, memory, event-loop lag, GC) [true]. */
+  defaultMetrics?: boolean
+}
+
+/**
+ * Every metric of one app instance, in its own registry so two instances in one
+ * process (tests, embedding) never share counters. Plugins call these directly;
+ * gauges that mirror live state are filled from `collectors` at scrape time.
+ */
+export class Metrics {
+  readonly registry = new Registry()
+  private readonly collectors: Array<() => void> = []
+
+  readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>
+  readonly connections: Gauge
+  readonly connectionAttempts: Counter
+  readonly connectionRejections: Counter<'reason'>
+  readonly connectionCloses: Counter<'code'>
+  readonly messagesIn: Counter<'type'>
+  readonly messagesOut: Counter<'type'>
+  readonly errors: Counter<'code'>
+  readonly rateLimited: Counter<'transport'>
+  readonly roomsActive: Gauge
+  readonly roomMembers: Gauge
+  readonly fanout: Histogram
+  readonly storeWriteSeconds: Histogram<'store'>
+  readonly storeBatchSize: Histogram<'store'>
+  readonly inboxQueued: Counter
+  readonly inboxDelivered: Counter
+  readonly execRuns: Counter<'outcome'>
+  readonly execSeconds: Histogram<'outcome'>
+  readonly redisUp: Gauge
+  readonly pubsubMessages: Counter<'direction'>
+  readonly slowConsumerCloses: Counter
+
+  constructor (opts: MetricsOptions = {}) {
+    const p = opts.prefix ?? 'switchboard_'
+    const registers = [this.registry]
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: p, eventLoopMonitoringPrecision: 20 })
+    const collect = (fn: () => void) => { this.collectors.push(fn) }
+
+    this.httpDuration = new Histogram({ name: `${p}http_request_duration_seconds`, help: 'HTTP request duration by route and status', labelNames: ['method', 'route', 'status_code'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers })
+    this.connections = new Gauge({ name: `${p}ws_connections`, help: 'Open WebSocket connections', registers })
+    this.connectionAttempts = new Counter({ name: `${p}ws_connection_attempts_total`, help: 'WebSocket upgrade requests received', registers })
+    this.connectionRejections = new Counter({ name: `${p}ws_connection_rejections_total`, help: 'Upgrades refused, by reason (total, client, origin, auth, shutdown, invalid)', labelNames: ['reason'], registers })
+    this.connectionCloses = new Counter({ name: `${p}ws_connection_closes_total`, help: 'Closed WebSocket connections by close code', labelNames: ['code'], registers })
+    this.messagesIn = new Counter({ name: `${p}ws_messages_in_total`, help: 'Valid WebSocket messages received, by type', labelNames: ['type'], registers })
+    this.messagesOut = new Counter({ name: `${p}ws_messages_out_total`, help: 'WebSocket messages sent, by type (a broadcast counts each recipient)', labelNames: ['type'], registers })
+    this.errors = new Counter({ name: `${p}ws_errors_total`, help: 'Error replies sent, by code', labelNames: ['code'], registers })
+    this.rateLimited = new Counter({ name: `${p}rate_limited_total`, help: 'Requests refused by a rate limit, by transport (http, ws)', labelNames: ['transport'], registers })
+    this.roomsActive = new Gauge({ name: `${p}rooms_active`, help: 'Rooms with at least one member on this instance', registers })
+    this.roomMembers = new Gauge({ name: `${p}room_members`, help: 'Room memberships (connection x room) on this instance', registers })
+    this.fanout = new Histogram({ name: `${p}broadcast_fanout`, help: 'Recipients per broadcast', buckets: [1, 2, 5, 10, 50, 100, 500, 1000, 5000], registers })
+    this.storeWriteSeconds = new Histogram({ name: `${p}store_write_duration_seconds`, help: 'Time to commit one batch of writes', labelNames: ['store'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers })
+    this.storeBatchSize = new Histogram({ name: `${p}store_batch_size`, help: 'Writes per committed batch (group commit)', labelNames: ['store'], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers })
+    this.inboxQueued = new Counter({ name: `${p}inbox_queued_total`, help: 'Direct messages queued for offline clients', registers })
+    this.inboxDelivered = new Counter({ name: `${p}inbox_delivered_total`, help: 'Queued direct messages delivered on reconnect', registers })
+    this.execRuns = new Counter({ name: `${p}exec_runs_total`, help: 'Sandboxed code runs by outcome', labelNames: ['outcome'], registers })
+    this.execSeconds = new Histogram({ name: `${p}exec_duration_seconds`, help: 'Sandboxed code run duration', labelNames: ['outcome'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers })
+    this.redisUp = new Gauge({ name: `${p}redis_up`, help: '1 when Redis is ready, 0 when down or connecting; absent without Redis', registers })
+    this.pubsubMessages = new Counter({ name: `${p}redis_pubsub_messages_total`, help: 'Redis pub/sub messages, by direction (published, received)', labelNames: ['direction'], registers })
+    this.slowConsumerCloses = new Counter({ name: `${p}ws_slow_consumer_closes_total`, help: 'Connections closed because their send buffer passed the cap', registers })
+    this.collect = collect
+  }
+
+  /** Registers a function that refreshes gauges right before each scrape. */
+  readonly collect: (fn: () => void) => void
+
+  async render (): Promise<string> {
+    for (const fn of this.collectors) fn()
+    return this.registry.metrics()
+  }
+
+  get contentType (): string {
+    return this.registry.contentType
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+  }
+  interface FastifyContextConfig {
+    /** false: leave this route out of the HTTP duration histogram. */
+    metrics?: boolean
+  }
+}
+
+export default fp<MetricsOptions>(async function metrics (app, opts) {
+  const m = new Metrics(opts)
+  app.decorate('metrics', m)
+
+  app.addHook('onResponse', async (request, reply) => {
+    if (request.routeOptions.config?.metrics === false || request.ws) return
+    m.httpDuration.observe({
+      method: request.method,
+      route: request.routeOptions.url ?? 'unmatched',
+      status_code: String(reply.statusCode)
+    }, reply.elapsedTime / 1000)
+  })
+}, { name: 'metrics', fastify: '5.x' })
