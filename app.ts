@@ -4,6 +4,7 @@ import config, { loadConfig, parseOrigins, parseTrustProxy, type Config } from '
 import identity from './plugins/identity.js'
 import status from './plugins/status.js'
 import metrics from './plugins/metrics.js'
+import openapi from './plugins/openapi.js'
 import connections from './plugins/connections.js'
 import shutdown from './plugins/shutdown.js'
 import dispatcher from './plugins/dispatcher.js'
@@ -79,6 +80,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(identity)
   await fastify.register(status, { version: pkg.version })
   await fastify.register(metrics)
+  await fastify.register(openapi, { version: pkg.version })
   await fastify.register(connections)
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
   await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND })
