@@ -1,7 +1,10 @@
-import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { FastifyHttpOptions, FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { Server } from 'node:http'
 import { createRequire } from 'node:module'
 import config, { loadConfig, parseOrigins, parseTrustProxy, type Config } from './plugins/config.js'
 import identity from './plugins/identity.js'
+import auth from './plugins/auth.js'
+import codeExecution from './plugins/code-execution.js'
 import status from './plugins/status.js'
 import connections from './plugins/connections.js'
 import shutdown from './plugins/shutdown.js'
@@ -32,7 +35,7 @@ export function redactUrl (url: string): string {
 }
 
 /** Fastify server options derived from the configuration (logger, proxy trust, limits). */
-export function serverOptions (cfg: Config): FastifyServerOptions {
+export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
   return {
     logger: {
       level: cfg.LOG_LEVEL,
@@ -46,12 +49,18 @@ export function serverOptions (cfg: Config): FastifyServerOptions {
     // a hop count is valid at run time though Fastify's types omit it
     trustProxy: parseTrustProxy(cfg.TRUST_PROXY) as FastifyServerOptions['trustProxy'],
     bodyLimit: Math.max(1048576, cfg.ROOM_STATE_MAX_BYTES * 2),
+    // Fastify's default requestTimeout is 0 (none): a slow-header or slow-body client could pin a socket
+    requestTimeout: cfg.HTTP_REQUEST_TIMEOUT_MS,
+    http: {
+      headersTimeout: cfg.HTTP_HEADERS_TIMEOUT_MS,
+      connectionsCheckingInterval: Math.min(5000, Math.ceil(cfg.HTTP_HEADERS_TIMEOUT_MS / 2))
+    },
     return503OnClosing: true,
     forceCloseConnections: 'idle'
   }
 }
 
-function optionsFromEnvironment (): FastifyServerOptions {
+function optionsFromEnvironment (): FastifyHttpOptions<Server> {
   try {
     return serverOptions(loadConfig(process.env))
   } catch {
@@ -69,7 +78,9 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions = 
   await fastify.register(config, { config: cfg })
   await fastify.register(identity)
   await fastify.register(status, { version: pkg.version })
-  await fastify.register(connections)
+  await fastify.register(connections, { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES })
+  // before the rate limit and the connection limits, which count by the token's sub
+  await fastify.register(auth, { secret: cfg.AUTH_SECRET })
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
   await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND })
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
@@ -79,17 +90,23 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions = 
   await fastify.register(heartbeat, { intervalMs: cfg.HEARTBEAT_INTERVAL_MS })
   await fastify.register(inbox, { max: cfg.INBOX_MAX, ttlMs: cfg.INBOX_TTL_MS })
   await fastify.register(directMessages)
+  await fastify.register(codeExecution, {
+    enabled: cfg.ENABLE_CODE_EXECUTION,
+    timeoutMs: cfg.EXEC_TIMEOUT_MS,
+    memoryMb: cfg.EXEC_MEMORY_MB
+  })
 
   fastify.statusReport.section('connections', () => ({
     total: fastify.connections.size,
     max: fastify.limits.maxConnections,
     perClientMax: fastify.limits.maxPerClient,
-    clients: fastify.connections.clientCount
+    clients: fastify.connections.clientCount,
+    maxBufferedBytes: fastify.connections.sendBuffer.maxBufferedBytes,
+    slowConsumerCloses: fastify.connections.sendBuffer.closes
   }))
   fastify.statusReport.section('rooms', () => ({ active: 0 }))
   fastify.statusReport.section('redis', () => ({ enabled: false, status: 'disabled' }))
   fastify.statusReport.section('rateLimit', () => ({ max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS }))
-  fastify.statusReport.section('codeExecution', () => ({ enabled: cfg.ENABLE_CODE_EXECUTION }))
 
   await fastify.register(healthRoutes)
   await fastify.register(wsRoute)
