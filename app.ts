@@ -34,6 +34,18 @@ export function redactUrl (url: string): string {
   return url.replace(/([?&]token=)[^&]*/gi, '$1[REDACTED]')
 }
 
+/**
+ * TRUST_PROXY as Fastify takes it. Fastify 5 ignores a bare hop count (it
+ * cannot tell a proxy from a client), so a count becomes "trust the nearest n
+ * hops", the Express meaning: only safe when nothing but the proxy can reach
+ * the port (docs/security.md). Addresses/CIDRs are checked against the peer.
+ */
+export function trustProxyOption (value: string): FastifyServerOptions['trustProxy'] {
+  const parsed = parseTrustProxy(value)
+  if (typeof parsed === 'number') return (_address: string, hop: number) => hop < parsed
+  return parsed
+}
+
 /** Fastify server options derived from the configuration (logger, proxy trust, limits). */
 export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
   return {
@@ -46,8 +58,7 @@ export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
         }
       }
     },
-    // a hop count is valid at run time though Fastify's types omit it
-    trustProxy: parseTrustProxy(cfg.TRUST_PROXY) as FastifyServerOptions['trustProxy'],
+    trustProxy: trustProxyOption(cfg.TRUST_PROXY),
     bodyLimit: Math.max(1048576, cfg.ROOM_STATE_MAX_BYTES * 2),
     // Fastify's default requestTimeout is 0 (none): a slow-header or slow-body client could pin a socket
     requestTimeout: cfg.HTTP_REQUEST_TIMEOUT_MS,
