@@ -1,0 +1,87 @@
+import t from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { build } from './helper.js'
+import { TestClient } from './ws-client.js'
+
+/**
+ * Joins a room with the rooms plugin when it is registered. Without it (this
+ * branch predates rooms) membership is what the rooms plugin would record: the
+ * room in the connection's `rooms` set, which is all exec reads.
+ */
+async function joinRoom (t: { comment: (...m: string[]) => void }, app: FastifyInstance, client: TestClient, room: string): Promise<void> {
+  if (app.dispatcher.types.includes('join')) {
+    const joined = await client.request({ type: 'join', room })
+    if (joined.type !== 'joined') throw new Error(`join failed: ${JSON.stringify(joined)}`)
+    return
+  }
+  t.comment(`rooms plugin not registered: ${client.welcome.clientId} is put in ${room} through Connection.rooms`)
+  const conn = app.connections.get(client.welcome.connectionId)
+  if (!conn) throw new Error('connection not found')
+  conn.rooms.add(room)
+}
+
+t.test('exec is disabled by default: code_execution_disabled', async t => {
+  const { wsUrl, url } = await build(t)
+  const c = await TestClient.connect(wsUrl)
+  t.teardown(() => c.close())
+  t.match(await c.request({ type: 'exec', room: 'lab', code: '1+1' }), { type: 'error', code: 'code_execution_disabled' })
+  const status = await (await fetch(`${url}/api/status`)).json() as any
+  t.same(status.codeExecution, { enabled: false })
+})
+
+t.test('with ENABLE_CODE_EXECUTION every member gets the result; attacks fail; the server stays responsive', async t => {
+  const { wsUrl, url, app } = await build(t, { ENABLE_CODE_EXECUTION: 'true', EXEC_TIMEOUT_MS: '500', EXEC_MEMORY_MB: '16' })
+  const alice = await TestClient.connect(wsUrl, { clientId: 'alice' })
+  const bob = await TestClient.connect(wsUrl, { clientId: 'bob' })
+  const outsider = await TestClient.connect(wsUrl, { clientId: 'outsider' })
+  t.teardown(() => Promise.all([alice.close(), bob.close(), outsider.close()]))
+  await joinRoom(t, app, alice, 'lab')
+  await joinRoom(t, app, bob, 'lab')
+
+  const exec = async (code: string) => {
+    const ack = await alice.request({ type: 'exec', room: 'lab', code })
+    t.same(ack, { type: 'ack', room: 'lab', id: ack.id }, 'acknowledged')
+    const [a, b] = await Promise.all([alice.next('exec_result', 5000), bob.next('exec_result', 5000)])
+    t.same(a, b, 'every member receives the same result')
+    t.match(a, { room: 'lab', from: 'alice', durationMs: Number, logs: Array })
+    return a
+  }
+
+  t.match(await exec('1+1'), { ok: true, result: 2, error: null })
+  t.match(await exec('console.log("hi from", "quickjs"); 7 * 6'), { ok: true, result: 42, logs: ['hi from quickjs'] })
+
+  // an infinite loop, while another client pings
+  const started = Date.now()
+  const loop = exec('while (true) {}')
+  const rtts: number[] = []
+  while (Date.now() - started < 400) {
+    const t0 = performance.now()
+    await outsider.request({ type: 'ping' })
+    rtts.push(performance.now() - t0)
+    await new Promise(resolve => setTimeout(resolve, 20)) // within the message rate
+  }
+  const looped = await loop
+  t.match(looped, { ok: false, result: null, error: { code: 'exec_timeout' } })
+  t.ok(Date.now() - started < 500 + 600, `the loop was stopped after ${Date.now() - started} ms (limit 500)`)
+  rtts.sort((a, b) => a - b)
+  t.comment(`ping RTT during the loop: median ${rtts[rtts.length >> 1].toFixed(1)} ms, max ${rtts[rtts.length - 1].toFixed(1)} ms over ${rtts.length}`)
+  t.ok(rtts[rtts.length - 1] < 50, 'another client\'s ping stayed under 50 ms')
+
+  const bomb = await exec('const a = []; for (;;) a.push(new Array(1000).fill(1))')
+  t.match(bomb, { ok: false, error: { code: 'exec_failed', message: /out of memory/ } }, 'a memory bomb is stopped')
+  t.equal((await outsider.request({ type: 'ping' })).type, 'pong', 'the service is alive')
+
+  for (const code of ["this.constructor.constructor('return process')()", "require('child_process')", "import('fs')"]) {
+    const out = await exec(code)
+    t.match(out, { ok: false, error: { code: 'exec_failed' } }, `${code}: ${out.error?.message}`)
+  }
+  t.match(await exec('"after the attacks"'), { ok: true, result: 'after the attacks' })
+
+  t.equal(outsider.all('exec_result').length, 0, 'a non-member receives no results')
+  t.match(await outsider.request({ type: 'exec', room: 'lab', code: '1' }), { type: 'error', code: 'not_in_room' })
+  t.match(await alice.request({ type: 'exec', room: 'lab', code: '' }), { type: 'error', code: 'invalid_message' })
+  t.match(await alice.request({ type: 'exec', room: 'bad room!', code: '1' }), { type: 'error', code: 'invalid_message' })
+
+  const status = await (await fetch(`${url}/api/status`)).json() as any
+  t.match(status.codeExecution, { enabled: true, timeoutMs: 500, memoryMb: 16, timeouts: 1 })
+})
