@@ -79,5 +79,6 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
     ? { enabled: true, timeoutMs: runner.timeoutMs, memoryMb: runner.memoryMb, maxConcurrent: runner.maxConcurrent, running: runner.running, queued: runner.queued, ...runner.stats }
     : { enabled: false })
 
+  app.addHook('onReady', async () => runner?.warm())
   app.addHook('onClose', async () => runner?.close())
 }, { name: 'code-execution', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'auth', 'status'] })

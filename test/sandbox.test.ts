@@ -49,16 +49,21 @@ t.test('the QuickJS sandbox in a worker thread', async t => {
     t.match(outcome, { ok: false, error: { code: 'exec_timeout' } })
     t.ok(took < 500 + 500, `stopped after ${took.toFixed(0)} ms (limit 500)`)
     t.comment(`host event-loop lag during the loop: ${lag.toFixed(1)} ms`)
-    t.ok(lag < 50, 'the host event loop was never blocked for 50 ms')
+    // on the main thread the loop would block for the whole 500 ms; the margin is for shared CI machines
+    t.ok(lag < 200, 'the host event loop was never blocked by the run')
     t.match(await runner.run('"still works"'), { ok: true, result: 'still works' }, 'the next run is served')
+    t.match(await runner.run('/(a+)+$/.test("a".repeat(40) + "b")'), { ok: false, error: { code: 'exec_timeout' } }, 'catastrophic regex backtracking')
+    t.match(await runner.run('({ get a () { while (true) {} } })'), { ok: false, error: { code: 'exec_timeout' } }, 'a getter that loops while the result is serialized')
   })
 
   t.test('a memory bomb fails with out of memory and the sandbox recovers', async t => {
     for (const bomb of ['const a = []; for (;;) a.push(new Array(1000).fill(1))', 'const a = []; for (;;) a.push(new Uint8Array(1e6))', 'let s = "x"; for (;;) s += s', 'new Array(1e9).fill(0)']) {
       const out = await runner.run(bomb)
       t.equal(out.ok, false, bomb)
-      t.match(out.error?.message, /out of memory|too long/, `${bomb}: ${out.error?.message}`)
+      // element-by-element growth can also run out the clock first on a loaded machine: stopped either way
+      t.match(out.error?.message, /out of memory|too long|ran longer/, `${bomb}: ${out.error?.message}`)
     }
+    t.match(await runner.run('const a = []; for (;;) a.push(new Uint8Array(1e6))'), { ok: false, error: { code: 'exec_failed', message: /out of memory/ } }, 'a bomb of big allocations hits the memory limit')
     t.match(await runner.run('[1,2,3].length'), { ok: true, result: 3 })
   })
 

@@ -22,6 +22,8 @@ export class QueueFullError extends Error {
 }
 
 const workerUrl = new URL('./worker.js', import.meta.url)
+/** Loading and compiling the WebAssembly module takes ~100 ms; far longer means something is wrong. */
+const STARTUP_TIMEOUT_MS = 15000
 
 function failed (code: 'exec_timeout' | 'exec_failed', message: string, durationMs = 0): RunOutcome {
   return { ok: false, result: null, logs: [], error: { code, message }, durationMs }
@@ -38,13 +40,21 @@ class SandboxWorker {
   constructor (memoryMb: number, private readonly onKilled: () => void) {
     this.worker = new Worker(workerUrl, {
       workerData: { memoryMb },
+      // no inherited loaders, inspector or flags from the host's command line
+      execArgv: [],
       // The guest's heap lives in WebAssembly memory (bounded by QuickJS); this bounds the worker's own JS heap.
       resourceLimits: { maxOldGenerationSizeMb: 64 + memoryMb, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 }
     })
     this.worker.unref()
     this.ready = new Promise((resolve, reject) => {
+      const startup = setTimeout(() => {
+        reject(new Error(`sandbox worker did not start within ${STARTUP_TIMEOUT_MS} ms`))
+        this.kill()
+      }, STARTUP_TIMEOUT_MS)
+      startup.unref()
       const onMessage = (msg: WorkerReply) => {
         if ('ready' in msg) {
+          clearTimeout(startup)
           resolve()
           return
         }
@@ -188,6 +198,11 @@ export class CodeRunner {
     if (worker.alive && !this.closed) this.idle.push(worker)
     else this.workers.delete(worker)
     job.resolve(outcome)
+  }
+
+  /** Starts the workers ahead of the first run, so no user waits for the WebAssembly module to load. */
+  warm (): void {
+    while (!this.closed && this.workers.size < this.maxConcurrent) this.idle.push(this.spawn())
   }
 
   private spawn (): SandboxWorker {
