@@ -1,7 +1,10 @@
-import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { FastifyHttpOptions, FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { Server } from 'node:http'
 import { createRequire } from 'node:module'
 import config, { loadConfig, parseOrigins, parseTrustProxy, type Config } from './plugins/config.js'
 import identity from './plugins/identity.js'
+import auth from './plugins/auth.js'
+import codeExecution from './plugins/code-execution.js'
 import status from './plugins/status.js'
 import metrics from './plugins/metrics.js'
 import openapi from './plugins/openapi.js'
@@ -40,8 +43,20 @@ export function redactUrl (url: string): string {
   return url.replace(/([?&]token=)[^&]*/gi, '$1[REDACTED]')
 }
 
+/**
+ * TRUST_PROXY as Fastify takes it. Fastify 5 ignores a bare hop count (it
+ * cannot tell a proxy from a client), so a count becomes "trust the nearest n
+ * hops", the Express meaning: only safe when nothing but the proxy can reach
+ * the port (docs/security.md). Addresses/CIDRs are checked against the peer.
+ */
+export function trustProxyOption (value: string): FastifyServerOptions['trustProxy'] {
+  const parsed = parseTrustProxy(value)
+  if (typeof parsed === 'number') return (_address: string, hop: number) => hop < parsed
+  return parsed
+}
+
 /** Fastify server options derived from the configuration (logger, proxy trust, limits). */
-export function serverOptions (cfg: Config): FastifyServerOptions {
+export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
   return {
     logger: {
       level: cfg.LOG_LEVEL,
@@ -52,16 +67,21 @@ export function serverOptions (cfg: Config): FastifyServerOptions {
         }
       }
     },
-    // a hop count is valid at run time though Fastify's types omit it
-    trustProxy: parseTrustProxy(cfg.TRUST_PROXY) as FastifyServerOptions['trustProxy'],
+    trustProxy: trustProxyOption(cfg.TRUST_PROXY),
     bodyLimit: Math.max(1048576, cfg.ROOM_STATE_MAX_BYTES * 2),
+    // Fastify's default requestTimeout is 0 (none): a slow-header or slow-body client could pin a socket
+    requestTimeout: cfg.HTTP_REQUEST_TIMEOUT_MS,
+    http: {
+      headersTimeout: cfg.HTTP_HEADERS_TIMEOUT_MS,
+      connectionsCheckingInterval: Math.min(5000, Math.ceil(cfg.HTTP_HEADERS_TIMEOUT_MS / 2))
+    },
     // the shutdown plugin answers 503 itself, with the contract's body and a metric
     return503OnClosing: false,
     forceCloseConnections: 'idle'
   }
 }
 
-function optionsFromEnvironment (): FastifyServerOptions {
+function optionsFromEnvironment (): FastifyHttpOptions<Server> {
   try {
     return serverOptions(loadConfig(process.env))
   } catch {
@@ -81,7 +101,9 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(status, { version: pkg.version })
   await fastify.register(metrics)
   await fastify.register(openapi, { version: pkg.version })
-  await fastify.register(connections)
+  await fastify.register(connections, { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES })
+  // before the rate limit and the connection limits, which count by the token's sub
+  await fastify.register(auth, { secret: cfg.AUTH_SECRET })
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
   await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND })
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
@@ -99,16 +121,23 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     stateMaxBytes: cfg.ROOM_STATE_MAX_BYTES,
     ...opts.rooms
   })
+  // after rooms: exec results are broadcast to room members
+  await fastify.register(codeExecution, {
+    enabled: cfg.ENABLE_CODE_EXECUTION,
+    timeoutMs: cfg.EXEC_TIMEOUT_MS,
+    memoryMb: cfg.EXEC_MEMORY_MB
+  })
 
   fastify.statusReport.section('connections', () => ({
     total: fastify.connections.size,
     max: fastify.limits.maxConnections,
     perClientMax: fastify.limits.maxPerClient,
-    clients: fastify.connections.clientCount
+    clients: fastify.connections.clientCount,
+    maxBufferedBytes: fastify.connections.sendBuffer.maxBufferedBytes,
+    slowConsumerCloses: fastify.connections.sendBuffer.closes
   }))
   fastify.statusReport.section('redis', () => ({ enabled: false, status: 'disabled' }))
   fastify.statusReport.section('rateLimit', () => ({ max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS }))
-  fastify.statusReport.section('codeExecution', () => ({ enabled: cfg.ENABLE_CODE_EXECUTION }))
 
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoute)

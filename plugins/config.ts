@@ -21,6 +21,11 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_WINDOW_MS: Int(1, 60000),
   WS_MAX_PAYLOAD: Int(64, 65536),
   WS_MESSAGES_PER_SECOND: Int(1, 50),
+  /** Send buffer a connection may hold before it is closed as a slow consumer (1013). */
+  WS_MAX_BUFFERED_BYTES: Int(1024, 1048576),
+  /** Node's headersTimeout and requestTimeout: a client slower than this cannot pin a socket. */
+  HTTP_HEADERS_TIMEOUT_MS: Int(100, 10000),
+  HTTP_REQUEST_TIMEOUT_MS: Int(100, 30000),
   HEARTBEAT_INTERVAL_MS: Int(10, 30000),
   SHUTDOWN_GRACE_MS: Int(100, 10000),
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
@@ -89,6 +94,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   if (error) fail(error.path.replace(/^\//, ''))
   const config = converted as Config
   parseTrustProxy(config.TRUST_PROXY)
+  if (config.HTTP_HEADERS_TIMEOUT_MS > config.HTTP_REQUEST_TIMEOUT_MS) {
+    throw new ConfigError(`Invalid configuration: HTTP_HEADERS_TIMEOUT_MS must be <= HTTP_REQUEST_TIMEOUT_MS (got ${config.HTTP_HEADERS_TIMEOUT_MS} > ${config.HTTP_REQUEST_TIMEOUT_MS})`)
+  }
   return config
 }
 

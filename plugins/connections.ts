@@ -1,6 +1,26 @@
 import fp from 'fastify-plugin'
 import { randomUUID } from 'node:crypto'
 import type { WebSocket } from 'ws'
+import type { Principal } from './identity.js'
+
+/**
+ * The send-buffer cap every connection of a registry shares. A peer that does
+ * not read lets `bufferedAmount` grow; past `maxBufferedBytes` it is closed with
+ * 1013 (try again later) instead of holding server memory.
+ */
+export class SendBufferPolicy {
+  /** Connections closed as slow consumers since start. */
+  closes = 0
+
+  constructor (
+    readonly maxBufferedBytes = Infinity,
+    /** How long a closed slow consumer gets to read the close frame before it is terminated. */
+    readonly terminateAfterMs = 2000,
+    readonly onClose?: (conn: Connection, bufferedAmount: number) => void
+  ) {}
+}
+
+const unbounded = new SendBufferPolicy()
 
 /** One accepted WebSocket, as every other plugin sees it. */
 export class Connection {
@@ -9,6 +29,10 @@ export class Connection {
   lastSeen = Date.now()
   /** Rooms this connection has joined (owned by the rooms plugin). */
   readonly rooms = new Set<string>()
+  /** The verified token's claims (set by the upgrade route); null in open mode. */
+  principal: Principal | null = null
+  /** Set by the registry this connection is added to. */
+  sendBuffer: SendBufferPolicy = unbounded
   /** While queued messages are being replayed, live ones wait here so order holds. */
   private held: Array<string | Buffer> | null = null
 
@@ -31,7 +55,20 @@ export class Connection {
       return true
     }
     this.socket.send(frame)
+    // bufferedAmount only grows past the kernel's socket buffers when the peer stops reading
+    if (this.socket.bufferedAmount > this.sendBuffer.maxBufferedBytes) this.closeAsSlowConsumer()
     return true
+  }
+
+  private closeAsSlowConsumer (): void {
+    const policy = this.sendBuffer
+    const buffered = this.socket.bufferedAmount
+    policy.closes++
+    policy.onClose?.(this, buffered)
+    // CLOSING from here on: sendRaw drops further frames, so the buffer stops growing
+    this.socket.close(1013, 'send buffer full: reading too slowly')
+    const socket = this.socket
+    setTimeout(() => { if (socket.readyState !== 3) socket.terminate() }, policy.terminateAfterMs).unref()
   }
 
   send (message: object): boolean {
@@ -61,6 +98,8 @@ export class ConnectionRegistry {
   private readonly openListeners: Listener[] = []
   private readonly closeListeners: Listener[] = []
 
+  constructor (readonly sendBuffer: SendBufferPolicy = new SendBufferPolicy()) {}
+
   get size (): number {
     return this.byId.size
   }
@@ -82,6 +121,7 @@ export class ConnectionRegistry {
   }
 
   add (conn: Connection): void {
+    conn.sendBuffer = this.sendBuffer
     this.byId.set(conn.id, conn)
     let set = this.byClient.get(conn.clientId)
     if (!set) {
@@ -127,8 +167,17 @@ declare module 'fastify' {
   }
 }
 
-export default fp(async function connections (app) {
-  const registry = new ConnectionRegistry()
+export interface ConnectionsOptions {
+  /** Bytes a connection's send buffer may hold before it is closed with 1013 [1048576]. */
+  maxBufferedBytes?: number
+}
+
+export default fp<ConnectionsOptions>(async function connections (app, opts) {
+  const policy = new SendBufferPolicy(opts.maxBufferedBytes ?? 1048576, 2000, (conn, bufferedAmount) => {
+    app.metrics.slowConsumerCloses.inc()
+    app.log.warn({ event: 'connection.slow_consumer', connectionId: conn.id, clientId: conn.clientId, clientKey: conn.clientKey, bufferedAmount, limit: policy.maxBufferedBytes }, 'closing a connection that does not read its messages')
+  })
+  const registry = new ConnectionRegistry(policy)
   app.decorate('connections', registry)
   app.metrics.collect(() => app.metrics.connections.set(registry.size))
 }, { name: 'connections', fastify: '5.x', dependencies: ['metrics'] })

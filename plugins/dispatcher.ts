@@ -70,6 +70,8 @@ export class Dispatcher {
 
   async handle (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): Promise<void> {
     conn.lastSeen = Date.now()
+    // frames still arriving after a policy close get no reply (and no log line each)
+    if (conn.socket.readyState !== 1) return
     if (!this.take(conn)) return
     if (isBinary) return this.fail(conn, undefined, 'invalid_message', 'binary frames are not supported; send JSON text')
 

@@ -1,6 +1,8 @@
 import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
 import { RoomRegistry } from './room-registry.js'
+import { WsError } from './dispatcher.js'
+import type { Connection } from './connections.js'
 
 /** 1-128 chars of [A-Za-z0-9_.:-], as the contract names rooms. */
 export const RoomName = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.:-]+$' })
@@ -38,18 +40,27 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   }, app.log)
   app.decorate('rooms', registry)
 
-  app.dispatcher.register('join', { room: RoomName, since: Type.Optional(Offset) }, async (conn, msg) =>
-    registry.join(conn, msg.room, msg.since))
+  /** The token's `rooms` claim, checked on every room operation. */
+  const mayUse = (conn: Connection, room: string) => {
+    if (!app.auth.canUseRoom(conn.principal, room)) throw new WsError('forbidden', `this token may not use room ${room}`)
+  }
+
+  app.dispatcher.register('join', { room: RoomName, since: Type.Optional(Offset) }, async (conn, msg) => {
+    mayUse(conn, msg.room)
+    return registry.join(conn, msg.room, msg.since)
+  })
 
   app.dispatcher.register('leave', { room: RoomName }, async (conn, msg) => registry.leave(conn, msg.room))
 
   app.dispatcher.register('publish', { room: RoomName, data: Type.Unknown() }, async (conn, msg) => {
+    mayUse(conn, msg.room)
     await registry.requireMember(conn, msg.room)
     const { offset, messageId } = await registry.publish(conn.clientId, msg.room, msg.data)
     return { type: 'ack', room: msg.room, offset, messageId }
   })
 
   app.dispatcher.register('update', { room: RoomName, patch: StatePatch, baseVersion: Type.Optional(Version) }, async (conn, msg) => {
+    mayUse(conn, msg.room)
     await registry.requireMember(conn, msg.room)
     const { version } = await registry.update(conn.clientId, msg.room, msg.patch, msg.baseVersion)
     return { type: 'ack', room: msg.room, version }
@@ -71,4 +82,4 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     await app.store.flush()
     app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')
   })
-}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'dispatcher', 'connections', 'status'] })
+}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'dispatcher', 'connections', 'status', 'auth'] })

@@ -35,6 +35,7 @@ export default async function wsRoute (app: FastifyInstance) {
   }, (socket, request) => {
     const clientId = request.principal?.sub ?? request.query.clientId ?? `anon-${randomUUID()}`
     const conn = new Connection(socket, clientId, request.clientKey, request.ip)
+    conn.principal = request.principal
     const log = app.log
 
     socket.on('message', (data, isBinary) => {

@@ -4,6 +4,7 @@ import { ClientId } from '../../plugins/direct-messages.js'
 import { WsError } from '../../plugins/dispatcher.js'
 import { Offset, RoomName, StatePatch, Version } from '../../plugins/rooms.js'
 import { ErrorBody } from './errors.js'
+import { canUseRoom } from '../../plugins/auth.js'
 
 const Params = Type.Object({ room: RoomName })
 
@@ -53,6 +54,14 @@ export default async function roomRoutes (app: FastifyInstance) {
     if (from === undefined || from === principal.sub) return principal.sub
     return null
   }
+
+  // A token's `rooms` claim limits which rooms it may read and write over HTTP too.
+  app.addHook('preHandler', async (request, reply) => {
+    const room = (request.params as { room?: string } | undefined)?.room
+    if (room !== undefined && !canUseRoom(request.principal, room)) {
+      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `this token may not use room ${room}` })
+    }
+  })
 
   app.get('/rooms', { schema: { response: { 200: RoomList, 503: ErrorBody } } }, async (_request, reply) => {
     try {

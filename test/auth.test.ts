@@ -1,0 +1,166 @@
+import t from 'tap'
+import { createSigner } from 'fast-jwt'
+import { build, waitFor } from './helper.js'
+import { TestClient, tryUpgrade } from './ws-client.js'
+import { canUseRoom } from '../plugins/auth.js'
+
+const SECRET = 'test-secret-that-is-long-enough-0123456789'
+const sign = (claims: Record<string, unknown>, key = SECRET) => createSigner({ key, algorithm: 'HS256' })(claims)
+const now = () => Math.floor(Date.now() / 1000)
+const env = { AUTH_SECRET: SECRET, CORS_ORIGINS: 'http://localhost:3000' }
+
+async function post (url: string, body: unknown, token?: string) {
+  const headers: Record<string, string> = { 'content-type': 'application/json' }
+  if (token !== undefined) headers.authorization = `Bearer ${token}`
+  const res = await fetch(`${url}/api/send`, { method: 'POST', headers, body: JSON.stringify(body) })
+  return { status: res.status, body: await res.json() as any }
+}
+
+t.test('missing, malformed, wrong-secret and expired tokens get 401 before the upgrade and on /api/*', async t => {
+  const { wsUrl, url } = await build(t, env)
+  const bad: Array<[string, Record<string, string> | undefined, Record<string, string> | undefined]> = [
+    ['missing', undefined, undefined],
+    ['malformed header', { authorization: 'Basic dXNlcjpwYXNz' }, undefined],
+    ['malformed token', { authorization: 'Bearer not-a-jwt' }, undefined],
+    ['malformed query token', undefined, { token: 'abc.def' }],
+    ['wrong secret', { authorization: `Bearer ${sign({ sub: 'alice' }, 'another-secret')}` }, undefined],
+    ['wrong secret in query', undefined, { token: sign({ sub: 'alice' }, 'another-secret') }],
+    ['expired', { authorization: `Bearer ${sign({ sub: 'alice', exp: now() - 10 })}` }, undefined],
+    ['alg none', { authorization: `Bearer ${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${Buffer.from('{"sub":"alice"}').toString('base64url')}.` }, undefined],
+    ['no sub claim', { authorization: `Bearer ${sign({ role: 'service' })}` }, undefined]
+  ]
+  for (const [what, headers, query] of bad) {
+    const up = await tryUpgrade(wsUrl, { headers, query })
+    t.equal(up.status, 401, `upgrade: ${what}`)
+    t.match(up.body, { statusCode: 401, error: 'Unauthorized', message: String }, `upgrade body: ${what}`)
+    for (const path of ['/api/status', '/api/v1/status']) {
+      const res = await fetch(`${url}${path}`, { headers })
+      t.equal(res.status, 401, `${path}: ${what}`)
+      t.match(await res.json(), { statusCode: 401, error: 'Unauthorized' })
+    }
+  }
+  const sendRes = await post(url, { from: 'alice', to: 'bob', text: 'hi' })
+  t.equal(sendRes.status, 401, 'POST /api/send without a token')
+  t.equal((await fetch(`${url}/health`)).status, 200, '/health needs no token')
+})
+
+t.test('a valid token upgrades by header or ?token=, and its sub is the client id', async t => {
+  const { wsUrl, url } = await build(t, env)
+  const token = sign({ sub: 'alice', exp: now() + 600 })
+  const byQuery = await TestClient.connect(wsUrl, { token, clientId: 'mallory' })
+  t.teardown(() => byQuery.close())
+  t.equal(byQuery.welcome.clientId, 'alice', 'the clientId query parameter cannot override sub')
+  const byHeader = await TestClient.connect(wsUrl, { headers: { authorization: `Bearer ${token}` } })
+  t.teardown(() => byHeader.close())
+  t.equal(byHeader.welcome.clientId, 'alice')
+  const res = await fetch(`${url}/api/status`, { headers: { authorization: `Bearer ${token}` } })
+  t.equal(res.status, 200)
+
+  const bob = await TestClient.connect(wsUrl, { token: sign({ sub: 'bob' }) })
+  t.teardown(() => bob.close())
+  await byQuery.request({ type: 'send', to: 'bob', text: 'hello' })
+  t.equal((await bob.next('message')).from, 'alice', 'a WebSocket sender is always its own sub')
+})
+
+t.test('a user token may only send as its own sub; a service token may send as anyone', async t => {
+  const { url } = await build(t, env)
+  const alice = sign({ sub: 'alice' })
+  const forged = await post(url, { from: 'bob', to: 'carol', text: 'I am bob' }, alice)
+  t.equal(forged.status, 403, 'impersonation via from')
+  t.match(forged.body, { statusCode: 403, error: 'Forbidden' })
+  t.equal((await post(url, { from: 'alice', to: 'carol', text: 'I am alice' }, alice)).status, 200)
+  const service = sign({ sub: 'backend', role: 'service' })
+  t.equal((await post(url, { from: 'bob', to: 'carol', text: 'on behalf of bob' }, service)).status, 200)
+})
+
+t.test('the rooms claim allows exact names and prefixes ending in *', async t => {
+  t.equal(canUseRoom(null, 'anything'), true, 'open mode')
+  t.equal(canUseRoom({ sub: 'a' }, 'anything'), true, 'no claim')
+  const p = { sub: 'a', rooms: ['lobby', 'team-*'] }
+  t.equal(canUseRoom(p, 'lobby'), true)
+  t.equal(canUseRoom(p, 'lobby2'), false, 'an exact name is not a prefix')
+  t.equal(canUseRoom(p, 'team-red'), true)
+  t.equal(canUseRoom(p, 'team-'), true)
+  t.equal(canUseRoom(p, 'team'), false)
+  t.equal(canUseRoom(p, 'other'), false)
+  t.equal(canUseRoom({ sub: 'a', rooms: [] }, 'lobby'), false, 'an empty list allows nothing')
+  t.equal(canUseRoom({ sub: 'a', rooms: ['*'] }, 'x'), true)
+})
+
+t.test('the rooms claim is enforced on exec over a real connection (forbidden)', async t => {
+  const { wsUrl } = await build(t, { ...env, ENABLE_CODE_EXECUTION: 'true' })
+  const c = await TestClient.connect(wsUrl, { token: sign({ sub: 'alice', rooms: ['team-*'] }) })
+  t.teardown(() => c.close())
+  const err = await c.request({ type: 'exec', room: 'secret', code: '1' })
+  t.match(err, { type: 'error', code: 'forbidden' })
+  const allowed = await c.request({ type: 'exec', room: 'team-red', code: '1' })
+  t.match(allowed, { type: 'error', code: 'not_in_room' }, 'an allowed room gets past the claim check to the membership check')
+})
+
+t.test('the rooms claim is enforced on join, publish and update, and on the HTTP room API', async t => {
+  const { wsUrl, url } = await build(t, env)
+  const token = sign({ sub: 'alice', rooms: ['team-*'] })
+  const c = await TestClient.connect(wsUrl, { token })
+  t.teardown(() => c.close())
+  t.match(await c.request({ type: 'join', room: 'secret' }), { type: 'error', code: 'forbidden' })
+  t.match(await c.request({ type: 'publish', room: 'secret', data: 1 }), { type: 'error', code: 'forbidden' })
+  t.match(await c.request({ type: 'update', room: 'secret', patch: { a: 1 } }), { type: 'error', code: 'forbidden' })
+  t.match(await c.request({ type: 'join', room: 'team-red' }), { type: 'joined', room: 'team-red' })
+  t.match(await c.request({ type: 'publish', room: 'team-red', data: 1 }), { type: 'ack', offset: 1 })
+
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` }
+  const denied = await fetch(`${url}/api/rooms/secret/publish`, { method: 'POST', headers, body: JSON.stringify({ data: 1 }) })
+  t.equal(denied.status, 403)
+  t.equal((await fetch(`${url}/api/rooms/secret`, { headers })).status, 403)
+  const ok = await fetch(`${url}/api/rooms/team-red/publish`, { method: 'POST', headers, body: JSON.stringify({ data: 2 }) })
+  t.equal(ok.status, 200)
+  t.match(await c.next('room_message'), { room: 'team-red', data: 1 })
+  t.match(await c.next('room_message'), { room: 'team-red', data: 2, from: 'alice' })
+})
+
+t.test('a connection is closed with 1008 when its token expires', async t => {
+  const { wsUrl } = await build(t, env)
+  const c = await TestClient.connect(wsUrl, { token: sign({ sub: 'alice', exp: now() + 2 }) })
+  const longLived = await TestClient.connect(wsUrl, { token: sign({ sub: 'bob', exp: now() + 600 }) })
+  t.teardown(() => longLived.close())
+  const started = Date.now()
+  const closed = await c.closed
+  t.equal(closed.code, 1008)
+  t.match(closed.reason, /expired/)
+  t.ok(Date.now() - started <= 3500, 'closed within a second or so of exp')
+  t.ok(longLived.open, 'a connection with a later exp stays open')
+  t.equal((await longLived.request({ type: 'ping' })).type, 'pong')
+})
+
+t.test('open mode logs a warning at start; auth mode does not', async t => {
+  const open = await build(t)
+  t.ok(open.logs().some(l => l.event === 'auth.open_mode' && l.level === 40), 'auth.open_mode warning')
+  const secured = await build(t, env)
+  t.notOk(secured.logs().some(l => l.event === 'auth.open_mode'))
+})
+
+t.test('a token never appears in the logs, accepted or refused, in a header or the query string', async t => {
+  const built = await build(t, { ...env, LOG_LEVEL: 'trace' })
+  const good = sign({ sub: 'alice', exp: now() + 600 })
+  const wrong = sign({ sub: 'alice' }, 'another-secret')
+  const expired = sign({ sub: 'alice', exp: now() - 5 })
+  const c = await TestClient.connect(built.wsUrl, { token: good })
+  await c.request({ type: 'ping' })
+  await c.close()
+  await tryUpgrade(built.wsUrl, { query: { token: wrong } })
+  await tryUpgrade(built.wsUrl, { headers: { authorization: `Bearer ${expired}` } })
+  await tryUpgrade(built.wsUrl, { headers: { authorization: `Bearer ${good}`, origin: 'http://evil.com' } })
+  await fetch(`${built.url}/api/status?token=${wrong}`, { headers: { authorization: `Bearer ${good}` } })
+  await fetch(`${built.url}/api/status`, { headers: { authorization: `Bearer ${wrong}` } })
+  await post(built.url, { from: 'bob', to: 'x', text: 'y' }, good)
+  await waitFor(() => built.logs().some(l => l.event === 'connection.close'), 'the close log line')
+  const raw = built.rawLogs()
+  t.ok(raw.length > 1000, `captured ${raw.split('\n').length} log lines`)
+  for (const token of [good, wrong, expired]) {
+    const signature = token.split('.')[2]
+    t.notOk(raw.includes(token), 'the token does not appear')
+    t.notOk(raw.includes(signature), 'nor its signature')
+  }
+  t.notOk(raw.includes(SECRET), 'nor the secret')
+  t.ok(raw.includes('[REDACTED]'), 'the places a token would be say [REDACTED]')
+})
