@@ -44,8 +44,15 @@ declare module 'fastify' {
 
 export default fp(async function directMessages (app) {
   const dm = new DirectMessages(
-    async (clientId, frame) => app.connections.sendToClient(clientId, frame),
-    (clientId, message) => app.inbox.push(clientId, message)
+    async (clientId, frame) => {
+      const reached = app.connections.sendToClient(clientId, frame)
+      app.metrics.messagesOut.inc({ type: 'message' }, reached)
+      return reached
+    },
+    async (clientId, message) => {
+      await app.inbox.push(clientId, message)
+      app.metrics.inboxQueued.inc()
+    }
   )
   app.decorate('directMessages', dm)
 
@@ -64,9 +71,10 @@ export default fp(async function directMessages (app) {
         return
       }
       for (const m of queued) conn.send(m)
+      app.metrics.inboxDelivered.inc(queued.length)
       if (queued.length > 0) app.log.info({ event: 'inbox.delivered', clientId: conn.clientId, count: queued.length }, 'delivered queued direct messages')
     }, err => {
       app.log.error({ event: 'inbox.drain_failed', clientId: conn.clientId, err }, 'could not read queued messages')
     }).finally(() => conn.release())
   })
-}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox'] })
+}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'metrics'] })

@@ -48,7 +48,7 @@ export class Dispatcher {
   private readonly burst: number
   private readonly floodCloseMs: number
   /** Observers for metrics: called with the type (or the error code) of every frame. */
-  readonly observers: Array<(event: { type: string, error?: ErrorCode }) => void> = []
+  readonly observers: Array<(event: { type: string, error?: ErrorCode, reply?: string }) => void> = []
 
   constructor (opts: DispatcherOptions, private readonly log: { error: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }) {
     this.rate = opts.messagesPerSecond ?? 50
@@ -98,7 +98,11 @@ export class Dispatcher {
     for (const observe of this.observers) observe({ type: msg.type })
     try {
       const reply = await route.handler(conn, msg as never)
-      if (reply && typeof reply === 'object') conn.send(id === undefined ? reply : { ...reply, id })
+      if (reply && typeof reply === 'object') {
+        conn.send(id === undefined ? reply : { ...reply, id })
+        const replyType = (reply as { type?: unknown }).type
+        if (typeof replyType === 'string') for (const observe of this.observers) observe({ type: msg.type, reply: replyType })
+      }
     } catch (err) {
       if (err instanceof WsError) return this.fail(conn, id, err.code, err.message, err.extra)
       this.log.error({ event: 'ws.handler_failed', type: msg.type, err }, 'message handler failed')
@@ -147,7 +151,9 @@ export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
   const d = new Dispatcher(opts, app.log)
   const m = app.metrics
   d.observers.push(event => {
+    if (event.reply !== undefined) return m.messagesOut.inc({ type: event.reply })
     if (event.error === undefined) return m.messagesIn.inc({ type: event.type })
+    m.messagesOut.inc({ type: 'error' })
     m.errors.inc({ code: event.error })
     if (event.error === 'rate_limited') m.rateLimited.inc({ transport: 'ws' })
   })

@@ -15,6 +15,8 @@ export interface RoomRegistryOptions {
   stateMaxBytes: number
   /** An empty room leaves memory after this long. */
   evictAfterMs: number
+  /** Told the type and local recipients of every broadcast (metrics). */
+  onBroadcast?: (type: string, recipients: number) => void
 }
 
 interface Log {
@@ -74,8 +76,10 @@ export class RoomRegistry {
   }
 
   /** Serializes once and sends the same frame to every member; returns the connections reached here. */
-  broadcast (room: string, message: object, except?: Connection): number {
-    return this.deliver(room, JSON.stringify(message), except?.id)
+  broadcast<M extends { type: string }> (room: string, message: M, except?: Connection): number {
+    const recipients = this.deliver(room, JSON.stringify(message), except?.id)
+    this.opts.onBroadcast?.(message.type, recipients)
+    return recipients
   }
 
   /** Rooms with members, memberships (client and room pairs) and rooms held in memory. */

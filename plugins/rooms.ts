@@ -36,7 +36,11 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     historySize: opts.historySize ?? 100,
     maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50,
     stateMaxBytes: opts.stateMaxBytes ?? 262144,
-    evictAfterMs
+    evictAfterMs,
+    onBroadcast: (type, recipients) => {
+      app.metrics.fanout.observe(recipients)
+      app.metrics.messagesOut.inc({ type }, recipients)
+    }
   }, app.log)
   app.decorate('rooms', registry)
 
@@ -69,6 +73,11 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   app.connections.onClose(conn => registry.leaveAll(conn))
 
   app.statusReport.section('rooms', () => registry.stats())
+  app.metrics.collect(() => {
+    const { active, members } = registry.stats()
+    app.metrics.roomsActive.set(active)
+    app.metrics.roomMembers.set(members)
+  })
 
   const sweeper = setInterval(() => {
     const evicted = registry.sweep()
@@ -82,4 +91,4 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     await app.store.flush()
     app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')
   })
-}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'dispatcher', 'connections', 'status', 'auth'] })
+}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'dispatcher', 'connections', 'status', 'auth', 'metrics'] })

@@ -20,6 +20,8 @@ export interface SqliteStoreOptions {
   inboxMax: number
   inboxTtlMs: number
   log: Log
+  /** Told the size and duration of every committed batch (metrics). */
+  onCommit?: (writes: number, seconds: number) => void
 }
 
 /** The database file inside DATA_DIR. */
@@ -278,6 +280,7 @@ export class SqliteStore implements Store {
     this.queue = []
     this.dirty = new Set()
     const now = new Date().toISOString()
+    const started = process.hrtime.bigint()
     let results: unknown[]
     try {
       results = this.db.transaction(() => {
@@ -303,6 +306,7 @@ export class SqliteStore implements Store {
     }
     this.counters.commits++
     this.counters.writes += queue.length
+    this.opts.onCommit?.(queue.length, Number(process.hrtime.bigint() - started) / 1e9)
     queue.forEach((write, i) => write.resolve(results[i]))
   }
 

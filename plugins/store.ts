@@ -141,7 +141,11 @@ export default fp<StoreOptions>(async function store (app, opts) {
       groupCommit: opts.groupCommit ?? true,
       inboxMax: opts.inboxMax ?? 100,
       inboxTtlMs: opts.inboxTtlMs ?? 86400000,
-      log: app.log
+      log: app.log,
+      onCommit: (writes, seconds) => {
+        app.metrics.storeBatchSize.observe({ store: 'sqlite' }, writes)
+        app.metrics.storeWriteSeconds.observe({ store: 'sqlite' }, seconds)
+      }
     })
   } catch (err) {
     app.log.fatal({ event: 'store.open_failed', reason: (err as Error).message }, 'the store cannot be used; refusing to start')
@@ -154,4 +158,4 @@ export default fp<StoreOptions>(async function store (app, opts) {
     await store.close()
     app.log.info({ event: 'shutdown.step', step: 'store_closed', kind: store.kind, ms: Date.now() - started }, 'store closed')
   })
-}, { name: 'store', fastify: '5.x', dependencies: ['status'] })
+}, { name: 'store', fastify: '5.x', dependencies: ['status', 'metrics'] })

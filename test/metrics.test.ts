@@ -72,3 +72,25 @@ t.test('HTTP 429s and WebSocket rate limiting are counted', async t => {
   t.equal(value('switchboard_rate_limited_total', { transport: 'http' }), 1)
   t.ok((value('switchboard_rate_limited_total', { transport: 'ws' }) ?? 0) >= 1)
 })
+
+t.test('room traffic moves the room, fan-out, store and inbox metrics', async t => {
+  const { url, wsUrl, app } = await build(t)
+  const clients = await Promise.all(['a', 'b', 'c'].map(id => TestClient.connect(wsUrl, { clientId: id })))
+  t.teardown(() => Promise.all(clients.map(c => c.close())))
+  for (const c of clients) await c.request({ type: 'join', room: 'lobby' })
+  await clients[0].request({ type: 'publish', room: 'lobby', data: 'hello' })
+  await clients[0].request({ type: 'update', room: 'lobby', patch: { topic: 'x' } })
+  await clients[0].request({ type: 'send', to: 'nobody-online', text: 'later' })
+
+  const { families, value } = await scrape(url)
+  t.equal(value('switchboard_rooms_active'), 1)
+  t.equal(value('switchboard_room_members'), 3)
+  t.equal(value('switchboard_ws_messages_out_total', { type: 'room_message' }), 3, 'one publish reached 3 members')
+  t.equal(value('switchboard_ws_messages_out_total', { type: 'state' }), 3)
+  t.equal(value('switchboard_inbox_queued_total'), 1)
+  const fanout = families.find(f => f.name === 'switchboard_broadcast_fanout')!.metrics[0] as any
+  t.ok(Number(fanout.count) >= 2, 'broadcasts observed')
+  const batches = await app.metrics.storeBatchSize.get()
+  const commits = batches.values.find(v => v.metricName === 'switchboard_store_batch_size_count' && v.labels.store === 'sqlite')
+  t.ok((commits?.value ?? 0) >= 2, 'committed batches observed')
+})
