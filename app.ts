@@ -13,6 +13,8 @@ import limits from './plugins/limits.js'
 import heartbeat from './plugins/heartbeat.js'
 import inbox from './plugins/inbox.js'
 import directMessages from './plugins/direct-messages.js'
+import messageRate from './plugins/message-rate.js'
+import webConsole from './plugins/console.js'
 import healthRoutes from './routes/health.js'
 import wsRoute from './routes/ws.js'
 import api from './routes/api/index.js'
@@ -79,6 +81,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions = 
   await fastify.register(heartbeat, { intervalMs: cfg.HEARTBEAT_INTERVAL_MS })
   await fastify.register(inbox, { max: cfg.INBOX_MAX, ttlMs: cfg.INBOX_TTL_MS })
   await fastify.register(directMessages)
+  await fastify.register(messageRate)
 
   fastify.statusReport.section('connections', () => ({
     total: fastify.connections.size,
@@ -95,4 +98,5 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions = 
   await fastify.register(wsRoute)
   await fastify.register(api, { prefix: '/api' })
   await fastify.register(api, { prefix: '/api/v1' })
+  await fastify.register(webConsole)
 }

@@ -2,6 +2,9 @@ import fp from 'fastify-plugin'
 import { randomUUID } from 'node:crypto'
 import type { WebSocket } from 'ws'
 
+/** Frame counters shared by every connection of a registry (read by the message-rate plugin). */
+export interface Traffic { framesOut: number }
+
 /** One accepted WebSocket, as every other plugin sees it. */
 export class Connection {
   readonly id = randomUUID()
@@ -11,6 +14,8 @@ export class Connection {
   readonly rooms = new Set<string>()
   /** While queued messages are being replayed, live ones wait here so order holds. */
   private held: Array<string | Buffer> | null = null
+  /** Replaced by the registry's shared counters when the connection is added. */
+  traffic: Traffic = { framesOut: 0 }
 
   constructor (
     readonly socket: WebSocket,
@@ -31,6 +36,7 @@ export class Connection {
       return true
     }
     this.socket.send(frame)
+    this.traffic.framesOut++
     return true
   }
 
@@ -56,6 +62,8 @@ type Listener = (conn: Connection) => void
 export class ConnectionRegistry {
   /** Names this instance in `welcome` and across a cluster. */
   readonly serverId = randomUUID()
+  /** Frames sent to all connections since start. */
+  readonly traffic: Traffic = { framesOut: 0 }
   private readonly byId = new Map<string, Connection>()
   private readonly byClient = new Map<string, Set<Connection>>()
   private readonly openListeners: Listener[] = []
@@ -82,6 +90,7 @@ export class ConnectionRegistry {
   }
 
   add (conn: Connection): void {
+    conn.traffic = this.traffic
     this.byId.set(conn.id, conn)
     let set = this.byClient.get(conn.clientId)
     if (!set) {
