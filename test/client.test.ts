@@ -1,6 +1,6 @@
 import t from 'tap'
 import { build, tempDir, waitFor } from './helper.js'
-import { freePort, startServer } from './server-process.js'
+import { freePort, startServerOnPort } from './fixed-port-server.js'
 import { roomsSupported, skipWithoutRooms } from './rooms-support.js'
 import {
   SwitchboardClient, SwitchboardError, backoffCeiling, backoffDelay, shutdownDelay,
@@ -108,7 +108,7 @@ t.test('a first connection that fails rejects connect() with connect_failed', as
 
 t.test('a request the server does not answer rejects with request_timeout after requestTimeoutMs', async t => {
   const port = await freePort()
-  const server = await startServer(t, port, { DATA_DIR: tempDir(t) })
+  const server = await startServerOnPort(t, port, { DATA_DIR: tempDir(t) })
   const c = client(t, { url: server.url, clientId: 'patient', requestTimeoutMs: 300, reconnect: false })
   await c.connect()
   server.child.kill('SIGSTOP') // a server that hangs: the socket stays open, nothing answers
@@ -126,14 +126,14 @@ t.test('a request the server does not answer rejects with request_timeout after 
 t.test('requests made while disconnected wait (bounded) and go out after the reconnect', async t => {
   const port = await freePort()
   const dataDir = tempDir(t)
-  let server = await startServer(t, port, { DATA_DIR: dataDir })
+  let server = await startServerOnPort(t, port, { DATA_DIR: dataDir })
   const reconnect = { initialDelayMs: 50, maxDelayMs: 200 }
   const alice = client(t, { url: server.url, clientId: 'alice', maxQueuedRequests: 3, reconnect })
   await alice.connect()
   const delays: Array<{ attempt: number, delayMs: number }> = []
   alice.on('reconnecting', e => delays.push(e))
 
-  const closed = nextEvent(fn => alice.on('close', fn), 'close')
+  const closed = nextEvent<{ willReconnect: boolean }>(fn => alice.on('close', fn), 'close')
   await server.stop('SIGKILL') // no goodbye: the client only sees the socket drop
   t.equal((await closed).willReconnect, true)
   t.equal(alice.connected, false)
@@ -149,7 +149,7 @@ t.test('requests made while disconnected wait (bounded) and go out after the rec
     t.ok(d.delayMs >= 0 && d.delayMs < backoffCeiling(d.attempt - 1, { ...reconnect, factor: 2 }), `attempt ${d.attempt} waits ${d.delayMs} ms, within its bound`)
   }
 
-  server = await startServer(t, port, { DATA_DIR: dataDir })
+  server = await startServerOnPort(t, port, { DATA_DIR: dataDir })
   const bob = client(t, { url: server.url, clientId: 'bob' })
   const got: string[] = []
   bob.on('message', m => got.push(m.text))
@@ -164,7 +164,7 @@ t.test('requests made while disconnected wait (bounded) and go out after the rec
 t.test('server_shutdown: the client waits reconnectAfterMs (plus jitter), holds new requests, and comes back', async t => {
   const port = await freePort()
   const dataDir = tempDir(t)
-  let server = await startServer(t, port, { DATA_DIR: dataDir })
+  let server = await startServerOnPort(t, port, { DATA_DIR: dataDir })
   const reconnect = { initialDelayMs: 100, maxDelayMs: 400 }
   const alice = client(t, { url: server.url, clientId: 'alice', reconnect })
   await alice.connect()
@@ -180,7 +180,7 @@ t.test('server_shutdown: the client waits reconnectAfterMs (plus jitter), holds 
   t.equal(await exit, 0, 'the server exited cleanly')
 
   const pending = alice.send('bob', 'sent while the server was away')
-  server = await startServer(t, port, { DATA_DIR: dataDir })
+  server = await startServerOnPort(t, port, { DATA_DIR: dataDir })
   const reopened = await nextEvent<{ clientId: string }>(fn => alice.on('open', fn), 'open after restart', 8000)
   t.equal(reopened.clientId, 'alice')
   const ack = await pending
@@ -189,7 +189,7 @@ t.test('server_shutdown: the client waits reconnectAfterMs (plus jitter), holds 
 
 t.test('close() stops reconnecting and rejects what is still waiting with client_closed', async t => {
   const port = await freePort()
-  const server = await startServer(t, port, { DATA_DIR: tempDir(t) })
+  const server = await startServerOnPort(t, port, { DATA_DIR: tempDir(t) })
   const c = new SwitchboardClient({ url: server.url, clientId: 'leaver', reconnect: { initialDelayMs: 50, maxDelayMs: 100 } })
   await c.connect()
   await server.stop('SIGKILL')

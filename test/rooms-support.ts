@@ -15,9 +15,9 @@ export async function roomsSupported (wsUrl: string): Promise<boolean> {
   }
 }
 
-export function skipWithoutRooms (t: { skip: (msg: string) => void, comment: (msg: string) => void }, what: string): void {
+export function skipWithoutRooms (t: { skip: (name: string, fn: () => void) => unknown, comment: (msg: string) => void }, what: string): void {
   const msg = `ROOMS NOT AVAILABLE: the server answered unknown_type to "join", so "${what}" is SKIPPED. It must pass once the rooms feature is merged.`
   process.stderr.write(`\n${'!'.repeat(20)}\n${msg}\n${'!'.repeat(20)}\n`)
   t.comment(msg)
-  t.skip(msg)
+  t.skip(msg, () => {})
 }

@@ -18,7 +18,7 @@ export async function freePort (): Promise<number> {
   })
 }
 
-export interface ServerProcess {
+export interface PortServer {
   child: ChildProcess
   url: string
   wsUrl: string
@@ -34,7 +34,7 @@ export interface ServerProcess {
  * Runs the built server (`node dist/server.js`) on `port` with `env`, resolves
  * once it logs `server.listening`, and kills it at teardown if still running.
  */
-export async function startServer (t: TestContext, port: number, env: Record<string, string>): Promise<ServerProcess> {
+export async function startServerOnPort (t: TestContext, port: number, env: Record<string, string>): Promise<PortServer> {
   const child = spawn(process.execPath, [serverJs], {
     env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '5000', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
