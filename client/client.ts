@@ -56,6 +56,7 @@ export interface ClientEvents {
   error: SwitchboardError
   recovered: RecoveredEvent
   gap: GapEvent
+  reset: { room: string, previousOffset: number, offset: number }
 }
 
 type Kind = 'ping' | 'send' | 'join' | 'leave' | 'publish' | 'update' | 'exec'
@@ -200,6 +201,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       this.rooms.set(name, room as Room<never>)
       room.on('recovered', e => this.emit('recovered', e))
       room.on('gap', e => this.emit('gap', e))
+      room.on('reset', e => this.emit('reset', e))
       // otherwise the next welcome joins it
       if (this.connected) this.sendJoin(room as Room<never>)
     }

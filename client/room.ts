@@ -34,6 +34,8 @@ export interface RoomEvents<T> {
   recovered: RecoveredEvent
   /** Some messages are gone from the server's history: they will not be delivered. */
   gap: GapEvent
+  /** The server's offsets went backwards (its store was reset): counting starts again from `offset`. */
+  reset: { room: string, previousOffset: number, offset: number }
   /** The membership ended (after `leave()`, or when a rejoin was refused). */
   left: { room: string, error?: Error }
 }
@@ -134,6 +136,11 @@ export class Room<T = unknown> extends Emitter<RoomEvents<T>> {
     this.lastJoinComplete = resumeFrom === undefined || j.recovered
     if (resumeFrom === undefined) {
       this.offset = j.offset
+    } else if (j.offset < resumeFrom) {
+      // without this, every new message would look like a duplicate and be dropped
+      this.offset = j.offset
+      this.lastJoinComplete = false
+      this.emit('reset', { room: this.name, previousOffset: resumeFrom, offset: j.offset })
     } else {
       const missed = [...j.missed].filter(m => m.offset > resumeFrom).sort((a, b) => a.offset - b.offset)
       for (const m of missed) this.deliver(m)

@@ -256,3 +256,33 @@ t.test('rooms: join with since delivers the missed messages once, then live ones
   t.same(seen, [6, 7, 8], 'the missed ones came before join() resolved; live ones follow, each once')
   t.equal(subRoom.offset, room.offset)
 })
+
+t.test('rooms: when history no longer reaches back, the lost offsets are reported once as a gap', async t => {
+  const { url, wsUrl } = await build(t, { ROOM_HISTORY_SIZE: '3' })
+  if (!(await roomsSupported(wsUrl))) return skipWithoutRooms(t, 'rooms: when history no longer reaches back, the lost offsets are reported once as a gap')
+  const pub = client(t, { url, clientId: 'pub' })
+  await pub.connect()
+  const room = await pub.join('short-memory')
+  for (let i = 1; i <= 10; i++) await room.publish(i)
+
+  const sub = client(t, { url, clientId: 'late' })
+  await sub.connect()
+  const gaps: Array<{ from: number, to: number }> = []
+  let recovered = 0
+  sub.on('gap', g => gaps.push({ from: g.from, to: g.to }))
+  sub.on('recovered', () => recovered++)
+  const subRoom = await sub.join<number>('short-memory', { since: 1 })
+  t.same(gaps, [{ from: 2, to: 7 }], 'offsets 2-7 are gone; 8-10 were still in history')
+  t.equal(recovered, 0, 'an incomplete recovery is not reported as recovered')
+  t.equal(subRoom.offset, 10)
+
+  const other = client(t, { url, clientId: 'from-the-future' })
+  await other.connect()
+  const resets: Array<{ previousOffset: number, offset: number }> = []
+  other.on('reset', e => resets.push({ previousOffset: e.previousOffset, offset: e.offset }))
+  const future = await other.join<number>('short-memory', { since: 500 })
+  t.same(resets, [{ previousOffset: 500, offset: 10 }], 'a since beyond the room offset resets the count instead of dropping new messages')
+  const next = nextEvent<RoomMessage>(fn => future.on('message', fn), 'the next message')
+  await room.publish(11)
+  t.equal((await next).data, 11)
+})

@@ -50,7 +50,7 @@ export async function startServerOnPort (t: TestContext, port: number, env: Reco
   })
   await new Promise<void>((resolve, reject) => {
     let buffered = ''
-    const timer = setTimeout(() => reject(new Error(`server did not start within 10 s; stderr: ${stderr}`)), 10000)
+    const timer = setTimeout(() => reject(new Error(`server did not start within 20 s; stderr: ${stderr}`)), 20000)
     child.stdout?.on('data', (chunk: Buffer) => {
       buffered += chunk.toString()
       const lines = buffered.split('\n')
