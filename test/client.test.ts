@@ -180,9 +180,10 @@ t.test('server_shutdown: the client waits reconnectAfterMs (plus jitter), holds 
   t.equal(await exit, 0, 'the server exited cleanly')
 
   const pending = alice.send('bob', 'sent while the server was away')
+  // listen first: the client may be back before the test hears the server is listening
+  const reopened = nextEvent<{ clientId: string }>(fn => alice.on('open', fn), 'open after restart', 30000)
   server = await startServerOnPort(t, port, { DATA_DIR: dataDir })
-  const reopened = await nextEvent<{ clientId: string }>(fn => alice.on('open', fn), 'open after restart', 8000)
-  t.equal(reopened.clientId, 'alice')
+  t.equal((await reopened).clientId, 'alice')
   const ack = await pending
   t.type(ack.messageId, 'string', 'the request made while away was sent after the reconnect')
 })
@@ -192,8 +193,9 @@ t.test('close() stops reconnecting and rejects what is still waiting with client
   const server = await startServerOnPort(t, port, { DATA_DIR: tempDir(t) })
   const c = new SwitchboardClient({ url: server.url, clientId: 'leaver', reconnect: { initialDelayMs: 50, maxDelayMs: 100 } })
   await c.connect()
+  const reconnecting = nextEvent(fn => c.on('reconnecting', fn), 'reconnecting')
   await server.stop('SIGKILL')
-  await nextEvent(fn => c.on('reconnecting', fn), 'reconnecting')
+  await reconnecting
   const waiting = c.send('x', 'never sent')
   await c.close()
   t.equal((await rejection(waiting)).code, 'client_closed')
