@@ -3,6 +3,10 @@ import 'uplot/dist/uPlot.min.css'
 
 const KEEP_POINTS = 60
 
+function clock (seconds: number): string {
+  return new Date(seconds * 1000).toLocaleTimeString([], { hour12: false })
+}
+
 /** A small live chart of frames in/out per second (uPlot: time series on canvas, ~50 KB). */
 export class RateChart {
   private readonly xs: number[] = []
@@ -22,7 +26,10 @@ export class RateChart {
         { label: 'in / s', stroke: '#1f5fbf', width: 2 },
         { label: 'out / s', stroke: '#17803d', width: 2 }
       ],
-      axes: [{}, { size: 40 }]
+      axes: [
+        { space: 70, incrs: [5, 10, 15, 30, 60, 120, 300], values: (_u, splits) => splits.map(clock) },
+        { size: 40 }
+      ]
     }, [this.xs, this.ins, this.outs], container)
     new ResizeObserver(() => this.plot.setSize({ width: Math.max(240, container.clientWidth), height: 160 })).observe(container)
   }
