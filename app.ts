@@ -20,6 +20,8 @@ import store, { type StoreOptions } from './plugins/store.js'
 import inbox from './plugins/inbox.js'
 import directMessages from './plugins/direct-messages.js'
 import rooms, { type RoomsOptions } from './plugins/rooms.js'
+import messageRate from './plugins/message-rate.js'
+import webConsole from './plugins/console.js'
 import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
@@ -127,6 +129,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     timeoutMs: cfg.EXEC_TIMEOUT_MS,
     memoryMb: cfg.EXEC_MEMORY_MB
   })
+  await fastify.register(messageRate)
 
   fastify.statusReport.section('connections', () => ({
     total: fastify.connections.size,
@@ -144,4 +147,5 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(wsRoute)
   await fastify.register(api, { prefix: '/api' })
   await fastify.register(api, { prefix: '/api/v1' })
+  await fastify.register(webConsole)
 }

@@ -22,6 +22,9 @@ export class SendBufferPolicy {
 
 const unbounded = new SendBufferPolicy()
 
+/** Frame counters shared by every connection of a registry (read by the message-rate plugin). */
+export interface Traffic { framesOut: number }
+
 /** One accepted WebSocket, as every other plugin sees it. */
 export class Connection {
   readonly id = randomUUID()
@@ -35,6 +38,8 @@ export class Connection {
   sendBuffer: SendBufferPolicy = unbounded
   /** While queued messages are being replayed, live ones wait here so order holds. */
   private held: Array<string | Buffer> | null = null
+  /** Replaced by the registry's shared counters when the connection is added. */
+  traffic: Traffic = { framesOut: 0 }
 
   constructor (
     readonly socket: WebSocket,
@@ -57,6 +62,7 @@ export class Connection {
     this.socket.send(frame)
     // bufferedAmount only grows past the kernel's socket buffers when the peer stops reading
     if (this.socket.bufferedAmount > this.sendBuffer.maxBufferedBytes) this.closeAsSlowConsumer()
+    this.traffic.framesOut++
     return true
   }
 
@@ -93,6 +99,8 @@ type Listener = (conn: Connection) => void
 export class ConnectionRegistry {
   /** Names this instance in `welcome` and across a cluster. */
   readonly serverId = randomUUID()
+  /** Frames sent to all connections since start. */
+  readonly traffic: Traffic = { framesOut: 0 }
   private readonly byId = new Map<string, Connection>()
   private readonly byClient = new Map<string, Set<Connection>>()
   private readonly openListeners: Listener[] = []
@@ -122,6 +130,7 @@ export class ConnectionRegistry {
 
   add (conn: Connection): void {
     conn.sendBuffer = this.sendBuffer
+    conn.traffic = this.traffic
     this.byId.set(conn.id, conn)
     let set = this.byClient.get(conn.clientId)
     if (!set) {

@@ -1,0 +1,534 @@
+import { backoffDelay, defaultBackoff, shutdownDelay, type BackoffOptions } from './backoff.js'
+import { Emitter } from './emitter.js'
+import { Room, type GapEvent, type RecoveredEvent } from './room.js'
+import {
+  SwitchboardError,
+  type DirectMessage, type JsonObject, type Joined, type PublishAck, type RoomMessage,
+  type SendAck, type ServerError, type ServerShutdown, type Welcome
+} from './protocol.js'
+
+/** The part of the WebSocket API the client uses: the browser's, Node 22's global and `ws` all have it. */
+export interface WebSocketLike {
+  readonly readyState: number
+  send (data: string): void
+  close (code?: number, reason?: string): void
+  onopen: ((ev: unknown) => void) | null
+  onmessage: ((ev: { data: unknown }) => void) | null
+  onclose: ((ev: { code: number, reason: string }) => void) | null
+  onerror: ((ev: unknown) => void) | null
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike
+
+export interface ReconnectOptions extends Partial<BackoffOptions> {
+  /** Give up after this many failed attempts in a row [Infinity]. */
+  maxAttempts?: number
+}
+
+export interface ClientOptions {
+  /** `ws://host:port/ws`, or the server's `http(s)://` address (then `/ws` is used). */
+  url: string
+  /** The name to receive messages as (open mode). */
+  clientId?: string
+  /** A JWT for auth mode; sent as `?token=` because browsers cannot set upgrade headers. */
+  token?: string
+  /** A request without a reply after this long rejects with `request_timeout` [10000]. */
+  requestTimeoutMs?: number
+  /** Requests held while disconnected (or paced); the next one rejects with `queue_full` [1000]. */
+  maxQueuedRequests?: number
+  /** Backoff for reconnecting, or false to never reconnect. */
+  reconnect?: ReconnectOptions | false
+  /** The WebSocket implementation [the global one, else the `ws` package]. */
+  WebSocket?: WebSocketConstructor
+  /** Source of randomness for jitter (tests) [Math.random]. */
+  random?: () => number
+}
+
+export interface ClientEvents {
+  /** Connected (first time or again) and, after a reconnect, every room rejoined. */
+  open: Welcome
+  /** The connection closed; `willReconnect` says whether the client tries again. */
+  close: { code: number, reason: string, willReconnect: boolean }
+  reconnecting: { attempt: number, delayMs: number }
+  /** A direct message. */
+  message: DirectMessage
+  server_shutdown: ServerShutdown
+  /** A server error not tied to a request (e.g. `rate_limited`), or a failed rejoin. */
+  error: SwitchboardError
+  recovered: RecoveredEvent
+  gap: GapEvent
+  reset: { room: string, previousOffset: number, offset: number }
+}
+
+type Kind = 'ping' | 'send' | 'join' | 'leave' | 'publish' | 'update' | 'exec'
+
+interface Pending {
+  id: string
+  kind: Kind
+  frame: JsonObject
+  resolve: (reply: JsonObject) => void
+  reject: (err: Error) => void
+  timer?: ReturnType<typeof setTimeout>
+  sentAt: number
+  /** publish: the room's offset when it was sent, and its data, to find its echo after a lost ack. */
+  room?: string
+  sinceOffset?: number
+  dataJson?: string
+  /** Internal requests (rejoins) are dropped rather than queued when the socket is gone. */
+  internal?: boolean
+  onSent?: (p: Pending) => void
+}
+
+const OPEN = 1
+
+function now (): number {
+  return typeof performance !== 'undefined' ? performance.now() : Date.now()
+}
+
+function wsUrl (base: string, clientId?: string, token?: string): string {
+  const url = new URL(base)
+  if (url.protocol === 'http:') url.protocol = 'ws:'
+  if (url.protocol === 'https:') url.protocol = 'wss:'
+  if (url.pathname === '/' || url.pathname === '') url.pathname = '/ws'
+  if (clientId) url.searchParams.set('clientId', clientId)
+  if (token) url.searchParams.set('token', token)
+  return url.toString()
+}
+
+async function defaultWebSocket (): Promise<WebSocketConstructor> {
+  const global = (globalThis as { WebSocket?: unknown }).WebSocket
+  if (typeof global === 'function') return global as WebSocketConstructor
+  const mod = await import('ws')
+  return (mod.WebSocket ?? mod.default) as unknown as WebSocketConstructor
+}
+
+/**
+ * A Switchboard connection that keeps itself alive: requests settle by `id`,
+ * it reconnects with jittered backoff, rejoins its rooms from the last offset
+ * it delivered, and holds requests made while it is away.
+ */
+export class SwitchboardClient extends Emitter<ClientEvents> {
+  readonly options: Required<Omit<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'reconnect'>> & Pick<ClientOptions, 'clientId' | 'token' | 'WebSocket'>
+  private readonly backoff: BackoffOptions
+  private readonly maxAttempts: number
+  private readonly reconnectEnabled: boolean
+  private socket: WebSocketLike | null = null
+  private welcome: Welcome | null = null
+  private readonly rooms = new Map<string, Room<never>>()
+  private readonly inflight = new Map<string, Pending>()
+  private outbox: Pending[] = []
+  /** Publishes sent on a connection that dropped before their ack: settled after the rejoin. */
+  private uncertain: Pending[] = []
+  private nextId = 1
+  private attempt = 0
+  private ready = false
+  private userClosed = false
+  private shutdownNotice: ServerShutdown | null = null
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  private flushTimer: ReturnType<typeof setTimeout> | undefined
+  private connecting: Promise<Welcome> | null = null
+  private tokens = 0
+  private tokensAt = 0
+  private closedWaiters: Array<() => void> = []
+
+  constructor (opts: ClientOptions) {
+    super()
+    this.options = {
+      url: opts.url,
+      clientId: opts.clientId,
+      token: opts.token,
+      requestTimeoutMs: opts.requestTimeoutMs ?? 10000,
+      maxQueuedRequests: opts.maxQueuedRequests ?? 1000,
+      WebSocket: opts.WebSocket,
+      random: opts.random ?? Math.random
+    }
+    this.reconnectEnabled = opts.reconnect !== false
+    const r = opts.reconnect === false ? {} : opts.reconnect ?? {}
+    this.backoff = {
+      initialDelayMs: r.initialDelayMs ?? defaultBackoff.initialDelayMs,
+      maxDelayMs: r.maxDelayMs ?? defaultBackoff.maxDelayMs,
+      factor: r.factor ?? defaultBackoff.factor
+    }
+    this.maxAttempts = r.maxAttempts ?? Infinity
+  }
+
+  /** The server-assigned identity of the current connection, once connected. */
+  get clientId (): string | undefined {
+    return this.welcome?.clientId ?? this.options.clientId
+  }
+
+  get connected (): boolean {
+    return this.socket?.readyState === OPEN && this.welcome !== null
+  }
+
+  /** Requests waiting to be sent. */
+  get queued (): number {
+    return this.outbox.length
+  }
+
+  get joinedRooms (): ReadonlyMap<string, Room<never>> {
+    return this.rooms
+  }
+
+  /** Opens the connection and resolves with `welcome`. A failed first attempt rejects (`connect_failed`). */
+  connect (): Promise<Welcome> {
+    if (this.connected && this.welcome) return Promise.resolve(this.welcome)
+    if (this.connecting) return this.connecting
+    this.userClosed = false
+    this.connecting = this.open(true).finally(() => { this.connecting = null })
+    return this.connecting
+  }
+
+  /** Sends a direct message; resolves with the server's ack. */
+  send (to: string, text: string): Promise<SendAck> {
+    return this.request<SendAck>({ type: 'send', to, text })
+  }
+
+  /** Resolves with the round-trip time in milliseconds. */
+  async ping (): Promise<number> {
+    let sentAt = 0
+    await this.enqueue('ping', { type: 'ping' }, p => { sentAt = p.sentAt })
+    return now() - sentAt
+  }
+
+  /**
+   * Joins a room (idempotent per name). With `since`, messages after that offset
+   * still in the server's history are delivered first.
+   */
+  async join<T = unknown> (name: string, opts: { since?: number } = {}): Promise<Room<T>> {
+    let room = this.rooms.get(name) as Room<T> | undefined
+    if (!room) {
+      room = new Room<T>(this, name, opts.since)
+      this.rooms.set(name, room as Room<never>)
+      room.on('recovered', e => this.emit('recovered', e))
+      room.on('gap', e => this.emit('gap', e))
+      room.on('reset', e => this.emit('reset', e))
+      // otherwise the next welcome joins it
+      if (this.connected) this.sendJoin(room as Room<never>)
+    }
+    await room.ready
+    return room
+  }
+
+  /** Sends any request frame and resolves with its reply; errors reject with their `code`. */
+  request<R> (frame: JsonObject): Promise<R> {
+    return this.enqueue(frame.type as Kind, frame) as unknown as Promise<R>
+  }
+
+  /** @internal used by Room */
+  publish (room: Room<never>, data: unknown): Promise<PublishAck> {
+    if (room.closed) return Promise.reject(new SwitchboardError('not_in_room', `room ${room.name} was left`))
+    return this.enqueue('publish', { type: 'publish', room: room.name, data }) as unknown as Promise<PublishAck>
+  }
+
+  /** @internal used by Room */
+  async leave (room: Room<never>): Promise<void> {
+    if (this.rooms.get(room.name) !== room) return
+    this.rooms.delete(room.name)
+    const wasJoined = room.joined
+    room.markLeft()
+    // a membership that does not exist on the server (disconnected, or still joining) ends with the socket
+    if (!wasJoined || !this.connected) return
+    await this.enqueue('leave', { type: 'leave', room: room.name }).catch(err => {
+      if ((err as SwitchboardError).code !== 'not_in_room' && (err as SwitchboardError).code !== 'outcome_unknown') throw err
+    })
+  }
+
+  /** @internal used by Room */
+  tracksEchoes (room: string): boolean {
+    for (const p of this.inflight.values()) if (p.kind === 'publish' && p.room === room) return true
+    return this.uncertain.some(p => p.room === room)
+  }
+
+  /** Closes for good: no reconnect; whatever is pending rejects with `client_closed`. */
+  close (): Promise<void> {
+    this.userClosed = true
+    clearTimeout(this.reconnectTimer)
+    clearTimeout(this.flushTimer)
+    this.failAll(new SwitchboardError('client_closed', 'the client was closed'))
+    for (const room of this.rooms.values()) room.fail(new SwitchboardError('client_closed', 'the client was closed'))
+    this.rooms.clear()
+    const socket = this.socket
+    if (!socket || socket.readyState === 3) return Promise.resolve()
+    return new Promise(resolve => {
+      this.closedWaiters.push(resolve)
+      socket.close(1000, 'client closed')
+    })
+  }
+
+  private async open (initial: boolean): Promise<Welcome> {
+    const Ctor = this.options.WebSocket ?? await defaultWebSocket()
+    if (this.userClosed) throw new SwitchboardError('client_closed', 'the client was closed')
+    const socket = new Ctor(wsUrl(this.options.url, this.options.clientId, this.options.token))
+    this.socket = socket
+    return new Promise<Welcome>((resolve, reject) => {
+      let welcomed = false
+      socket.onmessage = ev => {
+        let msg: JsonObject
+        try {
+          msg = JSON.parse(typeof ev.data === 'string' ? ev.data : String(ev.data)) as JsonObject
+        } catch {
+          return
+        }
+        if (msg.type === 'welcome' && !welcomed) {
+          welcomed = true
+          this.onWelcome(msg as unknown as Welcome)
+          resolve(msg as unknown as Welcome)
+          return
+        }
+        this.onFrame(msg)
+      }
+      socket.onerror = () => {}
+      socket.onclose = ev => {
+        if (this.socket === socket) this.socket = null
+        if (!welcomed && initial) {
+          this.notifyClosed()
+          reject(new SwitchboardError('connect_failed', `could not connect to ${this.options.url} (close code ${ev.code})`))
+          return
+        }
+        if (!welcomed) reject(new SwitchboardError('connect_failed', `reconnect attempt failed (close code ${ev.code})`))
+        this.onDisconnect(ev.code, ev.reason, welcomed)
+      }
+    })
+  }
+
+  private onWelcome (welcome: Welcome): void {
+    this.welcome = welcome
+    this.attempt = 0
+    this.shutdownNotice = null
+    const rate = welcome.limits?.messagesPerSecond
+    this.tokens = typeof rate === 'number' && rate > 0 ? rate : Infinity
+    this.tokensAt = now()
+    const rooms = [...this.rooms.values()]
+    if (rooms.length === 0) return this.becomeReady(welcome)
+    let left = rooms.length
+    for (const room of rooms) {
+      this.sendJoin(room, () => {
+        if (--left === 0) this.becomeReady(welcome)
+      })
+    }
+  }
+
+  private becomeReady (welcome: Welcome): void {
+    this.settleUncertain()
+    this.ready = true
+    this.emit('open', welcome)
+    this.flush()
+  }
+
+  /**
+   * A publish whose ack was lost may or may not have been committed: if its
+   * echo came back with the rejoin it is settled with that offset, otherwise it
+   * is sent again ahead of newer requests. Without complete history it cannot
+   * be known: `outcome_unknown`.
+   */
+  private settleUncertain (): void {
+    const resend: Pending[] = []
+    for (const p of this.uncertain) {
+      const room = this.rooms.get(p.room ?? '')
+      const echo = room?.echoes.find(e => !e.claimed && e.offset > (p.sinceOffset ?? 0) && e.json === p.dataJson)
+      if (echo) {
+        echo.claimed = true
+        p.resolve({ type: 'ack', room: p.room, offset: echo.offset, messageId: echo.messageId })
+      } else if (room && !room.closed && room.lastJoinComplete) {
+        resend.push(p)
+      } else {
+        p.reject(new SwitchboardError('outcome_unknown', `the connection closed before the server acknowledged the publish to ${p.room ?? '?'}`))
+      }
+    }
+    this.uncertain = []
+    this.outbox = [...resend, ...this.outbox]
+  }
+
+  private sendJoin (room: Room<never>, done?: () => void): void {
+    const frame = room.beginJoin()
+    const p = this.makePending('join', frame, reply => {
+      if (room.closed) {
+        // left while the join was on its way: undo the membership the server just granted
+        this.enqueue('leave', { type: 'leave', room: room.name }).catch(() => {})
+      } else {
+        room.applyJoined(reply as unknown as Joined<never>)
+      }
+      done?.()
+    }, err => {
+      if ((err as SwitchboardError).code === 'outcome_unknown') return // the socket dropped; the next welcome rejoins
+      if ((err as SwitchboardError).code === 'request_timeout' && this.socket) {
+        // a rejoin that is not answered leaves the room deaf: start over on a fresh connection
+        this.socket.close(4000, 'rejoin timed out')
+        return
+      }
+      if (this.rooms.get(room.name) === room) this.rooms.delete(room.name)
+      room.fail(err)
+      // a refused rejoin has no caller waiting on it: tell the application
+      if (done) this.emit('error', err as SwitchboardError)
+      done?.()
+    })
+    p.internal = true
+    this.transmit(p)
+  }
+
+  private enqueue (kind: Kind, frame: JsonObject, onSent?: (p: Pending) => void): Promise<JsonObject> {
+    return new Promise((resolve, reject) => {
+      const p = this.makePending(kind, frame, resolve, reject)
+      p.onSent = onSent
+      if (kind === 'publish') {
+        p.room = frame.room as string
+        p.dataJson = JSON.stringify(frame.data)
+      }
+      if (this.userClosed) return reject(new SwitchboardError('client_closed', 'the client was closed'))
+      if (this.connected && this.ready && this.outbox.length === 0 && this.take()) return this.transmit(p)
+      if (this.outbox.length >= this.options.maxQueuedRequests) {
+        return reject(new SwitchboardError('queue_full', `${this.outbox.length} requests are already waiting for the connection (maxQueuedRequests); ${kind} was not sent`))
+      }
+      this.outbox.push(p)
+      this.scheduleFlush()
+    })
+  }
+
+  private makePending (kind: Kind, frame: JsonObject, resolve: (reply: JsonObject) => void, reject: (err: Error) => void): Pending {
+    return { id: `c${this.nextId++}`, kind, frame, resolve, reject, sentAt: 0 }
+  }
+
+  private transmit (p: Pending): void {
+    const socket = this.socket
+    if (!socket || socket.readyState !== OPEN) {
+      // a rejoin is sent again by the next welcome; anything else waits its turn
+      if (!p.internal) this.outbox.unshift(p)
+      return
+    }
+    if (p.kind === 'publish') p.sinceOffset = this.rooms.get(p.room ?? '')?.offset ?? 0
+    p.sentAt = now()
+    this.inflight.set(p.id, p)
+    const timeoutMs = this.options.requestTimeoutMs
+    p.timer = setTimeout(() => {
+      if (this.inflight.get(p.id) !== p) return
+      this.inflight.delete(p.id)
+      p.reject(new SwitchboardError('request_timeout', `no reply to ${p.kind} within ${timeoutMs} ms`))
+    }, timeoutMs)
+    p.onSent?.(p)
+    socket.send(JSON.stringify({ ...p.frame, id: p.id }))
+  }
+
+  /** Client-side pacing at the server's advertised rate, so requests are never dropped as `rate_limited`. */
+  private take (): boolean {
+    if (this.tokens === Infinity) return true
+    const rate = this.welcome?.limits?.messagesPerSecond ?? 50
+    const t = now()
+    this.tokens = Math.min(rate, this.tokens + ((t - this.tokensAt) / 1000) * rate)
+    this.tokensAt = t
+    if (this.tokens < 1) return false
+    this.tokens -= 1
+    return true
+  }
+
+  private scheduleFlush (): void {
+    if (this.flushTimer !== undefined || !this.connected || !this.ready) return
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined
+      this.flush()
+    }, 0)
+  }
+
+  private flush (): void {
+    while (this.outbox.length > 0 && this.connected && this.ready) {
+      if (!this.take()) {
+        const rate = this.welcome?.limits?.messagesPerSecond ?? 50
+        clearTimeout(this.flushTimer)
+        this.flushTimer = setTimeout(() => {
+          this.flushTimer = undefined
+          this.flush()
+        }, Math.ceil(1000 / rate))
+        return
+      }
+      this.transmit(this.outbox.shift() as Pending)
+    }
+  }
+
+  private onFrame (msg: JsonObject): void {
+    const id = msg.id
+    if (typeof id === 'string' && this.inflight.has(id)) {
+      const p = this.inflight.get(id) as Pending
+      this.inflight.delete(id)
+      clearTimeout(p.timer)
+      if (msg.type === 'error') {
+        const { type: _t, code, message, id: _i, ...details } = msg as ServerError
+        p.reject(new SwitchboardError(String(code), String(message), details))
+      } else {
+        if (p.kind === 'publish' && typeof msg.offset === 'number') this.rooms.get(p.room ?? '')?.claimEcho(msg.offset, String(msg.messageId))
+        p.resolve(msg)
+      }
+      return
+    }
+    switch (msg.type) {
+      case 'message':
+        this.emit('message', msg as unknown as DirectMessage)
+        break
+      case 'room_message':
+      case 'state':
+      case 'presence':
+      case 'exec_result':
+        this.rooms.get(String(msg.room))?.receive(msg as unknown as RoomMessage)
+        break
+      case 'server_shutdown':
+        this.shutdownNotice = msg as unknown as ServerShutdown
+        // hold new requests until the server is back instead of sending into a closing socket
+        this.ready = false
+        this.emit('server_shutdown', this.shutdownNotice)
+        break
+      case 'error': {
+        const { type: _t, code, message, ...details } = msg as ServerError
+        this.emit('error', new SwitchboardError(String(code), String(message), details))
+        break
+      }
+    }
+  }
+
+  private onDisconnect (code: number, reason: string, wasOpen: boolean): void {
+    this.ready = false
+    clearTimeout(this.flushTimer)
+    this.flushTimer = undefined
+    if (wasOpen) {
+      this.welcome = null
+      for (const room of this.rooms.values()) room.suspend()
+      for (const p of this.inflight.values()) {
+        clearTimeout(p.timer)
+        if (p.kind === 'publish') this.uncertain.push(p)
+        else if (p.kind === 'leave') p.resolve({ type: 'left' })
+        else p.reject(new SwitchboardError('outcome_unknown', `the connection closed before the server answered ${p.kind}; it may or may not have been applied`))
+      }
+      this.inflight.clear()
+    }
+    const willReconnect = !this.userClosed && this.reconnectEnabled && this.attempt < this.maxAttempts
+    if (wasOpen || !willReconnect) this.emit('close', { code, reason, willReconnect })
+    if (this.userClosed) return this.notifyClosed()
+    if (!willReconnect) {
+      const err = new SwitchboardError('disconnected', `disconnected (close code ${code}) and not reconnecting`)
+      this.failAll(err)
+      for (const room of this.rooms.values()) room.fail(err)
+      this.rooms.clear()
+      return this.notifyClosed()
+    }
+    const delayMs = this.shutdownNotice
+      ? shutdownDelay(this.shutdownNotice.reconnectAfterMs, this.backoff, this.options.random)
+      : backoffDelay(this.attempt, this.backoff, this.options.random)
+    this.shutdownNotice = null
+    this.attempt++
+    this.emit('reconnecting', { attempt: this.attempt, delayMs })
+    this.reconnectTimer = setTimeout(() => {
+      this.open(false).catch(() => {})
+    }, delayMs)
+  }
+
+  private failAll (err: Error): void {
+    for (const p of [...this.inflight.values(), ...this.uncertain, ...this.outbox]) {
+      clearTimeout(p.timer)
+      p.reject(err)
+    }
+    this.inflight.clear()
+    this.uncertain = []
+    this.outbox = []
+  }
+
+  private notifyClosed (): void {
+    for (const fn of this.closedWaiters.splice(0)) fn()
+  }
+}
