@@ -1,0 +1,40 @@
+// Switchboard's plugins inside a Fastify app of your own: WebSocket transport,
+// connection limits, ping/pong with dead-peer detection, and a status route.
+// Run after `npm run build`:  node examples/embed/server.mjs   (PORT, default 3000)
+import Fastify from 'fastify'
+import metrics from 'switchboard/plugins/metrics'
+import identity from 'switchboard/plugins/identity'
+import status from 'switchboard/plugins/status'
+import connections, { Connection } from 'switchboard/plugins/connections'
+import dispatcher from 'switchboard/plugins/dispatcher'
+import websocket from 'switchboard/plugins/websocket'
+import limits from 'switchboard/plugins/limits'
+import heartbeat from 'switchboard/plugins/heartbeat'
+
+const app = Fastify({ logger: { level: process.env.LOG_LEVEL ?? 'info' } })
+
+await app.register(metrics)
+await app.register(identity)
+await app.register(status, { version: 'embedded' })
+await app.register(connections)
+await app.register(dispatcher, { messagesPerSecond: 20 })
+await app.register(websocket, { maxPayload: 16384 })
+await app.register(limits, { maxConnections: 100, maxPerClient: 5 })
+await app.register(heartbeat, { intervalMs: 15000 })
+
+// Your own message type, validated and rate limited like the built-in ones.
+app.dispatcher.register('echo', {}, (_conn, msg) => ({ type: 'echo', ...msg }))
+
+app.statusReport.section('connections', () => ({ total: app.connections.size, max: app.limits.maxConnections }))
+app.get('/status', async () => app.statusReport.report())
+
+app.get('/ws', { websocket: true, preHandler: [app.acquireConnectionSlot] }, (socket, request) => {
+  const conn = new Connection(socket, `guest-${Math.random().toString(36).slice(2, 8)}`, request.clientKey, request.ip)
+  socket.on('message', (data, isBinary) => { app.dispatcher.handle(conn, data, isBinary) })
+  socket.on('close', () => app.connections.remove(conn))
+  conn.send({ type: 'welcome', clientId: conn.clientId, connectionId: conn.id })
+  app.connections.add(conn)
+})
+
+const address = await app.listen({ port: Number(process.env.PORT ?? 3000), host: process.env.HOST ?? '127.0.0.1' })
+app.log.info({ event: 'embed.listening', address }, 'embedded switchboard plugins listening')
