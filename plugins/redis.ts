@@ -56,6 +56,8 @@ export class RedisLink {
   /** Called each time both connections are ready again after a loss (and the first time). */
   private readonly readyListeners: Array<() => void> = []
   private wasReady = false
+  /** Set at shutdown, so quitting is not reported as an outage. */
+  closing = false
 
   constructor (
     readonly commands: Redis,
@@ -119,7 +121,7 @@ export class RedisLink {
           this.log.error({ event: 'redis.ready_listener_failed', err }, 'a redis ready listener failed')
         }
       }
-    } else if (!ready && this.wasReady) {
+    } else if (!ready && this.wasReady && !this.closing) {
       this.wasReady = false
       this.log.warn({ event: 'redis.down', role, reason: what }, 'redis connection lost; requests that need redis answer unavailable until it returns')
     }
@@ -163,6 +165,7 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
 
   app.addHook('onClose', async () => {
     await link.stopHeartbeat()
+    link.closing = true
     for (const [step, client] of [['redis_subscriber_closed', subscriber], ['redis_commands_closed', commands]] as const) {
       const started = Date.now()
       await client.quit().catch(() => client.disconnect())
