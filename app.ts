@@ -14,6 +14,9 @@ import dispatcher from './plugins/dispatcher.js'
 import websocket from './plugins/websocket.js'
 import cors from './plugins/cors.js'
 import rateLimit from './plugins/rate-limit.js'
+import redis from './plugins/redis.js'
+import redisLimits from './plugins/redis-limits.js'
+import bus from './plugins/bus.js'
 import limits from './plugins/limits.js'
 import heartbeat from './plugins/heartbeat.js'
 import store, { type StoreOptions } from './plugins/store.js'
@@ -110,8 +113,11 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND })
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
   await fastify.register(cors, { origins: parseOrigins(cfg.CORS_ORIGINS) })
-  await fastify.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS })
+  // before the store, so it closes after it (onClose runs last-registered-first): rooms → store → redis
+  await fastify.register(redis, { url: cfg.REDIS_URL, instanceTtlMs: cfg.REDIS_INSTANCE_TTL_MS })
+  await fastify.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS, redis: fastify.redisLink?.commands })
   await fastify.register(limits, { maxConnections: cfg.MAX_CONNECTIONS, maxPerClient: cfg.MAX_CONNECTIONS_PER_CLIENT })
+  await fastify.register(redisLimits)
   await fastify.register(heartbeat, { intervalMs: cfg.HEARTBEAT_INTERVAL_MS })
   // onClose runs last-registered-first: rooms flush their writes, then the store closes
   await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS, ...opts.store })
@@ -129,6 +135,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     timeoutMs: cfg.EXEC_TIMEOUT_MS,
     memoryMb: cfg.EXEC_MEMORY_MB
   })
+  await fastify.register(bus)
   await fastify.register(messageRate)
 
   fastify.statusReport.section('connections', () => ({
@@ -139,7 +146,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     maxBufferedBytes: fastify.connections.sendBuffer.maxBufferedBytes,
     slowConsumerCloses: fastify.connections.sendBuffer.closes
   }))
-  fastify.statusReport.section('redis', () => ({ enabled: false, status: 'disabled' }))
   fastify.statusReport.section('rateLimit', () => ({ max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS }))
 
   await fastify.register(healthRoutes)

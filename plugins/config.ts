@@ -30,6 +30,8 @@ export const ConfigSchema = Type.Object({
   SHUTDOWN_GRACE_MS: Int(100, 10000),
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  /** How long a silent instance still counts (its connection slots, its presence) [15000]. */
+  REDIS_INSTANCE_TTL_MS: Int(100, 15000),
   ROOM_HISTORY_SIZE: Int(0, 100),
   MAX_ROOMS_PER_CONNECTION: Int(1, 50),
   ROOM_STATE_MAX_BYTES: Int(2, 262144),

@@ -21,7 +21,8 @@ export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
     timeWindow: opts.windowMs ?? 60000,
     keyGenerator: (request: FastifyRequest) => request.clientKey,
     allowList: (request: FastifyRequest) => !prefixes.some(p => request.url.startsWith(p)),
-    ...(opts.redis ? { redis: opts.redis as never, nameSpace: 'switchboard:rl:', skipOnError: false } : {}),
+    // shared across instances; while Redis is down requests pass unlimited rather than fail, so /api/status can say `degraded`
+    ...(opts.redis ? { redis: opts.redis as never, nameSpace: 'sb:rl:', skipOnError: true } : {}),
     onExceeded: (request: FastifyRequest, key: string) => {
       app.metrics.rateLimited.inc({ transport: 'http' })
       request.log.warn({ event: 'rate_limit.exceeded', clientKey: key, url: request.routeOptions.url, limit: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }, 'HTTP rate limit exceeded')

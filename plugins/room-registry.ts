@@ -56,6 +56,20 @@ export interface RoomDescription {
  */
 export type DeliverToRoom = (room: string, frame: string, exceptConnectionId?: string) => number
 
+/** What many instances add to a room (installed by the bus plugin); null on one node. */
+export interface RoomCluster {
+  /** Once per membership (or join in flight): resolves when this instance receives the room's traffic. */
+  retain (room: string): Promise<void>
+  /** The membership (or failed join) that `retain` was for is over. */
+  release (room: string): void
+  /** A client's first connection here is in the room. */
+  memberJoined (room: string, clientId: string): void
+  /** A client's last connection here left the room. */
+  memberLeft (room: string, clientId: string): void
+  /** The client ids of the room's members on every instance. */
+  members (room: string): Promise<string[]>
+}
+
 /**
  * Membership, presence and the room operations of the contract, over a Store.
  * Rooms load lazily (concurrent joins share one load), stay while they have
@@ -66,6 +80,7 @@ export class RoomRegistry {
   private readonly loading = new Map<string, Promise<Room>>()
   private readonly pendingJoins = new WeakMap<Connection, Map<string, Promise<unknown>>>()
   deliver: DeliverToRoom
+  cluster: RoomCluster | null = null
 
   constructor (private readonly store: Store, private readonly opts: RoomRegistryOptions, private readonly log: Log) {
     this.deliver = (room, frame, except) => this.deliverLocally(room, frame, except)
@@ -147,7 +162,7 @@ export class RoomRegistry {
   /** The room as the HTTP API shows it, or null for a room never used. */
   async describe (name: string): Promise<RoomDescription | null> {
     const snapshot = await this.storeCall(name, () => this.store.loadRoom(name)).finally(() => this.releaseIfNotLoaded(name))
-    const members = this.membersOf(name)
+    const members = await this.allMembersOf(name)
     if (!snapshot && members.length === 0) return null
     return { room: name, state: snapshot?.state ?? {}, version: snapshot?.version ?? 0, offset: snapshot?.offset ?? 0, members }
   }
@@ -179,9 +194,25 @@ export class RoomRegistry {
   }
 
   private async admit (conn: Connection, name: string, since?: number): Promise<JoinedReply | undefined> {
+    const cluster = this.cluster
+    // subscribed before the snapshot is read, so nothing published after it is missed
+    let retained = false
+    if (cluster && !this.isMember(conn, name)) {
+      await this.storeCall(name, () => cluster.retain(name))
+      retained = true
+    }
+    try {
+      return await this.admitRetained(conn, name, since, () => { retained = false })
+    } finally {
+      if (retained) cluster?.release(name)
+    }
+  }
+
+  private async admitRetained (conn: Connection, name: string, since: number | undefined, keepRetained: () => void): Promise<JoinedReply | undefined> {
     const room = await this.open(name)
     const withHistory = since === undefined ? null : await this.storeCall(name, () => this.store.loadRoomSince(name, since))
     const snapshot = since === undefined ? await this.storeCall(name, () => this.store.loadRoom(name)) : withHistory
+    const elsewhere = this.cluster ? await this.allMembersOf(name) : []
     // gone while the room loaded: nothing to join, nobody to answer
     if (!conn.open) return undefined
     // an empty room may have been swept while this join waited
@@ -192,9 +223,13 @@ export class RoomRegistry {
       connections = new Set()
       room.members.set(conn.clientId, connections)
     }
+    if (!connections.has(conn)) keepRetained()
     connections.add(conn)
     conn.rooms.add(name)
-    if (newMember) this.broadcast(name, { type: 'presence', room: name, event: 'join', clientId: conn.clientId }, conn)
+    if (newMember) {
+      this.cluster?.memberJoined(name, conn.clientId)
+      this.broadcast(name, { type: 'presence', room: name, event: 'join', clientId: conn.clientId }, conn)
+    }
 
     let missed: RoomMessage[] = []
     let recovered = false
@@ -213,7 +248,7 @@ export class RoomRegistry {
       state: snapshot?.state ?? {},
       version: snapshot?.version ?? 0,
       offset: snapshot?.offset ?? 0,
-      members: [...room.members.keys()],
+      members: [...new Set([...room.members.keys(), ...elsewhere])],
       missed,
       recovered
     }
@@ -240,9 +275,11 @@ export class RoomRegistry {
     const room = this.rooms.get(name)
     const connections = room?.members.get(conn.clientId)
     if (!room || !connections?.delete(conn)) return
+    this.cluster?.release(name)
     if (connections.size > 0) return
     room.members.delete(conn.clientId)
     if (room.members.size === 0) room.emptySince = Date.now()
+    this.cluster?.memberLeft(name, conn.clientId)
     this.broadcast(name, { type: 'presence', room: name, event: 'leave', clientId: conn.clientId })
   }
 
@@ -253,6 +290,15 @@ export class RoomRegistry {
 
   private membersOf (name: string): string[] {
     return [...(this.rooms.get(name)?.members.keys() ?? [])]
+  }
+
+  /** Members here, plus those on other instances when there is a cluster. */
+  private async allMembersOf (name: string): Promise<string[]> {
+    const local = this.membersOf(name)
+    const cluster = this.cluster
+    if (!cluster) return local
+    const everywhere = await this.storeCall(name, () => cluster.members(name))
+    return [...new Set([...local, ...everywhere])]
   }
 
   private deliverLocally (name: string, frame: string, exceptConnectionId?: string): number {

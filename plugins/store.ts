@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import type { InboxStore } from './inbox.js'
 import { SqliteStore } from './sqlite-store.js'
+import { RedisStore } from './redis-store.js'
 
 /** A room's JSON state: always an object at the top level. */
 export type RoomState = Record<string, unknown>
@@ -90,6 +91,7 @@ export class StoreUnavailableError extends Error {
  * The one storage interface the rest of the code uses. Operations are
  * whole (append, patch), so each implementation assigns offsets and versions
  * atomically itself: SQLite from its in-process head, Redis in a script.
+ * The store plugin picks Redis when the redis plugin has a connection (REDIS_URL), SQLite otherwise.
  * Every returned promise resolves only after the change is committed.
  */
 export interface Store {
@@ -135,21 +137,32 @@ declare module 'fastify' {
 
 export default fp<StoreOptions>(async function store (app, opts) {
   let store: Store
-  try {
-    store = SqliteStore.open({
-      dataDir: opts.dataDir ?? './data',
-      groupCommit: opts.groupCommit ?? true,
+  const link = app.hasDecorator('redisLink') ? app.redisLink : null
+  if (link) {
+    // REDIS_URL is set: Redis holds rooms and inboxes for every instance
+    store = new RedisStore(link.commands, {
       inboxMax: opts.inboxMax ?? 100,
       inboxTtlMs: opts.inboxTtlMs ?? 86400000,
-      log: app.log,
-      onCommit: (writes, seconds) => {
-        app.metrics.storeBatchSize.observe({ store: 'sqlite' }, writes)
-        app.metrics.storeWriteSeconds.observe({ store: 'sqlite' }, seconds)
-      }
+      requireReady: () => link.requireReady()
     })
-  } catch (err) {
-    app.log.fatal({ event: 'store.open_failed', reason: (err as Error).message }, 'the store cannot be used; refusing to start')
-    throw err
+    app.log.info({ event: 'store.opened', kind: 'redis' }, 'store opened')
+  } else {
+    try {
+      store = SqliteStore.open({
+        dataDir: opts.dataDir ?? './data',
+        groupCommit: opts.groupCommit ?? true,
+        inboxMax: opts.inboxMax ?? 100,
+        inboxTtlMs: opts.inboxTtlMs ?? 86400000,
+        log: app.log,
+        onCommit: (writes, seconds) => {
+          app.metrics.storeBatchSize.observe({ store: 'sqlite' }, writes)
+          app.metrics.storeWriteSeconds.observe({ store: 'sqlite' }, seconds)
+        }
+      })
+    } catch (err) {
+      app.log.fatal({ event: 'store.open_failed', reason: (err as Error).message }, 'the store cannot be used; refusing to start')
+      throw err
+    }
   }
   app.decorate('store', store)
   app.statusReport.section('store', () => ({ kind: store.kind }))
