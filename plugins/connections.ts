@@ -2,6 +2,8 @@ import fp from 'fastify-plugin'
 import { randomUUID } from 'node:crypto'
 import type { WebSocket } from 'ws'
 
+const TEXT_FRAME = { binary: false }
+
 /** One accepted WebSocket, as every other plugin sees it. */
 export class Connection {
   readonly id = randomUUID()
@@ -23,14 +25,14 @@ export class Connection {
     return this.socket.readyState === 1
   }
 
-  /** Sends an already-serialized frame; returns false when the socket is not open. */
+  /** Sends an already-serialized JSON frame (a Buffer too goes out as text); returns false when the socket is not open. */
   sendRaw (frame: string | Buffer): boolean {
     if (this.socket.readyState !== 1) return false
     if (this.held) {
       this.held.push(frame)
       return true
     }
-    this.socket.send(frame)
+    this.socket.send(frame, TEXT_FRAME)
     return true
   }
 

@@ -20,6 +20,11 @@ export interface RoomsOptions {
   evictAfterMs?: number
   /** How often empty rooms are looked for [evictAfterMs / 2, at most 30000]. */
   sweepIntervalMs?: number
+  /**
+   * false: publishes skip the store (no history, no durable offsets; acks do
+   * not wait for a commit). For measurements and throwaway rooms [true].
+   */
+  persistMessages?: boolean
 }
 
 declare module 'fastify' {
@@ -34,7 +39,8 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     historySize: opts.historySize ?? 100,
     maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50,
     stateMaxBytes: opts.stateMaxBytes ?? 262144,
-    evictAfterMs
+    evictAfterMs,
+    persistMessages: opts.persistMessages ?? true
   }, app.log)
   app.decorate('rooms', registry)
 
