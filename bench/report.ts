@@ -38,10 +38,14 @@ export function targets (res: BenchResults): Target[] {
     const need = id === 'S2' ? 1 : 1.5
     out.push({ scenario: id, target: 'deliveries/s ≥ 0.8× raw ws', measured: `${f(vsRaw, 2)}×`, ok: check(vsRaw, v => v >= 0.8) })
     out.push({ scenario: id, target: id === 'S2' ? 'deliveries/s ahead of Socket.IO' : 'deliveries/s ≥ 1.5× Socket.IO', measured: `${f(vsSio, 2)}×`, ok: check(vsSio, v => id === 'S2' ? v > need : v >= need) })
-    const cpu = (name: string) => judged(s(id, name))?.serverCpuUsPerDelivery
+    // CPU per delivery falls as the rate rises (fixed costs per wake-up), so compare at one rate: the highest all three ran
+    const stepsOf = (name: string): StepResult[] => s(id, name)?.steps ?? []
+    const rates = ['switchboard', 'raw-ws', 'socket.io'].map(n => new Set(stepsOf(n).map(st => st.rate)))
+    const common = [...rates[0]].filter(r => rates.every(set => set.has(r))).sort((a, b) => b - a)[0]
+    const cpu = (name: string) => stepsOf(name).find(st => st.rate === common)?.serverCpuUsPerDelivery
     const cpuRaw = ratio(cpu('raw-ws'), cpu('switchboard'))
     const cpuSio = ratio(cpu('socket.io'), cpu('switchboard'))
-    out.push({ scenario: id, target: 'server CPU per delivery (raw ws ÷ Switchboard, ≥ 0.8 is the same bar)', measured: `${f(cpuRaw, 2)} (vs Socket.IO ${f(cpuSio, 2)})`, ok: check(cpuRaw, v => v >= 0.8) })
+    out.push({ scenario: id, target: `server CPU per delivery at ${f(common)}/s, raw ws ÷ Switchboard (≥ 0.8 is the same bar)`, measured: `${f(cpuRaw, 2)} (${f(cpu('switchboard'), 1)} vs ${f(cpu('raw-ws'), 1)} µs; Socket.IO ÷ Switchboard ${f(cpuSio, 2)})`, ok: check(cpuRaw, v => v >= 0.8) })
   }
   if (res.scenarios.S1) {
     const per = (name: string) => s('S1', name)?.ok ? s('S1', name).rssBytesPerConnection : undefined
@@ -167,7 +171,7 @@ export function renderChart (res: BenchResults): string {
       if (id === 'S6') bars.push({ name, tput: r.requestsPerSecond, p99: r.latencyMs.p99, unit: 'req/s' })
       else {
         const st = judged(r)
-        bars.push({ name, tput: id === 'S4' ? st?.deliveriesPerSecond : throughput(r), p99: id === 'S7' ? r.slow?.withSlow?.latencyMs.p99 : st?.latencyMs.p99, unit: 'deliveries/s' })
+        bars.push({ name, tput: st?.deliveriesPerSecond, p99: id === 'S7' ? r.slow?.withSlow?.latencyMs.p99 : st?.latencyMs.p99, unit: 'deliveries/s' })
       }
     }
     blocks.push({ id, title: sc.title, bars })
@@ -178,7 +182,7 @@ export function renderChart (res: BenchResults): string {
   let y = 40
   const parts: string[] = []
   parts.push(`<text x="10" y="20" font-size="14" font-weight="bold">Switchboard benchmarks (${esc(res.mode)}, ${esc(res.date.slice(0, 10))}, Node ${esc(res.machine.node)})</text>`)
-  parts.push(`<text x="${labelW}" y="36" font-size="11">throughput (best passing step)</text><text x="${labelW + colW + 20}" y="36" font-size="11">p99 latency, ms (S7: with slow clients)</text>`)
+  parts.push(`<text x="${labelW}" y="36" font-size="11">deliveries/s (best passing step, else the last step run)</text><text x="${labelW + colW + 20}" y="36" font-size="11">p99 latency, ms (S7: with slow clients)</text>`)
   for (const b of blocks) {
     y += 8
     parts.push(`<text x="10" y="${y + 12}" font-size="12" font-weight="bold">${esc(b.id)} ${esc(b.title)}</text>`)

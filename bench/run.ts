@@ -29,7 +29,8 @@ const { values } = parseArgs({
     only: { type: 'string' },
     out: { type: 'string' },
     'no-docs': { type: 'boolean', default: false },
-    baseline: { type: 'string' }
+    baseline: { type: 'string' },
+    render: { type: 'string' }
   }
 })
 const mode = values.tiny ? 'tiny' : values.full ? 'full' : 'quick'
@@ -220,6 +221,29 @@ function crossInstanceStatus (): { ran: false, reason: string } {
   return { ran: false, reason: 'S8 runs with --only S8 once the Redis plugin is merged; see bench/cross-instance.ts' }
 }
 
+/** Rewrites the results section of docs/benchmarks.md (between its markers) and docs/benchmarks.svg. */
+function writeDocs (res: BenchResults): void {
+  const doc = join(repoRoot, 'docs', 'benchmarks.md')
+  const start = '<!-- bench:results:start -->'
+  const end = '<!-- bench:results:end -->'
+  let text: string
+  try {
+    text = readFileSync(doc, 'utf8')
+  } catch {
+    text = `# Benchmarks\n\n${start}\n${end}\n`
+  }
+  const section = `${start}\n${renderMarkdown(res)}\n${end}`
+  text = text.includes(start) ? text.replace(new RegExp(`${start}[\\s\\S]*${end}`), () => section) : `${text}\n${section}\n`
+  writeFileSync(doc, text)
+  writeFileSync(join(repoRoot, 'docs', 'benchmarks.svg'), renderChart(res))
+}
+
+// --render FILE: rewrite the docs from a saved results file, without running anything
+if (values.render) {
+  writeDocs(JSON.parse(readFileSync(values.render, 'utf8')) as BenchResults)
+  process.exit(0)
+}
+
 const only = values.only?.split(',').map(s => s.trim().toUpperCase())
 const results: BenchResults = {
   mode,
@@ -253,20 +277,6 @@ mkdirSync(outDir, { recursive: true })
 const stamp = results.date.replace(/[:.]/g, '-')
 writeFileSync(join(outDir, `${mode}-${stamp}.json`), JSON.stringify(results, null, 2))
 writeFileSync(join(outDir, `latest-${mode}.json`), JSON.stringify(results, null, 2))
-if (!values['no-docs'] && mode !== 'tiny') {
-  const doc = join(repoRoot, 'docs', 'benchmarks.md')
-  const start = '<!-- bench:results:start -->'
-  const end = '<!-- bench:results:end -->'
-  let text: string
-  try {
-    text = readFileSync(doc, 'utf8')
-  } catch {
-    text = `# Benchmarks\n\n${start}\n${end}\n`
-  }
-  const section = `${start}\n${renderMarkdown(results)}\n${end}`
-  text = text.includes(start) ? text.replace(new RegExp(`${start}[\\s\\S]*${end}`), () => section) : `${text}\n${section}\n`
-  writeFileSync(doc, text)
-  writeFileSync(join(repoRoot, 'docs', 'benchmarks.svg'), renderChart(results))
-}
+if (!values['no-docs'] && mode !== 'tiny') writeDocs(results)
 process.stdout.write(renderMarkdown(results) + '\n')
 pidusage.clear()
