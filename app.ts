@@ -37,8 +37,8 @@ export interface AppOptions {
   config?: Config
   /** Environment to read the configuration from [process.env]. */
   env?: Record<string, string | undefined>
-  /** Room lifecycle tuning that has no environment variable (eviction delay, sweep interval). */
-  rooms?: Pick<RoomsOptions, 'evictAfterMs' | 'sweepIntervalMs'>
+  /** Room tuning that has no environment variable (eviction delay, sweep interval, message persistence). */
+  rooms?: Pick<RoomsOptions, 'evictAfterMs' | 'sweepIntervalMs' | 'persistMessages'>
   /** Store tuning that has no environment variable (group commit on or off, for measurements). */
   store?: Pick<StoreOptions, 'groupCommit'>
 }

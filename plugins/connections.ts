@@ -25,6 +25,8 @@ const unbounded = new SendBufferPolicy()
 /** Frame counters shared by every connection of a registry (read by the message-rate plugin). */
 export interface Traffic { framesOut: number }
 
+const TEXT_FRAME = { binary: false }
+
 /** One accepted WebSocket, as every other plugin sees it. */
 export class Connection {
   readonly id = randomUUID()
@@ -52,14 +54,14 @@ export class Connection {
     return this.socket.readyState === 1
   }
 
-  /** Sends an already-serialized frame; returns false when the socket is not open. */
+  /** Sends an already-serialized JSON frame (a Buffer too goes out as text); returns false when the socket is not open. */
   sendRaw (frame: string | Buffer): boolean {
     if (this.socket.readyState !== 1) return false
     if (this.held) {
       this.held.push(frame)
       return true
     }
-    this.socket.send(frame)
+    this.socket.send(frame, TEXT_FRAME)
     // bufferedAmount only grows past the kernel's socket buffers when the peer stops reading
     if (this.socket.bufferedAmount > this.sendBuffer.maxBufferedBytes) this.closeAsSlowConsumer()
     this.traffic.framesOut++

@@ -17,6 +17,11 @@ export interface RoomRegistryOptions {
   evictAfterMs: number
   /** Told the type and local recipients of every broadcast (metrics). */
   onBroadcast?: (type: string, recipients: number) => void
+  /**
+   * false: room messages are broadcast without a store write, offsets count in
+   * memory from the stored one, nothing is kept for recovery [true].
+   */
+  persistMessages?: boolean
 }
 
 interface Log {
@@ -28,7 +33,7 @@ class Room {
   /** clientId → that client's connections in this room. */
   readonly members = new Map<string, Set<Connection>>()
   emptySince = Date.now()
-  constructor (readonly name: string) {}
+  constructor (readonly name: string, public offset = 0) {}
 }
 
 export interface JoinedReply {
@@ -145,6 +150,11 @@ export class RoomRegistry {
   }
 
   async publish (from: string, name: string, data: unknown): Promise<{ offset: number, messageId: string, delivered: number }> {
+    const room = this.opts.persistMessages === false ? this.rooms.get(name) : undefined
+    if (room) {
+      const message: RoomMessage = { type: 'room_message', room: name, offset: ++room.offset, messageId: randomUUID(), from, data, timestamp: new Date().toISOString() }
+      return { offset: message.offset, messageId: message.messageId, delivered: this.broadcast(name, message) }
+    }
     const message = await this.storeCall(name, () => this.store.appendMessage(name, {
       messageId: randomUUID(), from, data, timestamp: new Date().toISOString()
     }, this.opts.historySize)).finally(() => this.releaseIfNotLoaded(name))
@@ -260,8 +270,8 @@ export class RoomRegistry {
     if (room) return Promise.resolve(room)
     let loading = this.loading.get(name)
     if (!loading) {
-      loading = this.storeCall(name, () => this.store.loadRoom(name)).then(() => {
-        const loaded = new Room(name)
+      loading = this.storeCall(name, () => this.store.loadRoom(name)).then(snapshot => {
+        const loaded = new Room(name, snapshot?.offset ?? 0)
         this.rooms.set(name, loaded)
         return loaded
       }).finally(() => this.loading.delete(name))
@@ -304,10 +314,12 @@ export class RoomRegistry {
   private deliverLocally (name: string, frame: string, exceptConnectionId?: string): number {
     const room = this.rooms.get(name)
     if (!room) return 0
+    // encoded once for all members: given a string, ws would encode it again for every socket
+    const data = Buffer.from(frame)
     let reached = 0
     for (const connections of room.members.values()) {
       for (const conn of connections) {
-        if (conn.id !== exceptConnectionId && conn.sendRaw(frame)) reached++
+        if (conn.id !== exceptConnectionId && conn.sendRaw(data)) reached++
       }
     }
     return reached

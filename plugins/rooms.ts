@@ -22,6 +22,11 @@ export interface RoomsOptions {
   evictAfterMs?: number
   /** How often empty rooms are looked for [evictAfterMs / 2, at most 30000]. */
   sweepIntervalMs?: number
+  /**
+   * false: publishes skip the store (no history, no durable offsets; acks do
+   * not wait for a commit). For measurements and throwaway rooms [true].
+   */
+  persistMessages?: boolean
 }
 
 declare module 'fastify' {
@@ -40,7 +45,8 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     onBroadcast: (type, recipients) => {
       app.metrics.fanout.observe(recipients)
       app.metrics.messagesOut.inc({ type }, recipients)
-    }
+    },
+    persistMessages: opts.persistMessages ?? true
   }, app.log)
   app.decorate('rooms', registry)
 

@@ -1,0 +1,452 @@
+/**
+ * The load generator: a child process (pinned to its own core by the runner)
+ * that opens `ws` connections to one server, drives it open-loop at fixed
+ * rates and measures every delivery. Each payload carries its step and send
+ * time ("s<step>t<ms>p…"), so a receiver needs one regular expression, not a
+ * JSON parse, to record the latency (µs) in an HDR histogram. Server CPU time
+ * and RSS are read from outside with pidusage; its own CPU use tells whether
+ * the generator, not the server, was the limit.
+ */
+import { readFileSync } from 'node:fs'
+import { performance } from 'node:perf_hooks'
+import * as hdr from 'hdr-histogram-js'
+import pidusage from 'pidusage'
+import WebSocket from 'ws'
+
+export type Protocol = 'switchboard' | 'socketio'
+
+export interface StepResult {
+  /** Publishes (or direct messages) per second asked for. */
+  rate: number
+  sent: number
+  expected: number
+  received: number
+  deliveredRatio: number
+  deliveriesPerSecond: number
+  latencyMs: { p50: number, p99: number, p999: number, max: number }
+  serverCpuMs: number
+  serverCpuPercent: number
+  serverCpuUsPerDelivery: number
+  serverRssMaxMB: number
+  generatorCpuPercent: number
+  /** Share of the sending time the server / the generator was runnable but waiting for a CPU: the machine's contention. */
+  serverWaitPercent: number
+  generatorWaitPercent: number
+  /** False when the generator used (nearly) all of its core: the figures then measure it, not the server. */
+  valid: boolean
+  pass: boolean
+}
+
+export interface Job {
+  scenario: 'S1' | 'S2' | 'S3' | 'S4' | 'S5' | 'S6' | 'S7' | 'S8'
+  protocol: Protocol
+  /** Ports of the instances; S8 subscribes on the first and publishes on the second. */
+  ports: number[]
+  serverPids: number[]
+  clients: number
+  rooms: number
+  /** Clients per room that publish (S2, S3, S4, S7). */
+  publishersPerRoom?: number
+  rates: number[]
+  stepMs: number
+  payloadBytes: number
+  slowConsumers?: number
+  slowMs?: number
+  http?: { connections: number, durationSec: number, path: string }
+  maxP99Ms: number
+  minDelivered: number
+}
+
+const SATURATED = 0.9
+const PAYLOAD = /s(\d+)t(\d+\.\d+)p/
+
+const histograms: hdr.Histogram[] = []
+const received: number[] = []
+
+function recordFrame (text: string): void {
+  const m = PAYLOAD.exec(text)
+  if (!m) return
+  const step = Number(m[1])
+  const latencyUs = Math.max(1, Math.round((performance.now() - Number(m[2])) * 1000))
+  received[step] = (received[step] ?? 0) + 1
+  histograms[step]?.recordValue(Math.min(latencyUs, 60_000_000))
+}
+
+function payload (step: number, bytes: number): string {
+  const head = `s${step}t${performance.now().toFixed(3)}p`
+  return head + 'x'.repeat(Math.max(0, bytes - head.length))
+}
+
+/** One connection speaking Switchboard's JSON protocol or Engine.IO/Socket.IO v4 over `ws`. */
+class LoadClient {
+  readonly ws: WebSocket
+  private waiters: Array<(text: string) => boolean> = []
+  private seq = 0
+
+  constructor (readonly protocol: Protocol, port: number, readonly clientId: string) {
+    const url = protocol === 'socketio'
+      ? `ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket&clientId=${clientId}`
+      : `ws://127.0.0.1:${port}/ws?clientId=${clientId}`
+    this.ws = new WebSocket(url, { perMessageDeflate: false })
+    this.ws.on('message', (data: Buffer) => this.onFrame(data.toString('latin1')))
+    this.ws.on('error', () => {})
+  }
+
+  private onFrame (text: string): void {
+    if (this.protocol === 'socketio') {
+      if (text === '2') return this.ws.send('3')
+      if (text.charCodeAt(0) === 48) this.ws.send('40') // "0{sid…}": open the default namespace
+    }
+    recordFrame(text)
+    if (this.waiters.length > 0) this.waiters = this.waiters.filter(w => !w(text))
+  }
+
+  private waitFor (test: (text: string) => boolean, what: string, timeoutMs = 30000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.clientId}: no ${what} within ${timeoutMs} ms`)), timeoutMs)
+      this.waiters.push(text => {
+        if (!test(text)) return false
+        clearTimeout(timer)
+        resolve()
+        return true
+      })
+    })
+  }
+
+  async open (): Promise<void> {
+    const ready = this.protocol === 'socketio'
+      ? this.waitFor(t => t.startsWith('40{'), 'namespace connect')
+      : this.waitFor(t => t.startsWith('{"type":"welcome"'), 'welcome')
+    await new Promise<void>((resolve, reject) => {
+      this.ws.once('open', resolve)
+      this.ws.once('error', reject)
+      this.ws.once('unexpected-response', (_req, res) => reject(new Error(`${this.clientId}: upgrade refused with ${res.statusCode}`)))
+    })
+    await ready
+  }
+
+  async join (room: string): Promise<void> {
+    const id = ++this.seq
+    if (this.protocol === 'socketio') {
+      const done = this.waitFor(t => t.startsWith(`43${id}[`), 'join ack')
+      this.ws.send(`42${id}["join",${JSON.stringify(room)}]`)
+      return done
+    }
+    const done = this.waitFor(t => t.startsWith('{"type":"joined"') && t.includes(`"id":${id}`), 'joined')
+    this.ws.send(JSON.stringify({ type: 'join', room, id }))
+    return done
+  }
+
+  publish (room: string, data: string): void {
+    if (this.protocol === 'socketio') this.ws.send(`42${++this.seq}["publish",${JSON.stringify({ room, data })}]`)
+    else this.ws.send(JSON.stringify({ type: 'publish', room, data }))
+  }
+
+  direct (to: string, text: string): void {
+    if (this.protocol === 'socketio') this.ws.send(`42${++this.seq}["send",${JSON.stringify({ to, text })}]`)
+    else this.ws.send(JSON.stringify({ type: 'send', to, text }))
+  }
+
+  close (): void {
+    this.ws.terminate()
+  }
+}
+
+async function connectAll (job: Job, count: number, port: number, prefix: string, roomOf: (i: number) => string | null): Promise<LoadClient[]> {
+  const clients: LoadClient[] = []
+  const BATCH = 100
+  for (let i = 0; i < count; i += BATCH) {
+    const batch: LoadClient[] = []
+    for (let j = i; j < Math.min(count, i + BATCH); j++) batch.push(new LoadClient(job.protocol, port, `${prefix}${j}`))
+    await Promise.all(batch.map(async (c, k) => {
+      await c.open()
+      const room = roomOf(i + k)
+      if (room !== null) await c.join(room)
+    }))
+    clients.push(...batch)
+  }
+  return clients
+}
+
+/** Nanoseconds a process's main thread spent runnable but waiting for a CPU (other sessions' load). */
+function runQueueWaitNs (pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1])
+  } catch {
+    return 0
+  }
+}
+
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+
+async function serverUsage (pids: number[]): Promise<{ ctime: number, rss: number }> {
+  let ctime = 0
+  let rss = 0
+  for (const pid of pids) {
+    const s = await pidusage(pid)
+    ctime += s.ctime
+    rss += s.memory
+  }
+  return { ctime, rss }
+}
+
+/** Sends `rate` items per second for `ms`, open-loop: the schedule never waits for the server. */
+async function openLoop (rate: number, ms: number, sendOne: (i: number) => void): Promise<number> {
+  const total = Math.round((rate * ms) / 1000)
+  const start = performance.now()
+  let sent = 0
+  await new Promise<void>(resolve => {
+    const tick = () => {
+      const elapsed = performance.now() - start
+      const due = Math.min(total, Math.floor((elapsed * rate) / 1000))
+      while (sent < due) sendOne(sent++)
+      if (sent >= total) return resolve()
+      setTimeout(tick, 1)
+    }
+    tick()
+  })
+  return sent
+}
+
+/** One rate step: open-loop sending, then a drain of at most 2 s, with server and own CPU measured around it. */
+async function step (job: Job, index: number, rate: number, fanout: number, sendOne: (i: number, step: number) => void): Promise<StepResult> {
+  histograms[index] = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
+  received[index] = 0
+  let rssMax = 0
+  const sampler = setInterval(() => {
+    serverUsage(job.serverPids).then(u => { rssMax = Math.max(rssMax, u.rss) }, () => {})
+  }, 250)
+  const before = await serverUsage(job.serverPids)
+  const ownBefore = process.cpuUsage()
+  const waitBefore = [runQueueWaitNs(job.serverPids[0]), runQueueWaitNs(process.pid)]
+  const started = performance.now()
+  const sent = await openLoop(rate, job.stepMs, i => sendOne(i, index))
+  const sendingMs = performance.now() - started
+  const own = process.cpuUsage(ownBefore)
+  const waitPercent = (i: number, pid: number) => (runQueueWaitNs(pid) - waitBefore[i]) / 1e6 / sendingMs * 100
+  const serverWaitPercent = waitPercent(0, job.serverPids[0])
+  const generatorWaitPercent = waitPercent(1, process.pid)
+  const expected = sent * fanout
+  let last = -1
+  const drainEnd = performance.now() + 2000
+  while (received[index] < expected && performance.now() < drainEnd) {
+    if (received[index] === last) break
+    last = received[index]
+    await sleep(250)
+  }
+  const wallMs = performance.now() - started
+  const after = await serverUsage(job.serverPids)
+  clearInterval(sampler)
+  rssMax = Math.max(rssMax, after.rss, before.rss)
+  const h = histograms[index]
+  const got = received[index]
+  const cpuMs = after.ctime - before.ctime
+  const generatorCpuPercent = ((own.user + own.system) / 1000) / sendingMs * 100
+  const latencyMs = {
+    p50: h.getValueAtPercentile(50) / 1000,
+    p99: h.getValueAtPercentile(99) / 1000,
+    p999: h.getValueAtPercentile(99.9) / 1000,
+    max: h.maxValue / 1000
+  }
+  const deliveredRatio = expected === 0 ? 0 : got / expected
+  const valid = generatorCpuPercent < SATURATED * 100
+  return {
+    rate,
+    sent,
+    expected,
+    received: got,
+    deliveredRatio,
+    deliveriesPerSecond: got / (sendingMs / 1000),
+    latencyMs,
+    serverCpuMs: cpuMs,
+    serverCpuPercent: cpuMs / wallMs * 100,
+    serverCpuUsPerDelivery: got === 0 ? 0 : (cpuMs * 1000) / got,
+    serverRssMaxMB: rssMax / 1048576,
+    generatorCpuPercent,
+    serverWaitPercent,
+    generatorWaitPercent,
+    valid,
+    pass: valid && deliveredRatio >= job.minDelivered && latencyMs.p99 <= job.maxP99Ms
+  }
+}
+
+/** The best passing step: the highest deliveries/s with enough delivered and p99 in bounds. */
+function best (steps: StepResult[]): StepResult | null {
+  return steps.filter(s => s.pass).sort((a, b) => b.deliveriesPerSecond - a.deliveriesPerSecond)[0] ?? null
+}
+
+async function rooms (job: Job): Promise<Record<string, unknown>> {
+  const perRoom = Math.ceil(job.clients / job.rooms)
+  const clients = await connectAll(job, job.clients, job.ports[0], 'c', i => `room${Math.floor(i / perRoom)}`)
+  const publishers: Array<{ client: LoadClient, room: string }> = []
+  for (let r = 0; r < job.rooms; r++) {
+    for (let p = 0; p < (job.publishersPerRoom ?? 1); p++) {
+      const client = clients[r * perRoom + p]
+      if (client) publishers.push({ client, room: `room${r}` })
+    }
+  }
+  await sleep(300)
+  const steps: StepResult[] = []
+  let stepIndex = 0
+  for (const rate of job.rates) {
+    const result = await step(job, stepIndex++, rate, perRoom, (i, s) => {
+      const p = publishers[i % publishers.length]
+      p.client.publish(p.room, payload(s, job.payloadBytes))
+    })
+    steps.push(result)
+    if (!result.pass && job.rates.length > 1) break
+  }
+  let slow: Record<string, unknown> | undefined
+  if (job.slowConsumers) slow = await slowConsumers(job, stepIndex, publishers, perRoom, steps[steps.length - 1])
+  for (const c of clients) c.close()
+  return { steps, best: best(steps), slow }
+}
+
+/** S7: the same load while a few members never read; the server's memory must stay bounded. */
+async function slowConsumers (job: Job, stepIndex: number, publishers: Array<{ client: LoadClient, room: string }>, perRoom: number, healthy: StepResult): Promise<Record<string, unknown>> {
+  const slow = await connectAll(job, job.slowConsumers ?? 0, job.ports[0], 'slow', () => 'room0')
+  for (const c of slow) c.ws.pause()
+  const rate = job.rates[job.rates.length - 1]
+  const samples: Array<{ ms: number, rssMB: number }> = []
+  const started = performance.now()
+  const sampler = setInterval(() => {
+    serverUsage(job.serverPids).then(u => samples.push({ ms: Math.round(performance.now() - started), rssMB: u.rss / 1048576 }), () => {})
+  }, 500)
+  const saved = job.stepMs
+  job.stepMs = job.slowMs ?? job.stepMs
+  // the paused members are expected to miss what the server refuses to buffer for them
+  const withSlow = await step(job, stepIndex, rate, perRoom, (i, s) => {
+    const p = publishers[i % publishers.length]
+    p.client.publish(p.room, payload(s, job.payloadBytes))
+  })
+  job.stepMs = saved
+  clearInterval(sampler)
+  for (const c of slow) c.close()
+  const half = samples.slice(Math.floor(samples.length / 2))
+  const slopeMBps = half.length > 1 ? (half[half.length - 1].rssMB - half[0].rssMB) / ((half[half.length - 1].ms - half[0].ms) / 1000) : 0
+  const frameBytes = job.payloadBytes + 180
+  return {
+    rate,
+    healthyP99Ms: healthy.latencyMs.p99,
+    withSlow,
+    p99Ratio: withSlow.latencyMs.p99 / healthy.latencyMs.p99,
+    rssSamples: samples,
+    rssSlopeMBps: slopeMBps,
+    // what RSS would grow by per second if every frame for the paused clients were kept
+    unboundedSlopeMBps: (job.slowConsumers ?? 0) * rate * frameBytes / 1048576
+  }
+}
+
+async function direct (job: Job): Promise<Record<string, unknown>> {
+  const clients = await connectAll(job, job.clients, job.ports[0], 'c', () => null)
+  await sleep(300)
+  const steps: StepResult[] = []
+  let stepIndex = 0
+  let seed = 12345
+  const random = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff }
+  for (const rate of job.rates) {
+    const result = await step(job, stepIndex++, rate, 1, (i, s) => {
+      const from = clients[i % clients.length]
+      let to = Math.floor(random() * clients.length)
+      if (to === i % clients.length) to = (to + 1) % clients.length
+      from.direct(clients[to].clientId, payload(s, job.payloadBytes))
+    })
+    steps.push(result)
+    if (!result.pass && job.rates.length > 1) break
+  }
+  for (const c of clients) c.close()
+  return { steps, best: best(steps) }
+}
+
+/** S1: connections that sit in their rooms while the runner weighs the server. */
+async function idle (job: Job, hold: () => Promise<void>): Promise<Record<string, unknown>> {
+  const perRoom = Math.ceil(job.clients / job.rooms)
+  const started = performance.now()
+  const clients = await connectAll(job, job.clients, job.ports[0], 'c', i => `room${Math.floor(i / perRoom)}`)
+  const connectMs = performance.now() - started
+  await hold()
+  for (const c of clients) c.close()
+  return { connections: clients.length, connectMs }
+}
+
+async function http (job: Job): Promise<Record<string, unknown>> {
+  const opts = job.http ?? { connections: 10, durationSec: 3, path: '/api/send' }
+  // Switchboard delivers to a connected client; the bare Fastify yardstick has none
+  const target = job.protocol === 'switchboard' && job.clients > 0 ? await connectAll(job, 1, job.ports[0], 'target', () => null) : []
+  const before = await serverUsage(job.serverPids)
+  const ownBefore = process.cpuUsage()
+  // loaded only here: it takes a while to import
+  const { default: autocannon } = await import('autocannon')
+  const result = await autocannon({
+    url: `http://127.0.0.1:${job.ports[0]}${opts.path}`,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ from: 'bench', to: 'target0', text: 'hello from autocannon' }),
+    connections: opts.connections,
+    duration: opts.durationSec
+  })
+  const own = process.cpuUsage(ownBefore)
+  const after = await serverUsage(job.serverPids)
+  for (const c of target) c.close()
+  const generatorCpuPercent = ((own.user + own.system) / 1000) / (opts.durationSec * 1000) * 100
+  return {
+    requestsPerSecond: result.requests.average,
+    requests: result.requests.total,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    latencyMs: { p50: result.latency.p50, p99: result.latency.p99, max: result.latency.max },
+    serverCpuUsPerRequest: result.requests.total > 0 ? ((after.ctime - before.ctime) * 1000) / result.requests.total : 0,
+    generatorCpuPercent,
+    valid: generatorCpuPercent < SATURATED * 100 && result.non2xx === 0
+  }
+}
+
+/** S8: subscribers on instance 1, publishers on instance 2: every delivery crosses the broker. */
+async function crossInstance (job: Job): Promise<Record<string, unknown>> {
+  const perRoom = Math.ceil(job.clients / job.rooms)
+  const subscribers = await connectAll(job, job.clients, job.ports[0], 'sub', i => `room${Math.floor(i / perRoom)}`)
+  const publishers = await connectAll(job, job.rooms, job.ports[1], 'pub', i => `room${i}`)
+  await sleep(500)
+  const steps: StepResult[] = []
+  let stepIndex = 0
+  for (const rate of job.rates) {
+    // publishers are members too: a delivery to them stays on instance 2
+    const result = await step(job, stepIndex++, rate, perRoom + 1, (i, s) => {
+      publishers[i % publishers.length].publish(`room${i % publishers.length}`, payload(s, job.payloadBytes))
+    })
+    steps.push(result)
+    if (!result.pass && job.rates.length > 1) break
+  }
+  for (const c of [...subscribers, ...publishers]) c.close()
+  return { steps, best: best(steps) }
+}
+
+async function run (job: Job, hold: () => Promise<void>): Promise<Record<string, unknown>> {
+  switch (job.scenario) {
+    case 'S1': return idle(job, hold)
+    case 'S5': return direct(job)
+    case 'S6': return http(job)
+    case 'S8': return crossInstance(job)
+    default: return rooms(job)
+  }
+}
+
+// IPC with the runner: {type:'job'} → (S1: {type:'holding'} ← {type:'release'}) → {type:'result'}
+process.on('message', (m: { type: string, job?: Job }) => {
+  if (m.type !== 'job' || !m.job) return
+  let release: () => void = () => {}
+  const released = new Promise<void>(resolve => { release = resolve })
+  process.on('message', (r: { type: string }) => { if (r.type === 'release') release() })
+  const hold = async () => {
+    process.send?.({ type: 'holding' })
+    await released
+  }
+  run(m.job, hold).then(
+    result => process.send?.({ type: 'result', result }),
+    err => process.send?.({ type: 'failed', error: String(err?.stack ?? err) })
+  ).finally(() => {
+    pidusage.clear()
+    setTimeout(() => process.exit(0), 100)
+  })
+})
+process.send?.({ type: 'ready' })

@@ -1,0 +1,42 @@
+import { test } from 'tap'
+import { execFile } from 'node:child_process'
+import { readFileSync, readdirSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { tempDir } from './helper.js'
+
+const run = promisify(execFile)
+const runner = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'run.js')
+
+// Only that the harness works end to end: every server starts, takes load and yields figures.
+test('the quick benchmark harness runs every server with tiny parameters and records numbers', { timeout: 180000 }, async t => {
+  const out = tempDir(t, 'switchboard-bench-smoke-')
+  await run(process.execPath, [runner, '--tiny', '--no-docs', '--only', 'S1,S2,S6', '--out', out], { timeout: 170000 })
+  const file = readdirSync(out).find(f => f.startsWith('latest-tiny'))
+  t.ok(file, 'a results file is written')
+  const results = JSON.parse(readFileSync(join(out, file as string), 'utf8'))
+
+  const s1 = results.scenarios.S1.servers
+  t.same(Object.keys(s1).sort(), ['raw-ws', 'socket.io', 'switchboard'])
+  for (const [name, r] of Object.entries<any>(s1)) {
+    t.equal(r.ok, true, `S1 ${name} ran`)
+    t.ok(r.connections > 0 && Number.isFinite(r.rssBytesPerConnection), `S1 ${name} weighed its connections`)
+  }
+
+  const s2 = results.scenarios.S2.servers
+  t.same(Object.keys(s2).sort(), ['raw-ws', 'socket.io', 'switchboard', 'switchboard-nohistory'])
+  for (const [name, r] of Object.entries<any>(s2)) {
+    t.equal(r.ok, true, `S2 ${name} ran`)
+    const step = r.steps[0]
+    t.ok(step.received > 0, `S2 ${name} delivered messages`)
+    t.ok(step.latencyMs.p99 > 0 && step.serverCpuMs >= 0, `S2 ${name} has latency and CPU figures`)
+  }
+
+  for (const name of ['switchboard', 'fastify-hello']) {
+    const r = results.scenarios.S6.servers[name]
+    t.equal(r.ok, true, `S6 ${name} ran`)
+    t.ok(r.requestsPerSecond > 0, `S6 ${name} answered requests`)
+    t.equal(r.non2xx, 0, `S6 ${name} answered every request with 2xx`)
+  }
+})
