@@ -3,7 +3,10 @@ import { trace, SpanStatusCode } from '@opentelemetry/api'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base'
 import { build, requestJson, waitFor } from './helper.js'
 import { TestClient } from './ws-client.js'
+import { createServer } from 'node:http'
+import { once } from 'node:events'
 import { tracedBatches } from '../plugins/tracing.js'
+import { tracingEnabled } from '../app.js'
 
 function recorder () {
   const exporter = new InMemorySpanExporter()
@@ -118,4 +121,48 @@ t.test('a batch of writes from several requests: child of the first, linked to t
   t.match(ok.attributes, { 'switchboard.store.writes': 4, 'switchboard.store.rooms': 2 })
   t.equal(failed.status.code, SpanStatusCode.ERROR)
   t.equal(failed.status.message, 'disk I/O error')
+})
+
+t.test('tracing is on when an OTLP endpoint or the switch is set, and off when the SDK is disabled', async t => {
+  t.equal(tracingEnabled({}), false)
+  t.equal(tracingEnabled({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' }), true)
+  t.equal(tracingEnabled({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://collector:4318/v1/traces' }), true)
+  t.equal(tracingEnabled({ OTEL_TRACES_ENABLED: 'true' }), true)
+  t.equal(tracingEnabled({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_SDK_DISABLED: 'true' }), false)
+})
+
+t.test('with OTEL_EXPORTER_OTLP_ENDPOINT set, spans reach the collector over OTLP/HTTP by the time the app has closed', async t => {
+  const received: Array<{ path: string, body: string }> = []
+  const collector = createServer((req, res) => {
+    let body = ''
+    req.on('data', chunk => { body += chunk })
+    req.on('end', () => {
+      received.push({ path: req.url ?? '', body })
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+    })
+  })
+  collector.listen(0, '127.0.0.1')
+  await once(collector, 'listening')
+  t.teardown(() => collector.close())
+  const address = collector.address()
+  process.env.OTEL_EXPORTER_OTLP_ENDPOINT = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`
+  process.env.OTEL_EXPORTER_OTLP_PROTOCOL = 'http/json'
+  t.teardown(() => {
+    delete process.env.OTEL_EXPORTER_OTLP_ENDPOINT
+    delete process.env.OTEL_EXPORTER_OTLP_PROTOCOL
+  })
+
+  const { app, url, logs } = await build(t, {}, { app: { tracing: { enabled: tracingEnabled(process.env) } } })
+  t.equal(app.tracing.enabled, true)
+  t.match(logs().find(l => l.event === 'tracing.enabled'), { exporter: 'otlp-http' })
+  const res = await requestJson(`${url}/api/send`, 'POST', { from: 'svc', to: 'offline-bob', text: 'hello' })
+  t.equal(res.status, 200)
+  await app.close()
+
+  const traces = received.filter(r => r.path === '/v1/traces')
+  t.ok(traces.length > 0, 'the exporter posted to /v1/traces')
+  const names = traces.flatMap(r => [...r.body.matchAll(/"name":"([^"]+)"/g)].map(m => m[1]))
+  t.ok(names.includes('request'), 'the HTTP span')
+  t.ok(names.includes('store.commit'), 'the store commit span')
+  t.ok(traces.some(r => r.body.includes('"switchboard"')), 'service.name is switchboard')
 })
