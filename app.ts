@@ -7,6 +7,8 @@ import auth from './plugins/auth.js'
 import codeExecution from './plugins/code-execution.js'
 import status from './plugins/status.js'
 import metrics from './plugins/metrics.js'
+import tracing, { type TracingOptions } from './plugins/tracing.js'
+import requestLog, { EventLogController, listeningEvent } from './plugins/request-log.js'
 import openapi from './plugins/openapi.js'
 import connections from './plugins/connections.js'
 import shutdown from './plugins/shutdown.js'
@@ -41,6 +43,14 @@ export interface AppOptions {
   rooms?: Pick<RoomsOptions, 'evictAfterMs' | 'sweepIntervalMs' | 'persistMessages'>
   /** Store tuning that has no environment variable (group commit on or off, for measurements). */
   store?: Pick<StoreOptions, 'groupCommit'>
+  /** Tracing options over those read from the environment (a `tracerProvider` for tests). */
+  tracing?: TracingOptions
+}
+
+/** Tracing is on when an OTLP endpoint is configured, or OTEL_TRACES_ENABLED=true; OTEL_SDK_DISABLED=true wins. */
+export function tracingEnabled (env: Record<string, string | undefined>): boolean {
+  if (env.OTEL_SDK_DISABLED === 'true') return false
+  return Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) || env.OTEL_TRACES_ENABLED === 'true'
 }
 
 /** Strips `token` from a URL so a query-string token never reaches a log line. */
@@ -65,6 +75,7 @@ export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
   return {
     logger: {
       level: cfg.LOG_LEVEL,
+      hooks: { logMethod: listeningEvent },
       redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', 'token'], censor: '[REDACTED]' },
       serializers: {
         req (req: { method: string, url: string, ip?: string, socket?: { remoteAddress?: string } }) {
@@ -82,6 +93,8 @@ export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
     },
     // the shutdown plugin answers 503 itself, with the contract's body and a metric
     return503OnClosing: false,
+    // no "incoming request"/"request completed": the request-log plugin writes one `http.request` line per response
+    logController: new EventLogController(),
     forceCloseConnections: 'idle'
   }
 }
@@ -99,10 +112,14 @@ function optionsFromEnvironment (): FastifyHttpOptions<Server> {
 export const options = optionsFromEnvironment()
 
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
-  const cfg = opts?.config ?? loadConfig(opts?.env ?? process.env)
+  const env = opts?.env ?? process.env
+  const cfg = opts?.config ?? loadConfig(env)
 
   await fastify.register(config, { config: cfg })
+  // first: @fastify/otel wraps the handlers of the routes registered after it
+  await fastify.register(tracing, { enabled: tracingEnabled(env), serviceVersion: pkg.version, ...opts?.tracing })
   await fastify.register(identity)
+  await fastify.register(requestLog)
   await fastify.register(status, { version: pkg.version })
   await fastify.register(metrics)
   await fastify.register(openapi, { version: pkg.version })

@@ -35,6 +35,18 @@ export interface DispatcherOptions {
   floodCloseMs?: number
 }
 
+/** A parsed frame whose `type` names a registered handler (not yet validated). */
+export interface RoutedMessage { type: string, id?: unknown, room?: unknown, [field: string]: unknown }
+
+/** How a message ended: `ok`, or the error code its sender got. */
+export type MessageOutcome = 'ok' | ErrorCode
+
+/**
+ * Runs the handling of one message of a known type (tracing wraps it in a span).
+ * It must call `handle` once and resolve after it.
+ */
+export type AroundMessage = (conn: Connection, message: RoutedMessage, handle: () => Promise<MessageOutcome>) => Promise<void>
+
 interface Bucket { tokens: number, refilledAt: number, floodSince: number, lastViolation: number }
 
 /**
@@ -49,6 +61,8 @@ export class Dispatcher {
   private readonly floodCloseMs: number
   /** Observers for metrics: called with the type (or the error code) of every frame. */
   readonly observers: Array<(event: { type: string, error?: ErrorCode, reply?: string }) => void> = []
+  /** Wraps the handling of every message of a registered type; unset, messages run bare. */
+  around?: AroundMessage
 
   constructor (opts: DispatcherOptions, private readonly log: { error: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }) {
     this.rate = opts.messagesPerSecond ?? 50
@@ -68,7 +82,8 @@ export class Dispatcher {
     this.routes.set(type, { check: TypeCompiler.Compile(schema), handler: handler as MessageHandler<TProperties> })
   }
 
-  async handle (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): Promise<void> {
+  /** Resolves with the outcome (undefined for a frame dropped unanswered, or when a wrapper ran it). */
+  async handle (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): Promise<MessageOutcome | undefined> {
     conn.lastSeen = Date.now()
     // frames still arriving after a policy close get no reply (and no log line each)
     if (conn.socket.readyState !== 1) return
@@ -89,6 +104,13 @@ export class Dispatcher {
     if (typeof msg.type !== 'string') return this.fail(conn, id, 'invalid_message', 'a message must have a string "type"')
     const route = this.routes.get(msg.type)
     if (!route) return this.fail(conn, id, 'unknown_type', `unknown message type ${JSON.stringify(msg.type.slice(0, 64))}`)
+    if (this.around === undefined) return this.run(conn, route, msg as RoutedMessage, id)
+    await this.around(conn, msg as RoutedMessage, () => this.run(conn, route, msg as RoutedMessage, id))
+    return undefined
+  }
+
+  /** Validates a message of a known type and runs its handler; resolves with the outcome. */
+  private async run (conn: Connection, route: Route, msg: RoutedMessage, id: string | number | undefined): Promise<MessageOutcome> {
     if (!route.check.Check(msg)) {
       const first = route.check.Errors(msg).First()
       const where = first?.path ? first.path.slice(1) : 'message'
@@ -103,6 +125,7 @@ export class Dispatcher {
         const replyType = (reply as { type?: unknown }).type
         if (typeof replyType === 'string') for (const observe of this.observers) observe({ type: msg.type, reply: replyType })
       }
+      return 'ok'
     } catch (err) {
       if (err instanceof WsError) return this.fail(conn, id, err.code, err.message, err.extra)
       this.log.error({ event: 'ws.handler_failed', type: msg.type, err }, 'message handler failed')
@@ -110,9 +133,10 @@ export class Dispatcher {
     }
   }
 
-  private fail (conn: Connection, id: string | number | undefined, code: ErrorCode, message: string, extra?: Record<string, unknown>): void {
+  private fail (conn: Connection, id: string | number | undefined, code: ErrorCode, message: string, extra?: Record<string, unknown>): ErrorCode {
     for (const observe of this.observers) observe({ type: 'error', error: code })
     conn.send({ type: 'error', code, message, ...extra, ...(id === undefined ? {} : { id }) })
+    return code
   }
 
   /** Token bucket per connection; sustained flooding closes the connection with 1008. */

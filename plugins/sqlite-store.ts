@@ -6,7 +6,7 @@ import { applyMergePatch } from './merge-patch.js'
 import {
   StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
-  type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
+  type BatchTracer, type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
 } from './store.js'
 
 interface Log {
@@ -84,6 +84,8 @@ interface Head {
 
 interface PendingWrite {
   run: () => unknown
+  /** The caller's trace context, kept only while tracing is on. */
+  origin: unknown
   resolve: (value: unknown) => void
   reject: (err: Error) => void
 }
@@ -103,6 +105,7 @@ export class SqliteStore implements Store {
   readonly path: string
   /** Counters for status and the benchmark. */
   readonly counters = { commits: 0, writes: 0, failedCommits: 0 }
+  batchTracer?: BatchTracer
 
   private readonly heads = new Map<string, Head>()
   private queue: PendingWrite[] = []
@@ -260,7 +263,7 @@ export class SqliteStore implements Store {
   private enqueue<T> (room: string | null, run: () => T): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('the store is closed'))
     const done = new Promise<T>((resolve, reject) => {
-      this.queue.push({ run, resolve: resolve as (value: unknown) => void, reject })
+      this.queue.push({ run, origin: this.batchTracer?.capture(), resolve: resolve as (value: unknown) => void, reject })
     })
     if (room !== null) this.dirty.add(room)
     if (!this.opts.groupCommit) this.commit()
@@ -279,6 +282,12 @@ export class SqliteStore implements Store {
     const dirty = this.dirty
     this.queue = []
     this.dirty = new Set()
+    if (this.batchTracer === undefined) this.commitBatch(queue, dirty)
+    else this.batchTracer.trace(queue.map(write => write.origin), dirty.size, () => this.commitBatch(queue, dirty))
+  }
+
+  /** Commits one batch; resolves or rejects its writers and returns the failure, if any. */
+  private commitBatch (queue: PendingWrite[], dirty: Set<string>): Error | undefined {
     const now = new Date().toISOString()
     const started = process.hrtime.bigint()
     let results: unknown[]
@@ -298,7 +307,7 @@ export class SqliteStore implements Store {
       this.opts.log.error({ event: 'store.batch_failed', writes: queue.length, rooms: dirty.size, err }, 'a batch of writes could not be committed')
       const failure = new StoreUnavailableError(`the store could not commit: ${(err as Error).message}`)
       for (const write of queue) write.reject(failure)
-      return
+      return failure
     }
     for (const room of dirty) {
       const head = this.heads.get(room) as Head
@@ -308,6 +317,7 @@ export class SqliteStore implements Store {
     this.counters.writes += queue.length
     this.opts.onCommit?.(queue.length, Number(process.hrtime.bigint() - started) / 1e9)
     queue.forEach((write, i) => write.resolve(results[i]))
+    return undefined
   }
 
   private createInbox (): InboxStore {

@@ -87,6 +87,14 @@ export class StoreUnavailableError extends Error {
   override name = 'StoreUnavailableError'
 }
 
+/** Traces store commits (installed by the tracing plugin; absent, commits run bare). */
+export interface BatchTracer {
+  /** Called as a write is queued: the caller's trace context, handed back to `trace`. */
+  capture (): unknown
+  /** Runs the commit of one batch in a span; `origins` are the captured contexts of its writes, in order. */
+  trace (origins: unknown[], rooms: number, commit: () => Error | undefined): void
+}
+
 /**
  * The one storage interface the rest of the code uses. Operations are
  * whole (append, patch), so each implementation assigns offsets and versions
@@ -99,6 +107,8 @@ export interface Store {
   readonly kind: string
   /** Queued direct messages for offline clients. */
   readonly inbox: InboxStore
+  /** Set by the tracing plugin to wrap each committed batch in a span. */
+  batchTracer?: BatchTracer
 
   /** The committed room, or null for a room never published to nor patched. */
   loadRoom (room: string): Promise<RoomSnapshot | null>

@@ -1,0 +1,94 @@
+import fp from 'fastify-plugin'
+import { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
+
+export interface RequestLogOptions {
+  /** Routes whose lines go at debug level: probes and scrapes would drown the rest ['/health', '/ready', '/metrics']. */
+  quietRoutes?: string[]
+}
+
+function routeOf (request: FastifyRequest): string {
+  return request.routeOptions.url ?? 'unmatched'
+}
+
+/**
+ * Fastify's own per-request lines, as events: an incoming request at trace level
+ * only, none for a completed one (the request-log plugin writes `http.request`), and the
+ * errors it logs carry an `event` and the route, never the URL's query.
+ * Pass an instance as the `logController` server option.
+ */
+export class EventLogController extends LogController {
+  /** At trace level only: method, URL (token redacted by the `req` serializer) and remote address. */
+  override incomingRequest (request: FastifyRequest): void {
+    request.log.trace({ event: 'http.incoming', req: request }, 'incoming request')
+  }
+
+  override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (error) reply.log.error({ event: 'http.response_failed', method: request.method, route: routeOf(request), statusCode: reply.statusCode, err: error }, 'the response failed')
+  }
+
+  override defaultErrorLog (error: Error, request: FastifyRequest, reply: FastifyReply): void {
+    if (reply.statusCode >= 500) {
+      reply.log.error({ event: 'http.error', method: request.method, route: routeOf(request), statusCode: reply.statusCode, err: error }, 'request failed')
+    } else {
+      // the http.request line reports the status; the reason is for debugging
+      reply.log.debug({ event: 'http.client_error', method: request.method, route: routeOf(request), statusCode: reply.statusCode, reason: error?.message }, 'request refused')
+    }
+  }
+
+  override streamError (error: Error & { code?: string }, request: FastifyRequest, reply: FastifyReply): void {
+    if (error.code === 'ERR_STREAM_PREMATURE_CLOSE') reply.log.debug({ event: 'http.stream_closed', route: routeOf(request) }, 'the client closed the response stream early')
+    else reply.log.warn({ event: 'http.stream_failed', route: routeOf(request), err: error }, 'a response stream failed after its headers were sent')
+  }
+
+  override routeNotFound (request: FastifyRequest): void {
+    const url = request.raw.url ?? ''
+    request.log.debug({ event: 'http.not_found', method: request.method, path: url.split('?')[0] }, 'no such route')
+  }
+
+  override writeHeadError (error: Error, request: FastifyRequest, reply: FastifyReply): void {
+    reply.log.warn({ event: 'http.write_head_failed', route: routeOf(request), err: error }, 'could not write the response headers')
+  }
+
+  override serializerError (error: Error, request: FastifyRequest, reply: FastifyReply, metadata: { statusCode: number }): void {
+    reply.log.error({ event: 'http.serializer_failed', route: routeOf(request), statusCode: metadata.statusCode, err: error }, 'the response serializer failed')
+  }
+
+  override serviceUnavailable (logger: { info: (obj: object, msg: string) => void }): void {
+    logger.info({ event: 'http.refused_closing', statusCode: 503 }, 'request refused: the server is closing')
+  }
+}
+
+/**
+ * A pino `logMethod` hook giving Fastify's "Server listening at" line an event:
+ * the one line Fastify writes outside a request. Our own lines always pass an
+ * object first, so a string-first call is Fastify's.
+ */
+export function listeningEvent (this: unknown, args: unknown[], method: (...args: unknown[]) => void): void {
+  if (typeof args[0] === 'string' && args[0].startsWith('Server listening at ')) {
+    return method.call(this, { event: 'server.address', address: args[0].slice(20) }, args[0])
+  }
+  return method.apply(this, args)
+}
+
+/**
+ * One `http.request` line per HTTP response: method, route (the pattern, never
+ * the URL with its query), status, time and client key; never headers or bodies.
+ */
+export default fp<RequestLogOptions>(async function requestLog (app, opts) {
+  const quiet = new Set(opts.quietRoutes ?? ['/health', '/ready', '/metrics'])
+  app.addHook('onResponse', async (request, reply) => {
+    // an accepted upgrade is logged as connection.open/close
+    if (request.ws && reply.statusCode < 400) return
+    const route = routeOf(request)
+    const line = {
+      event: 'http.request',
+      method: request.method,
+      route,
+      statusCode: reply.statusCode,
+      responseTime: Math.round(reply.elapsedTime * 100) / 100,
+      clientKey: request.clientKey
+    }
+    if (quiet.has(route)) request.log.debug(line, 'request completed')
+    else request.log.info(line, 'request completed')
+  })
+}, { name: 'request-log', fastify: '5.x', dependencies: ['identity'] })
