@@ -63,7 +63,7 @@ export class Metrics {
     this.inboxDelivered = new Counter({ name: `${p}inbox_delivered_total`, help: 'Queued direct messages delivered on reconnect', registers })
     this.execRuns = new Counter({ name: `${p}exec_runs_total`, help: 'Sandboxed code runs by outcome', labelNames: ['outcome'], registers })
     this.execSeconds = new Histogram({ name: `${p}exec_duration_seconds`, help: 'Sandboxed code run duration', labelNames: ['outcome'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers })
-    this.redisUp = new Gauge({ name: `${p}redis_up`, help: '1 when Redis is ready, 0 when down or connecting; absent without Redis', registers })
+    this.redisUp = new Gauge({ name: `${p}redis_up`, help: '1 when Redis is ready; 0 when it is down or connecting, and always 0 without REDIS_URL', registers })
     this.pubsubMessages = new Counter({ name: `${p}redis_pubsub_messages_total`, help: 'Redis pub/sub messages, by direction (published, received)', labelNames: ['direction'], registers })
     this.slowConsumerCloses = new Counter({ name: `${p}ws_slow_consumer_closes_total`, help: 'Connections closed because their send buffer passed the cap', registers })
     this.collect = collect
