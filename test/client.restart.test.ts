@@ -1,7 +1,6 @@
 import t from 'tap'
 import { tempDir, waitFor } from './helper.js'
 import { freePort, startServerOnPort } from './fixed-port-server.js'
-import { roomsSupported, skipWithoutRooms } from './rooms-support.js'
 import { SwitchboardClient, type GapEvent } from '../client/index.js'
 
 const TOTAL = 500
@@ -14,7 +13,6 @@ t.test('a subscriber gets 500 numbered room messages exactly once, in order, whi
   // client does when history runs out (a gap) is tested in client.test.ts.
   const env = { DATA_DIR: tempDir(t), WS_MESSAGES_PER_SECOND: '1000', SHUTDOWN_GRACE_MS: '5000', ROOM_HISTORY_SIZE: String(TOTAL) }
   let server = await startServerOnPort(t, port, env)
-  if (!(await roomsSupported(server.wsUrl))) return skipWithoutRooms(t, 'the restart test (500 room messages across two graceful restarts)')
 
   const reconnect = { initialDelayMs: 100, maxDelayMs: 1000 }
   const subscriber = new SwitchboardClient({ url: server.url, clientId: 'subscriber', reconnect })

@@ -1,7 +1,6 @@
 import t from 'tap'
 import { build, tempDir, waitFor } from './helper.js'
 import { freePort, startServerOnPort } from './fixed-port-server.js'
-import { roomsSupported, skipWithoutRooms } from './rooms-support.js'
 import {
   SwitchboardClient, SwitchboardError, backoffCeiling, backoffDelay, shutdownDelay,
   type ClientOptions, type DirectMessage, type RoomMessage
@@ -206,8 +205,7 @@ t.test('close() stops reconnecting and rejects what is still waiting with client
 })
 
 t.test('rooms: join, publish, state, presence and leave through the client', async t => {
-  const { url, wsUrl } = await build(t)
-  if (!(await roomsSupported(wsUrl))) return skipWithoutRooms(t, 'rooms: join, publish, state, presence and leave through the client')
+  const { url } = await build(t)
   const alice = client(t, { url, clientId: 'alice' })
   const bob = client(t, { url, clientId: 'bob' })
   await Promise.all([alice.connect(), bob.connect()])
@@ -240,8 +238,7 @@ t.test('rooms: join, publish, state, presence and leave through the client', asy
 })
 
 t.test('rooms: join with since delivers the missed messages once, then live ones, in order', async t => {
-  const { url, wsUrl } = await build(t)
-  if (!(await roomsSupported(wsUrl))) return skipWithoutRooms(t, 'rooms: join with since delivers the missed messages once, then live ones, in order')
+  const { url } = await build(t)
   const pub = client(t, { url, clientId: 'pub' })
   await pub.connect()
   const room = await pub.join('history')
@@ -260,8 +257,7 @@ t.test('rooms: join with since delivers the missed messages once, then live ones
 })
 
 t.test('rooms: when history no longer reaches back, the lost offsets are reported once as a gap', async t => {
-  const { url, wsUrl } = await build(t, { ROOM_HISTORY_SIZE: '3' })
-  if (!(await roomsSupported(wsUrl))) return skipWithoutRooms(t, 'rooms: when history no longer reaches back, the lost offsets are reported once as a gap')
+  const { url } = await build(t, { ROOM_HISTORY_SIZE: '3' })
   const pub = client(t, { url, clientId: 'pub' })
   await pub.connect()
   const room = await pub.join('short-memory')

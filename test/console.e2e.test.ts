@@ -2,7 +2,6 @@ import t from 'tap'
 import { existsSync, mkdirSync } from 'node:fs'
 import { chromium, type Page } from 'playwright-core'
 import { build, tempDir } from './helper.js'
-import { roomsSupported, skipWithoutRooms } from './rooms-support.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
@@ -11,8 +10,7 @@ const SHOTS = 'test-results'
 t.test('the web console in headless Chromium: two clients, a direct message, a room, a shared state patch, the status view', async t => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); .ci/run does this`)
   // each page polls /api/status; two pages share one client key, so give them room under the HTTP rate limit
-  const { url, wsUrl } = await build(t, { RATE_LIMIT_MAX: '1000' })
-  const withRooms = await roomsSupported(wsUrl)
+  const { url } = await build(t, { RATE_LIMIT_MAX: '1000' })
   mkdirSync(SHOTS, { recursive: true })
 
   const context = await chromium.launchPersistentContext(tempDir(t, 'switchboard-chromium-'), {
@@ -65,38 +63,34 @@ t.test('the web console in headless Chromium: two clients, a direct message, a r
     t.pass('bob answered')
   })
 
-  if (!withRooms) {
-    skipWithoutRooms(t, 'console room steps (join, chat, presence, state patch)')
-  } else {
-    await t.test('both join a room, chat, and see one state patch with its version', async t => {
-      for (const page of [alice, bob]) {
-        await page.getByLabel('Room name').fill('lobby')
-        await page.getByRole('button', { name: 'Join' }).click()
-        await page.locator('article.room[data-room="lobby"]').waitFor()
-      }
-      const aRoom = alice.locator('article.room[data-room="lobby"]')
-      const bRoom = bob.locator('article.room[data-room="lobby"]')
-      await aRoom.locator('.presence li', { hasText: 'bob' }).waitFor()
-      t.same(await aRoom.locator('.presence li').allTextContents(), ['alice', 'bob'], 'presence lists both')
+  await t.test('both join a room, chat, and see one state patch with its version', async t => {
+    for (const page of [alice, bob]) {
+      await page.getByLabel('Room name').fill('lobby')
+      await page.getByRole('button', { name: 'Join' }).click()
+      await page.locator('article.room[data-room="lobby"]').waitFor()
+    }
+    const aRoom = alice.locator('article.room[data-room="lobby"]')
+    const bRoom = bob.locator('article.room[data-room="lobby"]')
+    await aRoom.locator('.presence li', { hasText: 'bob' }).waitFor()
+    t.same(await aRoom.locator('.presence li').allTextContents(), ['alice', 'bob'], 'presence lists both')
 
-      await aRoom.getByLabel('Message to the room').fill('hi everyone')
-      await aRoom.getByRole('button', { name: 'Publish' }).click()
-      await bRoom.locator('.room-log li', { hasText: 'hi everyone' }).waitFor()
-      t.match(await bRoom.locator('.room-log li', { hasText: 'hi everyone' }).textContent(), /#\d+ alice:\s*hi everyone/)
-      await bRoom.getByLabel('Message to the room').fill('hello alice')
-      await bRoom.getByLabel('Message to the room').press('Enter')
-      await aRoom.locator('.room-log li', { hasText: 'hello alice' }).waitFor()
+    await aRoom.getByLabel('Message to the room').fill('hi everyone')
+    await aRoom.getByRole('button', { name: 'Publish' }).click()
+    await bRoom.locator('.room-log li', { hasText: 'hi everyone' }).waitFor()
+    t.match(await bRoom.locator('.room-log li', { hasText: 'hi everyone' }).textContent(), /#\d+ alice:\s*hi everyone/)
+    await bRoom.getByLabel('Message to the room').fill('hello alice')
+    await bRoom.getByLabel('Message to the room').press('Enter')
+    await aRoom.locator('.room-log li', { hasText: 'hello alice' }).waitFor()
 
-      await aRoom.getByLabel('JSON merge patch').fill('{"topic": "launch", "count": 3}')
-      await aRoom.getByRole('button', { name: 'Apply patch' }).click()
-      for (const room of [aRoom, bRoom]) {
-        await room.locator('.state-json', { hasText: '"topic": "launch"' }).waitFor()
-        t.same(JSON.parse(await room.locator('.state-json').textContent() ?? ''), { topic: 'launch', count: 3 })
-        t.equal(await room.locator('.state-version').textContent(), '1')
-      }
-      await alice.locator('#st-rooms', { hasText: /[1-9]/ }).waitFor()
-    })
-  }
+    await aRoom.getByLabel('JSON merge patch').fill('{"topic": "launch", "count": 3}')
+    await aRoom.getByRole('button', { name: 'Apply patch' }).click()
+    for (const room of [aRoom, bRoom]) {
+      await room.locator('.state-json', { hasText: '"topic": "launch"' }).waitFor()
+      t.same(JSON.parse(await room.locator('.state-json').textContent() ?? ''), { topic: 'launch', count: 3 })
+      t.equal(await room.locator('.state-version').textContent(), '1')
+    }
+    await alice.locator('#st-rooms', { hasText: /[1-9]/ }).waitFor()
+  })
 
   await alice.screenshot({ path: `${SHOTS}/console-alice.png`, fullPage: true })
   await bob.screenshot({ path: `${SHOTS}/console-bob.png`, fullPage: true })
