@@ -5,6 +5,8 @@
  *   npm run bench -- --full       the issue's sizes
  *   node dist/bench/run.js --tiny --out DIR --no-docs   (the CI smoke test)
  *   --only S2,S5                  a subset
+ *   --servers switchboard,raw-ws  only these servers
+ *   --rates 500,1000 --step-ms 10000   other rate steps (e.g. a long steady step to profile)
  * Writes bench/results/<mode>-<date>.json (+ latest-<mode>.json), and in quick
  * and full mode the results section of docs/benchmarks.md and docs/benchmarks.svg.
  */
@@ -27,6 +29,9 @@ const { values } = parseArgs({
     full: { type: 'boolean', default: false },
     tiny: { type: 'boolean', default: false },
     only: { type: 'string' },
+    servers: { type: 'string' },
+    rates: { type: 'string' },
+    'step-ms': { type: 'string' },
     out: { type: 'string' },
     'no-docs': { type: 'boolean', default: false },
     baseline: { type: 'string' },
@@ -245,6 +250,8 @@ if (values.render) {
 }
 
 const only = values.only?.split(',').map(s => s.trim().toUpperCase())
+// --servers switchboard,raw-ws: only these servers (profiling one, comparing two)
+const onlyServers = values.servers?.split(',').map(s => s.trim())
 const results: BenchResults = {
   mode,
   date: new Date().toISOString(),
@@ -255,9 +262,15 @@ const results: BenchResults = {
 const startedAt = Date.now()
 for (const [scenario, { title, servers }] of Object.entries(SCENARIOS)) {
   if (only && !only.includes(scenario)) continue
+  // --rates 500,1000 --step-ms 10000: other steps for the chosen scenarios (profiling a steady load)
+  if (values.rates) sizes[mode][scenario].rates = values.rates.split(',').map(Number)
+  if (values['step-ms']) sizes[mode][scenario].stepMs = Number(values['step-ms'])
+  const http = sizes[mode][scenario].http
+  if (values['step-ms'] && http) http.durationSec = Number(values['step-ms']) / 1000
   results.params[scenario] = sizes[mode][scenario]
   results.scenarios[scenario] = { title, servers: {} }
   for (const name of servers) {
+    if (onlyServers && !onlyServers.includes(name)) continue
     process.stderr.write(`${scenario} ${title}: ${name}…`)
     const began = Date.now()
     try {
