@@ -1,10 +1,8 @@
 import Database from 'better-sqlite3'
 import { mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { Worker } from 'node:worker_threads'
 import type { DirectMessage, InboxStore } from './inbox.js'
 import { applyMergePatch } from './merge-patch.js'
-import type { RoomRow as SavedRoom, WriteOp, WriterData, WriterReply, WriterRequest } from './sqlite-writer.js'
 import {
   StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
@@ -85,26 +83,12 @@ interface Head {
 }
 
 interface PendingWrite {
-  op: WriteOp
-  /** The room row as this write leaves it (null for inbox writes). */
-  row: SavedRoom | null
-  /** What the caller's promise resolves with, from the writer's result. */
-  settle: (result: unknown) => unknown
+  run: () => unknown
   /** The caller's trace context, kept only while tracing is on. */
   origin: unknown
   resolve: (value: unknown) => void
   reject: (err: Error) => void
 }
-
-/** A batch handed to the writer thread, waiting for its answer. */
-interface InFlight {
-  id: number
-  writes: PendingWrite[]
-  rooms: Map<string, SavedRoom>
-  done: (reply: { results: unknown[], seconds: number } | Error) => void
-}
-
-const writerUrl = new URL('./sqlite-writer.js', import.meta.url)
 
 interface RoomRow { state: string, version: number, offset: number }
 interface MessageRow { offset: number, message_id: string, sender: string, data: string, timestamp: string }
@@ -113,10 +97,7 @@ interface MessageRow { offset: number, message_id: string, sender: string, data:
  * The embedded store: one SQLite file in WAL mode with synchronous=FULL, so a
  * commit is on disk (not only in the OS cache) before its promise resolves and
  * an ack survives kill -9 and power loss alike. Group commit makes that cheap:
- * the writes requested while the previous batch commits share one transaction
- * and one fsync. Commits run on a writer thread (sqlite-writer.ts), so the
- * fsync never stalls the event loop; reads stay on this thread, on their own
- * connection, and only ever see committed data.
+ * writes requested during one event-loop turn share one transaction and one fsync.
  */
 export class SqliteStore implements Store {
   readonly kind = 'sqlite'
@@ -128,14 +109,9 @@ export class SqliteStore implements Store {
 
   private readonly heads = new Map<string, Head>()
   private queue: PendingWrite[] = []
-  /** Rooms with writes queued or committing: their heads must stay. */
-  private readonly dirty = new Map<string, number>()
+  private dirty = new Set<string>()
   private scheduled = false
   private closed = false
-  private inFlight: InFlight | null = null
-  private nextBatchId = 1
-  private writer: Worker | null = null
-  private idleWaiters: Array<() => void> = []
   private readonly statements
 
   private constructor (readonly db: Database.Database, private readonly opts: SqliteStoreOptions) {
@@ -143,7 +119,16 @@ export class SqliteStore implements Store {
     this.statements = {
       room: db.prepare<[string], RoomRow>('SELECT state, version, "offset" AS "offset" FROM rooms WHERE room = ?'),
       rooms: db.prepare<[], RoomSummary>('SELECT room, version, "offset" AS "offset" FROM rooms ORDER BY room'),
-      messagesAfter: db.prepare<[string, number, number], MessageRow>('SELECT "offset" AS "offset", message_id, sender, data, timestamp FROM room_messages WHERE room = ? AND "offset" > ? AND "offset" <= ? ORDER BY "offset"')
+      saveRoom: db.prepare(`INSERT INTO rooms (room, state, version, "offset", updated_at) VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT (room) DO UPDATE SET state = excluded.state, version = excluded.version, "offset" = excluded."offset", updated_at = excluded.updated_at`),
+      addMessage: db.prepare('INSERT INTO room_messages (room, "offset", message_id, sender, data, timestamp) VALUES (?, ?, ?, ?, ?, ?)'),
+      trimMessages: db.prepare('DELETE FROM room_messages WHERE room = ? AND "offset" <= ?'),
+      messagesAfter: db.prepare<[string, number, number], MessageRow>('SELECT "offset" AS "offset", message_id, sender, data, timestamp FROM room_messages WHERE room = ? AND "offset" > ? AND "offset" <= ? ORDER BY "offset"'),
+      inboxPush: db.prepare('INSERT INTO inbox (client_id, message, expires_at) VALUES (?, ?, ?)'),
+      inboxTrim: db.prepare('DELETE FROM inbox WHERE client_id = ? AND id NOT IN (SELECT id FROM inbox WHERE client_id = ? ORDER BY id DESC LIMIT ?)'),
+      inboxRead: db.prepare<[string, number], { message: string }>('SELECT message FROM inbox WHERE client_id = ? AND expires_at > ? ORDER BY id'),
+      inboxClear: db.prepare('DELETE FROM inbox WHERE client_id = ?'),
+      inboxExpire: db.prepare('DELETE FROM inbox WHERE expires_at <= ?')
     }
     this.inbox = this.createInbox()
   }
@@ -173,9 +158,7 @@ export class SqliteStore implements Store {
       throw new StoreOpenError(`cannot use the SQLite store at ${file}: ${(err as Error).message}`)
     }
     opts.log.info({ event: 'store.opened', kind: 'sqlite', file, groupCommit: opts.groupCommit, schemaVersion: schemaVersion(db) }, 'store opened')
-    const store = new SqliteStore(db, opts)
-    store.startWriter()
-    return store
+    return new SqliteStore(db, opts)
   }
 
   async loadRoom (room: string): Promise<RoomSnapshot | null> {
@@ -198,8 +181,11 @@ export class SqliteStore implements Store {
     const offset = ++head.offset
     const stored: RoomMessage = { type: 'room_message', room, offset, ...message }
     const data = JSON.stringify(message.data ?? null)
-    const op: WriteOp = { kind: 'message', room, offset, messageId: message.messageId, from: message.from, data, timestamp: message.timestamp, historySize }
-    return this.enqueue(op, room, head, () => stored)
+    return this.enqueue(room, () => {
+      if (historySize > 0) this.statements.addMessage.run(room, offset, message.messageId, message.from, data, message.timestamp)
+      this.statements.trimMessages.run(room, offset - historySize)
+      return stored
+    })
   }
 
   async applyPatch (room: string, patch: RoomState, opts: PatchOptions): Promise<PatchResult> {
@@ -214,7 +200,7 @@ export class SqliteStore implements Store {
     head.state = state
     head.stateJson = stateJson
     const version = ++head.version
-    return this.enqueue({ kind: 'state' }, room, head, () => ({ version, state }))
+    return this.enqueue(room, () => ({ version, state }))
   }
 
   async listRooms (): Promise<RoomSummary[]> {
@@ -225,29 +211,16 @@ export class SqliteStore implements Store {
     if (!this.dirty.has(room)) this.heads.delete(room)
   }
 
-  /** Resolves once every write requested so far is committed (or has failed). */
+  /** Commits every pending write now, in one transaction. */
   async flush (): Promise<void> {
-    if (this.queue.length > 0 && this.inFlight === null) this.commit()
-    while (this.queue.length > 0 || this.inFlight !== null) {
-      await new Promise<void>(resolve => this.idleWaiters.push(resolve))
-    }
+    this.commit()
   }
 
   async close (): Promise<void> {
     if (this.closed) return
-    await this.flush()
+    this.commit()
     this.closed = true
     this.heads.clear()
-    const writer = this.writer
-    this.writer = null
-    if (writer) {
-      // the writer closes its connection (checkpointing the WAL) before it goes
-      const gone = new Promise(resolve => writer.once('exit', resolve))
-      writer.postMessage({ type: 'close' } satisfies WriterRequest)
-      const timer = setTimeout(() => { writer.terminate().catch(() => {}) }, 5000)
-      await gone
-      clearTimeout(timer)
-    }
     this.db.close()
   }
 
@@ -287,129 +260,85 @@ export class SqliteStore implements Store {
     }
   }
 
-  /** The writer thread; a new one replaces one that died. */
-  private startWriter (): Worker {
-    const writer = new Worker(writerUrl, { workerData: { file: this.path } satisfies WriterData })
-    writer.on('message', (reply: WriterReply) => {
-      const batch = this.inFlight
-      if (batch === null) return
-      if (reply.type === 'committed' && reply.id === batch.id) batch.done(reply)
-      else if (reply.type === 'failed' && reply.id === batch.id) batch.done(new Error(reply.message))
-    })
-    const lost = (err: Error) => {
-      if (this.writer === writer) this.writer = null
-      this.opts.log.error({ event: 'store.writer_failed', err }, 'the SQLite writer thread stopped')
-      this.inFlight?.done(err)
-    }
-    writer.on('error', lost)
-    writer.on('exit', code => { if (this.writer === writer) lost(new Error(`the writer thread exited with code ${code}`)) })
-    this.writer = writer
-    return writer
-  }
-
-  private enqueue<T> (op: WriteOp, room: string | null, head: Head | null, settle: (result: unknown) => T): Promise<T> {
+  private enqueue<T> (room: string | null, run: () => T): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('the store is closed'))
-    const row: SavedRoom | null = room !== null && head !== null ? [room, head.stateJson, head.version, head.offset] : null
     const done = new Promise<T>((resolve, reject) => {
-      this.queue.push({ op, row, settle, origin: this.batchTracer?.capture(), resolve: resolve as (value: unknown) => void, reject })
+      this.queue.push({ run, origin: this.batchTracer?.capture(), resolve: resolve as (value: unknown) => void, reject })
     })
-    if (room !== null) this.dirty.set(room, (this.dirty.get(room) ?? 0) + 1)
-    if (this.inFlight === null && !this.scheduled) {
+    if (room !== null) this.dirty.add(room)
+    if (!this.opts.groupCommit) this.commit()
+    else if (!this.scheduled) {
       this.scheduled = true
-      // the other writes of this event-loop turn join the batch
-      setImmediate(() => { this.scheduled = false; this.commit() })
+      setImmediate(() => this.commit())
     }
     return done
   }
 
-  /** Hands the queued writes (all of them, or one without group commit) to the writer as one transaction. */
+  /** One transaction for every queued write, then each caller hears the outcome. */
   private commit (): void {
-    if (this.inFlight !== null) return
-    if (this.queue.length === 0) {
-      const waiters = this.idleWaiters
-      this.idleWaiters = []
-      for (const wake of waiters) wake()
-      return
-    }
-    const writes = this.opts.groupCommit ? this.queue : this.queue.slice(0, 1)
-    this.queue = this.opts.groupCommit ? [] : this.queue.slice(1)
-    const rooms = new Map<string, SavedRoom>()
-    for (const write of writes) if (write.row !== null) rooms.set(write.row[0], write.row)
-    const batch: InFlight = { id: this.nextBatchId++, writes, rooms, done: () => {} }
-    this.inFlight = batch
-    const finished = new Promise<Error | undefined>(resolve => {
-      batch.done = reply => {
-        if (this.inFlight !== batch) return
-        this.inFlight = null
-        resolve(this.settle(batch, reply))
-        this.commit()
-      }
-    })
-    const writer = this.writer ?? this.startWriter()
-    writer.postMessage({ type: 'commit', id: batch.id, ops: writes.map(write => write.op), rooms: [...rooms.values()], now: new Date().toISOString() } satisfies WriterRequest)
-    if (this.batchTracer !== undefined) {
-      this.batchTracer.trace(writes.map(write => write.origin), rooms.size, () => finished).catch(() => {})
-    }
+    this.scheduled = false
+    if (this.queue.length === 0) return
+    const queue = this.queue
+    const dirty = this.dirty
+    this.queue = []
+    this.dirty = new Set()
+    if (this.batchTracer === undefined) this.commitBatch(queue, dirty)
+    else this.batchTracer.trace(queue.map(write => write.origin), dirty.size, () => this.commitBatch(queue, dirty))
   }
 
-  /** Resolves or rejects the writers of a batch; returns the failure, if any. */
-  private settle (batch: InFlight, reply: { results: unknown[], seconds: number } | Error): Error | undefined {
-    const { writes, rooms } = batch
-    for (const write of writes) {
-      const room = write.row?.[0]
-      if (room === undefined) continue
-      const left = (this.dirty.get(room) ?? 1) - 1
-      if (left > 0) this.dirty.set(room, left)
-      else this.dirty.delete(room)
-    }
-    if (reply instanceof Error) {
+  /** Commits one batch; resolves or rejects its writers and returns the failure, if any. */
+  private commitBatch (queue: PendingWrite[], dirty: Set<string>): Error | undefined {
+    const now = new Date().toISOString()
+    const started = process.hrtime.bigint()
+    let results: unknown[]
+    try {
+      results = this.db.transaction(() => {
+        const out = queue.map(write => write.run())
+        for (const room of dirty) {
+          const head = this.heads.get(room) as Head
+          this.statements.saveRoom.run(room, head.stateJson, head.version, head.offset, now)
+        }
+        return out
+      })()
+    } catch (err) {
+      // what this process believed about these rooms was never committed: forget it
+      for (const room of dirty) this.heads.delete(room)
       this.counters.failedCommits++
-      this.opts.log.error({ event: 'store.batch_failed', writes: writes.length, rooms: rooms.size, err: reply }, 'a batch of writes could not be committed')
-      const failure = new StoreUnavailableError(`the store could not commit: ${reply.message}`)
-      // the queued writes were built on what just failed: they fail with it, and
-      // what this process believed about their rooms is read again from the database
-      const queued = this.queue
-      this.queue = []
-      for (const write of [...writes, ...queued]) {
-        if (write.row !== null) this.heads.delete(write.row[0])
-        write.reject(failure)
-      }
-      this.dirty.clear()
+      this.opts.log.error({ event: 'store.batch_failed', writes: queue.length, rooms: dirty.size, err }, 'a batch of writes could not be committed')
+      const failure = new StoreUnavailableError(`the store could not commit: ${(err as Error).message}`)
+      for (const write of queue) write.reject(failure)
       return failure
     }
-    for (const [room, [, stateJson, version, offset]] of rooms) {
-      const head = this.heads.get(room)
-      if (!head) continue
-      // the committed snapshot is the row as this batch wrote it: later writes may be queued already
-      const state = version === head.version ? head.state : JSON.parse(stateJson) as RoomState
-      head.committed = { room, state, version, offset }
+    for (const room of dirty) {
+      const head = this.heads.get(room) as Head
+      head.committed = { room, state: head.state, version: head.version, offset: head.offset }
     }
     this.counters.commits++
-    this.counters.writes += writes.length
-    this.opts.onCommit?.(writes.length, reply.seconds)
-    writes.forEach((write, i) => {
-      let value: unknown
-      try {
-        value = write.settle(reply.results[i])
-      } catch (err) {
-        return write.reject(err as Error)
-      }
-      write.resolve(value)
-    })
+    this.counters.writes += queue.length
+    this.opts.onCommit?.(queue.length, Number(process.hrtime.bigint() - started) / 1e9)
+    queue.forEach((write, i) => write.resolve(results[i]))
     return undefined
   }
 
   private createInbox (): InboxStore {
     const { inboxMax: max, inboxTtlMs: ttlMs } = this.opts
+    const s = this.statements
     return {
       push: async (clientId: string, message: DirectMessage) => {
         if (max === 0) return
         const expiresAt = Date.parse(message.timestamp) + ttlMs
-        await this.enqueue({ kind: 'inbox_push', clientId, message: JSON.stringify(message), expiresAt, max }, null, null, () => undefined)
+        const json = JSON.stringify(message)
+        await this.enqueue(null, () => {
+          s.inboxPush.run(clientId, json, expiresAt)
+          s.inboxTrim.run(clientId, clientId, max)
+        })
       },
-      drain: async (clientId: string) => this.enqueue({ kind: 'inbox_drain', clientId, now: Date.now() }, null, null,
-        rows => (rows as string[]).map(row => JSON.parse(row) as DirectMessage)),
-      expire: async (now = Date.now()) => this.enqueue({ kind: 'inbox_expire', now }, null, null, changes => changes as number)
+      drain: async (clientId: string) => this.enqueue(null, () => {
+        const rows = s.inboxRead.all(clientId, Date.now())
+        s.inboxClear.run(clientId)
+        return rows.map(row => JSON.parse(row.message) as DirectMessage)
+      }),
+      expire: async (now = Date.now()) => this.enqueue(null, () => s.inboxExpire.run(now).changes)
     }
   }
 }

@@ -91,11 +91,8 @@ export class StoreUnavailableError extends Error {
 export interface BatchTracer {
   /** Called as a write is queued: the caller's trace context, handed back to `trace`. */
   capture (): unknown
-  /**
-   * Runs the commit of one batch in a span; `origins` are the captured contexts
-   * of its writes, in order. `commit` resolves with the batch's failure, if any.
-   */
-  trace (origins: unknown[], rooms: number, commit: () => Promise<Error | undefined>): Promise<void>
+  /** Runs the commit of one batch in a span; `origins` are the captured contexts of its writes, in order. */
+  trace (origins: unknown[], rooms: number, commit: () => Error | undefined): void
 }
 
 /**

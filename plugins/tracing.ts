@@ -75,7 +75,7 @@ export function tracedMessages (tracer: Tracer): AroundMessage {
 export function tracedBatches (tracer: Tracer, system: string): BatchTracer {
   return {
     capture: () => context.active(),
-    async trace (origins, rooms, commit) {
+    trace (origins, rooms, commit) {
       let parent: Context = ROOT_CONTEXT
       let parentSpan: SpanContext | undefined
       const links: Link[] = []
@@ -97,7 +97,7 @@ export function tracedBatches (tracer: Tracer, system: string): BatchTracer {
         links
       }, parent)
       try {
-        const failure = await commit()
+        const failure = commit()
         if (failure !== undefined) {
           span.recordException(failure)
           span.setStatus({ code: SpanStatusCode.ERROR, message: failure.message })

