@@ -74,21 +74,22 @@ const sizes: Record<typeof mode, Record<string, Params>> = {
   },
   quick: {
     S1: { ...base, clients: 2000, rooms: 20, rates: [], stepMs: 0 },
-    S2: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [50, 100, 200, 300], stepMs: 1000 },
-    S3: { ...base, clients: 1000, rooms: 100, rates: [2000, 4000, 8000, 12000], stepMs: 1000 },
+    // rates chosen for a 2-core machine: at 50 publishes/s into 1,000 members the generator's core saturates
+    S2: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [10, 20, 30, 40], stepMs: 1000 },
+    S3: { ...base, clients: 1000, rooms: 100, rates: [250, 500, 1000, 1500, 2000], stepMs: 1000 },
     S4: { ...base, clients: 2000, rooms: 20, rates: [200], stepMs: 3000, maxP99Ms: Infinity },
-    S5: { ...base, clients: 1000, rooms: 1, rates: [2000, 4000, 8000, 12000], stepMs: 1000 },
+    S5: { ...base, clients: 1000, rooms: 1, rates: [1000, 2000, 3000, 4000, 6000, 8000], stepMs: 1000 },
     S6: { ...base, clients: 1, rooms: 0, rates: [], stepMs: 0, http: { connections: 10, durationSec: 3, path: '/api/send' } },
-    S7: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [100], stepMs: 1500, slowConsumers: 10, slowMs: 5000 }
+    S7: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [20], stepMs: 1500, slowConsumers: 10, slowMs: 5000 }
   },
   full: {
     S1: { ...base, clients: 10000, rooms: 100, rates: [], stepMs: 0 },
-    S2: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [25, 50, 100, 150, 200, 250, 300, 400, 500, 600], stepMs: 5000 },
-    S3: { ...base, clients: 1000, rooms: 100, rates: [1000, 2000, 4000, 6000, 8000, 10000, 12000, 16000], stepMs: 5000 },
+    S2: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [10, 20, 30, 40, 50, 60, 80, 100], stepMs: 5000 },
+    S3: { ...base, clients: 1000, rooms: 100, rates: [250, 500, 750, 1000, 1500, 2000, 3000, 4000], stepMs: 5000 },
     S4: { ...base, clients: 5000, rooms: 50, rates: [200], stepMs: 15000, maxP99Ms: Infinity },
-    S5: { ...base, clients: 2000, rooms: 1, rates: [2000, 4000, 6000, 8000, 10000, 12000, 16000, 20000], stepMs: 5000 },
+    S5: { ...base, clients: 2000, rooms: 1, rates: [1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000], stepMs: 5000 },
     S6: { ...base, clients: 1, rooms: 0, rates: [], stepMs: 0, http: { connections: 10, durationSec: 10, path: '/api/send' } },
-    S7: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [100], stepMs: 5000, slowConsumers: 10, slowMs: 30000 }
+    S7: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [20], stepMs: 5000, slowConsumers: 10, slowMs: 30000 }
   }
 }
 
