@@ -32,6 +32,8 @@ export interface StepResult {
   /** Share of the sending time the server / the generator was runnable but waiting for a CPU: the machine's contention. */
   serverWaitPercent: number
   generatorWaitPercent: number
+  /** CPU of the processes in Job.watchPids over the step (S8: redis-server, the instance without members), % of one core. */
+  watchedCpuPercent?: Record<string, number>
   /** False when the generator used (nearly) all of its core: the figures then measure it, not the server. */
   valid: boolean
   pass: boolean
@@ -42,7 +44,10 @@ export interface Job {
   protocol: Protocol
   /** Ports of the instances; S8 subscribes on the first and publishes on the second. */
   ports: number[]
+  /** Processes whose CPU and RSS count as the server's (S8: both instances the clients use). */
   serverPids: number[]
+  /** Other processes whose CPU is reported per step, by name, apart from the server's (S8: redis-server, the third instance). */
+  watchPids?: Record<string, number>
   clients: number
   rooms: number
   /** Clients per room that publish (S2, S3, S4, S7). */
@@ -55,6 +60,8 @@ export interface Job {
   http?: { connections: number, durationSec: number, path: string }
   maxP99Ms: number
   minDelivered: number
+  /** Run every rate even after a step fails (S8's same-instance run, compared with the cross-instance one rate by rate). */
+  allSteps?: boolean
 }
 
 const SATURATED = 0.9
@@ -217,6 +224,8 @@ async function step (job: Job, index: number, rate: number, fanout: number, send
     serverUsage(job.serverPids).then(u => { rssMax = Math.max(rssMax, u.rss) }, () => {})
   }, 250)
   const before = await serverUsage(job.serverPids)
+  const watched = Object.entries(job.watchPids ?? {})
+  const watchedBefore = await Promise.all(watched.map(([, pid]) => serverUsage([pid]).then(u => u.ctime, () => 0)))
   const ownBefore = process.cpuUsage()
   const waitBefore = [runQueueWaitNs(job.serverPids[0]), runQueueWaitNs(process.pid)]
   const started = performance.now()
@@ -236,6 +245,7 @@ async function step (job: Job, index: number, rate: number, fanout: number, send
   }
   const wallMs = performance.now() - started
   const after = await serverUsage(job.serverPids)
+  const watchedAfter = await Promise.all(watched.map(([, pid]) => serverUsage([pid]).then(u => u.ctime, () => 0)))
   clearInterval(sampler)
   rssMax = Math.max(rssMax, after.rss, before.rss)
   const h = histograms[index]
@@ -265,6 +275,7 @@ async function step (job: Job, index: number, rate: number, fanout: number, send
     generatorCpuPercent,
     serverWaitPercent,
     generatorWaitPercent,
+    watchedCpuPercent: watched.length > 0 ? Object.fromEntries(watched.map(([name], i) => [name, (watchedAfter[i] - watchedBefore[i]) / wallMs * 100])) : undefined,
     valid,
     pass: valid && deliveredRatio >= job.minDelivered && latencyMs.p99 <= job.maxP99Ms
   }
@@ -401,21 +412,26 @@ async function http (job: Job): Promise<Record<string, unknown>> {
   }
 }
 
-/** S8: subscribers on instance 1, publishers on instance 2: every delivery crosses the broker. */
+/**
+ * S8: subscribers on instance 1, publishers on instance 2: every delivery to a
+ * subscriber crosses the broker. With ports [a, a] the same job runs on one
+ * instance (the broker still configured), for the latency it adds.
+ */
 async function crossInstance (job: Job): Promise<Record<string, unknown>> {
   const perRoom = Math.ceil(job.clients / job.rooms)
   const subscribers = await connectAll(job, job.clients, job.ports[0], 'sub', i => `room${Math.floor(i / perRoom)}`)
   const publishers = await connectAll(job, job.rooms, job.ports[1], 'pub', i => `room${i}`)
   await sleep(500)
+  // publishers are members too: a delivery to them stays on instance 2
+  const publishOne = (i: number, s: number) => publishers[i % publishers.length].publish(`room${i % publishers.length}`, payload(s, job.payloadBytes))
+  // an unrecorded step first (its own histogram index), so that three fresh processes and their broker connections are warm
+  await step({ ...job, stepMs: Math.min(job.stepMs, 1000) }, job.rates.length, job.rates[0], perRoom + 1, publishOne)
   const steps: StepResult[] = []
   let stepIndex = 0
   for (const rate of job.rates) {
-    // publishers are members too: a delivery to them stays on instance 2
-    const result = await step(job, stepIndex++, rate, perRoom + 1, (i, s) => {
-      publishers[i % publishers.length].publish(`room${i % publishers.length}`, payload(s, job.payloadBytes))
-    })
+    const result = await step(job, stepIndex++, rate, perRoom + 1, publishOne)
     steps.push(result)
-    if (!result.pass && job.rates.length > 1) break
+    if (!result.pass && job.rates.length > 1 && !job.allSteps) break
   }
   for (const c of [...subscribers, ...publishers]) c.close()
   return { steps, best: best(steps) }

@@ -10,7 +10,8 @@ export interface BenchResults {
   durationSeconds?: number
 }
 
-interface Target { scenario: string, target: string, measured: string, ok: boolean | null }
+/** ok: null when not measured; noBar: the issue names the figure but sets no threshold for it. */
+interface Target { scenario: string, target: string, measured: string, ok: boolean | null, noBar?: boolean }
 
 const f = (n: number | undefined, digits = 0) => n === undefined || !Number.isFinite(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
 const ratio = (a: number | undefined, b: number | undefined) => a !== undefined && b !== undefined && b > 0 ? a / b : undefined
@@ -71,7 +72,73 @@ export function targets (res: BenchResults): Target[] {
     out.push({ scenario: 'S7', target: 'healthy p99 within 10 % of no slow clients', measured: slow ? `${f(slow.p99Ratio, 2)}×` : '–', ok: slow ? slow.p99Ratio <= 1.1 : null })
   }
   if (res.scenarios.S8?.skipped) out.push({ scenario: 'S8', target: 'cross-instance deliveries, added p99, 0 pub/sub messages at an instance without members', measured: `not run: ${res.scenarios.S8.skipped}`, ok: null })
+  else if (res.scenarios.S8) {
+    const sb = s('S8', 'switchboard')
+    const sio = s('S8', 'socket.io')
+    const memberless = (r: any): number | undefined => r?.ok ? r.memberless?.pubsubMessages ?? undefined : undefined
+    const zero = memberless(sb)
+    out.push({ scenario: 'S8', target: 'pub/sub messages received by an instance with no members = 0', measured: `${f(zero)} (Socket.IO + redis adapter: ${f(memberless(sio))})`, ok: check(zero, v => v === 0) })
+    const tSb = throughput(sb)
+    const tSio = throughput(sio)
+    out.push({ scenario: 'S8', target: 'cross-instance deliveries/s, Switchboard ÷ Socket.IO + redis adapter', measured: `${f(ratio(tSb, tSio), 2)}× (${f(tSb)} vs ${f(tSio)} /s)`, ok: null, noBar: true })
+    const a = lightestAdded(sb)
+    const b = lightestAdded(sio)
+    out.push({ scenario: 'S8', target: `p99 added by crossing instances (cross − same instance, at ${f(a?.rate)} publishes/s)`, measured: `Switchboard ${addedText(a)}; Socket.IO ${addedText(b)}`, ok: null, noBar: true })
+  }
   return out
+}
+
+interface Added { rate: number, crossMs: number, sameMs: number, addedMs: number, ratio: number | null }
+
+/** The added p99 at the lightest rate both runs (cross, same instance) measured: the broker hop with the least queueing. */
+function lightestAdded (r: any): Added | undefined {
+  return r?.ok ? (r.addedP99 as Added[] | undefined)?.[0] : undefined
+}
+
+function addedText (a: Added | undefined): string {
+  if (!a) return '–'
+  return `${a.addedMs >= 0 ? '+' : ''}${f(a.addedMs, 2)} ms (${f(a.crossMs, 2)} vs ${f(a.sameMs, 2)}, ${f(a.ratio ?? undefined, 2)}×)`
+}
+
+const pct = (n: number | undefined) => n === undefined ? '–' : `${f(n)} %`
+
+/** S8 has its own tables: cross-instance throughput, the added p99, the instance without members, every step of both runs. */
+function crossInstanceSection (lines: string[], servers: Record<string, any>): void {
+  lines.push('| server | best cross-instance deliveries/s (≥ 99.99 % delivered, p99 ≤ 50 ms) | rate of that step (/s) | delivered | p50 / p99 / p99.9 ms | server CPU µs/delivery (both instances) | server CPU | redis-server CPU | generator CPU | waiting for a CPU: server / generator |')
+  lines.push('|---|---|---|---|---|---|---|---|---|---|')
+  for (const [name, r] of Object.entries(servers)) {
+    const st = r?.ok ? judged(r) : undefined
+    if (!r?.ok || !st) { lines.push(`| ${name} | failed: ${String(r?.error ?? 'no step').slice(0, 120)} | | | | | | | | |`); continue }
+    const flag = r.best ? '' : ' (none passed; last step shown)'
+    lines.push(`| ${name} | ${f(r.best ? st.deliveriesPerSecond : 0)}${flag} | ${f(st.rate)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.latencyMs.p50, 2)} / ${f(st.latencyMs.p99, 2)} / ${f(st.latencyMs.p999, 2)} | ${f(st.serverCpuUsPerDelivery, 2)} | ${f(st.serverCpuPercent)} % | ${pct(st.watchedCpuPercent?.['redis-server'])} | ${f(st.generatorCpuPercent)} %${st.valid ? '' : ' **saturated**'} | ${f(st.serverWaitPercent)} % / ${f(st.generatorWaitPercent)} % |`)
+  }
+  lines.push('')
+  lines.push('Added p99 (the same job with publishers and subscribers on instance 1, Redis still configured; at the lightest rate both ran) and pub/sub messages received per instance in the cross-instance run:')
+  lines.push('')
+  lines.push('| server | rate (/s) | p99 cross-instance / same instance (ms) | added p99 | pub/sub messages received: subscribers\' / publishers\' instance | **instance without members**: received / published | its CPU (last step) |')
+  lines.push('|---|---|---|---|---|---|---|')
+  for (const [name, r] of Object.entries(servers)) {
+    if (!r?.ok) { lines.push(`| ${name} | – | | | | | |`); continue }
+    const a = lightestAdded(r)
+    const inst = (r.instances ?? []) as Array<{ pubsubMessages: number | null, pubsubPublished: number | null }>
+    const st = judged(r)
+    lines.push(`| ${name} | ${f(a?.rate)} | ${f(a?.crossMs, 2)} / ${f(a?.sameMs, 2)} | ${a ? `${f(a.addedMs, 2)} ms (${f(a.ratio ?? undefined, 2)}×)` : '–'} | ${f(inst[0]?.pubsubMessages ?? undefined)} / ${f(inst[1]?.pubsubMessages ?? undefined)} | **${f(r.memberless?.pubsubMessages ?? undefined)}** / ${f(r.memberless?.pubsubPublished ?? undefined)} | ${pct(st?.watchedCpuPercent?.['instance without members'])} |`)
+  }
+  lines.push('')
+  lines.push('<details><summary>every step, both runs</summary>')
+  lines.push('')
+  lines.push('| server | clients | rate/s | deliveries/s | delivered | p99 ms | server CPU µs/delivery | redis-server CPU | CPU of the instance without members | generator CPU | waiting for a CPU: server / generator | pass |')
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|')
+  for (const [name, r] of Object.entries(servers)) {
+    if (!r?.ok) continue
+    for (const [path, steps] of [['cross-instance', r.steps], ['same instance', r.same?.steps]] as Array<[string, StepResult[] | undefined]>) {
+      for (const st of steps ?? []) {
+        lines.push(`| ${name} | ${path} | ${f(st.rate)} | ${f(st.deliveriesPerSecond)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.latencyMs.p99, 2)} | ${f(st.serverCpuUsPerDelivery, 2)} | ${pct(st.watchedCpuPercent?.['redis-server'])} | ${pct(st.watchedCpuPercent?.['instance without members'])} | ${f(st.generatorCpuPercent)} % | ${f(st.serverWaitPercent)} % / ${f(st.generatorWaitPercent)} % | ${st.pass ? 'yes' : st.valid ? 'no' : 'invalid'} |`)
+      }
+    }
+  }
+  lines.push('')
+  lines.push('</details>')
 }
 
 function stepRow (name: string, r: any): string {
@@ -93,7 +160,7 @@ export function renderMarkdown (res: BenchResults): string {
   lines.push('')
   lines.push('| scenario | target | measured | met |')
   lines.push('|---|---|---|---|')
-  for (const t of targets(res)) lines.push(`| ${t.scenario} | ${t.target} | ${t.measured} | ${t.ok === null ? 'not measured' : t.ok ? 'yes' : 'no'} |`)
+  for (const t of targets(res)) lines.push(`| ${t.scenario} | ${t.target} | ${t.measured} | ${t.noBar ? '– (no bar set)' : t.ok === null ? 'not measured' : t.ok ? 'yes' : 'no'} |`)
   for (const [id, sc] of Object.entries(res.scenarios)) {
     lines.push('')
     lines.push(`### ${id} ${sc.title}`)
@@ -104,7 +171,9 @@ export function renderMarkdown (res: BenchResults): string {
     }
     lines.push(`Parameters: \`${JSON.stringify(res.params[id])}\``)
     lines.push('')
-    if (id === 'S1') {
+    if (id === 'S8') {
+      crossInstanceSection(lines, sc.servers)
+    } else if (id === 'S1') {
       lines.push('| server | connections | RSS bytes/conn | heap bytes/conn | external bytes/conn | RSS loaded (MB) | connect time (s) |')
       lines.push('|---|---|---|---|---|---|---|')
       for (const [name, r] of Object.entries(sc.servers)) {
@@ -161,20 +230,34 @@ const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;')
 
 /** Two columns of horizontal bars: throughput (left) and p99 latency (right), one block per scenario. */
 export function renderChart (res: BenchResults): string {
-  type Bar = { name: string, tput?: number, p99?: number, unit: string }
-  const blocks: Array<{ id: string, title: string, bars: Bar[] }> = []
+  type Bar = { name: string, label?: string, light?: boolean, tput?: number, p99?: number, unit: string }
+  const blocks: Array<{ id: string, title: string, bars: Bar[], notes: string[] }> = []
   for (const [id, sc] of Object.entries(res.scenarios)) {
     if (sc.skipped || id === 'S1') continue
     const bars: Bar[] = []
     for (const [name, r] of Object.entries(sc.servers)) {
       if (!r.ok) continue
       if (id === 'S6') bars.push({ name, tput: r.requestsPerSecond, p99: r.latencyMs.p99, unit: 'req/s' })
-      else {
+      else if (id === 'S8') {
+        const cross = judged(r)
+        // the same-instance step at the cross-instance bar's rate: the p99 difference is what crossing adds
+        const same = (r.same?.steps as StepResult[] | undefined)?.find(st => st.rate === cross?.rate)
+        bars.push({ name, label: `${name} (cross)`, tput: cross?.deliveriesPerSecond, p99: cross?.latencyMs.p99, unit: 'deliveries/s' })
+        bars.push({ name, label: `${name} (same)`, light: true, tput: same?.deliveriesPerSecond, p99: same?.latencyMs.p99, unit: 'deliveries/s' })
+      } else {
         const st = judged(r)
         bars.push({ name, tput: st?.deliveriesPerSecond, p99: id === 'S7' ? r.slow?.withSlow?.latencyMs.p99 : st?.latencyMs.p99, unit: 'deliveries/s' })
       }
     }
-    blocks.push({ id, title: sc.title, bars })
+    // S8: cross = subscribers and publishers on different instances, same = all on one (Redis configured all the same)
+    const notes = id === 'S8'
+      ? ['(same): every client on one instance, at the rate of the (cross) bar above it; Redis configured in both',
+          ...Object.entries(sc.servers).filter(([, r]) => r.ok).map(([name, r]) => {
+            const a = lightestAdded(r)
+            return `${name}: added p99 ${a ? `${a.addedMs >= 0 ? '+' : ''}${f(a.addedMs, 2)} ms at ${f(a.rate)} publishes/s` : '–'}; instance without members received ${f(r.memberless?.pubsubMessages ?? undefined)} pub/sub messages`
+          })]
+      : []
+    blocks.push({ id, title: sc.title, bars, notes })
   }
   const rowH = 18
   const colW = 330
@@ -193,10 +276,15 @@ export function renderChart (res: BenchResults): string {
       const color = COLORS[bar.name] ?? '#999'
       const tw = Math.round(((bar.tput ?? 0) / maxT) * (colW - 90))
       const pw = Math.round(((bar.p99 ?? 0) / maxP) * (colW - 90))
-      parts.push(`<text x="20" y="${y + 13}" font-size="11">${esc(bar.name)}</text>`)
-      parts.push(`<rect x="${labelW}" y="${y + 3}" width="${tw}" height="${rowH - 6}" fill="${color}"/><text x="${labelW + tw + 4}" y="${y + 13}" font-size="10">${f(bar.tput)} ${bar.unit}</text>`)
-      parts.push(`<rect x="${labelW + colW + 20}" y="${y + 3}" width="${pw}" height="${rowH - 6}" fill="${color}"/><text x="${labelW + colW + 24 + pw}" y="${y + 13}" font-size="10">${f(bar.p99, 2)}</text>`)
+      const fill = `fill="${color}"${bar.light ? ' fill-opacity="0.45"' : ''}`
+      parts.push(`<text x="20" y="${y + 13}" font-size="11">${esc(bar.label ?? bar.name)}</text>`)
+      parts.push(`<rect x="${labelW}" y="${y + 3}" width="${tw}" height="${rowH - 6}" ${fill}/><text x="${labelW + tw + 4}" y="${y + 13}" font-size="10">${f(bar.tput)} ${bar.unit}</text>`)
+      parts.push(`<rect x="${labelW + colW + 20}" y="${y + 3}" width="${pw}" height="${rowH - 6}" ${fill}/><text x="${labelW + colW + 24 + pw}" y="${y + 13}" font-size="10">${f(bar.p99, 2)}</text>`)
       y += rowH
+    }
+    for (const note of b.notes) {
+      parts.push(`<text x="20" y="${y + 12}" font-size="10">${esc(note)}</text>`)
+      y += 15
     }
   }
   const height = y + 20

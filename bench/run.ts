@@ -7,19 +7,22 @@
  *   --only S2,S5                  a subset
  *   --servers switchboard,raw-ws  only these servers
  *   --rates 500,1000 --step-ms 10000   other rate steps (e.g. a long steady step to profile)
+ * S8 (two instances + Redis) starts a private redis-server on a free port per
+ * measurement; without redis-server on PATH it is recorded as skipped.
  * Writes bench/results/<mode>-<date>.json (+ latest-<mode>.json), and in quick
  * and full mode the results section of docs/benchmarks.md and docs/benchmarks.svg.
  */
-import { execFileSync, fork, type ChildProcess } from 'node:child_process'
+import { execFileSync, fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createConnection, createServer } from 'node:net'
 import { cpus, platform, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import pidusage from 'pidusage'
-import type { Job, Protocol } from './generator.js'
+import type { Job, Protocol, StepResult } from './generator.js'
 import { renderChart, renderMarkdown, type BenchResults } from './report.js'
-import type { ServerMemory } from './servers/control.js'
+import type { ServerMemory, ServerStats } from './servers/control.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repoRoot = resolve(here, '..', '..')
@@ -51,12 +54,12 @@ const SWITCHBOARD_ENV = {
   RATE_LIMIT_MAX: '100000000'
 }
 
-interface Variant { script: string, protocol: Protocol, env?: Record<string, string> }
+interface Variant { script: string, protocol: Protocol, env?: Record<string, string>, /** S8: the environment variable that gets the Redis URL */ redisEnv?: string }
 const VARIANTS: Record<string, Variant> = {
-  switchboard: { script: 'switchboard.js', protocol: 'switchboard', env: SWITCHBOARD_ENV },
+  switchboard: { script: 'switchboard.js', protocol: 'switchboard', env: SWITCHBOARD_ENV, redisEnv: 'REDIS_URL' },
   'switchboard-nohistory': { script: 'switchboard.js', protocol: 'switchboard', env: { ...SWITCHBOARD_ENV, ROOM_HISTORY_SIZE: '0', BENCH_PERSIST_MESSAGES: 'false' } },
   'raw-ws': { script: 'raw-ws.js', protocol: 'switchboard' },
-  'socket.io': { script: 'socketio.js', protocol: 'socketio' },
+  'socket.io': { script: 'socketio.js', protocol: 'socketio', redisEnv: 'BENCH_REDIS_URL' },
   'fastify-hello': { script: 'fastify-hello.js', protocol: 'switchboard' }
 }
 
@@ -70,7 +73,8 @@ const sizes: Record<typeof mode, Record<string, Params>> = {
     S4: { ...base, clients: 40, rooms: 4, rates: [40], stepMs: 300 },
     S5: { ...base, clients: 40, rooms: 1, rates: [40], stepMs: 300 },
     S6: { ...base, clients: 1, rooms: 0, rates: [], stepMs: 0, http: { connections: 2, durationSec: 1, path: '/api/send' } },
-    S7: { ...base, clients: 40, rooms: 1, publishersPerRoom: 4, rates: [20], stepMs: 300, slowConsumers: 2, slowMs: 500 }
+    S7: { ...base, clients: 40, rooms: 1, publishersPerRoom: 4, rates: [20], stepMs: 300, slowConsumers: 2, slowMs: 500 },
+    S8: { ...base, clients: 20, rooms: 2, rates: [20], stepMs: 300 }
   },
   quick: {
     S1: { ...base, clients: 2000, rooms: 20, rates: [], stepMs: 0 },
@@ -80,7 +84,9 @@ const sizes: Record<typeof mode, Record<string, Params>> = {
     S4: { ...base, clients: 2000, rooms: 20, rates: [200], stepMs: 3000, maxP99Ms: Infinity },
     S5: { ...base, clients: 1000, rooms: 1, rates: [1000, 2000, 3000, 4000, 6000, 8000], stepMs: 1000 },
     S6: { ...base, clients: 1, rooms: 0, rates: [], stepMs: 0, http: { connections: 10, durationSec: 3, path: '/api/send' } },
-    S7: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [20], stepMs: 1500, slowConsumers: 10, slowMs: 5000 }
+    S7: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [20], stepMs: 1500, slowConsumers: 10, slowMs: 5000 },
+    // 10 rooms x 50 subscribers (+ 1 publisher each): 51 deliveries per publish, so 2,550 to 20,400 deliveries/s
+    S8: { ...base, clients: 500, rooms: 10, rates: [50, 100, 200, 400], stepMs: 1000 }
   },
   full: {
     S1: { ...base, clients: 10000, rooms: 100, rates: [], stepMs: 0 },
@@ -89,7 +95,9 @@ const sizes: Record<typeof mode, Record<string, Params>> = {
     S4: { ...base, clients: 5000, rooms: 50, rates: [200], stepMs: 15000, maxP99Ms: Infinity },
     S5: { ...base, clients: 2000, rooms: 1, rates: [1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000], stepMs: 5000 },
     S6: { ...base, clients: 1, rooms: 0, rates: [], stepMs: 0, http: { connections: 10, durationSec: 10, path: '/api/send' } },
-    S7: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [20], stepMs: 5000, slowConsumers: 10, slowMs: 30000 }
+    S7: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [20], stepMs: 5000, slowConsumers: 10, slowMs: 30000 },
+    // 20 rooms x 100 subscribers (+ 1 publisher each): 101 deliveries per publish, 2,525 to 80,800 deliveries/s
+    S8: { ...base, clients: 2000, rooms: 20, rates: [25, 50, 100, 200, 300, 400, 600, 800], stepMs: 5000 }
   }
 }
 
@@ -100,7 +108,8 @@ const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
   S4: { title: 'latency', servers: ['switchboard', 'switchboard-nohistory', 'raw-ws', 'socket.io'] },
   S5: { title: 'direct messages', servers: ['switchboard', 'raw-ws', 'socket.io'] },
   S6: { title: 'HTTP send', servers: ['switchboard', 'fastify-hello'] },
-  S7: { title: 'slow consumers', servers: ['switchboard', 'raw-ws', 'socket.io'] }
+  S7: { title: 'slow consumers', servers: ['switchboard', 'raw-ws', 'socket.io'] },
+  S8: { title: 'two instances + Redis', servers: ['switchboard', 'socket.io'] }
 }
 
 // --baseline DIR: also run the Switchboard built in another checkout's dist/ (before/after a change, same run)
@@ -218,13 +227,167 @@ async function runOne (scenario: string, name: string): Promise<Record<string, u
   }
 }
 
-/** S8 needs Switchboard's REDIS_URL support and a redis-server binary; it reports why it did not run otherwise. */
-function crossInstanceStatus (): { ran: false, reason: string } {
-  const app = readFileSync(join(repoRoot, 'app.ts'), 'utf8')
-  if (!/REDIS_URL|redis/i.test(app.replace(/statusReport\.section\('redis'[^\n]*\n/, ''))) {
-    return { ran: false, reason: 'Switchboard has no REDIS_URL support on this branch yet (app.ts registers no Redis plugin)' }
+/** True when a redis-server binary is on PATH: S8 needs one, and is recorded as skipped without it. */
+function haveRedisServer (): boolean {
+  return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0
+}
+
+function freePort (): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address()
+      srv.close(() => resolve(typeof address === 'object' && address ? address.port : 0))
+    })
+    srv.once('error', reject)
+  })
+}
+
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
+
+interface Broker { proc: ChildProcess, port: number, url: string, dir: string }
+
+/**
+ * A private redis-server for one measurement: a free port (never the shared
+ * 6379), no RDB snapshots and no AOF, pinned to the servers' core.
+ */
+async function startRedisServer (): Promise<Broker> {
+  const dir = mkdtempSync(join(tmpdir(), 'switchboard-bench-redis-'))
+  const port = await freePort()
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--logfile', ''], { stdio: 'ignore' })
+  const broker = { proc, port, url: `redis://127.0.0.1:${port}`, dir }
+  proc.once('error', () => {}) // a failed spawn shows as the missing pid below
+  try {
+    if (proc.pid === undefined) throw new Error('redis-server did not start')
+    pin(proc.pid, 0)
+    const until = Date.now() + 10000
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode} (port ${port})`)
+      const ok = await new Promise<boolean>(resolve => {
+        const socket = createConnection({ port, host: '127.0.0.1' }, () => { socket.end(); resolve(true) })
+        socket.once('error', () => resolve(false))
+      })
+      if (ok) return broker
+      if (Date.now() > until) throw new Error(`redis-server did not listen on ${port}`)
+      await sleep(50)
+    }
+  } catch (err) {
+    await stopBroker(broker)
+    throw err
   }
-  return { ran: false, reason: 'S8 runs with --only S8 once the Redis plugin is merged; see bench/cross-instance.ts' }
+}
+
+async function stopBroker (broker: Broker): Promise<void> {
+  const { proc } = broker
+  if (proc.pid !== undefined && proc.exitCode === null && proc.signalCode === null) {
+    const exited = new Promise(resolve => proc.once('exit', resolve))
+    proc.kill('SIGKILL')
+    await exited
+  }
+  rmSync(broker.dir, { recursive: true, force: true })
+}
+
+/** The instance's broker counters over IPC (both server kinds answer the same request); null if it does not answer. */
+async function askStats (child: ChildProcess): Promise<ServerStats | null> {
+  try {
+    const reply = waitFor<{ stats: ServerStats }>(child, 'stats', 5000)
+    child.send({ type: 'stats' })
+    return (await reply).stats
+  } catch {
+    return null
+  }
+}
+
+/** Switchboard only: switchboard_redis_pubsub_messages_total from the instance's own /metrics, by direction. */
+async function scrapePubsub (port: number): Promise<{ received: number, published: number } | null> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+    const out = { received: 0, published: 0 }
+    for (const m of text.matchAll(/^switchboard_redis_pubsub_messages_total\{([^}]*)\} (\S+)$/gm)) {
+      const direction = /direction="([^"]*)"/.exec(m[1])?.[1]
+      if (direction === 'received' || direction === 'published') out[direction] += Number(m[2])
+    }
+    return out
+  } catch {
+    return null
+  }
+}
+
+/**
+ * One S8 measurement on a fresh cluster: a private redis-server and three
+ * instances of the server, all on core 0. The generator (core 1) puts the
+ * subscribers on instance 1 and the publishers on instance 2 (`same`: on
+ * instance 1 too); instance 3 gets no client at all, and afterwards says how
+ * many pub/sub messages reached it anyway.
+ */
+async function crossInstanceJob (name: string, same: boolean, rates?: number[]): Promise<Record<string, any>> {
+  const variant = VARIANTS[name]
+  const params = { ...sizes[mode].S8, ...(rates ? { rates, allSteps: true } : {}) }
+  const broker = await startRedisServer()
+  const instances: Started[] = []
+  const generator = fork(join(here, 'generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  pin(generator.pid as number, pinning ? 1 : 0)
+  try {
+    const generatorReady = waitFor(generator, 'ready', 20000)
+    // one after the other: three start-ups at once on one core would only slow each other down
+    for (let i = 0; i < 3; i++) instances.push(await startServer(name, { [variant.redisEnv ?? 'REDIS_URL']: broker.url }))
+    await generatorReady
+    const [a, b, idle] = instances
+    const pid = (s: Started) => s.child.pid as number
+    const job: Job = {
+      ...params,
+      scenario: 'S8',
+      protocol: variant.protocol,
+      ports: same ? [a.port, a.port] : [a.port, b.port],
+      serverPids: [pid(a), pid(b)],
+      watchPids: { 'redis-server': broker.proc.pid as number, 'instance without members': pid(idle) }
+    }
+    // every rate plus the warm-up step
+    const timeoutMs = 120000 + (params.rates.length + 1) * (params.stepMs + 3000)
+    const result = waitFor<{ result: Record<string, any> }>(generator, 'result', timeoutMs)
+    generator.send({ type: 'job', job })
+    const measured = (await result).result
+    // messages still on their way through the broker land before the counters are read
+    await sleep(500)
+    const stats = await Promise.all(instances.map(s => askStats(s.child)))
+    const scraped = variant.protocol === 'switchboard' ? await scrapePubsub(idle.port) : null
+    const roles = same ? ['subscribers and publishers', 'no clients', 'no clients'] : ['subscribers', 'publishers', 'no clients']
+    return {
+      ...measured,
+      instances: instances.map((s, i) => ({ role: roles[i], ...(stats[i] ?? { pubsubMessages: null, pubsubPublished: null }) })),
+      memberless: {
+        // IPC is the path both server kinds share; /metrics is Switchboard's own account of the same counter
+        pubsubMessages: stats[2]?.pubsubMessages ?? scraped?.received ?? null,
+        pubsubPublished: stats[2]?.pubsubPublished ?? scraped?.published ?? null,
+        metrics: scraped
+      }
+    }
+  } finally {
+    await stop(generator)
+    for (const s of instances) {
+      await stop(s.child)
+      rmSync(s.dataDir, { recursive: true, force: true })
+    }
+    await stopBroker(broker)
+  }
+}
+
+/**
+ * S8: the cross-instance run (deliveries/s, p99), the same job with every
+ * client on one instance (the p99 the broker hop adds, compared rate by rate),
+ * and the pub/sub messages received by the instance without members.
+ */
+async function runCrossInstance (name: string): Promise<Record<string, unknown>> {
+  const cross = await crossInstanceJob(name, false)
+  const crossSteps = (cross.steps ?? []) as StepResult[]
+  // the same-instance run measures every rate the cross-instance run did, even past a failing step, so each has a partner
+  const same = await crossInstanceJob(name, true, crossSteps.length > 0 ? crossSteps.map(st => st.rate) : undefined)
+  const sameSteps = (same.steps ?? []) as StepResult[]
+  const addedP99 = crossSteps.flatMap(c => {
+    const s = sameSteps.find(st => st.rate === c.rate)
+    return s ? [{ rate: c.rate, crossMs: c.latencyMs.p99, sameMs: s.latencyMs.p99, addedMs: c.latencyMs.p99 - s.latencyMs.p99, ratio: s.latencyMs.p99 > 0 ? c.latencyMs.p99 / s.latencyMs.p99 : null }] : []
+  })
+  return { ...cross, same: { steps: same.steps, best: same.best, instances: same.instances, memberless: same.memberless }, addedP99 }
 }
 
 /** Rewrites the results section of docs/benchmarks.md (between its markers) and docs/benchmarks.svg. */
@@ -263,6 +426,11 @@ const results: BenchResults = {
 const startedAt = Date.now()
 for (const [scenario, { title, servers }] of Object.entries(SCENARIOS)) {
   if (only && !only.includes(scenario)) continue
+  if (scenario === 'S8' && !haveRedisServer()) {
+    results.scenarios.S8 = { title, servers: {}, skipped: 'redis-server is not on PATH (apt-get install redis-server)' }
+    process.stderr.write(`S8 ${title}: skipped, no redis-server\n`)
+    continue
+  }
   // --rates 500,1000 --step-ms 10000: other steps for the chosen scenarios (profiling a steady load)
   if (values.rates) sizes[mode][scenario].rates = values.rates.split(',').map(Number)
   if (values['step-ms']) sizes[mode][scenario].stepMs = Number(values['step-ms'])
@@ -275,7 +443,7 @@ for (const [scenario, { title, servers }] of Object.entries(SCENARIOS)) {
     process.stderr.write(`${scenario} ${title}: ${name}…`)
     const began = Date.now()
     try {
-      results.scenarios[scenario].servers[name] = { ok: true, ...await runOne(scenario, name) }
+      results.scenarios[scenario].servers[name] = { ok: true, ...await (scenario === 'S8' ? runCrossInstance(name) : runOne(scenario, name)) }
       process.stderr.write(` ${((Date.now() - began) / 1000).toFixed(1)} s\n`)
     } catch (err) {
       results.scenarios[scenario].servers[name] = { ok: false, error: String((err as Error).message ?? err) }
@@ -283,7 +451,6 @@ for (const [scenario, { title, servers }] of Object.entries(SCENARIOS)) {
     }
   }
 }
-if (!only || only.includes('S8')) results.scenarios.S8 = { title: 'two instances + Redis', servers: {}, skipped: crossInstanceStatus().reason }
 results.durationSeconds = Math.round((Date.now() - startedAt) / 1000)
 
 const outDir = values.out ? resolve(values.out) : join(repoRoot, 'bench', 'results')

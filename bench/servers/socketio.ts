@@ -2,14 +2,37 @@
  * Baseline C: Socket.IO 4.8 doing the same job (websocket transport only,
  * rooms, acks by callback). A direct message goes to the room named after
  * the recipient's client id, as Socket.IO users address users.
+ * BENCH_REDIS_URL (S8): instances share rooms through @socket.io/redis-adapter
+ * (its default, non-sharded adapter) on two ioredis connections, and count the
+ * pub/sub messages their subscriber connection receives.
  */
 import { randomUUID } from 'node:crypto'
 import { createServer } from 'node:http'
+import { createAdapter } from '@socket.io/redis-adapter'
+import { Redis } from 'ioredis'
 import { Server } from 'socket.io'
-import { announce } from './control.js'
+import { announce, type ServerStats } from './control.js'
 
 const http = createServer()
 const io = new Server(http, { transports: ['websocket'], perMessageDeflate: false, httpCompression: false, serveClient: false, maxHttpBufferSize: 65536 })
+
+const redisUrl = process.env.BENCH_REDIS_URL
+const broker = redisUrl ? new Redis(redisUrl) : null
+const subscriber = broker?.duplicate() ?? null
+const pubsub = { received: 0, published: 0 }
+if (broker && subscriber) {
+  await Promise.all([broker, subscriber].map(c => new Promise<void>((resolve, reject) => {
+    if (c.status === 'ready') return resolve()
+    c.once('ready', resolve)
+    c.once('error', reject)
+  })))
+  // the adapter listens on these two events of the subscriber (pattern: broadcasts; plain: requests between instances)
+  subscriber.on('pmessageBuffer', () => { pubsub.received++ })
+  subscriber.on('messageBuffer', () => { pubsub.received++ })
+  const publish = broker.publish.bind(broker)
+  broker.publish = ((...args: Parameters<typeof publish>) => { pubsub.published++; return publish(...args) }) as typeof broker.publish
+  io.adapter(createAdapter(broker, subscriber))
+}
 const offsets = new Map<string, number>()
 type Ack = ((reply: object) => void) | undefined
 
@@ -43,7 +66,13 @@ io.on('connection', socket => {
 
 io.of('/').adapter.on('delete-room', (room: string) => offsets.delete(room))
 
+const stats = (): ServerStats => broker ? { pubsubMessages: pubsub.received, pubsubPublished: pubsub.published } : { pubsubMessages: null, pubsubPublished: null }
+
 http.listen(0, '127.0.0.1', () => {
   const address = http.address()
-  announce(typeof address === 'object' && address ? address.port : 0, async () => { io.close() })
+  announce(typeof address === 'object' && address ? address.port : 0, async () => {
+    io.close()
+    broker?.disconnect()
+    subscriber?.disconnect()
+  }, stats)
 })
