@@ -27,6 +27,26 @@ export interface Traffic { framesOut: number }
 
 const TEXT_FRAME = { binary: false }
 
+/** The TCP socket under a `ws` WebSocket (its `_socket`), when there is one. */
+interface Corkable { cork (): void, uncork (): void, destroyed: boolean }
+
+/**
+ * Connections whose TCP socket is corked until the end of this event-loop
+ * turn: every frame sent to one peer in the same turn (a burst of room
+ * messages, a replay, an ack after a broadcast) leaves in one write syscall
+ * instead of one each. Flushed by one setImmediate for all of them.
+ */
+const corked: Connection[] = []
+let flushScheduled = false
+/** A turn's frames for one peer are written early past this many bytes (a big frame goes at once). */
+const CORK_MAX_BYTES = 16384
+
+function flushCorked (): void {
+  flushScheduled = false
+  const connections = corked.splice(0)
+  for (const conn of connections) conn.uncork()
+}
+
 /** One accepted WebSocket, as every other plugin sees it. */
 export class Connection {
   readonly id = randomUUID()
@@ -42,6 +62,9 @@ export class Connection {
   private held: Array<string | Buffer> | null = null
   /** Replaced by the registry's shared counters when the connection is added. */
   traffic: Traffic = { framesOut: 0 }
+  /** The TCP socket while it is corked for this turn, and the bytes sent to it since. */
+  private corkedSocket: Corkable | null = null
+  private corkedBytes = 0
 
   constructor (
     readonly socket: WebSocket,
@@ -61,11 +84,40 @@ export class Connection {
       this.held.push(frame)
       return true
     }
+    if (this.corkedSocket === null) this.cork()
     this.socket.send(frame, TEXT_FRAME)
+    this.traffic.framesOut++
+    if (this.corkedSocket !== null) {
+      // written (and the cap applied) at the end of the turn, or now past CORK_MAX_BYTES
+      this.corkedBytes += frame.length
+      if (this.corkedBytes >= CORK_MAX_BYTES) this.uncork()
+      return true
+    }
     // bufferedAmount only grows past the kernel's socket buffers when the peer stops reading
     if (this.socket.bufferedAmount > this.sendBuffer.maxBufferedBytes) this.closeAsSlowConsumer()
-    this.traffic.framesOut++
     return true
+  }
+
+  private cork (): void {
+    const raw = (this.socket as unknown as { _socket?: Corkable })._socket
+    if (raw === undefined || raw.destroyed) return
+    raw.cork()
+    this.corkedSocket = raw
+    corked.push(this)
+    if (!flushScheduled) {
+      flushScheduled = true
+      setImmediate(flushCorked)
+    }
+  }
+
+  /** Writes what this turn sent (one syscall), then applies the send-buffer cap to what the kernel did not take. */
+  uncork (): void {
+    const raw = this.corkedSocket
+    if (raw === null) return
+    this.corkedSocket = null
+    this.corkedBytes = 0
+    raw.uncork()
+    if (this.socket.readyState === 1 && this.socket.bufferedAmount > this.sendBuffer.maxBufferedBytes) this.closeAsSlowConsumer()
   }
 
   private closeAsSlowConsumer (): void {
