@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import type { onResponseHookHandler } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 export interface MetricsOptions {
@@ -92,16 +93,50 @@ declare module 'fastify' {
   }
 }
 
+/** Observes one request's duration in seconds. */
+type Observe = (seconds: number) => void
+
+/**
+ * The histogram's children for one route pattern, by method and status: the
+ * label set is built and checked once per combination instead of per request.
+ */
+export function routeDurations (histogram: Histogram<'method' | 'route' | 'status_code'>, route: string): (method: string, status: number) => Observe {
+  const byMethod = new Map<string, Map<number, Observe>>()
+  return (method, status) => {
+    let byStatus = byMethod.get(method)
+    if (byStatus === undefined) {
+      byStatus = new Map()
+      byMethod.set(method, byStatus)
+    }
+    let observe = byStatus.get(status)
+    if (observe === undefined) {
+      const child = histogram.labels({ method, route, status_code: String(status) })
+      observe = (seconds) => child.observe(seconds)
+      byStatus.set(status, observe)
+    }
+    return observe
+  }
+}
+
 export default fp<MetricsOptions>(async function metrics (app, opts) {
   const m = new Metrics(opts)
   app.decorate('metrics', m)
 
-  app.addHook('onResponse', async (request, reply) => {
-    if (request.routeOptions.config?.metrics === false || request.ws) return
-    m.httpDuration.observe({
-      method: request.method,
-      route: request.routeOptions.url ?? 'unmatched',
-      status_code: String(reply.statusCode)
-    }, reply.elapsedTime / 1000)
+  // Each route records its own durations (its pattern and children known up
+  // front); requests that match no route are recorded by the global hook below.
+  // Upgrades are not HTTP requests to measure, accepted or refused.
+  app.addHook('onRoute', route => {
+    if (route.config?.metrics === false) return
+    const durations = routeDurations(m.httpDuration, route.url)
+    const hook: onResponseHookHandler = function recordDuration (request, reply, done) {
+      if (!request.ws) durations(request.method, reply.statusCode)(reply.elapsedTime / 1000)
+      done()
+    }
+    route.onResponse = route.onResponse === undefined ? [hook] : [...[route.onResponse].flat(), hook]
+  })
+  const unmatched = routeDurations(m.httpDuration, 'unmatched')
+  app.addHook('onResponse', function recordUnmatched (request, reply, done) {
+    if (request.is404 && !request.ws) unmatched(request.method, reply.statusCode)(reply.elapsedTime / 1000)
+    done()
   })
 }, { name: 'metrics', fastify: '5.x' })

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
+import { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify'
 
 export interface RequestLogOptions {
   /** Routes whose lines go at debug level: probes and scrapes would drown the rest ['/health', '/ready', '/metrics']. */
@@ -70,15 +70,22 @@ export function listeningEvent (this: unknown, args: unknown[], method: (...args
   return method.apply(this, args)
 }
 
+/** Whether a line at `level` would be written; true for a logger that cannot say (not pino). */
+function levelEnabled (log: FastifyBaseLogger, level: string): boolean {
+  const check = (log as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
+  return check === undefined ? true : check.call(log, level)
+}
+
 /**
  * One `http.request` line per HTTP response: method, route (the pattern, never
  * the URL with its query), status, time and client key; never headers or bodies.
  */
 export default fp<RequestLogOptions>(async function requestLog (app, opts) {
   const quiet = new Set(opts.quietRoutes ?? ['/health', '/ready', '/metrics'])
-  app.addHook('onResponse', async (request, reply) => {
-    // an accepted upgrade is logged as connection.open/close
-    if (request.ws && reply.statusCode < 400) return
+  app.addHook('onResponse', function logRequest (request, reply, done) {
+    // an accepted upgrade is logged as connection.open/close; below info (quiet
+    // routes log at debug, which is lower) nothing is written, so nothing is built
+    if ((request.ws && reply.statusCode < 400) || !levelEnabled(request.log, 'info')) return done()
     const route = routeOf(request)
     const line = {
       event: 'http.request',
@@ -90,5 +97,6 @@ export default fp<RequestLogOptions>(async function requestLog (app, opts) {
     }
     if (quiet.has(route)) request.log.debug(line, 'request completed')
     else request.log.info(line, 'request completed')
+    done()
   })
 }, { name: 'request-log', fastify: '5.x', dependencies: ['identity'] })

@@ -59,12 +59,13 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
 
   // Once shutdown starts, new work is refused with 503 (Connection: close), upgrades included;
   // liveness and readiness stay answerable so orchestrators see the state.
-  app.addHook('onRequest', async (request, reply) => {
-    if (!app.statusReport.shuttingDown) return
+  // A callback hook, not an async one: it runs for every request and almost always just passes.
+  app.addHook('onRequest', function refuseWhileShuttingDown (request, reply, done) {
+    if (!app.statusReport.shuttingDown) return done()
     const path = request.url.split('?', 1)[0]
-    if (path === '/health' || path === '/ready') return
+    if (path === '/health' || path === '/ready') return done()
     reply.header('connection', 'close')
-    return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the server is shutting down' })
+    reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the server is shutting down' })
   })
 
   app.addHook('preClose', async () => {
