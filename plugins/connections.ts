@@ -31,18 +31,21 @@ const TEXT_FRAME = { binary: false }
 interface Corkable { cork (): void, uncork (): void, destroyed: boolean }
 
 /**
- * Connections whose TCP socket is corked until the end of this event-loop
- * turn: every frame sent to one peer in the same turn (a burst of room
- * messages, a replay, an ack after a broadcast) leaves in one write syscall
- * instead of one each. Flushed by one setImmediate for all of them.
+ * Frames to one peer within one event-loop turn leave in one write syscall:
+ * the first is written at once (a broadcast reaches each member with one
+ * frame, and it goes out immediately), and from a second one on the peer's
+ * TCP socket is corked until the turn ends (a message and its ack, a burst of
+ * publishes under load, a history replay). One setImmediate per turn ends it.
  */
+let turn = 0
+let turnEnding = false
 const corked: Connection[] = []
-let flushScheduled = false
 /** A turn's frames for one peer are written early past this many bytes (a big frame goes at once). */
 const CORK_MAX_BYTES = 16384
 
-function flushCorked (): void {
-  flushScheduled = false
+function endTurn (): void {
+  turnEnding = false
+  turn++
   const connections = corked.splice(0)
   for (const conn of connections) conn.uncork()
 }
@@ -65,6 +68,8 @@ export class Connection {
   /** The TCP socket while it is corked for this turn, and the bytes sent to it since. */
   private corkedSocket: Corkable | null = null
   private corkedBytes = 0
+  /** The turn of the last frame sent: a second frame in the same turn corks. */
+  private sentInTurn = -1
 
   constructor (
     readonly socket: WebSocket,
@@ -84,7 +89,15 @@ export class Connection {
       this.held.push(frame)
       return true
     }
-    if (this.corkedSocket === null) this.cork()
+    if (!turnEnding) {
+      turnEnding = true
+      setImmediate(endTurn)
+    }
+    if (this.sentInTurn === turn) {
+      if (this.corkedSocket === null) this.cork()
+    } else {
+      this.sentInTurn = turn
+    }
     this.socket.send(frame, TEXT_FRAME)
     this.traffic.framesOut++
     if (this.corkedSocket !== null) {
@@ -104,10 +117,6 @@ export class Connection {
     raw.cork()
     this.corkedSocket = raw
     corked.push(this)
-    if (!flushScheduled) {
-      flushScheduled = true
-      setImmediate(flushCorked)
-    }
   }
 
   /** Writes what this turn sent (one syscall), then applies the send-buffer cap to what the kernel did not take. */
