@@ -128,6 +128,8 @@ export class RoomRegistry {
       return await joining
     } finally {
       if (pending.get(name) === joining) pending.delete(name)
+      // an idle connection keeps no empty Map (S1: bytes per connection)
+      if (pending.size === 0 && this.pendingJoins.get(conn) === pending) this.pendingJoins.delete(conn)
     }
   }
 

@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto'
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Connection } from '../plugins/connections.js'
@@ -33,6 +35,14 @@ export default async function wsRoute (app: FastifyInstance) {
     // after validation, so a refused request never holds a slot
     preHandler: [app.acquireConnectionSlot]
   }, (socket, request) => {
+    // Nothing holds the upgrade's HTTP objects once the connection is open: the ServerResponse
+    // stays attached to the TCP socket, and @fastify/websocket's own 'error' listener closes
+    // over the request and reply. Left as they are, they keep about 2 KB per connection
+    // (response, Fastify request and reply, headers) alive for its whole life. The listener
+    // below replaces theirs (its default logs and terminates; so does this one).
+    const raw = request.raw.socket as Socket & { _httpMessage?: ServerResponse | null }
+    raw._httpMessage?.detachSocket(raw)
+    socket.removeAllListeners('error')
     const clientId = request.principal?.sub ?? request.query.clientId ?? `anon-${randomUUID()}`
     const conn = new Connection(socket, clientId, request.clientKey, request.ip)
     conn.principal = request.principal
@@ -50,6 +60,7 @@ export default async function wsRoute (app: FastifyInstance) {
     })
     socket.on('error', err => {
       log.debug({ event: 'connection.error', connectionId: conn.id, err }, 'connection error')
+      socket.terminate()
     })
 
     const config = app.config
