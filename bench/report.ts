@@ -43,7 +43,8 @@ export function targets (res: BenchResults): Target[] {
     const stepsOf = (name: string): StepResult[] => s(id, name)?.steps ?? []
     const rates = ['switchboard', 'raw-ws', 'socket.io'].map(n => new Set(stepsOf(n).map(st => st.rate)))
     const common = [...rates[0]].filter(r => rates.every(set => set.has(r))).sort((a, b) => b - a)[0]
-    const cpu = (name: string) => stepsOf(name).find(st => st.rate === common)?.serverCpuUsPerDelivery
+    // a repeated step's second attempt is the one that counts
+    const cpu = (name: string) => stepsOf(name).filter(st => st.rate === common && st.repeated !== true)[0]?.serverCpuUsPerDelivery
     const cpuRaw = ratio(cpu('raw-ws'), cpu('switchboard'))
     const cpuSio = ratio(cpu('socket.io'), cpu('switchboard'))
     out.push({ scenario: id, target: `server CPU per delivery at ${f(common)}/s, raw ws ÷ Switchboard (≥ 0.8 is the same bar)`, measured: `${f(cpuRaw, 2)} (${f(cpu('switchboard'), 1)} vs ${f(cpu('raw-ws'), 1)} µs; Socket.IO ÷ Switchboard ${f(cpuSio, 2)})`, ok: check(cpuRaw, v => v >= 0.8) })
@@ -137,7 +138,7 @@ function crossInstanceSection (lines: string[], servers: Record<string, any>): v
     if (!r?.ok) continue
     for (const [path, steps] of [['cross-instance', r.steps], ['same instance', r.same?.steps]] as Array<[string, StepResult[] | undefined]>) {
       for (const st of steps ?? []) {
-        lines.push(`| ${name} | ${path} | ${f(st.rate)} | ${f(st.deliveriesPerSecond)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.latencyMs.p99, 2)} | ${f(st.serverCpuUsPerDelivery, 2)} | ${pct(st.watchedCpuPercent?.['redis-server'])} | ${pct(st.watchedCpuPercent?.['instance without members'])} | ${f(st.generatorCpuPercent)} % | ${f(st.serverWaitPercent)} % / ${f(st.generatorWaitPercent)} % | ${st.pass ? 'yes' : st.valid ? 'no' : 'invalid'} |`)
+        lines.push(`| ${name} | ${path} | ${f(st.rate)} | ${f(st.deliveriesPerSecond)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.latencyMs.p99, 2)} | ${f(st.serverCpuUsPerDelivery, 2)} | ${pct(st.watchedCpuPercent?.['redis-server'])} | ${pct(st.watchedCpuPercent?.['instance without members'])} | ${f(st.generatorCpuPercent)} % | ${f(st.serverWaitPercent)} % / ${f(st.generatorWaitPercent)} % | ${st.pass ? 'yes' : st.valid ? (st.repeated === true ? 'no (repeated)' : 'no') : 'invalid'} |`)
       }
     }
   }
@@ -216,7 +217,7 @@ export function renderMarkdown (res: BenchResults): string {
         lines.push('|---|---|---|---|---|---|---|---|---|')
         for (const [name, r] of Object.entries(sc.servers)) {
           for (const st of (r.steps ?? []) as StepResult[]) {
-            lines.push(`| ${name} | ${f(st.rate)} | ${f(st.deliveriesPerSecond)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.latencyMs.p99, 2)} | ${f(st.serverCpuUsPerDelivery, 2)} | ${f(st.generatorCpuPercent)} % | ${f(st.serverWaitPercent)} % / ${f(st.generatorWaitPercent)} % | ${st.pass ? 'yes' : st.valid ? 'no' : 'invalid'} |`)
+            lines.push(`| ${name} | ${f(st.rate)} | ${f(st.deliveriesPerSecond)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.latencyMs.p99, 2)} | ${f(st.serverCpuUsPerDelivery, 2)} | ${f(st.generatorCpuPercent)} % | ${f(st.serverWaitPercent)} % / ${f(st.generatorWaitPercent)} % | ${st.pass ? 'yes' : st.valid ? (st.repeated === true ? 'no (repeated)' : 'no') : 'invalid'} |`)
           }
         }
         lines.push('')
