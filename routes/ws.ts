@@ -60,6 +60,8 @@ export default async function wsRoute (app: FastifyInstance) {
     })
     socket.on('error', err => {
       log.debug({ event: 'connection.error', connectionId: conn.id, err }, 'connection error')
+      // ws has already queued its close frame (1002, 1007, 1009): write it out, then end the socket
+      conn.uncork()
       socket.terminate()
     })
 
