@@ -1,14 +1,13 @@
 import fp from 'fastify-plugin'
 
-/** A direct message as it is delivered (`type: 'message'`) and as it waits in an inbox. */
-export interface DirectMessage {
-  type: 'message'
-  messageId: string
-  from: string
-  to: string
-  text: string
-  timestamp: string
-}
+import type { DirectMessage } from '../client/protocol.js'
+
+/**
+ * A direct message as it is delivered (`type: 'message'`) and as it waits in an
+ * inbox: the wire shape the client package declares (a type-only import, so the
+ * browser bundle stays free of server modules and the server restates nothing).
+ */
+export type { DirectMessage }
 
 /** Messages for offline clients, kept by the store (`app.store.inbox`) so they survive restarts. */
 export interface InboxStore {
