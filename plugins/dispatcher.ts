@@ -23,9 +23,15 @@ export const RequestId = Type.Union([Type.String({ maxLength: 128 }), Type.Numbe
 export type MessageHandler<P extends TProperties> =
   (conn: Connection, message: Static<TObject<P>> & { type: string, id?: string | number }) => unknown
 
+/** What observers are told about one frame (the same object every time, so reporting allocates nothing). */
+export interface MessageEvent { readonly type: string, readonly error?: ErrorCode, readonly reply?: string }
+
 interface Route {
   check: TypeCheck<TObject>
   handler: MessageHandler<TProperties>
+  /** The event for a valid message of this type, and those for its replies by reply type. */
+  event: MessageEvent
+  replies: Map<string, MessageEvent>
 }
 
 export interface DispatcherOptions {
@@ -60,7 +66,8 @@ export class Dispatcher {
   private readonly burst: number
   private readonly floodCloseMs: number
   /** Observers for metrics: called with the type (or the error code) of every frame. */
-  readonly observers: Array<(event: { type: string, error?: ErrorCode, reply?: string }) => void> = []
+  readonly observers: Array<(event: MessageEvent) => void> = []
+  private readonly errorEvents = new Map<ErrorCode, MessageEvent>()
   /** Wraps the handling of every message of a registered type; unset, messages run bare. */
   around?: AroundMessage
 
@@ -79,11 +86,29 @@ export class Dispatcher {
     if (this.routes.has(type)) throw new Error(`message type ${type} is already registered`)
     const envelope: TProperties = { ...fields, type: Type.Literal(type), id: Type.Optional(RequestId) }
     const schema = Type.Object(envelope)
-    this.routes.set(type, { check: TypeCompiler.Compile(schema), handler: handler as MessageHandler<TProperties> })
+    this.routes.set(type, { check: TypeCompiler.Compile(schema), handler: handler as MessageHandler<TProperties>, event: Object.freeze({ type }), replies: new Map() })
   }
 
   /** Resolves with the outcome (undefined for a frame dropped unanswered, or when a wrapper ran it). */
-  async handle (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): Promise<MessageOutcome | undefined> {
+  handle (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): Promise<MessageOutcome | undefined> {
+    let route: ReturnType<Dispatcher['route']>
+    try {
+      route = this.route(conn, data, isBinary)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (route === undefined || typeof route === 'string') return Promise.resolve(route)
+    const [found, msg, id] = route
+    if (this.around === undefined) return this.run(conn, found, msg, id)
+    return this.around(conn, msg, () => this.run(conn, found, msg, id)).then(() => undefined)
+  }
+
+  /**
+   * Parses a frame and finds its route; an outcome instead when the frame is
+   * answered with an error (or dropped: undefined). Synchronous, so a frame
+   * costs one promise (its handler's), not one per layer.
+   */
+  private route (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): [Route, RoutedMessage, string | number | undefined] | MessageOutcome | undefined {
     conn.lastSeen = Date.now()
     // frames still arriving after a policy close get no reply (and no log line each)
     if (conn.socket.readyState !== 1) return
@@ -104,9 +129,7 @@ export class Dispatcher {
     if (typeof msg.type !== 'string') return this.fail(conn, id, 'invalid_message', 'a message must have a string "type"')
     const route = this.routes.get(msg.type)
     if (!route) return this.fail(conn, id, 'unknown_type', `unknown message type ${JSON.stringify(msg.type.slice(0, 64))}`)
-    if (this.around === undefined) return this.run(conn, route, msg as RoutedMessage, id)
-    await this.around(conn, msg as RoutedMessage, () => this.run(conn, route, msg as RoutedMessage, id))
-    return undefined
+    return [route, msg as RoutedMessage, id]
   }
 
   /** Validates a message of a known type and runs its handler; resolves with the outcome. */
@@ -117,13 +140,20 @@ export class Dispatcher {
       return this.fail(conn, id, 'invalid_message', `${where}: ${first?.message ?? 'invalid'}`)
     }
 
-    for (const observe of this.observers) observe({ type: msg.type })
+    for (const observe of this.observers) observe(route.event)
     try {
       const reply = await route.handler(conn, msg as never)
       if (reply && typeof reply === 'object') {
         conn.send(id === undefined ? reply : { ...reply, id })
         const replyType = (reply as { type?: unknown }).type
-        if (typeof replyType === 'string') for (const observe of this.observers) observe({ type: msg.type, reply: replyType })
+        if (typeof replyType === 'string') {
+          let event = route.replies.get(replyType)
+          if (event === undefined) {
+            event = Object.freeze({ type: msg.type, reply: replyType })
+            route.replies.set(replyType, event)
+          }
+          for (const observe of this.observers) observe(event)
+        }
       }
       return 'ok'
     } catch (err) {
@@ -134,7 +164,12 @@ export class Dispatcher {
   }
 
   private fail (conn: Connection, id: string | number | undefined, code: ErrorCode, message: string, extra?: Record<string, unknown>): ErrorCode {
-    for (const observe of this.observers) observe({ type: 'error', error: code })
+    let event = this.errorEvents.get(code)
+    if (event === undefined) {
+      event = Object.freeze({ type: 'error', error: code })
+      this.errorEvents.set(code, event)
+    }
+    for (const observe of this.observers) observe(event)
     conn.send({ type: 'error', code, message, ...extra, ...(id === undefined ? {} : { id }) })
     return code
   }
@@ -175,9 +210,9 @@ export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
   const d = new Dispatcher(opts, app.log)
   const m = app.metrics
   d.observers.push(event => {
-    if (event.reply !== undefined) return m.messagesOut.inc({ type: event.reply })
-    if (event.error === undefined) return m.messagesIn.inc({ type: event.type })
-    m.messagesOut.inc({ type: 'error' })
+    if (event.reply !== undefined) return m.messagesOutByType.add(event.reply)
+    if (event.error === undefined) return m.messagesInByType.add(event.type)
+    m.messagesOutByType.add('error')
     m.errors.inc({ code: event.error })
     if (event.error === 'rate_limited') m.rateLimited.inc({ transport: 'ws' })
   })

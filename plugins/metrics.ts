@@ -10,6 +10,27 @@ export interface MetricsOptions {
 }
 
 /**
+ * Increments of a one-label counter, kept as plain numbers by label value and
+ * added to the counter when it is read (scrape, `get()`): a message costs a Map
+ * update instead of prom-client's label check and hashing on every increment.
+ */
+export class Tally {
+  private readonly pending = new Map<string, number>()
+
+  constructor (private readonly counter: Counter<string>, private readonly label: string) {}
+
+  add (value: string, n = 1): void {
+    this.pending.set(value, (this.pending.get(value) ?? 0) + n)
+  }
+
+  /** Adds what was counted since the last read to the counter. */
+  flush (): void {
+    for (const [value, n] of this.pending) this.counter.inc({ [this.label]: value }, n)
+    this.pending.clear()
+  }
+}
+
+/**
  * Every metric of one app instance, in its own registry so two instances in one
  * process (tests, embedding) never share counters. Plugins call these directly;
  * gauges that mirror live state are filled from `collectors` at scrape time.
@@ -39,6 +60,9 @@ export class Metrics {
   readonly redisUp: Gauge
   readonly pubsubMessages: Counter<'direction'>
   readonly slowConsumerCloses: Counter
+  /** The hot-path way to count messages by type (read into `messagesIn` / `messagesOut`). */
+  readonly messagesInByType: Tally
+  readonly messagesOutByType: Tally
 
   constructor (opts: MetricsOptions = {}) {
     const p = opts.prefix ?? 'switchboard_'
@@ -51,8 +75,10 @@ export class Metrics {
     this.connectionAttempts = new Counter({ name: `${p}ws_connection_attempts_total`, help: 'WebSocket upgrade requests received', registers })
     this.connectionRejections = new Counter({ name: `${p}ws_connection_rejections_total`, help: 'Upgrades refused, by reason (total, client, origin, auth, shutdown, invalid)', labelNames: ['reason'], registers })
     this.connectionCloses = new Counter({ name: `${p}ws_connection_closes_total`, help: 'Closed WebSocket connections by close code', labelNames: ['code'], registers })
-    this.messagesIn = new Counter({ name: `${p}ws_messages_in_total`, help: 'Valid WebSocket messages received, by type', labelNames: ['type'], registers })
-    this.messagesOut = new Counter({ name: `${p}ws_messages_out_total`, help: 'WebSocket messages sent, by type (a broadcast counts each recipient)', labelNames: ['type'], registers })
+    this.messagesIn = new Counter({ name: `${p}ws_messages_in_total`, help: 'Valid WebSocket messages received, by type', labelNames: ['type'], registers, collect: () => this.messagesInByType.flush() })
+    this.messagesOut = new Counter({ name: `${p}ws_messages_out_total`, help: 'WebSocket messages sent, by type (a broadcast counts each recipient)', labelNames: ['type'], registers, collect: () => this.messagesOutByType.flush() })
+    this.messagesInByType = new Tally(this.messagesIn, 'type')
+    this.messagesOutByType = new Tally(this.messagesOut, 'type')
     this.errors = new Counter({ name: `${p}ws_errors_total`, help: 'Error replies sent, by code', labelNames: ['code'], registers })
     this.rateLimited = new Counter({ name: `${p}rate_limited_total`, help: 'Requests refused by a rate limit, by transport (http, ws)', labelNames: ['transport'], registers })
     this.roomsActive = new Gauge({ name: `${p}rooms_active`, help: 'Rooms with at least one member on this instance', registers })
