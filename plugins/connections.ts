@@ -25,10 +25,36 @@ const unbounded = new SendBufferPolicy()
 /** Frame counters shared by every connection of a registry (read by the message-rate plugin). */
 export interface Traffic { framesOut: number }
 
-const TEXT_FRAME = { binary: false }
-
 /** The TCP socket under a `ws` WebSocket (its `_socket`), when there is one. */
-interface Corkable { cork (): void, uncork (): void, destroyed: boolean }
+interface RawSocket { cork (): void, uncork (): void, write (chunk: Buffer): boolean, destroyed: boolean, writableEnded: boolean }
+
+/**
+ * An unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2) in one Buffer:
+ * header and payload together, so a frame is one socket write, and a broadcast
+ * builds it once for all its members. `ws` would build a header per socket and
+ * write header and payload as two chunks (cork, two writes, a writev).
+ * Compression is never negotiated here (the websocket plugin turns it off), so
+ * RSV1 stays clear.
+ */
+export function textFrame (payload: string | Buffer): Buffer {
+  const length = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length
+  const header = length < 126 ? 2 : length < 65536 ? 4 : 10
+  const frame = Buffer.allocUnsafe(header + length)
+  frame[0] = 0x81 // FIN, opcode 1 (text)
+  if (header === 2) {
+    frame[1] = length
+  } else if (header === 4) {
+    frame[1] = 126
+    frame.writeUInt16BE(length, 2)
+  } else {
+    frame[1] = 127
+    frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2)
+    frame.writeUInt32BE(length >>> 0, 6)
+  }
+  if (typeof payload === 'string') frame.write(payload, header)
+  else payload.copy(frame, header)
+  return frame
+}
 
 /**
  * Frames to one peer within one event-loop turn leave in one write syscall:
@@ -61,12 +87,12 @@ export class Connection {
   principal: Principal | null = null
   /** Set by the registry this connection is added to. */
   sendBuffer: SendBufferPolicy = unbounded
-  /** While queued messages are being replayed, live ones wait here so order holds. */
-  private held: Array<string | Buffer> | null = null
+  /** While queued messages are being replayed, live ones wait here (as frames) so order holds. */
+  private held: Buffer[] | null = null
   /** Replaced by the registry's shared counters when the connection is added. */
   traffic: Traffic = { framesOut: 0 }
   /** The TCP socket while it is corked for this turn, and the bytes sent to it since. */
-  private corkedSocket: Corkable | null = null
+  private corkedSocket: RawSocket | null = null
   private corkedBytes = 0
   /** The turn of the last frame sent: a second frame in the same turn corks. */
   private sentInTurn = -1
@@ -82,8 +108,17 @@ export class Connection {
     return this.socket.readyState === 1
   }
 
-  /** Sends an already-serialized JSON frame (a Buffer too goes out as text); returns false when the socket is not open. */
-  sendRaw (frame: string | Buffer): boolean {
+  /** Sends an already-serialized JSON message (a Buffer too goes out as text); returns false when the socket is not open. */
+  sendRaw (payload: string | Buffer): boolean {
+    if (this.socket.readyState !== 1) return false
+    return this.sendFrame(textFrame(payload))
+  }
+
+  /**
+   * Sends a frame built by `textFrame` (the same Buffer may go to many
+   * connections); returns false when the socket is not open.
+   */
+  sendFrame (frame: Buffer): boolean {
     if (this.socket.readyState !== 1) return false
     if (this.held) {
       this.held.push(frame)
@@ -98,7 +133,9 @@ export class Connection {
     } else {
       this.sentInTurn = turn
     }
-    this.socket.send(frame, TEXT_FRAME)
+    const raw = this.rawSocket()
+    if (raw === undefined) return false
+    raw.write(frame)
     this.traffic.framesOut++
     if (this.corkedSocket !== null) {
       // written (and the cap applied) at the end of the turn, or now past CORK_MAX_BYTES
@@ -111,9 +148,16 @@ export class Connection {
     return true
   }
 
+  /** The TCP socket `ws` writes to, while it can still take writes. */
+  private rawSocket (): RawSocket | undefined {
+    const raw = (this.socket as unknown as { _socket?: RawSocket | null })._socket
+    if (raw == null || raw.destroyed || raw.writableEnded) return undefined
+    return raw
+  }
+
   private cork (): void {
-    const raw = (this.socket as unknown as { _socket?: Corkable })._socket
-    if (raw === undefined || raw.destroyed) return
+    const raw = this.rawSocket()
+    if (raw === undefined) return
     raw.cork()
     this.corkedSocket = raw
     corked.push(this)
@@ -152,7 +196,7 @@ export class Connection {
   release (): void {
     const held = this.held
     this.held = null
-    if (held) for (const frame of held) this.sendRaw(frame)
+    if (held) for (const frame of held) this.sendFrame(frame)
   }
 }
 
@@ -214,12 +258,13 @@ export class ConnectionRegistry {
     for (const fn of this.closeListeners) fn(conn)
   }
 
-  /** Sends one serialized frame to every local connection of a client; returns how many it reached. */
-  sendToClient (clientId: string, frame: string | Buffer): number {
+  /** Sends one serialized message to every local connection of a client (framed once); returns how many it reached. */
+  sendToClient (clientId: string, payload: string | Buffer): number {
     const set = this.byClient.get(clientId)
     if (!set) return 0
+    const frame = textFrame(payload)
     let reached = 0
-    for (const conn of set) if (conn.sendRaw(frame)) reached++
+    for (const conn of set) if (conn.sendFrame(frame)) reached++
     return reached
   }
 

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
-import { randomUUID } from 'node:crypto'
 import { Type } from '@sinclair/typebox'
 import type { DirectMessage } from './inbox.js'
+import { uuid } from './uuid.js'
 
 /** 1-64 chars of [A-Za-z0-9_.:@-], as the contract names clients. */
 export const ClientId = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:@-]+$' })
@@ -28,7 +28,7 @@ export class DirectMessages {
   }
 
   async send (from: string, to: string, text: string): Promise<SendResult> {
-    const message: DirectMessage = { type: 'message', messageId: randomUUID(), from, to, text, timestamp: new Date().toISOString() }
+    const message: DirectMessage = { type: 'message', messageId: uuid(), from, to, text, timestamp: new Date().toISOString() }
     const delivered = await this.deliver(to, JSON.stringify(message))
     if (delivered > 0) return { messageId: message.messageId, delivered, queued: false }
     await this.queue(to, message)
@@ -46,7 +46,7 @@ export default fp(async function directMessages (app) {
   const dm = new DirectMessages(
     async (clientId, frame) => {
       const reached = app.connections.sendToClient(clientId, frame)
-      app.metrics.messagesOut.inc({ type: 'message' }, reached)
+      app.metrics.messagesOutByType.add('message', reached)
       return reached
     },
     async (clientId, message) => {

@@ -1,10 +1,10 @@
-import { randomUUID } from 'node:crypto'
-import type { Connection } from './connections.js'
+import { textFrame, type Connection } from './connections.js'
 import { WsError } from './dispatcher.js'
 import {
   InvalidPatchError, StateTooLargeError, VersionConflictError,
   type RoomMessage, type RoomState, type Store
 } from './store.js'
+import { uuid } from './uuid.js'
 
 export interface RoomRegistryOptions {
   /** Messages kept per room for recovery (ROOM_HISTORY_SIZE). */
@@ -154,11 +154,11 @@ export class RoomRegistry {
   async publish (from: string, name: string, data: unknown): Promise<{ offset: number, messageId: string, delivered: number }> {
     const room = this.opts.persistMessages === false ? this.rooms.get(name) : undefined
     if (room) {
-      const message: RoomMessage = { type: 'room_message', room: name, offset: ++room.offset, messageId: randomUUID(), from, data, timestamp: new Date().toISOString() }
+      const message: RoomMessage = { type: 'room_message', room: name, offset: ++room.offset, messageId: uuid(), from, data, timestamp: new Date().toISOString() }
       return { offset: message.offset, messageId: message.messageId, delivered: this.broadcast(name, message) }
     }
     const message = await this.storeCall(name, () => this.store.appendMessage(name, {
-      messageId: randomUUID(), from, data, timestamp: new Date().toISOString()
+      messageId: uuid(), from, data, timestamp: new Date().toISOString()
     }, this.opts.historySize)).finally(() => this.releaseIfNotLoaded(name))
     const delivered = this.broadcast(name, message)
     return { offset: message.offset, messageId: message.messageId, delivered }
@@ -316,12 +316,12 @@ export class RoomRegistry {
   private deliverLocally (name: string, frame: string, exceptConnectionId?: string): number {
     const room = this.rooms.get(name)
     if (!room) return 0
-    // encoded once for all members: given a string, ws would encode it again for every socket
-    const data = Buffer.from(frame)
+    // framed once for all members: given a string, ws would encode it and build a header for every socket
+    const data = textFrame(frame)
     let reached = 0
     for (const connections of room.members.values()) {
       for (const conn of connections) {
-        if (conn.id !== exceptConnectionId && conn.sendRaw(data)) reached++
+        if (conn.id !== exceptConnectionId && conn.sendFrame(data)) reached++
       }
     }
     return reached

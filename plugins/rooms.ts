@@ -44,7 +44,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     evictAfterMs,
     onBroadcast: (type, recipients) => {
       app.metrics.fanout.observe(recipients)
-      app.metrics.messagesOut.inc({ type }, recipients)
+      app.metrics.messagesOutByType.add(type, recipients)
     },
     persistMessages: opts.persistMessages ?? true
   }, app.log)

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { Connection } from './connections.js'
+import { textFrame, type Connection } from './connections.js'
 
 export interface ShutdownOptions {
   /** Sent to clients as `reconnectAfterMs` in `server_shutdown` [1000]. */
@@ -32,11 +32,11 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
 
   app.decorate('disconnectAll', async function disconnectAll (reason: string) {
     const conns = [...app.connections.all()]
-    const frame = JSON.stringify({ type: 'server_shutdown', reason, reconnectAfterMs, timestamp: new Date().toISOString() })
+    const frame = textFrame(JSON.stringify({ type: 'server_shutdown', reason, reconnectAfterMs, timestamp: new Date().toISOString() }))
     const gone = Promise.all(conns.map(closed))
     for (const conn of conns) {
       conn.release()
-      conn.sendRaw(frame)
+      conn.sendFrame(frame)
       conn.socket.close(1001, 'server shutting down')
     }
     let timer: NodeJS.Timeout | undefined
