@@ -4,6 +4,8 @@
  *   npm run bench:store [-- --updates 4000 --clients 8 --inflight 16]
  * "ws": real WebSocket clients send `update` and count `ack`s (end to end, clients in this process too).
  * "store": the same number of applyPatch calls straight on the store, as many in flight.
+ * "publish": CPU per acknowledged publish, one at a time, to a room holding a
+ * small state and one near ROOM_STATE_MAX_BYTES (a publish must not pay for the state).
  */
 import Fastify from 'fastify'
 import fp from 'fastify-plugin'
@@ -93,6 +95,25 @@ async function onStore (groupCommit: boolean): Promise<{ rate: number, commits: 
   }
 }
 
+/** CPU µs per publish, each waiting for its commit, to a room whose state is `stateBytes` long. */
+async function publishCpu (stateBytes: number): Promise<number> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
+  const store = SqliteStore.open({ dataDir, groupCommit: true, inboxMax: 100, inboxTtlMs: 60000, log: { info () {}, error () {} } })
+  try {
+    await store.applyPatch('bench', { blob: 'x'.repeat(stateBytes) }, { maxBytes: 262144 })
+    const publishes = Math.min(UPDATES, 2000)
+    const before = process.cpuUsage()
+    for (let i = 0; i < publishes; i++) {
+      await store.appendMessage('bench', { messageId: `m${i}`, from: 'bench', data: i, timestamp: new Date().toISOString() }, 100)
+    }
+    const cpu = process.cpuUsage(before)
+    return (cpu.user + cpu.system) / publishes
+  } finally {
+    await store.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+}
+
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
 console.log(`${UPDATES} acknowledged updates to one room; ${CLIENTS} clients x ${INFLIGHT} in flight; synchronous=FULL, WAL`)
 const ws = { on: await overWebSocket(true), off: await overWebSocket(false) }
@@ -101,3 +122,6 @@ console.log(`ws    group commit off: ${fmt(ws.off)} updates/s   (on/off = ${(ws.
 const direct = { on: await onStore(true), off: await onStore(false) }
 console.log(`store group commit on : ${fmt(direct.on.rate)} updates/s in ${direct.on.commits} commits`)
 console.log(`store group commit off: ${fmt(direct.off.rate)} updates/s in ${direct.off.commits} commits   (on/off = ${(direct.on.rate / direct.off.rate).toFixed(1)}x)`)
+const small = await publishCpu(16)
+const large = await publishCpu(250000)
+console.log(`publish, one at a time: ${fmt(small)} µs CPU each with a 16-byte state, ${fmt(large)} µs with a 250 KB state (${(large / small).toFixed(2)}x)`)

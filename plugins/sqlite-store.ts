@@ -70,6 +70,17 @@ export const MIGRATIONS: ReadonlyArray<{ version: number, description: string, s
       );
       CREATE INDEX inbox_by_client ON inbox (client_id, id);
       CREATE INDEX inbox_by_expiry ON inbox (expires_at);`
+  },
+  {
+    version: 3,
+    description: 'room offsets in their own table, so a publish does not rewrite the room state',
+    // rooms."offset" stays: it is written with the state, and a room's offset is the larger of the two
+    sql: `
+      CREATE TABLE room_offsets (
+        room     TEXT PRIMARY KEY,
+        "offset" INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      INSERT INTO room_offsets (room, "offset") SELECT room, "offset" FROM rooms;`
   }
 ]
 
@@ -117,10 +128,14 @@ export class SqliteStore implements Store {
   private constructor (readonly db: Database.Database, private readonly opts: SqliteStoreOptions) {
     this.path = db.name
     this.statements = {
-      room: db.prepare<[string], RoomRow>('SELECT state, version, "offset" AS "offset" FROM rooms WHERE room = ?'),
-      rooms: db.prepare<[], RoomSummary>('SELECT room, version, "offset" AS "offset" FROM rooms ORDER BY room'),
+      room: db.prepare<[string], RoomRow>(`SELECT r.state, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset"
+        FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room WHERE r.room = ?`),
+      rooms: db.prepare<[], RoomSummary>(`SELECT r.room, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset"
+        FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room ORDER BY r.room`),
       saveRoom: db.prepare(`INSERT INTO rooms (room, state, version, "offset", updated_at) VALUES (?, ?, ?, ?, ?)
         ON CONFLICT (room) DO UPDATE SET state = excluded.state, version = excluded.version, "offset" = excluded."offset", updated_at = excluded.updated_at`),
+      saveOffset: db.prepare(`INSERT INTO room_offsets (room, "offset") VALUES (?, ?)
+        ON CONFLICT (room) DO UPDATE SET "offset" = excluded."offset"`),
       addMessage: db.prepare('INSERT INTO room_messages (room, "offset", message_id, sender, data, timestamp) VALUES (?, ?, ?, ?, ?, ?)'),
       trimMessages: db.prepare('DELETE FROM room_messages WHERE room = ? AND "offset" <= ?'),
       messagesAfter: db.prepare<[string, number, number], MessageRow>('SELECT "offset" AS "offset", message_id, sender, data, timestamp FROM room_messages WHERE room = ? AND "offset" > ? AND "offset" <= ? ORDER BY "offset"'),
@@ -296,7 +311,12 @@ export class SqliteStore implements Store {
         const out = queue.map(write => write.run())
         for (const room of dirty) {
           const head = this.heads.get(room) as Head
-          this.statements.saveRoom.run(room, head.stateJson, head.version, head.offset, now)
+          // the state (up to ROOM_STATE_MAX_BYTES) is written only when it changed: a publish moves the offset alone
+          if (head.committed === null || head.committed.version !== head.version) {
+            this.statements.saveRoom.run(room, head.stateJson, head.version, head.offset, now)
+          } else if (head.committed.offset !== head.offset) {
+            this.statements.saveOffset.run(room, head.offset)
+          }
         }
         return out
       })()

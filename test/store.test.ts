@@ -76,6 +76,30 @@ t.test('group commit puts the writes of one event-loop turn in one transaction',
   t.equal(since?.version, 100)
 })
 
+t.test('a publish writes its message and the room offset, not the room state; offsets survive a reopen', async t => {
+  const dir = tempDir(t)
+  const first = open(t, dir)
+  const store = first.store
+  // a state near ROOM_STATE_MAX_BYTES (256 KiB), which a publish must not hand to SQLite again
+  const big = { blob: 'x'.repeat(250000) }
+  await store.applyPatch('r', big, { maxBytes: 262144 })
+  for (let i = 1; i <= 50; i++) {
+    await store.appendMessage('r', { messageId: `m${i}`, from: 'a', data: i, timestamp: new Date().toISOString() }, 100)
+  }
+  t.match(store.counters, { commits: 51 }, 'one commit per publish here')
+  const stateRow = () => store.db.prepare('SELECT version, "offset" AS "offset", updated_at FROM rooms WHERE room = ?').get('r')
+  t.match(stateRow(), { version: 1, offset: 0 }, 'the state row was not written again by 50 publishes')
+  t.same(store.db.prepare('SELECT "offset" AS "offset" FROM room_offsets WHERE room = ?').get('r'), { offset: 50 }, 'the offset was')
+
+  await store.applyPatch('r', { n: 1 }, { maxBytes: 262144 })
+  await store.appendMessage('r', { messageId: 'm51', from: 'a', data: 51, timestamp: new Date().toISOString() }, 100)
+  store.close()
+  const again = open(t, dir).store
+  t.same(await again.loadRoom('r'), { room: 'r', state: { ...big, n: 1 }, version: 2, offset: 51 }, 'state, version and offset after a reopen')
+  t.same(await again.listRooms(), [{ room: 'r', version: 2, offset: 51 }], 'and in the room list')
+  t.same((await again.loadRoomSince('r', 49))?.missed.map(m => m.offset), [50, 51])
+})
+
 t.test('with group commit off every write is its own transaction', async t => {
   const { store } = open(t, tempDir(t), { groupCommit: false })
   await Promise.all(Array.from({ length: 20 }, (_, i) => store.applyPatch('r', { [`k${i}`]: i }, { maxBytes: 1e6 })))
