@@ -146,12 +146,12 @@ function crossInstanceSection (lines: string[], servers: Record<string, any>): v
   lines.push('</details>')
 }
 
-function stepRow (name: string, r: any): string {
+function stepRow (name: string, r: any, fixedRate = false): string {
   if (!r?.ok) return `| ${name} | failed: ${String(r?.error ?? 'not run').slice(0, 120)} | | | | | | |`
   const st = judged(r)
   if (!st) return `| ${name} | no step | | | | | | |`
-  const flag = r.best ? '' : ' (none passed; last step shown)'
-  return `| ${name} | ${f(r.best ? st.deliveriesPerSecond : 0)}${flag} | ${f(st.rate)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.latencyMs.p50, 2)} / ${f(st.latencyMs.p99, 2)} / ${f(st.latencyMs.p999, 2)} | ${f(st.serverCpuUsPerDelivery, 2)} | ${f(st.serverCpuPercent)} % | ${f(st.generatorCpuPercent)} %${st.valid ? '' : ' **saturated**'} | ${f(st.serverWaitPercent)} % / ${f(st.generatorWaitPercent)} % |`
+  const flag = r.best || fixedRate ? '' : ' (none passed; last step shown)'
+  return `| ${name} | ${f(r.best || fixedRate ? st.deliveriesPerSecond : 0)}${flag} | ${f(st.rate)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.latencyMs.p50, 2)} / ${f(st.latencyMs.p99, 2)} / ${f(st.latencyMs.p999, 2)} | ${f(st.serverCpuUsPerDelivery, 2)} | ${f(st.serverCpuPercent)} % | ${f(st.generatorCpuPercent)} %${st.valid ? '' : ' **saturated**'} | ${f(st.serverWaitPercent)} % / ${f(st.generatorWaitPercent)} % |`
 }
 
 export function renderMarkdown (res: BenchResults): string {
@@ -193,9 +193,11 @@ export function renderMarkdown (res: BenchResults): string {
         lines.push(`| ${name} | ${f(r.requestsPerSecond)} | ${f(r.latencyMs.p50, 2)} / ${f(r.latencyMs.p99, 2)} | ${f(r.serverCpuUsPerRequest, 1)} | ${r.non2xx} | ${f(r.generatorCpuPercent)} %${r.valid ? '' : ' **invalid**'} |`)
       }
     } else {
-      lines.push('| server | best deliveries/s (≥ 99.99 % delivered, p99 ≤ 50 ms) | rate of that step (/s) | delivered | p50 / p99 / p99.9 ms | server CPU µs/delivery | server CPU | generator CPU | waiting for a CPU: server / generator |')
+      // a fixed-rate latency scenario (S4) has no p99 bar: its one step is the result
+      const fixedRate = (res.params[id] as { maxP99Ms?: number | null } | undefined)?.maxP99Ms == null
+      lines.push(`| server | ${fixedRate ? 'deliveries/s' : 'best deliveries/s (≥ 99.99 % delivered, p99 ≤ 50 ms)'} | rate of that step (/s) | delivered | p50 / p99 / p99.9 ms | server CPU µs/delivery | server CPU | generator CPU | waiting for a CPU: server / generator |`)
       lines.push('|---|---|---|---|---|---|---|---|---|')
-      for (const [name, r] of Object.entries(sc.servers)) lines.push(stepRow(name, r))
+      for (const [name, r] of Object.entries(sc.servers)) lines.push(stepRow(name, r, fixedRate))
       if (id === 'S7') {
         lines.push('')
         lines.push('With the paused clients:')
