@@ -1,5 +1,6 @@
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
+import pino, { type Logger } from 'pino'
 import app, { serverOptions } from './app.js'
 import { ConfigError, loadConfig, type Config } from './plugins/config.js'
 
@@ -24,7 +25,25 @@ closeWithGrace({
   if (err) server.log.error({ event: 'process.error', err }, 'closing after an uncaught error')
   else server.log.info({ event: 'shutdown.step', step: 'signal', signal }, 'shutdown requested')
   await server.close()
+  await logWritten(server.log as Logger)
 })
+
+/**
+ * close-with-grace exits as soon as its handler resolves. pino's stdout stream
+ * (sonic-boom, asynchronous) writes what is left synchronously at exit, which
+ * can land ahead of a write still in flight on the thread pool: under load the
+ * last shutdown lines came out of order, or could be cut off. `logger.flush()`
+ * does not wait for that write (a no-op without minLength), so this waits for
+ * the stream's 'drain' while it is writing, for at most a second.
+ */
+async function logWritten (logger: Logger): Promise<void> {
+  const stream = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as { _writing?: boolean, once?: (event: 'drain', fn: () => void) => void } | undefined
+  if (stream?._writing !== true || typeof stream.once !== 'function') return
+  await new Promise<void>(resolve => {
+    const timer = setTimeout(resolve, 1000)
+    stream.once?.('drain', () => { clearTimeout(timer); resolve() })
+  })
+}
 
 try {
   await server.listen({ port: config.PORT, host: config.HOST })
