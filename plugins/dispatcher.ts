@@ -24,14 +24,14 @@ export type MessageHandler<P extends TProperties> =
   (conn: Connection, message: Static<TObject<P>> & { type: string, id?: string | number }) => unknown
 
 /** What observers are told about one frame (the same object every time, so reporting allocates nothing). */
-export interface MessageEvent { readonly type: string, readonly error?: ErrorCode, readonly reply?: string }
+export interface DispatchEvent { readonly type: string, readonly error?: ErrorCode, readonly reply?: string }
 
 interface Route {
   check: TypeCheck<TObject>
   handler: MessageHandler<TProperties>
   /** The event for a valid message of this type, and those for its replies by reply type. */
-  event: MessageEvent
-  replies: Map<string, MessageEvent>
+  event: DispatchEvent
+  replies: Map<string, DispatchEvent>
 }
 
 export interface DispatcherOptions {
@@ -66,8 +66,8 @@ export class Dispatcher {
   private readonly burst: number
   private readonly floodCloseMs: number
   /** Observers for metrics: called with the type (or the error code) of every frame. */
-  readonly observers: Array<(event: MessageEvent) => void> = []
-  private readonly errorEvents = new Map<ErrorCode, MessageEvent>()
+  readonly observers: Array<(event: DispatchEvent) => void> = []
+  private readonly errorEvents = new Map<ErrorCode, DispatchEvent>()
   /** Wraps the handling of every message of a registered type; unset, messages run bare. */
   around?: AroundMessage
 
