@@ -41,7 +41,6 @@ declare module 'fastify' {
 /** Routes whose requests get no span: the upgrade (each message gets its own) and probes/scrapes. */
 const UNTRACED_PATHS = new Set(['/ws', '/health', '/ready', '/metrics'])
 
-
 /** `ws <type>` spans: one per message of a registered type, a root of its own trace. */
 export function tracedMessages (tracer: Tracer): AroundMessage {
   return async (conn, message, handle) => {
