@@ -1,6 +1,6 @@
 import t from 'tap'
 import { build } from './helper.js'
-import { tryUpgrade } from './ws-client.js'
+import { readAnswer, tryUpgrade } from './ws-client.js'
 import http from 'node:http'
 import { upgrade } from './route-spellings.js'
 import { loadConfig } from '../plugins/config.js'
@@ -24,15 +24,7 @@ t.test('a listed origin, the server\'s own origin and a client without Origin ar
 /** One request with a Host and Origin of the test's choosing (fetch does not let a page, or a test, set Host). */
 function rawRequest (port: number, method: string, path: string, headers: Record<string, string>): Promise<{ status: number, body: any, headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false }, res => {
-      let text = ''
-      res.on('data', (c: Buffer) => { text += c.toString() })
-      res.on('end', () => {
-        let body: any = text
-        try { body = JSON.parse(text) } catch {}
-        resolve({ status: res.statusCode ?? 0, body, headers: res.headers })
-      })
-    })
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false }, res => { readAnswer(res).then(resolve, reject) })
     req.on('error', reject)
     req.end(method === 'POST' ? JSON.stringify({ from: 'page', to: 'alice', text: 'rebound' }) : undefined)
   })
