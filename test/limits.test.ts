@@ -166,3 +166,15 @@ t.test('a connection that has not finished its headers within PENDING_HEADERS_TI
   t.equal(second.status, 200)
   t.equal(second.socket, first.socket, 'the same socket served both: finishing its headers took it out of the pending set')
 })
+
+t.test('a peer TRUST_PROXY trusts is not capped per address before its headers (it carries many clients), only in the total', async t => {
+  const { port, app } = await build(t, { TRUST_PROXY: '127.0.10.10', MAX_PENDING_CONNECTIONS_PER_CLIENT: '2', PENDING_HEADERS_TIMEOUT_MS: '60000' })
+  const slow: Array<{ socket: Socket, closed: Promise<void> }> = []
+  t.teardown(() => { for (const s of slow) s.socket.destroy() })
+  for (let i = 0; i < 5; i++) slow.push(await slowHeaders(port, '127.0.10.10'))
+  for (let i = 0; i < 5; i++) slow.push(await slowHeaders(port, '127.0.10.11'))
+  await Promise.all(slow.slice(7).map(s => s.closed))
+  await waitFor(() => app.pendingConnections.size === 7, 'the pending set to hold the proxy\'s 5 and the client\'s 2')
+  t.ok(slow.slice(0, 7).every(s => !s.socket.destroyed), 'the proxy\'s five and the first two of the other address stay open')
+  t.equal(app.pendingConnections.closed.refused, 3)
+})
