@@ -3,12 +3,12 @@ import type { Server } from 'node:http'
 import { createRequire } from 'node:module'
 import config, { loadConfig, parseOrigins, parseTrustProxy, type Config } from './plugins/config.js'
 import identity from './plugins/identity.js'
-import auth from './plugins/auth.js'
+import auth, { tokenRequired } from './plugins/auth.js'
 import codeExecution from './plugins/code-execution.js'
 import status from './plugins/status.js'
 import metrics from './plugins/metrics.js'
 import tracing, { type TracingOptions } from './plugins/tracing.js'
-import requestLog, { EventLogController, listeningEvent } from './plugins/request-log.js'
+import requestLog, { clientErrorHandler, EventLogController, listeningEvent, redactUrl } from './plugins/request-log.js'
 import openapi from './plugins/openapi.js'
 import connections from './plugins/connections.js'
 import shutdown from './plugins/shutdown.js'
@@ -20,6 +20,7 @@ import redis from './plugins/redis.js'
 import redisLimits from './plugins/redis-limits.js'
 import bus from './plugins/bus.js'
 import limits from './plugins/limits.js'
+import pendingConnections, { trustedPeerOf } from './plugins/pending-connections.js'
 import heartbeat from './plugins/heartbeat.js'
 import store, { type StoreOptions } from './plugins/store.js'
 import inbox from './plugins/inbox.js'
@@ -53,10 +54,7 @@ export function tracingEnabled (env: Record<string, string | undefined>): boolea
   return Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) || env.OTEL_TRACES_ENABLED === 'true'
 }
 
-/** Strips `token` from a URL so a query-string token never reaches a log line. */
-export function redactUrl (url: string): string {
-  return url.replace(/([?&]token=)[^&]*/gi, '$1[REDACTED]')
-}
+export { redactUrl }
 
 /**
  * TRUST_PROXY as Fastify takes it. Fastify 5 ignores a bare hop count (it
@@ -95,6 +93,7 @@ export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
     return503OnClosing: false,
     // no "incoming request"/"request completed": the request-log plugin writes one `http.request` line per response
     logController: new EventLogController(),
+    clientErrorHandler,
     forceCloseConnections: 'idle'
   }
 }
@@ -129,12 +128,17 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
   await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND })
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
-  await fastify.register(cors, { origins: parseOrigins(cfg.CORS_ORIGINS) })
+  await fastify.register(cors, { origins: parseOrigins(cfg.CORS_ORIGINS), publicUrl: cfg.PUBLIC_URL })
   // before the store, so it closes after it (onClose runs last-registered-first): rooms → store → redis
   await fastify.register(redis, { url: cfg.REDIS_URL, instanceTtlMs: cfg.REDIS_INSTANCE_TTL_MS })
-  await fastify.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS, redis: fastify.redisLink?.commands })
   await fastify.register(limits, { maxConnections: cfg.MAX_CONNECTIONS, maxPerClient: cfg.MAX_CONNECTIONS_PER_CLIENT })
   await fastify.register(redisLimits)
+  await fastify.register(pendingConnections, {
+    maxTotal: cfg.MAX_PENDING_CONNECTIONS,
+    maxPerClient: cfg.MAX_PENDING_CONNECTIONS_PER_CLIENT,
+    timeoutMs: cfg.PENDING_HEADERS_TIMEOUT_MS,
+    trustedPeer: trustedPeerOf(cfg.TRUST_PROXY)
+  })
   await fastify.register(heartbeat, { intervalMs: cfg.HEARTBEAT_INTERVAL_MS })
   // onClose runs last-registered-first: rooms flush their writes, then the store closes
   await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS, ...opts.store })
@@ -163,12 +167,28 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     maxBufferedBytes: fastify.connections.sendBuffer.maxBufferedBytes,
     slowConsumerCloses: fastify.connections.sendBuffer.closes
   }))
+  fastify.statusReport.section('pendingConnections', () => ({
+    current: fastify.pendingConnections.size,
+    max: fastify.pendingConnections.maxTotal,
+    perClientMax: fastify.pendingConnections.maxPerClient,
+    timeoutMs: fastify.pendingConnections.timeoutMs,
+    closed: { ...fastify.pendingConnections.closed }
+  }))
   fastify.statusReport.section('rateLimit', () => ({ max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS }))
 
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoute)
-  await fastify.register(wsRoute)
-  await fastify.register(api, { prefix: '/api' })
-  await fastify.register(api, { prefix: '/api/v1' })
+  // Access is a property of where a route is registered, never of its URL's text:
+  // every route in here needs a token in auth mode, and those of the HTTP API
+  // share one rate limit, whatever spelling of the path the router accepts.
+  await fastify.register(async function protectedRoutes (scope) {
+    await scope.register(tokenRequired)
+    await scope.register(wsRoute)
+    await scope.register(async function httpApi (apiScope) {
+      await apiScope.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS, redis: fastify.redisLink?.commands })
+      await apiScope.register(api, { prefix: '/api' })
+      await apiScope.register(api, { prefix: '/api/v1' })
+    })
+  })
   await fastify.register(webConsole)
 }

@@ -9,8 +9,6 @@ import type { Connection } from './connections.js'
 export interface AuthOptions {
   /** AUTH_SECRET: the HS256 key; absent = open mode, every request is anonymous. */
   secret?: string
-  /** URL prefixes that need a valid token in auth mode [['/api/', '/ws']]. */
-  protectedPrefixes?: string[]
 }
 
 /** The claims a token must carry to be accepted; `sub` becomes the client id. */
@@ -80,7 +78,7 @@ export class Auth {
   }
 }
 
-/** The bearer token of a request: the Authorization header, or `?token=` on the upgrade route. */
+/** The bearer token of a request: the Authorization header, or `?token=` on a route whose config allows it (the upgrade). */
 export function tokenOf (request: FastifyRequest, allowQuery: boolean): string | AuthError | undefined {
   const header = request.headers.authorization
   if (header !== undefined) {
@@ -103,17 +101,20 @@ declare module 'fastify' {
     /** Why the request's token was refused; checked before the route runs. */
     authFailure: AuthError | null
   }
+  interface FastifyContextConfig {
+    /** The route takes the token from `?token=` too (a browser cannot set headers on a WebSocket). */
+    tokenInQuery?: boolean
+  }
 }
 
 /**
  * Token auth. onRequest verifies the token and sets `request.principal`, so the
- * rate limit and the connection limits already count by `sub`; preParsing
- * refuses a protected request without a valid token with 401 before its body is
- * read. A failed attempt still counts against its address's rate limit.
+ * rate limit and the connection limits already count by `sub`. Which routes
+ * need a token is decided by where they are registered: inside a context that
+ * registers `tokenRequired` (below), never by comparing the URL's text.
  */
 export default fp<AuthOptions>(async function auth (app, opts) {
   const auth = new Auth(opts.secret)
-  const prefixes = opts.protectedPrefixes ?? ['/api/', '/ws']
   app.decorate('auth', auth)
   app.decorateRequest('authFailure', null)
 
@@ -122,10 +123,8 @@ export default fp<AuthOptions>(async function auth (app, opts) {
     return
   }
 
-  const isProtected = (url: string) => prefixes.some(p => url === p || url.startsWith(p.endsWith('/') ? p : `${p}/`) || url.startsWith(`${p}?`))
-
   app.addHook('onRequest', async (request) => {
-    const found = tokenOf(request, request.url === '/ws' || request.url.startsWith('/ws?'))
+    const found = tokenOf(request, request.routeOptions.config.tokenInQuery === true)
     if (found === undefined) return
     if (found instanceof AuthError) {
       request.authFailure = found
@@ -136,15 +135,6 @@ export default fp<AuthOptions>(async function auth (app, opts) {
     } catch (err) {
       request.authFailure = err instanceof AuthError ? err : new AuthError('invalid', 'invalid token')
     }
-  })
-
-  app.addHook('preParsing', async (request: FastifyRequest, reply: FastifyReply) => {
-    // a CORS preflight carries no credentials by design
-    if (request.principal || request.method === 'OPTIONS' || !isProtected(request.url)) return
-    const failure = request.authFailure ?? new AuthError('missing', 'a bearer token is required')
-    request.log.warn({ event: 'auth.rejected', reason: failure.reason, clientKey: request.clientKey, url: request.routeOptions.url }, 'request refused: no valid token')
-    return reply.code(401).header('www-authenticate', failure.reason === 'missing' ? 'Bearer' : 'Bearer error="invalid_token"')
-      .send({ statusCode: 401, error: 'Unauthorized', message: failure.message })
   })
 
   // A connection lives only as long as its token: at `exp` it is closed with 1008.
@@ -173,3 +163,22 @@ export default fp<AuthOptions>(async function auth (app, opts) {
     timers.clear()
   })
 }, { name: 'auth', fastify: '5.x', dependencies: ['identity', 'connections'] })
+
+/**
+ * Registered inside the encapsulated context that holds the protected routes:
+ * in auth mode every route of that context (and every spelling of its path the
+ * router accepts) refuses a request without a valid token with 401, in
+ * preParsing, before its body is read. A failed attempt still counts against
+ * its address's rate limit (the limit's onRequest hook runs first).
+ */
+export const tokenRequired = fp(async function tokenRequired (app) {
+  if (!app.auth.enabled) return
+  app.addHook('preParsing', async (request: FastifyRequest, reply: FastifyReply) => {
+    // a CORS preflight carries no credentials by design
+    if (request.principal || request.method === 'OPTIONS') return
+    const failure = request.authFailure ?? new AuthError('missing', 'a bearer token is required')
+    request.log.warn({ event: 'auth.rejected', reason: failure.reason, clientKey: request.clientKey, url: request.routeOptions.url }, 'request refused: no valid token')
+    return reply.code(401).header('www-authenticate', failure.reason === 'missing' ? 'Bearer' : 'Bearer error="invalid_token"')
+      .send({ statusCode: 401, error: 'Unauthorized', message: failure.message })
+  })
+}, { name: 'token-required', fastify: '5.x', dependencies: ['auth'] })

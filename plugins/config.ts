@@ -13,6 +13,8 @@ const Bool = (def: boolean) => Type.Boolean({ default: def })
 export const ConfigSchema = Type.Object({
   PORT: Int(0, 5001, 65535),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  /** The origin the server serves its own pages from; unset = derived from the listen address. */
+  PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
   MAX_CONNECTIONS: Int(1, 1000),
   MAX_CONNECTIONS_PER_CLIENT: Int(1, 10),
@@ -26,6 +28,12 @@ export const ConfigSchema = Type.Object({
   /** Node's headersTimeout and requestTimeout: a client slower than this cannot pin a socket. */
   HTTP_HEADERS_TIMEOUT_MS: Int(100, 10000),
   HTTP_REQUEST_TIMEOUT_MS: Int(100, 30000),
+  /** Connections that have not finished their first request's headers, in all; past it the oldest is closed. */
+  MAX_PENDING_CONNECTIONS: Int(1, 512),
+  /** Such connections per client address; more are closed at once. */
+  MAX_PENDING_CONNECTIONS_PER_CLIENT: Int(1, 64),
+  /** Time a new connection has to finish its first request's headers. */
+  PENDING_HEADERS_TIMEOUT_MS: Int(100, 3000),
   HEARTBEAT_INTERVAL_MS: Int(10, 30000),
   SHUTDOWN_GRACE_MS: Int(100, 10000),
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
@@ -66,6 +74,7 @@ function describe (schema: TSchema): string {
   if (schema.type === 'boolean') return 'true or false'
   if (schema.anyOf) return `one of ${schema.anyOf.map((s: TSchema) => s.const).join(', ')}`
   if (schema.pattern === '^rediss?://') return 'a redis:// or rediss:// URL'
+  if (schema.pattern === '^https?://') return 'an http:// or https:// URL'
   return 'a non-empty string'
 }
 
@@ -96,6 +105,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   if (error) fail(error.path.replace(/^\//, ''))
   const config = converted as Config
   parseTrustProxy(config.TRUST_PROXY)
+  if (config.PUBLIC_URL !== undefined && !URL.canParse(config.PUBLIC_URL)) fail('PUBLIC_URL')
   if (config.HTTP_HEADERS_TIMEOUT_MS > config.HTTP_REQUEST_TIMEOUT_MS) {
     throw new ConfigError(`Invalid configuration: HTTP_HEADERS_TIMEOUT_MS must be <= HTTP_REQUEST_TIMEOUT_MS (got ${config.HTTP_HEADERS_TIMEOUT_MS} > ${config.HTTP_REQUEST_TIMEOUT_MS})`)
   }

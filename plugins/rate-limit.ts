@@ -7,20 +7,21 @@ export interface RateLimitOptions {
   max?: number
   /** Window length in milliseconds [60000]. */
   windowMs?: number
-  /** Only URLs under these prefixes are limited [['/api/']]. */
-  prefixes?: string[]
   /** A shared store for many instances (an ioredis client), as @fastify/rate-limit takes it. */
   redis?: unknown
 }
 
+/**
+ * The HTTP rate limit of every route registered in the same encapsulated
+ * context as this plugin (app.ts registers it with the HTTP API), whatever
+ * spelling of the path reached the route; routes outside it are not limited.
+ */
 export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
-  const prefixes = opts.prefixes ?? ['/api/']
   await app.register(rateLimit, {
     global: true,
     max: opts.max ?? 60,
     timeWindow: opts.windowMs ?? 60000,
     keyGenerator: (request: FastifyRequest) => request.clientKey,
-    allowList: (request: FastifyRequest) => !prefixes.some(p => request.url.startsWith(p)),
     // shared across instances; while Redis is down requests pass unlimited rather than fail, so /api/status can say `degraded`
     ...(opts.redis ? { redis: opts.redis as never, nameSpace: 'sb:rl:', skipOnError: true } : {}),
     onExceeded: (request: FastifyRequest, key: string) => {

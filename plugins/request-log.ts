@@ -1,9 +1,36 @@
 import fp from 'fastify-plugin'
-import { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify'
+import { STATUS_CODES } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 
 export interface RequestLogOptions {
   /** Routes whose lines go at debug level: probes and scrapes would drown the rest ['/health', '/ready', '/metrics']. */
   quietRoutes?: string[]
+}
+
+/** A query parameter whose decoded name says it holds a credential; a name that cannot be decoded counts as one. */
+function secretParam (name: string): boolean {
+  try {
+    return /token|secret/i.test(decodeURIComponent(name.replace(/\+/g, ' ')))
+  } catch {
+    return true
+  }
+}
+
+/**
+ * A URL fit for a log line: the value of every query parameter whose decoded
+ * name holds `token` (so `%74oken=` too) becomes [REDACTED]. The router ends
+ * the path at `?` or `#`, so both start the query here.
+ */
+export function redactUrl (url: string): string {
+  const at = url.search(/[?#]/)
+  if (at === -1) return url
+  return url.slice(0, at) + url.slice(at).replace(/([?#&;])([^=&;#?]*)=([^&;#?]*)/g, (all, sep: string, name: string) => secretParam(name) ? `${sep}${name}=[REDACTED]` : all)
+}
+
+/** The path of a URL without its query (which the router ends at `?` or `#`). */
+export function pathOf (url: string): string {
+  return url.split(/[?#]/, 1)[0]
 }
 
 function routeOf (request: FastifyRequest): string {
@@ -41,8 +68,7 @@ export class EventLogController extends LogController {
   }
 
   override routeNotFound (request: FastifyRequest): void {
-    const url = request.raw.url ?? ''
-    request.log.debug({ event: 'http.not_found', method: request.method, path: url.split('?')[0] }, 'no such route')
+    request.log.debug({ event: 'http.not_found', method: request.method, path: pathOf(request.raw.url ?? '') }, 'no such route')
   }
 
   override writeHeadError (error: Error, request: FastifyRequest, reply: FastifyReply): void {
@@ -56,6 +82,28 @@ export class EventLogController extends LogController {
   override serviceUnavailable (logger: { info: (obj: object, msg: string) => void }): void {
     logger.info({ event: 'http.refused_closing', statusCode: 503 }, 'request refused: the server is closing')
   }
+}
+
+const CLIENT_ERRORS: Record<string, [number, string]> = {
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Client Timeout'],
+  HPE_HEADER_OVERFLOW: [431, 'Exceeded maximum allowed HTTP header size']
+}
+
+/**
+ * The `clientErrorHandler` server option: Fastify's default answer to a request
+ * Node could not parse (or that timed out), logged with an event and the error
+ * code only. Fastify's own line carries the error's `rawPacket`: the request's
+ * bytes, a token included.
+ */
+export function clientErrorHandler (this: FastifyInstance, err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [statusCode, message] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'Client Error']
+  this.log.debug({ event: 'http.client_error', statusCode, code: err.code }, 'the client sent a request that could not be parsed')
+  const body = JSON.stringify({ error: STATUS_CODES[statusCode], message, statusCode })
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${statusCode} ${STATUS_CODES[statusCode]}\r\nContent-Length: ${body.length}\r\nContent-Type: application/json\r\n\r\n${body}`)
+  }
+  socket.destroy(err)
 }
 
 /**

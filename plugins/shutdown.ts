@@ -13,6 +13,10 @@ declare module 'fastify' {
     /** Tells every client `server_shutdown`, closes it with 1001 and waits for the sockets to go. */
     disconnectAll: (reason: string) => Promise<void>
   }
+  interface FastifyContextConfig {
+    /** The route is still served while the server shuts down (liveness, readiness). */
+    answersWhileClosing?: boolean
+  }
 }
 
 function closed (conn: Connection): Promise<void> {
@@ -58,12 +62,11 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
   })
 
   // Once shutdown starts, new work is refused with 503 (Connection: close), upgrades included;
-  // liveness and readiness stay answerable so orchestrators see the state.
+  // routes that say `answersWhileClosing` (liveness, readiness) stay answerable so orchestrators see the state.
   // A callback hook, not an async one: it runs for every request and almost always just passes.
   app.addHook('onRequest', function refuseWhileShuttingDown (request, reply, done) {
     if (!app.statusReport.shuttingDown) return done()
-    const path = request.url.split('?', 1)[0]
-    if (path === '/health' || path === '/ready') return done()
+    if (request.routeOptions.config.answersWhileClosing === true) return done()
     reply.header('connection', 'close')
     reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the server is shutting down' })
   })

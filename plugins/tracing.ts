@@ -5,6 +5,7 @@ import {
 } from '@opentelemetry/api'
 import type { AroundMessage } from './dispatcher.js'
 import type { BatchTracer } from './store.js'
+import { pathOf } from './request-log.js'
 
 export interface TracingOptions {
   /**
@@ -39,11 +40,6 @@ declare module 'fastify' {
 
 /** Routes whose requests get no span: the upgrade (each message gets its own) and probes/scrapes. */
 const UNTRACED_PATHS = new Set(['/ws', '/health', '/ready', '/metrics'])
-
-function pathOf (url: string): string {
-  const q = url.indexOf('?')
-  return q === -1 ? url : url.slice(0, q)
-}
 
 /** `ws <type>` spans: one per message of a registered type, a root of its own trace. */
 export function tracedMessages (tracer: Tracer): AroundMessage {

@@ -6,9 +6,20 @@ export interface WebSocketOptions {
   maxPayload?: number
 }
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Set on WebSocket routes when they are declared: the only routes an upgrade request may reach. */
+    acceptsUpgrade?: boolean
+  }
+}
+
 /**
  * @fastify/websocket with our transport settings. Clients are told and closed
  * by the shutdown plugin's preClose, so this one's preClose only stops `ws`.
+ *
+ * An upgrade request that reaches a route without a WebSocket handler (or no
+ * route) is refused with 404 before any upgrade: @fastify/websocket would
+ * upgrade it, log its whole URL (query and token included) and close it.
  */
 export default fp<WebSocketOptions>(async function websocketTransport (app, opts) {
   await app.register(websocket, {
@@ -20,5 +31,14 @@ export default fp<WebSocketOptions>(async function websocketTransport (app, opts
     preClose: function (done) {
       done()
     }
+  })
+
+  app.addHook('onRoute', route => {
+    if (route.websocket || route.wsHandler) route.config = { ...route.config, acceptsUpgrade: true }
+  })
+
+  app.addHook('onRequest', function refuseUpgradeToHttpRoute (request, reply, done) {
+    if (!request.ws || request.routeOptions.config.acceptsUpgrade === true) return done()
+    reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'no WebSocket endpoint at this path; connect to /ws' })
   })
 }, { name: 'websocket', fastify: '5.x' })

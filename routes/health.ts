@@ -6,9 +6,9 @@ const Ready = Type.Object({ status: Type.String(), problems: Type.Optional(Type.
 
 /** Liveness and readiness for load balancers and orchestrators: never rate limited. */
 export default async function healthRoutes (app: FastifyInstance) {
-  app.get('/health', { schema: { response: { 200: Health } } }, async () => ({ status: 'ok' as const }))
+  app.get('/health', { config: { answersWhileClosing: true }, schema: { response: { 200: Health } } }, async () => ({ status: 'ok' as const }))
 
-  app.get('/ready', { schema: { response: { 200: Ready, 503: Ready } } }, async (_request, reply) => {
+  app.get('/ready', { config: { answersWhileClosing: true }, schema: { response: { 200: Ready, 503: Ready } } }, async (_request, reply) => {
     const problems = app.statusReport.problems()
     if (app.statusReport.shuttingDown) return reply.code(503).send({ status: 'shutting_down' })
     if (problems.length > 0) return reply.code(503).send({ status: 'not_ready', problems })

@@ -22,14 +22,25 @@ function rejectionReason (status: number, shuttingDown: boolean): string {
   }
 }
 
+/** The answer to a plain HTTP request for the WebSocket endpoint. */
+const UPGRADE_REQUIRED = {
+  statusCode: 426,
+  error: 'Upgrade Required',
+  message: 'GET /ws is a WebSocket endpoint: connect with a WebSocket client (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13), e.g. new WebSocket("ws://HOST/ws?clientId=alice"); in auth mode pass the token as ?token= or Authorization: Bearer'
+}
+
 export default async function wsRoute (app: FastifyInstance) {
   app.get<{ Querystring: Static<typeof Query> }>('/ws', {
     websocket: true,
+    config: { tokenInQuery: true },
     schema: { querystring: Query },
-    onRequest: async () => { app.metrics.connectionAttempts.inc() },
-    onResponse: async (_request, reply) => {
+    onRequest: async (request, reply) => {
+      if (!request.ws) return reply.code(426).header('upgrade', 'websocket').send(UPGRADE_REQUIRED)
+      app.metrics.connectionAttempts.inc()
+    },
+    onResponse: async (request, reply) => {
       // only refused upgrades get here: an accepted one is hijacked
-      if (reply.statusCode >= 400) app.metrics.connectionRejections.inc({ reason: rejectionReason(reply.statusCode, app.statusReport.shuttingDown) })
+      if (request.ws && reply.statusCode >= 400) app.metrics.connectionRejections.inc({ reason: rejectionReason(reply.statusCode, app.statusReport.shuttingDown) })
     },
     preValidation: [app.checkUpgradeOrigin],
     // after validation, so a refused request never holds a slot

@@ -3,6 +3,7 @@ import { createSigner } from 'fast-jwt'
 import { build, waitFor } from './helper.js'
 import { TestClient, tryUpgrade } from './ws-client.js'
 import { canUseRoom } from '../plugins/auth.js'
+import { concretePath, isPublic, send, spellings, upgrade, watchRoutes, type SeenRoute } from './route-spellings.js'
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789'
 const sign = (claims: Record<string, unknown>, key = SECRET) => createSigner({ key, algorithm: 'HS256' })(claims)
@@ -163,4 +164,52 @@ t.test('a token never appears in the logs, accepted or refused, in a header or t
   }
   t.notOk(raw.includes(SECRET), 'nor the secret')
   t.ok(raw.includes('[REDACTED]'), 'the places a token would be say [REDACTED]')
+})
+
+t.test('every spelling of every protected route the router accepts is refused 401 without a token, /ws upgrade included', async t => {
+  const seen: SeenRoute[] = []
+  const { port, url } = await build(t, { ...env, RATE_LIMIT_MAX: '100000' }, { before: watchRoutes(seen) })
+  const token = sign({ sub: 'alice', role: 'service' })
+  const authorization = `Bearer ${token}`
+  const protectedRoutes = seen.filter(r => !isPublic(r))
+  const names = protectedRoutes.map(r => `${r.method} ${r.url}`)
+  for (const expected of ['GET /ws', 'POST /api/send', 'POST /api/v1/send', 'GET /api/status', 'GET /api/v1/rooms/:room', 'PATCH /api/v1/rooms/:room/state']) {
+    t.ok(names.includes(expected), `${expected} is among the ${names.length} protected routes`)
+  }
+  let accepted = 0
+  let encodedAccepted = 0
+  const leaks: string[] = []
+  for (const route of protectedRoutes) {
+    for (const target of spellings(concretePath(route.url), url)) {
+      if (route.websocket) {
+        if (route.method !== 'GET') continue
+        const withToken = await upgrade(port, target, { authorization })
+        if (withToken.status !== 101) continue
+        accepted++
+        if (target.includes('%')) encodedAccepted++
+        for (const bare of [target, `${target}${target.includes('?') ? '&' : '?'}clientId=alice`]) {
+          const without = await upgrade(port, bare)
+          if (without.status !== 401) leaks.push(`upgrade ${bare}: ${without.status}`)
+        }
+        continue
+      }
+      const withToken = await send(port, route.method, target, { authorization })
+      if (withToken.route !== route.url) continue // the router did not take this spelling for this route
+      accepted++
+      if (target.includes('%')) encodedAccepted++
+      const without = await send(port, route.method, target)
+      if (without.status !== 401 || without.route !== route.url) leaks.push(`${route.method} ${target}: ${without.status} from ${without.route}`)
+    }
+  }
+  t.same(leaks, [], 'no spelling gets past without a token')
+  t.ok(encodedAccepted > protectedRoutes.length * 5, `percent-encoded spellings reach the routes (${encodedAccepted} of ${accepted} accepted spellings), so the test exercises them`)
+  t.ok(accepted >= protectedRoutes.length, `${accepted} accepted spellings of ${protectedRoutes.length} protected routes, each refused without a token`)
+})
+
+t.test('a token in a percent-encoded ?%74oken= is a token for the router, and verified as one', async t => {
+  const { port } = await build(t, env)
+  const good = sign({ sub: 'alice' })
+  t.equal((await upgrade(port, `/ws?%74oken=${good}`)).status, 101, 'a valid token upgrades')
+  t.equal((await upgrade(port, `/ws?%74oken=${sign({ sub: 'alice' }, 'another-secret')}`)).status, 401, 'a forged one does not')
+  t.equal((await upgrade(port, `/%77s?%74oken=${good}`)).status, 101)
 })

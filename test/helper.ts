@@ -36,7 +36,7 @@ export function tempDir (t: TestContext, prefix = 'switchboard-'): string {
  * Builds the whole app on an ephemeral port of 127.0.0.1 with its own data
  * directory, captures its logs, and closes it at teardown.
  */
-export async function build (t: TestContext, env: Record<string, string> = {}, opts: { dataDir?: string, app?: Omit<AppOptions, 'config' | 'env'> } = {}): Promise<Built> {
+export async function build (t: TestContext, env: Record<string, string> = {}, opts: { dataDir?: string, app?: Omit<AppOptions, 'config' | 'env'>, /** Runs on the bare server before the app registers (a test's own hooks see every route). */ before?: (server: FastifyInstance) => void } = {}): Promise<Built> {
   const dataDir = opts.dataDir ?? tempDir(t)
   const config = loadConfig({ LOG_LEVEL: 'info', DATA_DIR: dataDir, ...env })
   const lines: string[] = []
@@ -48,6 +48,7 @@ export async function build (t: TestContext, env: Record<string, string> = {}, o
   })
   const options = serverOptions(config)
   const server = Fastify({ ...options, logger: { ...(options.logger as object), stream } })
+  opts.before?.(server)
   await server.register(fp(app), { ...opts.app, config })
   await server.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => server.close())

@@ -1,6 +1,8 @@
 import t from 'tap'
 import { build, waitFor } from './helper.js'
 import { TestClient, tryUpgrade } from './ws-client.js'
+import { connect, type Socket } from 'node:net'
+import http from 'node:http'
 
 // Every 127.0.0.x address is loopback on Linux, so each stands for a distinct client key.
 const addr = (i: number) => `127.0.${Math.floor(i / 250)}.${(i % 250) + 2}`
@@ -83,4 +85,96 @@ t.test('a refused or invalid upgrade does not hold a slot', async t => {
   const b = await TestClient.connect(wsUrl, { localAddress: '127.0.0.3' })
   t.teardown(() => Promise.all([a.close(), b.close()]))
   t.equal(app.limits.total, 2)
+})
+
+/** A socket that starts a request and never finishes its headers (slowloris). */
+function slowHeaders (port: number, localAddress: string): Promise<{ socket: Socket, closed: Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ port, host: '127.0.0.1', localAddress })
+    const closed = new Promise<void>(resolve => socket.once('close', () => resolve()))
+    socket.on('error', () => {})
+    socket.once('connect', () => {
+      socket.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ')
+      resolve({ socket, closed })
+    })
+    socket.once('error', reject)
+  })
+}
+
+t.test('slow-header sockets: at most MAX_PENDING_CONNECTIONS are kept (the oldest go first), and a new WebSocket connects while 300 are open', async t => {
+  const { wsUrl, port, app } = await build(t, { MAX_PENDING_CONNECTIONS: '40', MAX_PENDING_CONNECTIONS_PER_CLIENT: '4', PENDING_HEADERS_TIMEOUT_MS: '60000' })
+  const slow: Array<{ socket: Socket, closed: Promise<void> }> = []
+  t.teardown(() => { for (const s of slow) s.socket.destroy() })
+  let closedByServer = 0
+  for (let i = 0; i < 300; i++) {
+    const s = await slowHeaders(port, addr(300 + Math.floor(i / 3)))
+    s.closed.then(() => { closedByServer++ }, () => {})
+    slow.push(s)
+  }
+  await waitFor(() => closedByServer >= 260, 'the server to close all but 40 slow sockets', 10000)
+  t.ok(app.pendingConnections.size <= 40, `${app.pendingConnections.size} pending connections kept (cap 40)`)
+  t.ok(slow.slice(-40).every(s => !s.socket.destroyed), 'the 40 newest are the ones kept')
+  t.equal(app.pendingConnections.closed.evicted, 260)
+
+  const started = Date.now()
+  const c = await TestClient.connect(wsUrl, { localAddress: '127.0.7.7' })
+  t.teardown(() => c.close())
+  t.equal((await c.request({ type: 'ping' })).type, 'pong', `a new WebSocket connected in ${Date.now() - started} ms with the slow sockets open`)
+  const status = await (await fetch(`${wsUrl.replace('ws:', 'http:').replace('/ws', '')}/api/status`)).json() as any
+  t.match(status.pendingConnections, { max: 40, perClientMax: 4, closed: { evicted: Number } })
+})
+
+t.test('slow-header sockets from one address: more than MAX_PENDING_CONNECTIONS_PER_CLIENT are closed at once; other addresses are not affected', async t => {
+  const { wsUrl, port, app, logs } = await build(t, { MAX_PENDING_CONNECTIONS_PER_CLIENT: '4', PENDING_HEADERS_TIMEOUT_MS: '60000' })
+  const slow: Array<{ socket: Socket, closed: Promise<void> }> = []
+  t.teardown(() => { for (const s of slow) s.socket.destroy() })
+  for (let i = 0; i < 10; i++) slow.push(await slowHeaders(port, '127.0.8.8'))
+  await Promise.all(slow.slice(4).map(s => s.closed))
+  t.equal(app.pendingConnections.countOf('127.0.8.8'), 4, 'four kept')
+  t.ok(slow.slice(0, 4).every(s => !s.socket.destroyed), 'the first four stay open')
+  t.equal(app.pendingConnections.closed.refused, 6)
+  t.match(logs().find(l => l.event === 'connection.pending_closed'), { level: 40, reason: 'refused', clientKey: '127.0.8.8', perClientLimit: 4 })
+  const c = await TestClient.connect(wsUrl, { localAddress: '127.0.8.9' })
+  t.teardown(() => c.close())
+  t.ok(c.open, 'another address connects')
+  // a connection that finished its headers no longer counts: the same address gets a WebSocket once it has one slot free
+  slow[0].socket.destroy()
+  await waitFor(() => app.pendingConnections.countOf('127.0.8.8') === 3, 'a slot to free up')
+  const mine = await TestClient.connect(wsUrl, { localAddress: '127.0.8.8' })
+  t.teardown(() => mine.close())
+  t.equal(app.pendingConnections.countOf('127.0.8.8'), 3, 'the upgraded connection is not pending')
+})
+
+t.test('a connection that has not finished its headers within PENDING_HEADERS_TIMEOUT_MS is closed; a finished one is kept alive', async t => {
+  const { port, app } = await build(t, { PENDING_HEADERS_TIMEOUT_MS: '300' })
+  const started = Date.now()
+  const s = await slowHeaders(port, '127.0.9.20')
+  await s.closed
+  const took = Date.now() - started
+  t.ok(took >= 250, `closed after ${took} ms (timeout 300 ms)`)
+  t.equal(app.pendingConnections.closed.timed_out, 1)
+
+  // keep-alive: two requests on one socket, the second after the timeout has passed
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  const get = () => new Promise<{ status: number, socket: unknown }>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: '/health', agent }, res => { res.resume(); res.on('end', () => resolve({ status: res.statusCode ?? 0, socket: res.socket })) }).on('error', reject)
+  })
+  const first = await get()
+  await new Promise(resolve => setTimeout(resolve, 600))
+  const second = await get()
+  t.equal(second.status, 200)
+  t.equal(second.socket, first.socket, 'the same socket served both: finishing its headers took it out of the pending set')
+})
+
+t.test('a peer TRUST_PROXY trusts is not capped per address before its headers (it carries many clients), only in the total', async t => {
+  const { port, app } = await build(t, { TRUST_PROXY: '127.0.10.10', MAX_PENDING_CONNECTIONS_PER_CLIENT: '2', PENDING_HEADERS_TIMEOUT_MS: '60000' })
+  const slow: Array<{ socket: Socket, closed: Promise<void> }> = []
+  t.teardown(() => { for (const s of slow) s.socket.destroy() })
+  for (let i = 0; i < 5; i++) slow.push(await slowHeaders(port, '127.0.10.10'))
+  for (let i = 0; i < 5; i++) slow.push(await slowHeaders(port, '127.0.10.11'))
+  await Promise.all(slow.slice(7).map(s => s.closed))
+  await waitFor(() => app.pendingConnections.size === 7, 'the pending set to hold the proxy\'s 5 and the client\'s 2')
+  t.ok(slow.slice(0, 7).every(s => !s.socket.destroyed), 'the proxy\'s five and the first two of the other address stay open')
+  t.equal(app.pendingConnections.closed.refused, 3)
 })

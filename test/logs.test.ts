@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs'
 import { createSigner } from 'fast-jwt'
 import { build, waitFor } from './helper.js'
 import { TestClient, tryUpgrade } from './ws-client.js'
+import { connect } from 'node:net'
+import { concretePath, send, upgrade, watchRoutes, type SeenRoute } from './route-spellings.js'
 
 const SECRET = 'log-test-secret-that-is-long-enough-0123456789'
 const sign = (claims: Record<string, unknown>) => createSigner({ key: SECRET, algorithm: 'HS256' })(claims)
@@ -100,4 +102,52 @@ t.test('a session of traffic and a shutdown: every line is JSON with a catalogue
     t.notOk(raw.includes(token.split('.')[2]), 'no token signature at any level')
   }
   t.notOk(raw.includes(SECRET), 'nor the secret')
+})
+
+t.test('a token sent to every route, by every spelling of its parameter or in a header, never reaches a log line at trace level', async t => {
+  const seen: SeenRoute[] = []
+  const built = await build(t, { AUTH_SECRET: SECRET, LOG_LEVEL: 'trace', RATE_LIMIT_MAX: '100000' }, { before: watchRoutes(seen) })
+  const { port } = built
+  const valid = sign({ sub: 'alice', exp: Math.floor(Date.now() / 1000) + 600 })
+  const forged = createSigner({ key: 'not-the-secret', algorithm: 'HS256' })({ sub: 'alice' })
+  const long = `${'x'.repeat(5000)}.long-token-marker`
+  const tokens = [valid, forged, long]
+  const carriers = (token: string): Array<[string, Record<string, string>]> => [
+    [`?token=${token}`, {}],
+    [`?%74oken=${token}`, {}],
+    [`?TO%4BEN=${token}`, {}],
+    [`?clientId=alice&token=${token}`, {}],
+    [`#&token=${token}`, {}],
+    [`?access_token=${token}`, {}],
+    ['', { authorization: `Bearer ${token}` }],
+    ['', { authorization: `Basic ${token}` }]
+  ]
+  const paths = [...new Set(seen.map(r => concretePath(r.url))), '/no/such/route']
+  let requests = 0
+  for (const path of paths) {
+    for (const token of tokens) {
+      for (const [suffix, headers] of carriers(token)) {
+        await upgrade(port, `${path}${suffix}`, headers)
+        for (const method of ['GET', 'POST']) await send(port, method, `${path}${suffix}`, headers)
+        requests += 3
+      }
+    }
+  }
+  // a request Node cannot parse: Fastify's own handler would log its raw bytes at trace
+  await new Promise<void>(resolve => {
+    const socket = connect(port, '127.0.0.1', () => socket.end(`GET /health?token=${valid} HTTP/1.1\r\nHost: x\r\nBad\u0001Header: ${valid}\r\n\r\n`))
+    socket.on('close', () => resolve())
+    socket.on('error', () => resolve())
+    socket.resume()
+  })
+  await waitFor(() => built.logs().some(l => l.event === 'http.client_error' && l.statusCode === 400), 'the client error line')
+  const raw = built.rawLogs()
+  t.ok(raw.split('\n').length > requests, `${requests} requests to ${paths.length} paths wrote ${raw.split('\n').length} lines`)
+  for (const token of tokens) {
+    const signature = token.split('.').at(-1)!
+    t.notOk(raw.includes(signature), `no token signature (${signature.slice(0, 12)}…) in the log`)
+  }
+  t.notOk(raw.includes('x'.repeat(200)), 'no part of the long token either')
+  t.notOk(raw.includes('Bad\\u0001Header') || raw.includes('rawPacket'), 'nor the raw bytes of an unparsable request')
+  t.ok(raw.includes('[REDACTED]'), 'the places a token would be say [REDACTED]')
 })

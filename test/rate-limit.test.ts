@@ -1,5 +1,6 @@
 import t from 'tap'
 import { build } from './helper.js'
+import { concretePath, isPublic, send, spellings, watchRoutes, type SeenRoute } from './route-spellings.js'
 
 const post = (url: string, text: string) => fetch(`${url}/api/send`, {
   method: 'POST',
@@ -49,4 +50,39 @@ t.test('a spoofed X-Forwarded-For does not dodge the limit when TRUST_PROXY is o
     statuses.push((await fetch(`${url}/api/status`, { headers: { 'x-forwarded-for': `10.0.0.${i}` } })).status)
   }
   t.same(statuses, [200, 200, 429, 429])
+})
+
+t.test('every spelling of every HTTP API route the router accepts counts against the limit and gets 429 past it', async t => {
+  const seen: SeenRoute[] = []
+  const { port, url } = await build(t, { RATE_LIMIT_MAX: '2' }, { before: watchRoutes(seen) })
+  const limited = seen.filter(r => !isPublic(r) && !r.websocket)
+  const names = limited.map(r => `${r.method} ${r.url}`)
+  for (const expected of ['POST /api/send', 'POST /api/v1/send', 'GET /api/status', 'HEAD /api/v1/status', 'POST /api/rooms/:room/publish']) {
+    t.ok(names.includes(expected), `${expected} is among the ${names.length} rate-limited routes`)
+  }
+  // each spelling gets a client address of its own, so a fresh budget of 2
+  let next = 0
+  const address = () => { const i = next++; return `127.1.${Math.floor(i / 250)}.${(i % 250) + 1}` }
+  const escapes: string[] = []
+  let accepted = 0
+  for (const route of limited) {
+    for (const target of spellings(concretePath(route.url), url)) {
+      const from = address()
+      const first = await send(port, route.method, target, {}, from)
+      if (first.route !== route.url) continue // the router did not take this spelling for this route
+      accepted++
+      const second = await send(port, route.method, target, {}, from)
+      const third = await send(port, route.method, target, {}, from)
+      if (first.status === 429 || second.status === 429 || third.status !== 429) escapes.push(`${route.method} ${target}: ${first.status} ${second.status} ${third.status}`)
+    }
+  }
+  t.same(escapes, [], 'the 3rd request of every spelling is refused with 429, the first two are not')
+  t.ok(accepted > limited.length * 5, `${accepted} accepted spellings of ${limited.length} routes checked`)
+
+  // spellings share the canonical path's budget
+  const from = address()
+  t.not((await send(port, 'GET', '/api/status', {}, from)).status, 429)
+  t.not((await send(port, 'GET', '/%61pi/status', {}, from)).status, 429)
+  t.equal((await send(port, 'GET', '/api/v1/st%61tus', {}, from)).status, 429, 'the 3rd request, whatever its spelling, is over the limit')
+  t.equal((await send(port, 'GET', '/health', {}, from)).status, 200, '/health is not limited')
 })

@@ -108,6 +108,20 @@ export class TestClient {
   }
 }
 
+/** The status, body (parsed when JSON) and headers of an HTTP answer. */
+export function readAnswer (res: http.IncomingMessage): Promise<{ status: number, body: any, headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    let text = ''
+    res.on('data', (c: Buffer) => { text += c.toString() })
+    res.on('error', reject)
+    res.on('end', () => {
+      let body: any = text
+      try { body = JSON.parse(text) } catch {}
+      resolve({ status: res.statusCode ?? 0, body, headers: res.headers })
+    })
+  })
+}
+
 /** Attempts an upgrade and reports the HTTP answer when it is refused (status 101 when accepted). */
 export async function tryUpgrade (wsUrl: string, opts: { headers?: Record<string, string>, localAddress?: string, query?: Record<string, string> } = {}): Promise<{ status: number, body: any, headers: http.IncomingHttpHeaders }> {
   const url = new URL(wsUrl)
@@ -118,15 +132,7 @@ export async function tryUpgrade (wsUrl: string, opts: { headers?: Record<string
       resolve({ status: 101, body: null, headers: {} })
       ws.close()
     })
-    ws.once('unexpected-response', (_req, res) => {
-      let text = ''
-      res.on('data', (c: Buffer) => { text += c.toString() })
-      res.on('end', () => {
-        let body: any = text
-        try { body = JSON.parse(text) } catch {}
-        resolve({ status: res.statusCode ?? 0, body, headers: res.headers })
-      })
-    })
+    ws.once('unexpected-response', (_req, res) => { readAnswer(res).then(resolve, reject) })
     ws.once('error', (err) => {
       if (!(err.message ?? '').startsWith('Unexpected server response')) reject(err)
     })
