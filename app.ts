@@ -10,6 +10,7 @@ import metrics from './plugins/metrics.js'
 import tracing, { type TracingOptions } from './plugins/tracing.js'
 import requestLog, { EventLogController, listeningEvent } from './plugins/request-log.js'
 import openapi from './plugins/openapi.js'
+import errors from './plugins/errors.js'
 import connections from './plugins/connections.js'
 import shutdown from './plugins/shutdown.js'
 import dispatcher from './plugins/dispatcher.js'
@@ -85,6 +86,8 @@ export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
     },
     trustProxy: trustProxyOption(cfg.TRUST_PROXY),
     bodyLimit: Math.max(1048576, cfg.ROOM_STATE_MAX_BYTES * 2),
+    // find-my-way's default (100) is below a room name's 128 characters: such a room answered 414 over HTTP
+    routerOptions: { maxParamLength: 512 },
     // Fastify's default requestTimeout is 0 (none): a slow-header or slow-body client could pin a socket
     requestTimeout: cfg.HTTP_REQUEST_TIMEOUT_MS,
     http: {
@@ -116,6 +119,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   const cfg = opts?.config ?? loadConfig(env)
 
   await fastify.register(config, { config: cfg })
+  // before every route: validation wording, the JSON body parser and error codes apply to all of them
+  await fastify.register(errors)
   // first: @fastify/otel wraps the handlers of the routes registered after it
   await fastify.register(tracing, { enabled: tracingEnabled(env), serviceVersion: pkg.version, ...opts?.tracing })
   await fastify.register(identity)

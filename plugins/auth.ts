@@ -144,7 +144,7 @@ export default fp<AuthOptions>(async function auth (app, opts) {
     const failure = request.authFailure ?? new AuthError('missing', 'a bearer token is required')
     request.log.warn({ event: 'auth.rejected', reason: failure.reason, clientKey: request.clientKey, url: request.routeOptions.url }, 'request refused: no valid token')
     return reply.code(401).header('www-authenticate', failure.reason === 'missing' ? 'Bearer' : 'Bearer error="invalid_token"')
-      .send({ statusCode: 401, error: 'Unauthorized', message: failure.message })
+      .send({ statusCode: 401, error: 'Unauthorized', code: 'unauthorized', message: failure.message })
   })
 
   // A connection lives only as long as its token: at `exp` it is closed with 1008.

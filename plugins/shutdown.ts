@@ -65,7 +65,7 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
     const path = request.url.split('?', 1)[0]
     if (path === '/health' || path === '/ready') return done()
     reply.header('connection', 'close')
-    reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the server is shutting down' })
+    reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: 'shutting_down', message: 'the server is shutting down' })
   })
 
   app.addHook('preClose', async () => {

@@ -1,8 +1,4 @@
-import { Type } from '@sinclair/typebox'
+import { ErrorRef } from '../../plugins/errors.js'
 
-/** Fastify's error shape, which every /api error keeps (fields may be added). */
-export const ErrorBody = Type.Object({
-  statusCode: Type.Integer(),
-  error: Type.String(),
-  message: Type.String()
-}, { additionalProperties: true })
+/** Fastify's error shape plus `code`, which every /api error keeps (fields may be added): the shared `Error` schema. */
+export const ErrorBody = ErrorRef

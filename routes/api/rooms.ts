@@ -59,7 +59,7 @@ export default async function roomRoutes (app: FastifyInstance) {
   app.addHook('preHandler', async (request, reply) => {
     const room = (request.params as { room?: string } | undefined)?.room
     if (room !== undefined && !canUseRoom(request.principal, room)) {
-      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `this token may not use room ${room}` })
+      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: `this token may not use room ${room}` })
     }
   })
 
@@ -77,7 +77,7 @@ export default async function roomRoutes (app: FastifyInstance) {
     try {
       const room = await app.rooms.describe(request.params.room)
       if (room) return room
-      return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `room ${request.params.room} has never been used` })
+      return reply.code(404).send({ statusCode: 404, error: 'Not Found', code: 'not_found', message: `room ${request.params.room} has never been used` })
     } catch (err) {
       return sendRoomError(reply, err)
     }
@@ -87,11 +87,11 @@ export default async function roomRoutes (app: FastifyInstance) {
     schema: { params: Params, body: PublishBody, response: { 200: PublishReply, 400: ErrorBody, 403: ErrorBody, 413: ErrorBody, 503: ErrorBody } }
   }, async (request, reply) => {
     const from = senderOf(request.principal, request.body.from)
-    if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'a token may only publish as its own sub' })
+    if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only publish as its own sub' })
     // a message no member could receive over WebSocket is refused up front
     const bytes = Buffer.byteLength(JSON.stringify(request.body.data ?? null))
     if (bytes > app.config.WS_MAX_PAYLOAD) {
-      return reply.code(413).send({ statusCode: 413, error: 'Payload Too Large', message: `data is ${bytes} bytes, more than WS_MAX_PAYLOAD (${app.config.WS_MAX_PAYLOAD})` })
+      return reply.code(413).send({ statusCode: 413, error: 'Payload Too Large', code: 'payload_too_large', message: `data: must be at most ${app.config.WS_MAX_PAYLOAD} bytes as JSON (WS_MAX_PAYLOAD), got ${bytes}` })
     }
     try {
       const result = await app.rooms.publish(from, request.params.room, request.body.data)
@@ -105,7 +105,7 @@ export default async function roomRoutes (app: FastifyInstance) {
     schema: { params: Params, body: PatchBody, response: { 200: PatchReply, 400: ErrorBody, 403: ErrorBody, 409: ErrorBody, 413: ErrorBody, 503: ErrorBody } }
   }, async (request, reply) => {
     const from = senderOf(request.principal, request.body.from)
-    if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'a token may only update as its own sub' })
+    if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only update as its own sub' })
     try {
       const { version } = await app.rooms.update(from, request.params.room, request.body.patch, request.body.baseVersion)
       return { ok: true as const, version }

@@ -21,7 +21,7 @@ export default async function sendRoute (app: FastifyInstance) {
     const { from, to, text } = request.body
     const principal = request.principal
     if (principal && principal.role !== 'service' && principal.sub !== from) {
-      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'a token may only send as its own sub' })
+      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only send as its own sub' })
     }
     const result = await app.directMessages.send(from, to, text)
     return { ok: true as const, ...result }
