@@ -31,6 +31,7 @@ import webConsole from './plugins/console.js'
 import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
+import asyncApiRoute from './routes/asyncapi.js'
 import api from './routes/api/index.js'
 
 const pkg = createRequire(import.meta.url)('../package.json') as { version: string }
@@ -173,6 +174,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoute)
   await fastify.register(wsRoute)
+  await fastify.register(asyncApiRoute, { version: pkg.version })
   await fastify.register(api, { prefix: '/api' })
   await fastify.register(api, { prefix: '/api/v1' })
   await fastify.register(webConsole)

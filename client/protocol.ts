@@ -16,6 +16,15 @@ export interface Welcome {
     maxRoomsPerConnection?: number
     roomHistorySize?: number
     roomStateMaxBytes?: number
+    messageBurst?: number
+    textMaxLength?: number
+    roomNameMaxLength?: number
+    roomNamePattern?: string
+    clientIdMaxLength?: number
+    clientIdPattern?: string
+    execCodeMaxLength?: number
+    requestIdMaxLength?: number
+    [limit: string]: number | string | undefined
   }
 }
 
