@@ -175,7 +175,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(metricsRoute)
   await fastify.register(wsRoute)
   await fastify.register(asyncApiRoute, { version: pkg.version })
-  await fastify.register(api, { prefix: '/api' })
+  await fastify.register(api, { prefix: '/api', aliasOf: '/api/v1' })
   await fastify.register(api, { prefix: '/api/v1' })
   await fastify.register(webConsole)
 }
