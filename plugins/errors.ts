@@ -18,6 +18,19 @@ export type HttpErrorCode =
   | 'unauthorized' | 'not_found' | 'payload_too_large' | 'unsupported_media_type'
   | 'connection_limit_exceeded' | 'shutting_down' | 'method_not_allowed' | 'request_timeout' | 'uri_too_long'
 
+/** What each HTTP-only code means (a code added to HttpErrorCode without a line here fails to compile). */
+export const HTTP_ERROR_CODES: Record<HttpErrorCode, string> = {
+  unauthorized: '401: auth mode and no valid token (missing, malformed, expired, wrong signature)',
+  not_found: '404: a room never used',
+  payload_too_large: '413: the body is over the HTTP body limit, or a publish\'s `data` is over WS_MAX_PAYLOAD',
+  unsupported_media_type: '415: a body whose content-type is neither application/json nor text/plain',
+  connection_limit_exceeded: 'an upgrade refused: 503 (`scope: total`, MAX_CONNECTIONS) or 429 (`scope: client`, MAX_CONNECTIONS_PER_CLIENT), with `limit` and `current`',
+  shutting_down: '503: the server is shutting down',
+  method_not_allowed: '405: the route does not take this method',
+  request_timeout: '408: the request did not arrive within HTTP_REQUEST_TIMEOUT_MS',
+  uri_too_long: '414: a path parameter is longer than the router accepts (512 characters)'
+}
+
 /** One failed rule of a schema, whichever validator found it. */
 interface Issue {
   /** JSON pointer of the value (`/text`, `/patch/a`), '' for the whole value. */
@@ -171,7 +184,7 @@ export function parseJson (text: string): unknown {
 export const ErrorSchema = Type.Object({
   statusCode: Type.Integer({ description: 'the HTTP status' }),
   error: Type.String({ description: 'the HTTP reason phrase (`connection_limit_exceeded` on refused upgrades)' }),
-  code: Type.String({ description: 'machine-readable: the WebSocket error codes plus the HTTP ones (docs/protocol.md, Errors)' }),
+  code: Type.String({ description: 'machine-readable: the WebSocket error codes (invalid_message, version_conflict, …) plus the HTTP ones (unauthorized, payload_too_large, …); see /docs/asyncapi.json and docs/protocol.md' }),
   message: Type.String({ description: 'for people: names the field and the limit' })
 }, {
   $id: 'Error',
