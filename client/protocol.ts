@@ -1,4 +1,4 @@
-/** Wire types of the Switchboard protocol (see docs/protocol.md and the contract). */
+/** Wire types of the Switchboard protocol (see docs/protocol.md and /docs/asyncapi.json). */
 
 export type RequestId = string | number
 export type JsonObject = Record<string, unknown>
