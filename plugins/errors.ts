@@ -234,7 +234,8 @@ function normalize (err: FastifyError, request: FastifyRequest): void {
       err.message = 'content-length: does not match the body'
       break
   }
-  if (err.code === undefined || err.code.startsWith('FST_') || err.code.startsWith('ERR_')) {
+  // our codes are snake_case words; Fastify's (FST_…), Node's (ERR_…, ECONN…) and drivers' (SQLITE_…) are replaced
+  if (typeof err.code !== 'string' || !/^[a-z]+(_[a-z]+)*$/.test(err.code)) {
     (err as { code: string }).code = BY_STATUS[status] ?? (status >= 500 ? 'internal_error' : 'invalid_message')
   }
 }
