@@ -128,7 +128,7 @@ export class Dispatcher {
       return this.fail(conn, undefined, 'invalid_message', (err as Error).message)
     }
     if (message === null || typeof message !== 'object' || Array.isArray(message)) {
-      return this.fail(conn, undefined, 'invalid_message', 'a message must be a JSON object with a "type"')
+      return this.fail(conn, undefined, 'invalid_message', 'message: must be a JSON object with a "type"')
     }
     const msg = message as Record<string, unknown>
     const id = typeof msg.id === 'string' || typeof msg.id === 'number' ? msg.id : undefined
