@@ -10,6 +10,7 @@ import metrics from './plugins/metrics.js'
 import tracing, { type TracingOptions } from './plugins/tracing.js'
 import requestLog, { clientErrorHandler, EventLogController, listeningEvent, redactUrl } from './plugins/request-log.js'
 import openapi from './plugins/openapi.js'
+import errors from './plugins/errors.js'
 import connections from './plugins/connections.js'
 import shutdown from './plugins/shutdown.js'
 import dispatcher from './plugins/dispatcher.js'
@@ -31,6 +32,7 @@ import webConsole from './plugins/console.js'
 import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
+import asyncApiRoute from './routes/asyncapi.js'
 import api from './routes/api/index.js'
 
 const pkg = createRequire(import.meta.url)('../package.json') as { version: string }
@@ -83,6 +85,8 @@ export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
     },
     trustProxy: trustProxyOption(cfg.TRUST_PROXY),
     bodyLimit: Math.max(1048576, cfg.ROOM_STATE_MAX_BYTES * 2),
+    // find-my-way's default (100) is below a room name's 128 characters: such a room answered 414 over HTTP
+    routerOptions: { maxParamLength: 512 },
     // Fastify's default requestTimeout is 0 (none): a slow-header or slow-body client could pin a socket
     requestTimeout: cfg.HTTP_REQUEST_TIMEOUT_MS,
     http: {
@@ -115,6 +119,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   const cfg = opts?.config ?? loadConfig(env)
 
   await fastify.register(config, { config: cfg })
+  // before every route: validation wording, the JSON body parser and error codes apply to all of them
+  await fastify.register(errors)
   // first: @fastify/otel wraps the handlers of the routes registered after it
   await fastify.register(tracing, { enabled: tracingEnabled(env), serviceVersion: pkg.version, ...opts?.tracing })
   await fastify.register(identity)
@@ -178,6 +184,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
 
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoute)
+  await fastify.register(asyncApiRoute, { version: pkg.version })
   // Access is a property of where a route is registered, never of its URL's text:
   // every route in here needs a token in auth mode, and those of the HTTP API
   // share one rate limit, whatever spelling of the path the router accepts.
@@ -186,7 +193,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     await scope.register(wsRoute)
     await scope.register(async function httpApi (apiScope) {
       await apiScope.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS, redis: fastify.redisLink?.commands })
-      await apiScope.register(api, { prefix: '/api' })
+      await apiScope.register(api, { prefix: '/api', aliasOf: '/api/v1' })
       await apiScope.register(api, { prefix: '/api/v1' })
     })
   })

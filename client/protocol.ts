@@ -1,4 +1,4 @@
-/** Wire types of the Switchboard protocol (see docs/protocol.md and the contract). */
+/** Wire types of the Switchboard protocol (see docs/protocol.md and /docs/asyncapi.json). */
 
 export type RequestId = string | number
 export type JsonObject = Record<string, unknown>
@@ -16,6 +16,15 @@ export interface Welcome {
     maxRoomsPerConnection?: number
     roomHistorySize?: number
     roomStateMaxBytes?: number
+    messageBurst?: number
+    textMaxLength?: number
+    roomNameMaxLength?: number
+    roomNamePattern?: string
+    clientIdMaxLength?: number
+    clientIdPattern?: string
+    execCodeMaxLength?: number
+    requestIdMaxLength?: number
+    [limit: string]: number | string | undefined
   }
 }
 

@@ -14,6 +14,20 @@ data=$2
 url=${SWITCHBOARD_URL:-http://127.0.0.1:5001}
 from=${FROM:-curl}
 
+# percent-encodes every byte but the unreserved ones (RFC 3986), so a room name
+# with '/', '?', '#' or a space reaches the server as one path segment (and gets its 400)
+urlencode () {
+  local LC_ALL=C s=$1 out='' c hex i
+  for ((i = 0; i < ${#s}; i++)); do
+    c=${s:i:1}
+    case $c in
+      [A-Za-z0-9_.~-]) out+=$c ;;
+      *) printf -v hex '%%%02X' "'$c"; out+=$hex ;;
+    esac
+  done
+  printf '%s' "$out"
+}
+
 looks_like_json () {
   if command -v jq >/dev/null 2>&1; then
     printf '%s' "$1" | jq . >/dev/null 2>&1
@@ -40,7 +54,7 @@ fi
 
 # --fail-with-body: a 4xx/5xx exits non-zero and still prints the server's error
 curl --silent --show-error --fail-with-body \
-  -X POST "${url}/api/rooms/${room}/publish" \
+  -X POST "${url}/api/rooms/$(urlencode "$room")/publish" \
   -H 'content-type: application/json' \
   "${auth[@]}" \
   --data "{\"from\":\"${from}\",\"data\":${json}}"

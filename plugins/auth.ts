@@ -179,6 +179,6 @@ export const tokenRequired = fp(async function tokenRequired (app) {
     const failure = request.authFailure ?? new AuthError('missing', 'a bearer token is required')
     request.log.warn({ event: 'auth.rejected', reason: failure.reason, clientKey: request.clientKey, url: request.routeOptions.url }, 'request refused: no valid token')
     return reply.code(401).header('www-authenticate', failure.reason === 'missing' ? 'Bearer' : 'Bearer error="invalid_token"')
-      .send({ statusCode: 401, error: 'Unauthorized', message: failure.message })
+      .send({ statusCode: 401, error: 'Unauthorized', code: 'unauthorized', message: failure.message })
   })
 }, { name: 'token-required', fastify: '5.x', dependencies: ['auth'] })

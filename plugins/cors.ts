@@ -104,6 +104,6 @@ export default fp<CorsOptions>(async function corsPolicy (app, opts) {
     const origin = request.headers.origin
     if (policy.allows(origin)) return
     request.log.warn({ event: 'connection.rejected', reason: 'origin', origin: origin?.slice(0, 200), clientKey: request.clientKey }, 'upgrade from an origin that is not allowed')
-    return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'origin not allowed' })
+    return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'origin not allowed' })
   })
 }, { name: 'cors', fastify: '5.x', dependencies: ['identity'] })

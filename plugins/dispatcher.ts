@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
-import sjson from 'secure-json-parse'
 import { Type, type TProperties, type Static, type TObject } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { Connection } from './connections.js'
+import { parseJson, typeboxMessage } from './errors.js'
 
 /** The error codes of the wire contract (plus `internal_error` for the unexpected). */
 export type ErrorCode =
@@ -27,6 +27,7 @@ export type MessageHandler<P extends TProperties> =
 export interface DispatchEvent { readonly type: string, readonly error?: ErrorCode, readonly reply?: string }
 
 interface Route {
+  schema: TObject
   check: TypeCheck<TObject>
   handler: MessageHandler<TProperties>
   /** The event for a valid message of this type, and those for its replies by reply type. */
@@ -81,12 +82,17 @@ export class Dispatcher {
     return [...this.routes.keys()]
   }
 
+  /** The schema each registered type is validated with (envelope included), for documents such as AsyncAPI. */
+  get schemas (): Map<string, TObject> {
+    return new Map([...this.routes].map(([type, route]) => [type, route.schema]))
+  }
+
   /** Declares a message type: its fields' schema (besides `type` and `id`) and its handler. */
   register<P extends TProperties> (type: string, fields: P, handler: MessageHandler<P>): void {
     if (this.routes.has(type)) throw new Error(`message type ${type} is already registered`)
     const envelope: TProperties = { ...fields, type: Type.Literal(type), id: Type.Optional(RequestId) }
     const schema = Type.Object(envelope)
-    this.routes.set(type, { check: TypeCompiler.Compile(schema), handler: handler as MessageHandler<TProperties>, event: Object.freeze({ type }), replies: new Map() })
+    this.routes.set(type, { schema, check: TypeCompiler.Compile(schema), handler: handler as MessageHandler<TProperties>, event: Object.freeze({ type }), replies: new Map() })
   }
 
   /** Resolves with the outcome (undefined for a frame dropped unanswered, or when a wrapper ran it). */
@@ -117,27 +123,28 @@ export class Dispatcher {
 
     let message: unknown
     try {
-      message = sjson.parse(data.toString(), undefined, { protoAction: 'error', constructorAction: 'error' })
-    } catch {
-      return this.fail(conn, undefined, 'invalid_message', 'the frame is not valid JSON')
+      message = parseJson(data.toString())
+    } catch (err) {
+      return this.fail(conn, undefined, 'invalid_message', (err as Error).message)
     }
     if (message === null || typeof message !== 'object' || Array.isArray(message)) {
-      return this.fail(conn, undefined, 'invalid_message', 'a message must be a JSON object with a "type"')
+      return this.fail(conn, undefined, 'invalid_message', 'message: must be a JSON object with a "type"')
     }
     const msg = message as Record<string, unknown>
     const id = typeof msg.id === 'string' || typeof msg.id === 'number' ? msg.id : undefined
-    if (typeof msg.type !== 'string') return this.fail(conn, id, 'invalid_message', 'a message must have a string "type"')
+    if (typeof msg.type !== 'string') return this.fail(conn, id, 'invalid_message', 'type: must be a string naming the message type')
     const route = this.routes.get(msg.type)
-    if (!route) return this.fail(conn, id, 'unknown_type', `unknown message type ${JSON.stringify(msg.type.slice(0, 64))}`)
+    if (!route) {
+      const known = this.types
+      return this.fail(conn, id, 'unknown_type', `type: unknown message type ${JSON.stringify(msg.type.slice(0, 64))}; known types: ${known.join(', ')}`, { knownTypes: known })
+    }
     return [route, msg as RoutedMessage, id]
   }
 
   /** Validates a message of a known type and runs its handler; resolves with the outcome. */
   private async run (conn: Connection, route: Route, msg: RoutedMessage, id: string | number | undefined): Promise<MessageOutcome> {
     if (!route.check.Check(msg)) {
-      const first = route.check.Errors(msg).First()
-      const where = first?.path ? first.path.slice(1) : 'message'
-      return this.fail(conn, id, 'invalid_message', `${where}: ${first?.message ?? 'invalid'}`)
+      return this.fail(conn, id, 'invalid_message', typeboxMessage(route.check.Errors(msg).First()))
     }
 
     for (const observe of this.observers) observe(route.event)

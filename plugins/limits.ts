@@ -118,6 +118,7 @@ export default fp<LimitsOptions>(async function limits (app, opts) {
       return reply.code(code).send({
         statusCode: code,
         error: 'connection_limit_exceeded',
+        code: 'connection_limit_exceeded',
         message: result.scope === 'total'
           ? `this server accepts at most ${result.limit} connections`
           : `at most ${result.limit} connections per client`,

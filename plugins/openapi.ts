@@ -11,7 +11,8 @@ export interface OpenApiOptions {
 
 /**
  * OpenAPI 3 generated from the route schemas. Registered before the routes so
- * every route is seen; the WebSocket protocol is described in docs/protocol.md.
+ * every route is seen; the WebSocket protocol is the AsyncAPI document at
+ * /docs/asyncapi.json (routes/asyncapi.ts).
  */
 export default fp<OpenApiOptions>(async function openapi (app, opts) {
   await app.register(swagger, {
@@ -19,13 +20,34 @@ export default fp<OpenApiOptions>(async function openapi (app, opts) {
       openapi: '3.0.3',
       info: {
         title: 'Switchboard HTTP API',
-        description: 'Direct messages, rooms and status over HTTP. Every /api route is also served under /api/v1. The WebSocket protocol (GET /ws) is described in docs/protocol.md.',
+        description: [
+          'Direct messages, rooms and status over HTTP, for backends. The routes are documented under /api/v1; /api serves the same routes unversioned (tag "unversioned alias").',
+          '',
+          'Errors: every error reply is the `Error` schema, `{"statusCode","error","code","message"}` plus details; `code` is machine-readable and `message` names the field and the limit, worded as over WebSocket.',
+          '',
+          'Auth mode (AUTH_SECRET set): every /api route needs `Authorization: Bearer <jwt>`. Rate limit: RATE_LIMIT_MAX requests per RATE_LIMIT_WINDOW_MS per client, 429 past it.',
+          '',
+          'The WebSocket protocol (GET /ws) is described by the AsyncAPI 3 document at /docs/asyncapi.json.'
+        ].join('\n'),
         version: opts.version ?? '1.0.0'
       },
+      tags: [
+        { name: 'messages', description: 'Direct messages to clients, delivered live or queued while they are offline' },
+        { name: 'rooms', description: 'Rooms: list, describe, publish, update the shared JSON state' },
+        { name: 'status', description: 'What this instance holds and how it is doing' },
+        { name: 'health', description: 'Probes and metrics for load balancers, orchestrators and Prometheus; no token, no rate limit' },
+        { name: 'unversioned alias', description: 'The /api routes: the same as /api/v1, without the version in the path' }
+      ],
       components: {
-        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } }
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'only when the server runs with AUTH_SECRET' } }
       },
       security: [{ bearer: [] }]
+    },
+    // shared schemas keep their $id as their component name (#/components/schemas/Error)
+    refResolver: {
+      buildLocalReference (json, _baseUri, _fragment, i) {
+        return typeof json.$id === 'string' ? json.$id : `def-${i}`
+      }
     }
   })
   await app.register(swaggerUi, { routePrefix: opts.routePrefix ?? '/docs', uiConfig: { docExpansion: 'list' } })

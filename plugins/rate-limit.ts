@@ -22,6 +22,9 @@ export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
     max: opts.max ?? 60,
     timeWindow: opts.windowMs ?? 60000,
     keyGenerator: (request: FastifyRequest) => request.clientKey,
+    // the contract's code and a message naming the limit (the error handler sends it in Fastify's shape)
+    errorResponseBuilder: (_request: FastifyRequest, context: { max: number, after: string, statusCode: number }) =>
+      Object.assign(new Error(`more than ${context.max} requests per ${opts.windowMs ?? 60000} ms (RATE_LIMIT_MAX); retry in ${context.after}`), { statusCode: context.statusCode, code: 'rate_limited' }),
     // shared across instances; while Redis is down requests pass unlimited rather than fail, so /api/status can say `degraded`
     ...(opts.redis ? { redis: opts.redis as never, nameSpace: 'sb:rl:', skipOnError: true } : {}),
     onExceeded: (request: FastifyRequest, key: string) => {

@@ -68,7 +68,7 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
     if (!app.statusReport.shuttingDown) return done()
     if (request.routeOptions.config.answersWhileClosing === true) return done()
     reply.header('connection', 'close')
-    reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', message: 'the server is shutting down' })
+    reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: 'shutting_down', message: 'the server is shutting down' })
   })
 
   app.addHook('preClose', async () => {

@@ -39,6 +39,6 @@ export default fp<WebSocketOptions>(async function websocketTransport (app, opts
 
   app.addHook('onRequest', function refuseUpgradeToHttpRoute (request, reply, done) {
     if (!request.ws || request.routeOptions.config.acceptsUpgrade === true) return done()
-    reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'no WebSocket endpoint at this path; connect to /ws' })
+    reply.code(404).send({ statusCode: 404, error: 'Not Found', code: 'not_found', message: 'no WebSocket endpoint at this path; connect to /ws' })
   })
 }, { name: 'websocket', fastify: '5.x' })

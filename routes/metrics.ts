@@ -6,7 +6,10 @@ export default async function metricsRoute (app: FastifyInstance) {
   app.get('/metrics', {
     config: { metrics: false },
     schema: {
-      description: 'Prometheus metrics of this instance (text exposition format)',
+      tags: ['health'],
+      security: [],
+      summary: 'Prometheus metrics',
+      description: 'Prometheus metrics of this instance (text exposition format). Not rate limited, no token needed; with several instances, scrape each.',
       produces: ['text/plain'],
       response: { 200: Type.String({ description: 'Prometheus text format 0.0.4' }) }
     }

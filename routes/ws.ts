@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Connection } from '../plugins/connections.js'
 import { ClientId } from '../plugins/direct-messages.js'
+import { RequestId } from '../plugins/dispatcher.js'
 
 const Query = Type.Object({
   clientId: Type.Optional(ClientId),
@@ -26,10 +27,32 @@ function rejectionReason (status: number, shuttingDown: boolean): string {
 const UPGRADE_REQUIRED = {
   statusCode: 426,
   error: 'Upgrade Required',
+  code: 'upgrade_required',
   message: 'GET /ws is a WebSocket endpoint: connect with a WebSocket client (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13), e.g. new WebSocket("ws://HOST/ws?clientId=alice"); in auth mode pass the token as ?token= or Authorization: Bearer'
 }
 
+/**
+ * The limits of message fields a client can hit, read from the schemas the
+ * dispatcher validates with (and the upgrade's clientId), so `welcome` cannot
+ * announce a bound other than the enforced one.
+ */
+export function messageFieldLimits (app: FastifyInstance) {
+  const field = (type: string, name: string) => app.dispatcher.schemas.get(type)?.properties[name]
+  const room = field('join', 'room')
+  return {
+    messageBurst: app.config.WS_MESSAGES_PER_SECOND * 2,
+    textMaxLength: field('send', 'text')?.maxLength,
+    roomNameMaxLength: room?.maxLength,
+    roomNamePattern: room?.pattern,
+    clientIdMaxLength: ClientId.maxLength,
+    clientIdPattern: ClientId.pattern,
+    execCodeMaxLength: field('exec', 'code')?.maxLength,
+    requestIdMaxLength: RequestId.anyOf[0].maxLength
+  }
+}
+
 export default async function wsRoute (app: FastifyInstance) {
+  let fieldLimits: ReturnType<typeof messageFieldLimits> | undefined
   app.get<{ Querystring: Static<typeof Query> }>('/ws', {
     websocket: true,
     config: { tokenInQuery: true },
@@ -89,7 +112,8 @@ export default async function wsRoute (app: FastifyInstance) {
         messagesPerSecond: config.WS_MESSAGES_PER_SECOND,
         maxRoomsPerConnection: config.MAX_ROOMS_PER_CONNECTION,
         roomHistorySize: config.ROOM_HISTORY_SIZE,
-        roomStateMaxBytes: config.ROOM_STATE_MAX_BYTES
+        roomStateMaxBytes: config.ROOM_STATE_MAX_BYTES,
+        ...(fieldLimits ??= messageFieldLimits(app))
       }
     })
     app.connections.add(conn)

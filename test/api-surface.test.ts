@@ -70,6 +70,45 @@ t.test('/docs/json is an OpenAPI 3 document listing every HTTP route with its re
   t.match(await ui.text(), /swagger/i, 'the UI is served at /docs')
 })
 
+t.test('/docs/json is usable by a person: tags, summaries, examples, described responses, /api/v1 documented once', async t => {
+  const { url } = await build(t)
+  const doc = await (await fetch(`${url}/docs/json`)).json() as any
+  const declared = new Set((doc.tags as Array<{ name: string, description: string }>).map(tag => tag.name))
+  for (const tag of doc.tags) t.ok(tag.description, `tag ${tag.name} is described`)
+  t.match(doc.components.schemas.Error, { type: 'object', required: ['statusCode', 'error', 'code', 'message'] }, 'one shared Error schema, with code')
+  t.match(doc.info.description, /\/docs\/asyncapi\.json/, 'the document points to the WebSocket protocol')
+  const used = new Set<string>()
+  for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {
+    for (const [method, op] of Object.entries(ops)) {
+      const name = `${method.toUpperCase()} ${path}`
+      t.equal(op.tags?.length, 1, `${name}: one tag`)
+      t.ok(declared.has(op.tags?.[0]), `${name}: its tag ${op.tags?.[0]} is declared (not "default")`)
+      used.add(op.tags?.[0])
+      t.ok(op.summary, `${name}: a summary`)
+      t.ok(op.description, `${name}: a description`)
+      for (const [status, response] of Object.entries(op.responses as Record<string, any>)) {
+        t.ok(response.description && response.description !== 'Default Response', `${name} ${status}: described`)
+        if (Number(status) >= 400 && path !== '/ready') {
+          t.equal(response.content?.['application/json']?.schema?.$ref, '#/components/schemas/Error', `${name} ${status}: the shared Error schema`)
+        }
+      }
+      const body = op.requestBody?.content?.['application/json']
+      if (body) t.ok(body.example ?? body.examples, `${name}: its body has examples`)
+      const alias = path.startsWith('/api/') && !path.startsWith('/api/v1/')
+      if (alias) {
+        t.same(op.tags, ['unversioned alias'], `${name}: marked as the alias`)
+        t.equal(op.summary, `Alias of ${method.toUpperCase()} ${path.replace(/^\/api\//, '/api/v1/')}`, `${name}: names the route it aliases`)
+        t.ok(doc.paths[path.replace(/^\/api\//, '/api/v1/')]?.[method], `${name}: whose documentation exists`)
+      } else if (path.startsWith('/api/v1/')) {
+        t.not(op.tags[0], 'unversioned alias', `${name}: documented under its area`)
+        t.ok(op.responses['400'] || method === 'get', `${name}: documents its 400`)
+      }
+    }
+  }
+  t.same([...declared].filter(tag => !used.has(tag)), [], 'every declared tag has routes')
+  t.same([...used].sort(), ['health', 'messages', 'rooms', 'status', 'unversioned alias'])
+})
+
 t.test('the plugins are exported one by one and work in a bare Fastify app (examples/embed)', async t => {
   for (const name of ['config', 'limits', 'heartbeat', 'status', 'connections', 'dispatcher', 'websocket', 'rooms', 'store', 'metrics']) {
     const specifier = `switchboard/plugins/${name}`

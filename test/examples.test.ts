@@ -58,4 +58,11 @@ t.test('examples/publish.sh publishes to a room over HTTP with curl', async t =>
   const bad = await run('bash', [`${examples}publish.sh`, 'bad!room', '1'], { env }).then(() => null, (err: { code: number, stdout: string }) => err)
   t.not(bad, null, 'an invalid room name makes the script fail')
   t.match(bad?.stdout, /statusCode/, 'and it prints the server error')
+  // the room is URL-encoded: each of these reaches the publish route as one name and gets its 400, not another route
+  for (const name of ['a/b', 'x?y=1', 'two words', 'a#b', 'caf\u00e9']) {
+    const refused = await run('bash', [`${examples}publish.sh`, name, '1'], { env }).then(() => null, (err: { code: number, stdout: string }) => err)
+    t.match(JSON.parse(refused?.stdout ?? '{}'), { statusCode: 400, code: 'invalid_message', message: 'room: must match ^[A-Za-z0-9_.:-]+$' }, `${JSON.stringify(name)}: the server names the room field`)
+  }
+  const colon = await run('bash', [`${examples}publish.sh`, 'team:ops.2', '"ok"'], { env })
+  t.match(JSON.parse(colon.stdout), { ok: true }, 'a valid name with : and . is published to')
 })

@@ -1,8 +1,16 @@
 import { Type } from '@sinclair/typebox'
+import { ErrorRef } from '../../plugins/errors.js'
 
-/** Fastify's error shape, which every /api error keeps (fields may be added). */
-export const ErrorBody = Type.Object({
-  statusCode: Type.Integer(),
-  error: Type.String(),
-  message: Type.String()
-}, { additionalProperties: true })
+/** Fastify's error shape plus `code`, which every /api error keeps (fields may be added): the shared `Error` schema. */
+export const ErrorBody = ErrorRef
+
+/** An error response of a route: the shared `Error` schema, with what this status means here. */
+export function errorResponse (description: string) {
+  return Type.Unsafe<typeof ErrorRef.static>({ $ref: 'Error#', description })
+}
+
+/** The error responses every /api route can give, besides its own. */
+export const commonErrors = {
+  401: errorResponse('`unauthorized`: auth mode (AUTH_SECRET set) and no valid bearer token'),
+  429: errorResponse('`rate_limited`: more than RATE_LIMIT_MAX requests in RATE_LIMIT_WINDOW_MS from this client; see `retry-after`')
+}

@@ -3,32 +3,43 @@ import { Type, type Static } from '@sinclair/typebox'
 import { ClientId } from '../../plugins/direct-messages.js'
 import { WsError } from '../../plugins/dispatcher.js'
 import { Offset, RoomName, StatePatch, Version } from '../../plugins/rooms.js'
-import { ErrorBody } from './errors.js'
+import { commonErrors, errorResponse } from './errors.js'
 import { canUseRoom } from '../../plugins/auth.js'
 
-const Params = Type.Object({ room: RoomName })
+const Params = Type.Object({ room: { ...RoomName, description: 'room name: 1-128 characters of A-Z a-z 0-9 _ . : -' } })
 
 const RoomList = Type.Object({
   rooms: Type.Array(Type.Object({ room: Type.String(), members: Type.Integer({ minimum: 0 }), version: Version }))
-})
+}, { description: 'Every stored room and every room with members, sorted by name', examples: [{ rooms: [{ room: 'doc', members: 2, version: 3 }] }] })
 const RoomView = Type.Object({
   room: Type.String(),
   state: Type.Record(Type.String(), Type.Unknown()),
   version: Version,
   offset: Offset,
   members: Type.Array(Type.String())
-})
+}, { description: 'The room: its state and version, its last offset and its members (client ids)', examples: [{ room: 'doc', state: { title: 'Draft' }, version: 3, offset: 12, members: ['alice', 'bob'] }] })
 
-const PublishBody = Type.Object({ from: Type.Optional(ClientId), data: Type.Unknown() })
+const PublishBody = Type.Object({
+  from: Type.Optional({ ...ClientId, description: 'sender shown to members [server]; with a user token, its own sub' }),
+  data: Type.Unknown({ description: 'any JSON value, at most WS_MAX_PAYLOAD bytes serialized' })
+}, { examples: [{ data: { text: 'build 42 passed' } }, { from: 'ci', data: 42 }] })
 const PublishReply = Type.Object({
   ok: Type.Literal(true),
   offset: Offset,
   messageId: Type.String(),
   delivered: Type.Integer({ minimum: 0 })
-})
+}, { description: 'Committed: `offset` is the message\'s place in the room, `delivered` the connections it reached here', examples: [{ ok: true, offset: 13, messageId: '3c9a1f52-7a55-4a49-8c61-2f4b0b7e2d90', delivered: 2 }] })
 
-const PatchBody = Type.Object({ patch: StatePatch, baseVersion: Type.Optional(Version), from: Type.Optional(ClientId) })
-const PatchReply = Type.Object({ ok: Type.Literal(true), version: Version })
+const PatchBody = Type.Object({
+  patch: { ...StatePatch, description: 'RFC 7396 JSON Merge Patch: an object; null deletes a key' },
+  baseVersion: Type.Optional({ ...Version, description: 'apply only if the room is at exactly this version (409 otherwise)' }),
+  from: Type.Optional({ ...ClientId, description: 'shown in the state broadcast [server]; with a user token, its own sub' })
+}, { examples: [{ patch: { title: 'Final', draft: null } }, { patch: { count: 2 }, baseVersion: 1 }] })
+const PatchReply = Type.Object({ ok: Type.Literal(true), version: Version }, { description: 'Committed; `version` is the room\'s new version', examples: [{ ok: true, version: 4 }] })
+
+const badRoom = errorResponse('`invalid_message`: the room name or a body field breaks its schema; the message names it')
+const roomForbidden = errorResponse('`forbidden`: the token\'s `rooms` claim does not allow this room, or a user token names another `from`')
+const storeDown = errorResponse('`unavailable`: the store could not load or commit; nothing changed, retry')
 
 /** Sender named in room_message/state when an HTTP caller names none. */
 export const SERVER_SENDER = 'server'
@@ -59,11 +70,18 @@ export default async function roomRoutes (app: FastifyInstance) {
   app.addHook('preHandler', async (request, reply) => {
     const room = (request.params as { room?: string } | undefined)?.room
     if (room !== undefined && !canUseRoom(request.principal, room)) {
-      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `this token may not use room ${room}` })
+      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: `this token may not use room ${room}` })
     }
   })
 
-  app.get('/rooms', { schema: { response: { 200: RoomList, 503: ErrorBody } } }, async (_request, reply) => {
+  app.get('/rooms', {
+    schema: {
+      tags: ['rooms'],
+      summary: 'List rooms',
+      description: 'Every stored room and every room with members on any instance, with its member count and state version.',
+      response: { 200: RoomList, 503: storeDown, ...commonErrors }
+    }
+  }, async (_request, reply) => {
     try {
       return { rooms: await app.rooms.list() }
     } catch (err) {
@@ -72,26 +90,39 @@ export default async function roomRoutes (app: FastifyInstance) {
   })
 
   app.get<{ Params: Static<typeof Params> }>('/rooms/:room', {
-    schema: { params: Params, response: { 200: RoomView, 404: ErrorBody, 503: ErrorBody } }
+    schema: {
+      tags: ['rooms'],
+      summary: 'Describe a room',
+      description: 'The room\'s state, version, last offset and members. 404 for a room never used (no message, no state, no member).',
+      params: Params,
+      response: { 200: RoomView, 400: badRoom, 403: roomForbidden, 404: errorResponse('`not_found`: the room has never been used'), 503: storeDown, ...commonErrors }
+    }
   }, async (request, reply) => {
     try {
       const room = await app.rooms.describe(request.params.room)
       if (room) return room
-      return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `room ${request.params.room} has never been used` })
+      return reply.code(404).send({ statusCode: 404, error: 'Not Found', code: 'not_found', message: `room ${request.params.room} has never been used` })
     } catch (err) {
       return sendRoomError(reply, err)
     }
   })
 
   app.post<{ Params: Static<typeof Params>, Body: Static<typeof PublishBody> }>('/rooms/:room/publish', {
-    schema: { params: Params, body: PublishBody, response: { 200: PublishReply, 400: ErrorBody, 403: ErrorBody, 413: ErrorBody, 503: ErrorBody } }
+    schema: {
+      tags: ['rooms'],
+      summary: 'Publish to a room',
+      description: 'Server-side publish: every member gets `{"type":"room_message",...}` with the next offset, and the message enters the room\'s history. Answered after the commit.',
+      params: Params,
+      body: PublishBody,
+      response: { 200: PublishReply, 400: badRoom, 403: roomForbidden, 413: errorResponse('`payload_too_large`: `data` is larger than WS_MAX_PAYLOAD serialized (no member could receive it), or the body exceeds the HTTP body limit'), 503: storeDown, ...commonErrors }
+    }
   }, async (request, reply) => {
     const from = senderOf(request.principal, request.body.from)
-    if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'a token may only publish as its own sub' })
+    if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only publish as its own sub' })
     // a message no member could receive over WebSocket is refused up front
     const bytes = Buffer.byteLength(JSON.stringify(request.body.data ?? null))
     if (bytes > app.config.WS_MAX_PAYLOAD) {
-      return reply.code(413).send({ statusCode: 413, error: 'Payload Too Large', message: `data is ${bytes} bytes, more than WS_MAX_PAYLOAD (${app.config.WS_MAX_PAYLOAD})` })
+      return reply.code(413).send({ statusCode: 413, error: 'Payload Too Large', code: 'payload_too_large', message: `data: must be at most ${app.config.WS_MAX_PAYLOAD} bytes as JSON (WS_MAX_PAYLOAD), got ${bytes}` })
     }
     try {
       const result = await app.rooms.publish(from, request.params.room, request.body.data)
@@ -102,10 +133,25 @@ export default async function roomRoutes (app: FastifyInstance) {
   })
 
   app.patch<{ Params: Static<typeof Params>, Body: Static<typeof PatchBody> }>('/rooms/:room/state', {
-    schema: { params: Params, body: PatchBody, response: { 200: PatchReply, 400: ErrorBody, 403: ErrorBody, 409: ErrorBody, 413: ErrorBody, 503: ErrorBody } }
+    schema: {
+      tags: ['rooms'],
+      summary: 'Update a room\'s state',
+      description: 'Applies a JSON Merge Patch to the room\'s state; members get `{"type":"state",...}` with the patch. Keys `__proto__`, `constructor` and `prototype` are refused at any depth. Answered after the commit.',
+      params: Params,
+      body: PatchBody,
+      response: {
+        200: PatchReply,
+        400: badRoom,
+        403: roomForbidden,
+        409: errorResponse('`version_conflict`: `baseVersion` is not the current version, given in `currentVersion`'),
+        413: errorResponse('`state_too_large`: the state after the patch would exceed ROOM_STATE_MAX_BYTES (`bytes`, `maxBytes`); or `payload_too_large` for the body limit'),
+        503: storeDown,
+        ...commonErrors
+      }
+    }
   }, async (request, reply) => {
     const from = senderOf(request.principal, request.body.from)
-    if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'a token may only update as its own sub' })
+    if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only update as its own sub' })
     try {
       const { version } = await app.rooms.update(from, request.params.room, request.body.patch, request.body.baseVersion)
       return { ok: true as const, version }

@@ -1,27 +1,39 @@
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { ClientId, MessageText } from '../../plugins/direct-messages.js'
-import { ErrorBody } from './errors.js'
+import { commonErrors, errorResponse } from './errors.js'
 
-const SendBody = Type.Object({ from: ClientId, to: ClientId, text: MessageText })
+const SendBody = Type.Object({
+  from: { ...ClientId, description: 'sender shown to the recipient; with a user token, its own sub' },
+  to: { ...ClientId, description: 'recipient client id: every connection of it gets the message' },
+  text: MessageText
+}, { examples: [{ from: 'billing', to: 'alice', text: 'Your invoice is ready' }] })
 const SendReply = Type.Object({
   ok: Type.Literal(true),
   messageId: Type.String(),
   delivered: Type.Integer({ minimum: 0 }),
   queued: Type.Boolean()
-})
+}, { description: 'Accepted: `delivered` connections got it now; `queued` when the recipient was offline (it gets it on connecting)', examples: [{ ok: true, messageId: '0b6f4e8e-3f0a-4c1e-9a39-6c1b2f0d7a11', delivered: 1, queued: false }] })
 
 export default async function sendRoute (app: FastifyInstance) {
   app.post<{ Body: Static<typeof SendBody> }>('/send', {
     schema: {
+      tags: ['messages'],
+      summary: 'Send a direct message to a client',
+      description: 'Delivers `text` to every WebSocket connection of `to` as `{"type":"message",...}`; when it has none, the message waits in its inbox (INBOX_MAX, INBOX_TTL_MS) and is delivered after its next `welcome`.',
       body: SendBody,
-      response: { 200: SendReply, 400: ErrorBody, 403: ErrorBody }
+      response: {
+        200: SendReply,
+        400: errorResponse('`invalid_message`: a field is missing, empty, too long or has characters outside its pattern; the message names it'),
+        403: errorResponse('`forbidden`: a user token may only send as its own sub'),
+        ...commonErrors
+      }
     }
   }, async (request, reply) => {
     const { from, to, text } = request.body
     const principal = request.principal
     if (principal && principal.role !== 'service' && principal.sub !== from) {
-      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'a token may only send as its own sub' })
+      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only send as its own sub' })
     }
     const result = await app.directMessages.send(from, to, text)
     return { ok: true as const, ...result }

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { Type } from '@sinclair/typebox'
+import { commonErrors } from './errors.js'
 
 const Open = { additionalProperties: true }
 export const StatusBody = Type.Object({
@@ -12,13 +13,15 @@ export const StatusBody = Type.Object({
   rateLimit: Type.Object({ max: Type.Integer(), windowMs: Type.Integer() }, Open),
   codeExecution: Type.Object({ enabled: Type.Boolean() }, Open),
   problems: Type.Optional(Type.Array(Type.String()))
-}, Open)
+}, { ...Open, description: 'This instance; `status` is `degraded` when a dependency (Redis) is down, with the reasons in `problems`' })
 
 export default async function statusRoute (app: FastifyInstance) {
   app.get('/status', {
     schema: {
-      description: 'This instance: connections against the limits, rooms, Redis, rate limit, code execution',
-      response: { 200: StatusBody }
+      tags: ['status'],
+      summary: 'Status of this instance',
+      description: 'This instance: connections against the limits, rooms, Redis, rate limit, code execution. With several instances, each reports its own.',
+      response: { 200: StatusBody, ...commonErrors }
     }
   }, async () => app.statusReport.report())
 }

@@ -1,0 +1,71 @@
+import t from 'tap'
+import { Parser } from '@asyncapi/parser'
+import { Value } from '@sinclair/typebox/value'
+import { FormatRegistry } from '@sinclair/typebox'
+import { build } from './helper.js'
+import { TestClient, type Msg } from './ws-client.js'
+import { SERVER_MESSAGES, serverMessageTypes } from '../plugins/asyncapi.js'
+
+t.test('/docs/asyncapi.json is a valid AsyncAPI 3 document of the dispatcher\'s message types', async t => {
+  const { url, app } = await build(t)
+  const res = await fetch(`${url}/docs/asyncapi.json`)
+  t.equal(res.status, 200)
+  t.match(res.headers.get('content-type'), /application\/json/)
+  const doc = await res.json() as any
+  t.match(doc.asyncapi, /^3\./, 'AsyncAPI 3')
+  const { document, diagnostics } = await new Parser().parse(structuredClone(doc))
+  const problems = diagnostics.filter(d => d.severity <= 1).map(d => `${d.code} at ${d.path.join('.')}: ${d.message}`)
+  t.same(problems, [], 'the AsyncAPI parser reports no error or warning')
+  t.ok(document, 'and parses it')
+  const broken = structuredClone(doc)
+  broken.operations.receive_ping.action = 'shout'
+  const refused = await new Parser().parse(broken)
+  t.ok(refused.diagnostics.some(d => d.severity === 0), 'the same parser refuses an operation with an invalid action')
+
+  const messages = doc.channels.ws.messages
+  for (const [type, schema] of app.dispatcher.schemas) {
+    t.same(messages[type]?.payload, JSON.parse(JSON.stringify(schema)), `${type}: the payload is the schema the dispatcher validates with`)
+    t.match(doc.operations[`receive_${type}`], { action: 'receive', messages: [{ $ref: `#/channels/ws/messages/${type}` }] }, `${type}: a receive operation`)
+  }
+  const clientTypes = Object.values(doc.operations as Record<string, any>).filter(o => o.action === 'receive').map(o => o.messages[0].$ref.split('/').pop())
+  t.same(clientTypes.sort(), [...app.dispatcher.types].sort(), 'no other client message is documented')
+  const serverTitles = [...new Set(Object.entries(messages).filter(([name]) => !app.dispatcher.types.includes(name)).map(([, m]: [string, any]) => m.title))]
+  t.same(serverTitles.sort(), serverMessageTypes().sort(), 'every server message type is documented')
+  t.notOk(((await (await fetch(`${url}/docs/json`)).json()) as any).paths['/docs/asyncapi.json'], 'not an HTTP API route in the OpenAPI document')
+})
+
+t.test('what the server sends matches the documented schemas', async t => {
+  // the contract's timestamps: ISO 8601, UTC, milliseconds
+  FormatRegistry.Set('date-time', v => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(v) && !Number.isNaN(Date.parse(v)))
+  const { wsUrl, url, app } = await build(t, { ENABLE_CODE_EXECUTION: 'true' })
+  const bob = await TestClient.connect(wsUrl, { clientId: 'bob' })
+  const alice = await TestClient.connect(wsUrl, { clientId: 'alice' })
+  await bob.request({ type: 'join', room: 'doc' })
+  await alice.request({ type: 'ping' })
+  await alice.request({ type: 'send', to: 'bob', text: 'hi' })
+  await alice.request({ type: 'join', room: 'doc' })
+  await alice.request({ type: 'publish', room: 'doc', data: { n: 1 } })
+  await alice.request({ type: 'update', room: 'doc', patch: { title: 'x' } })
+  await alice.request({ type: 'exec', room: 'doc', code: '1 + 1' })
+  await bob.next('exec_result')
+  await alice.request({ type: 'publish', room: 'elsewhere', data: 1 })
+  await alice.request({ type: 'leave', room: 'doc' })
+  await bob.next('presence')
+  await fetch(`${url}/api/send`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ from: 'svc', to: 'carol', text: 'queued' }) })
+  const carol = await TestClient.connect(wsUrl, { clientId: 'carol' })
+  await carol.next('message')
+  const closing = app.close()
+  await Promise.all([alice, bob, carol].map(c => c.next('server_shutdown')))
+  await closing
+
+  const shapes = Object.entries(SERVER_MESSAGES)
+  const seen = new Set<string>()
+  for (const m of [...alice.received, ...bob.received, ...carol.received] as Msg[]) {
+    const candidates = shapes.filter(([, s]) => s.payload.properties.type.const === m.type)
+    t.ok(candidates.length > 0, `${m.type} is a documented server message`)
+    const fits = candidates.filter(([, s]) => Value.Check(s.payload, m))
+    t.ok(fits.length > 0, `${m.type} fits its schema: ${JSON.stringify(m).slice(0, 160)}`)
+    for (const [name] of fits) seen.add(name)
+  }
+  t.same([...seen].sort(), Object.keys(SERVER_MESSAGES).sort(), 'the session produced every documented server message')
+})
