@@ -58,7 +58,7 @@ process.stdout.write(\`consumer ready app=\${portOf(server)} echo=\${portOf(bare
 `
 }
 
-t.test('the npm package as a consumer gets it: packed, installed without optional packages, type-checked strictly, started', { timeout: 600000 }, async t => {
+t.test('the npm package as a consumer gets it: packed, installed without optional packages, type-checked strictly, started', { timeout: 170000 }, async t => {
   const started = Date.now()
   const dir = tempDir(t, 'switchboard-consumer-')
 
