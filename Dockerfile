@@ -20,6 +20,8 @@ WORKDIR /app
 COPY --from=build --chown=node:node /app/package.json ./package.json
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --from=build --chown=node:node /app/dist ./dist
+# the web console: public/build/ is written by npm run build
+COPY --from=build --chown=node:node /app/public ./public
 RUN mkdir -p /data && chown node:node /data
 USER node
 EXPOSE 5001

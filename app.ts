@@ -1,7 +1,9 @@
 import type { FastifyHttpOptions, FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { Server } from 'node:http'
+import { realpathSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import config, { loadConfig, parseOrigins, parseTrustProxy, type Config } from './plugins/config.js'
+import { isIP } from 'node:net'
+import config, { ConfigError, exitOnConfigError, loadConfig, parseOrigins, parseTrustProxy, type Config } from './plugins/config.js'
 import identity from './plugins/identity.js'
 import auth, { tokenRequired } from './plugins/auth.js'
 import codeExecution from './plugins/code-execution.js'
@@ -102,16 +104,43 @@ export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
   }
 }
 
+/** Whether this process is fastify-cli's `fastify start`: then this module is the program, not a library. */
+function startedByFastifyCli (): boolean {
+  try {
+    return /[\\/]fastify-cli[\\/]cli\.js$/.test(realpathSync(process.argv[1] ?? ''))
+  } catch {
+    return false
+  }
+}
+
+const fastifyCli = startedByFastifyCli()
+
+/**
+ * fastify-cli listens where -a/--address or FASTIFY_ADDRESS say, else on
+ * localhost (0.0.0.0 in a container); it never reads HOST and no server option
+ * changes that. Under it, an explicit HOST that the bound addresses do not match
+ * stops the process with one line instead of serving somewhere else.
+ */
+function checkFastifyCliAddress (fastify: FastifyInstance, host: string): void {
+  fastify.addHook('onListen', async function () {
+    const bound = fastify.addresses().map(a => typeof a === 'string' ? a : a.address)
+    if (isIP(host) === 0 || bound.every(a => a === host)) return
+    exitOnConfigError(new ConfigError(`Invalid configuration: HOST is ${host} but fastify-cli listens on ${bound.join(', ')} (it reads -a/--address or FASTIFY_ADDRESS, not HOST): run fastify start -a ${host}, as npm run start:cli does`))
+  })
+}
+
 function optionsFromEnvironment (): FastifyHttpOptions<Server> {
   try {
     return serverOptions(loadConfig(process.env))
-  } catch {
-    // the app plugin reports the configuration error when it registers
+  } catch (err) {
+    // under fastify-cli: the same one line as `npm start`, not its stack trace
+    if (fastifyCli) exitOnConfigError(err)
+    // embedded: the app plugin reports the configuration error when it registers
     return { logger: true }
   }
 }
 
-/** Server options for `fastify start dist/app.js`. */
+/** Server options for `fastify start -o dist/app.js`; under fastify-cli a bad variable exits with one line. */
 export const options = optionsFromEnvironment()
 
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
@@ -119,6 +148,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   const cfg = opts?.config ?? loadConfig(env)
 
   await fastify.register(config, { config: cfg })
+  if (fastifyCli && env.HOST?.trim()) checkFastifyCliAddress(fastify, cfg.HOST)
   // before every route: validation wording, the JSON body parser and error codes apply to all of them
   await fastify.register(errors)
   // first: @fastify/otel wraps the handlers of the routes registered after it

@@ -2,19 +2,22 @@ import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import pino, { type Logger } from 'pino'
 import app, { serverOptions } from './app.js'
-import { ConfigError, loadConfig, type Config } from './plugins/config.js'
+import { exitOnConfigError, loadConfig, type Config } from './plugins/config.js'
 
 let config: Config
 try {
   config = loadConfig(process.env)
 } catch (err) {
-  if (!(err instanceof ConfigError)) throw err
-  process.stderr.write(`${err.message}\n`)
-  process.exit(1)
+  exitOnConfigError(err)
 }
 
 const server = Fastify(serverOptions(config))
-await server.register(app, { config })
+// a feature switched on without its optional package is a configuration error too
+try {
+  await server.register(app, { config })
+} catch (err) {
+  exitOnConfigError(err)
+}
 
 closeWithGrace({
   delay: config.SHUTDOWN_GRACE_MS,

@@ -66,6 +66,30 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
+/** For the entry points (server.ts, fastify-cli): a ConfigError becomes its one line on stderr and exit code 1; anything else is rethrown. */
+export function exitOnConfigError (err: unknown): never {
+  if (!(err instanceof ConfigError)) throw err
+  process.stderr.write(`${err.message}\n`)
+  process.exit(1)
+}
+
+/**
+ * Imports an optional dependency of a feature that is switched on. When the
+ * package is not installed (`npm install --omit=optional`), fails with a
+ * ConfigError naming the setting that turned it on and the package to install.
+ */
+export async function importOptional<T> (pkg: string, setting: string, load: () => Promise<T>): Promise<T> {
+  try {
+    return await load()
+  } catch (err) {
+    const code = (err as { code?: string }).code
+    if ((code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && String((err as Error).message).includes(pkg)) {
+      throw new ConfigError(`Invalid configuration: ${setting} needs the optional package ${pkg}, which is not installed (npm install ${pkg})`)
+    }
+    throw err
+  }
+}
+
 function describe (schema: TSchema): string {
   if (schema.type === 'integer') {
     const max = schema.maximum === Number.MAX_SAFE_INTEGER ? '' : ` and <= ${schema.maximum}`

@@ -65,11 +65,15 @@ function sameOriginAsHost (origin: string, host: string | undefined): boolean {
   return url.host === target.host
 }
 
+/** preValidation hook for the upgrade route: CORS does not protect WebSockets, this does. */
+// declared out here: inside `declare module 'fastify'` the emitted .d.ts could not name FastifyReply
+export type CheckUpgradeOrigin = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+
 declare module 'fastify' {
   interface FastifyInstance {
     origins: OriginPolicy
     /** preValidation hook for the upgrade route: CORS does not protect WebSockets, this does. */
-    checkUpgradeOrigin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+    checkUpgradeOrigin: CheckUpgradeOrigin
   }
 }
 

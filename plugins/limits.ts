@@ -97,11 +97,15 @@ export class ConnectionLimits {
   }
 }
 
+/** preValidation hook for the upgrade route: takes a slot or answers 503/429. */
+// declared out here: inside `declare module 'fastify'` the emitted .d.ts could not name FastifyReply
+export type AcquireConnectionSlot = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+
 declare module 'fastify' {
   interface FastifyInstance {
     limits: ConnectionLimits
     /** preValidation hook for the upgrade route: takes a slot or answers 503/429. */
-    acquireConnectionSlot: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+    acquireConnectionSlot: AcquireConnectionSlot
   }
 }
 

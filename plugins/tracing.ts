@@ -3,6 +3,7 @@ import {
   context, propagation, trace, ROOT_CONTEXT, SpanKind, SpanStatusCode,
   type Context, type Link, type SpanContext, type Tracer, type TracerProvider
 } from '@opentelemetry/api'
+import { importOptional } from './config.js'
 import type { AroundMessage } from './dispatcher.js'
 import type { BatchTracer } from './store.js'
 import { pathOf } from './request-log.js'
@@ -105,6 +106,9 @@ export function tracedBatches (tracer: Tracer, system: string): BatchTracer {
   }
 }
 
+/** What turned tracing on, for the error when its optional packages are not installed. */
+const TRACING_SETTING = 'tracing (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_ENABLED=true)'
+
 let contextInstalled = false
 
 /** Async context and W3C trace context, process-wide, installed only once tracing is on. */
@@ -112,8 +116,8 @@ async function installContext (): Promise<void> {
   if (contextInstalled) return
   contextInstalled = true
   const [{ AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }] = await Promise.all([
-    import('@opentelemetry/context-async-hooks'),
-    import('@opentelemetry/core')
+    importOptional('@opentelemetry/context-async-hooks', TRACING_SETTING, () => import('@opentelemetry/context-async-hooks')),
+    importOptional('@opentelemetry/core', TRACING_SETTING, () => import('@opentelemetry/core'))
   ])
   // false when the embedding app registered its own: then that one is used
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
@@ -123,9 +127,9 @@ async function installContext (): Promise<void> {
 /** A provider that batches spans to the OTLP/HTTP exporter (endpoint, headers, timeout from OTEL_EXPORTER_OTLP_*). */
 async function otlpProvider (opts: TracingOptions) {
   const [{ BasicTracerProvider, BatchSpanProcessor }, { OTLPTraceExporter }, resources] = await Promise.all([
-    import('@opentelemetry/sdk-trace-base'),
-    import('@opentelemetry/exporter-trace-otlp-http'),
-    import('@opentelemetry/resources')
+    importOptional('@opentelemetry/sdk-trace-base', TRACING_SETTING, () => import('@opentelemetry/sdk-trace-base')),
+    importOptional('@opentelemetry/exporter-trace-otlp-http', TRACING_SETTING, () => import('@opentelemetry/exporter-trace-otlp-http')),
+    importOptional('@opentelemetry/resources', TRACING_SETTING, () => import('@opentelemetry/resources'))
   ])
   const resource = resources.defaultResource()
     .merge(resources.resourceFromAttributes({
@@ -155,7 +159,7 @@ export default fp<TracingOptions>(async function tracing (app, opts) {
   const tracer = provider.getTracer('switchboard', opts.serviceVersion)
   app.decorate('tracing', { enabled: true, tracer })
 
-  const { FastifyOtelInstrumentation } = await import('@fastify/otel')
+  const { FastifyOtelInstrumentation } = await importOptional('@fastify/otel', TRACING_SETTING, () => import('@fastify/otel'))
   const http = new FastifyOtelInstrumentation({
     // a span per request and one for its handler; none per hook (a dozen each, mostly noise)
     instrumentHooks: false,

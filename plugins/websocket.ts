@@ -1,6 +1,11 @@
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
 
+// Re-exported so the emitted .d.ts imports @fastify/websocket: that import is what
+// loads its type augmentation (`{ websocket: true }` routes, `app.websocketServer`)
+// for a consumer who registers this plugin instead of @fastify/websocket itself.
+export type { WebSocket, WebsocketHandler } from '@fastify/websocket'
+
 export interface WebSocketOptions {
   /** Bytes per message; a larger frame closes the connection with 1009 [65536]. */
   maxPayload?: number

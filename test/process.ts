@@ -80,17 +80,19 @@ export async function startServer (t: TestContext, env: Record<string, string>, 
   }
 }
 
-/** Runs the built server expecting it to refuse to start; resolves with its exit code and output. */
-export async function runUntilExit (env: Record<string, string>, timeoutMs = 15000): Promise<{ code: number | null, output: string }> {
-  const proc = spawn(process.execPath, [join(root, 'dist', 'server.js')], {
+/** Runs the built server (or `args`) expecting it to refuse to start; resolves with its exit code and output. */
+export async function runUntilExit (env: Record<string, string>, timeoutMs = 15000, opts: { args?: string[], cwd?: string } = {}): Promise<{ code: number | null, output: string, stderr: string }> {
+  const proc = spawn(process.execPath, opts.args ?? [join(root, 'dist', 'server.js')], {
+    cwd: opts.cwd,
     env: { PATH: process.env.PATH ?? '', PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let output = ''
+  let stderr = ''
   proc.stdout!.on('data', (c: Buffer) => { output += c.toString() })
-  proc.stderr!.on('data', (c: Buffer) => { output += c.toString() })
+  proc.stderr!.on('data', (c: Buffer) => { output += c.toString(); stderr += c.toString() })
   const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs)
   const code = await new Promise<number | null>(resolve => proc.once('exit', c => resolve(c)))
   clearTimeout(timer)
-  return { code, output }
+  return { code, output, stderr }
 }

@@ -2,6 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createConnection } from 'node:net'
 import { freePort } from './process.js'
 import { tempDir, type TestContext } from './helper.js'
+import { prerequisiteOptions } from './prerequisites.js'
 
 /** True when a redis-server binary is on PATH. */
 export const haveRedis = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0
@@ -11,10 +12,13 @@ export const haveRedis = spawnSync('redis-server', ['--version'], { stdio: 'igno
  * it is missing, except under REQUIRE_REDIS=1 (CI), where the test runs and fails.
  */
 export function redisTestOptions (): { skip?: string } {
-  if (haveRedis || process.env.REQUIRE_REDIS === '1') return {}
-  const reason = '!!! redis-server is not installed: the Redis tests are SKIPPED (apt-get install redis-server; CI sets REQUIRE_REDIS=1 to fail instead) !!!'
-  process.stderr.write(`\n${reason}\n\n`)
-  return { skip: reason }
+  return prerequisiteOptions({
+    present: haveRedis,
+    missing: 'redis-server is not installed',
+    tests: 'the Redis tests',
+    install: 'apt-get install redis-server',
+    requireVar: 'REQUIRE_REDIS'
+  })
 }
 
 export interface RedisServer {

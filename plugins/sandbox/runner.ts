@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads'
+import { ConfigError } from '../config.js'
 import type { RunOutcome, RunRequest, WorkerReply } from './protocol.js'
 
 export type { RunOutcome } from './protocol.js'
@@ -22,6 +23,15 @@ export class QueueFullError extends Error {
 }
 
 const workerUrl = new URL('./worker.js', import.meta.url)
+
+/** The worker imports QuickJS, an optional dependency: fail at start-up with one line rather than in every worker. */
+function assertQuickJSInstalled (): void {
+  try {
+    import.meta.resolve('quickjs-emscripten')
+  } catch {
+    throw new ConfigError('Invalid configuration: ENABLE_CODE_EXECUTION=true needs the optional package quickjs-emscripten, which is not installed (npm install quickjs-emscripten)')
+  }
+}
 /** Loading and compiling the WebAssembly module takes ~100 ms; far longer means something is wrong. */
 const STARTUP_TIMEOUT_MS = 15000
 
@@ -137,6 +147,7 @@ export class CodeRunner {
   readonly stats = { runs: 0, ok: 0, timeouts: 0, failures: 0, rejected: 0, workersKilled: 0 }
 
   constructor (opts: CodeRunnerOptions = {}) {
+    assertQuickJSInstalled()
     this.timeoutMs = opts.timeoutMs ?? 1000
     this.memoryMb = opts.memoryMb ?? 32
     this.maxConcurrent = opts.maxConcurrent ?? 2
