@@ -101,7 +101,7 @@ export default fp<CorsOptions>(async function corsPolicy (app, opts) {
     const origin = request.headers.origin
     if (origin === undefined || policy.allows(origin) || !sameOriginAsHost(origin, request.headers.host)) return done()
     request.log.warn({ event: 'origin.rejected', origin: origin.slice(0, 200), clientKey: request.clientKey, route: request.routeOptions.url ?? 'unmatched' }, 'a same-origin request from an origin that is not this server\'s (DNS rebinding?)')
-    reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'origin not allowed: this server serves its pages from PUBLIC_URL, not from the Host this request names' })
+    reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'origin not allowed: this server serves its pages from PUBLIC_URL, not from the Host this request names' })
   })
 
   app.decorate('checkUpgradeOrigin', async function checkUpgradeOrigin (request: FastifyRequest, reply: FastifyReply) {

@@ -156,7 +156,7 @@ t.test('an upgrade to a path without a WebSocket endpoint is refused with 404 an
   for (const path of ['/health', '/ready', '/metrics', '/api/status', '/api/send', '/no/such/path', '/ws/extra', '/index.html', '/docs']) {
     const res = await tryUpgrade(`ws://127.0.0.1:${port}${path}`)
     t.equal(res.status, 404, `${path}: 404, not 101`)
-    t.same(res.body, { statusCode: 404, error: 'Not Found', message: 'no WebSocket endpoint at this path; connect to /ws' }, `${path}: the API's error body`)
+    t.same(res.body, { statusCode: 404, error: 'Not Found', code: 'not_found', message: 'no WebSocket endpoint at this path; connect to /ws' }, `${path}: the API's error body`)
   }
   t.notOk(logs().some(l => /closed incoming websocket connection/.test(l.msg)), 'nothing was upgraded and closed')
   t.equal((await tryUpgrade(wsUrl)).status, 101, '/ws still upgrades')
@@ -168,6 +168,6 @@ t.test('GET /ws without an upgrade answers 426 with a JSON body saying how to co
   t.equal(res.status, 426)
   t.equal(res.headers.get('upgrade'), 'websocket')
   const body = await res.json() as any
-  t.match(body, { statusCode: 426, error: 'Upgrade Required', message: /WebSocket client.*Upgrade: websocket.*ws:\/\/HOST\/ws/ })
+  t.match(body, { statusCode: 426, error: 'Upgrade Required', code: 'upgrade_required', message: /WebSocket client.*Upgrade: websocket.*ws:\/\/HOST\/ws/ })
   t.equal((await fetch(`${url}/ws`, { method: 'HEAD' })).status, 426, 'HEAD too')
 })
