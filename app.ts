@@ -13,6 +13,7 @@ import openapi from './plugins/openapi.js'
 import connections from './plugins/connections.js'
 import shutdown from './plugins/shutdown.js'
 import dispatcher from './plugins/dispatcher.js'
+import jsonLimits from './plugins/json-limits.js'
 import websocket from './plugins/websocket.js'
 import cors from './plugins/cors.js'
 import rateLimit from './plugins/rate-limit.js'
@@ -127,7 +128,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   // before the rate limit and the connection limits, which count by the token's sub
   await fastify.register(auth, { secret: cfg.AUTH_SECRET })
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
-  await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND })
+  await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, maxDepth: cfg.JSON_MAX_DEPTH })
+  await fastify.register(jsonLimits, { maxDepth: cfg.JSON_MAX_DEPTH })
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
   await fastify.register(cors, { origins: parseOrigins(cfg.CORS_ORIGINS) })
   // before the store, so it closes after it (onClose runs last-registered-first): rooms → store → redis

@@ -3,6 +3,7 @@ import closeWithGrace from 'close-with-grace'
 import pino, { type Logger } from 'pino'
 import app, { serverOptions } from './app.js'
 import { ConfigError, loadConfig, type Config } from './plugins/config.js'
+import { StoreOpenError } from './plugins/sqlite-store.js'
 
 let config: Config
 try {
@@ -14,7 +15,14 @@ try {
 }
 
 const server = Fastify(serverOptions(config))
-await server.register(app, { config })
+try {
+  await server.register(app, { config })
+} catch (err) {
+  // the store's refusal (DATA_DIR held by another process, unusable file) is one line, as a bad variable is
+  if (!(err instanceof StoreOpenError)) throw err
+  process.stderr.write(`${err.message}\n`)
+  process.exit(1)
+}
 
 closeWithGrace({
   delay: config.SHUTDOWN_GRACE_MS,

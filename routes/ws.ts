@@ -78,7 +78,8 @@ export default async function wsRoute (app: FastifyInstance) {
         messagesPerSecond: config.WS_MESSAGES_PER_SECOND,
         maxRoomsPerConnection: config.MAX_ROOMS_PER_CONNECTION,
         roomHistorySize: config.ROOM_HISTORY_SIZE,
-        roomStateMaxBytes: config.ROOM_STATE_MAX_BYTES
+        roomStateMaxBytes: config.ROOM_STATE_MAX_BYTES,
+        jsonMaxDepth: config.JSON_MAX_DEPTH
       }
     })
     app.connections.add(conn)
