@@ -43,7 +43,7 @@ export interface AppOptions {
   /** Room tuning that has no environment variable (eviction delay, sweep interval, message persistence). */
   rooms?: Pick<RoomsOptions, 'evictAfterMs' | 'sweepIntervalMs' | 'persistMessages'>
   /** Store tuning that has no environment variable (group commit on or off, for measurements). */
-  store?: Pick<StoreOptions, 'groupCommit'>
+  store?: Pick<StoreOptions, 'groupCommit' | 'probeIntervalMs'>
   /** Tracing options over those read from the environment (a `tracerProvider` for tests). */
   tracing?: TracingOptions
 }

@@ -4,6 +4,7 @@ import { Type, type TProperties, type Static, type TObject } from '@sinclair/typ
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { Connection } from './connections.js'
 import { DEFAULT_JSON_MAX_DEPTH, tooDeepField } from './json-limits.js'
+import { StoreUnavailableError } from './store.js'
 
 /** The error codes of the wire contract (plus `internal_error` for the unexpected). */
 export type ErrorCode =
@@ -168,6 +169,11 @@ export class Dispatcher {
       return 'ok'
     } catch (err) {
       if (err instanceof WsError) return this.fail(conn, id, err.code, err.message, err.extra)
+      // the store is down or cannot write (a direct message's inbox, say): an outage, told as one
+      if (err instanceof StoreUnavailableError) {
+        if (!err.reported) this.log.error({ event: 'ws.handler_failed', type: msg.type, err }, 'message handler failed')
+        return this.fail(conn, id, 'unavailable', `${err.message}; retry later`)
+      }
       this.log.error({ event: 'ws.handler_failed', type: msg.type, err }, 'message handler failed')
       return this.fail(conn, id, 'internal_error', 'the server could not handle this message')
     }

@@ -6,7 +6,7 @@ import { applyMergePatch } from './merge-patch.js'
 import {
   StateTooLargeError, StoreUnavailableError, VersionConflictError, storeFailureReason, type StoreHealth,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
-  type BatchTracer, type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
+  ROOM_NAME_END, type RoomPage, type BatchTracer, type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
 } from './store.js'
 
 interface Log {
@@ -189,6 +189,9 @@ export class SqliteStore implements Store {
         FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room WHERE r.room = ?`),
       rooms: db.prepare<[], RoomSummary>(`SELECT r.room, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset"
         FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room ORDER BY r.room`),
+      // a range of the primary key: as cheap with 50 rooms as with 50 million
+      roomsPage: db.prepare<[string, string, string, number], RoomSummary>(`SELECT r.room, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset"
+        FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room WHERE r.room > ? AND r.room >= ? AND r.room < ? ORDER BY r.room LIMIT ?`),
       saveRoom: db.prepare(`INSERT INTO rooms (room, state, version, "offset", updated_at) VALUES (?, ?, ?, ?, ?)
         ON CONFLICT (room) DO UPDATE SET state = excluded.state, version = excluded.version, "offset" = excluded."offset", updated_at = excluded.updated_at`),
       saveOffset: db.prepare(`INSERT INTO room_offsets (room, "offset") VALUES (?, ?)
@@ -282,8 +285,10 @@ export class SqliteStore implements Store {
     return this.enqueue(room, () => ({ version, state }))
   }
 
-  async listRooms (): Promise<RoomSummary[]> {
-    return this.read(() => this.statements.rooms.all())
+  async listRooms (page?: RoomPage): Promise<RoomSummary[]> {
+    if (page === undefined) return this.read(() => this.statements.rooms.all())
+    const prefix = page.prefix ?? ''
+    return this.read(() => this.statements.roomsPage.all(page.after ?? '', prefix, prefix + ROOM_NAME_END, page.limit))
   }
 
   release (room: string): void {

@@ -61,6 +61,19 @@ export interface RoomSummary {
   offset: number
 }
 
+/** One page of the stored rooms in name order (keyset pagination on the store's ordered index). */
+export interface RoomPage {
+  /** Only names after this one (the last name of the previous page). */
+  after?: string
+  /** Only names starting with this. */
+  prefix?: string
+  /** At most this many. */
+  limit: number
+}
+
+/** Above every room name (names are ASCII below 0x7f): `prefix + ROOM_NAME_END` bounds a prefix range. */
+export const ROOM_NAME_END = '\x7f'
+
 /** The room is not at the version the caller based its patch on. */
 export class VersionConflictError extends Error {
   override name = 'VersionConflictError'
@@ -214,8 +227,8 @@ export interface Store {
   appendMessage (room: string, message: NewRoomMessage, historySize: number): Promise<RoomMessage>
   /** Applies an RFC 7396 merge patch; throws VersionConflictError, StateTooLargeError, InvalidPatchError. */
   applyPatch (room: string, patch: RoomState, opts: PatchOptions): Promise<PatchResult>
-  /** Every stored room. */
-  listRooms (): Promise<RoomSummary[]>
+  /** Every stored room or, given a page, at most `limit` of them in name order, read from an ordered index. */
+  listRooms (page?: RoomPage): Promise<RoomSummary[]>
   /** A hint that no local member needs the room any more: caches may drop it. */
   release (room: string): void
   /** Resolves when every write requested so far is committed (or has failed). */

@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Connection } from '../plugins/connections.js'
 import { ClientId } from '../plugins/direct-messages.js'
+import { closeCodeLabel } from '../plugins/metrics.js'
 
 const Query = Type.Object({
   clientId: Type.Optional(ClientId),
@@ -55,7 +56,7 @@ export default async function wsRoute (app: FastifyInstance) {
     })
     socket.on('close', (code, reason) => {
       app.connections.remove(conn)
-      app.metrics.connectionCloses.inc({ code: String(code) })
+      app.metrics.connectionCloses.inc({ code: closeCodeLabel(code) })
       log.info({ event: 'connection.close', connectionId: conn.id, clientId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'connection closed')
     })
     socket.on('error', err => {

@@ -9,7 +9,16 @@ import { canUseRoom } from '../../plugins/auth.js'
 const Params = Type.Object({ room: RoomName })
 
 const RoomList = Type.Object({
-  rooms: Type.Array(Type.Object({ room: Type.String(), members: Type.Integer({ minimum: 0 }), version: Version }))
+  rooms: Type.Array(Type.Object({ room: Type.String(), members: Type.Integer({ minimum: 0 }), version: Version })),
+  /** Present when there are more rooms: pass it back as `cursor` for the next page. */
+  nextCursor: Type.Optional(Type.String())
+})
+/** A page of the room list: `limit` rooms [100, at most 1000] after `cursor` (the previous page's `nextCursor`). */
+export const ROOM_PAGE_DEFAULT = 100
+export const ROOM_PAGE_MAX = 1000
+const RoomListQuery = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: ROOM_PAGE_MAX, default: ROOM_PAGE_DEFAULT }),
+  cursor: Type.Optional(RoomName)
 })
 const RoomView = Type.Object({
   room: Type.String(),
@@ -63,9 +72,14 @@ export default async function roomRoutes (app: FastifyInstance) {
     }
   })
 
-  app.get('/rooms', { schema: { response: { 200: RoomList, 503: ErrorBody } } }, async (_request, reply) => {
+  app.get<{ Querystring: Static<typeof RoomListQuery> }>('/rooms', {
+    schema: { querystring: RoomListQuery, response: { 200: RoomList, 400: ErrorBody, 503: ErrorBody } }
+  }, async (request, reply) => {
     try {
-      return { rooms: await app.rooms.list() }
+      // a token with a `rooms` claim sees only the rooms it may use
+      const allowed = request.principal?.rooms ?? null
+      const page = await app.rooms.listPage({ after: request.query.cursor, limit: request.query.limit, allowed })
+      return page.next === undefined ? { rooms: page.rooms } : { rooms: page.rooms, nextCursor: page.next }
     } catch (err) {
       return sendRoomError(reply, err)
     }

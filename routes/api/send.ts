@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { ClientId, MessageText } from '../../plugins/direct-messages.js'
-import { ErrorBody } from './errors.js'
+import { ErrorBody, sendStoreUnavailable } from './errors.js'
 
 const SendBody = Type.Object({ from: ClientId, to: ClientId, text: MessageText })
 const SendReply = Type.Object({
@@ -15,7 +15,7 @@ export default async function sendRoute (app: FastifyInstance) {
   app.post<{ Body: Static<typeof SendBody> }>('/send', {
     schema: {
       body: SendBody,
-      response: { 200: SendReply, 400: ErrorBody, 403: ErrorBody }
+      response: { 200: SendReply, 400: ErrorBody, 403: ErrorBody, 503: ErrorBody }
     }
   }, async (request, reply) => {
     const { from, to, text } = request.body
@@ -23,7 +23,11 @@ export default async function sendRoute (app: FastifyInstance) {
     if (principal && principal.role !== 'service' && principal.sub !== from) {
       return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: 'a token may only send as its own sub' })
     }
-    const result = await app.directMessages.send(from, to, text)
-    return { ok: true as const, ...result }
+    try {
+      const result = await app.directMessages.send(from, to, text)
+      return { ok: true as const, ...result }
+    } catch (err) {
+      return sendStoreUnavailable(reply, err)
+    }
   })
 }
