@@ -313,7 +313,12 @@ export class RedisStore implements Store {
       return await op()
     } catch (err) {
       if (err instanceof InvalidPatchError) throw err
-      if (err instanceof RedisUnavailableError) throw new StoreUnavailableError(err.message)
+      if (err instanceof RedisUnavailableError) {
+        // the redis plugin logged the outage (redis.down) once: callers need not log each refused request
+        const unavailable = new StoreUnavailableError(err.message)
+        unavailable.reported = true
+        throw unavailable
+      }
       throw new StoreUnavailableError(`redis did not accept the operation: ${(err as Error).message}`)
     }
   }

@@ -48,14 +48,18 @@ async function checkRecovered (t: Test, built: Built, alice: TestClient) {
   t.match(await requestJson(`${built.url}/api/send`, 'POST', { from: 'svc', to: 'offline-bob', text: 'hi' }), { status: 200, body: { queued: true } })
 }
 
-t.test('SQLITE_FULL (max_page_count): writes answered unavailable/503 naming it, /ready 503, degraded, one log line; recovers when space returns', async t => {
-  const built = await build(t, {}, { app: { store: { probeIntervalMs: 50 } } })
-  const db = (built.app.store as SqliteStore).db
+/** A server whose store probes every 50 ms, and alice in room `r` with one message published. */
+async function serverWithAlice (t: Test, dataDir?: string): Promise<{ built: Built, db: SqliteStore['db'], alice: TestClient }> {
+  const built = await build(t, {}, { dataDir, app: { store: { probeIntervalMs: 50 } } })
   const alice = await TestClient.connect(built.wsUrl, { clientId: 'alice' })
   t.teardown(() => alice.close())
   await alice.request({ type: 'join', room: 'r' })
   t.match(await alice.request({ type: 'publish', room: 'r', data: 'one' }), { type: 'ack', offset: 1 })
+  return { built, db: (built.app.store as SqliteStore).db, alice }
+}
 
+t.test('SQLITE_FULL (max_page_count): writes answered unavailable/503 naming it, /ready 503, degraded, one log line; recovers when space returns', async t => {
+  const { built, db, alice } = await serverWithAlice(t)
   db.pragma(`max_page_count = ${Number(db.pragma('page_count', { simple: true }))}`)
   await checkDegraded(t, built, alice, /SQLITE_FULL: database or disk is full/)
   db.pragma('max_page_count = 1073741823')
@@ -72,11 +76,7 @@ t.test('a real disk full (DATA_DIR on a 2 MB tmpfs filled up): the same, and it 
     return
   }
   t.teardown(() => { spawnSync('umount', ['-l', dataDir]) })
-  const built = await build(t, {}, { dataDir, app: { store: { probeIntervalMs: 50 } } })
-  const alice = await TestClient.connect(built.wsUrl, { clientId: 'alice' })
-  t.teardown(() => alice.close())
-  await alice.request({ type: 'join', room: 'r' })
-  t.match(await alice.request({ type: 'publish', room: 'r', data: 'one' }), { type: 'ack', offset: 1 })
+  const { built, alice } = await serverWithAlice(t, dataDir)
 
   const filler = join(dataDir, 'filler')
   let filled = 0
@@ -96,11 +96,7 @@ t.test('a real disk full (DATA_DIR on a 2 MB tmpfs filled up): the same, and it 
 })
 
 t.test('a read-only database (SQLITE_READONLY) is told the same way', async t => {
-  const built = await build(t, {}, { app: { store: { probeIntervalMs: 50 } } })
-  const db = (built.app.store as SqliteStore).db
-  const alice = await TestClient.connect(built.wsUrl, { clientId: 'alice' })
-  t.teardown(() => alice.close())
-  await alice.request({ type: 'join', room: 'r' })
+  const { built, db, alice } = await serverWithAlice(t)
   db.pragma('query_only = ON')
   const reply = await alice.request({ type: 'publish', room: 'r', data: 1 })
   t.match(reply, { type: 'error', code: 'unavailable', message: /SQLITE_READONLY/ })
