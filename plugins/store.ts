@@ -300,6 +300,6 @@ export default fp<StoreOptions>(async function store (app, opts) {
     const started = Date.now()
     health.stopProbe()
     await opened.close()
-    app.log.info({ event: 'shutdown.step', step: 'store_closed', kind: store.kind, ms: Date.now() - started }, 'store closed')
+    app.log.info({ event: 'shutdown.step', step: 'store_closed', kind: opened.kind, ms: Date.now() - started }, 'store closed')
   })
 }, { name: 'store', fastify: '5.x', dependencies: ['status', 'metrics'] })
