@@ -16,6 +16,7 @@ import errors from './plugins/errors.js'
 import connections from './plugins/connections.js'
 import shutdown from './plugins/shutdown.js'
 import dispatcher from './plugins/dispatcher.js'
+import jsonLimits from './plugins/json-limits.js'
 import websocket from './plugins/websocket.js'
 import cors from './plugins/cors.js'
 import rateLimit from './plugins/rate-limit.js'
@@ -47,7 +48,7 @@ export interface AppOptions {
   /** Room tuning that has no environment variable (eviction delay, sweep interval, message persistence). */
   rooms?: Pick<RoomsOptions, 'evictAfterMs' | 'sweepIntervalMs' | 'persistMessages'>
   /** Store tuning that has no environment variable (group commit on or off, for measurements). */
-  store?: Pick<StoreOptions, 'groupCommit'>
+  store?: Pick<StoreOptions, 'groupCommit' | 'probeIntervalMs'>
   /** Tracing options over those read from the environment (a `tracerProvider` for tests). */
   tracing?: TracingOptions
 }
@@ -162,7 +163,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   // before the rate limit and the connection limits, which count by the token's sub
   await fastify.register(auth, { secret: cfg.AUTH_SECRET })
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
-  await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND })
+  await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, maxDepth: cfg.JSON_MAX_DEPTH })
+  await fastify.register(jsonLimits, { maxDepth: cfg.JSON_MAX_DEPTH })
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
   await fastify.register(cors, { origins: parseOrigins(cfg.CORS_ORIGINS), publicUrl: cfg.PUBLIC_URL })
   // before the store, so it closes after it (onClose runs last-registered-first): rooms → store → redis

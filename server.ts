@@ -3,6 +3,7 @@ import closeWithGrace from 'close-with-grace'
 import pino, { type Logger } from 'pino'
 import app, { serverOptions } from './app.js'
 import { exitOnConfigError, loadConfig, type Config } from './plugins/config.js'
+import { StoreOpenError } from './plugins/sqlite-store.js'
 
 let config: Config
 try {
@@ -12,10 +13,15 @@ try {
 }
 
 const server = Fastify(serverOptions(config))
-// a feature switched on without its optional package is a configuration error too
+// a feature switched on without its optional package is a configuration error too;
+// the store's refusal (DATA_DIR held by another process, unusable file) is one line as well
 try {
   await server.register(app, { config })
 } catch (err) {
+  if (err instanceof StoreOpenError) {
+    process.stderr.write(`${err.message}\n`)
+    process.exit(1)
+  }
   exitOnConfigError(err)
 }
 

@@ -44,7 +44,8 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
 
     let started: Promise<RunOutcome>
     try {
-      started = runner.run(msg.code)
+      // queued fairly per client key: one client's backlog cannot hold back another's runs
+      started = runner.run(msg.code, conn.clientKey)
     } catch (err) {
       if (!(err instanceof QueueFullError)) throw err
       app.log.warn({ event: 'exec.rejected', room: msg.room, clientId: conn.clientId, reason: err.message }, 'code execution queue full')

@@ -43,6 +43,8 @@ export const ConfigSchema = Type.Object({
   ROOM_HISTORY_SIZE: Int(0, 100),
   MAX_ROOMS_PER_CONNECTION: Int(1, 50),
   ROOM_STATE_MAX_BYTES: Int(2, 262144),
+  /** Deepest nesting of any JSON value in a frame or body (a patch, publish data); checked without recursion. */
+  JSON_MAX_DEPTH: Int(1, 64, 1000),
   INBOX_MAX: Int(0, 100),
   INBOX_TTL_MS: Int(1, 86400000),
   AUTH_SECRET: Type.Optional(Type.String({ minLength: 1 })),

@@ -74,7 +74,8 @@ export default fp(async function directMessages (app) {
       app.metrics.inboxDelivered.inc(queued.length)
       if (queued.length > 0) app.log.info({ event: 'inbox.delivered', clientId: conn.clientId, count: queued.length }, 'delivered queued direct messages')
     }, err => {
-      app.log.error({ event: 'inbox.drain_failed', clientId: conn.clientId, err }, 'could not read queued messages')
+      // a failed commit was logged once by the store's health; the messages stay queued
+      if (!(err as { reported?: boolean }).reported) app.log.error({ event: 'inbox.drain_failed', clientId: conn.clientId, err }, 'could not read queued messages')
     }).finally(() => conn.release())
   })
 }, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'metrics'] })

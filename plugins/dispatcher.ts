@@ -3,6 +3,8 @@ import { Type, type TProperties, type Static, type TObject } from '@sinclair/typ
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { Connection } from './connections.js'
 import { parseJson, typeboxMessage } from './errors.js'
+import { DEFAULT_JSON_MAX_DEPTH, tooDeepField } from './json-limits.js'
+import { StoreUnavailableError } from './store.js'
 
 /** The error codes of the wire contract (plus `internal_error` for the unexpected). */
 export type ErrorCode =
@@ -40,6 +42,8 @@ export interface DispatcherOptions {
   messagesPerSecond?: number
   /** A connection still over its rate after this long is closed with 1008. */
   floodCloseMs?: number
+  /** JSON_MAX_DEPTH: deepest nesting of a field's value in a frame [64]. */
+  maxDepth?: number
 }
 
 /** A parsed frame whose `type` names a registered handler (not yet validated). */
@@ -66,6 +70,7 @@ export class Dispatcher {
   private readonly rate: number
   private readonly burst: number
   private readonly floodCloseMs: number
+  private readonly maxDepth: number
   /** Observers for metrics: called with the type (or the error code) of every frame. */
   readonly observers: Array<(event: DispatchEvent) => void> = []
   private readonly errorEvents = new Map<ErrorCode, DispatchEvent>()
@@ -76,6 +81,7 @@ export class Dispatcher {
     this.rate = opts.messagesPerSecond ?? 50
     this.burst = this.rate * 2
     this.floodCloseMs = opts.floodCloseMs ?? 3000
+    this.maxDepth = opts.maxDepth ?? DEFAULT_JSON_MAX_DEPTH
   }
 
   get types (): string[] {
@@ -118,7 +124,9 @@ export class Dispatcher {
     conn.lastSeen = Date.now()
     // frames still arriving after a policy close get no reply (and no log line each)
     if (conn.socket.readyState !== 1) return
-    if (!this.take(conn)) return
+    const admitted = this.take(conn)
+    if (admitted === 'closed') return
+    if (admitted === 'limited') return this.fail(conn, requestIdOf(data, isBinary), 'rate_limited', `more than ${this.rate} messages per second`)
     if (isBinary) return this.fail(conn, undefined, 'invalid_message', 'binary frames are not supported; send JSON text')
 
     let message: unknown
@@ -138,6 +146,9 @@ export class Dispatcher {
       const known = this.types
       return this.fail(conn, id, 'unknown_type', `type: unknown message type ${JSON.stringify(msg.type.slice(0, 64))}; known types: ${known.join(', ')}`, { knownTypes: known })
     }
+    // before validation and handlers, whose walks (merge patch, JSON.stringify) recurse
+    const tooDeep = tooDeepField(msg, this.maxDepth)
+    if (tooDeep !== null) return this.fail(conn, id, 'invalid_message', tooDeep, { limit: this.maxDepth })
     return [route, msg as RoutedMessage, id]
   }
 
@@ -165,6 +176,11 @@ export class Dispatcher {
       return 'ok'
     } catch (err) {
       if (err instanceof WsError) return this.fail(conn, id, err.code, err.message, err.extra)
+      // the store is down or cannot write (a direct message's inbox, say): an outage, told as one
+      if (err instanceof StoreUnavailableError) {
+        if (!err.reported) this.log.error({ event: 'ws.handler_failed', type: msg.type, err }, 'message handler failed')
+        return this.fail(conn, id, 'unavailable', `${err.message}; retry later`)
+      }
       this.log.error({ event: 'ws.handler_failed', type: msg.type, err }, 'message handler failed')
       return this.fail(conn, id, 'internal_error', 'the server could not handle this message')
     }
@@ -182,7 +198,7 @@ export class Dispatcher {
   }
 
   /** Token bucket per connection; sustained flooding closes the connection with 1008. */
-  private take (conn: Connection): boolean {
+  private take (conn: Connection): 'ok' | 'limited' | 'closed' {
     const now = Date.now()
     let b = this.buckets.get(conn)
     if (!b) {
@@ -193,18 +209,28 @@ export class Dispatcher {
     b.refilledAt = now
     if (b.tokens >= 1) {
       b.tokens -= 1
-      return true
+      return 'ok'
     }
     if (now - b.lastViolation > 1000) b.floodSince = now
     b.lastViolation = now
     if (now - b.floodSince >= this.floodCloseMs) {
       this.log.warn({ event: 'ws.flood_closed', connectionId: conn.id, clientKey: conn.clientKey }, 'connection closed for sustained flooding')
       conn.socket.close(1008, 'message rate exceeded')
-      return false
+      return 'closed'
     }
-    this.fail(conn, undefined, 'rate_limited', `more than ${this.rate} messages per second`)
-    return false
+    return 'limited'
   }
+}
+
+/** The `id` of a frame refused before routing (rate limited), so its error still names the request. */
+function requestIdOf (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): string | number | undefined {
+  if (isBinary) return undefined
+  try {
+    // plain JSON.parse: only `id` is read, and an own `__proto__` key is inert here
+    const id = (JSON.parse(data.toString()) as { id?: unknown } | null)?.id
+    if (typeof id === 'number' || (typeof id === 'string' && id.length <= 128)) return id
+  } catch {}
+  return undefined
 }
 
 declare module 'fastify' {

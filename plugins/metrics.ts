@@ -2,6 +2,16 @@ import fp from 'fastify-plugin'
 import type { onResponseHookHandler } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
+/** Close codes with a label of their own; a client chooses its close code, so the rest are bucketed. */
+const CLOSE_CODE_LABELS = new Set([1000, 1001, 1006, 1008, 1009, 1011, 1013])
+
+/** The `code` label of a close: one of the codes above, `4xxx` (application codes), or `other`: never a client's own value. */
+export function closeCodeLabel (code: number): string {
+  if (CLOSE_CODE_LABELS.has(code)) return String(code)
+  if (code >= 4000 && code <= 4999) return '4xxx'
+  return 'other'
+}
+
 export interface MetricsOptions {
   /** Prefix of every metric name ['switchboard_']. */
   prefix?: string

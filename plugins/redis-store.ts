@@ -5,7 +5,7 @@ import { KEY_PREFIX, RedisUnavailableError } from './redis.js'
 import {
   InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
-  type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
+  type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store, type RoomPage, ROOM_NAME_END
 } from './store.js'
 
 export interface RedisStoreOptions {
@@ -20,6 +20,7 @@ export interface RedisStoreOptions {
  *   sb:room:<room>          hash  state (JSON), version, offset
  *   sb:room:<room>:history  list  the last ROOM_HISTORY_SIZE messages, oldest first
  *   sb:rooms                set   every stored room name
+ *   sb:rooms:index          zset  the same names, score 0: ordered for ZRANGEBYLEX pages
  *   sb:inbox:<clientId>     list  queued direct messages, expiring INBOX_TTL_MS after the last push
  *
  * Every write is one Lua script: Redis runs it alone, so the read of the
@@ -34,6 +35,7 @@ local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('HSETNX', KEYS[1], 'state', '{}')
 redis.call('HSETNX', KEYS[1], 'version', 0)
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[3] .. ':index', 0, ARGV[1])
 local keep = tonumber(ARGV[3])
 if keep > 0 then
   redis.call('RPUSH', KEYS[2], '{"offset":' .. offset .. ',' .. string.sub(ARGV[2], 2))
@@ -57,7 +59,23 @@ local version = current + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'version', version)
 redis.call('HSETNX', KEYS[1], 'offset', 0)
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[2] .. ':index', 0, ARGV[1])
 return {1, version}`
+
+/** Fills the ordered index from the set once (rooms stored before the index existed); marks it done. */
+const BUILD_INDEX = `
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local names = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #names, 1000 do
+  local args = {}
+  for j = i, math.min(i + 999, #names) do
+    args[#args + 1] = 0
+    args[#args + 1] = names[j]
+  end
+  redis.call('ZADD', KEYS[2], unpack(args))
+end
+redis.call('SET', KEYS[3], 1)
+return #names`
 
 /** The room and its history, read at one instant. */
 const LOAD_WITH_HISTORY = `
@@ -82,6 +100,7 @@ interface Scripts {
   sbLoad (room: string, history: string): Promise<[string, string, string, string[]] | null>
   sbInboxPush (key: string, message: string, max: number, ttlMs: number): Promise<number>
   sbInboxDrain (key: string): Promise<string[]>
+  sbBuildIndex (rooms: string, index: string, marker: string): Promise<number>
 }
 
 type Client = Redis & Scripts
@@ -98,6 +117,8 @@ interface PendingPatch {
 const roomKey = (room: string) => `${KEY_PREFIX}room:${room}`
 const historyKey = (room: string) => `${KEY_PREFIX}room:${room}:history`
 const ROOMS = `${KEY_PREFIX}rooms`
+const ROOMS_INDEX = `${ROOMS}:index`
+const ROOMS_INDEXED = `${ROOMS}:indexed`
 const inboxKey = (clientId: string) => `${KEY_PREFIX}inbox:${clientId}`
 
 /**
@@ -124,6 +145,7 @@ export class RedisStore implements Store {
   /** Rooms with a batch in flight, and when their queue is empty. */
   private readonly committing = new Map<string, Promise<void>>()
   private closed = false
+  private indexed: Promise<unknown> | null = null
 
   constructor (redis: Redis, private readonly opts: RedisStoreOptions) {
     redis.defineCommand('sbAppend', { numberOfKeys: 3, lua: APPEND })
@@ -131,6 +153,7 @@ export class RedisStore implements Store {
     redis.defineCommand('sbLoad', { numberOfKeys: 2, lua: LOAD_WITH_HISTORY })
     redis.defineCommand('sbInboxPush', { numberOfKeys: 1, lua: INBOX_PUSH })
     redis.defineCommand('sbInboxDrain', { numberOfKeys: 1, lua: INBOX_DRAIN })
+    redis.defineCommand('sbBuildIndex', { numberOfKeys: 3, lua: BUILD_INDEX })
     this.client = redis as Client
     this.inbox = this.createInbox()
   }
@@ -171,10 +194,24 @@ export class RedisStore implements Store {
     })
   }
 
-  async listRooms (): Promise<RoomSummary[]> {
-    const names = (await this.call(() => this.client.smembers(ROOMS))).sort()
+  async listRooms (page?: RoomPage): Promise<RoomSummary[]> {
+    const names = page === undefined ? (await this.call(() => this.client.smembers(ROOMS))).sort() : await this.pageOfNames(page)
     const rows = await Promise.all(names.map(name => this.call(() => this.client.hmget(roomKey(name), 'version', 'offset'))))
     return names.map((room, i) => ({ room, version: Number(rows[i][0] ?? 0), offset: Number(rows[i][1] ?? 0) }))
+  }
+
+  /** A range of the ordered index: ZRANGEBYLEX costs O(log n + limit), whatever the number of rooms. */
+  private async pageOfNames (page: RoomPage): Promise<string[]> {
+    if (this.indexed === null) {
+      this.indexed = this.call(() => this.client.sbBuildIndex(ROOMS, ROOMS_INDEX, ROOMS_INDEXED))
+      this.indexed.catch(() => { this.indexed = null })
+    }
+    await this.indexed
+    const prefix = page.prefix ?? ''
+    const after = page.after ?? ''
+    const min = prefix !== '' && after < prefix ? `[${prefix}` : after !== '' ? `(${after}` : '-'
+    const max = prefix !== '' ? `(${prefix}${ROOM_NAME_END}` : '+'
+    return this.call(() => this.client.zrangebylex(ROOMS_INDEX, min, max, 'LIMIT', 0, page.limit))
   }
 
   release (room: string): void {
@@ -276,7 +313,12 @@ export class RedisStore implements Store {
       return await op()
     } catch (err) {
       if (err instanceof InvalidPatchError) throw err
-      if (err instanceof RedisUnavailableError) throw new StoreUnavailableError(err.message)
+      if (err instanceof RedisUnavailableError) {
+        // the redis plugin logged the outage (redis.down) once: callers need not log each refused request
+        const unavailable = new StoreUnavailableError(err.message)
+        unavailable.reported = true
+        throw unavailable
+      }
       throw new StoreUnavailableError(`redis did not accept the operation: ${(err as Error).message}`)
     }
   }

@@ -1,7 +1,7 @@
 import { textFrame, type Connection } from './connections.js'
 import { WsError } from './dispatcher.js'
 import {
-  InvalidPatchError, StateTooLargeError, VersionConflictError,
+  InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type RoomMessage, type RoomState, type Store
 } from './store.js'
 import { uuid } from './uuid.js'
@@ -179,17 +179,35 @@ export class RoomRegistry {
     return { room: name, state: snapshot?.state ?? {}, version: snapshot?.version ?? 0, offset: snapshot?.offset ?? 0, members }
   }
 
-  /** Every stored room and every room with members. */
-  async list (): Promise<Array<{ room: string, members: number, version: number }>> {
-    const stored = await this.storeCall(null, () => this.store.listRooms())
-    const out = new Map(stored.map(r => [r.room, { room: r.room, members: 0, version: r.version }]))
-    for (const room of this.rooms.values()) {
-      if (room.members.size === 0) continue
-      const entry = out.get(room.name) ?? { room: room.name, members: 0, version: 0 }
-      entry.members = room.members.size
-      out.set(room.name, entry)
+  /**
+   * One page of the rooms (stored, or with members here) in name order, after
+   * `after`, limited to the names `allowed` (a token's `rooms` claim: exact names
+   * or `prefix*`; null = all). Each allowed range is one keyset query of at most
+   * limit+1 rows on the store's ordered index, so a page costs the same with any
+   * number of rooms. `next` is the cursor of the following page, if there is one.
+   */
+  async listPage (opts: { after?: string, limit: number, allowed: string[] | null }): Promise<{ rooms: Array<{ room: string, members: number, version: number }>, next?: string }> {
+    const { after, limit } = opts
+    const ranges = opts.allowed === null
+      ? [{ prefix: '', exact: false }]
+      : opts.allowed.map(p => p.endsWith('*') ? { prefix: p.slice(0, -1), exact: false } : { prefix: p, exact: true })
+    const found = new Map<string, { room: string, members: number, version: number }>()
+    for (const { prefix, exact } of ranges) {
+      // an exact name is the first one of its own prefix range, if it is stored
+      const rows = await this.storeCall(null, () => this.store.listRooms({ after, prefix, limit: exact ? 1 : limit + 1 }))
+      for (const r of rows) if (!exact || r.room === prefix) found.set(r.room, { room: r.room, members: 0, version: r.version })
     }
-    return [...out.values()].sort((a, b) => a.room < b.room ? -1 : a.room > b.room ? 1 : 0)
+    const allowed = (name: string) => ranges.some(({ prefix, exact }) => exact ? name === prefix : name.startsWith(prefix))
+    for (const room of this.rooms.values()) {
+      if (room.members.size === 0 || (after !== undefined && room.name <= after) || !allowed(room.name)) continue
+      const entry = found.get(room.name) ?? { room: room.name, members: 0, version: 0 }
+      entry.members = room.members.size
+      found.set(room.name, entry)
+    }
+    const sorted = [...found.values()].sort((a, b) => a.room < b.room ? -1 : a.room > b.room ? 1 : 0)
+    if (sorted.length <= limit) return { rooms: sorted }
+    const rooms = sorted.slice(0, limit)
+    return { rooms, next: rooms[rooms.length - 1].room }
   }
 
   /** Drops rooms empty for longer than evictAfterMs; returns how many. */
@@ -354,8 +372,10 @@ export class RoomRegistry {
         throw new WsError('state_too_large', err.message, { bytes: err.bytes, maxBytes: err.maxBytes })
       }
       if (err instanceof InvalidPatchError) throw new WsError('invalid_message', err.message)
-      this.log.error({ event: 'store.operation_failed', room, err }, 'a store operation failed')
-      throw new WsError('unavailable', room === null ? 'the room store is unavailable; retry later' : `room ${room} is unavailable; retry later`)
+      // a failed commit is logged once per interval by the store's health, not once per caller
+      if (!(err instanceof StoreUnavailableError && err.reported)) this.log.error({ event: 'store.operation_failed', room, err }, 'a store operation failed')
+      const cause = err instanceof StoreUnavailableError ? `: ${err.message}` : ''
+      throw new WsError('unavailable', room === null ? `the room store is unavailable${cause}; retry later` : `room ${room} is unavailable${cause}; retry later`)
     }
   }
 }

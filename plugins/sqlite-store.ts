@@ -1,12 +1,12 @@
 import Database from 'better-sqlite3'
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { DirectMessage, InboxStore } from './inbox.js'
 import { applyMergePatch } from './merge-patch.js'
 import {
-  StateTooLargeError, StoreUnavailableError, VersionConflictError,
+  StateTooLargeError, StoreUnavailableError, VersionConflictError, storeFailureReason, type StoreHealth,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
-  type BatchTracer, type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
+  ROOM_NAME_END, type RoomPage, type BatchTracer, type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
 } from './store.js'
 
 interface Log {
@@ -20,6 +20,8 @@ export interface SqliteStoreOptions {
   inboxMax: number
   inboxTtlMs: number
   log: Log
+  /** Told of every failed and succeeded commit (degraded status, one log line per failure and interval). */
+  health?: StoreHealth
   /** Told the size and duration of every committed batch (metrics). */
   onCommit?: (writes: number, seconds: number) => void
 }
@@ -27,9 +29,59 @@ export interface SqliteStoreOptions {
 /** The database file inside DATA_DIR. */
 export const DATABASE_FILE = 'switchboard.db'
 
+/** Held by the process that has DATA_DIR open (an SQLite file under an exclusive OS lock). */
+export const LOCK_FILE = 'switchboard.lock'
+/** The pid of that process, to name it to a second one; informative only, the OS lock decides. */
+export const PID_FILE = 'switchboard.pid'
+
 /** Refused at open: the message is what the operator reads. */
 export class StoreOpenError extends Error {
   override name = 'StoreOpenError'
+}
+
+/**
+ * One process per DATA_DIR. The lock is SQLite's own file lock (fcntl) on
+ * DATA_DIR/switchboard.lock, taken with a write in EXCLUSIVE locking mode and
+ * held until the connection closes: the kernel releases it when the process
+ * dies, kill -9 included, so it never outlives its holder and a reused pid
+ * cannot fool it. It is a separate file so that the database itself stays in
+ * ordinary WAL locking and `sqlite3 .backup` still works while the server runs.
+ */
+export class StoreLock {
+  private constructor (private readonly db: Database.Database, private readonly pidFile: string) {}
+
+  static acquire (dir: string): StoreLock {
+    const file = join(dir, LOCK_FILE)
+    const pidFile = join(dir, PID_FILE)
+    const db = new Database(file)
+    try {
+      db.pragma('busy_timeout = 0')
+      db.pragma('locking_mode = EXCLUSIVE')
+      db.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER NOT NULL); DELETE FROM holder;')
+      db.prepare('INSERT INTO holder (pid) VALUES (?)').run(process.pid)
+    } catch (err) {
+      db.close()
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw new StoreOpenError(`cannot lock the SQLite store at ${file}: ${(err as Error).message}`)
+      const holder = readHolder(pidFile)
+      throw new StoreOpenError(`the SQLite store at ${dir} is in use by ${holder === null ? 'another process' : `process ${holder}`}; one process per DATA_DIR (stop it, or give this one another DATA_DIR)`)
+    }
+    writeFileSync(pidFile, `${process.pid}\n`)
+    return new StoreLock(db, pidFile)
+  }
+
+  release (): void {
+    if (readHolder(this.pidFile) === process.pid) rmSync(this.pidFile, { force: true })
+    this.db.close()
+  }
+}
+
+function readHolder (pidFile: string): number | null {
+  try {
+    const pid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10)
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : null
+  } catch {
+    return null
+  }
 }
 
 /**
@@ -81,6 +133,11 @@ export const MIGRATIONS: ReadonlyArray<{ version: number, description: string, s
         "offset" INTEGER NOT NULL
       ) WITHOUT ROWID;
       INSERT INTO room_offsets (room, "offset") SELECT room, "offset" FROM rooms;`
+  },
+  {
+    version: 4,
+    description: 'a scratch table for the write probe that tells when a failing store accepts writes again',
+    sql: 'CREATE TABLE store_probe (id INTEGER PRIMARY KEY, data BLOB NOT NULL);'
   }
 ]
 
@@ -125,13 +182,16 @@ export class SqliteStore implements Store {
   private closed = false
   private readonly statements
 
-  private constructor (readonly db: Database.Database, private readonly opts: SqliteStoreOptions) {
+  private constructor (readonly db: Database.Database, private readonly opts: SqliteStoreOptions, private readonly lock: StoreLock) {
     this.path = db.name
     this.statements = {
       room: db.prepare<[string], RoomRow>(`SELECT r.state, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset"
         FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room WHERE r.room = ?`),
       rooms: db.prepare<[], RoomSummary>(`SELECT r.room, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset"
         FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room ORDER BY r.room`),
+      // a range of the primary key: as cheap with 50 rooms as with 50 million
+      roomsPage: db.prepare<[string, string, string, number], RoomSummary>(`SELECT r.room, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset"
+        FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room WHERE r.room > ? AND r.room >= ? AND r.room < ? ORDER BY r.room LIMIT ?`),
       saveRoom: db.prepare(`INSERT INTO rooms (room, state, version, "offset", updated_at) VALUES (?, ?, ?, ?, ?)
         ON CONFLICT (room) DO UPDATE SET state = excluded.state, version = excluded.version, "offset" = excluded."offset", updated_at = excluded.updated_at`),
       saveOffset: db.prepare(`INSERT INTO room_offsets (room, "offset") VALUES (?, ?)
@@ -155,8 +215,14 @@ export class SqliteStore implements Store {
     let db: Database.Database
     try {
       mkdirSync(dir, { recursive: true })
+    } catch (err) {
+      throw new StoreOpenError(`cannot open the SQLite store at ${file}: ${(err as Error).message}`)
+    }
+    const lock = StoreLock.acquire(dir)
+    try {
       db = new Database(file)
     } catch (err) {
+      lock.release()
       throw new StoreOpenError(`cannot open the SQLite store at ${file}: ${(err as Error).message}`)
     }
     try {
@@ -169,11 +235,12 @@ export class SqliteStore implements Store {
       if (applied.length > 0) opts.log.info({ event: 'store.migrated', file, applied }, 'applied schema migrations')
     } catch (err) {
       db.close()
+      lock.release()
       if (err instanceof StoreOpenError) throw err
       throw new StoreOpenError(`cannot use the SQLite store at ${file}: ${(err as Error).message}`)
     }
     opts.log.info({ event: 'store.opened', kind: 'sqlite', file, groupCommit: opts.groupCommit, schemaVersion: schemaVersion(db) }, 'store opened')
-    return new SqliteStore(db, opts)
+    return new SqliteStore(db, opts, lock)
   }
 
   async loadRoom (room: string): Promise<RoomSnapshot | null> {
@@ -218,12 +285,27 @@ export class SqliteStore implements Store {
     return this.enqueue(room, () => ({ version, state }))
   }
 
-  async listRooms (): Promise<RoomSummary[]> {
-    return this.read(() => this.statements.rooms.all())
+  async listRooms (page?: RoomPage): Promise<RoomSummary[]> {
+    if (page === undefined) return this.read(() => this.statements.rooms.all())
+    const prefix = page.prefix ?? ''
+    return this.read(() => this.statements.roomsPage.all(page.after ?? '', prefix, prefix + ROOM_NAME_END, page.limit))
   }
 
   release (room: string): void {
     if (!this.dirty.has(room)) this.heads.delete(room)
+  }
+
+  /**
+   * A write that needs new pages (a few KB, written then deleted in one
+   * transaction): it fails with SQLITE_FULL while the disk (or max_page_count)
+   * is full, SQLITE_READONLY or SQLITE_IOERR while those last.
+   */
+  probeWrite (): void {
+    if (this.closed) return
+    this.db.transaction(() => {
+      this.db.prepare('INSERT INTO store_probe (data) VALUES (zeroblob(16384))').run()
+      this.db.prepare('DELETE FROM store_probe').run()
+    })()
   }
 
   /** Commits every pending write now, in one transaction. */
@@ -237,6 +319,7 @@ export class SqliteStore implements Store {
     this.closed = true
     this.heads.clear()
     this.db.close()
+    this.lock.release()
   }
 
   /** The head of a room, read from the database once and then kept. */
@@ -324,11 +407,18 @@ export class SqliteStore implements Store {
       // what this process believed about these rooms was never committed: forget it
       for (const room of dirty) this.heads.delete(room)
       this.counters.failedCommits++
-      this.opts.log.error({ event: 'store.batch_failed', writes: queue.length, rooms: dirty.size, err }, 'a batch of writes could not be committed')
-      const failure = new StoreUnavailableError(`the store could not commit: ${(err as Error).message}`)
+      const reason = storeFailureReason(err)
+      const failure = new StoreUnavailableError(`the store could not commit (${reason})`)
+      if (this.opts.health) {
+        this.opts.health.writeFailed(reason, { writes: queue.length, rooms: dirty.size })
+        failure.reported = true
+      } else {
+        this.opts.log.error({ event: 'store.batch_failed', reason, writes: queue.length, rooms: dirty.size }, 'a batch of writes could not be committed')
+      }
       for (const write of queue) write.reject(failure)
       return failure
     }
+    this.opts.health?.writeSucceeded()
     for (const room of dirty) {
       const head = this.heads.get(room) as Head
       head.committed = { room, state: head.state, version: head.version, offset: head.offset }

@@ -6,6 +6,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { Connection } from '../plugins/connections.js'
 import { ClientId } from '../plugins/direct-messages.js'
 import { RequestId } from '../plugins/dispatcher.js'
+import { closeCodeLabel } from '../plugins/metrics.js'
 
 const Query = Type.Object({
   clientId: Type.Optional(ClientId),
@@ -89,7 +90,7 @@ export default async function wsRoute (app: FastifyInstance) {
     })
     socket.on('close', (code, reason) => {
       app.connections.remove(conn)
-      app.metrics.connectionCloses.inc({ code: String(code) })
+      app.metrics.connectionCloses.inc({ code: closeCodeLabel(code) })
       log.info({ event: 'connection.close', connectionId: conn.id, clientId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'connection closed')
     })
     socket.on('error', err => {
@@ -113,7 +114,8 @@ export default async function wsRoute (app: FastifyInstance) {
         maxRoomsPerConnection: config.MAX_ROOMS_PER_CONNECTION,
         roomHistorySize: config.ROOM_HISTORY_SIZE,
         roomStateMaxBytes: config.ROOM_STATE_MAX_BYTES,
-        ...(fieldLimits ??= messageFieldLimits(app))
+        ...(fieldLimits ??= messageFieldLimits(app)),
+        jsonMaxDepth: config.JSON_MAX_DEPTH
       }
     })
     app.connections.add(conn)

@@ -130,8 +130,49 @@ class SandboxWorker {
 interface Job { code: string, resolve: (o: RunOutcome) => void }
 
 /**
+ * Waiting runs, one FIFO per client key, served round-robin across keys: a
+ * client queueing many runs delays another client's by at most the runs
+ * already started, never by its whole backlog.
+ */
+class FairQueue<T> {
+  private readonly byKey = new Map<string, T[]>()
+  /** Keys with waiting jobs, in the order they are served next. */
+  private readonly turn: string[] = []
+  length = 0
+
+  push (key: string, job: T): void {
+    let jobs = this.byKey.get(key)
+    if (jobs === undefined) {
+      this.byKey.set(key, jobs = [])
+      this.turn.push(key)
+    }
+    jobs.push(job)
+    this.length++
+  }
+
+  shift (): T | undefined {
+    const key = this.turn.shift()
+    if (key === undefined) return undefined
+    const jobs = this.byKey.get(key) as T[]
+    const job = jobs.shift() as T
+    // a key with more waiting goes to the back of the line
+    if (jobs.length > 0) this.turn.push(key)
+    else this.byKey.delete(key)
+    this.length--
+    return job
+  }
+
+  drain (): T[] {
+    const out: T[] = []
+    for (let job = this.shift(); job !== undefined; job = this.shift()) out.push(job)
+    return out
+  }
+}
+
+/**
  * Runs untrusted JavaScript in QuickJS inside worker threads: at most
- * `maxConcurrent` at once, `maxQueued` waiting, each bounded in time and memory.
+ * `maxConcurrent` at once, `maxQueued` waiting (served fairly across client
+ * keys), each bounded in time and memory.
  */
 export class CodeRunner {
   readonly timeoutMs: number
@@ -141,7 +182,7 @@ export class CodeRunner {
   private readonly killGraceMs: number
   private readonly idle: SandboxWorker[] = []
   private readonly workers = new Set<SandboxWorker>()
-  private readonly queue: Job[] = []
+  private readonly queue = new FairQueue<Job>()
   private active = 0
   private closed = false
   readonly stats = { runs: 0, ok: 0, timeouts: 0, failures: 0, rejected: 0, workersKilled: 0 }
@@ -168,14 +209,14 @@ export class CodeRunner {
    * outcomes, not rejections). Throws QueueFullError at once when saturated,
    * so a caller can refuse before it acknowledges anything.
    */
-  run (code: string): Promise<RunOutcome> {
+  run (code: string, clientKey = ''): Promise<RunOutcome> {
     if (this.closed) return Promise.resolve(failed('exec_failed', 'the server is shutting down'))
     if (this.active >= this.maxConcurrent && this.queue.length >= this.maxQueued) {
       this.stats.rejected++
       throw new QueueFullError(`${this.active} runs in progress and ${this.queue.length} waiting`)
     }
     return new Promise(resolve => {
-      this.queue.push({ code, resolve })
+      this.queue.push(clientKey, { code, resolve })
       this.pump()
     })
   }
@@ -224,7 +265,7 @@ export class CodeRunner {
 
   async close (): Promise<void> {
     this.closed = true
-    for (const job of this.queue.splice(0)) job.resolve(failed('exec_failed', 'the server is shutting down'))
+    for (const job of this.queue.drain()) job.resolve(failed('exec_failed', 'the server is shutting down'))
     await Promise.all([...this.workers].map(w => w.close()))
     this.workers.clear()
     this.idle.length = 0

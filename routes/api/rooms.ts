@@ -9,8 +9,17 @@ import { canUseRoom } from '../../plugins/auth.js'
 const Params = Type.Object({ room: { ...RoomName, description: 'room name: 1-128 characters of A-Z a-z 0-9 _ . : -' } })
 
 const RoomList = Type.Object({
-  rooms: Type.Array(Type.Object({ room: Type.String(), members: Type.Integer({ minimum: 0 }), version: Version }))
-}, { description: 'Every stored room and every room with members, sorted by name', examples: [{ rooms: [{ room: 'doc', members: 2, version: 3 }] }] })
+  rooms: Type.Array(Type.Object({ room: Type.String(), members: Type.Integer({ minimum: 0 }), version: Version })),
+  /** Present when there are more rooms: pass it back as `cursor` for the next page. */
+  nextCursor: Type.Optional(Type.String({ description: 'Present when more rooms follow: pass it back as `cursor`' }))
+}, { description: 'A page of the rooms this caller may see (stored, or with members on any instance), sorted by name', examples: [{ rooms: [{ room: 'doc', members: 2, version: 3 }], nextCursor: 'doc' }] })
+/** A page of the room list: `limit` rooms [100, at most 1000] after `cursor` (the previous page's `nextCursor`). */
+export const ROOM_PAGE_DEFAULT = 100
+export const ROOM_PAGE_MAX = 1000
+const RoomListQuery = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: ROOM_PAGE_MAX, default: ROOM_PAGE_DEFAULT }),
+  cursor: Type.Optional(RoomName)
+})
 const RoomView = Type.Object({
   room: Type.String(),
   state: Type.Record(Type.String(), Type.Unknown()),
@@ -74,16 +83,20 @@ export default async function roomRoutes (app: FastifyInstance) {
     }
   })
 
-  app.get('/rooms', {
+  app.get<{ Querystring: Static<typeof RoomListQuery> }>('/rooms', {
     schema: {
       tags: ['rooms'],
       summary: 'List rooms',
-      description: 'Every stored room and every room with members on any instance, with its member count and state version.',
-      response: { 200: RoomList, 503: storeDown, ...commonErrors }
+      description: 'A page of the rooms this caller may see (a token with a `rooms` claim sees only those rooms): every stored room and every room with members on any instance, with its member count and state version, sorted by name. `limit` rooms (default 100, at most 1000) after `cursor`; `nextCursor` is present when more follow.',
+      querystring: RoomListQuery,
+      response: { 200: RoomList, 400: errorResponse('`invalid_message`: `limit` outside 1..1000 or a malformed `cursor`'), 503: storeDown, ...commonErrors }
     }
-  }, async (_request, reply) => {
+  }, async (request, reply) => {
     try {
-      return { rooms: await app.rooms.list() }
+      // a token with a `rooms` claim sees only the rooms it may use
+      const allowed = request.principal?.rooms ?? null
+      const page = await app.rooms.listPage({ after: request.query.cursor, limit: request.query.limit, allowed })
+      return page.next === undefined ? { rooms: page.rooms } : { rooms: page.rooms, nextCursor: page.next }
     } catch (err) {
       return sendRoomError(reply, err)
     }

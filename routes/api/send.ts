@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { ClientId, MessageText } from '../../plugins/direct-messages.js'
-import { commonErrors, errorResponse } from './errors.js'
+import { commonErrors, errorResponse, sendStoreUnavailable } from './errors.js'
 
 const SendBody = Type.Object({
   from: { ...ClientId, description: 'sender shown to the recipient; with a user token, its own sub' },
@@ -26,6 +26,7 @@ export default async function sendRoute (app: FastifyInstance) {
         200: SendReply,
         400: errorResponse('`invalid_message`: a field is missing, empty, too long or has characters outside its pattern; the message names it'),
         403: errorResponse('`forbidden`: a user token may only send as its own sub'),
+        503: errorResponse('`unavailable`: the store could not queue the message for an offline recipient; nothing was sent, retry'),
         ...commonErrors
       }
     }
@@ -35,7 +36,11 @@ export default async function sendRoute (app: FastifyInstance) {
     if (principal && principal.role !== 'service' && principal.sub !== from) {
       return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only send as its own sub' })
     }
-    const result = await app.directMessages.send(from, to, text)
-    return { ok: true as const, ...result }
+    try {
+      const result = await app.directMessages.send(from, to, text)
+      return { ok: true as const, ...result }
+    } catch (err) {
+      return sendStoreUnavailable(reply, err)
+    }
   })
 }
