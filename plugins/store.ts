@@ -107,7 +107,7 @@ export interface Store {
   readonly kind: string
   /** Queued direct messages for offline clients. */
   readonly inbox: InboxStore
-  /** Set by the tracing plugin to wrap each committed batch in a span. */
+  /** Wraps each committed batch in a span (set by the store plugin itself when tracing is on). */
   batchTracer?: BatchTracer
 
   /** The committed room, or null for a room never published to nor patched. */
@@ -174,6 +174,8 @@ export default fp<StoreOptions>(async function store (app, opts) {
       throw err
     }
   }
+  // tracing registers first: when on, each committed batch gets a span
+  if (app.hasDecorator('tracing')) store.batchTracer = app.tracing.batchTracer?.(store.kind)
   app.decorate('store', store)
   app.statusReport.section('store', () => ({ kind: store.kind }))
   app.addHook('onClose', async () => {
