@@ -13,10 +13,10 @@ import { TestClient } from './ws-client.js'
 async function joinsUnderPublishing (t: TestContext, publishUrl: string, joinUrls: string[], room: string, joins = 500): Promise<{ gaps: string[], joins: number, published: number }> {
   const publishers = await Promise.all([1, 2, 3, 4].map(i => connect(t, publishUrl, `${room}-pub-${i}`)))
   for (const p of publishers) await p.request({ type: 'join', room })
-  let publishing = true
+  const run = { publishing: true }
   let published = 0
   const publishLoops = publishers.map(async p => {
-    while (publishing) {
+    while (run.publishing) {
       await p.request({ type: 'publish', room, data: published }, 10000)
       published++
     }
@@ -54,7 +54,7 @@ async function joinsUnderPublishing (t: TestContext, publishUrl: string, joinUrl
     }
   })
   await Promise.all(loops)
-  publishing = false
+  run.publishing = false
   await Promise.all(publishLoops)
   return { gaps, joins: done, published }
 }
