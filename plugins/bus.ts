@@ -107,7 +107,9 @@ export class Bus implements Fanout {
   private readonly staleConnections = new Set<string>()
   /** The stale entries the restore in flight removes; given back if it fails. */
   private restoring: { members: Map<string, Set<string>>, connections: Set<string> } | null = null
-  private serverSubscribed: Promise<void> = Promise.resolve()
+  /** Settles once this instance's channel subscription was last attempted: a count is written only after it. */
+  private serverSubscribed: Promise<void>
+  private firstSubscribed: () => void = () => {}
   private readonly commands: Redis & Scripts
   private readonly roomHandlers: RoomFrameHandler[] = []
   private readonly clientHandlers: ClientFrameHandler[] = []
@@ -121,6 +123,7 @@ export class Bus implements Fanout {
     link.commands.defineCommand('sbLiveMembers', { numberOfKeys: 1, lua: LIVE_MEMBERS })
     link.commands.defineCommand('sbPublishToClient', { numberOfKeys: 1, lua: PUBLISH_TO_CLIENT })
     this.commands = link.commands as Redis & Scripts
+    this.serverSubscribed = new Promise(resolve => { this.firstSubscribed = resolve })
     link.subscriber.on('message', (channel: string, payload: string) => this.onMessage(channel, payload))
     link.addRestorer({ prepare: () => this.resubscribe(), write: tx => this.rewrite(tx), written: ok => this.rewritten(ok) })
     link.onBeat(() => this.sweepDeadMembers())
@@ -347,6 +350,7 @@ export class Bus implements Fanout {
     const channels = [serverChannel(this.serverId), ...this.subscriptions.keys()]
     const subscribed = this.link.subscriber.subscribe(...channels).then(() => undefined)
     this.serverSubscribed = subscribed.catch(() => {})
+    this.serverSubscribed.then(this.firstSubscribed)
     for (const channel of this.subscriptions.keys()) {
       const sub = this.subscriptions.get(channel) as Subscription
       sub.subscribed = subscribed.catch(err => { throw unavailable(`redis refused the subscription: ${(err as Error).message}`) })
