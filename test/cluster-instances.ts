@@ -12,7 +12,8 @@ export function clusterEnv (redis: RedisServer, extra: Record<string, string> = 
 export async function cluster (t: TestContext, n: number, extra: Record<string, string> = {}): Promise<{ redis: RedisServer, instances: ServerProcess[] }> {
   const redis = await startRedis(t)
   const instances: ServerProcess[] = []
-  for (let i = 0; i < n; i++) instances.push(await startServer(t, { ...clusterEnv(redis, extra), DATA_DIR: tempDir(t) }))
+  // a generous start bound: these suites run under CPU hogs, where loading the server alone can pass 15 s
+  for (let i = 0; i < n; i++) instances.push(await startServer(t, { ...clusterEnv(redis, extra), DATA_DIR: tempDir(t) }, { startTimeoutMs: 60000 }))
   return { redis, instances }
 }
 
