@@ -45,7 +45,9 @@ async function outage (t: Test, keepData: boolean, downMs = 0): Promise<void> {
     }
   }
   const expected = { slots: 1, goneConns: '0', liveConns: '1', members: ['live'] }
-  await waitFor(() => JSON.stringify(truth()) === JSON.stringify(expected), `registrations to converge to ${JSON.stringify(expected)} (last ${JSON.stringify(truth())})`, 15000, 50)
+  // both instances see Redis again (until then they answer upgrades with 503, as documented) and Redis holds the truth
+  const ready = async () => (await Promise.all([a, b].map(async i => (await fetch(`${i.url}/ready`)).status))).every(status => status === 200)
+  await waitFor(async () => await ready() && JSON.stringify(truth()) === JSON.stringify(expected), `both instances ready and registrations converged to ${JSON.stringify(expected)} (last ${JSON.stringify(truth())})`, 15000, 100)
   const convergedMs = Date.now() - backAt
   t.ok(convergedMs <= 2100 + 2 * BEAT_MS + 1000, `converged ${convergedMs} ms after redis was back (reconnect backoff ≤ 2.1 s, then within 2 heartbeats of ${BEAT_MS} ms)`)
 
