@@ -21,8 +21,8 @@ import websocket from './plugins/websocket.js'
 import cors from './plugins/cors.js'
 import rateLimit from './plugins/rate-limit.js'
 import redis from './plugins/redis.js'
-import redisLimits from './plugins/redis-limits.js'
-import bus from './plugins/bus.js'
+import { RedisClientSlots } from './plugins/redis-limits.js'
+import fanout from './plugins/fanout.js'
 import limits from './plugins/limits.js'
 import pendingConnections, { trustedPeerOf } from './plugins/pending-connections.js'
 import heartbeat from './plugins/heartbeat.js'
@@ -169,8 +169,9 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(cors, { origins: parseOrigins(cfg.CORS_ORIGINS), publicUrl: cfg.PUBLIC_URL })
   // before the store, so it closes after it (onClose runs last-registered-first): rooms → store → redis
   await fastify.register(redis, { url: cfg.REDIS_URL, instanceTtlMs: cfg.REDIS_INSTANCE_TTL_MS })
-  await fastify.register(limits, { maxConnections: cfg.MAX_CONNECTIONS, maxPerClient: cfg.MAX_CONNECTIONS_PER_CLIENT })
-  await fastify.register(redisLimits)
+  // with REDIS_URL, MAX_CONNECTIONS_PER_CLIENT counts across instances; MAX_CONNECTIONS stays per instance
+  const counter = fastify.redisLink ? new RedisClientSlots(fastify.redisLink) : undefined
+  await fastify.register(limits, { maxConnections: cfg.MAX_CONNECTIONS, maxPerClient: cfg.MAX_CONNECTIONS_PER_CLIENT, counter })
   await fastify.register(pendingConnections, {
     maxTotal: cfg.MAX_PENDING_CONNECTIONS,
     maxPerClient: cfg.MAX_PENDING_CONNECTIONS_PER_CLIENT,
@@ -178,6 +179,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     trustedPeer: trustedPeerOf(cfg.TRUST_PROXY)
   })
   await fastify.register(heartbeat, { intervalMs: cfg.HEARTBEAT_INTERVAL_MS })
+  // before rooms and direct messages, which deliver through it; after redis, so it withdraws before redis quits
+  await fastify.register(fanout)
   // onClose runs last-registered-first: rooms flush their writes, then the store closes
   await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS, ...opts.store })
   await fastify.register(inbox, { expireIntervalMs: Math.min(cfg.INBOX_TTL_MS, 60000) })
@@ -194,7 +197,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     timeoutMs: cfg.EXEC_TIMEOUT_MS,
     memoryMb: cfg.EXEC_MEMORY_MB
   })
-  await fastify.register(bus)
   await fastify.register(messageRate)
 
   fastify.statusReport.section('connections', () => ({

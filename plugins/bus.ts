@@ -1,66 +1,76 @@
-import fp from 'fastify-plugin'
-import type { Redis } from 'ioredis'
+import type { ChainableCommander, Redis } from 'ioredis'
 import { WsError } from './dispatcher.js'
+import type { ClientFrameHandler, Fanout, MembersGoneHandler, RoomFrameHandler } from './fanout.js'
 import { KEY_PREFIX, instanceKey, type RedisLink } from './redis.js'
-import type { RoomCluster } from './room-registry.js'
 
 /*
- * Channels (one plain SUBSCRIBE each, held only while this instance needs it):
- *   sb:ch:room:<room>       while a local connection is in the room
- *   sb:ch:client:<clientId> while the client has a local connection
- * A payload is "<origin serverId>\n<connection id to skip or empty>\n<frame>":
- * the frame is the already-serialized JSON every member receives, so nobody
- * re-serializes it, and the origin skips its own copy (it delivered locally).
+ * Channels (one plain SUBSCRIBE each):
+ *   sb:ch:room:<room>       while a local connection is in the room (or joining it)
+ *   sb:ch:server:<serverId> always: direct messages for clients connected to that instance
+ * A room payload is "<origin serverId>\n<connection id to skip or empty>\n<frame>",
+ * a server payload "<origin serverId>\n<clientId>\n<frame>": the frame is the
+ * already-serialized JSON every recipient gets, so nobody re-serializes it,
+ * and the origin skips its own room copy (it delivered locally).
  *
  * Keys:
  *   sb:members:<room>   hash "<serverId>|<clientId>" → 1: presence across instances
  *   sb:conns:<clientId> hash serverId → open connections there: `delivered` across instances
  * Entries of an instance whose heartbeat key expired are ignored and removed
- * by the scripts that read them, so a crashed instance leaves nothing behind.
+ * by the scripts that read them, so a crashed instance leaves nothing behind;
+ * the script that removes a room's dead members returns them, and the instance
+ * that ran it announces their `leave`. An instance rewrites its heartbeat and
+ * its entries in one MULTI when Redis is back (RedisLink.restore).
  */
 
 const roomChannel = (room: string) => `${KEY_PREFIX}ch:room:${room}`
-const clientChannel = (clientId: string) => `${KEY_PREFIX}ch:client:${clientId}`
+const serverChannel = (serverId: string) => `${KEY_PREFIX}ch:server:${serverId}`
 const membersKey = (room: string) => `${KEY_PREFIX}members:${room}`
 const connsKey = (clientId: string) => `${KEY_PREFIX}conns:${clientId}`
 const ROOM_PREFIX = roomChannel('')
-const CLIENT_PREFIX = clientChannel('')
+const SERVER_PREFIX = serverChannel('')
 const INSTANCE_PREFIX = instanceKey('')
 
-/** The room's members on live instances; removes those of dead ones. */
+/** The room's members on other live instances, and those of dead instances (removed). */
 const LIVE_MEMBERS = `
-local out = {}
+local live, gone = {}, {}
 for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
   local sep = string.find(field, '|', 1, true)
   local server = string.sub(field, 1, sep - 1)
-  if server == ARGV[1] or redis.call('EXISTS', ARGV[2] .. server) == 1 then
-    table.insert(out, string.sub(field, sep + 1))
-  else
-    redis.call('HDEL', KEYS[1], field)
+  if server ~= ARGV[1] then
+    if redis.call('EXISTS', ARGV[2] .. server) == 1 then
+      table.insert(live, string.sub(field, sep + 1))
+    else
+      redis.call('HDEL', KEYS[1], field)
+      table.insert(gone, string.sub(field, sep + 1))
+    end
   end
 end
-return out`
+return {live, gone}`
 
-/** Counts the client's connections on other live instances and, when there are any, publishes to them. */
+/**
+ * Publishes to each other live instance holding connections of the client and
+ * counts those connections only where the PUBLISH reached a subscriber: an
+ * instance that died (its socket closed) or lost Redis counts 0 and its entry
+ * goes (it rewrites it when it is back).
+ */
 const PUBLISH_TO_CLIENT = `
 local fields = redis.call('HGETALL', KEYS[1])
-local others = 0
+local reached = 0
 for i = 1, #fields, 2 do
   local server = fields[i]
   if server ~= ARGV[1] then
-    if redis.call('EXISTS', ARGV[2] .. server) == 1 then
-      others = others + tonumber(fields[i + 1])
+    if redis.call('EXISTS', ARGV[2] .. server) == 1 and redis.call('PUBLISH', ARGV[3] .. server, ARGV[4]) > 0 then
+      reached = reached + tonumber(fields[i + 1])
     else
       redis.call('HDEL', KEYS[1], server)
     end
   end
 end
-if others > 0 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
-return others`
+return reached`
 
 interface Scripts {
-  sbLiveMembers (key: string, me: string, prefix: string): Promise<string[]>
-  sbPublishToClient (key: string, me: string, prefix: string, channel: string, payload: string): Promise<number>
+  sbLiveMembers (key: string, me: string, prefix: string): Promise<[string[], string[]]>
+  sbPublishToClient (key: string, me: string, prefix: string, channelPrefix: string, payload: string): Promise<number>
 }
 
 interface Subscription { count: number, subscribed: Promise<void> }
@@ -78,27 +88,46 @@ function unavailable (message: string): WsError {
 }
 
 /**
- * Reference-counted subscriptions, and the publishing side of room and
- * direct-message delivery. Plain class: the plugin below wires it to the app.
+ * The Redis fanout: reference-counted room subscriptions, one channel per
+ * instance for direct messages, and this instance's presence and connection
+ * counts in Redis. What this instance holds is kept here (the truth); a write
+ * Redis missed marks its key, and the restore rewrites those and everything else.
  */
-export class Bus {
+export class Bus implements Fanout {
+  readonly kind = 'redis'
   /** Frames received from other instances, for status and tests. */
   readonly received = { room: 0, client: 0 }
   private readonly subscriptions = new Map<string, Subscription>()
   /** room → client ids with a connection here in the room (what sb:members holds for this instance). */
   private readonly localMembers = new Map<string, Set<string>>()
+  /** clientId → connections here (what sb:conns holds for this instance). */
+  private readonly localConnections = new Map<string, number>()
+  /** Entries whose write Redis may have missed: rewritten (or removed) by the restore. */
+  private readonly staleMembers = new Map<string, Set<string>>()
+  private readonly staleConnections = new Set<string>()
+  /** The stale entries the restore in flight removes; given back if it fails. */
+  private restoring: { members: Map<string, Set<string>>, connections: Set<string> } | null = null
+  /** Settles once this instance's channel subscription was last attempted: a count is written only after it. */
+  private serverSubscribed: Promise<void>
+  private firstSubscribed: () => void = () => {}
   private readonly commands: Redis & Scripts
+  private readonly roomHandlers: RoomFrameHandler[] = []
+  private readonly clientHandlers: ClientFrameHandler[] = []
+  private readonly goneHandlers: MembersGoneHandler[] = []
 
   constructor (
     private readonly link: RedisLink,
-    private readonly handlers: { room: (room: string, frame: string, except?: string) => void, client: (clientId: string, frame: string) => void, localConnections: (clientId: string) => number },
+    private readonly count: (direction: 'published' | 'received') => void,
     private readonly log: Log
   ) {
     link.commands.defineCommand('sbLiveMembers', { numberOfKeys: 1, lua: LIVE_MEMBERS })
     link.commands.defineCommand('sbPublishToClient', { numberOfKeys: 1, lua: PUBLISH_TO_CLIENT })
     this.commands = link.commands as Redis & Scripts
+    this.serverSubscribed = new Promise(resolve => { this.firstSubscribed = resolve })
     link.subscriber.on('message', (channel: string, payload: string) => this.onMessage(channel, payload))
-    link.onReady(() => this.restore())
+    link.addRestorer({ prepare: () => this.resubscribe(), write: tx => this.rewrite(tx), written: ok => this.rewritten(ok) })
+    link.onBeat(() => this.sweepDeadMembers())
+    if (link.ready) link.restore().catch(() => {})
   }
 
   get serverId (): string {
@@ -110,75 +139,120 @@ export class Bus {
     return [...this.subscriptions.keys()]
   }
 
+  onRoomFrame (fn: RoomFrameHandler): void {
+    this.roomHandlers.push(fn)
+  }
+
+  onClientFrame (fn: ClientFrameHandler): void {
+    this.clientHandlers.push(fn)
+  }
+
+  onMembersGone (fn: MembersGoneHandler): void {
+    this.goneHandlers.push(fn)
+  }
+
   /** Sends a room frame to the other instances that have members in the room. */
   publishToRoom (room: string, frame: string, exceptConnectionId?: string): void {
     if (!this.link.ready) return
+    this.count('published')
     this.commands.publish(roomChannel(room), `${this.serverId}\n${exceptConnectionId ?? ''}\n${frame}`).catch(err => {
       this.log.warn({ event: 'bus.publish_failed', room, reason: (err as Error).message }, 'a room frame did not reach the other instances')
     })
   }
 
-  /** Sends a direct-message frame to the client's connections on other instances; returns how many there are. */
+  /** Sends a direct-message frame to the client's connections on other instances; returns how many it reached. */
   async publishToClient (clientId: string, frame: string): Promise<number> {
     if (!this.link.ready) throw unavailable(`redis is ${this.link.status}; the message cannot reach other instances nor be queued; retry later`)
     try {
-      return await this.commands.sbPublishToClient(connsKey(clientId), this.serverId, INSTANCE_PREFIX, clientChannel(clientId), `${this.serverId}\n\n${frame}`)
+      const reached = await this.commands.sbPublishToClient(connsKey(clientId), this.serverId, INSTANCE_PREFIX, SERVER_PREFIX, `${this.serverId}\n${clientId}\n${frame}`)
+      this.count('published')
+      return reached
     } catch (err) {
       throw unavailable(`redis did not accept the message: ${(err as Error).message}`)
     }
   }
 
-  /** The room's members on every live instance. */
+  /** The room's members on every other live instance (dead instances' members are removed and announced). */
   async members (room: string): Promise<string[]> {
     this.link.requireReady()
-    return this.commands.sbLiveMembers(membersKey(room), this.serverId, INSTANCE_PREFIX)
+    const [live, gone] = await this.commands.sbLiveMembers(membersKey(room), this.serverId, INSTANCE_PREFIX)
+    this.announceGone(room, gone, live)
+    return live
   }
 
   memberJoined (room: string, clientId: string): void {
     let set = this.localMembers.get(room)
     if (!set) this.localMembers.set(room, set = new Set())
     set.add(clientId)
-    this.write(() => this.commands.hset(membersKey(room), `${this.serverId}|${clientId}`, 1))
+    this.writeMember(room, clientId)
   }
 
   memberLeft (room: string, clientId: string): void {
     const set = this.localMembers.get(room)
     set?.delete(clientId)
     if (set?.size === 0) this.localMembers.delete(room)
-    this.write(() => this.commands.hdel(membersKey(room), `${this.serverId}|${clientId}`))
+    this.writeMember(room, clientId)
   }
 
-  retainRoom (room: string): Promise<void> {
+  subscribeRoom (room: string): Promise<void> {
     return this.retain(roomChannel(room))
   }
 
-  releaseRoom (room: string): void {
+  unsubscribeRoom (room: string): void {
     this.release(roomChannel(room))
   }
 
-  /** A connection of the client opened here: subscribe (first one), then say how many there are. */
-  clientConnected (clientId: string): void {
-    this.retain(clientChannel(clientId)).then(() => this.writeConnectionCount(clientId), () => {
-      // restored with the other subscriptions when redis is back
-    })
+  /**
+   * A connection of the client is about to get its welcome: counted here, then
+   * written to Redis (and this instance's channel subscribed) before this
+   * resolves. While Redis is down it resolves at once: the restore writes it.
+   */
+  async clientConnected (clientId: string): Promise<void> {
+    this.localConnections.set(clientId, (this.localConnections.get(clientId) ?? 0) + 1)
+    if (!this.link.ready) {
+      this.staleConnections.add(clientId)
+      return
+    }
+    try {
+      await this.serverSubscribed
+      await this.writeConnections(clientId)
+    } catch {
+      // marked stale by the write: the restore rewrites it when redis is back
+    }
   }
 
   clientDisconnected (clientId: string): void {
-    this.release(clientChannel(clientId))
-    this.writeConnectionCount(clientId)
+    const count = (this.localConnections.get(clientId) ?? 0) - 1
+    if (count > 0) this.localConnections.set(clientId, count)
+    else this.localConnections.delete(clientId)
+    this.writeConnections(clientId).catch(() => {})
   }
 
   /** On shutdown: this instance's presence and connection counts leave Redis. */
   async withdraw (): Promise<void> {
     if (!this.link.ready) return
-    const ops: Array<Promise<unknown>> = []
+    const tx = this.commands.multi()
     for (const [room, clients] of this.localMembers) {
-      for (const clientId of clients) ops.push(this.commands.hdel(membersKey(room), `${this.serverId}|${clientId}`))
+      for (const clientId of clients) tx.hdel(membersKey(room), `${this.serverId}|${clientId}`)
     }
-    for (const channel of this.subscriptions.keys()) {
-      if (channel.startsWith(CLIENT_PREFIX)) ops.push(this.commands.hdel(connsKey(channel.slice(CLIENT_PREFIX.length)), this.serverId))
+    for (const clientId of this.localConnections.keys()) tx.hdel(connsKey(clientId), this.serverId)
+    await tx.exec().catch(() => {})
+  }
+
+  /** On every heartbeat: rooms with members here drop (and announce) the members of dead instances. */
+  private sweepDeadMembers (): void {
+    for (const room of this.localMembers.keys()) {
+      this.members(room).catch(() => {})
     }
-    await Promise.allSettled(ops)
+  }
+
+  private announceGone (room: string, gone: string[], live: string[]): void {
+    if (gone.length === 0) return
+    const still = new Set(live)
+    const left = [...new Set(gone)].filter(clientId => !still.has(clientId) && !this.localMembers.get(room)?.has(clientId))
+    if (left.length === 0) return
+    this.log.info({ event: 'bus.members_gone', room, count: left.length }, 'members of an instance whose heartbeat expired left the room')
+    for (const fn of this.goneHandlers) fn(room, left)
   }
 
   private retain (channel: string): Promise<void> {
@@ -189,12 +263,10 @@ export class Bus {
     }
     const sub: Subscription = { count: 1, subscribed: this.subscribe(channel) }
     this.subscriptions.set(channel, sub)
-    // a room join that fails gives its count back (it never calls release); a client keeps its count for the restore
-    if (channel.startsWith(ROOM_PREFIX)) {
-      sub.subscribed.catch(() => {
-        if (this.subscriptions.get(channel) === sub && --sub.count === 0) this.subscriptions.delete(channel)
-      })
-    }
+    // a room join that fails gives its count back (it never calls release)
+    sub.subscribed.catch(() => {
+      if (this.subscriptions.get(channel) === sub && --sub.count === 0) this.subscriptions.delete(channel)
+    })
     return sub.subscribed
   }
 
@@ -217,17 +289,42 @@ export class Bus {
     }
   }
 
-  private writeConnectionCount (clientId: string): void {
-    const count = this.handlers.localConnections(clientId)
-    this.write(() => count > 0
-      ? this.commands.hset(connsKey(clientId), this.serverId, count)
-      : this.commands.hdel(connsKey(clientId), this.serverId))
+  /** Writes this instance's membership of the client in the room as it is now (set or removed). */
+  private writeMember (room: string, clientId: string): void {
+    const field = `${this.serverId}|${clientId}`
+    const present = this.localMembers.get(room)?.has(clientId) ?? false
+    this.write(
+      () => present ? this.commands.hset(membersKey(room), field, 1) : this.commands.hdel(membersKey(room), field),
+      () => {
+        let set = this.staleMembers.get(room)
+        if (!set) this.staleMembers.set(room, set = new Set())
+        set.add(clientId)
+      }
+    ).catch(() => {})
   }
 
-  /** A write whose loss the restore repairs: logged, never thrown. */
-  private write (op: () => Promise<unknown>): void {
-    if (!this.link.ready) return
-    op().catch(err => this.log.warn({ event: 'bus.write_failed', reason: (err as Error).message }, 'a cluster bookkeeping write failed; it is redone when redis is back'))
+  /** Writes the client's connection count here as it is now (set or removed). */
+  private writeConnections (clientId: string): Promise<void> {
+    const count = this.localConnections.get(clientId) ?? 0
+    return this.write(
+      () => count > 0 ? this.commands.hset(connsKey(clientId), this.serverId, count) : this.commands.hdel(connsKey(clientId), this.serverId),
+      () => this.staleConnections.add(clientId)
+    )
+  }
+
+  /** A write whose loss the restore repairs: marked stale when Redis is down or the write failed. */
+  private async write (op: () => Promise<unknown>, stale: () => void): Promise<void> {
+    if (!this.link.ready) {
+      stale()
+      throw unavailable(`redis is ${this.link.status}`)
+    }
+    try {
+      await op()
+    } catch (err) {
+      stale()
+      this.log.warn({ event: 'bus.write_failed', reason: (err as Error).message }, 'a cluster bookkeeping write failed; it is redone when redis is back')
+      throw err
+    }
   }
 
   private onMessage (channel: string, payload: string): void {
@@ -235,98 +332,62 @@ export class Bus {
     const second = payload.indexOf('\n', first + 1)
     if (first < 0 || second < 0) return
     if (payload.slice(0, first) === this.serverId) return
-    const except = payload.slice(first + 1, second) || undefined
+    const middle = payload.slice(first + 1, second)
     const frame = payload.slice(second + 1)
+    this.count('received')
     if (channel.startsWith(ROOM_PREFIX)) {
       this.received.room++
-      this.handlers.room(channel.slice(ROOM_PREFIX.length), frame, except)
-    } else if (channel.startsWith(CLIENT_PREFIX)) {
+      const room = channel.slice(ROOM_PREFIX.length)
+      for (const fn of this.roomHandlers) fn(room, frame, middle || undefined)
+    } else if (channel.startsWith(SERVER_PREFIX)) {
       this.received.client++
-      this.handlers.client(channel.slice(CLIENT_PREFIX.length), frame)
+      for (const fn of this.clientHandlers) fn(middle, frame)
     }
   }
 
-  /** Redis is (back) up: every subscription still counted is made again, and this instance's entries rewritten. */
-  private restore (): void {
-    const channels = [...this.subscriptions.keys()]
-    for (const channel of channels) {
+  /** Redis is (back) up: this instance's channel and every room subscription still counted are made again. */
+  private async resubscribe (): Promise<void> {
+    const channels = [serverChannel(this.serverId), ...this.subscriptions.keys()]
+    const subscribed = this.link.subscriber.subscribe(...channels).then(() => undefined)
+    this.serverSubscribed = subscribed.catch(() => {})
+    this.serverSubscribed.then(this.firstSubscribed)
+    for (const channel of this.subscriptions.keys()) {
       const sub = this.subscriptions.get(channel) as Subscription
-      sub.subscribed = this.subscribe(channel)
-      sub.subscribed.catch(err => this.log.warn({ event: 'bus.resubscribe_failed', channel, reason: (err as Error).message }, 'resubscribe failed'))
+      sub.subscribed = subscribed.catch(err => { throw unavailable(`redis refused the subscription: ${(err as Error).message}`) })
+      sub.subscribed.catch(() => {})
     }
+    await subscribed
+    if (channels.length > 1) this.log.info({ event: 'bus.restored', channels: channels.length }, 'subscriptions restored')
+  }
+
+  /** This instance's entries as they are now, and the removal of those that went while Redis could not be told. */
+  private rewrite (tx: ChainableCommander): void {
     for (const [room, clients] of this.localMembers) {
-      for (const clientId of clients) this.write(() => this.commands.hset(membersKey(room), `${this.serverId}|${clientId}`, 1))
+      for (const clientId of clients) tx.hset(membersKey(room), `${this.serverId}|${clientId}`, 1)
     }
-    for (const channel of channels) {
-      if (channel.startsWith(CLIENT_PREFIX)) this.writeConnectionCount(channel.slice(CLIENT_PREFIX.length))
+    for (const [room, clients] of this.staleMembers) {
+      for (const clientId of clients) {
+        if (!this.localMembers.get(room)?.has(clientId)) tx.hdel(membersKey(room), `${this.serverId}|${clientId}`)
+      }
     }
-    if (channels.length > 0) this.log.info({ event: 'bus.restored', channels: channels.length }, 'subscriptions restored')
+    for (const [clientId, count] of this.localConnections) tx.hset(connsKey(clientId), this.serverId, count)
+    for (const clientId of this.staleConnections) {
+      if (!this.localConnections.has(clientId)) tx.hdel(connsKey(clientId), this.serverId)
+    }
+    this.restoring = { members: new Map(this.staleMembers), connections: new Set(this.staleConnections) }
+    this.staleMembers.clear()
+    this.staleConnections.clear()
+  }
+
+  private rewritten (ok: boolean): void {
+    const taken = this.restoring
+    this.restoring = null
+    if (ok || !taken) return
+    for (const [room, clients] of taken.members) {
+      let set = this.staleMembers.get(room)
+      if (!set) this.staleMembers.set(room, set = new Set())
+      for (const clientId of clients) set.add(clientId)
+    }
+    for (const clientId of taken.connections) this.staleConnections.add(clientId)
   }
 }
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** Cross-instance delivery; null when REDIS_URL is unset. */
-    bus: Bus | null
-  }
-}
-
-/**
- * Makes rooms and direct messages cluster-wide by replacing their delivery
- * hooks: a frame goes to local connections as before and, through Redis, to
- * the instances whose connections need it, and to no other.
- */
-export default fp(async function bus (app) {
-  const link = app.redisLink
-  if (!link) {
-    app.decorate('bus', null)
-    return
-  }
-  const pubsub = app.metrics.pubsubMessages
-  const deliverToRoomHere = app.rooms.deliver
-  const deliverToClientHere = app.directMessages.deliver
-  const bus = new Bus(link, {
-    room: (room, frame, except) => {
-      pubsub.inc({ direction: 'received' })
-      deliverToRoomHere(room, frame, except)
-    },
-    client: (clientId, frame) => {
-      pubsub.inc({ direction: 'received' })
-      deliverToClientHere(clientId, frame).catch(() => {})
-    },
-    localConnections: clientId => app.connections.ofClient(clientId)?.size ?? 0
-  }, app.log)
-  app.decorate('bus', bus)
-
-  app.rooms.deliver = (room, frame, except) => {
-    bus.publishToRoom(room, frame, except)
-    pubsub.inc({ direction: 'published' })
-    return deliverToRoomHere(room, frame, except)
-  }
-  const cluster: RoomCluster = {
-    retain: room => bus.retainRoom(room),
-    release: room => bus.releaseRoom(room),
-    memberJoined: (room, clientId) => bus.memberJoined(room, clientId),
-    memberLeft: (room, clientId) => bus.memberLeft(room, clientId),
-    members: room => bus.members(room)
-  }
-  app.rooms.cluster = cluster
-
-  app.directMessages.deliver = async (clientId, frame) => {
-    const here = await deliverToClientHere(clientId, frame)
-    // a client connected here still gets the message while redis is down
-    if (here > 0 && !link.ready) return here
-    const elsewhere = await bus.publishToClient(clientId, frame)
-    pubsub.inc({ direction: 'published' })
-    return here + elsewhere
-  }
-
-  app.connections.onOpen(conn => bus.clientConnected(conn.clientId))
-  app.connections.onClose(conn => bus.clientDisconnected(conn.clientId))
-
-  app.statusReport.section('bus', () => ({ subscriptions: bus.channels.length, received: bus.received }))
-
-  app.addHook('onClose', async () => {
-    await bus.withdraw()
-  })
-}, { name: 'bus', fastify: '5.x', dependencies: ['redis', 'rooms', 'direct-messages', 'connections', 'status', 'metrics'] })

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
+import type { Fanout } from './fanout.js'
 import type { DirectMessage } from './inbox.js'
 import { uuid } from './uuid.js'
 
@@ -14,17 +15,33 @@ export interface SendResult {
   queued: boolean
 }
 
+/** Delivers a serialized message to every connection of a client id here and says how many it reached. */
+export type DeliverToClient = (clientId: string, frame: string) => number
+
 /**
- * Delivers a serialized message to every connection of a client id and says how
- * many it reached. Local by default; the Redis plugin installs a cluster-wide one.
+ * A message goes to the recipient's connections here and, through the fanout,
+ * on the other instances; `delivered` counts only connections it reached.
+ * Reached nowhere, it is queued in the inbox.
  */
-export type DeliverToClient = (clientId: string, frame: string) => Promise<number>
-
 export class DirectMessages {
-  deliver: DeliverToClient
+  constructor (
+    private readonly local: DeliverToClient,
+    private readonly fanout: Fanout,
+    private readonly queue: (clientId: string, m: DirectMessage) => Promise<void>
+  ) {
+    // a frame from another instance for a client whose connection here just closed waits in the inbox
+    fanout.onClientFrame((clientId, frame) => {
+      if (local(clientId, frame) > 0) return
+      queue(clientId, JSON.parse(frame) as DirectMessage).catch(() => {})
+    })
+  }
 
-  constructor (local: DeliverToClient, private readonly queue: (clientId: string, m: DirectMessage) => Promise<void>) {
-    this.deliver = local
+  /** Connections the frame reached, here and on the other instances. */
+  async deliver (clientId: string, frame: string): Promise<number> {
+    const here = this.local(clientId, frame)
+    // a client connected here still gets the message while the other instances cannot be reached
+    if (here > 0) return here + await this.fanout.publishToClient(clientId, frame).catch(() => 0)
+    return this.fanout.publishToClient(clientId, frame)
   }
 
   async send (from: string, to: string, text: string): Promise<SendResult> {
@@ -44,11 +61,12 @@ declare module 'fastify' {
 
 export default fp(async function directMessages (app) {
   const dm = new DirectMessages(
-    async (clientId, frame) => {
+    (clientId, frame) => {
       const reached = app.connections.sendToClient(clientId, frame)
       app.metrics.messagesOutByType.add('message', reached)
       return reached
     },
+    app.fanout,
     async (clientId, message) => {
       await app.inbox.push(clientId, message)
       app.metrics.inboxQueued.inc()
@@ -78,4 +96,4 @@ export default fp(async function directMessages (app) {
       if (!(err as { reported?: boolean }).reported) app.log.error({ event: 'inbox.drain_failed', clientId: conn.clientId, err }, 'could not read queued messages')
     }).finally(() => conn.release())
   })
-}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'metrics'] })
+}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'metrics', 'fanout'] })

@@ -44,6 +44,8 @@ export interface DispatcherOptions {
   floodCloseMs?: number
   /** JSON_MAX_DEPTH: deepest nesting of a field's value in a frame [64]. */
   maxDepth?: number
+  /** Wraps the handling of every message of a registered type (tracing); unset, messages run bare. */
+  around?: AroundMessage
 }
 
 /** A parsed frame whose `type` names a registered handler (not yet validated). */
@@ -72,16 +74,22 @@ export class Dispatcher {
   private readonly floodCloseMs: number
   private readonly maxDepth: number
   /** Observers for metrics: called with the type (or the error code) of every frame. */
-  readonly observers: Array<(event: DispatchEvent) => void> = []
+  private readonly observers: Array<(event: DispatchEvent) => void> = []
   private readonly errorEvents = new Map<ErrorCode, DispatchEvent>()
   /** Wraps the handling of every message of a registered type; unset, messages run bare. */
-  around?: AroundMessage
+  readonly around?: AroundMessage
 
   constructor (opts: DispatcherOptions, private readonly log: { error: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }) {
     this.rate = opts.messagesPerSecond ?? 50
     this.burst = this.rate * 2
     this.floodCloseMs = opts.floodCloseMs ?? 3000
     this.maxDepth = opts.maxDepth ?? DEFAULT_JSON_MAX_DEPTH
+    this.around = opts.around
+  }
+
+  /** Calls `fn` with the type (or error code) of every frame handled, and of every reply. */
+  onFrame (fn: (event: DispatchEvent) => void): void {
+    this.observers.push(fn)
   }
 
   get types (): string[] {
@@ -240,9 +248,11 @@ declare module 'fastify' {
 }
 
 export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
-  const d = new Dispatcher(opts, app.log)
+  // tracing registers first: when on, each message runs inside its span
+  const around = app.hasDecorator('tracing') ? app.tracing.aroundMessage : undefined
+  const d = new Dispatcher({ around, ...opts }, app.log)
   const m = app.metrics
-  d.observers.push(event => {
+  d.onFrame(event => {
     if (event.reply !== undefined) return m.messagesOutByType.add(event.reply)
     if (event.error === undefined) return m.messagesInByType.add(event.type)
     m.messagesOutByType.add('error')

@@ -4,8 +4,10 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 export interface LimitsOptions {
   /** WebSocket connections this instance accepts [1000]. */
   maxConnections?: number
-  /** Connections per client key [10]; cluster-wide when a shared counter is installed. */
+  /** Connections per client key [10]; cluster-wide when `counter` is shared. */
   maxPerClient?: number
+  /** Where per-client counts live [a local Map]; with REDIS_URL, app.ts passes the Redis one (plugins/redis-limits.ts). */
+  counter?: ClientSlotCounter
 }
 
 /**
@@ -56,9 +58,10 @@ export class ConnectionLimits {
   readonly maxConnections: number
   readonly maxPerClient: number
   private held = 0
-  counter: ClientSlotCounter = new LocalClientSlots()
+  readonly counter: ClientSlotCounter
 
   constructor (opts: LimitsOptions) {
+    this.counter = opts.counter ?? new LocalClientSlots()
     this.maxConnections = opts.maxConnections ?? 1000
     this.maxPerClient = opts.maxPerClient ?? 10
   }

@@ -51,7 +51,7 @@ export default fp<MessageRateOptions>(async function messageRate (app, opts) {
   const rate = new MessageRate(() => app.connections.traffic.framesOut, opts.windowSeconds ?? 5)
   app.decorate('messageRate', rate)
   // the dispatcher reports each frame it handles or answers with an error once (and each reply, not counted here)
-  app.dispatcher.observers.push(event => { if (event.reply === undefined) rate.framesIn++ })
+  app.dispatcher.onFrame(event => { if (event.reply === undefined) rate.framesIn++ })
   app.statusReport.section('messages', () => rate.report())
 
   let timer: NodeJS.Timeout | undefined

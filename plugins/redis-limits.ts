@@ -1,4 +1,3 @@
-import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import type { ClientSlotCounter } from './limits.js'
 import { KEY_PREFIX, RedisUnavailableError, instanceKey, type RedisLink } from './redis.js'
@@ -35,18 +34,32 @@ interface Scripts {
 
 const slotsKey = (clientKey: string) => `${KEY_PREFIX}slots:${clientKey}`
 
-/** Per-client connection counts shared by every instance through Redis. */
+/**
+ * Per-client connection counts shared by every instance through Redis. This
+ * instance's share is kept here; a release Redis missed marks its key, and the
+ * restore (in the heartbeat's MULTI) rewrites every share and removes those that went.
+ */
 export class RedisClientSlots implements ClientSlotCounter {
-  /** This instance's share, rewritten to Redis when the connection comes back. */
   private readonly local = new Map<string, number>()
+  private stale = new Set<string>()
+  private restoring: Set<string> | null = null
   private readonly redis: Redis & Scripts
 
   constructor (private readonly link: RedisLink) {
     link.commands.defineCommand('sbAcquireSlot', { numberOfKeys: 1, lua: ACQUIRE })
     link.commands.defineCommand('sbReleaseSlot', { numberOfKeys: 1, lua: RELEASE })
     this.redis = link.commands as Redis & Scripts
-    link.onReady(() => {
-      for (const [clientKey, count] of this.local) this.redis.hset(slotsKey(clientKey), link.serverId, count).catch(() => {})
+    link.addRestorer({
+      write: tx => {
+        for (const [clientKey, count] of this.local) tx.hset(slotsKey(clientKey), link.serverId, count)
+        for (const clientKey of this.stale) if (!this.local.has(clientKey)) tx.hdel(slotsKey(clientKey), link.serverId)
+        this.restoring = this.stale
+        this.stale = new Set()
+      },
+      written: ok => {
+        if (!ok && this.restoring) for (const clientKey of this.restoring) this.stale.add(clientKey)
+        this.restoring = null
+      }
     })
   }
 
@@ -72,16 +85,19 @@ export class RedisClientSlots implements ClientSlotCounter {
     const current = this.local.get(clientKey) ?? 0
     if (current <= 1) this.local.delete(clientKey)
     else this.local.set(clientKey, current - 1)
-    if (!this.link.ready) return // the reconnect rewrites this instance's counts
-    await this.redis.sbReleaseSlot(slotsKey(clientKey), this.link.serverId)
+    if (!this.link.ready) {
+      this.stale.add(clientKey) // the restore writes what is left of it
+      return
+    }
+    try {
+      await this.redis.sbReleaseSlot(slotsKey(clientKey), this.link.serverId)
+    } catch (err) {
+      this.stale.add(clientKey)
+      throw err
+    }
   }
 
   count (clientKey: string): number | undefined {
     return this.local.get(clientKey) ?? 0
   }
 }
-
-/** With REDIS_URL set, MAX_CONNECTIONS_PER_CLIENT counts across instances; MAX_CONNECTIONS stays per instance. */
-export default fp(async function redisLimits (app) {
-  if (app.redisLink) app.limits.counter = new RedisClientSlots(app.redisLink)
-}, { name: 'redis-limits', fastify: '5.x', dependencies: ['redis', 'limits'] })

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import fastifyRedis from '@fastify/redis'
-import { Redis, type RedisOptions } from 'ioredis'
+import { Redis, type ChainableCommander, type RedisOptions } from 'ioredis'
 
 export interface RedisPluginOptions {
   /** redis:// or rediss:// URL; when absent the plugin only reports `disabled`. */
@@ -47,6 +47,19 @@ export function connectionOptions (timeoutMs: number, name: string): RedisOption
 }
 
 /**
+ * What a plugin keeps in Redis for this instance, rewritten whenever Redis is
+ * back (or lost this instance's heartbeat): `prepare` runs first (subscribe),
+ * then `write` adds its entries to the one transaction that rewrites the
+ * heartbeat key first, so another instance sees either both or neither.
+ */
+export interface Restorer {
+  prepare?: () => Promise<void>
+  write: (tx: ChainableCommander) => void
+  /** After the transaction: `ok` false when it failed (what `write` took must be kept for the next one). */
+  written?: (ok: boolean) => void
+}
+
+/**
  * The two connections (commands and subscriber) and what the rest of the app
  * needs to know about them: whether Redis is usable, this instance's heartbeat.
  */
@@ -55,6 +68,10 @@ export class RedisLink {
   private heartbeat: NodeJS.Timeout | undefined
   /** Called each time both connections are ready again after a loss (and the first time). */
   private readonly readyListeners: Array<() => void> = []
+  private readonly restorers: Restorer[] = []
+  private readonly beatListeners: Array<() => void> = []
+  private restoring: Promise<void> | null = null
+  private restoreAgain = false
   private wasReady = false
   /** Set at shutdown, so quitting is not reported as an outage. */
   closing = false
@@ -92,14 +109,59 @@ export class RedisLink {
     this.readyListeners.push(fn)
   }
 
+  /** Registers what this instance keeps in Redis; restored in registration order. */
+  addRestorer (restorer: Restorer): void {
+    this.restorers.push(restorer)
+  }
+
+  /**
+   * Rewrites this instance's heartbeat and, in the same MULTI, every entry the
+   * restorers vouch for. Runs when Redis is (back) up and when a beat finds the
+   * heartbeat key gone; a request while one runs runs once more after it.
+   */
+  restore (): Promise<void> {
+    if (this.restoring) {
+      this.restoreAgain = true
+      return this.restoring
+    }
+    this.restoring = (async () => {
+      do {
+        this.restoreAgain = false
+        if (!this.ready) return
+        try {
+          for (const r of this.restorers) await r.prepare?.()
+          const tx = this.commands.multi()
+          tx.set(instanceKey(this.serverId), String(Date.now()), 'PX', this.instanceTtlMs)
+          for (const r of this.restorers) r.write(tx)
+          const ok = await tx.exec().then(() => true, () => false)
+          for (const r of this.restorers) r.written?.(ok)
+          if (!ok) throw new Error('the transaction failed')
+          this.log.info({ event: 'redis.restored', serverId: this.serverId }, 'heartbeat and this instance\'s entries rewritten')
+        } catch (err) {
+          this.log.warn({ event: 'redis.restore_failed', reason: (err as Error).message }, 'could not rewrite this instance\'s entries; retried when redis is back')
+        }
+      } while (this.restoreAgain)
+    })().finally(() => { this.restoring = null })
+    return this.restoring
+  }
+
   /** Keeps this instance's heartbeat key alive, so others can tell it from a crashed one. */
   startHeartbeat (): void {
     const beat = () => {
-      if (!this.ready) return
-      this.commands.set(instanceKey(this.serverId), String(Date.now()), 'PX', this.instanceTtlMs).catch(() => {})
+      if (!this.ready || this.restoring) return
+      // GET: a key that was gone (Redis lost it, or this process stalled past the TTL) means peers may have dropped our entries
+      this.commands.set(instanceKey(this.serverId), String(Date.now()), 'PX', this.instanceTtlMs, 'GET').then(previous => {
+        if (previous === null) this.restore().catch(() => {})
+      }, () => {})
+      for (const fn of this.beatListeners) fn()
     }
     beat()
     this.heartbeat = setInterval(beat, Math.max(50, Math.floor(this.instanceTtlMs / 3))).unref()
+  }
+
+  /** Called on every heartbeat while Redis is up (sweeps of other instances' leftovers). */
+  onBeat (fn: () => void): void {
+    this.beatListeners.push(fn)
   }
 
   /** Stops the heartbeat and removes the key, so this instance's leftovers are ignored at once. */
@@ -114,6 +176,7 @@ export class RedisLink {
     if (ready && !this.wasReady) {
       this.wasReady = true
       this.log.info({ event: 'redis.ready', role }, 'redis connections ready')
+      this.restore().catch(() => {})
       for (const fn of this.readyListeners) {
         try {
           fn()

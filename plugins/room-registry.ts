@@ -1,5 +1,6 @@
 import { textFrame, type Connection } from './connections.js'
 import { WsError } from './dispatcher.js'
+import type { Fanout } from './fanout.js'
 import {
   InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type RoomMessage, type RoomState, type Store
@@ -32,6 +33,8 @@ interface Log {
 class Room {
   /** clientId → that client's connections in this room. */
   readonly members = new Map<string, Set<Connection>>()
+  /** Connections joining: the room's frames wait here from before the snapshot is read until just after `joined`. */
+  readonly joining = new Map<Connection, string[]>()
   emptySince = Date.now()
   constructor (readonly name: string, public offset = 0) {}
 }
@@ -56,26 +59,6 @@ export interface RoomDescription {
 }
 
 /**
- * Sends one serialized frame to the members of a room and says how many
- * connections it reached here. Local by default; a cluster replaces it.
- */
-export type DeliverToRoom = (room: string, frame: string, exceptConnectionId?: string) => number
-
-/** What many instances add to a room (installed by the bus plugin); null on one node. */
-export interface RoomCluster {
-  /** Once per membership (or join in flight): resolves when this instance receives the room's traffic. */
-  retain (room: string): Promise<void>
-  /** The membership (or failed join) that `retain` was for is over. */
-  release (room: string): void
-  /** A client's first connection here is in the room. */
-  memberJoined (room: string, clientId: string): void
-  /** A client's last connection here left the room. */
-  memberLeft (room: string, clientId: string): void
-  /** The client ids of the room's members on every instance. */
-  members (room: string): Promise<string[]>
-}
-
-/**
  * Membership, presence and the room operations of the contract, over a Store.
  * Rooms load lazily (concurrent joins share one load), stay while they have
  * members and are evicted by `sweep` once empty for `evictAfterMs`.
@@ -84,11 +67,21 @@ export class RoomRegistry {
   private readonly rooms = new Map<string, Room>()
   private readonly loading = new Map<string, Promise<Room>>()
   private readonly pendingJoins = new WeakMap<Connection, Map<string, Promise<unknown>>>()
-  deliver: DeliverToRoom
-  cluster: RoomCluster | null = null
 
-  constructor (private readonly store: Store, private readonly opts: RoomRegistryOptions, private readonly log: Log) {
-    this.deliver = (room, frame, except) => this.deliverLocally(room, frame, except)
+  constructor (private readonly store: Store, private readonly fanout: Fanout, private readonly opts: RoomRegistryOptions, private readonly log: Log) {
+    fanout.onRoomFrame((room, frame, except) => this.deliverLocally(room, frame, except))
+    // members of a crashed instance: announced once, by the instance whose sweep removed them
+    fanout.onMembersGone((room, clientIds) => {
+      for (const clientId of clientIds) {
+        if (!this.rooms.get(room)?.members.has(clientId)) this.broadcast(room, { type: 'presence', room, event: 'leave', clientId })
+      }
+    })
+  }
+
+  /** Sends one serialized frame to the room's members here and on the other instances; returns the connections reached here. */
+  deliver (room: string, frame: string, exceptConnectionId?: string): number {
+    this.fanout.publishToRoom(room, frame, exceptConnectionId)
+    return this.deliverLocally(room, frame, exceptConnectionId)
   }
 
   isMember (conn: Connection, room: string): boolean {
@@ -224,27 +217,48 @@ export class RoomRegistry {
   }
 
   private async admit (conn: Connection, name: string, since?: number): Promise<JoinedReply | undefined> {
-    const cluster = this.cluster
     // subscribed before the snapshot is read, so nothing published after it is missed
     let retained = false
-    if (cluster && !this.isMember(conn, name)) {
-      await this.storeCall(name, () => cluster.retain(name))
+    if (!this.isMember(conn, name)) {
+      await this.storeCall(name, () => this.fanout.subscribeRoom(name))
       retained = true
     }
     try {
       return await this.admitRetained(conn, name, since, () => { retained = false })
     } finally {
-      if (retained) cluster?.release(name)
+      if (retained) this.fanout.unsubscribeRoom(name)
     }
   }
 
+  /**
+   * No gap on join: from before the snapshot is read, the room's frames for this
+   * connection are kept; once it is read, the connection becomes a member in the
+   * same turn, and the kept frames newer than the snapshot go out right after
+   * `joined` (the dispatcher sends it in this turn's microtasks, before any
+   * setImmediate), older ones are dropped (they are in the snapshot or `missed`).
+   */
   private async admitRetained (conn: Connection, name: string, since: number | undefined, keepRetained: () => void): Promise<JoinedReply | undefined> {
-    const room = await this.open(name)
-    const withHistory = since === undefined ? null : await this.storeCall(name, () => this.store.loadRoomSince(name, since))
-    const snapshot = since === undefined ? await this.storeCall(name, () => this.store.loadRoom(name)) : withHistory
-    const elsewhere = this.cluster ? await this.allMembersOf(name) : []
+    let room = await this.open(name)
+    // read before the snapshot: a list of members need not be of the same instant
+    const elsewhere = await this.storeCall(name, () => this.fanout.members(name))
+    room = await this.open(name)
+    const alreadyMember = room.members.get(conn.clientId)?.has(conn) ?? false
+    const kept: string[] = []
+    if (!alreadyMember) room.joining.set(conn, kept)
+    let withHistory: Awaited<ReturnType<Store['loadRoomSince']>> = null
+    let snapshot: Awaited<ReturnType<Store['loadRoom']>> = null
+    try {
+      withHistory = since === undefined ? null : await this.storeCall(name, () => this.store.loadRoomSince(name, since))
+      snapshot = since === undefined ? await this.storeCall(name, () => this.store.loadRoom(name)) : withHistory
+    } catch (err) {
+      if (room.joining.get(conn) === kept) room.joining.delete(conn)
+      throw err
+    }
     // gone while the room loaded: nothing to join, nobody to answer
-    if (!conn.open) return undefined
+    if (!conn.open) {
+      if (room.joining.get(conn) === kept) room.joining.delete(conn)
+      return undefined
+    }
     // an empty room may have been swept while this join waited
     if (this.rooms.get(name) !== room) this.rooms.set(name, room)
     let connections = room.members.get(conn.clientId)
@@ -256,8 +270,13 @@ export class RoomRegistry {
     if (!connections.has(conn)) keepRetained()
     connections.add(conn)
     conn.rooms.add(name)
+    if (room.joining.get(conn) === kept) {
+      const offset = snapshot?.offset ?? 0
+      const version = snapshot?.version ?? 0
+      setImmediate(() => this.endJoin(room, conn, kept, offset, version))
+    }
     if (newMember) {
-      this.cluster?.memberJoined(name, conn.clientId)
+      this.fanout.memberJoined(name, conn.clientId)
       this.broadcast(name, { type: 'presence', room: name, event: 'join', clientId: conn.clientId }, conn)
     }
 
@@ -284,6 +303,19 @@ export class RoomRegistry {
     }
   }
 
+  /** After `joined`: the frames kept during the join that the snapshot did not include, then live delivery. */
+  private endJoin (room: Room, conn: Connection, kept: string[], offset: number, version: number): void {
+    if (room.joining.get(conn) !== kept) return
+    room.joining.delete(conn)
+    if (!this.isMember(conn, room.name)) return
+    for (const frame of kept) {
+      const m = JSON.parse(frame) as { type: string, offset?: number, version?: number }
+      if (m.type === 'room_message' && (m.offset ?? 0) <= offset) continue
+      if (m.type === 'state' && (m.version ?? 0) <= version) continue
+      conn.sendRaw(frame)
+    }
+  }
+
   /** The room in memory, loading it once however many joins ask at the same time. */
   private open (name: string): Promise<Room> {
     const room = this.rooms.get(name)
@@ -305,11 +337,12 @@ export class RoomRegistry {
     const room = this.rooms.get(name)
     const connections = room?.members.get(conn.clientId)
     if (!room || !connections?.delete(conn)) return
-    this.cluster?.release(name)
+    room.joining.delete(conn)
+    this.fanout.unsubscribeRoom(name)
     if (connections.size > 0) return
     room.members.delete(conn.clientId)
     if (room.members.size === 0) room.emptySince = Date.now()
-    this.cluster?.memberLeft(name, conn.clientId)
+    this.fanout.memberLeft(name, conn.clientId)
     this.broadcast(name, { type: 'presence', room: name, event: 'leave', clientId: conn.clientId })
   }
 
@@ -322,13 +355,10 @@ export class RoomRegistry {
     return [...(this.rooms.get(name)?.members.keys() ?? [])]
   }
 
-  /** Members here, plus those on other instances when there is a cluster. */
+  /** Members here, plus those on the other instances. */
   private async allMembersOf (name: string): Promise<string[]> {
-    const local = this.membersOf(name)
-    const cluster = this.cluster
-    if (!cluster) return local
-    const everywhere = await this.storeCall(name, () => cluster.members(name))
-    return [...new Set([...local, ...everywhere])]
+    const elsewhere = await this.storeCall(name, () => this.fanout.members(name))
+    return [...new Set([...this.membersOf(name), ...elsewhere])]
   }
 
   private deliverLocally (name: string, frame: string, exceptConnectionId?: string): number {
@@ -337,9 +367,18 @@ export class RoomRegistry {
     // framed once for all members: given a string, ws would encode it and build a header for every socket
     const data = textFrame(frame)
     let reached = 0
+    const joining = room.joining
     for (const connections of room.members.values()) {
       for (const conn of connections) {
-        if (conn.id !== exceptConnectionId && conn.sendFrame(data)) reached++
+        if (conn.id !== exceptConnectionId && !(joining.size > 0 && joining.has(conn)) && conn.sendFrame(data)) reached++
+      }
+    }
+    if (joining.size > 0) {
+      for (const [conn, kept] of joining) {
+        if (conn.id !== exceptConnectionId && conn.open) {
+          kept.push(frame)
+          reached++
+        }
       }
     }
     return reached

@@ -37,7 +37,8 @@ declare module 'fastify' {
 
 export default fp<RoomsOptions>(async function rooms (app, opts) {
   const evictAfterMs = opts.evictAfterMs ?? 60000
-  const registry = new RoomRegistry(app.store, {
+  // the fanout carries frames and membership to and from the other instances (a no-op on one node)
+  const registry = new RoomRegistry(app.store, app.fanout, {
     historySize: opts.historySize ?? 100,
     maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50,
     stateMaxBytes: opts.stateMaxBytes ?? 262144,
@@ -97,4 +98,4 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     await app.store.flush()
     app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')
   })
-}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'dispatcher', 'connections', 'status', 'auth', 'metrics'] })
+}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'fanout', 'dispatcher', 'connections', 'status', 'auth', 'metrics'] })

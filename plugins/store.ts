@@ -216,7 +216,7 @@ export interface Store {
   readonly kind: string
   /** Queued direct messages for offline clients. */
   readonly inbox: InboxStore
-  /** Set by the tracing plugin to wrap each committed batch in a span. */
+  /** Wraps each committed batch in a span (set by the store plugin itself when tracing is on). */
   batchTracer?: BatchTracer
 
   /** The committed room, or null for a room never published to nor patched. */
@@ -291,6 +291,8 @@ export default fp<StoreOptions>(async function store (app, opts) {
       throw err
     }
   }
+  // tracing registers first: when on, each committed batch gets a span
+  if (app.hasDecorator('tracing')) store.batchTracer = app.tracing.batchTracer?.(store.kind)
   const opened: Store = store
   app.decorate('store', opened)
   app.decorate('storeHealth', health)

@@ -31,6 +31,10 @@ export interface Tracing {
   readonly enabled: boolean
   /** A no-op tracer when tracing is off. */
   readonly tracer: Tracer
+  /** `ws <type>` spans, for the dispatcher to wrap each message in; undefined when tracing is off. */
+  readonly aroundMessage?: AroundMessage
+  /** `store.commit` spans for a store of this kind, for the store to trace its batches; undefined when off. */
+  readonly batchTracer?: (system: string) => BatchTracer
 }
 
 declare module 'fastify' {
@@ -157,7 +161,7 @@ export default fp<TracingOptions>(async function tracing (app, opts) {
   const provider: TracerProvider = opts.tracerProvider ?? built as TracerProvider
   await installContext()
   const tracer = provider.getTracer('switchboard', opts.serviceVersion)
-  app.decorate('tracing', { enabled: true, tracer })
+  app.decorate('tracing', { enabled: true, tracer, aroundMessage: tracedMessages(tracer), batchTracer: (system: string) => tracedBatches(tracer, system) })
 
   const { FastifyOtelInstrumentation } = await importOptional('@fastify/otel', TRACING_SETTING, () => import('@fastify/otel'))
   const http = new FastifyOtelInstrumentation({
@@ -170,10 +174,6 @@ export default fp<TracingOptions>(async function tracing (app, opts) {
   http.setTracerProvider(provider)
   await app.register(http.plugin())
 
-  app.addHook('onReady', async () => {
-    if (app.hasDecorator('dispatcher')) app.dispatcher.around = tracedMessages(tracer)
-    if (app.hasDecorator('store')) app.store.batchTracer = tracedBatches(tracer, app.store.kind)
-  })
   app.addHook('onClose', async () => {
     http.disable()
     // the store commits its last batch in an onClose hook that runs before this one

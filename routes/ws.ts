@@ -83,12 +83,21 @@ export default async function wsRoute (app: FastifyInstance) {
     conn.principal = request.principal
     const log = app.log
 
-    socket.on('message', (data, isBinary) => {
+    // frames sent before the welcome (a pipelining client) are handled once the connection is registered
+    let early: Array<[Buffer | ArrayBuffer | Buffer[], boolean]> | null = []
+    const dispatch = (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
       app.dispatcher.handle(conn, data, isBinary).catch(err => {
         log.error({ event: 'ws.dispatch_failed', connectionId: conn.id, err }, 'dispatch failed')
       })
+    }
+    socket.on('message', (data, isBinary) => {
+      if (early) early.push([data, isBinary])
+      else dispatch(data, isBinary)
     })
     socket.on('close', (code, reason) => {
+      // registered with the fanout but never added: give the registration back here
+      if (early) app.fanout.clientDisconnected(clientId)
+      early = null
       app.connections.remove(conn)
       app.metrics.connectionCloses.inc({ code: closeCodeLabel(code) })
       log.info({ event: 'connection.close', connectionId: conn.id, clientId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'connection closed')
@@ -100,25 +109,39 @@ export default async function wsRoute (app: FastifyInstance) {
       socket.terminate()
     })
 
-    const config = app.config
-    conn.send({
-      type: 'welcome',
-      clientId,
-      connectionId: conn.id,
-      serverId: app.connections.serverId,
-      timestamp: new Date().toISOString(),
-      heartbeatIntervalMs: app.heartbeat.intervalMs,
-      limits: {
-        maxPayload: config.WS_MAX_PAYLOAD,
-        messagesPerSecond: config.WS_MESSAGES_PER_SECOND,
-        maxRoomsPerConnection: config.MAX_ROOMS_PER_CONNECTION,
-        roomHistorySize: config.ROOM_HISTORY_SIZE,
-        roomStateMaxBytes: config.ROOM_STATE_MAX_BYTES,
-        ...(fieldLimits ??= messageFieldLimits(app)),
-        jsonMaxDepth: config.JSON_MAX_DEPTH
-      }
+    const welcome = () => {
+      const config = app.config
+      conn.send({
+        type: 'welcome',
+        clientId,
+        connectionId: conn.id,
+        serverId: app.connections.serverId,
+        timestamp: new Date().toISOString(),
+        heartbeatIntervalMs: app.heartbeat.intervalMs,
+        limits: {
+          maxPayload: config.WS_MAX_PAYLOAD,
+          messagesPerSecond: config.WS_MESSAGES_PER_SECOND,
+          maxRoomsPerConnection: config.MAX_ROOMS_PER_CONNECTION,
+          roomHistorySize: config.ROOM_HISTORY_SIZE,
+          roomStateMaxBytes: config.ROOM_STATE_MAX_BYTES,
+          ...(fieldLimits ??= messageFieldLimits(app)),
+          jsonMaxDepth: config.JSON_MAX_DEPTH
+        }
+      })
+      app.connections.add(conn)
+      log.info({ event: 'connection.open', connectionId: conn.id, clientId, clientKey: conn.clientKey, connections: app.connections.size }, 'connection opened')
+    }
+
+    // reachable from every instance before the welcome: a message sent after it is delivered, never queued
+    app.fanout.clientConnected(clientId).then(() => {
+      if (early === null) return // closed meanwhile
+      welcome()
+      const pending = early
+      early = null
+      for (const [data, isBinary] of pending) dispatch(data, isBinary)
+    }, err => {
+      log.error({ event: 'ws.dispatch_failed', connectionId: conn.id, err }, 'could not register the connection')
+      socket.terminate()
     })
-    app.connections.add(conn)
-    log.info({ event: 'connection.open', connectionId: conn.id, clientId, clientKey: conn.clientKey, connections: app.connections.size }, 'connection opened')
   })
 }

@@ -66,12 +66,15 @@ export async function build (t: TestContext, env: Record<string, string> = {}, o
   }
 }
 
-/** Resolves when `check` holds, polling; rejects with `what` after `timeoutMs`. */
-export async function waitFor (check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+/**
+ * Resolves when `check` holds, polling every `intervalMs`; rejects with `what` after `timeoutMs`.
+ * A check that makes HTTP requests polls at 100 ms or more, so it cannot trip the service's own rate limit.
+ */
+export async function waitFor (check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000, intervalMs = 10): Promise<void> {
   const until = Date.now() + timeoutMs
   while (!(await check())) {
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
+    await new Promise(resolve => setTimeout(resolve, intervalMs))
   }
 }
 

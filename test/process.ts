@@ -37,7 +37,7 @@ export async function freePort (): Promise<number> {
  * Runs the built server (`node dist/server.js`, or another command) as a child
  * process and resolves once it logs `server.listening`. Killed at teardown.
  */
-export async function startServer (t: TestContext, env: Record<string, string>, opts: { args?: string[], command?: string, readyPattern?: RegExp } = {}): Promise<ServerProcess> {
+export async function startServer (t: TestContext, env: Record<string, string>, opts: { args?: string[], command?: string, readyPattern?: RegExp, startTimeoutMs?: number } = {}): Promise<ServerProcess> {
   const proc = spawn(opts.command ?? process.execPath, opts.args ?? [join(root, 'dist', 'server.js')], {
     cwd: root,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: '0', LOG_LEVEL: 'info', ...env },
@@ -56,7 +56,7 @@ export async function startServer (t: TestContext, env: Record<string, string>, 
   })
   const ready = opts.readyPattern ?? /"event":"server\.listening"[^\n]*"port":(\d+)/
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}${err}`)), 15000)
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}${err}`)), opts.startTimeoutMs ?? 15000)
     const check = () => {
       const m = ready.exec(out)
       if (m) {

@@ -1,0 +1,76 @@
+import type { Test } from 'tap'
+import t from 'tap'
+import { readdirSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { requestJson, waitFor } from './helper.js'
+import { redisTestOptions } from './redis-server.js'
+import { cluster, connect } from './cluster-instances.js'
+import { TestClient } from './ws-client.js'
+
+const TTL_MS = 3000
+const BEAT_MS = TTL_MS / 3
+
+/**
+ * Invariant: after a Redis outage or restart, every instance's registrations
+ * converge to the truth within 2 heartbeats of Redis being back (plus the
+ * reconnect backoff, at most ~2.1 s); entries of connections that closed during
+ * the outage are gone; no instance deletes a live peer's entries; per-client
+ * limits are never stuck.
+ */
+async function outage (t: Test, keepData: boolean, downMs = 0): Promise<void> {
+  // MAX_CONNECTIONS_PER_CLIENT counts by address: every client here is 127.0.0.1
+  const { redis, instances: [a, b] } = await cluster(t, 2, { REDIS_INSTANCE_TTL_MS: String(TTL_MS), MAX_CONNECTIONS_PER_CLIENT: '3' })
+  const live = await connect(t, b.wsUrl, 'live')
+  const gone = [await TestClient.connect(a.wsUrl, { clientId: 'gone' }), await TestClient.connect(a.wsUrl, { clientId: 'gone' })]
+  await live.request({ type: 'join', room: 'outage-room' })
+  for (const c of gone) await c.request({ type: 'join', room: 'outage-room' })
+  t.equal(redis.cli('HLEN', 'sb:members:outage-room'), '2', 'two memberships before the outage')
+
+  await redis.kill()
+  for (const c of gone) await c.close()
+  await waitFor(async () => (await requestJson(`${a.url}/api/status`)).body.connections.total === 0, 'A to see its connections closed', 5000, 100)
+  // down longer than the TTL: every heartbeat key has expired when Redis comes back with the rest of its data
+  if (downMs > 0) await new Promise(resolve => setTimeout(resolve, downMs))
+  if (!keepData) for (const f of readdirSync(redis.dir)) rmSync(join(redis.dir, f), { recursive: true, force: true })
+  await redis.restart()
+  const backAt = Date.now()
+
+  const truth = () => {
+    const slots = redis.cli('HVALS', 'sb:slots:127.0.0.1').split('\n').filter(Boolean).map(Number)
+    return {
+      slots: slots.reduce((x, y) => x + y, 0),
+      goneConns: redis.cli('HLEN', 'sb:conns:gone'),
+      liveConns: redis.cli('HVALS', 'sb:conns:live'),
+      members: redis.cli('HKEYS', 'sb:members:outage-room').split('\n').filter(Boolean).map(f => f.split('|')[1]).sort()
+    }
+  }
+  const expected = { slots: 1, goneConns: '0', liveConns: '1', members: ['live'] }
+  // both instances see Redis again (until then they answer upgrades with 503, as documented) and Redis holds the truth
+  const ready = async () => (await Promise.all([a, b].map(async i => (await fetch(`${i.url}/ready`)).status))).every(status => status === 200)
+  await waitFor(async () => await ready() && JSON.stringify(truth()) === JSON.stringify(expected), `both instances ready and registrations converged to ${JSON.stringify(expected)} (last ${JSON.stringify(truth())})`, 15000, 100)
+  const convergedMs = Date.now() - backAt
+  t.ok(convergedMs <= 2100 + 2 * BEAT_MS + 1000, `converged ${convergedMs} ms after redis was back (reconnect backoff ≤ 2.1 s, then within 2 heartbeats of ${BEAT_MS} ms)`)
+
+  // no instance deletes a live peer's entries: for 3 heartbeats, a message to `live` on B is delivered, never queued
+  const sender = await connect(t, a.wsUrl, 'sender')
+  const acks = []
+  const until = Date.now() + 3 * BEAT_MS
+  while (Date.now() < until) {
+    acks.push(await sender.request({ type: 'send', to: 'live', text: `to live ${acks.length}` }))
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  t.same(acks.filter(ack => ack.delivered !== 1), [], `${acks.length} messages to a client on the live peer: all delivered`)
+  t.same(JSON.parse(JSON.stringify(truth())), { ...expected, slots: 2 }, 'still the truth (the sender holds one slot more)')
+
+  // the connections that closed during the outage left nothing behind
+  t.match(await sender.request({ type: 'send', to: 'gone', text: 'for later' }), { delivered: 0, queued: true }, 'a message to a client with no connection is queued')
+  t.same((await requestJson(`${a.url}/api/rooms/outage-room`)).body.members, ['live'], 'no ghost member')
+  // the per-client limit counts only open connections: live + sender + 1 more fit, a 4th does not
+  const third = await connect(t, a.wsUrl, 'gone')
+  t.match(await third.next('message'), { text: 'for later' })
+  await t.rejects(TestClient.connect(b.wsUrl, { clientId: 'fourth' }), /429/, 'the limit still holds')
+}
+
+t.test('Redis restarted with its data (AOF)', redisTestOptions(), async t => outage(t, true))
+t.test('Redis restarted empty', redisTestOptions(), async t => outage(t, false))
+t.test('Redis down longer than the instance TTL, restarted with its data', redisTestOptions(), async t => outage(t, true, TTL_MS + 500))
