@@ -180,18 +180,18 @@ export class Bus implements Fanout {
     return live
   }
 
-  memberJoined (room: string, clientId: string): void {
+  memberJoined (room: string, clientId: string): Promise<void> {
     let set = this.localMembers.get(room)
     if (!set) this.localMembers.set(room, set = new Set())
     set.add(clientId)
-    this.writeMember(room, clientId)
+    return this.writeMember(room, clientId)
   }
 
   memberLeft (room: string, clientId: string): void {
     const set = this.localMembers.get(room)
     set?.delete(clientId)
     if (set?.size === 0) this.localMembers.delete(room)
-    this.writeMember(room, clientId)
+    this.writeMember(room, clientId).catch(() => {})
   }
 
   subscribeRoom (room: string): Promise<void> {
@@ -289,11 +289,11 @@ export class Bus implements Fanout {
     }
   }
 
-  /** Writes this instance's membership of the client in the room as it is now (set or removed). */
-  private writeMember (room: string, clientId: string): void {
+  /** Writes whether the client is a member here as it is now; never rejects (a lost write is marked stale for the restore). */
+  private writeMember (room: string, clientId: string): Promise<void> {
     const field = `${this.serverId}|${clientId}`
     const present = this.localMembers.get(room)?.has(clientId) ?? false
-    this.write(
+    return this.write(
       () => present ? this.commands.hset(membersKey(room), field, 1) : this.commands.hdel(membersKey(room), field),
       () => {
         let set = this.staleMembers.get(room)

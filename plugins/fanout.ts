@@ -30,8 +30,8 @@ export interface Fanout {
   unsubscribeRoom (room: string): void
   /** Sends a room frame to the other instances with members in the room. */
   publishToRoom (room: string, frame: string, exceptConnectionId?: string): void
-  /** A client's first connection here is in the room. */
-  memberJoined (room: string, clientId: string): void
+  /** A client's first connection here is in the room: resolves once the other instances see it as a member (at once while Redis is down: the restore writes it). */
+  memberJoined (room: string, clientId: string): Promise<void>
   /** A client's last connection here left the room. */
   memberLeft (room: string, clientId: string): void
   /** The room's members on the other live instances. */
@@ -54,7 +54,7 @@ export class LocalFanout implements Fanout {
   async subscribeRoom (): Promise<void> {}
   unsubscribeRoom (): void {}
   publishToRoom (): void {}
-  memberJoined (): void {}
+  async memberJoined (): Promise<void> {}
   memberLeft (): void {}
   async members (): Promise<string[]> {
     return []

@@ -270,14 +270,16 @@ export class RoomRegistry {
     if (!connections.has(conn)) keepRetained()
     connections.add(conn)
     conn.rooms.add(name)
+    if (newMember) {
+      this.broadcast(name, { type: 'presence', room: name, event: 'join', clientId: conn.clientId }, conn)
+      // a member for every instance before its `joined`, as on one node: a join
+      // anywhere after it lists this client; frames meanwhile are kept (joining)
+      await this.fanout.memberJoined(name, conn.clientId)
+    }
     if (room.joining.get(conn) === kept) {
       const offset = snapshot?.offset ?? 0
       const version = snapshot?.version ?? 0
       setImmediate(() => this.endJoin(room, conn, kept, offset, version))
-    }
-    if (newMember) {
-      this.fanout.memberJoined(name, conn.clientId)
-      this.broadcast(name, { type: 'presence', room: name, event: 'join', clientId: conn.clientId }, conn)
     }
 
     let missed: RoomMessage[] = []
