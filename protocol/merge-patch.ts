@@ -1,5 +1,5 @@
-import { InvalidPatchError, type RoomState } from './store.js'
-import { depthMessage } from './json-limits.js'
+import { InvalidPatchError, type RoomState } from '../plugins/store/index.js'
+import { depthMessage } from '../plugins/transport/json-limits.js'
 
 /** The deepest patch any configuration accepts (JSON_MAX_DEPTH's maximum): `merge` recurses this deep at most. */
 export const MAX_PATCH_DEPTH = 1000

@@ -3,10 +3,10 @@ import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import { Connection } from '../plugins/connections.js'
-import { ClientId } from '../plugins/direct-messages.js'
-import { RequestId } from '../plugins/dispatcher.js'
-import { closeCodeLabel } from '../plugins/metrics.js'
+import { Connection } from '../plugins/transport/connections.js'
+import { ClientId } from '../plugins/messages/direct-messages.js'
+import { RequestId } from '../plugins/transport/dispatcher.js'
+import { closeCodeLabel } from '../plugins/observability/metrics.js'
 
 const Query = Type.Object({
   clientId: Type.Optional(ClientId),

@@ -1,8 +1,8 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { startServer, root, freePort } from './process.js'
+import { build } from './support/helper.js'
+import { startServer, root, freePort } from './support/process.js'
 import { join } from 'node:path'
-import { TestClient } from './ws-client.js'
+import { TestClient } from './support/ws-client.js'
 import SwaggerParser from '@apidevtools/swagger-parser'
 
 const json = { 'content-type': 'application/json' }

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 async function joinRoom (client: TestClient, room: string): Promise<void> {
   const joined = await client.request({ type: 'join', room })

@@ -4,8 +4,8 @@ import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } fro
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import WebSocket from 'ws'
-import { tempDir } from './helper.js'
-import { root, runUntilExit, startServer } from './process.js'
+import { tempDir } from './support/helper.js'
+import { root, runUntilExit, startServer } from './support/process.js'
 
 const run = promisify(execFile)
 const versionOf = (dir: string, name: string) => (JSON.parse(readFileSync(join(dir, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version

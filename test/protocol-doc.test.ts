@@ -1,10 +1,10 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { build } from './helper.js'
-import { TestClient } from './ws-client.js'
-import { ERROR_CODES, serverMessageTypes } from '../plugins/asyncapi.js'
-import { HTTP_ERROR_CODES } from '../plugins/errors.js'
+import { build } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
+import { ERROR_CODES, serverMessageTypes } from '../plugins/http/asyncapi.js'
+import { HTTP_ERROR_CODES } from '../plugins/core/errors.js'
 
 const doc = readFileSync(fileURLToPath(new URL('../../docs/protocol.md', import.meta.url)), 'utf8')
 

@@ -1,7 +1,7 @@
 import type { ChainableCommander, Redis } from 'ioredis'
-import { WsError } from './dispatcher.js'
-import type { ClientFrameHandler, Fanout, MembersGoneHandler, RoomFrameHandler } from './fanout.js'
-import { KEY_PREFIX, instanceKey, type RedisLink } from './redis.js'
+import { WsError } from '../transport/dispatcher.js'
+import type { ClientFrameHandler, Fanout, MembersGoneHandler, RoomFrameHandler } from './index.js'
+import { KEY_PREFIX, instanceKey, type RedisLink } from '../core/redis.js'
 
 /*
  * Channels (one plain SUBSCRIBE each):

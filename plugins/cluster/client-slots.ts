@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
-import type { ClientSlotCounter } from './limits.js'
-import { KEY_PREFIX, RedisUnavailableError, instanceKey, type RedisLink } from './redis.js'
+import type { ClientSlotCounter } from '../transport/limits.js'
+import { KEY_PREFIX, RedisUnavailableError, instanceKey, type RedisLink } from '../core/redis.js'
 
 /*
  * sb:slots:<clientKey> is a hash serverId → connections that instance holds for

@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
-import { WsError } from './dispatcher.js'
-import type { Connection } from './connections.js'
-import { RoomName } from './rooms.js'
+import { WsError } from '../transport/dispatcher.js'
+import type { Connection } from '../transport/connections.js'
+import { RoomName } from '../rooms/index.js'
 import { CodeRunner, QueueFullError, type CodeRunnerOptions, type RunOutcome } from './sandbox/runner.js'
 
 export interface CodeExecutionOptions extends CodeRunnerOptions {

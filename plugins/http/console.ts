@@ -9,8 +9,8 @@ export interface ConsoleOptions {
   root?: string
 }
 
-// dist/plugins/console.js → the package root is two levels up
-const defaultRoot = fileURLToPath(new URL('../../public', import.meta.url))
+// dist/plugins/http/console.js → the package root is three levels up
+const defaultRoot = fileURLToPath(new URL('../../../public', import.meta.url))
 
 /** The web console: public/ at `/`, with the bundle `npm run build` writes to public/build/. */
 export default fp<ConsoleOptions>(async function webConsole (app, opts) {

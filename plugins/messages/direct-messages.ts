@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
-import type { Fanout } from './fanout.js'
+import type { Fanout } from '../cluster/index.js'
 import type { DirectMessage } from './inbox.js'
-import { uuid } from './uuid.js'
+import { uuid } from '../core/ids.js'
 
 /** 1-64 chars of [A-Za-z0-9_.:@-], as the contract names clients. */
 export const ClientId = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:@-]+$' })

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 
-import type { DirectMessage } from '../client/protocol.js'
+import type { DirectMessage } from '../../protocol/frames.js'
 
 /**
  * A direct message as it is delivered (`type: 'message'`) and as it waits in an

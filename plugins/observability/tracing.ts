@@ -3,9 +3,9 @@ import {
   context, propagation, trace, ROOT_CONTEXT, SpanKind, SpanStatusCode,
   type Context, type Link, type SpanContext, type Tracer, type TracerProvider
 } from '@opentelemetry/api'
-import { importOptional } from './config.js'
-import type { AroundMessage } from './dispatcher.js'
-import type { BatchTracer } from './store.js'
+import { importOptional } from '../core/config.js'
+import type { AroundMessage } from '../transport/dispatcher.js'
+import type { BatchTracer } from '../store/index.js'
 import { pathOf } from './request-log.js'
 
 export interface TracingOptions {

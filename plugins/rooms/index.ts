@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
-import { RoomRegistry } from './room-registry.js'
-import { WsError } from './dispatcher.js'
-import type { Connection } from './connections.js'
+import { RoomRegistry } from './registry.js'
+import { WsError } from '../transport/dispatcher.js'
+import type { Connection } from '../transport/connections.js'
 
 /** 1-128 chars of [A-Za-z0-9_.:-], as the contract names rooms. */
 export const RoomName = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.:-]+$' })

@@ -1,11 +1,11 @@
-import { textFrame, type Connection } from './connections.js'
-import { WsError } from './dispatcher.js'
-import type { Fanout } from './fanout.js'
+import { textFrame, type Connection } from '../transport/connections.js'
+import { WsError } from '../transport/dispatcher.js'
+import type { Fanout } from '../cluster/index.js'
 import {
   InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type RoomMessage, type RoomState, type Store
-} from './store.js'
-import { uuid } from './uuid.js'
+} from '../store/index.js'
+import { uuid } from '../core/ids.js'
 
 export interface RoomRegistryOptions {
   /** Messages kept per room for recovery (ROOM_HISTORY_SIZE). */

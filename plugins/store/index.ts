@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
-import type { InboxStore } from './inbox.js'
-import { SqliteStore } from './sqlite-store.js'
-import { RedisStore } from './redis-store.js'
+import type { InboxStore } from '../messages/inbox.js'
+import { SqliteStore } from './sqlite.js'
+import { RedisStore } from './redis.js'
 
 /** A room's JSON state: always an object at the top level. */
 export type RoomState = Record<string, unknown>

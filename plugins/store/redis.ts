@@ -1,12 +1,12 @@
 import type { Redis } from 'ioredis'
-import type { DirectMessage, InboxStore } from './inbox.js'
-import { applyMergePatch } from './merge-patch.js'
-import { KEY_PREFIX, RedisUnavailableError } from './redis.js'
+import type { DirectMessage, InboxStore } from '../messages/inbox.js'
+import { applyMergePatch } from '../../protocol/merge-patch.js'
+import { KEY_PREFIX, RedisUnavailableError } from '../core/redis.js'
 import {
   InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
   type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store, type RoomPage, ROOM_NAME_END
-} from './store.js'
+} from './index.js'
 
 export interface RedisStoreOptions {
   inboxMax: number

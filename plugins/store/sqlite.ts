@@ -1,13 +1,13 @@
 import Database from 'better-sqlite3'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import type { DirectMessage, InboxStore } from './inbox.js'
-import { applyMergePatch } from './merge-patch.js'
+import type { DirectMessage, InboxStore } from '../messages/inbox.js'
+import { applyMergePatch } from '../../protocol/merge-patch.js'
 import {
   StateTooLargeError, StoreUnavailableError, VersionConflictError, storeFailureReason, type StoreHealth,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
   ROOM_NAME_END, type RoomPage, type BatchTracer, type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
-} from './store.js'
+} from './index.js'
 
 interface Log {
   info (obj: object, msg: string): void

@@ -3,7 +3,7 @@ import { createVerifier, TokenError } from 'fast-jwt'
 import { Type } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { Principal } from './identity.js'
+import type { Principal } from '../core/identity.js'
 import type { Connection } from './connections.js'
 
 export interface AuthOptions {

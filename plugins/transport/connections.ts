@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import { randomUUID } from 'node:crypto'
 import type { WebSocket } from 'ws'
-import type { Principal } from './identity.js'
+import type { Principal } from '../core/identity.js'
 
 /**
  * The send-buffer cap every connection of a registry shares. A peer that does

@@ -2,9 +2,9 @@ import fp from 'fastify-plugin'
 import { Type, type TProperties, type Static, type TObject } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { Connection } from './connections.js'
-import { parseJson, typeboxMessage } from './errors.js'
+import { parseJson, typeboxMessage } from '../core/errors.js'
 import { DEFAULT_JSON_MAX_DEPTH, tooDeepField } from './json-limits.js'
-import { StoreUnavailableError } from './store.js'
+import { StoreUnavailableError } from '../store/index.js'
 
 /** The error codes of the wire contract (plus `internal_error` for the unexpected). */
 export type ErrorCode =

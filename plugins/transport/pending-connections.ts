@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import proxyAddr from '@fastify/proxy-addr'
-import { parseTrustProxy } from './config.js'
+import { parseTrustProxy } from '../core/config.js'
 
 export interface PendingConnectionsOptions {
   /** Connections that have not finished their first request's headers, in all [512]; past it the oldest is closed. */

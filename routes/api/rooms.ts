@@ -1,10 +1,10 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import { ClientId } from '../../plugins/direct-messages.js'
-import { WsError } from '../../plugins/dispatcher.js'
-import { Offset, RoomName, StatePatch, Version } from '../../plugins/rooms.js'
+import { ClientId } from '../../plugins/messages/direct-messages.js'
+import { WsError } from '../../plugins/transport/dispatcher.js'
+import { Offset, RoomName, StatePatch, Version } from '../../plugins/rooms/index.js'
 import { commonErrors, errorResponse } from './errors.js'
-import { canUseRoom } from '../../plugins/auth.js'
+import { canUseRoom } from '../../plugins/transport/auth.js'
 
 const Params = Type.Object({ room: { ...RoomName, description: 'room name: 1-128 characters of A-Z a-z 0-9 _ . : -' } })
 

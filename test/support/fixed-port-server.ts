@@ -3,7 +3,7 @@ import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from './helper.js'
 
-const serverJs = fileURLToPath(new URL('../server.js', import.meta.url))
+const serverJs = fileURLToPath(new URL('../../server.js', import.meta.url))
 
 /** A port that was free a moment ago (the OS picks it). */
 export async function freePort (): Promise<number> {

@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import app, { serverOptions, type AppOptions } from '../app.js'
-import { loadConfig } from '../plugins/config.js'
+import app, { serverOptions, type AppOptions } from '../../app.js'
+import { loadConfig } from '../../plugins/core/config.js'
 
 export interface TestContext {
   teardown (fn: () => unknown): void

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path'
 import type { TestContext } from './helper.js'
 
 /** The project root (tests run from dist/test). */
-export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
 
 export interface ServerProcess {
   proc: ChildProcess

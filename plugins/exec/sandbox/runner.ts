@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads'
-import { ConfigError } from '../config.js'
+import { ConfigError } from '../../core/config.js'
 import type { RunOutcome, RunRequest, WorkerReply } from './protocol.js'
 
 export type { RunOutcome } from './protocol.js'
