@@ -3,35 +3,19 @@ import type { Server } from 'node:http'
 import { realpathSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
-import config, { ConfigError, exitOnConfigError, loadConfig, parseOrigins, parseTrustProxy, type Config } from './plugins/core/config.js'
-import identity from './plugins/core/identity.js'
-import auth, { tokenRequired } from './plugins/transport/auth.js'
-import codeExecution from './plugins/exec/index.js'
-import status from './plugins/observability/status.js'
-import metrics from './plugins/observability/metrics.js'
-import tracing, { type TracingOptions } from './plugins/observability/tracing.js'
-import requestLog, { clientErrorHandler, EventLogController, listeningEvent, redactUrl } from './plugins/observability/request-log.js'
-import openapi from './plugins/http/openapi.js'
-import errors from './plugins/core/errors.js'
-import connections from './plugins/transport/connections.js'
-import shutdown from './plugins/transport/shutdown.js'
-import dispatcher from './plugins/transport/dispatcher.js'
-import jsonLimits from './plugins/transport/json-limits.js'
-import websocket from './plugins/transport/websocket.js'
-import cors from './plugins/http/cors.js'
-import rateLimit from './plugins/http/rate-limit.js'
-import redis from './plugins/core/redis.js'
-import { RedisClientSlots } from './plugins/cluster/client-slots.js'
-import fanout from './plugins/cluster/index.js'
-import limits from './plugins/transport/limits.js'
-import pendingConnections, { trustedPeerOf } from './plugins/transport/pending-connections.js'
-import heartbeat from './plugins/transport/heartbeat.js'
+import { config, ConfigError, errors, exitOnConfigError, identity, loadConfig, parseOrigins, parseTrustProxy, redis, type Config } from './plugins/core/index.js'
+import {
+  auth, connections, dispatcher, heartbeat, jsonLimits, limits, pendingConnections, shutdown, tokenRequired, trustedPeerOf, websocket
+} from './plugins/transport/index.js'
 import store, { type StoreOptions } from './plugins/store/index.js'
-import inbox from './plugins/messages/inbox.js'
-import directMessages from './plugins/messages/direct-messages.js'
+import fanout, { RedisClientSlots } from './plugins/cluster/index.js'
+import messages from './plugins/messages/index.js'
 import rooms, { type RoomsOptions } from './plugins/rooms/index.js'
-import messageRate from './plugins/observability/message-rate.js'
-import webConsole from './plugins/http/console.js'
+import codeExecution from './plugins/exec/index.js'
+import {
+  clientErrorHandler, EventLogController, listeningEvent, messageRate, metrics, redactUrl, requestLog, status, tracing, type TracingOptions
+} from './plugins/observability/index.js'
+import { cors, openapi, rateLimit, webConsole } from './plugins/http/index.js'
 import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
@@ -183,8 +167,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(fanout)
   // onClose runs last-registered-first: rooms flush their writes, then the store closes
   await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS, ...opts.store })
-  await fastify.register(inbox, { expireIntervalMs: Math.min(cfg.INBOX_TTL_MS, 60000) })
-  await fastify.register(directMessages)
+  await fastify.register(messages, { expireIntervalMs: Math.min(cfg.INBOX_TTL_MS, 60000) })
   await fastify.register(rooms, {
     historySize: cfg.ROOM_HISTORY_SIZE,
     maxRoomsPerConnection: cfg.MAX_ROOMS_PER_CONNECTION,

@@ -7,11 +7,11 @@ export type { RoomEvents, StateEvent, PresenceEvent, GapEvent, RecoveredEvent } 
 export { SwitchboardError } from '../protocol/frames.js'
 export type {
   Welcome, DirectMessage, RoomMessage, StateChange, Presence, ExecResult, Joined,
-  ServerShutdown, SendAck, PublishAck, UpdateAck, JsonObject, RequestId
+  ServerShutdown, SendAck, PublishAck, UpdateAck, JsonObject, RequestId, ExecError
 } from '../protocol/frames.js'
 export { backoffCeiling, backoffDelay, shutdownDelay, defaultBackoff } from './backoff.js'
 export type { BackoffOptions } from './backoff.js'
-export { applyMergePatch } from './merge-patch.js'
+export { applyMergePatch } from '../protocol/merge-patch.js'
 
 /** Creates a client and resolves once it is connected. */
 export async function connect (options: ClientOptions): Promise<SwitchboardClient> {

@@ -24,6 +24,7 @@ export interface Welcome {
     clientIdPattern?: string
     execCodeMaxLength?: number
     requestIdMaxLength?: number
+    jsonMaxDepth?: number
     [limit: string]: number | string | undefined
   }
 }
@@ -62,6 +63,11 @@ export interface Presence {
   clientId: string
 }
 
+export interface ExecError {
+  code: 'exec_timeout' | 'exec_failed'
+  message: string
+}
+
 export interface ExecResult {
   type: 'exec_result'
   room: string
@@ -69,7 +75,8 @@ export interface ExecResult {
   ok: boolean
   result: unknown
   logs: string[]
-  error: string | null
+  /** Why the run failed (`exec_timeout` or `exec_failed`, and the message); null when `ok`. */
+  error: ExecError | null
   durationMs: number
 }
 

@@ -1,5 +1,12 @@
-import { InvalidPatchError, type RoomState } from '../plugins/store/index.js'
-import { depthMessage } from '../plugins/transport/json-limits.js'
+import { depthMessage } from './limits.js'
+
+/** A room's JSON state: always an object at the top level. */
+export type RoomState = Record<string, unknown>
+
+/** The patch itself is unusable (not an object, a forbidden key, too deep). */
+export class InvalidPatchError extends Error {
+  override name = 'InvalidPatchError'
+}
 
 /** The deepest patch any configuration accepts (JSON_MAX_DEPTH's maximum): `merge` recurses this deep at most. */
 export const MAX_PATCH_DEPTH = 1000

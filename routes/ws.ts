@@ -4,8 +4,8 @@ import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { Connection } from '../plugins/transport/connections.js'
-import { ClientId } from '../plugins/messages/direct-messages.js'
-import { RequestId } from '../plugins/transport/dispatcher.js'
+import { ClientId, RequestId } from '../protocol/schemas.js'
+import type { Welcome } from '../protocol/frames.js'
 import { closeCodeLabel } from '../plugins/observability/metrics.js'
 
 const Query = Type.Object({
@@ -111,7 +111,7 @@ export default async function wsRoute (app: FastifyInstance) {
 
     const welcome = () => {
       const config = app.config
-      conn.send({
+      const frame: Welcome = {
         type: 'welcome',
         clientId,
         connectionId: conn.id,
@@ -127,7 +127,8 @@ export default async function wsRoute (app: FastifyInstance) {
           ...(fieldLimits ??= messageFieldLimits(app)),
           jsonMaxDepth: config.JSON_MAX_DEPTH
         }
-      })
+      }
+      conn.send(frame)
       app.connections.add(conn)
       log.info({ event: 'connection.open', connectionId: conn.id, clientId, clientKey: conn.clientKey, connections: app.connections.size }, 'connection opened')
     }

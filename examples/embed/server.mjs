@@ -2,14 +2,9 @@
 // connection limits, ping/pong with dead-peer detection, and a status route.
 // Run after `npm run build`:  node examples/embed/server.mjs   (PORT, default 3000)
 import Fastify from 'fastify'
-import metrics from 'switchboard/plugins/metrics'
-import identity from 'switchboard/plugins/identity'
-import status from 'switchboard/plugins/status'
-import connections, { Connection } from 'switchboard/plugins/connections'
-import dispatcher from 'switchboard/plugins/dispatcher'
-import websocket from 'switchboard/plugins/websocket'
-import limits from 'switchboard/plugins/limits'
-import heartbeat from 'switchboard/plugins/heartbeat'
+import { identity } from 'switchboard/plugins/core'
+import { metrics, status } from 'switchboard/plugins/observability'
+import { connections, Connection, dispatcher, heartbeat, limits, websocket } from 'switchboard/plugins/transport'
 
 const app = Fastify({ logger: { level: process.env.LOG_LEVEL ?? 'info' } })
 

@@ -1,6 +1,6 @@
 import type { ChainableCommander, Redis } from 'ioredis'
-import { WsError } from '../transport/dispatcher.js'
-import type { ClientFrameHandler, Fanout, MembersGoneHandler, RoomFrameHandler } from './index.js'
+import { WsError } from '../../protocol/errors.js'
+import type { ClientFrameHandler, Fanout, MembersGoneHandler, RoomFrameHandler } from './fanout.js'
 import { KEY_PREFIX, instanceKey, type RedisLink } from '../core/redis.js'
 
 /*

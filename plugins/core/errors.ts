@@ -267,3 +267,10 @@ export default fp(async function errors (app) {
     throw err
   })
 }, { name: 'errors', fastify: '5.x' })
+
+/** The store could not read or commit; the caller may retry. */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError'
+  /** True when the failure was already logged (by StoreHealth): callers need not log it again. */
+  reported = false
+}

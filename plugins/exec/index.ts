@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
-import { WsError } from '../transport/dispatcher.js'
+import { WsError } from '../../protocol/errors.js'
 import type { Connection } from '../transport/connections.js'
-import { RoomName } from '../rooms/index.js'
+import { RoomName } from '../../protocol/schemas.js'
 import { CodeRunner, QueueFullError, type CodeRunnerOptions, type RunOutcome } from './sandbox/runner.js'
 
 export interface CodeExecutionOptions extends CodeRunnerOptions {

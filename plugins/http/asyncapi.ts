@@ -1,6 +1,6 @@
 import { Type, type TObject, type TSchema } from '@sinclair/typebox'
-import { RequestId, type ErrorCode } from '../transport/dispatcher.js'
-import { ClientId } from '../messages/direct-messages.js'
+import type { ErrorCode } from '../../protocol/errors.js'
+import { ClientId, RequestId } from '../../protocol/schemas.js'
 
 /**
  * The WebSocket protocol as an AsyncAPI 3 document. Client→server messages are

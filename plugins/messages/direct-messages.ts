@@ -1,13 +1,11 @@
 import fp from 'fastify-plugin'
-import { Type } from '@sinclair/typebox'
 import type { Fanout } from '../cluster/index.js'
 import type { DirectMessage } from './inbox.js'
 import { uuid } from '../core/ids.js'
 
-/** 1-64 chars of [A-Za-z0-9_.:@-], as the contract names clients. */
-export const ClientId = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:@-]+$' })
-/** A direct message's text: non-empty, bounded. */
-export const MessageText = Type.String({ minLength: 1, maxLength: 32768 })
+import { ClientId, MessageText } from '../../protocol/schemas.js'
+
+export { ClientId, MessageText }
 
 export interface SendResult {
   messageId: string

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 
 import type { DirectMessage } from '../../protocol/frames.js'
+import type { InboxStore } from '../store/interface.js'
 
 /**
  * A direct message as it is delivered (`type: 'message'`) and as it waits in an
@@ -8,15 +9,7 @@ import type { DirectMessage } from '../../protocol/frames.js'
  * browser bundle stays free of server modules and the server restates nothing).
  */
 export type { DirectMessage }
-
-/** Messages for offline clients, kept by the store (`app.store.inbox`) so they survive restarts. */
-export interface InboxStore {
-  push (clientId: string, message: DirectMessage): Promise<void>
-  /** Removes and returns the client's unexpired messages, oldest first. */
-  drain (clientId: string): Promise<DirectMessage[]>
-  /** Drops expired messages everywhere; returns how many. */
-  expire (now?: number): Promise<number>
-}
+export type { InboxStore }
 
 export interface InboxOptions {
   /** How often expired messages are dropped [60000]. The bounds (INBOX_MAX, INBOX_TTL_MS) are the store's options. */

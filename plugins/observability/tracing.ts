@@ -5,7 +5,7 @@ import {
 } from '@opentelemetry/api'
 import { importOptional } from '../core/config.js'
 import type { AroundMessage } from '../transport/dispatcher.js'
-import type { BatchTracer } from '../store/index.js'
+import type { BatchTracer } from '../store/interface.js'
 import { pathOf } from './request-log.js'
 
 export interface TracingOptions {

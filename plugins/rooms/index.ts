@@ -4,12 +4,9 @@ import { RoomRegistry } from './registry.js'
 import { WsError } from '../transport/dispatcher.js'
 import type { Connection } from '../transport/connections.js'
 
-/** 1-128 chars of [A-Za-z0-9_.:-], as the contract names rooms. */
-export const RoomName = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.:-]+$' })
-/** A JSON Merge Patch for a room state: an object at the top level. */
-export const StatePatch = Type.Record(Type.String(), Type.Unknown())
-export const Offset = Type.Integer({ minimum: 0 })
-export const Version = Type.Integer({ minimum: 0 })
+import { RoomName, StatePatch, Offset, Version } from '../../protocol/schemas.js'
+
+export { RoomName, StatePatch, Offset, Version }
 
 export interface RoomsOptions {
   /** Messages kept per room for recovery [100]. */

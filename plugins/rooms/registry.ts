@@ -4,7 +4,7 @@ import type { Fanout } from '../cluster/index.js'
 import {
   InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type RoomMessage, type RoomState, type Store
-} from '../store/index.js'
+} from '../store/interface.js'
 import { uuid } from '../core/ids.js'
 
 export interface RoomRegistryOptions {

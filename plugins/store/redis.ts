@@ -1,12 +1,12 @@
 import type { Redis } from 'ioredis'
-import type { DirectMessage, InboxStore } from '../messages/inbox.js'
+import type { DirectMessage } from '../../protocol/frames.js'
 import { applyMergePatch } from '../../protocol/merge-patch.js'
 import { KEY_PREFIX, RedisUnavailableError } from '../core/redis.js'
 import {
   InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
-  type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store, type RoomPage, ROOM_NAME_END
-} from './index.js'
+  type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store, type RoomPage, ROOM_NAME_END, type InboxStore
+} from './interface.js'
 
 export interface RedisStoreOptions {
   inboxMax: number

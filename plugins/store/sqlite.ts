@@ -1,13 +1,14 @@
 import Database from 'better-sqlite3'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import type { DirectMessage, InboxStore } from '../messages/inbox.js'
+import type { DirectMessage } from '../../protocol/frames.js'
 import { applyMergePatch } from '../../protocol/merge-patch.js'
 import {
-  StateTooLargeError, StoreUnavailableError, VersionConflictError, storeFailureReason, type StoreHealth,
+  StateTooLargeError, StoreUnavailableError, VersionConflictError, type InboxStore,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
   ROOM_NAME_END, type RoomPage, type BatchTracer, type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
-} from './index.js'
+} from './interface.js'
+import { storeFailureReason, type StoreHealth } from './health.js'
 
 interface Log {
   info (obj: object, msg: string): void

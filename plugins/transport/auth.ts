@@ -5,6 +5,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Principal } from '../core/identity.js'
 import type { Connection } from './connections.js'
+import { ClientId } from '../../protocol/schemas.js'
 
 export interface AuthOptions {
   /** AUTH_SECRET: the HS256 key; absent = open mode, every request is anonymous. */
@@ -13,7 +14,7 @@ export interface AuthOptions {
 
 /** The claims a token must carry to be accepted; `sub` becomes the client id. */
 const Claims = TypeCompiler.Compile(Type.Object({
-  sub: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:@-]+$' }),
+  sub: ClientId,
   role: Type.Optional(Type.String({ maxLength: 64 })),
   rooms: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 129 }), { maxItems: 256 })),
   exp: Type.Optional(Type.Number())

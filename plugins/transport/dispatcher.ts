@@ -4,22 +4,12 @@ import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { Connection } from './connections.js'
 import { parseJson, typeboxMessage } from '../core/errors.js'
 import { DEFAULT_JSON_MAX_DEPTH, tooDeepField } from './json-limits.js'
-import { StoreUnavailableError } from '../store/index.js'
+import { StoreUnavailableError } from '../core/errors.js'
 
-/** The error codes of the wire contract (plus `internal_error` for the unexpected). */
-export type ErrorCode =
-  | 'invalid_message' | 'unknown_type' | 'not_in_room' | 'room_limit' | 'rate_limited'
-  | 'version_conflict' | 'forbidden' | 'code_execution_disabled' | 'exec_timeout'
-  | 'exec_failed' | 'state_too_large' | 'unavailable' | 'internal_error'
+import { WsError, type ErrorCode } from '../../protocol/errors.js'
+import { RequestId } from '../../protocol/schemas.js'
 
-/** Thrown by a handler to answer the request with a contract error. */
-export class WsError extends Error {
-  constructor (readonly code: ErrorCode, message: string, readonly extra?: Record<string, unknown>) {
-    super(message)
-  }
-}
-
-export const RequestId = Type.Union([Type.String({ maxLength: 128 }), Type.Number()])
+export { WsError, RequestId, type ErrorCode }
 
 /** Handlers return the direct reply (the dispatcher adds the request's `id`), or nothing. */
 export type MessageHandler<P extends TProperties> =

@@ -1,4 +1,7 @@
 import fp from 'fastify-plugin'
+import { depthMessage } from '../../protocol/limits.js'
+
+export { depthMessage }
 
 /** JSON_MAX_DEPTH when nothing configures it. */
 export const DEFAULT_JSON_MAX_DEPTH = 64
@@ -27,11 +30,6 @@ export function jsonDepth (value: unknown, limit: number): number {
     }
   }
   return deepest
-}
-
-/** The error text for a value nested past the limit, naming the field. */
-export function depthMessage (field: string, limit: number): string {
-  return `${field}: nesting deeper than ${limit} levels (limit ${limit})`
 }
 
 /**

@@ -25,9 +25,10 @@ function closed (conn: Connection): Promise<void> {
 }
 
 /**
- * Graceful shutdown as Fastify hooks: Fastify already answers 503 to new requests
- * and upgrades once close() starts; here `preClose` tells and closes the clients,
- * then the other plugins' `onClose` hooks persist and release, last-registered first.
+ * Graceful shutdown as Fastify hooks: app.ts turns Fastify's own 503-on-closing
+ * off (`return503OnClosing: false`), so the `onRequest` hook below refuses new
+ * requests and upgrades with the contract's body; `preClose` tells and closes the
+ * clients, then the plugins' `onClose` hooks persist and release, last-registered first.
  */
 export default fp<ShutdownOptions>(async function shutdown (app, opts) {
   const reconnectAfterMs = opts.reconnectAfterMs ?? 1000
@@ -80,7 +81,9 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
     app.log.info({ event: 'shutdown.step', step: 'clients_closed', connections: count, ms: Date.now() - startedAt }, 'clients closed')
   })
 
-  // Registered first among the resource owners, so it runs last.
+  // Registered before redis, the store and the features, so it runs after their onClose
+  // hooks (last-registered first): "done" is logged once they have flushed and released.
+  // Plugins registered before it (connections, metrics, tracing) still close after it.
   app.addHook('onClose', async () => {
     app.log.info({ event: 'shutdown.step', step: 'done', ms: Date.now() - startedAt }, 'shutdown complete')
   })

@@ -1,8 +1,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import { ClientId } from '../../plugins/messages/direct-messages.js'
-import { WsError } from '../../plugins/transport/dispatcher.js'
-import { Offset, RoomName, StatePatch, Version } from '../../plugins/rooms/index.js'
+import { ClientId, Offset, RoomName, StatePatch, Version } from '../../protocol/schemas.js'
+import { ERROR_STATUS, WsError } from '../../protocol/errors.js'
 import { commonErrors, errorResponse } from './errors.js'
 import { canUseRoom } from '../../plugins/transport/auth.js'
 
@@ -53,17 +52,10 @@ const storeDown = errorResponse('`unavailable`: the store could not load or comm
 /** Sender named in room_message/state when an HTTP caller names none. */
 export const SERVER_SENDER = 'server'
 
-const STATUS: Partial<Record<WsError['code'], [number, string]>> = {
-  invalid_message: [400, 'Bad Request'],
-  version_conflict: [409, 'Conflict'],
-  state_too_large: [413, 'Payload Too Large'],
-  unavailable: [503, 'Service Unavailable']
-}
-
 /** Contract errors from the rooms plugin, in Fastify's error shape plus `code` and any details. */
 function sendRoomError (reply: FastifyReply, err: unknown) {
   if (!(err instanceof WsError)) throw err
-  const [statusCode, error] = STATUS[err.code] ?? [500, 'Internal Server Error']
+  const [statusCode, error] = ERROR_STATUS[err.code]
   return reply.code(statusCode).send({ statusCode, error, message: err.message, code: err.code, ...err.extra })
 }
 

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import { ClientId, MessageText } from '../../plugins/messages/direct-messages.js'
+import { ClientId, MessageText } from '../../protocol/schemas.js'
 import { commonErrors, errorResponse, sendStoreUnavailable } from './errors.js'
 
 const SendBody = Type.Object({

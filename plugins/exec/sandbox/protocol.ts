@@ -7,11 +7,10 @@ export interface RunRequest {
   memoryBytes: number
 }
 
-export interface RunError {
-  /** `exec_timeout` when the time limit stopped the code, otherwise `exec_failed`. */
-  code: 'exec_timeout' | 'exec_failed'
-  message: string
-}
+import type { ExecError } from '../../../protocol/frames.js'
+
+/** `exec_timeout` when the time limit stopped the code, otherwise `exec_failed`: the wire's `exec_result.error`. */
+export type RunError = ExecError
 
 export interface RunOutcome {
   ok: boolean
