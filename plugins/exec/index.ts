@@ -36,10 +36,11 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
 
   const broadcast = (room: string, message: ExecResult) => app.rooms.broadcast(room, message)
 
-  app.dispatcher.register('exec', { room: RoomName, code: Type.String({ minLength: 1, maxLength: opts.maxCodeLength ?? 16384 }) }, (conn, msg) => {
+  app.dispatcher.register('exec', { room: RoomName, code: Type.String({ minLength: 1, maxLength: opts.maxCodeLength ?? 16384 }) }, async (conn, msg) => {
     if (!runner) throw new WsError('code_execution_disabled', 'code execution is disabled on this server (ENABLE_CODE_EXECUTION)')
-    if (!app.auth.canUseRoom(conn.principal, msg.room)) throw new WsError('forbidden', `this token may not use room ${msg.room}`)
-    if (!conn.rooms.has(msg.room)) throw new WsError('not_in_room', `join ${msg.room} before exec`)
+    app.auth.authorize(conn.principal, msg.room, 'exec')
+    // like publish: a join still in flight is waited for, not answered `not_in_room`
+    await app.rooms.requireMember(conn, msg.room)
     if (busy.has(conn)) throw new WsError('rate_limited', 'one exec at a time per connection')
 
     let started: Promise<RunOutcome>

@@ -1,8 +1,6 @@
 import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
 import { RoomRegistry } from './registry.js'
-import { WsError } from '../transport/dispatcher.js'
-import type { Connection } from '../transport/connections.js'
 
 import { RoomName, StatePatch, Offset, Version } from '../../protocol/schemas.js'
 
@@ -48,27 +46,22 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   }, app.log)
   app.decorate('rooms', registry)
 
-  /** The token's `rooms` claim, checked on every room operation. */
-  const mayUse = (conn: Connection, room: string) => {
-    if (!app.auth.canUseRoom(conn.principal, room)) throw new WsError('forbidden', `this token may not use room ${room}`)
-  }
-
   app.dispatcher.register('join', { room: RoomName, since: Type.Optional(Offset) }, async (conn, msg) => {
-    mayUse(conn, msg.room)
+    app.auth.authorize(conn.principal, msg.room, 'join')
     return registry.join(conn, msg.room, msg.since)
   })
 
   app.dispatcher.register('leave', { room: RoomName }, async (conn, msg) => registry.leave(conn, msg.room))
 
   app.dispatcher.register('publish', { room: RoomName, data: Type.Unknown() }, async (conn, msg) => {
-    mayUse(conn, msg.room)
+    app.auth.authorize(conn.principal, msg.room, 'publish')
     await registry.requireMember(conn, msg.room)
     const { offset, messageId } = await registry.publish(conn.clientId, msg.room, msg.data)
     return { type: 'ack', room: msg.room, offset, messageId }
   })
 
   app.dispatcher.register('update', { room: RoomName, patch: StatePatch, baseVersion: Type.Optional(Version) }, async (conn, msg) => {
-    mayUse(conn, msg.room)
+    app.auth.authorize(conn.principal, msg.room, 'update')
     await registry.requireMember(conn, msg.room)
     const { version } = await registry.update(conn.clientId, msg.room, msg.patch, msg.baseVersion)
     return { type: 'ack', room: msg.room, version }

@@ -6,6 +6,10 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Principal } from '../core/identity.js'
 import type { Connection } from './connections.js'
 import { ClientId } from '../../protocol/schemas.js'
+import { WsError } from '../../protocol/errors.js'
+
+/** What a principal asks to do in a room (the `rooms` claim grants all of them today; a finer rule goes in `Auth.authorize`). */
+export type RoomAction = 'join' | 'read' | 'publish' | 'update' | 'exec'
 
 export interface AuthOptions {
   /** AUTH_SECRET: the HS256 key; absent = open mode, every request is anonymous. */
@@ -73,6 +77,15 @@ export class Auth {
     return canUseRoom(principal, room)
   }
 
+  /**
+   * The one access gate for rooms, asked by the WebSocket handlers (join,
+   * publish, update, exec) and the HTTP room routes alike: throws `forbidden`
+   * unless the principal may do `action` in `room`.
+   */
+  authorize (principal: Principal | null | undefined, room: string, _action: RoomAction): void {
+    if (!canUseRoom(principal, room)) throw new WsError('forbidden', `this token may not use room ${room}`)
+  }
+
   /** `from` must be the token's own `sub`, unless the token is a `service` one. */
   maySendAs (principal: Principal | null | undefined, from: string): boolean {
     return !principal || principal.role === 'service' || principal.sub === from
@@ -105,6 +118,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** The route takes the token from `?token=` too (a browser cannot set headers on a WebSocket). */
     tokenInQuery?: boolean
+    /** What a room route (`:room` parameter) asks the access gate for [read]. */
+    roomAction?: RoomAction
   }
 }
 
