@@ -182,23 +182,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   })
   await fastify.register(messageRate)
 
-  fastify.statusReport.section('connections', () => ({
-    total: fastify.connections.size,
-    max: fastify.limits.maxConnections,
-    perClientMax: fastify.limits.maxPerClient,
-    clients: fastify.connections.clientCount,
-    maxBufferedBytes: fastify.connections.sendBuffer.maxBufferedBytes,
-    slowConsumerCloses: fastify.connections.sendBuffer.closes
-  }))
-  fastify.statusReport.section('pendingConnections', () => ({
-    current: fastify.pendingConnections.size,
-    max: fastify.pendingConnections.maxTotal,
-    perClientMax: fastify.pendingConnections.maxPerClient,
-    timeoutMs: fastify.pendingConnections.timeoutMs,
-    closed: { ...fastify.pendingConnections.closed }
-  }))
-  fastify.statusReport.section('rateLimit', () => ({ max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS }))
-
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoute)
   await fastify.register(asyncApiRoute, { version: pkg.version })

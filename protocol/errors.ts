@@ -29,9 +29,4 @@ export class WsError extends Error {
   constructor (readonly code: ErrorCode, message: string, readonly extra?: Record<string, unknown>) {
     super(message)
   }
-
-  /** The HTTP status this error answers with. */
-  get statusCode (): number {
-    return ERROR_STATUS[this.code][0]
-  }
 }

@@ -115,7 +115,7 @@ export default async function wsRoute (app: FastifyInstance) {
         type: 'welcome',
         clientId,
         connectionId: conn.id,
-        serverId: app.connections.serverId,
+        serverId: app.serverId,
         timestamp: new Date().toISOString(),
         heartbeatIntervalMs: app.heartbeat.intervalMs,
         limits: {

@@ -26,8 +26,8 @@ export default fp(async function fanout (app) {
     app.decorate('bus', null)
     return
   }
-  const pubsub = app.metrics.pubsubMessages
-  const bus = new Bus(link, direction => pubsub.inc({ direction }), app.log)
+  const pubsub = app.hasDecorator('metrics') ? app.metrics.pubsubMessages : undefined
+  const bus = new Bus(link, direction => pubsub?.inc({ direction }), app.log)
   app.decorate('fanout', bus)
   app.decorate('bus', bus)
   app.connections.onClose(conn => bus.clientDisconnected(conn.clientId))
@@ -35,4 +35,4 @@ export default fp(async function fanout (app) {
   app.addHook('onClose', async () => {
     await bus.withdraw()
   })
-}, { name: 'fanout', fastify: '5.x', dependencies: ['redis', 'connections', 'status', 'metrics'] })
+}, { name: 'fanout', fastify: '5.x', dependencies: ['redis', 'connections', 'status'] })

@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { randomUUID } from 'node:crypto'
 
 /** What a verified token says about its bearer (set by the auth plugin). */
 export interface Principal {
@@ -9,6 +10,10 @@ export interface Principal {
 }
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /** Names this instance in `welcome` and across a cluster (Redis keys, pub/sub origins). */
+    readonly serverId: string
+  }
   interface FastifyRequest {
     /** The verified token's claims; null in open mode. */
     principal: Principal | null
@@ -21,6 +26,7 @@ declare module 'fastify' {
 }
 
 export default fp(async function identity (app) {
+  app.decorate('serverId', randomUUID())
   app.decorateRequest('principal', null)
   app.decorateRequest('clientKey', {
     getter () {

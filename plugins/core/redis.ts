@@ -213,11 +213,11 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
   const timeoutMs = opts.timeoutMs ?? 5000
   const commands = new Redis(opts.url, { ...connectionOptions(timeoutMs, 'switchboard-commands'), lazyConnect: true })
   const subscriber = new Redis(opts.url, { ...connectionOptions(timeoutMs, 'switchboard-subscriber'), lazyConnect: true })
-  const link = new RedisLink(commands, subscriber, app.connections.serverId, opts.instanceTtlMs ?? 15000, app.log)
+  const link = new RedisLink(commands, subscriber, app.serverId, opts.instanceTtlMs ?? 15000, app.log)
   app.decorate('redisLink', link)
   app.statusReport.section('redis', () => ({ enabled: true, status: link.status }))
   app.statusReport.check('redis', () => link.ready ? null : `redis is ${link.status}`)
-  app.metrics.collect(() => app.metrics.redisUp.set(link.ready ? 1 : 0))
+  if (app.hasDecorator('metrics')) app.metrics.collect(() => app.metrics.redisUp.set(link.ready ? 1 : 0))
 
   // The clients are ours (closeClient false): this plugin quits them in a logged order.
   commands.connect().catch(() => {})
@@ -236,4 +236,4 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
       app.log.info({ event: 'shutdown.step', step, ms: Date.now() - started }, 'redis connection closed')
     }
   })
-}, { name: 'redis', fastify: '5.x', dependencies: ['status', 'connections', 'metrics'] })
+}, { name: 'redis', fastify: '5.x', dependencies: ['identity', 'status'] })

@@ -32,6 +32,7 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
   const enabled = opts.enabled ?? false
   const runner = enabled ? new CodeRunner(opts) : null
   const busy = new WeakSet<Connection>()
+  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
   app.decorate('codeExecution', { enabled, runner })
 
   const broadcast = (room: string, message: ExecResult) => app.rooms.broadcast(room, message)
@@ -55,8 +56,8 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
     busy.add(conn)
     started.then(outcome => {
       const outcomeLabel = outcome.ok ? 'ok' : (outcome.error?.code ?? 'failed')
-      app.metrics.execRuns.inc({ outcome: outcomeLabel })
-      app.metrics.execSeconds.observe({ outcome: outcomeLabel }, outcome.durationMs / 1000)
+      metrics?.execRuns.inc({ outcome: outcomeLabel })
+      metrics?.execSeconds.observe({ outcome: outcomeLabel }, outcome.durationMs / 1000)
       if (!outcome.ok) {
         app.log.info({ event: 'exec.failed', room: msg.room, clientId: conn.clientId, code: outcome.error?.code, durationMs: outcome.durationMs }, 'code execution failed')
       }
@@ -73,4 +74,4 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
 
   app.addHook('onReady', async () => runner?.warm())
   app.addHook('onClose', async () => runner?.close())
-}, { name: 'code-execution', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'auth', 'status', 'rooms', 'metrics'] })
+}, { name: 'code-execution', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'auth', 'status', 'rooms'] })

@@ -17,6 +17,8 @@ export interface RateLimitOptions {
  * spelling of the path reached the route; routes outside it are not limited.
  */
 export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
+  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
+  if (app.hasDecorator('statusReport')) app.statusReport.section('rateLimit', () => ({ max: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }))
   await app.register(rateLimit, {
     global: true,
     max: opts.max ?? 60,
@@ -28,8 +30,8 @@ export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
     // shared across instances; while Redis is down requests pass unlimited rather than fail, so /api/status can say `degraded`
     ...(opts.redis ? { redis: opts.redis as never, nameSpace: 'sb:rl:', skipOnError: true } : {}),
     onExceeded: (request: FastifyRequest, key: string) => {
-      app.metrics.rateLimited.inc({ transport: 'http' })
+      metrics?.rateLimited.inc({ transport: 'http' })
       request.log.warn({ event: 'rate_limit.exceeded', clientKey: key, url: request.routeOptions.url, limit: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }, 'HTTP rate limit exceeded')
     }
   })
-}, { name: 'rate-limit', fastify: '5.x', dependencies: ['identity', 'metrics'] })
+}, { name: 'rate-limit', fastify: '5.x', dependencies: ['identity'] })

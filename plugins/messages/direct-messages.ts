@@ -58,16 +58,17 @@ declare module 'fastify' {
 }
 
 export default fp(async function directMessages (app) {
+  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
   const dm = new DirectMessages(
     (clientId, frame) => {
       const reached = app.connections.sendToClient(clientId, frame)
-      app.metrics.messagesOutByType.add('message', reached)
+      metrics?.messagesOutByType.add('message', reached)
       return reached
     },
     app.fanout,
     async (clientId, message) => {
       await app.inbox.push(clientId, message)
-      app.metrics.inboxQueued.inc()
+      metrics?.inboxQueued.inc()
     }
   )
   app.decorate('directMessages', dm)
@@ -87,11 +88,11 @@ export default fp(async function directMessages (app) {
         return
       }
       for (const m of queued) conn.send(m)
-      app.metrics.inboxDelivered.inc(queued.length)
+      metrics?.inboxDelivered.inc(queued.length)
       if (queued.length > 0) app.log.info({ event: 'inbox.delivered', clientId: conn.clientId, count: queued.length }, 'delivered queued direct messages')
     }, err => {
       // a failed commit was logged once by the store's health; the messages stay queued
       if (!(err as { reported?: boolean }).reported) app.log.error({ event: 'inbox.drain_failed', clientId: conn.clientId, err }, 'could not read queued messages')
     }).finally(() => conn.release())
   })
-}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'metrics', 'fanout'] })
+}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'fanout'] })

@@ -14,16 +14,22 @@ type HealthCheck = () => string | null
  * route knows nothing about rooms, Redis or limits.
  */
 export class StatusReport {
-  private readonly sections = new Map<string, Section>()
+  private readonly sections = new Map<string, Section[]>()
   private readonly checks = new Map<string, HealthCheck>()
   private readonly startedAt = Date.now()
   shuttingDown = false
 
   constructor (readonly version: string) {}
 
-  /** Adds (or replaces) a top-level field of the status body. */
+  /**
+   * Adds a top-level field of the status body, written by the plugin that owns
+   * it. Several owners of one field (the connection registry and the limits)
+   * each add their part: object parts are merged, in registration order.
+   */
   section (name: string, fn: Section): void {
-    this.sections.set(name, fn)
+    const parts = this.sections.get(name)
+    if (parts) parts.push(fn)
+    else this.sections.set(name, [fn])
   }
 
   /** A failing check makes the status `degraded` and `/ready` answer 503. */
@@ -47,7 +53,9 @@ export class StatusReport {
       version: this.version,
       uptimeSeconds: Math.floor((Date.now() - this.startedAt) / 1000)
     }
-    for (const [name, fn] of this.sections) body[name] = fn()
+    for (const [name, parts] of this.sections) {
+      body[name] = parts.length === 1 ? parts[0]() : Object.assign({}, ...parts.map(fn => fn()))
+    }
     if (problems.length > 0) body.problems = problems
     return body
   }

@@ -32,6 +32,8 @@ declare module 'fastify' {
 
 export default fp<RoomsOptions>(async function rooms (app, opts) {
   const evictAfterMs = opts.evictAfterMs ?? 60000
+  // optional: without the metrics plugin nothing is counted
+  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
   // the fanout carries frames and membership to and from the other instances (a no-op on one node)
   const registry = new RoomRegistry(app.store, app.fanout, {
     historySize: opts.historySize ?? 100,
@@ -39,8 +41,8 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     stateMaxBytes: opts.stateMaxBytes ?? 262144,
     evictAfterMs,
     onBroadcast: (type, recipients) => {
-      app.metrics.fanout.observe(recipients)
-      app.metrics.messagesOutByType.add(type, recipients)
+      metrics?.fanout.observe(recipients)
+      metrics?.messagesOutByType.add(type, recipients)
     },
     persistMessages: opts.persistMessages ?? true
   }, app.log)
@@ -70,10 +72,10 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   app.connections.onClose(conn => registry.leaveAll(conn))
 
   app.statusReport.section('rooms', () => registry.stats())
-  app.metrics.collect(() => {
+  metrics?.collect(() => {
     const { active, members } = registry.stats()
-    app.metrics.roomsActive.set(active)
-    app.metrics.roomMembers.set(members)
+    metrics.roomsActive.set(active)
+    metrics.roomMembers.set(members)
   })
 
   const sweeper = setInterval(() => {
@@ -88,4 +90,4 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     await app.store.flush()
     app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')
   })
-}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'fanout', 'dispatcher', 'connections', 'status', 'auth', 'metrics'] })
+}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'fanout', 'dispatcher', 'connections', 'status', 'auth'] })

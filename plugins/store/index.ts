@@ -35,6 +35,7 @@ export default fp<StoreOptions>(async function store (app, opts) {
   let store: Store | undefined
   const health = new StoreHealth(app.log, { probeIntervalMs: opts.probeIntervalMs, probe: () => store?.probeWrite?.() })
   const link = app.hasDecorator('redisLink') ? app.redisLink : null
+  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
   if (link) {
     // REDIS_URL is set: Redis holds rooms and inboxes for every instance
     store = new RedisStore(link.commands, {
@@ -52,10 +53,10 @@ export default fp<StoreOptions>(async function store (app, opts) {
         inboxTtlMs: opts.inboxTtlMs ?? 86400000,
         log: app.log,
         health,
-        onCommit: (writes, seconds) => {
-          app.metrics.storeBatchSize.observe({ store: 'sqlite' }, writes)
-          app.metrics.storeWriteSeconds.observe({ store: 'sqlite' }, seconds)
-        }
+        onCommit: metrics && ((writes, seconds) => {
+          metrics.storeBatchSize.observe({ store: 'sqlite' }, writes)
+          metrics.storeWriteSeconds.observe({ store: 'sqlite' }, seconds)
+        })
       })
     } catch (err) {
       app.log.fatal({ event: 'store.open_failed', reason: (err as Error).message }, 'the store cannot be used; refusing to start')
@@ -75,4 +76,4 @@ export default fp<StoreOptions>(async function store (app, opts) {
     await opened.close()
     app.log.info({ event: 'shutdown.step', step: 'store_closed', kind: opened.kind, ms: Date.now() - started }, 'store closed')
   })
-}, { name: 'store', fastify: '5.x', dependencies: ['status', 'metrics'] })
+}, { name: 'store', fastify: '5.x', dependencies: ['status'] })

@@ -63,18 +63,34 @@ export function textFrame (payload: string | Buffer): Buffer {
  * TCP socket is corked until the turn ends (a message and its ack, a burst of
  * publishes under load, a history replay). One setImmediate per turn ends it.
  */
-let turn = 0
-let turnEnding = false
-const corked: Connection[] = []
+export class SendTurns {
+  /** The current event-loop turn, as this registry counts them. */
+  turn = 0
+  private ending = false
+  private readonly corked: Connection[] = []
+
+  /** Called for every frame: the first one of a turn schedules its end. */
+  sending (): void {
+    if (this.ending) return
+    this.ending = true
+    setImmediate(this.end)
+  }
+
+  /** A connection corked for this turn: uncorked when it ends. */
+  corkedUntilEnd (conn: Connection): void {
+    this.corked.push(conn)
+  }
+
+  private readonly end = (): void => {
+    this.ending = false
+    this.turn++
+    const connections = this.corked.splice(0)
+    for (const conn of connections) conn.uncork()
+  }
+}
+
 /** A turn's frames for one peer are written early past this many bytes (a big frame goes at once). */
 const CORK_MAX_BYTES = 16384
-
-function endTurn (): void {
-  turnEnding = false
-  turn++
-  const connections = corked.splice(0)
-  for (const conn of connections) conn.uncork()
-}
 
 /** One accepted WebSocket, as every other plugin sees it. */
 export class Connection {
@@ -91,6 +107,8 @@ export class Connection {
   private held: Buffer[] | null = null
   /** Replaced by the registry's shared counters when the connection is added. */
   traffic: Traffic = { framesOut: 0 }
+  /** The turns of the registry that accepted it (cork state is per registry, so per app); its own until then. */
+  turns: SendTurns = new SendTurns()
   /** The TCP socket while it is corked for this turn, and the bytes sent to it since. */
   private corkedSocket: RawSocket | null = null
   private corkedBytes = 0
@@ -124,14 +142,12 @@ export class Connection {
       this.held.push(frame)
       return true
     }
-    if (!turnEnding) {
-      turnEnding = true
-      setImmediate(endTurn)
-    }
-    if (this.sentInTurn === turn) {
+    const turns = this.turns
+    turns.sending()
+    if (this.sentInTurn === turns.turn) {
       if (this.corkedSocket === null) this.cork()
     } else {
-      this.sentInTurn = turn
+      this.sentInTurn = turns.turn
     }
     const raw = this.rawSocket()
     if (raw === undefined) return false
@@ -160,7 +176,7 @@ export class Connection {
     if (raw === undefined) return
     raw.cork()
     this.corkedSocket = raw
-    corked.push(this)
+    this.turns.corkedUntilEnd(this)
   }
 
   /** Writes what this turn sent (one syscall), then applies the send-buffer cap to what the kernel did not take. */
@@ -204,10 +220,10 @@ type Listener = (conn: Connection) => void
 
 /** All live connections of this instance, by connection and by client id. */
 export class ConnectionRegistry {
-  /** Names this instance in `welcome` and across a cluster. */
-  readonly serverId = randomUUID()
   /** Frames sent to all connections since start. */
   readonly traffic: Traffic = { framesOut: 0 }
+  /** This registry's event-loop turns: its connections cork and uncork together, apart from any other app's. */
+  readonly turns = new SendTurns()
   private readonly byId = new Map<string, Connection>()
   private readonly byClient = new Map<string, Set<Connection>>()
   private readonly openListeners: Listener[] = []
@@ -238,6 +254,7 @@ export class ConnectionRegistry {
   add (conn: Connection): void {
     conn.sendBuffer = this.sendBuffer
     conn.traffic = this.traffic
+    conn.turns = this.turns
     this.byId.set(conn.id, conn)
     let set = this.byClient.get(conn.clientId)
     if (!set) {
@@ -290,11 +307,20 @@ export interface ConnectionsOptions {
 }
 
 export default fp<ConnectionsOptions>(async function connections (app, opts) {
+  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
   const policy = new SendBufferPolicy(opts.maxBufferedBytes ?? 1048576, 2000, (conn, bufferedAmount) => {
-    app.metrics.slowConsumerCloses.inc()
+    metrics?.slowConsumerCloses.inc()
     app.log.warn({ event: 'connection.slow_consumer', connectionId: conn.id, clientId: conn.clientId, clientKey: conn.clientKey, bufferedAmount, limit: policy.maxBufferedBytes }, 'closing a connection that does not read its messages')
   })
   const registry = new ConnectionRegistry(policy)
   app.decorate('connections', registry)
-  app.metrics.collect(() => app.metrics.connections.set(registry.size))
-}, { name: 'connections', fastify: '5.x', dependencies: ['metrics'] })
+  metrics?.collect(() => metrics.connections.set(registry.size))
+  if (app.hasDecorator('statusReport')) {
+    app.statusReport.section('connections', () => ({
+      total: registry.size,
+      clients: registry.clientCount,
+      maxBufferedBytes: policy.maxBufferedBytes,
+      slowConsumerCloses: policy.closes
+    }))
+  }
+}, { name: 'connections', fastify: '5.x' })

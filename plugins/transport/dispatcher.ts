@@ -241,13 +241,16 @@ export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
   // tracing registers first: when on, each message runs inside its span
   const around = app.hasDecorator('tracing') ? app.tracing.aroundMessage : undefined
   const d = new Dispatcher({ around, ...opts }, app.log)
-  const m = app.metrics
-  d.onFrame(event => {
-    if (event.reply !== undefined) return m.messagesOutByType.add(event.reply)
-    if (event.error === undefined) return m.messagesInByType.add(event.type)
-    m.messagesOutByType.add('error')
-    m.errors.inc({ code: event.error })
-    if (event.error === 'rate_limited') m.rateLimited.inc({ transport: 'ws' })
-  })
+  // metrics subscribe when the metrics plugin is there; the dispatcher works without them
+  if (app.hasDecorator('metrics')) {
+    const m = app.metrics
+    d.onFrame(event => {
+      if (event.reply !== undefined) return m.messagesOutByType.add(event.reply)
+      if (event.error === undefined) return m.messagesInByType.add(event.type)
+      m.messagesOutByType.add('error')
+      m.errors.inc({ code: event.error })
+      if (event.error === 'rate_limited') m.rateLimited.inc({ transport: 'ws' })
+    })
+  }
   app.decorate('dispatcher', d)
-}, { name: 'dispatcher', fastify: '5.x', dependencies: ['metrics'] })
+}, { name: 'dispatcher', fastify: '5.x' })

@@ -57,4 +57,4 @@ export default fp<TransportOptions>(async function transport (app, opts) {
   await app.register(limits, opts.limits)
   await app.register(pendingConnections, opts.pendingConnections ?? {})
   await app.register(heartbeat, opts.heartbeat ?? {})
-}, { name: 'transport', fastify: '5.x', dependencies: ['config', 'identity', 'status', 'metrics'] })
+}, { name: 'transport', fastify: '5.x', dependencies: ['config', 'identity', 'status'] })

@@ -133,6 +133,15 @@ const LOG_INTERVAL_MS = 10000
 export default fp<PendingConnectionsOptions>(async function pendingConnections (app, opts) {
   const pending = new PendingConnections(opts)
   app.decorate('pendingConnections', pending)
+  if (app.hasDecorator('statusReport')) {
+    app.statusReport.section('pendingConnections', () => ({
+      current: pending.size,
+      max: pending.maxTotal,
+      perClientMax: pending.maxPerClient,
+      timeoutMs: pending.timeoutMs,
+      closed: { ...pending.closed }
+    }))
+  }
 
   let loggedAt = 0
   pending.onClosed = (outcome, address) => {
