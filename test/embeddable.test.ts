@@ -2,7 +2,7 @@ import t from 'tap'
 import Fastify from 'fastify'
 import core from '../plugins/core/index.js'
 import { redis } from '../plugins/core/index.js'
-import { auth, connections, Connection, dispatcher, websocket } from '../plugins/transport/index.js'
+import { auth, connections, dispatcher, websocket } from '../plugins/transport/index.js'
 import store from '../plugins/store/index.js'
 import fanout from '../plugins/cluster/index.js'
 import messages from '../plugins/messages/index.js'
@@ -26,13 +26,7 @@ t.test('rooms and direct messages work in an app without the metrics plugin', as
   await app.register(rooms)
   t.equal(app.hasDecorator('metrics'), false, 'no metrics plugin registered')
 
-  app.get<{ Querystring: { clientId: string } }>('/ws', { websocket: true }, (socket, request) => {
-    const conn = new Connection(socket, request.query.clientId, request.clientKey, request.ip)
-    socket.on('message', (data, isBinary) => { app.dispatcher.handle(conn, data, isBinary).catch(() => {}) })
-    socket.on('close', () => app.connections.remove(conn))
-    conn.send({ type: 'welcome', clientId: conn.clientId, connectionId: conn.id, serverId: app.serverId })
-    app.connections.add(conn)
-  })
+  app.get('/ws', { websocket: true }, (socket, request) => { app.connections.accept(socket, request) })
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => app.close())
   const address = app.server.address()
@@ -41,6 +35,7 @@ t.test('rooms and direct messages work in an app without the metrics plugin', as
   const alice = await TestClient.connect(wsUrl, { clientId: 'alice' })
   const bob = await TestClient.connect(wsUrl, { clientId: 'bob' })
   t.teardown(() => Promise.all([alice.close(), bob.close()]))
+  t.match(alice.welcome, { type: 'welcome', clientId: 'alice', serverId: app.serverId, limits: { maxRoomsPerConnection: 50, roomNamePattern: String } }, 'connections.accept sends the welcome with the plugins\' limits')
   t.match(await alice.request({ type: 'join', room: 'lab' }), { type: 'joined', room: 'lab' })
   t.match(await bob.request({ type: 'join', room: 'lab' }), { type: 'joined', room: 'lab' })
   t.match(await alice.request({ type: 'publish', room: 'lab', data: { n: 1 } }), { type: 'ack', offset: 1 })

@@ -47,6 +47,8 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     persistMessages: opts.persistMessages ?? true
   }, app.log)
   app.decorate('rooms', registry)
+  const roomLimits = { maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50, roomHistorySize: opts.historySize ?? 100, roomStateMaxBytes: opts.stateMaxBytes ?? 262144 }
+  app.connections.addWelcomePart(() => ({ limits: roomLimits }))
 
   app.dispatcher.register('join', { room: RoomName, since: Type.Optional(Offset) }, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'join')

@@ -1,7 +1,14 @@
 import fp from 'fastify-plugin'
 import { randomUUID } from 'node:crypto'
-import type { WebSocket } from 'ws'
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { RawData, WebSocket } from 'ws'
 import type { Principal } from '../core/identity.js'
+import type { Welcome } from '../../protocol/frames.js'
+import { CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN } from '../../protocol/limits.js'
+
+const clientIdPattern = new RegExp(CLIENT_ID_PATTERN)
 
 /**
  * The send-buffer cap every connection of a registry shares. A peer that does
@@ -218,6 +225,13 @@ export class Connection {
 
 type Listener = (conn: Connection) => void
 
+/** Handles every frame of an accepted connection (the dispatcher). */
+export type FrameHandler = (conn: Connection, data: RawData, isBinary: boolean) => void
+/** A plugin's part of the `welcome` frame: top-level fields and/or `limits` entries. */
+export type WelcomePart = () => Partial<Omit<Welcome, 'limits'>> & { limits?: Welcome['limits'] }
+/** Runs before the welcome (the cluster makes the client reachable); `abandon` undoes it for a socket that closed first. */
+export interface WelcomeGate { ready (conn: Connection): Promise<void>, abandon (conn: Connection): void }
+
 /** All live connections of this instance, by connection and by client id. */
 export class ConnectionRegistry {
   /** Frames sent to all connections since start. */
@@ -228,8 +242,104 @@ export class ConnectionRegistry {
   private readonly byClient = new Map<string, Set<Connection>>()
   private readonly openListeners: Listener[] = []
   private readonly closeListeners: Listener[] = []
+  private frameHandler: FrameHandler | null = null
+  private readonly welcomeParts: WelcomePart[] = []
+  private readonly welcomeGates: WelcomeGate[] = []
 
-  constructor (readonly sendBuffer: SendBufferPolicy = new SendBufferPolicy()) {}
+  constructor (
+    readonly sendBuffer: SendBufferPolicy = new SendBufferPolicy(),
+    /** Names this instance in `welcome`. */
+    readonly serverId: string = randomUUID(),
+    private readonly log?: FastifyBaseLogger
+  ) {}
+
+  /** Where the frames of accepted connections go (the dispatcher registers itself; one handler). */
+  handleFramesWith (handler: FrameHandler): void {
+    if (this.frameHandler) throw new Error('the connections already have a frame handler')
+    this.frameHandler = handler
+  }
+
+  /** Adds fields to every `welcome` (heartbeat interval, limits), read when each welcome is sent. */
+  addWelcomePart (part: WelcomePart): void {
+    this.welcomeParts.push(part)
+  }
+
+  /** Holds every welcome until `gate.ready` resolves for the connection. */
+  addWelcomeGate (gate: WelcomeGate): void {
+    this.welcomeGates.push(gate)
+  }
+
+  /**
+   * Takes an upgraded socket: releases the upgrade's HTTP objects, installs the
+   * listeners, holds frames sent before the welcome, passes the welcome gates,
+   * sends the welcome and adds the connection. The /ws route calls it, and so
+   * can any Fastify app that registers these plugins (examples/embed).
+   */
+  accept (socket: WebSocket, request: FastifyRequest, opts: { clientId?: string } = {}): Connection {
+    // Nothing holds the upgrade's HTTP objects once the connection is open: the ServerResponse
+    // stays attached to the TCP socket, and @fastify/websocket's own 'error' listener closes
+    // over the request and reply. Left as they are, they keep about 2 KB per connection
+    // (response, Fastify request and reply, headers) alive for its whole life. The listener
+    // below replaces theirs (its default logs and terminates; so does this one).
+    const raw = request.raw.socket as Socket & { _httpMessage?: ServerResponse | null }
+    raw._httpMessage?.detachSocket(raw)
+    socket.removeAllListeners('error')
+    // the token's sub, else the host's choice, else ?clientId= when it is a valid client id, else an anonymous one
+    const asked = (request.query as { clientId?: unknown } | undefined)?.clientId
+    const valid = typeof asked === 'string' && asked.length <= CLIENT_ID_MAX_LENGTH && clientIdPattern.test(asked) ? asked : undefined
+    const clientId = request.principal?.sub ?? opts.clientId ?? valid ?? `anon-${randomUUID()}`
+    const conn = new Connection(socket, clientId, request.clientKey, request.ip)
+    conn.principal = request.principal
+    conn.turns = this.turns
+    const log = this.log
+
+    // frames sent before the welcome (a pipelining client) are handled once the connection is registered
+    let early: Array<[RawData, boolean]> | null = []
+    const dispatch = (data: RawData, isBinary: boolean) => this.frameHandler?.(conn, data, isBinary)
+    socket.on('message', (data, isBinary) => {
+      if (early) early.push([data, isBinary])
+      else dispatch(data, isBinary)
+    })
+    socket.on('close', (code, reason) => {
+      // passed the gates but never added: give the registrations back here
+      if (early) for (const gate of this.welcomeGates) gate.abandon(conn)
+      early = null
+      this.remove(conn)
+      log?.info({ event: 'connection.close', connectionId: conn.id, clientId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'connection closed')
+    })
+    socket.on('error', err => {
+      log?.debug({ event: 'connection.error', connectionId: conn.id, err }, 'connection error')
+      // ws has already queued its close frame (1002, 1007, 1009): write it out, then end the socket
+      conn.uncork()
+      socket.terminate()
+    })
+
+    // reachable from every instance before the welcome: a message sent after it is delivered, never queued
+    Promise.all(this.welcomeGates.map(gate => gate.ready(conn))).then(() => {
+      if (early === null) return // closed meanwhile
+      conn.send(this.welcome(conn))
+      this.add(conn)
+      log?.info({ event: 'connection.open', connectionId: conn.id, clientId, clientKey: conn.clientKey, connections: this.size }, 'connection opened')
+      const pending = early
+      early = null
+      for (const [data, isBinary] of pending) dispatch(data, isBinary)
+    }, err => {
+      log?.error({ event: 'ws.dispatch_failed', connectionId: conn.id, err }, 'could not register the connection')
+      socket.terminate()
+    })
+    return conn
+  }
+
+  /** The `welcome` frame for a connection: who it is, where, and every part the plugins added. */
+  welcome (conn: Connection): Welcome {
+    const frame: Welcome = { type: 'welcome', clientId: conn.clientId, connectionId: conn.id, serverId: this.serverId, timestamp: new Date().toISOString(), heartbeatIntervalMs: 0, limits: {} }
+    for (const part of this.welcomeParts) {
+      const { limits, ...fields } = part()
+      Object.assign(frame, fields)
+      if (limits) Object.assign(frame.limits, limits)
+    }
+    return frame
+  }
 
   get size (): number {
     return this.byId.size
@@ -312,7 +422,7 @@ export default fp<ConnectionsOptions>(async function connections (app, opts) {
     metrics?.slowConsumerCloses.inc()
     app.log.warn({ event: 'connection.slow_consumer', connectionId: conn.id, clientId: conn.clientId, clientKey: conn.clientKey, bufferedAmount, limit: policy.maxBufferedBytes }, 'closing a connection that does not read its messages')
   })
-  const registry = new ConnectionRegistry(policy)
+  const registry = new ConnectionRegistry(policy, app.serverId, app.log)
   app.decorate('connections', registry)
   metrics?.collect(() => metrics.connections.set(registry.size))
   if (app.hasDecorator('statusReport')) {
@@ -323,4 +433,4 @@ export default fp<ConnectionsOptions>(async function connections (app, opts) {
       slowConsumerCloses: policy.closes
     }))
   }
-}, { name: 'connections', fastify: '5.x' })
+}, { name: 'connections', fastify: '5.x', dependencies: ['identity'] })

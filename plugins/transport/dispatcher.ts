@@ -7,7 +7,7 @@ import { DEFAULT_JSON_MAX_DEPTH, tooDeepField } from './json-limits.js'
 import { StoreUnavailableError } from '../core/errors.js'
 
 import { WsError, type ErrorCode } from '../../protocol/errors.js'
-import { RequestId } from '../../protocol/schemas.js'
+import { ClientId, RequestId } from '../../protocol/schemas.js'
 
 export { WsError, RequestId, type ErrorCode }
 
@@ -59,8 +59,9 @@ interface Bucket { tokens: number, refilledAt: number, floodSince: number, lastV
 export class Dispatcher {
   private readonly routes = new Map<string, Route>()
   private readonly buckets = new WeakMap<Connection, Bucket>()
-  private readonly rate: number
-  private readonly burst: number
+  /** Messages per second each connection may send, and the burst the bucket holds. */
+  readonly rate: number
+  readonly burst: number
   private readonly floodCloseMs: number
   private readonly maxDepth: number
   /** Observers for metrics: called with the type (or the error code) of every frame. */
@@ -253,4 +254,26 @@ export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
     })
   }
   app.decorate('dispatcher', d)
-}, { name: 'dispatcher', fastify: '5.x' })
+  app.connections.handleFramesWith((conn, data, isBinary) => {
+    d.handle(conn, data, isBinary).catch(err => {
+      app.log.error({ event: 'ws.dispatch_failed', connectionId: conn.id, err }, 'dispatch failed')
+    })
+  })
+  // the bounds `welcome` announces are read from the schemas it validates with, once every handler is registered
+  let fieldLimits: Record<string, number | string | undefined> | undefined
+  const fieldOf = (type: string, name: string) => d.schemas.get(type)?.properties[name]
+  app.connections.addWelcomePart(() => {
+    fieldLimits ??= {
+      messagesPerSecond: d.rate,
+      messageBurst: d.burst,
+      textMaxLength: fieldOf('send', 'text')?.maxLength,
+      roomNameMaxLength: fieldOf('join', 'room')?.maxLength,
+      roomNamePattern: fieldOf('join', 'room')?.pattern,
+      clientIdMaxLength: ClientId.maxLength,
+      clientIdPattern: ClientId.pattern,
+      execCodeMaxLength: fieldOf('exec', 'code')?.maxLength,
+      requestIdMaxLength: RequestId.anyOf[0].maxLength
+    }
+    return { limits: fieldLimits }
+  })
+}, { name: 'dispatcher', fastify: '5.x', dependencies: ['connections'] })

@@ -90,6 +90,7 @@ declare module 'fastify' {
 export default fp<HeartbeatOptions>(async function heartbeat (app, opts) {
   const hb = new Heartbeat(app.connections, opts.intervalMs ?? 30000)
   app.decorate('heartbeat', hb)
+  app.connections.addWelcomePart(() => ({ heartbeatIntervalMs: hb.intervalMs }))
   app.connections.onOpen(conn => hb.watch(conn))
 
   app.dispatcher.register('ping', {}, () => ({ type: 'pong', timestamp: new Date().toISOString() }))

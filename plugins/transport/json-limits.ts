@@ -63,6 +63,7 @@ declare module 'fastify' {
 export default fp<JsonLimitsOptions>(async function jsonLimits (app, opts) {
   const maxDepth = opts.maxDepth ?? DEFAULT_JSON_MAX_DEPTH
   app.decorate('jsonLimits', { maxDepth })
+  if (app.hasDecorator('connections')) app.connections.addWelcomePart(() => ({ limits: { jsonMaxDepth: maxDepth } }))
   app.addHook('preValidation', async (request, reply) => {
     const body = request.body
     if (body === null || typeof body !== 'object') return

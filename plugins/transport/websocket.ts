@@ -27,9 +27,11 @@ declare module 'fastify' {
  * upgrade it, log its whole URL (query and token included) and close it.
  */
 export default fp<WebSocketOptions>(async function websocketTransport (app, opts) {
+  const maxPayload = opts.maxPayload ?? 65536
+  if (app.hasDecorator('connections')) app.connections.addWelcomePart(() => ({ limits: { maxPayload } }))
   await app.register(websocket, {
     options: {
-      maxPayload: opts.maxPayload ?? 65536,
+      maxPayload,
       perMessageDeflate: false,
       clientTracking: false
     },
