@@ -1,6 +1,12 @@
 import Database from 'better-sqlite3'
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import { DATABASE_FILE, StoreLock, StoreOpenError } from './lock.js'
+import { migrate, schemaVersion } from './migrations.js'
+import { GroupCommit, type PendingWrite } from './group-commit.js'
+
+export { DATABASE_FILE, LOCK_FILE, PID_FILE, StoreLock, StoreOpenError } from './lock.js'
+export { MIGRATIONS } from './migrations.js'
 import type { DirectMessage } from '../../protocol/frames.js'
 import { applyMergePatch } from '../../protocol/merge-patch.js'
 import {
@@ -28,120 +34,6 @@ export interface SqliteStoreOptions {
 }
 
 /** The database file inside DATA_DIR. */
-export const DATABASE_FILE = 'switchboard.db'
-
-/** Held by the process that has DATA_DIR open (an SQLite file under an exclusive OS lock). */
-export const LOCK_FILE = 'switchboard.lock'
-/** The pid of that process, to name it to a second one; informative only, the OS lock decides. */
-export const PID_FILE = 'switchboard.pid'
-
-/** Refused at open: the message is what the operator reads. */
-export class StoreOpenError extends Error {
-  override name = 'StoreOpenError'
-}
-
-/**
- * One process per DATA_DIR. The lock is SQLite's own file lock (fcntl) on
- * DATA_DIR/switchboard.lock, taken with a write in EXCLUSIVE locking mode and
- * held until the connection closes: the kernel releases it when the process
- * dies, kill -9 included, so it never outlives its holder and a reused pid
- * cannot fool it. It is a separate file so that the database itself stays in
- * ordinary WAL locking and `sqlite3 .backup` still works while the server runs.
- */
-export class StoreLock {
-  private constructor (private readonly db: Database.Database, private readonly pidFile: string) {}
-
-  static acquire (dir: string): StoreLock {
-    const file = join(dir, LOCK_FILE)
-    const pidFile = join(dir, PID_FILE)
-    const db = new Database(file)
-    try {
-      db.pragma('busy_timeout = 0')
-      db.pragma('locking_mode = EXCLUSIVE')
-      db.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER NOT NULL); DELETE FROM holder;')
-      db.prepare('INSERT INTO holder (pid) VALUES (?)').run(process.pid)
-    } catch (err) {
-      db.close()
-      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw new StoreOpenError(`cannot lock the SQLite store at ${file}: ${(err as Error).message}`)
-      const holder = readHolder(pidFile)
-      throw new StoreOpenError(`the SQLite store at ${dir} is in use by ${holder === null ? 'another process' : `process ${holder}`}; one process per DATA_DIR (stop it, or give this one another DATA_DIR)`)
-    }
-    writeFileSync(pidFile, `${process.pid}\n`)
-    return new StoreLock(db, pidFile)
-  }
-
-  release (): void {
-    if (readHolder(this.pidFile) === process.pid) rmSync(this.pidFile, { force: true })
-    this.db.close()
-  }
-}
-
-function readHolder (pidFile: string): number | null {
-  try {
-    const pid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10)
-    return Number.isSafeInteger(pid) && pid > 0 ? pid : null
-  } catch {
-    return null
-  }
-}
-
-/**
- * Ordered schema migrations: each runs once, in its own transaction, and is
- * recorded in schema_version. Append new ones; never edit an applied one.
- */
-export const MIGRATIONS: ReadonlyArray<{ version: number, description: string, sql: string }> = [
-  {
-    version: 1,
-    description: 'rooms and their message history',
-    sql: `
-      CREATE TABLE rooms (
-        room       TEXT PRIMARY KEY,
-        state      TEXT NOT NULL,
-        version    INTEGER NOT NULL,
-        "offset"   INTEGER NOT NULL,
-        updated_at TEXT NOT NULL
-      ) WITHOUT ROWID;
-      CREATE TABLE room_messages (
-        room       TEXT NOT NULL,
-        "offset"   INTEGER NOT NULL,
-        message_id TEXT NOT NULL,
-        sender     TEXT NOT NULL,
-        data       TEXT NOT NULL,
-        timestamp  TEXT NOT NULL,
-        PRIMARY KEY (room, "offset")
-      ) WITHOUT ROWID;`
-  },
-  {
-    version: 2,
-    description: 'queued direct messages for offline clients',
-    sql: `
-      CREATE TABLE inbox (
-        id         INTEGER PRIMARY KEY,
-        client_id  TEXT NOT NULL,
-        message    TEXT NOT NULL,
-        expires_at INTEGER NOT NULL
-      );
-      CREATE INDEX inbox_by_client ON inbox (client_id, id);
-      CREATE INDEX inbox_by_expiry ON inbox (expires_at);`
-  },
-  {
-    version: 3,
-    description: 'room offsets in their own table, so a publish does not rewrite the room state',
-    // rooms."offset" stays: it is written with the state, and a room's offset is the larger of the two
-    sql: `
-      CREATE TABLE room_offsets (
-        room     TEXT PRIMARY KEY,
-        "offset" INTEGER NOT NULL
-      ) WITHOUT ROWID;
-      INSERT INTO room_offsets (room, "offset") SELECT room, "offset" FROM rooms;`
-  },
-  {
-    version: 4,
-    description: 'a scratch table for the write probe that tells when a failing store accepts writes again',
-    sql: 'CREATE TABLE store_probe (id INTEGER PRIMARY KEY, data BLOB NOT NULL);'
-  }
-]
-
 /** A room as this process knows it: the latest head (pending writes included) and the committed one. */
 interface Head {
   state: RoomState
@@ -149,14 +41,6 @@ interface Head {
   version: number
   offset: number
   committed: RoomSnapshot | null
-}
-
-interface PendingWrite {
-  run: () => unknown
-  /** The caller's trace context, kept only while tracing is on. */
-  origin: unknown
-  resolve: (value: unknown) => void
-  reject: (err: Error) => void
 }
 
 interface RoomRow { state: string, version: number, offset: number }
@@ -177,10 +61,7 @@ export class SqliteStore implements Store {
   batchTracer?: BatchTracer
 
   private readonly heads = new Map<string, Head>()
-  private queue: PendingWrite[] = []
-  private dirty = new Set<string>()
-  private scheduled = false
-  private closed = false
+  private readonly writes: GroupCommit
   private readonly statements
 
   private constructor (readonly db: Database.Database, private readonly opts: SqliteStoreOptions, private readonly lock: StoreLock) {
@@ -207,6 +88,7 @@ export class SqliteStore implements Store {
       inboxExpire: db.prepare('DELETE FROM inbox WHERE expires_at <= ?')
     }
     this.inbox = this.createInbox()
+    this.writes = new GroupCommit({ enabled: opts.groupCommit, commit: (queue, dirty) => this.commitBatch(queue, dirty), tracer: () => this.batchTracer })
   }
 
   /** Opens (creating) DATA_DIR/switchboard.db, checks its integrity and migrates it. */
@@ -293,7 +175,7 @@ export class SqliteStore implements Store {
   }
 
   release (room: string): void {
-    if (!this.dirty.has(room)) this.heads.delete(room)
+    if (!this.writes.pending(room)) this.heads.delete(room)
   }
 
   /**
@@ -302,7 +184,7 @@ export class SqliteStore implements Store {
    * is full, SQLITE_READONLY or SQLITE_IOERR while those last.
    */
   probeWrite (): void {
-    if (this.closed) return
+    if (this.writes.closed) return
     this.db.transaction(() => {
       this.db.prepare('INSERT INTO store_probe (data) VALUES (zeroblob(16384))').run()
       this.db.prepare('DELETE FROM store_probe').run()
@@ -311,13 +193,13 @@ export class SqliteStore implements Store {
 
   /** Commits every pending write now, in one transaction. */
   async flush (): Promise<void> {
-    this.commit()
+    this.writes.commit()
   }
 
   async close (): Promise<void> {
-    if (this.closed) return
-    this.commit()
-    this.closed = true
+    if (this.writes.closed) return
+    this.writes.commit()
+    this.writes.closed = true
     this.heads.clear()
     this.db.close()
     this.lock.release()
@@ -346,12 +228,12 @@ export class SqliteStore implements Store {
   }
 
   private writableHead (room: string): Head {
-    if (this.closed) throw new StoreUnavailableError('the store is closed')
+    if (this.writes.closed) throw new StoreUnavailableError('the store is closed')
     return this.head(room, true) as Head
   }
 
   private read<T> (fn: () => T): T {
-    if (this.closed) throw new StoreUnavailableError('the store is closed')
+    if (this.writes.closed) throw new StoreUnavailableError('the store is closed')
     try {
       return fn()
     } catch (err) {
@@ -360,29 +242,7 @@ export class SqliteStore implements Store {
   }
 
   private enqueue<T> (room: string | null, run: () => T): Promise<T> {
-    if (this.closed) return Promise.reject(new StoreUnavailableError('the store is closed'))
-    const done = new Promise<T>((resolve, reject) => {
-      this.queue.push({ run, origin: this.batchTracer?.capture(), resolve: resolve as (value: unknown) => void, reject })
-    })
-    if (room !== null) this.dirty.add(room)
-    if (!this.opts.groupCommit) this.commit()
-    else if (!this.scheduled) {
-      this.scheduled = true
-      setImmediate(() => this.commit())
-    }
-    return done
-  }
-
-  /** One transaction for every queued write, then each caller hears the outcome. */
-  private commit (): void {
-    this.scheduled = false
-    if (this.queue.length === 0) return
-    const queue = this.queue
-    const dirty = this.dirty
-    this.queue = []
-    this.dirty = new Set()
-    if (this.batchTracer === undefined) this.commitBatch(queue, dirty)
-    else this.batchTracer.trace(queue.map(write => write.origin), dirty.size, () => this.commitBatch(queue, dirty))
+    return this.writes.enqueue(room, run)
   }
 
   /** Commits one batch; resolves or rejects its writers and returns the failure, if any. */
@@ -456,29 +316,4 @@ export class SqliteStore implements Store {
 
 function toMessage (room: string, row: MessageRow): RoomMessage {
   return { type: 'room_message', room, offset: row.offset, messageId: row.message_id, from: row.sender, data: JSON.parse(row.data), timestamp: row.timestamp }
-}
-
-function schemaVersion (db: Database.Database): number {
-  const row = db.prepare<[], { v: number | null }>('SELECT max(version) AS v FROM schema_version').get()
-  return row?.v ?? 0
-}
-
-/** Applies the migrations newer than the database, in order; returns their versions. */
-function migrate (db: Database.Database): number[] {
-  db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)')
-  const current = schemaVersion(db)
-  const latest = MIGRATIONS[MIGRATIONS.length - 1].version
-  if (current > latest) {
-    throw new StoreOpenError(`the SQLite store has schema version ${current}, newer than this build knows (${latest}); upgrade the server`)
-  }
-  const applied: number[] = []
-  for (const m of MIGRATIONS) {
-    if (m.version <= current) continue
-    db.transaction(() => {
-      db.exec(m.sql)
-      db.prepare('INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)').run(m.version, m.description, new Date().toISOString())
-    })()
-    applied.push(m.version)
-  }
-  return applied
 }
