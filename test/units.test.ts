@@ -7,6 +7,7 @@ import { Heartbeat } from '../plugins/transport/heartbeat.js'
 import { LocalFanout, type Fanout } from '../plugins/cluster/fanout.js'
 import { RoomRegistry } from '../plugins/rooms/registry.js'
 import { SqliteStore } from '../plugins/store/sqlite.js'
+import { parseState, patchedState, recoveryWindow } from '../plugins/store/room-state.js'
 import { WsError } from '../protocol/errors.js'
 import { tempDir } from './support/helper.js'
 import { socketPair } from './support/socket-pair.js'
@@ -110,4 +111,16 @@ t.test('RoomRegistry over a real SQLite store: join, publish to members, history
   t.same(await rooms.leave(b, 'lab'), { type: 'left', room: 'lab' })
   await t.rejects(rooms.requireMember(b, 'lab'), { code: 'not_in_room' }, 'a member that left is not one')
   t.match(rooms.stats(), { active: 1, members: 1 })
+})
+
+t.test('the rules both stores share: recovery window, patch size, unreadable state', async t => {
+  const snapshot = { room: 'r', state: {}, version: 0, offset: 5 }
+  const history = [3, 4, 5].map(offset => ({ type: 'room_message' as const, room: 'r', offset, messageId: String(offset), from: 'a', data: null, timestamp: '' }))
+  const after = (from: number) => history.filter(m => m.offset > from)
+  t.match(recoveryWindow(snapshot, 2, after), { missed: [{ offset: 3 }, { offset: 4 }, { offset: 5 }], complete: true }, 'every message after since is held')
+  t.match(recoveryWindow(snapshot, 1, after), { complete: false }, 'offset 2 is gone: a gap')
+  t.match(recoveryWindow(snapshot, 9, after), { missed: [{ offset: 3 }, { offset: 4 }, { offset: 5 }], complete: false }, 'a client ahead of the store gets the whole history')
+  t.same(patchedState('r', { a: 1 }, { b: 2 }, 100), { state: { a: 1, b: 2 }, json: '{"a":1,"b":2}' })
+  t.throws(() => patchedState('r', {}, { big: 'x'.repeat(100) }, 50), { name: 'StateTooLargeError' })
+  t.throws(() => parseState('r', '{oops'), { name: 'StoreUnavailableError', message: /room r is unreadable/ })
 })

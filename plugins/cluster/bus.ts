@@ -1,7 +1,7 @@
 import type { ChainableCommander, Redis } from 'ioredis'
 import { WsError } from '../../protocol/errors.js'
 import type { ClientFrameHandler, Fanout, MembersGoneHandler, RoomFrameHandler } from './fanout.js'
-import { KEY_PREFIX, instanceKey, type RedisLink } from '../core/redis.js'
+import { KEY_PREFIX, SWEEP_DEAD_INSTANCES, instanceKey, type RedisLink } from '../core/redis.js'
 
 /*
  * Channels (one plain SUBSCRIBE each):
@@ -31,20 +31,13 @@ const SERVER_PREFIX = serverChannel('')
 const INSTANCE_PREFIX = instanceKey('')
 
 /** The room's members on other live instances, and those of dead instances (removed). */
-const LIVE_MEMBERS = `
+const LIVE_MEMBERS = SWEEP_DEAD_INSTANCES + `
+-- a field is "<serverId>|<clientId>"
+local function clientOf (field) return string.sub(field, string.find(field, '|', 1, true) + 1) end
+local entries, goneFields = sweepDead(KEYS[1], ARGV[1], ARGV[2], function (field) return string.sub(field, 1, string.find(field, '|', 1, true) - 1) end, false)
 local live, gone = {}, {}
-for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-  local sep = string.find(field, '|', 1, true)
-  local server = string.sub(field, 1, sep - 1)
-  if server ~= ARGV[1] then
-    if redis.call('EXISTS', ARGV[2] .. server) == 1 then
-      table.insert(live, string.sub(field, sep + 1))
-    else
-      redis.call('HDEL', KEYS[1], field)
-      table.insert(gone, string.sub(field, sep + 1))
-    end
-  end
-end
+for _, entry in ipairs(entries) do table.insert(live, clientOf(entry[1])) end
+for _, field in ipairs(goneFields) do table.insert(gone, clientOf(field)) end
 return {live, gone}`
 
 /**
@@ -53,17 +46,14 @@ return {live, gone}`
  * instance that died (its socket closed) or lost Redis counts 0 and its entry
  * goes (it rewrites it when it is back).
  */
-const PUBLISH_TO_CLIENT = `
-local fields = redis.call('HGETALL', KEYS[1])
+const PUBLISH_TO_CLIENT = SWEEP_DEAD_INSTANCES + `
+local live = sweepDead(KEYS[1], ARGV[1], ARGV[2], function (field) return field end, false)
 local reached = 0
-for i = 1, #fields, 2 do
-  local server = fields[i]
-  if server ~= ARGV[1] then
-    if redis.call('EXISTS', ARGV[2] .. server) == 1 and redis.call('PUBLISH', ARGV[3] .. server, ARGV[4]) > 0 then
-      reached = reached + tonumber(fields[i + 1])
-    else
-      redis.call('HDEL', KEYS[1], server)
-    end
+for _, entry in ipairs(live) do
+  if redis.call('PUBLISH', ARGV[3] .. entry[3], ARGV[4]) > 0 then
+    reached = reached + tonumber(entry[2])
+  else
+    redis.call('HDEL', KEYS[1], entry[1])
   end
 end
 return reached`

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import type { ClientSlotCounter } from '../transport/limits.js'
-import { KEY_PREFIX, RedisUnavailableError, instanceKey, type RedisLink } from '../core/redis.js'
+import { KEY_PREFIX, RedisUnavailableError, SWEEP_DEAD_INSTANCES, instanceKey, type RedisLink } from '../core/redis.js'
 
 /*
  * sb:slots:<clientKey> is a hash serverId → connections that instance holds for
@@ -8,17 +8,10 @@ import { KEY_PREFIX, RedisUnavailableError, instanceKey, type RedisLink } from '
  * exists) and drops the others, so the slots of a crashed instance are free
  * again once its heartbeat key expires (REDIS_INSTANCE_TTL_MS, 15 s by default).
  */
-const ACQUIRE = `
-local fields = redis.call('HGETALL', KEYS[1])
+const ACQUIRE = SWEEP_DEAD_INSTANCES + `
+local live = sweepDead(KEYS[1], ARGV[1], ARGV[2], function (field) return field end, true)
 local held = 0
-for i = 1, #fields, 2 do
-  local server = fields[i]
-  if server == ARGV[1] or redis.call('EXISTS', ARGV[2] .. server) == 1 then
-    held = held + tonumber(fields[i + 1])
-  else
-    redis.call('HDEL', KEYS[1], server)
-  end
-end
+for _, entry in ipairs(live) do held = held + tonumber(entry[2]) end
 if held >= tonumber(ARGV[3]) then return {0, held} end
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 return {1, held + 1}`

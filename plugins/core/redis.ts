@@ -21,6 +21,34 @@ export function instanceKey (serverId: string): string {
   return `${KEY_PREFIX}instance:${serverId}`
 }
 
+/**
+ * The dead-instance sweep every script over a per-instance hash shares
+ * (connection slots, room members, client connections), prepended to each:
+ * `sweepDead(key, me, prefix, serverOf, includeMe)` returns the entries
+ * {field, value, server} of live instances (their key `prefix .. server`
+ * exists; this instance `me` only when `includeMe`) and deletes the fields of
+ * dead ones, whose field names it returns second.
+ */
+export const SWEEP_DEAD_INSTANCES = `
+local function sweepDead (key, me, prefix, serverOf, includeMe)
+  local live, gone = {}, {}
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    local field, value = fields[i], fields[i + 1]
+    local server = serverOf(field)
+    if server == me then
+      if includeMe then table.insert(live, {field, value, server}) end
+    elseif redis.call('EXISTS', prefix .. server) == 1 then
+      table.insert(live, {field, value, server})
+    else
+      redis.call('HDEL', key, field)
+      table.insert(gone, field)
+    end
+  end
+  return live, gone
+end
+`
+
 /** Thrown when a request needs Redis and Redis is not reachable: answered as `unavailable` / 503. */
 export class RedisUnavailableError extends Error {
   override name = 'RedisUnavailableError'

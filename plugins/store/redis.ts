@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis'
 import type { DirectMessage } from '../../protocol/frames.js'
 import { applyMergePatch } from '../../protocol/merge-patch.js'
+import { parseState, patchedState, recoveryWindow } from './room-state.js'
 import { KEY_PREFIX, RedisUnavailableError } from '../core/redis.js'
 import {
   InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
@@ -168,10 +169,7 @@ export class RedisStore implements Store {
     const row = await this.call(() => this.client.sbLoad(roomKey(room), historyKey(room)))
     if (!row) return null
     const snapshot: RoomSnapshot = { room, state: parseState(room, row[0]), version: Number(row[1] ?? 0), offset: Number(row[2] ?? 0) }
-    const from = since > snapshot.offset ? 0 : since
-    const missed = row[3].map(entry => toMessage(room, entry)).filter(m => m.offset > from)
-    const complete = since <= snapshot.offset && (since === snapshot.offset || missed[0]?.offset === since + 1)
-    return { ...snapshot, missed, complete }
+    return recoveryWindow(snapshot, since, from => row[3].map(entry => toMessage(room, entry)).filter(m => m.offset > from))
   }
 
   async appendMessage (room: string, message: NewRoomMessage, historySize: number): Promise<RoomMessage> {
@@ -266,15 +264,16 @@ export class RedisStore implements Store {
           refused.push({ p, err: new VersionConflictError(room, version, p.opts.baseVersion) })
           continue
         }
-        const next = applyMergePatch(state, p.patch)
-        const nextJson = JSON.stringify(next)
-        const bytes = Buffer.byteLength(nextJson)
-        if (bytes > p.opts.maxBytes) {
-          refused.push({ p, err: new StateTooLargeError(room, bytes, p.opts.maxBytes) })
+        let patched: { state: RoomState, json: string }
+        try {
+          patched = patchedState(room, state, p.patch, p.opts.maxBytes)
+        } catch (err) {
+          if (!(err instanceof StateTooLargeError)) throw err
+          refused.push({ p, err })
           continue
         }
-        state = next
-        json = nextJson
+        state = patched.state
+        json = patched.json
         accepted.push({ p, result: { version: ++version, state } })
       }
       if (staleCache) {
@@ -338,14 +337,6 @@ export class RedisStore implements Store {
       // the whole list expires INBOX_TTL_MS after its last push; older entries are dropped when drained
       expire: async () => 0
     }
-  }
-}
-
-function parseState (room: string, json: string): RoomState {
-  try {
-    return JSON.parse(json) as RoomState
-  } catch (err) {
-    throw new StoreUnavailableError(`the stored state of room ${room} is unreadable: ${(err as Error).message}`)
   }
 }
 

@@ -8,9 +8,9 @@ import { GroupCommit, type PendingWrite } from './group-commit.js'
 export { DATABASE_FILE, LOCK_FILE, PID_FILE, StoreLock, StoreOpenError } from './lock.js'
 export { MIGRATIONS } from './migrations.js'
 import type { DirectMessage } from '../../protocol/frames.js'
-import { applyMergePatch } from '../../protocol/merge-patch.js'
+import { parseState, patchedState, recoveryWindow } from './room-state.js'
 import {
-  StateTooLargeError, StoreUnavailableError, VersionConflictError, type InboxStore,
+  StoreUnavailableError, VersionConflictError, type InboxStore,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
   ROOM_NAME_END, type RoomPage, type BatchTracer, type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
 } from './interface.js'
@@ -133,12 +133,7 @@ export class SqliteStore implements Store {
   async loadRoomSince (room: string, since: number): Promise<RoomSnapshotWithHistory | null> {
     const snapshot = this.head(room, false)?.committed
     if (!snapshot) return null
-    // a client ahead of the store (say, after a restore) gets the whole history
-    const from = since > snapshot.offset ? 0 : since
-    const rows = this.read(() => this.statements.messagesAfter.all(room, from, snapshot.offset))
-    const missed = rows.map(row => toMessage(room, row))
-    const complete = since <= snapshot.offset && (since === snapshot.offset || missed[0]?.offset === since + 1)
-    return { ...snapshot, missed, complete }
+    return recoveryWindow(snapshot, since, from => this.read(() => this.statements.messagesAfter.all(room, from, snapshot.offset)).map(row => toMessage(room, row)))
   }
 
   async appendMessage (room: string, message: NewRoomMessage, historySize: number): Promise<RoomMessage> {
@@ -158,12 +153,9 @@ export class SqliteStore implements Store {
     if (opts.baseVersion !== undefined && opts.baseVersion !== head.version) {
       throw new VersionConflictError(room, head.version, opts.baseVersion)
     }
-    const state = applyMergePatch(head.state, patch)
-    const stateJson = JSON.stringify(state)
-    const bytes = Buffer.byteLength(stateJson)
-    if (bytes > opts.maxBytes) throw new StateTooLargeError(room, bytes, opts.maxBytes)
+    const { state, json } = patchedState(room, head.state, patch, opts.maxBytes)
     head.state = state
-    head.stateJson = stateJson
+    head.stateJson = json
     const version = ++head.version
     return this.enqueue(room, () => ({ version, state }))
   }
@@ -213,12 +205,7 @@ export class SqliteStore implements Store {
     if (!row && !create) return undefined
     let head: Head
     if (row) {
-      let state: RoomState
-      try {
-        state = JSON.parse(row.state) as RoomState
-      } catch (err) {
-        throw new StoreUnavailableError(`the stored state of room ${room} is unreadable: ${(err as Error).message}`)
-      }
+      const state = parseState(room, row.state)
       head = { state, stateJson: row.state, version: row.version, offset: row.offset, committed: { room, state, version: row.version, offset: row.offset } }
     } else {
       head = { state: {}, stateJson: '{}', version: 0, offset: 0, committed: null }
