@@ -9,7 +9,7 @@ export type MembersGoneHandler = (room: string, clientIds: string[]) => void
  * What rooms and direct messages need from "the other instances": frames to
  * them, frames from them, room membership and client reachability. One node
  * uses `LocalFanout` (nobody else: every call is a no-op); with REDIS_URL the
- * Redis one (plugins/bus.ts). Rooms and direct messages receive it at
+ * Redis one (plugins/cluster/bus.ts). Rooms and direct messages receive it at
  * construction and call it on their own delivery path.
  */
 export interface Fanout {

@@ -26,7 +26,7 @@ declare module 'fastify' {
 
 /**
  * The `exec` message: JavaScript from a room member runs in the QuickJS sandbox
- * (plugins/sandbox) and every member receives the outcome as `exec_result`.
+ * (plugins/exec/sandbox) and every member receives the outcome as `exec_result`.
  */
 export default fp<CodeExecutionOptions>(async function codeExecution (app, opts) {
   const enabled = opts.enabled ?? false

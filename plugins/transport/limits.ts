@@ -6,7 +6,7 @@ export interface LimitsOptions {
   maxConnections?: number
   /** Connections per client key [10]; cluster-wide when `counter` is shared. */
   maxPerClient?: number
-  /** Where per-client counts live [a local Map]; with REDIS_URL, app.ts passes the Redis one (plugins/redis-limits.ts). */
+  /** Where per-client counts live [a local Map]; with REDIS_URL, app.ts passes the Redis one (plugins/cluster/client-slots.ts). */
   counter?: ClientSlotCounter
 }
 
