@@ -3,35 +3,19 @@ import type { Server } from 'node:http'
 import { realpathSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
-import config, { ConfigError, exitOnConfigError, loadConfig, parseOrigins, parseTrustProxy, type Config } from './plugins/config.js'
-import identity from './plugins/identity.js'
-import auth, { tokenRequired } from './plugins/auth.js'
-import codeExecution from './plugins/code-execution.js'
-import status from './plugins/status.js'
-import metrics from './plugins/metrics.js'
-import tracing, { type TracingOptions } from './plugins/tracing.js'
-import requestLog, { clientErrorHandler, EventLogController, listeningEvent, redactUrl } from './plugins/request-log.js'
-import openapi from './plugins/openapi.js'
-import errors from './plugins/errors.js'
-import connections from './plugins/connections.js'
-import shutdown from './plugins/shutdown.js'
-import dispatcher from './plugins/dispatcher.js'
-import jsonLimits from './plugins/json-limits.js'
-import websocket from './plugins/websocket.js'
-import cors from './plugins/cors.js'
-import rateLimit from './plugins/rate-limit.js'
-import redis from './plugins/redis.js'
-import { RedisClientSlots } from './plugins/redis-limits.js'
-import fanout from './plugins/fanout.js'
-import limits from './plugins/limits.js'
-import pendingConnections, { trustedPeerOf } from './plugins/pending-connections.js'
-import heartbeat from './plugins/heartbeat.js'
-import store, { type StoreOptions } from './plugins/store.js'
-import inbox from './plugins/inbox.js'
-import directMessages from './plugins/direct-messages.js'
-import rooms, { type RoomsOptions } from './plugins/rooms.js'
-import messageRate from './plugins/message-rate.js'
-import webConsole from './plugins/console.js'
+import { config, ConfigError, errors, exitOnConfigError, identity, loadConfig, parseOrigins, parseTrustProxy, redis, type Config } from './plugins/core/index.js'
+import {
+  auth, connections, dispatcher, heartbeat, jsonLimits, limits, pendingConnections, shutdown, tokenRequired, trustedPeerOf, websocket
+} from './plugins/transport/index.js'
+import store, { type StoreOptions } from './plugins/store/index.js'
+import fanout, { RedisClientSlots } from './plugins/cluster/index.js'
+import messages from './plugins/messages/index.js'
+import rooms, { type RoomsOptions } from './plugins/rooms/index.js'
+import codeExecution from './plugins/exec/index.js'
+import {
+  clientErrorHandler, EventLogController, listeningEvent, messageRate, metrics, redactUrl, requestLog, status, tracing, type TracingOptions
+} from './plugins/observability/index.js'
+import { cors, openapi, rateLimit, webConsole } from './plugins/http/index.js'
 import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
@@ -183,8 +167,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(fanout)
   // onClose runs last-registered-first: rooms flush their writes, then the store closes
   await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS, ...opts.store })
-  await fastify.register(inbox, { expireIntervalMs: Math.min(cfg.INBOX_TTL_MS, 60000) })
-  await fastify.register(directMessages)
+  await fastify.register(messages, { expireIntervalMs: Math.min(cfg.INBOX_TTL_MS, 60000) })
   await fastify.register(rooms, {
     historySize: cfg.ROOM_HISTORY_SIZE,
     maxRoomsPerConnection: cfg.MAX_ROOMS_PER_CONNECTION,
@@ -198,23 +181,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     memoryMb: cfg.EXEC_MEMORY_MB
   })
   await fastify.register(messageRate)
-
-  fastify.statusReport.section('connections', () => ({
-    total: fastify.connections.size,
-    max: fastify.limits.maxConnections,
-    perClientMax: fastify.limits.maxPerClient,
-    clients: fastify.connections.clientCount,
-    maxBufferedBytes: fastify.connections.sendBuffer.maxBufferedBytes,
-    slowConsumerCloses: fastify.connections.sendBuffer.closes
-  }))
-  fastify.statusReport.section('pendingConnections', () => ({
-    current: fastify.pendingConnections.size,
-    max: fastify.pendingConnections.maxTotal,
-    perClientMax: fastify.pendingConnections.maxPerClient,
-    timeoutMs: fastify.pendingConnections.timeoutMs,
-    closed: { ...fastify.pendingConnections.closed }
-  }))
-  fastify.statusReport.section('rateLimit', () => ({ max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS }))
 
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoute)

@@ -2,8 +2,8 @@ import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import pino, { type Logger } from 'pino'
 import app, { serverOptions } from './app.js'
-import { exitOnConfigError, loadConfig, type Config } from './plugins/config.js'
-import { StoreOpenError } from './plugins/sqlite-store.js'
+import { exitOnConfigError, loadConfig, type Config } from './plugins/core/config.js'
+import { StoreOpenError } from './plugins/store/sqlite.js'
 
 let config: Config
 try {

@@ -19,7 +19,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import WebSocket from 'ws'
 import app from '../app.js'
-import { loadConfig } from '../plugins/config.js'
+import { loadConfig } from '../plugins/core/config.js'
 
 const { values } = parseArgs({
   options: {

@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base'
 import app from '../app.js'
-import { loadConfig } from '../plugins/config.js'
+import { loadConfig } from '../plugins/core/config.js'
 
 type Mode = 'bare' | 'metrics' | 'traced'
 const MODES: Mode[] = ['bare', 'metrics', 'traced']

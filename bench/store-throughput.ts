@@ -15,8 +15,8 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import WebSocket from 'ws'
 import app from '../app.js'
-import { loadConfig } from '../plugins/config.js'
-import { SqliteStore } from '../plugins/sqlite-store.js'
+import { loadConfig } from '../plugins/core/config.js'
+import { SqliteStore } from '../plugins/store/sqlite.js'
 
 const { values } = parseArgs({
   options: {

@@ -5,7 +5,7 @@ import {
   SwitchboardError,
   type DirectMessage, type JsonObject, type Joined, type PublishAck, type RoomMessage,
   type SendAck, type ServerError, type ServerShutdown, type Welcome
-} from './protocol.js'
+} from '../protocol/frames.js'
 
 /** The part of the WebSocket API the client uses: the browser's, Node 22's global and `ws` all have it. */
 export interface WebSocketLike {

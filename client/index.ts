@@ -4,14 +4,14 @@ export { SwitchboardClient } from './client.js'
 export type { ClientOptions, ClientEvents, ReconnectOptions, WebSocketLike, WebSocketConstructor } from './client.js'
 export { Room } from './room.js'
 export type { RoomEvents, StateEvent, PresenceEvent, GapEvent, RecoveredEvent } from './room.js'
-export { SwitchboardError } from './protocol.js'
+export { SwitchboardError } from '../protocol/frames.js'
 export type {
   Welcome, DirectMessage, RoomMessage, StateChange, Presence, ExecResult, Joined,
-  ServerShutdown, SendAck, PublishAck, UpdateAck, JsonObject, RequestId
-} from './protocol.js'
+  ServerShutdown, SendAck, PublishAck, UpdateAck, JsonObject, RequestId, ExecError
+} from '../protocol/frames.js'
 export { backoffCeiling, backoffDelay, shutdownDelay, defaultBackoff } from './backoff.js'
 export type { BackoffOptions } from './backoff.js'
-export { applyMergePatch } from './merge-patch.js'
+export { applyMergePatch } from '../protocol/merge-patch.js'
 
 /** Creates a client and resolves once it is connected. */
 export async function connect (options: ClientOptions): Promise<SwitchboardClient> {

@@ -1,6 +1,6 @@
 import { Emitter } from './emitter.js'
-import { applyMergePatch } from './merge-patch.js'
-import type { ExecResult, JsonObject, Joined, Presence, PublishAck, RoomMessage, StateChange, UpdateAck } from './protocol.js'
+import { applyMergePatch } from '../protocol/merge-patch.js'
+import type { ExecResult, JsonObject, Joined, Presence, PublishAck, RoomMessage, StateChange, UpdateAck } from '../protocol/frames.js'
 
 export interface StateEvent extends StateChange {
   /** The room's whole state after the patch. */

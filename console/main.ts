@@ -271,7 +271,7 @@ class RoomView {
   }
 
   private onExecResult (r: ExecResult): void {
-    const outcome = r.ok ? `→ ${JSON.stringify(r.result)}` : `failed: ${r.error ?? 'error'}`
+    const outcome = r.ok ? `→ ${JSON.stringify(r.result)}` : `failed: ${r.error?.message ?? 'error'}`
     const logs = r.logs.length > 0 ? ` | logs: ${r.logs.join(' / ')}` : ''
     appendLog($('.exec-log', this.root), `${time()} ${r.from} (${r.durationMs} ms)`, ` ${outcome}${logs}`)
   }

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { asyncApiDocument } from '../plugins/asyncapi.js'
+import { asyncApiDocument } from '../plugins/http/asyncapi.js'
 
 export interface AsyncApiRouteOptions {
   /** Version shown in the document [1.0.0]. */

@@ -1,8 +1,8 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { startServer, root, freePort } from './process.js'
+import { build } from './support/helper.js'
+import { startServer, root, freePort } from './support/process.js'
 import { join } from 'node:path'
-import { TestClient } from './ws-client.js'
+import { TestClient } from './support/ws-client.js'
 import SwaggerParser from '@apidevtools/swagger-parser'
 
 const json = { 'content-type': 'application/json' }
@@ -109,11 +109,16 @@ t.test('/docs/json is usable by a person: tags, summaries, examples, described r
   t.same([...used].sort(), ['health', 'messages', 'rooms', 'status', 'unversioned alias'])
 })
 
-t.test('the plugins are exported one by one and work in a bare Fastify app (examples/embed)', async t => {
-  for (const name of ['config', 'limits', 'heartbeat', 'status', 'connections', 'dispatcher', 'websocket', 'rooms', 'store', 'metrics']) {
+t.test('the plugins are exported folder by folder and work in a bare Fastify app (examples/embed)', async t => {
+  for (const name of ['core', 'transport', 'store', 'cluster', 'messages', 'rooms', 'exec', 'observability', 'http']) {
     const specifier = `switchboard/plugins/${name}`
     const mod = await import(specifier)
     t.type(mod.default, 'function', `${specifier} exports a plugin`)
+  }
+  for (const [specifier, name] of [['core', 'config'], ['transport', 'limits'], ['transport', 'heartbeat'], ['observability', 'status'], ['transport', 'connections'],
+    ['transport', 'dispatcher'], ['transport', 'websocket'], ['observability', 'metrics']]) {
+    const mod = await import(`switchboard/plugins/${specifier}`)
+    t.type(mod[name], 'function', `switchboard/plugins/${specifier} exports the ${name} plugin`)
   }
   const client = await import('switchboard/client' as string)
   t.type(client.connect, 'function', 'switchboard/client exports connect')

@@ -2,9 +2,9 @@ import t from 'tap'
 import { Parser } from '@asyncapi/parser'
 import { Value } from '@sinclair/typebox/value'
 import { FormatRegistry } from '@sinclair/typebox'
-import { build } from './helper.js'
-import { TestClient, type Msg } from './ws-client.js'
-import { SERVER_MESSAGES, serverMessageTypes } from '../plugins/asyncapi.js'
+import { build } from './support/helper.js'
+import { TestClient, type Msg } from './support/ws-client.js'
+import { SERVER_MESSAGES, serverMessageTypes } from '../plugins/http/asyncapi.js'
 
 t.test('/docs/asyncapi.json is a valid AsyncAPI 3 document of the dispatcher\'s message types', async t => {
   const { url, app } = await build(t)

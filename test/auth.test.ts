@@ -1,9 +1,9 @@
 import t from 'tap'
 import { createSigner } from 'fast-jwt'
-import { build, waitFor } from './helper.js'
-import { TestClient, tryUpgrade } from './ws-client.js'
-import { canUseRoom } from '../plugins/auth.js'
-import { concretePath, isPublic, send, spellings, upgrade, watchRoutes, type SeenRoute } from './route-spellings.js'
+import { build, waitFor } from './support/helper.js'
+import { TestClient, tryUpgrade } from './support/ws-client.js'
+import { canUseRoom } from '../plugins/transport/auth.js'
+import { concretePath, isPublic, send, spellings, upgrade, watchRoutes, type SeenRoute } from './support/route-spellings.js'
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789'
 const sign = (claims: Record<string, unknown>, key = SECRET) => createSigner({ key, algorithm: 'HS256' })(claims)

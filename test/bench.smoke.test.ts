@@ -4,8 +4,8 @@ import { readFileSync, readdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { tempDir } from './helper.js'
-import { redisTestOptions } from './redis-server.js'
+import { tempDir } from './support/helper.js'
+import { redisTestOptions } from './support/redis-server.js'
 
 const run = promisify(execFile)
 const runner = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'run.js')

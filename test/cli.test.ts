@@ -2,8 +2,8 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import { join } from 'node:path'
-import { tempDir } from './helper.js'
-import { root, runUntilExit, startServer } from './process.js'
+import { tempDir } from './support/helper.js'
+import { root, runUntilExit, startServer } from './support/process.js'
 
 const fastifyCli = join(root, 'node_modules', 'fastify-cli', 'cli.js')
 const scripts = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts

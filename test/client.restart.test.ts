@@ -1,6 +1,6 @@
 import t from 'tap'
-import { tempDir, waitFor } from './helper.js'
-import { freePort, startServerOnPort } from './fixed-port-server.js'
+import { tempDir, waitFor } from './support/helper.js'
+import { freePort, startServerOnPort } from './support/fixed-port-server.js'
 import { SwitchboardClient, type GapEvent } from '../client/index.js'
 
 const TOTAL = 500

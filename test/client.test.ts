@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build, tempDir, waitFor } from './helper.js'
-import { freePort, startServerOnPort } from './fixed-port-server.js'
+import { build, tempDir, waitFor } from './support/helper.js'
+import { freePort, startServerOnPort } from './support/fixed-port-server.js'
 import {
   SwitchboardClient, SwitchboardError, backoffCeiling, backoffDelay, shutdownDelay,
   type ClientOptions, type DirectMessage, type RoomMessage

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { requestJson, waitFor } from './helper.js'
-import { redisTestOptions } from './redis-server.js'
-import { cluster, connect } from './cluster-instances.js'
+import { requestJson, waitFor } from './support/helper.js'
+import { redisTestOptions } from './support/redis-server.js'
+import { cluster, connect } from './support/cluster-instances.js'
 
 const TTL_MS = 3000
 

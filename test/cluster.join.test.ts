@@ -1,8 +1,8 @@
 import t from 'tap'
-import { build, type TestContext } from './helper.js'
-import { redisTestOptions, startRedis } from './redis-server.js'
-import { cluster, clusterEnv, connect } from './cluster-instances.js'
-import { TestClient } from './ws-client.js'
+import { build, type TestContext } from './support/helper.js'
+import { redisTestOptions, startRedis } from './support/redis-server.js'
+import { cluster, clusterEnv, connect } from './support/cluster-instances.js'
+import { TestClient } from './support/ws-client.js'
 
 /**
  * Publishes to `room` continuously from `publishUrl` while `joiners` clients

@@ -1,8 +1,8 @@
 import t from 'tap'
-import { requestJson, waitFor } from './helper.js'
-import { startServer } from './process.js'
-import { TestClient, tryUpgrade } from './ws-client.js'
-import { redisTestOptions, startRedis } from './redis-server.js'
+import { requestJson, waitFor } from './support/helper.js'
+import { startServer } from './support/process.js'
+import { TestClient, tryUpgrade } from './support/ws-client.js'
+import { redisTestOptions, startRedis } from './support/redis-server.js'
 
 const INSTANCE_TTL_MS = 1500
 
@@ -60,7 +60,7 @@ t.test('the per-client limit counts across instances and a killed instance frees
 t.test('the HTTP rate limit is shared through Redis', redisTestOptions(), async t => {
   const redis = await startRedis(t)
   const env = { REDIS_URL: redis.url, RATE_LIMIT_MAX: '4' }
-  const { build } = await import('./helper.js')
+  const { build } = await import('./support/helper.js')
   const a = await build(t, env)
   const b = await build(t, env)
   const codes: number[] = []

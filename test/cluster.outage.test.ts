@@ -2,10 +2,10 @@ import type { Test } from 'tap'
 import t from 'tap'
 import { readdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { requestJson, waitFor } from './helper.js'
-import { redisTestOptions } from './redis-server.js'
-import { cluster, connect } from './cluster-instances.js'
-import { TestClient } from './ws-client.js'
+import { requestJson, waitFor } from './support/helper.js'
+import { redisTestOptions } from './support/redis-server.js'
+import { cluster, connect } from './support/cluster-instances.js'
+import { TestClient } from './support/ws-client.js'
 
 const TTL_MS = 3000
 const BEAT_MS = TTL_MS / 3

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { redisTestOptions } from './redis-server.js'
-import { cluster, connect } from './cluster-instances.js'
-import { TestClient } from './ws-client.js'
+import { redisTestOptions } from './support/redis-server.js'
+import { cluster, connect } from './support/cluster-instances.js'
+import { TestClient } from './support/ws-client.js'
 
 // Invariant: a client is reachable cluster-wide before its `welcome` is sent, so
 // a direct message sent by anyone after the welcome is delivered live, never queued.

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { build, requestJson, waitFor, type Built, type TestContext } from './helper.js'
-import { TestClient } from './ws-client.js'
-import { redisTestOptions, startRedis } from './redis-server.js'
+import { build, requestJson, waitFor, type Built, type TestContext } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
+import { redisTestOptions, startRedis } from './support/redis-server.js'
 
 async function connect (t: TestContext, wsUrl: string, clientId: string): Promise<TestClient> {
   const client = await TestClient.connect(wsUrl, { clientId })

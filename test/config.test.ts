@@ -1,8 +1,8 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
-import { loadConfig, ConfigError, parseTrustProxy } from '../plugins/config.js'
-import { root } from './process.js'
+import { loadConfig, ConfigError, parseTrustProxy } from '../plugins/core/config.js'
+import { root } from './support/process.js'
 
 t.test('defaults follow the contract', async t => {
   const c = loadConfig({})

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { existsSync, mkdirSync } from 'node:fs'
 import { chromium, type Page } from 'playwright-core'
-import { build, tempDir } from './helper.js'
-import { prerequisiteOptions } from './prerequisites.js'
+import { build, tempDir } from './support/helper.js'
+import { prerequisiteOptions } from './support/prerequisites.js'
 
 /** Debian's chromium by default; CHROMIUM_PATH points elsewhere (or, to check the skip, at nothing). */
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'

@@ -2,7 +2,7 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse } from 'yaml'
-import { root } from './process.js'
+import { root } from './support/process.js'
 
 // No Docker engine runs here, so the deployment files are checked by reading them.
 

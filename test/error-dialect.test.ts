@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { TestClient, tryUpgrade } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient, tryUpgrade } from './support/ws-client.js'
 
 const json = { 'content-type': 'application/json' }
 

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build, waitFor } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build, waitFor } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 t.test('every error reply echoes the request id, rate_limited from the token bucket included', async t => {
   const { wsUrl } = await build(t, { WS_MESSAGES_PER_SECOND: '5' })

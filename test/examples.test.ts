@@ -2,7 +2,7 @@ import t from 'tap'
 import { spawn, execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { build, waitFor } from './helper.js'
+import { build, waitFor } from './support/helper.js'
 import { SwitchboardClient, type DirectMessage, type RoomMessage } from '../client/index.js'
 
 // the examples are run from the source tree, as a user runs them after `npm run build`

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 async function joinRoom (client: TestClient, room: string): Promise<void> {
   const joined = await client.request({ type: 'join', room })
@@ -74,4 +74,20 @@ t.test('with ENABLE_CODE_EXECUTION every member gets the result; attacks fail; t
 
   const status = await (await fetch(`${url}/api/status`)).json() as any
   t.match(status.codeExecution, { enabled: true, timeoutMs: 500, memoryMb: 16, timeouts: 1 })
+})
+
+t.test('an exec sent right after a join, before its reply, waits for the join like a publish does', async t => {
+  const { wsUrl } = await build(t, { ENABLE_CODE_EXECUTION: 'true' })
+  const alice = await TestClient.connect(wsUrl, { clientId: 'alice' })
+  t.teardown(() => alice.close())
+  // both frames leave before the `joined` comes back
+  const [joined, published, executed] = await Promise.all([
+    alice.request({ type: 'join', room: 'lab' }),
+    alice.request({ type: 'publish', room: 'lab', data: 'hi' }),
+    alice.request({ type: 'exec', room: 'lab', code: '6 * 7' })
+  ])
+  t.equal(joined.type, 'joined')
+  t.match(published, { type: 'ack', room: 'lab', offset: Number }, 'the publish waited for the join')
+  t.same(executed, { type: 'ack', room: 'lab', id: executed.id }, 'so did the exec: no not_in_room')
+  t.match(await alice.next('exec_result', 15000), { room: 'lab', from: 'alice', ok: true, result: 42 })
 })

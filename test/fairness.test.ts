@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createSigner } from 'fast-jwt'
-import { build, waitFor } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build, waitFor } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 const SECRET = 'fairness-test-secret-long-enough-0123456789'
 const sign = (claims: Record<string, unknown>) => createSigner({ key: SECRET, algorithm: 'HS256' })(claims)

@@ -1,10 +1,10 @@
 import t from 'tap'
 import type { EventEmitter } from 'node:events'
 import WebSocket from 'ws'
-import { textFrame } from '../plugins/connections.js'
-import { uuid } from '../plugins/uuid.js'
-import { build, requestJson } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { textFrame } from '../plugins/transport/connections.js'
+import { uuid } from '../plugins/core/ids.js'
+import { build, requestJson } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 /** ws's frame parser: exported by the package at run time, left out of its type declarations. */
 const { Receiver } = WebSocket as unknown as { Receiver: new (opts: { isServer: boolean, maxPayload: number }) => EventEmitter & { write (chunk: Buffer): void } }

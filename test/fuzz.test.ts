@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 /** A small deterministic PRNG (mulberry32), so a failure can be replayed from its seed. */
 function prng (seed: number) {

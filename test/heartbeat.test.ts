@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build, waitFor } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build, waitFor } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 t.test('a peer that stops answering pings is terminated and frees its slot', async t => {
   const { wsUrl, app, logs } = await build(t, { HEARTBEAT_INTERVAL_MS: '250' })

@@ -6,8 +6,8 @@
  * still behaves the same.
  */
 import t from 'tap'
-import { build } from './helper.js'
-import { TestClient, tryUpgrade } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient, tryUpgrade } from './support/ws-client.js'
 
 const send = (url: string, headers: Record<string, string> = {}, body: unknown = { from: 'svc', to: 'nobody', text: 'hi' }) =>
   fetch(`${url}/api/send`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })

@@ -1,7 +1,7 @@
 import t from 'tap'
 import net from 'node:net'
-import { build, waitFor } from './helper.js'
-import { TestClient, tryUpgrade } from './ws-client.js'
+import { build, waitFor } from './support/helper.js'
+import { TestClient, tryUpgrade } from './support/ws-client.js'
 
 const delay = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build, waitFor } from './helper.js'
-import { TestClient, tryUpgrade } from './ws-client.js'
+import { build, waitFor } from './support/helper.js'
+import { TestClient, tryUpgrade } from './support/ws-client.js'
 import { connect, type Socket } from 'node:net'
 import http from 'node:http'
 

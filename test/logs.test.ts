@@ -1,10 +1,10 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { createSigner } from 'fast-jwt'
-import { build, waitFor } from './helper.js'
-import { TestClient, tryUpgrade } from './ws-client.js'
+import { build, waitFor } from './support/helper.js'
+import { TestClient, tryUpgrade } from './support/ws-client.js'
 import { connect } from 'node:net'
-import { concretePath, send, upgrade, watchRoutes, type SeenRoute } from './route-spellings.js'
+import { concretePath, send, upgrade, watchRoutes, type SeenRoute } from './support/route-spellings.js'
 
 const SECRET = 'log-test-secret-that-is-long-enough-0123456789'
 const sign = (claims: Record<string, unknown>) => createSigner({ key: SECRET, algorithm: 'HS256' })(claims)

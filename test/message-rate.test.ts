@@ -1,7 +1,7 @@
 import t from 'tap'
-import { build, waitFor } from './helper.js'
-import { TestClient } from './ws-client.js'
-import { MessageRate } from '../plugins/message-rate.js'
+import { build, waitFor } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
+import { MessageRate } from '../plugins/observability/message-rate.js'
 
 t.test('the rate is the average of the last one-second slots', async t => {
   let out = 0

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 t.test('ping gets a pong with an ISO timestamp and the same id', async t => {
   const { wsUrl } = await build(t)

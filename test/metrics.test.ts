@@ -1,7 +1,7 @@
 import t from 'tap'
 import parse from 'parse-prometheus-text-format'
-import { build } from './helper.js'
-import { TestClient, tryUpgrade } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient, tryUpgrade } from './support/ws-client.js'
 
 async function scrape (url: string) {
   const res = await fetch(`${url}/metrics`)

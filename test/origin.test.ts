@@ -1,9 +1,9 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { readAnswer, tryUpgrade } from './ws-client.js'
+import { build } from './support/helper.js'
+import { readAnswer, tryUpgrade } from './support/ws-client.js'
 import http from 'node:http'
-import { upgrade } from './route-spellings.js'
-import { loadConfig } from '../plugins/config.js'
+import { upgrade } from './support/route-spellings.js'
+import { loadConfig } from '../plugins/core/config.js'
 
 t.test('an upgrade from an origin that is not listed is refused with 403 before the upgrade', async t => {
   const { wsUrl } = await build(t, { CORS_ORIGINS: 'http://localhost:3000,http://localhost:5000' })

@@ -4,8 +4,8 @@ import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } fro
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import WebSocket from 'ws'
-import { tempDir } from './helper.js'
-import { root, runUntilExit, startServer } from './process.js'
+import { tempDir } from './support/helper.js'
+import { root, runUntilExit, startServer } from './support/process.js'
 
 const run = promisify(execFile)
 const versionOf = (dir: string, name: string) => (JSON.parse(readFileSync(join(dir, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version
@@ -17,7 +17,7 @@ function consumerSource (plugins: string[]): string {
   return `import Fastify, { type FastifyInstance } from 'fastify'
 import app, { options, type AppOptions } from 'switchboard'
 import { connect, type ClientOptions } from 'switchboard/client'
-import websocket, { type WebSocketOptions } from 'switchboard/plugins/websocket'
+import { websocket, type WebSocketOptions } from 'switchboard/plugins/transport'
 ${imports}
 
 /** Every plugin module the package exports, loaded. */
@@ -69,7 +69,7 @@ t.test('the npm package as a consumer gets it: packed, installed without optiona
 
   await t.test('the tarball holds the built code, its types, the console, the docs and the licence, nothing else', async t => {
     for (const f of ['package.json', 'README.md', 'LICENSE', 'dist/app.js', 'dist/app.d.ts', 'dist/server.js', 'dist/client/index.js', 'dist/client/index.d.ts',
-      'dist/plugins/websocket.d.ts', 'dist/plugins/sandbox/worker.js', 'public/index.html', 'public/build/console.js', 'docs/protocol.md']) {
+      'dist/plugins/transport/websocket.d.ts', 'dist/plugins/exec/sandbox/worker.js', 'dist/protocol/index.js', 'public/index.html', 'public/build/console.js', 'docs/protocol.md']) {
       t.ok(files.includes(f), f)
     }
     t.same(files.filter(f => !/^(dist\/|public\/|docs\/)/.test(f) && !['package.json', 'README.md', 'LICENSE'].includes(f)), [], 'nothing outside dist/, public/, docs/ and the three top files')
@@ -95,8 +95,10 @@ t.test('the npm package as a consumer gets it: packed, installed without optiona
     try { return readdirSync(join(installed, name)).length > 0 } catch { return false }
   }), [], 'the optional packages are not installed')
 
-  const plugins = readdirSync(join(installed, 'switchboard', 'dist', 'plugins')).filter(f => f.endsWith('.js')).map(f => f.slice(0, -3)).sort()
-  t.ok(plugins.includes('websocket') && plugins.includes('rooms') && plugins.length >= 20, `${plugins.length} plugin modules`)
+  const exported = Object.keys((JSON.parse(readFileSync(join(installed, 'switchboard', 'package.json'), 'utf8')) as { exports: Record<string, unknown> }).exports)
+  const plugins = exported.filter(k => k.startsWith('./plugins/')).map(k => k.slice('./plugins/'.length)).sort()
+  t.same(plugins, readdirSync(join(installed, 'switchboard', 'dist', 'plugins')).sort(), 'one export per plugin folder')
+  t.ok(plugins.includes('transport') && plugins.includes('rooms') && plugins.length >= 9, `${plugins.length} plugin folders`)
   writeFileSync(join(dir, 'main.ts'), consumerSource(plugins))
   writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({
     compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, skipLibCheck: false, outDir: 'out', types: ['node'] },

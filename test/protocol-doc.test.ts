@@ -1,10 +1,11 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { build } from './helper.js'
-import { TestClient } from './ws-client.js'
-import { ERROR_CODES, serverMessageTypes } from '../plugins/asyncapi.js'
-import { HTTP_ERROR_CODES } from '../plugins/errors.js'
+import { build } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
+import { ERROR_CODES, serverMessageTypes } from '../plugins/http/asyncapi.js'
+import { HTTP_ERROR_CODES } from '../plugins/core/errors.js'
+import { ERROR_STATUS } from '../protocol/errors.js'
 
 const doc = readFileSync(fileURLToPath(new URL('../../docs/protocol.md', import.meta.url)), 'utf8')
 
@@ -42,6 +43,7 @@ t.test('the message tables of docs/protocol.md are the registered message types,
   t.same([...server].sort(), serverMessageTypes().sort(), 'server→client: exactly the documented server message types')
 
   t.same(firstColumn('### WebSocket error codes').sort(), Object.keys(ERROR_CODES).sort(), 'every WebSocket error code, and no other')
+  t.same(Object.keys(ERROR_STATUS).sort(), Object.keys(ERROR_CODES).sort(), 'protocol/errors.ts gives each of them its HTTP status')
   t.same(firstColumn('### HTTP error codes').sort(), Object.keys(HTTP_ERROR_CODES).sort(), 'every HTTP-only error code, and no other')
 
   const c = await TestClient.connect(wsUrl)

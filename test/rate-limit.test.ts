@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { concretePath, isPublic, send, spellings, watchRoutes, type SeenRoute } from './route-spellings.js'
+import { build } from './support/helper.js'
+import { concretePath, isPublic, send, spellings, watchRoutes, type SeenRoute } from './support/route-spellings.js'
 
 const post = (url: string, text: string) => fetch(`${url}/api/send`, {
   method: 'POST',

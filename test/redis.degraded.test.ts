@@ -1,8 +1,8 @@
 import t from 'tap'
-import { requestJson, waitFor } from './helper.js'
-import { startServer } from './process.js'
-import { TestClient } from './ws-client.js'
-import { redisTestOptions, startRedis } from './redis-server.js'
+import { requestJson, waitFor } from './support/helper.js'
+import { startServer } from './support/process.js'
+import { TestClient } from './support/ws-client.js'
+import { redisTestOptions, startRedis } from './support/redis-server.js'
 
 t.test('Redis dies mid-traffic and comes back: degraded, then ok, nothing acknowledged lost', redisTestOptions(), async t => {
   const redis = await startRedis(t)

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { startServer } from './process.js'
-import { TestClient } from './ws-client.js'
-import { redisTestOptions, startRedis } from './redis-server.js'
+import { startServer } from './support/process.js'
+import { TestClient } from './support/ws-client.js'
+import { redisTestOptions, startRedis } from './support/redis-server.js'
 
 t.test('SIGTERM with Redis: rooms flushed, then the store, the subscriber and the command connection close, in that order', redisTestOptions(), async t => {
   const redis = await startRedis(t)

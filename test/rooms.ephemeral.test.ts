@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 t.test('with persistMessages off, room messages reach every member with growing offsets and nothing is stored', async t => {
   const { app, wsUrl } = await build(t, {}, { app: { rooms: { persistMessages: false } } })

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build, requestJson } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build, requestJson } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 t.test('the HTTP room API publishes, patches and describes rooms under /api and /api/v1', async t => {
   const { wsUrl, url } = await build(t)

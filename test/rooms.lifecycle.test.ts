@@ -1,7 +1,7 @@
 import t from 'tap'
-import { build, requestJson, waitFor } from './helper.js'
-import { TestClient } from './ws-client.js'
-import type { SqliteStore } from '../plugins/sqlite-store.js'
+import { build, requestJson, waitFor } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
+import type { SqliteStore } from '../plugins/store/sqlite.js'
 
 t.test('the background sweep evicts rooms left empty and logs room.evicted', async t => {
   const built = await build(t, {}, { app: { rooms: { evictAfterMs: 100, sweepIntervalMs: 25 } } })

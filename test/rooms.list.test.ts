@@ -1,10 +1,10 @@
 import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
 import { createSigner } from 'fast-jwt'
-import { build, type Built } from './helper.js'
-import { TestClient } from './ws-client.js'
-import { redisTestOptions, startRedis } from './redis-server.js'
-import type { SqliteStore } from '../plugins/sqlite-store.js'
+import { build, type Built } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
+import { redisTestOptions, startRedis } from './support/redis-server.js'
+import type { SqliteStore } from '../plugins/store/sqlite.js'
 
 const SECRET = 'rooms-list-test-secret-long-enough-0123456789'
 const sign = (claims: Record<string, unknown>) => createSigner({ key: SECRET, algorithm: 'HS256' })(claims)

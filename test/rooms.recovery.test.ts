@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 t.test('a client that rejoins with since gets exactly the 20 messages it missed, in order', async t => {
   const { wsUrl } = await build(t)

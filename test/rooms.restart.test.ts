@@ -2,10 +2,10 @@ import t from 'tap'
 import Database from 'better-sqlite3'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { requestJson, tempDir } from './helper.js'
-import { TestClient } from './ws-client.js'
-import { runUntilExit, startServer } from './process.js'
-import { DATABASE_FILE } from '../plugins/sqlite-store.js'
+import { requestJson, tempDir } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
+import { runUntilExit, startServer } from './support/process.js'
+import { DATABASE_FILE } from '../plugins/store/sqlite.js'
 
 t.test('state, version, offsets and history survive a graceful restart', async t => {
   const env = { DATA_DIR: tempDir(t), SHUTDOWN_GRACE_MS: '5000' }

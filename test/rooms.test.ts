@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build, requestJson, waitFor, type TestContext } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build, requestJson, waitFor, type TestContext } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 async function clients (t: TestContext, wsUrl: string, ...ids: string[]): Promise<TestClient[]> {
   const list = await Promise.all(ids.map(clientId => TestClient.connect(wsUrl, { clientId })))

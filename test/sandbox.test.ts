@@ -1,5 +1,5 @@
 import t from 'tap'
-import { CodeRunner, QueueFullError } from '../plugins/sandbox/runner.js'
+import { CodeRunner, QueueFullError } from '../plugins/exec/sandbox/runner.js'
 
 /** The host's event-loop lag while `during` runs: the longest gap between 5 ms ticks, minus 5. */
 async function loopLag (during: Promise<unknown>): Promise<number> {

@@ -1,9 +1,9 @@
 import t from 'tap'
 import net from 'node:net'
 import { join } from 'node:path'
-import { startServer, root, freePort } from './process.js'
-import { TestClient, tryUpgrade } from './ws-client.js'
-import { tempDir } from './helper.js'
+import { startServer, root, freePort } from './support/process.js'
+import { TestClient, tryUpgrade } from './support/ws-client.js'
+import { tempDir } from './support/helper.js'
 
 /** A raw TCP client that completes the upgrade and then never reads or answers: it holds shutdown open. */
 async function stubbornClient (port: number): Promise<net.Socket> {

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 t.test('/api/status reports every contract field with live counts', async t => {
   const { url, wsUrl } = await build(t, { MAX_CONNECTIONS: '77', MAX_CONNECTIONS_PER_CLIENT: '5', RATE_LIMIT_MAX: '100', RATE_LIMIT_WINDOW_MS: '30000' })

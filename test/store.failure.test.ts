@@ -2,9 +2,9 @@ import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
 import { appendFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { build, requestJson, tempDir, waitFor, type Built } from './helper.js'
-import { TestClient } from './ws-client.js'
-import type { SqliteStore } from '../plugins/sqlite-store.js'
+import { build, requestJson, tempDir, waitFor, type Built } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
+import type { SqliteStore } from '../plugins/store/sqlite.js'
 
 const BIG = 'x'.repeat(20000)
 

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
-import { requestJson, tempDir } from './helper.js'
-import { freePort, root, startServer } from './process.js'
+import { requestJson, tempDir } from './support/helper.js'
+import { freePort, root, startServer } from './support/process.js'
 
 /** Runs a command to its exit; its stdout and stderr apart. */
 async function run (args: string[], env: Record<string, string>, timeoutMs = 20000): Promise<{ code: number | null, stdout: string, stderr: string }> {

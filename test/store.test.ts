@@ -2,11 +2,11 @@ import t from 'tap'
 import Database from 'better-sqlite3'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { tempDir, type TestContext } from './helper.js'
-import { DATABASE_FILE, MIGRATIONS, SqliteStore, StoreOpenError } from '../plugins/sqlite-store.js'
-import { applyMergePatch } from '../plugins/merge-patch.js'
-import { StateTooLargeError, VersionConflictError } from '../plugins/store.js'
-import type { DirectMessage } from '../plugins/inbox.js'
+import { tempDir, type TestContext } from './support/helper.js'
+import { DATABASE_FILE, MIGRATIONS, SqliteStore, StoreOpenError } from '../plugins/store/sqlite.js'
+import { applyMergePatch } from '../protocol/merge-patch.js'
+import { StateTooLargeError, VersionConflictError } from '../plugins/store/index.js'
+import type { DirectMessage } from '../plugins/messages/inbox.js'
 
 function open (t: TestContext, dataDir: string, opts: { groupCommit?: boolean, inboxMax?: number, inboxTtlMs?: number } = {}) {
   const events: Array<Record<string, unknown>> = []

@@ -1,11 +1,11 @@
 import t from 'tap'
 import { trace, SpanStatusCode } from '@opentelemetry/api'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base'
-import { build, requestJson, waitFor } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build, requestJson, waitFor } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 import { createServer } from 'node:http'
 import { once } from 'node:events'
-import { tracedBatches } from '../plugins/tracing.js'
+import { tracedBatches } from '../plugins/observability/tracing.js'
 import { tracingEnabled } from '../app.js'
 
 function recorder () {

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { build } from './helper.js'
-import { TestClient } from './ws-client.js'
+import { build } from './support/helper.js'
+import { TestClient } from './support/ws-client.js'
 
 t.test('bad frames get the contract error and the connection stays open', async t => {
   const { wsUrl } = await build(t)

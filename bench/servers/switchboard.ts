@@ -5,7 +5,7 @@
  */
 import Fastify from 'fastify'
 import app, { serverOptions } from '../../app.js'
-import { loadConfig } from '../../plugins/config.js'
+import { loadConfig } from '../../plugins/core/config.js'
 import { announce, type ServerStats } from './control.js'
 
 const config = loadConfig(process.env)

@@ -2,14 +2,9 @@
 // connection limits, ping/pong with dead-peer detection, and a status route.
 // Run after `npm run build`:  node examples/embed/server.mjs   (PORT, default 3000)
 import Fastify from 'fastify'
-import metrics from 'switchboard/plugins/metrics'
-import identity from 'switchboard/plugins/identity'
-import status from 'switchboard/plugins/status'
-import connections, { Connection } from 'switchboard/plugins/connections'
-import dispatcher from 'switchboard/plugins/dispatcher'
-import websocket from 'switchboard/plugins/websocket'
-import limits from 'switchboard/plugins/limits'
-import heartbeat from 'switchboard/plugins/heartbeat'
+import { identity } from 'switchboard/plugins/core'
+import { metrics, status } from 'switchboard/plugins/observability'
+import { connections, dispatcher, heartbeat, limits, websocket } from 'switchboard/plugins/transport'
 
 const app = Fastify({ logger: { level: process.env.LOG_LEVEL ?? 'info' } })
 
@@ -25,15 +20,12 @@ await app.register(heartbeat, { intervalMs: 15000 })
 // Your own message type, validated and rate limited like the built-in ones.
 app.dispatcher.register('echo', {}, (_conn, msg) => ({ type: 'echo', ...msg }))
 
-app.statusReport.section('connections', () => ({ total: app.connections.size, max: app.limits.maxConnections }))
+// connections and limits write their own status sections
 app.get('/status', async () => app.statusReport.report())
 
+// The socket wiring and the welcome are the connections plugin's: the route only accepts.
 app.get('/ws', { websocket: true, preHandler: [app.acquireConnectionSlot] }, (socket, request) => {
-  const conn = new Connection(socket, `guest-${Math.random().toString(36).slice(2, 8)}`, request.clientKey, request.ip)
-  socket.on('message', (data, isBinary) => { app.dispatcher.handle(conn, data, isBinary) })
-  socket.on('close', () => app.connections.remove(conn))
-  conn.send({ type: 'welcome', clientId: conn.clientId, connectionId: conn.id })
-  app.connections.add(conn)
+  app.connections.accept(socket, request, { clientId: `guest-${Math.random().toString(36).slice(2, 8)}` })
 })
 
 const address = await app.listen({ port: Number(process.env.PORT ?? 3000), host: process.env.HOST ?? '127.0.0.1' })

@@ -1,7 +1,7 @@
 import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
-import { ErrorRef } from '../../plugins/errors.js'
-import { StoreUnavailableError } from '../../plugins/store.js'
+import { ErrorRef } from '../../plugins/core/errors.js'
+import { StoreUnavailableError } from '../../plugins/core/errors.js'
 
 /** Fastify's error shape plus `code`, which every /api error keeps (fields may be added): the shared `Error` schema. */
 export const ErrorBody = ErrorRef

@@ -1,10 +1,9 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import { ClientId } from '../../plugins/direct-messages.js'
-import { WsError } from '../../plugins/dispatcher.js'
-import { Offset, RoomName, StatePatch, Version } from '../../plugins/rooms.js'
+import { ClientId, Offset, RoomName, StatePatch, Version } from '../../protocol/schemas.js'
+import { ERROR_STATUS, WsError } from '../../protocol/errors.js'
 import { commonErrors, errorResponse } from './errors.js'
-import { canUseRoom } from '../../plugins/auth.js'
+import type { Principal } from '../../plugins/core/identity.js'
 
 const Params = Type.Object({ room: { ...RoomName, description: 'room name: 1-128 characters of A-Z a-z 0-9 _ . : -' } })
 
@@ -53,33 +52,28 @@ const storeDown = errorResponse('`unavailable`: the store could not load or comm
 /** Sender named in room_message/state when an HTTP caller names none. */
 export const SERVER_SENDER = 'server'
 
-const STATUS: Partial<Record<WsError['code'], [number, string]>> = {
-  invalid_message: [400, 'Bad Request'],
-  version_conflict: [409, 'Conflict'],
-  state_too_large: [413, 'Payload Too Large'],
-  unavailable: [503, 'Service Unavailable']
-}
-
 /** Contract errors from the rooms plugin, in Fastify's error shape plus `code` and any details. */
 function sendRoomError (reply: FastifyReply, err: unknown) {
   if (!(err instanceof WsError)) throw err
-  const [statusCode, error] = STATUS[err.code] ?? [500, 'Internal Server Error']
+  const [statusCode, error] = ERROR_STATUS[err.code]
   return reply.code(statusCode).send({ statusCode, error, message: err.message, code: err.code, ...err.extra })
 }
 
 export default async function roomRoutes (app: FastifyInstance) {
-  /** The sender an HTTP caller may use: itself with a user token, anyone with a service token or in open mode. */
-  function senderOf (principal: { sub: string, role?: string } | null, from: string | undefined): string | null {
-    if (!principal || principal.role === 'service') return from ?? SERVER_SENDER
-    if (from === undefined || from === principal.sub) return principal.sub
-    return null
+  /** The sender an HTTP caller names, or the default one: a user token's own sub, else `server`; null when the gate refuses it. */
+  function senderOf (principal: Principal | null, from: string | undefined): string | null {
+    const sender = from ?? (principal && principal.role !== 'service' ? principal.sub : SERVER_SENDER)
+    return app.auth.maySendAs(principal, sender) ? sender : null
   }
 
-  // A token's `rooms` claim limits which rooms it may read and write over HTTP too.
+  // The same gate as the WebSocket handlers: the route's `roomAction` says what it asks (read by default).
   app.addHook('preHandler', async (request, reply) => {
     const room = (request.params as { room?: string } | undefined)?.room
-    if (room !== undefined && !canUseRoom(request.principal, room)) {
-      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: `this token may not use room ${room}` })
+    if (room === undefined) return
+    try {
+      app.auth.authorize(request.principal, room, request.routeOptions.config.roomAction ?? 'read')
+    } catch (err) {
+      return sendRoomError(reply, err)
     }
   })
 
@@ -121,6 +115,7 @@ export default async function roomRoutes (app: FastifyInstance) {
   })
 
   app.post<{ Params: Static<typeof Params>, Body: Static<typeof PublishBody> }>('/rooms/:room/publish', {
+    config: { roomAction: 'publish' },
     schema: {
       tags: ['rooms'],
       summary: 'Publish to a room',
@@ -146,6 +141,7 @@ export default async function roomRoutes (app: FastifyInstance) {
   })
 
   app.patch<{ Params: Static<typeof Params>, Body: Static<typeof PatchBody> }>('/rooms/:room/state', {
+    config: { roomAction: 'update' },
     schema: {
       tags: ['rooms'],
       summary: 'Update a room\'s state',

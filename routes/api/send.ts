@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
-import { ClientId, MessageText } from '../../plugins/direct-messages.js'
+import { ClientId, MessageText } from '../../protocol/schemas.js'
 import { commonErrors, errorResponse, sendStoreUnavailable } from './errors.js'
 
 const SendBody = Type.Object({
@@ -32,8 +32,7 @@ export default async function sendRoute (app: FastifyInstance) {
     }
   }, async (request, reply) => {
     const { from, to, text } = request.body
-    const principal = request.principal
-    if (principal && principal.role !== 'service' && principal.sub !== from) {
+    if (!app.auth.maySendAs(request.principal, from)) {
       return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only send as its own sub' })
     }
     try {

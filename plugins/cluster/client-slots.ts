@@ -1,0 +1,96 @@
+import type { Redis } from 'ioredis'
+import type { ClientSlotCounter } from '../transport/limits.js'
+import { KEY_PREFIX, RedisUnavailableError, SWEEP_DEAD_INSTANCES, instanceKey, type RedisLink } from '../core/redis.js'
+
+/*
+ * sb:slots:<clientKey> is a hash serverId → connections that instance holds for
+ * the key. Acquiring sums the fields of live instances (their heartbeat key
+ * exists) and drops the others, so the slots of a crashed instance are free
+ * again once its heartbeat key expires (REDIS_INSTANCE_TTL_MS, 15 s by default).
+ */
+const ACQUIRE = SWEEP_DEAD_INSTANCES + `
+local live = sweepDead(KEYS[1], ARGV[1], ARGV[2], function (field) return field end, true)
+local held = 0
+for _, entry in ipairs(live) do held = held + tonumber(entry[2]) end
+if held >= tonumber(ARGV[3]) then return {0, held} end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+return {1, held + 1}`
+
+const RELEASE = `
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1`
+
+interface Scripts {
+  sbAcquireSlot (key: string, me: string, prefix: string, limit: number): Promise<[number, number]>
+  sbReleaseSlot (key: string, me: string): Promise<number>
+}
+
+const slotsKey = (clientKey: string) => `${KEY_PREFIX}slots:${clientKey}`
+
+/**
+ * Per-client connection counts shared by every instance through Redis. This
+ * instance's share is kept here; a release Redis missed marks its key, and the
+ * restore (in the heartbeat's MULTI) rewrites every share and removes those that went.
+ */
+export class RedisClientSlots implements ClientSlotCounter {
+  private readonly local = new Map<string, number>()
+  private stale = new Set<string>()
+  private restoring: Set<string> | null = null
+  private readonly redis: Redis & Scripts
+
+  constructor (private readonly link: RedisLink) {
+    link.commands.defineCommand('sbAcquireSlot', { numberOfKeys: 1, lua: ACQUIRE })
+    link.commands.defineCommand('sbReleaseSlot', { numberOfKeys: 1, lua: RELEASE })
+    this.redis = link.commands as Redis & Scripts
+    link.addRestorer({
+      write: tx => {
+        for (const [clientKey, count] of this.local) tx.hset(slotsKey(clientKey), link.serverId, count)
+        for (const clientKey of this.stale) if (!this.local.has(clientKey)) tx.hdel(slotsKey(clientKey), link.serverId)
+        this.restoring = this.stale
+        this.stale = new Set()
+      },
+      written: ok => {
+        if (!ok && this.restoring) for (const clientKey of this.restoring) this.stale.add(clientKey)
+        this.restoring = null
+      }
+    })
+  }
+
+  get clients (): number {
+    return this.local.size
+  }
+
+  /** Refused with 503 while Redis is unreachable: the limit cannot be checked cluster-wide. */
+  async acquire (clientKey: string, limit: number): Promise<{ ok: boolean, current: number }> {
+    this.link.requireReady()
+    let reply: [number, number]
+    try {
+      reply = await this.redis.sbAcquireSlot(slotsKey(clientKey), this.link.serverId, instanceKey(''), limit)
+    } catch (err) {
+      throw new RedisUnavailableError(`redis could not count the connection: ${(err as Error).message}`)
+    }
+    if (reply[0] !== 1) return { ok: false, current: Number(reply[1]) }
+    this.local.set(clientKey, (this.local.get(clientKey) ?? 0) + 1)
+    return { ok: true, current: Number(reply[1]) }
+  }
+
+  async release (clientKey: string): Promise<void> {
+    const current = this.local.get(clientKey) ?? 0
+    if (current <= 1) this.local.delete(clientKey)
+    else this.local.set(clientKey, current - 1)
+    if (!this.link.ready) {
+      this.stale.add(clientKey) // the restore writes what is left of it
+      return
+    }
+    try {
+      await this.redis.sbReleaseSlot(slotsKey(clientKey), this.link.serverId)
+    } catch (err) {
+      this.stale.add(clientKey)
+      throw err
+    }
+  }
+
+  count (clientKey: string): number | undefined {
+    return this.local.get(clientKey) ?? 0
+  }
+}

@@ -1,0 +1,50 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { Bus } from './bus.js'
+import { LocalFanout, type Fanout } from './fanout.js'
+
+export * from './fanout.js'
+export { Bus } from './bus.js'
+export { RedisClientSlots } from './client-slots.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Delivery to and from the other instances (a no-op one without REDIS_URL). */
+    fanout: Fanout
+    /** The Redis fanout, for status and tests; null when REDIS_URL is unset. */
+    bus: Bus | null
+  }
+}
+
+/**
+ * Decorates `fanout` before rooms and direct messages register: they get it
+ * at construction. The Redis one withdraws this instance's entries on close.
+ */
+/** A client is reachable from every instance before its welcome: a message sent after it is delivered, never queued. */
+function reachableBeforeWelcome (app: FastifyInstance, fanout: Fanout): void {
+  app.connections.addWelcomeGate({
+    ready: conn => fanout.clientConnected(conn.clientId),
+    abandon: conn => fanout.clientDisconnected(conn.clientId)
+  })
+}
+
+export default fp(async function fanout (app) {
+  const link = app.redisLink
+  if (!link) {
+    const local = new LocalFanout()
+    app.decorate('fanout', local)
+    app.decorate('bus', null)
+    reachableBeforeWelcome(app, local)
+    return
+  }
+  const pubsub = app.hasDecorator('metrics') ? app.metrics.pubsubMessages : undefined
+  const bus = new Bus(link, direction => pubsub?.inc({ direction }), app.log)
+  app.decorate('fanout', bus)
+  app.decorate('bus', bus)
+  reachableBeforeWelcome(app, bus)
+  app.connections.onClose(conn => bus.clientDisconnected(conn.clientId))
+  app.statusReport.section('bus', () => ({ subscriptions: bus.channels.length, received: bus.received }))
+  app.addHook('onClose', async () => {
+    await bus.withdraw()
+  })
+}, { name: 'fanout', fastify: '5.x', dependencies: ['redis', 'connections', 'status'] })

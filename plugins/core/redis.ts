@@ -1,0 +1,267 @@
+import fp from 'fastify-plugin'
+import fastifyRedis from '@fastify/redis'
+import { Redis, type ChainableCommander, type RedisOptions } from 'ioredis'
+
+export interface RedisPluginOptions {
+  /** redis:// or rediss:// URL; when absent the plugin only reports `disabled`. */
+  url?: string
+  /** Connect and per-command timeout [5000]. */
+  timeoutMs?: number
+  /** How long this instance's heartbeat key lives; slots and presence of a crashed instance free up after it [15000]. */
+  instanceTtlMs?: number
+}
+
+export type RedisStatus = 'disabled' | 'ready' | 'connecting' | 'down'
+
+/** Every key and channel this app uses starts with this. */
+export const KEY_PREFIX = 'sb:'
+
+/** The key that says an instance is alive; it expires unless the instance refreshes it. */
+export function instanceKey (serverId: string): string {
+  return `${KEY_PREFIX}instance:${serverId}`
+}
+
+/**
+ * The dead-instance sweep every script over a per-instance hash shares
+ * (connection slots, room members, client connections), prepended to each:
+ * `sweepDead(key, me, prefix, serverOf, includeMe)` returns the entries
+ * {field, value, server} of live instances (their key `prefix .. server`
+ * exists; this instance `me` only when `includeMe`) and deletes the fields of
+ * dead ones, whose field names it returns second.
+ */
+export const SWEEP_DEAD_INSTANCES = `
+local function sweepDead (key, me, prefix, serverOf, includeMe)
+  local live, gone = {}, {}
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    local field, value = fields[i], fields[i + 1]
+    local server = serverOf(field)
+    if server == me then
+      if includeMe then table.insert(live, {field, value, server}) end
+    elseif redis.call('EXISTS', prefix .. server) == 1 then
+      table.insert(live, {field, value, server})
+    else
+      redis.call('HDEL', key, field)
+      table.insert(gone, field)
+    end
+  end
+  return live, gone
+end
+`
+
+/** Thrown when a request needs Redis and Redis is not reachable: answered as `unavailable` / 503. */
+export class RedisUnavailableError extends Error {
+  override name = 'RedisUnavailableError'
+  readonly statusCode = 503
+  readonly code = 'unavailable'
+}
+
+/** Options both connections share: fail fast while disconnected, reconnect with backoff forever. */
+export function connectionOptions (timeoutMs: number, name: string): RedisOptions {
+  return {
+    connectionName: name,
+    connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs,
+    // no offline queue: a command while disconnected is refused at once, so callers answer `unavailable` instead of hanging
+    enableOfflineQueue: false,
+    // a command in flight when the link drops is failed, never resent: a resent append could apply twice
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    // the bus restores its own subscriptions from its reference counts
+    autoResubscribe: false,
+    enableAutoPipelining: true,
+    retryStrategy: (attempt: number) => Math.min(2000, 50 * 2 ** Math.min(attempt, 6)) + Math.floor(Math.random() * 100)
+  }
+}
+
+/**
+ * What a plugin keeps in Redis for this instance, rewritten whenever Redis is
+ * back (or lost this instance's heartbeat): `prepare` runs first (subscribe),
+ * then `write` adds its entries to the one transaction that rewrites the
+ * heartbeat key first, so another instance sees either both or neither.
+ */
+export interface Restorer {
+  prepare?: () => Promise<void>
+  write: (tx: ChainableCommander) => void
+  /** After the transaction: `ok` false when it failed (what `write` took must be kept for the next one). */
+  written?: (ok: boolean) => void
+}
+
+/**
+ * The two connections (commands and subscriber) and what the rest of the app
+ * needs to know about them: whether Redis is usable, this instance's heartbeat.
+ */
+export class RedisLink {
+  private everReady = false
+  private heartbeat: NodeJS.Timeout | undefined
+  /** Called each time both connections are ready again after a loss (and the first time). */
+  private readonly readyListeners: Array<() => void> = []
+  private readonly restorers: Restorer[] = []
+  private readonly beatListeners: Array<() => void> = []
+  private restoring: Promise<void> | null = null
+  private restoreAgain = false
+  private wasReady = false
+  /** Set at shutdown, so quitting is not reported as an outage. */
+  closing = false
+
+  constructor (
+    readonly commands: Redis,
+    readonly subscriber: Redis,
+    readonly serverId: string,
+    readonly instanceTtlMs: number,
+    private readonly log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void, error: (o: object, m: string) => void }
+  ) {
+    for (const [role, client] of [['commands', commands], ['subscriber', subscriber]] as const) {
+      client.on('ready', () => this.changed(role, 'ready'))
+      client.on('close', () => this.changed(role, 'close'))
+      // without a listener ioredis logs every failed reconnect to stderr; the status says it once
+      client.on('error', (err: Error) => log.warn({ event: 'redis.error', role, reason: err.message }, 'redis connection error'))
+    }
+  }
+
+  get status (): Exclude<RedisStatus, 'disabled'> {
+    if (this.commands.status === 'ready' && this.subscriber.status === 'ready') return 'ready'
+    return this.everReady ? 'down' : 'connecting'
+  }
+
+  get ready (): boolean {
+    return this.status === 'ready'
+  }
+
+  /** Throws RedisUnavailableError unless both connections are up. */
+  requireReady (): void {
+    if (!this.ready) throw new RedisUnavailableError(`redis is ${this.status}; retry later`)
+  }
+
+  onReady (fn: () => void): void {
+    this.readyListeners.push(fn)
+  }
+
+  /** Registers what this instance keeps in Redis; restored in registration order. */
+  addRestorer (restorer: Restorer): void {
+    this.restorers.push(restorer)
+  }
+
+  /**
+   * Rewrites this instance's heartbeat and, in the same MULTI, every entry the
+   * restorers vouch for. Runs when Redis is (back) up and when a beat finds the
+   * heartbeat key gone; a request while one runs runs once more after it.
+   */
+  restore (): Promise<void> {
+    if (this.restoring) {
+      this.restoreAgain = true
+      return this.restoring
+    }
+    this.restoring = (async () => {
+      do {
+        this.restoreAgain = false
+        if (!this.ready) return
+        try {
+          for (const r of this.restorers) await r.prepare?.()
+          const tx = this.commands.multi()
+          tx.set(instanceKey(this.serverId), String(Date.now()), 'PX', this.instanceTtlMs)
+          for (const r of this.restorers) r.write(tx)
+          const ok = await tx.exec().then(() => true, () => false)
+          for (const r of this.restorers) r.written?.(ok)
+          if (!ok) throw new Error('the transaction failed')
+          this.log.info({ event: 'redis.restored', serverId: this.serverId }, 'heartbeat and this instance\'s entries rewritten')
+        } catch (err) {
+          this.log.warn({ event: 'redis.restore_failed', reason: (err as Error).message }, 'could not rewrite this instance\'s entries; retried when redis is back')
+        }
+      } while (this.restoreAgain)
+    })().finally(() => { this.restoring = null })
+    return this.restoring
+  }
+
+  /** Keeps this instance's heartbeat key alive, so others can tell it from a crashed one. */
+  startHeartbeat (): void {
+    const beat = () => {
+      if (!this.ready || this.restoring) return
+      // GET: a key that was gone (Redis lost it, or this process stalled past the TTL) means peers may have dropped our entries
+      this.commands.set(instanceKey(this.serverId), String(Date.now()), 'PX', this.instanceTtlMs, 'GET').then(previous => {
+        if (previous === null) this.restore().catch(() => {})
+      }, () => {})
+      for (const fn of this.beatListeners) fn()
+    }
+    beat()
+    this.heartbeat = setInterval(beat, Math.max(50, Math.floor(this.instanceTtlMs / 3))).unref()
+  }
+
+  /** Called on every heartbeat while Redis is up (sweeps of other instances' leftovers). */
+  onBeat (fn: () => void): void {
+    this.beatListeners.push(fn)
+  }
+
+  /** Stops the heartbeat and removes the key, so this instance's leftovers are ignored at once. */
+  async stopHeartbeat (): Promise<void> {
+    clearInterval(this.heartbeat)
+    if (this.ready) await this.commands.del(instanceKey(this.serverId)).catch(() => {})
+  }
+
+  private changed (role: string, what: 'ready' | 'close'): void {
+    const ready = this.ready
+    if (ready) this.everReady = true
+    if (ready && !this.wasReady) {
+      this.wasReady = true
+      this.log.info({ event: 'redis.ready', role }, 'redis connections ready')
+      this.restore().catch(() => {})
+      for (const fn of this.readyListeners) {
+        try {
+          fn()
+        } catch (err) {
+          this.log.error({ event: 'redis.ready_listener_failed', err }, 'a redis ready listener failed')
+        }
+      }
+    } else if (!ready && this.wasReady && !this.closing) {
+      this.wasReady = false
+      this.log.warn({ event: 'redis.down', role, reason: what }, 'redis connection lost; requests that need redis answer unavailable until it returns')
+    }
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The Redis connections and their health; null when REDIS_URL is unset. */
+    redisLink: RedisLink | null
+  }
+}
+
+/**
+ * Registers @fastify/redis twice when a URL is given: `app.redis.commands`
+ * (auto-pipelined) and `app.redis.subscriber` (SUBSCRIBE only). Registered
+ * before the store, so on close it runs after the store: rooms flush, the store
+ * closes, then the subscriber and the command connection quit, in that order.
+ */
+export default fp<RedisPluginOptions>(async function redis (app, opts) {
+  if (!opts.url) {
+    app.decorate('redisLink', null)
+    app.statusReport.section('redis', () => ({ enabled: false, status: 'disabled' }))
+    return
+  }
+  const timeoutMs = opts.timeoutMs ?? 5000
+  const commands = new Redis(opts.url, { ...connectionOptions(timeoutMs, 'switchboard-commands'), lazyConnect: true })
+  const subscriber = new Redis(opts.url, { ...connectionOptions(timeoutMs, 'switchboard-subscriber'), lazyConnect: true })
+  const link = new RedisLink(commands, subscriber, app.serverId, opts.instanceTtlMs ?? 15000, app.log)
+  app.decorate('redisLink', link)
+  app.statusReport.section('redis', () => ({ enabled: true, status: link.status }))
+  app.statusReport.check('redis', () => link.ready ? null : `redis is ${link.status}`)
+  if (app.hasDecorator('metrics')) app.metrics.collect(() => app.metrics.redisUp.set(link.ready ? 1 : 0))
+
+  // The clients are ours (closeClient false): this plugin quits them in a logged order.
+  commands.connect().catch(() => {})
+  subscriber.connect().catch(() => {})
+  await app.register(fastifyRedis, { client: commands, namespace: 'commands', closeClient: false })
+  await app.register(fastifyRedis, { client: subscriber, namespace: 'subscriber', closeClient: false })
+  link.startHeartbeat()
+  app.log.info({ event: 'redis.connected', serverId: link.serverId, instanceTtlMs: link.instanceTtlMs }, 'connected to redis')
+
+  app.addHook('onClose', async () => {
+    await link.stopHeartbeat()
+    link.closing = true
+    for (const [step, client] of [['redis_subscriber_closed', subscriber], ['redis_commands_closed', commands]] as const) {
+      const started = Date.now()
+      await client.quit().catch(() => client.disconnect())
+      app.log.info({ event: 'shutdown.step', step, ms: Date.now() - started }, 'redis connection closed')
+    }
+  })
+}, { name: 'redis', fastify: '5.x', dependencies: ['identity', 'status'] })

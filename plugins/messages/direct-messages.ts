@@ -1,0 +1,98 @@
+import fp from 'fastify-plugin'
+import type { Fanout } from '../cluster/index.js'
+import type { DirectMessage } from './inbox.js'
+import { uuid } from '../core/ids.js'
+
+import { ClientId, MessageText } from '../../protocol/schemas.js'
+
+export { ClientId, MessageText }
+
+export interface SendResult {
+  messageId: string
+  delivered: number
+  queued: boolean
+}
+
+/** Delivers a serialized message to every connection of a client id here and says how many it reached. */
+export type DeliverToClient = (clientId: string, frame: string) => number
+
+/**
+ * A message goes to the recipient's connections here and, through the fanout,
+ * on the other instances; `delivered` counts only connections it reached.
+ * Reached nowhere, it is queued in the inbox.
+ */
+export class DirectMessages {
+  constructor (
+    private readonly local: DeliverToClient,
+    private readonly fanout: Fanout,
+    private readonly queue: (clientId: string, m: DirectMessage) => Promise<void>
+  ) {
+    // a frame from another instance for a client whose connection here just closed waits in the inbox
+    fanout.onClientFrame((clientId, frame) => {
+      if (local(clientId, frame) > 0) return
+      queue(clientId, JSON.parse(frame) as DirectMessage).catch(() => {})
+    })
+  }
+
+  /** Connections the frame reached, here and on the other instances. */
+  async deliver (clientId: string, frame: string): Promise<number> {
+    const here = this.local(clientId, frame)
+    // a client connected here still gets the message while the other instances cannot be reached
+    if (here > 0) return here + await this.fanout.publishToClient(clientId, frame).catch(() => 0)
+    return this.fanout.publishToClient(clientId, frame)
+  }
+
+  async send (from: string, to: string, text: string): Promise<SendResult> {
+    const message: DirectMessage = { type: 'message', messageId: uuid(), from, to, text, timestamp: new Date().toISOString() }
+    const delivered = await this.deliver(to, JSON.stringify(message))
+    if (delivered > 0) return { messageId: message.messageId, delivered, queued: false }
+    await this.queue(to, message)
+    return { messageId: message.messageId, delivered: 0, queued: true }
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    directMessages: DirectMessages
+  }
+}
+
+export default fp(async function directMessages (app) {
+  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
+  const dm = new DirectMessages(
+    (clientId, frame) => {
+      const reached = app.connections.sendToClient(clientId, frame)
+      metrics?.messagesOutByType.add('message', reached)
+      return reached
+    },
+    app.fanout,
+    async (clientId, message) => {
+      await app.inbox.push(clientId, message)
+      metrics?.inboxQueued.inc()
+    }
+  )
+  app.decorate('directMessages', dm)
+
+  app.dispatcher.register('send', { to: ClientId, text: MessageText }, async (conn, msg) => {
+    const result = await dm.send(conn.clientId, msg.to, msg.text)
+    return { type: 'ack', ...result }
+  })
+
+  // Queued messages go out right after `welcome`, oldest first, before any live one.
+  app.connections.onOpen(conn => {
+    conn.hold()
+    app.inbox.drain(conn.clientId).then(async queued => {
+      if (!conn.open) {
+        // Gone before the replay: the messages wait for the next connection.
+        for (const m of queued) await app.inbox.push(conn.clientId, m)
+        return
+      }
+      for (const m of queued) conn.send(m)
+      metrics?.inboxDelivered.inc(queued.length)
+      if (queued.length > 0) app.log.info({ event: 'inbox.delivered', clientId: conn.clientId, count: queued.length }, 'delivered queued direct messages')
+    }, err => {
+      // a failed commit was logged once by the store's health; the messages stay queued
+      if (!(err as { reported?: boolean }).reported) app.log.error({ event: 'inbox.drain_failed', clientId: conn.clientId, err }, 'could not read queued messages')
+    }).finally(() => conn.release())
+  })
+}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'fanout'] })

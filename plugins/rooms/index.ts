@@ -1,0 +1,95 @@
+import fp from 'fastify-plugin'
+import { Type } from '@sinclair/typebox'
+import { RoomRegistry } from './registry.js'
+
+import { RoomName, StatePatch, Offset, Version } from '../../protocol/schemas.js'
+
+export { RoomName, StatePatch, Offset, Version }
+
+export interface RoomsOptions {
+  /** Messages kept per room for recovery [100]. */
+  historySize?: number
+  /** Rooms one connection may be in at once [50]. */
+  maxRoomsPerConnection?: number
+  /** Largest serialized room state in bytes [262144]. */
+  stateMaxBytes?: number
+  /** An empty room leaves memory after this long [60000]. */
+  evictAfterMs?: number
+  /** How often empty rooms are looked for [evictAfterMs / 2, at most 30000]. */
+  sweepIntervalMs?: number
+  /**
+   * false: publishes skip the store (no history, no durable offsets; acks do
+   * not wait for a commit). For measurements and throwaway rooms [true].
+   */
+  persistMessages?: boolean
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    rooms: RoomRegistry
+  }
+}
+
+export default fp<RoomsOptions>(async function rooms (app, opts) {
+  const evictAfterMs = opts.evictAfterMs ?? 60000
+  // optional: without the metrics plugin nothing is counted
+  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
+  // the fanout carries frames and membership to and from the other instances (a no-op on one node)
+  const registry = new RoomRegistry(app.store, app.fanout, {
+    historySize: opts.historySize ?? 100,
+    maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50,
+    stateMaxBytes: opts.stateMaxBytes ?? 262144,
+    evictAfterMs,
+    onBroadcast: (type, recipients) => {
+      metrics?.fanout.observe(recipients)
+      metrics?.messagesOutByType.add(type, recipients)
+    },
+    persistMessages: opts.persistMessages ?? true
+  }, app.log)
+  app.decorate('rooms', registry)
+  const roomLimits = { maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50, roomHistorySize: opts.historySize ?? 100, roomStateMaxBytes: opts.stateMaxBytes ?? 262144 }
+  app.connections.addWelcomePart(() => ({ limits: roomLimits }))
+
+  app.dispatcher.register('join', { room: RoomName, since: Type.Optional(Offset) }, async (conn, msg) => {
+    app.auth.authorize(conn.principal, msg.room, 'join')
+    return registry.join(conn, msg.room, msg.since)
+  })
+
+  app.dispatcher.register('leave', { room: RoomName }, async (conn, msg) => registry.leave(conn, msg.room))
+
+  app.dispatcher.register('publish', { room: RoomName, data: Type.Unknown() }, async (conn, msg) => {
+    app.auth.authorize(conn.principal, msg.room, 'publish')
+    await registry.requireMember(conn, msg.room)
+    const { offset, messageId } = await registry.publish(conn.clientId, msg.room, msg.data)
+    return { type: 'ack', room: msg.room, offset, messageId }
+  })
+
+  app.dispatcher.register('update', { room: RoomName, patch: StatePatch, baseVersion: Type.Optional(Version) }, async (conn, msg) => {
+    app.auth.authorize(conn.principal, msg.room, 'update')
+    await registry.requireMember(conn, msg.room)
+    const { version } = await registry.update(conn.clientId, msg.room, msg.patch, msg.baseVersion)
+    return { type: 'ack', room: msg.room, version }
+  })
+
+  app.connections.onClose(conn => registry.leaveAll(conn))
+
+  app.statusReport.section('rooms', () => registry.stats())
+  metrics?.collect(() => {
+    const { active, members } = registry.stats()
+    metrics.roomsActive.set(active)
+    metrics.roomMembers.set(members)
+  })
+
+  const sweeper = setInterval(() => {
+    const evicted = registry.sweep()
+    if (evicted > 0) app.log.info({ event: 'room.evicted', evicted, loaded: registry.stats().loaded }, 'evicted empty rooms')
+  }, opts.sweepIntervalMs ?? Math.min(30000, Math.max(10, Math.floor(evictAfterMs / 2)))).unref()
+
+  // Registered after the store, so this runs before the store closes.
+  app.addHook('onClose', async () => {
+    clearInterval(sweeper)
+    const started = Date.now()
+    await app.store.flush()
+    app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')
+  })
+}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'fanout', 'dispatcher', 'connections', 'status', 'auth'] })

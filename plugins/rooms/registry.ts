@@ -1,0 +1,426 @@
+import { textFrame, type Connection } from '../transport/connections.js'
+import { WsError } from '../transport/dispatcher.js'
+import type { Fanout } from '../cluster/index.js'
+import {
+  InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
+  type RoomMessage, type RoomState, type Store
+} from '../store/interface.js'
+import { uuid } from '../core/ids.js'
+
+export interface RoomRegistryOptions {
+  /** Messages kept per room for recovery (ROOM_HISTORY_SIZE). */
+  historySize: number
+  /** Rooms one connection may be in at once (MAX_ROOMS_PER_CONNECTION). */
+  maxRoomsPerConnection: number
+  /** Largest serialized room state in bytes (ROOM_STATE_MAX_BYTES). */
+  stateMaxBytes: number
+  /** An empty room leaves memory after this long. */
+  evictAfterMs: number
+  /** Told the type and local recipients of every broadcast (metrics). */
+  onBroadcast?: (type: string, recipients: number) => void
+  /**
+   * false: room messages are broadcast without a store write, offsets count in
+   * memory from the stored one, nothing is kept for recovery [true].
+   */
+  persistMessages?: boolean
+}
+
+interface Log {
+  error (obj: object, msg: string): void
+}
+
+/** A room in memory: who is in it, by client id. */
+class Room {
+  /** clientId → that client's connections in this room. */
+  readonly members = new Map<string, Set<Connection>>()
+  /** Connections joining: the room's frames wait here from before the snapshot is read until just after `joined`. */
+  readonly joining = new Map<Connection, string[]>()
+  emptySince = Date.now()
+  constructor (readonly name: string, public offset = 0) {}
+}
+
+export interface JoinedReply {
+  type: 'joined'
+  room: string
+  state: RoomState
+  version: number
+  offset: number
+  members: string[]
+  missed: RoomMessage[]
+  recovered: boolean
+}
+
+export interface RoomDescription {
+  room: string
+  state: RoomState
+  version: number
+  offset: number
+  members: string[]
+}
+
+/**
+ * Membership, presence and the room operations of the contract, over a Store.
+ * Rooms load lazily (concurrent joins share one load), stay while they have
+ * members and are evicted by `sweep` once empty for `evictAfterMs`.
+ */
+export class RoomRegistry {
+  private readonly rooms = new Map<string, Room>()
+  private readonly loading = new Map<string, Promise<Room>>()
+  private readonly pendingJoins = new WeakMap<Connection, Map<string, Promise<unknown>>>()
+
+  constructor (private readonly store: Store, private readonly fanout: Fanout, private readonly opts: RoomRegistryOptions, private readonly log: Log) {
+    fanout.onRoomFrame((room, frame, except) => this.deliverLocally(room, frame, except))
+    // members of a crashed instance: announced once, by the instance whose sweep removed them
+    fanout.onMembersGone((room, clientIds) => {
+      for (const clientId of clientIds) {
+        if (!this.rooms.get(room)?.members.has(clientId)) this.broadcast(room, { type: 'presence', room, event: 'leave', clientId })
+      }
+    })
+  }
+
+  /** Sends one serialized frame to the room's members here and on the other instances; returns the connections reached here. */
+  deliver (room: string, frame: string, exceptConnectionId?: string): number {
+    this.fanout.publishToRoom(room, frame, exceptConnectionId)
+    return this.deliverLocally(room, frame, exceptConnectionId)
+  }
+
+  isMember (conn: Connection, room: string): boolean {
+    return this.rooms.get(room)?.members.get(conn.clientId)?.has(conn) ?? false
+  }
+
+  /** Serializes once and sends the same frame to every member; returns the connections reached here. */
+  broadcast<M extends { type: string }> (room: string, message: M, except?: Connection): number {
+    const recipients = this.deliver(room, JSON.stringify(message), except?.id)
+    this.opts.onBroadcast?.(message.type, recipients)
+    return recipients
+  }
+
+  /** Rooms with members, memberships (client and room pairs) and rooms held in memory. */
+  stats (): { active: number, members: number, loaded: number } {
+    let active = 0
+    let members = 0
+    for (const room of this.rooms.values()) {
+      if (room.members.size > 0) active++
+      members += room.members.size
+    }
+    return { active, members, loaded: this.rooms.size }
+  }
+
+  async join (conn: Connection, name: string, since?: number): Promise<JoinedReply | undefined> {
+    const pending = this.pendingJoinsOf(conn)
+    if (!conn.rooms.has(name) && !pending.has(name)) {
+      let count = conn.rooms.size
+      for (const room of pending.keys()) if (!conn.rooms.has(room)) count++
+      if (count >= this.opts.maxRoomsPerConnection) {
+        throw new WsError('room_limit', `a connection may be in at most ${this.opts.maxRoomsPerConnection} rooms`, { limit: this.opts.maxRoomsPerConnection })
+      }
+    }
+    const joining = this.admit(conn, name, since)
+    pending.set(name, joining)
+    try {
+      return await joining
+    } finally {
+      if (pending.get(name) === joining) pending.delete(name)
+      // an idle connection keeps no empty Map (S1: bytes per connection)
+      if (pending.size === 0 && this.pendingJoins.get(conn) === pending) this.pendingJoins.delete(conn)
+    }
+  }
+
+  async leave (conn: Connection, name: string): Promise<{ type: 'left', room: string }> {
+    await this.joinSettled(conn, name)
+    if (!this.isMember(conn, name)) throw notInRoom(name)
+    this.removeMember(conn, name)
+    return { type: 'left', room: name }
+  }
+
+  /** A connection is gone: it leaves every room it was in. */
+  leaveAll (conn: Connection): void {
+    for (const name of [...conn.rooms]) this.removeMember(conn, name)
+  }
+
+  /** Throws `not_in_room` unless the connection is a member (after any join of it still in flight). */
+  async requireMember (conn: Connection, name: string): Promise<void> {
+    await this.joinSettled(conn, name)
+    if (!this.isMember(conn, name)) throw notInRoom(name)
+  }
+
+  async publish (from: string, name: string, data: unknown): Promise<{ offset: number, messageId: string, delivered: number }> {
+    const room = this.opts.persistMessages === false ? this.rooms.get(name) : undefined
+    if (room) {
+      const message: RoomMessage = { type: 'room_message', room: name, offset: ++room.offset, messageId: uuid(), from, data, timestamp: new Date().toISOString() }
+      return { offset: message.offset, messageId: message.messageId, delivered: this.broadcast(name, message) }
+    }
+    const message = await this.storeCall(name, () => this.store.appendMessage(name, {
+      messageId: uuid(), from, data, timestamp: new Date().toISOString()
+    }, this.opts.historySize)).finally(() => this.releaseIfNotLoaded(name))
+    const delivered = this.broadcast(name, message)
+    return { offset: message.offset, messageId: message.messageId, delivered }
+  }
+
+  async update (from: string, name: string, patch: RoomState, baseVersion?: number): Promise<{ version: number }> {
+    const { version } = await this.storeCall(name, () => this.store.applyPatch(name, patch, { baseVersion, maxBytes: this.opts.stateMaxBytes }))
+      .finally(() => this.releaseIfNotLoaded(name))
+    this.broadcast(name, { type: 'state', room: name, version, patch, from })
+    return { version }
+  }
+
+  /** The room as the HTTP API shows it, or null for a room never used. */
+  async describe (name: string): Promise<RoomDescription | null> {
+    const snapshot = await this.storeCall(name, () => this.store.loadRoom(name)).finally(() => this.releaseIfNotLoaded(name))
+    const members = await this.allMembersOf(name)
+    if (!snapshot && members.length === 0) return null
+    return { room: name, state: snapshot?.state ?? {}, version: snapshot?.version ?? 0, offset: snapshot?.offset ?? 0, members }
+  }
+
+  /**
+   * One page of the rooms (stored, or with members here) in name order, after
+   * `after`, limited to the names `allowed` (a token's `rooms` claim: exact names
+   * or `prefix*`; null = all). Each allowed range is one keyset query of at most
+   * limit+1 rows on the store's ordered index, so a page costs the same with any
+   * number of rooms. `next` is the cursor of the following page, if there is one.
+   */
+  async listPage (opts: { after?: string, limit: number, allowed: string[] | null }): Promise<{ rooms: Array<{ room: string, members: number, version: number }>, next?: string }> {
+    const { after, limit } = opts
+    const ranges = opts.allowed === null
+      ? [{ prefix: '', exact: false }]
+      : opts.allowed.map(p => p.endsWith('*') ? { prefix: p.slice(0, -1), exact: false } : { prefix: p, exact: true })
+    const found = new Map<string, { room: string, members: number, version: number }>()
+    for (const { prefix, exact } of ranges) {
+      // an exact name is the first one of its own prefix range, if it is stored
+      const rows = await this.storeCall(null, () => this.store.listRooms({ after, prefix, limit: exact ? 1 : limit + 1 }))
+      for (const r of rows) if (!exact || r.room === prefix) found.set(r.room, { room: r.room, members: 0, version: r.version })
+    }
+    const allowed = (name: string) => ranges.some(({ prefix, exact }) => exact ? name === prefix : name.startsWith(prefix))
+    for (const room of this.rooms.values()) {
+      if (room.members.size === 0 || (after !== undefined && room.name <= after) || !allowed(room.name)) continue
+      const entry = found.get(room.name) ?? { room: room.name, members: 0, version: 0 }
+      entry.members = room.members.size
+      found.set(room.name, entry)
+    }
+    const sorted = [...found.values()].sort((a, b) => a.room < b.room ? -1 : a.room > b.room ? 1 : 0)
+    if (sorted.length <= limit) return { rooms: sorted }
+    const rooms = sorted.slice(0, limit)
+    return { rooms, next: rooms[rooms.length - 1].room }
+  }
+
+  /** Drops rooms empty for longer than evictAfterMs; returns how many. */
+  sweep (now = Date.now()): number {
+    let evicted = 0
+    for (const [name, room] of this.rooms) {
+      if (room.members.size === 0 && now - room.emptySince >= this.opts.evictAfterMs) {
+        this.rooms.delete(name)
+        this.store.release(name)
+        evicted++
+      }
+    }
+    return evicted
+  }
+
+  private async admit (conn: Connection, name: string, since?: number): Promise<JoinedReply | undefined> {
+    // subscribed before the snapshot is read, so nothing published after it is missed
+    let retained = false
+    if (!this.isMember(conn, name)) {
+      await this.storeCall(name, () => this.fanout.subscribeRoom(name))
+      retained = true
+    }
+    try {
+      return await this.admitRetained(conn, name, since, () => { retained = false })
+    } finally {
+      if (retained) this.fanout.unsubscribeRoom(name)
+    }
+  }
+
+  /**
+   * No gap on join: from before the snapshot is read, the room's frames for this
+   * connection are kept; once it is read, the connection becomes a member in the
+   * same turn, and the kept frames newer than the snapshot go out right after
+   * `joined` (the dispatcher sends it in this turn's microtasks, before any
+   * setImmediate), older ones are dropped (they are in the snapshot or `missed`).
+   */
+  private async admitRetained (conn: Connection, name: string, since: number | undefined, keepRetained: () => void): Promise<JoinedReply | undefined> {
+    let room = await this.open(name)
+    // read before the snapshot: a list of members need not be of the same instant
+    const elsewhere = await this.storeCall(name, () => this.fanout.members(name))
+    room = await this.open(name)
+    const alreadyMember = room.members.get(conn.clientId)?.has(conn) ?? false
+    const kept: string[] = []
+    if (!alreadyMember) room.joining.set(conn, kept)
+    let withHistory: Awaited<ReturnType<Store['loadRoomSince']>> = null
+    let snapshot: Awaited<ReturnType<Store['loadRoom']>> = null
+    try {
+      withHistory = since === undefined ? null : await this.storeCall(name, () => this.store.loadRoomSince(name, since))
+      snapshot = since === undefined ? await this.storeCall(name, () => this.store.loadRoom(name)) : withHistory
+    } catch (err) {
+      if (room.joining.get(conn) === kept) room.joining.delete(conn)
+      throw err
+    }
+    // gone while the room loaded: nothing to join, nobody to answer
+    if (!conn.open) {
+      if (room.joining.get(conn) === kept) room.joining.delete(conn)
+      return undefined
+    }
+    // an empty room may have been swept while this join waited
+    if (this.rooms.get(name) !== room) this.rooms.set(name, room)
+    let connections = room.members.get(conn.clientId)
+    const newMember = !connections
+    if (!connections) {
+      connections = new Set()
+      room.members.set(conn.clientId, connections)
+    }
+    if (!connections.has(conn)) keepRetained()
+    connections.add(conn)
+    conn.rooms.add(name)
+    if (newMember) {
+      this.broadcast(name, { type: 'presence', room: name, event: 'join', clientId: conn.clientId }, conn)
+      // a member for every instance before its `joined`, as on one node: a join
+      // anywhere after it lists this client; frames meanwhile are kept (joining)
+      await this.fanout.memberJoined(name, conn.clientId)
+    }
+    if (room.joining.get(conn) === kept) {
+      const offset = snapshot?.offset ?? 0
+      const version = snapshot?.version ?? 0
+      setImmediate(() => this.endJoin(room, conn, kept, offset, version))
+    }
+
+    let missed: RoomMessage[] = []
+    let recovered = false
+    if (since !== undefined) {
+      if (withHistory === null) {
+        // a room never written: nothing was missed unless the client claims an offset
+        recovered = since === 0
+      } else {
+        missed = withHistory.missed
+        recovered = withHistory.complete
+      }
+    }
+    return {
+      type: 'joined',
+      room: name,
+      state: snapshot?.state ?? {},
+      version: snapshot?.version ?? 0,
+      offset: snapshot?.offset ?? 0,
+      members: [...new Set([...room.members.keys(), ...elsewhere])],
+      missed,
+      recovered
+    }
+  }
+
+  /** After `joined`: the frames kept during the join that the snapshot did not include, then live delivery. */
+  private endJoin (room: Room, conn: Connection, kept: string[], offset: number, version: number): void {
+    if (room.joining.get(conn) !== kept) return
+    room.joining.delete(conn)
+    if (!this.isMember(conn, room.name)) return
+    for (const frame of kept) {
+      const m = JSON.parse(frame) as { type: string, offset?: number, version?: number }
+      if (m.type === 'room_message' && (m.offset ?? 0) <= offset) continue
+      if (m.type === 'state' && (m.version ?? 0) <= version) continue
+      conn.sendRaw(frame)
+    }
+  }
+
+  /** The room in memory, loading it once however many joins ask at the same time. */
+  private open (name: string): Promise<Room> {
+    const room = this.rooms.get(name)
+    if (room) return Promise.resolve(room)
+    let loading = this.loading.get(name)
+    if (!loading) {
+      loading = this.storeCall(name, () => this.store.loadRoom(name)).then(snapshot => {
+        const loaded = new Room(name, snapshot?.offset ?? 0)
+        this.rooms.set(name, loaded)
+        return loaded
+      }).finally(() => this.loading.delete(name))
+      this.loading.set(name, loading)
+    }
+    return loading
+  }
+
+  private removeMember (conn: Connection, name: string): void {
+    conn.rooms.delete(name)
+    const room = this.rooms.get(name)
+    const connections = room?.members.get(conn.clientId)
+    if (!room || !connections?.delete(conn)) return
+    room.joining.delete(conn)
+    this.fanout.unsubscribeRoom(name)
+    if (connections.size > 0) return
+    room.members.delete(conn.clientId)
+    if (room.members.size === 0) room.emptySince = Date.now()
+    this.fanout.memberLeft(name, conn.clientId)
+    this.broadcast(name, { type: 'presence', room: name, event: 'leave', clientId: conn.clientId })
+  }
+
+  /** A room written or read over HTTP without members here need not stay cached in the store. */
+  private releaseIfNotLoaded (name: string): void {
+    if (!this.rooms.has(name) && !this.loading.has(name)) this.store.release(name)
+  }
+
+  private membersOf (name: string): string[] {
+    return [...(this.rooms.get(name)?.members.keys() ?? [])]
+  }
+
+  /** Members here, plus those on the other instances. */
+  private async allMembersOf (name: string): Promise<string[]> {
+    const elsewhere = await this.storeCall(name, () => this.fanout.members(name))
+    return [...new Set([...this.membersOf(name), ...elsewhere])]
+  }
+
+  private deliverLocally (name: string, frame: string, exceptConnectionId?: string): number {
+    const room = this.rooms.get(name)
+    if (!room) return 0
+    // framed once for all members: given a string, ws would encode it and build a header for every socket
+    const data = textFrame(frame)
+    let reached = 0
+    const joining = room.joining
+    for (const connections of room.members.values()) {
+      for (const conn of connections) {
+        if (conn.id !== exceptConnectionId && !(joining.size > 0 && joining.has(conn)) && conn.sendFrame(data)) reached++
+      }
+    }
+    if (joining.size > 0) {
+      for (const [conn, kept] of joining) {
+        if (conn.id !== exceptConnectionId && conn.open) {
+          kept.push(frame)
+          reached++
+        }
+      }
+    }
+    return reached
+  }
+
+  private pendingJoinsOf (conn: Connection): Map<string, Promise<unknown>> {
+    let pending = this.pendingJoins.get(conn)
+    if (!pending) {
+      pending = new Map()
+      this.pendingJoins.set(conn, pending)
+    }
+    return pending
+  }
+
+  /** Lets a publish sent right after its join wait for that join instead of failing. */
+  private async joinSettled (conn: Connection, name: string): Promise<void> {
+    const joining = this.pendingJoins.get(conn)?.get(name)
+    if (joining) await joining.catch(() => undefined)
+  }
+
+  /** Runs a store operation, turning its failures into contract errors. */
+  private async storeCall<T> (room: string | null, op: () => Promise<T>): Promise<T> {
+    try {
+      return await op()
+    } catch (err) {
+      if (err instanceof VersionConflictError) {
+        throw new WsError('version_conflict', err.message, { currentVersion: err.currentVersion })
+      }
+      if (err instanceof StateTooLargeError) {
+        throw new WsError('state_too_large', err.message, { bytes: err.bytes, maxBytes: err.maxBytes })
+      }
+      if (err instanceof InvalidPatchError) throw new WsError('invalid_message', err.message)
+      // a failed commit is logged once per interval by the store's health, not once per caller
+      if (!(err instanceof StoreUnavailableError && err.reported)) this.log.error({ event: 'store.operation_failed', room, err }, 'a store operation failed')
+      const cause = err instanceof StoreUnavailableError ? `: ${err.message}` : ''
+      throw new WsError('unavailable', room === null ? `the room store is unavailable${cause}; retry later` : `room ${room} is unavailable${cause}; retry later`)
+    }
+  }
+}
+
+function notInRoom (room: string): WsError {
+  return new WsError('not_in_room', `not a member of room ${room}; join it first`)
+}

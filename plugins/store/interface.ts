@@ -1,0 +1,142 @@
+import type { DirectMessage } from '../../protocol/frames.js'
+
+export { StoreUnavailableError } from '../core/errors.js'
+
+export { InvalidPatchError, type RoomState } from '../../protocol/merge-patch.js'
+import type { RoomState } from '../../protocol/merge-patch.js'
+
+/** A published room message, as it is broadcast and as history keeps it. */
+export interface RoomMessage {
+  type: 'room_message'
+  room: string
+  offset: number
+  messageId: string
+  from: string
+  data: unknown
+  timestamp: string
+}
+
+/** What a caller hands to `appendMessage`; the store assigns the offset. */
+export interface NewRoomMessage {
+  messageId: string
+  from: string
+  data: unknown
+  timestamp: string
+}
+
+/** A room as committed in the store. */
+export interface RoomSnapshot {
+  room: string
+  state: RoomState
+  /** Grows by 1 with each state change; 0 for a room whose state was never patched. */
+  version: number
+  /** The offset of the last room_message; 0 before the first. */
+  offset: number
+}
+
+/** A snapshot plus the messages after `since`, read at the same instant. */
+export interface RoomSnapshotWithHistory extends RoomSnapshot {
+  /** Messages with offset > since, oldest first (at most the history size). */
+  missed: RoomMessage[]
+  /** True when `missed` holds every message after `since`. */
+  complete: boolean
+}
+
+export interface PatchOptions {
+  /** When set, the patch applies only if the room is at this version. */
+  baseVersion?: number
+  /** The largest the serialized state may become, in bytes. */
+  maxBytes: number
+}
+
+export interface PatchResult {
+  version: number
+  state: RoomState
+}
+
+export interface RoomSummary {
+  room: string
+  version: number
+  offset: number
+}
+
+/** One page of the stored rooms in name order (keyset pagination on the store's ordered index). */
+export interface RoomPage {
+  /** Only names after this one (the last name of the previous page). */
+  after?: string
+  /** Only names starting with this. */
+  prefix?: string
+  /** At most this many. */
+  limit: number
+}
+
+/** Above every room name (names are ASCII below 0x7f): `prefix + ROOM_NAME_END` bounds a prefix range. */
+export const ROOM_NAME_END = '\x7f'
+
+/** The room is not at the version the caller based its patch on. */
+export class VersionConflictError extends Error {
+  override name = 'VersionConflictError'
+  constructor (readonly room: string, readonly currentVersion: number, readonly baseVersion: number) {
+    super(`room ${room} is at version ${currentVersion}, not ${baseVersion}`)
+  }
+}
+
+/** The patched state would exceed the configured size. */
+export class StateTooLargeError extends Error {
+  override name = 'StateTooLargeError'
+  constructor (readonly room: string, readonly bytes: number, readonly maxBytes: number) {
+    super(`the state of room ${room} would be ${bytes} bytes, more than the limit of ${maxBytes}`)
+  }
+}
+
+/** Traces store commits (installed by the tracing plugin; absent, commits run bare). */
+export interface BatchTracer {
+  /** Called as a write is queued: the caller's trace context, handed back to `trace`. */
+  capture (): unknown
+  /** Runs the commit of one batch in a span; `origins` are the captured contexts of its writes, in order. */
+  trace (origins: unknown[], rooms: number, commit: () => Error | undefined): void
+}
+
+/**
+ * The one storage interface the rest of the code uses. Operations are
+ * whole (append, patch), so each implementation assigns offsets and versions
+ * atomically itself: SQLite from its in-process head, Redis in a script.
+ * The store plugin picks Redis when the redis plugin has a connection (REDIS_URL), SQLite otherwise.
+ * Every returned promise resolves only after the change is committed.
+ */
+export interface Store {
+  /** `sqlite` or `redis`, for status and logs. */
+  readonly kind: string
+  /** Queued direct messages for offline clients. */
+  readonly inbox: InboxStore
+  /** Wraps each committed batch in a span (set by the store plugin itself when tracing is on). */
+  batchTracer?: BatchTracer
+
+  /** The committed room, or null for a room never published to nor patched. */
+  loadRoom (room: string): Promise<RoomSnapshot | null>
+  /** Like loadRoom, plus the messages after `since`, read atomically with the snapshot. */
+  loadRoomSince (room: string, since: number): Promise<RoomSnapshotWithHistory | null>
+  /** Appends a message with the next offset and trims history to `historySize`. */
+  appendMessage (room: string, message: NewRoomMessage, historySize: number): Promise<RoomMessage>
+  /** Applies an RFC 7396 merge patch; throws VersionConflictError, StateTooLargeError, InvalidPatchError. */
+  applyPatch (room: string, patch: RoomState, opts: PatchOptions): Promise<PatchResult>
+  /** Every stored room or, given a page, at most `limit` of them in name order, read from an ordered index. */
+  listRooms (page?: RoomPage): Promise<RoomSummary[]>
+  /** A hint that no local member needs the room any more: caches may drop it. */
+  release (room: string): void
+  /** Resolves when every write requested so far is committed (or has failed). */
+  flush (): Promise<void>
+  /** Flushes, then closes. */
+  close (): Promise<void>
+  /** A small real write, for StoreHealth's probe while writes fail (absent: only traffic finds the way back). */
+  probeWrite? (): void
+}
+
+/** Messages for offline clients, kept by the store (`app.store.inbox`) so they survive restarts. */
+export interface InboxStore {
+  push (clientId: string, message: DirectMessage): Promise<void>
+  /** Removes and returns the client's unexpired messages, oldest first. */
+  drain (clientId: string): Promise<DirectMessage[]>
+  /** Drops expired messages everywhere; returns how many. */
+  expire (now?: number): Promise<number>
+}

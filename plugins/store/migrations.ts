@@ -1,0 +1,80 @@
+import type Database from 'better-sqlite3'
+import { StoreOpenError } from './lock.js'
+
+export const MIGRATIONS: ReadonlyArray<{ version: number, description: string, sql: string }> = [
+  {
+    version: 1,
+    description: 'rooms and their message history',
+    sql: `
+      CREATE TABLE rooms (
+        room       TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        "offset"   INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+      ) WITHOUT ROWID;
+      CREATE TABLE room_messages (
+        room       TEXT NOT NULL,
+        "offset"   INTEGER NOT NULL,
+        message_id TEXT NOT NULL,
+        sender     TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        timestamp  TEXT NOT NULL,
+        PRIMARY KEY (room, "offset")
+      ) WITHOUT ROWID;`
+  },
+  {
+    version: 2,
+    description: 'queued direct messages for offline clients',
+    sql: `
+      CREATE TABLE inbox (
+        id         INTEGER PRIMARY KEY,
+        client_id  TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+      CREATE INDEX inbox_by_client ON inbox (client_id, id);
+      CREATE INDEX inbox_by_expiry ON inbox (expires_at);`
+  },
+  {
+    version: 3,
+    description: 'room offsets in their own table, so a publish does not rewrite the room state',
+    // rooms."offset" stays: it is written with the state, and a room's offset is the larger of the two
+    sql: `
+      CREATE TABLE room_offsets (
+        room     TEXT PRIMARY KEY,
+        "offset" INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      INSERT INTO room_offsets (room, "offset") SELECT room, "offset" FROM rooms;`
+  },
+  {
+    version: 4,
+    description: 'a scratch table for the write probe that tells when a failing store accepts writes again',
+    sql: 'CREATE TABLE store_probe (id INTEGER PRIMARY KEY, data BLOB NOT NULL);'
+  }
+]
+
+export function schemaVersion (db: Database.Database): number {
+  const row = db.prepare<[], { v: number | null }>('SELECT max(version) AS v FROM schema_version').get()
+  return row?.v ?? 0
+}
+
+/** Applies the migrations newer than the database, in order; returns their versions. */
+export function migrate (db: Database.Database): number[] {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)')
+  const current = schemaVersion(db)
+  const latest = MIGRATIONS[MIGRATIONS.length - 1].version
+  if (current > latest) {
+    throw new StoreOpenError(`the SQLite store has schema version ${current}, newer than this build knows (${latest}); upgrade the server`)
+  }
+  const applied: number[] = []
+  for (const m of MIGRATIONS) {
+    if (m.version <= current) continue
+    db.transaction(() => {
+      db.exec(m.sql)
+      db.prepare('INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)').run(m.version, m.description, new Date().toISOString())
+    })()
+    applied.push(m.version)
+  }
+  return applied
+}

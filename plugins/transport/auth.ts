@@ -1,0 +1,200 @@
+import fp from 'fastify-plugin'
+import { createVerifier, TokenError } from 'fast-jwt'
+import { Type } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Principal } from '../core/identity.js'
+import type { Connection } from './connections.js'
+import { ClientId } from '../../protocol/schemas.js'
+import { WsError } from '../../protocol/errors.js'
+
+/** What a principal asks to do in a room (the `rooms` claim grants all of them today; a finer rule goes in `Auth.authorize`). */
+export type RoomAction = 'join' | 'read' | 'publish' | 'update' | 'exec'
+
+export interface AuthOptions {
+  /** AUTH_SECRET: the HS256 key; absent = open mode, every request is anonymous. */
+  secret?: string
+}
+
+/** The claims a token must carry to be accepted; `sub` becomes the client id. */
+const Claims = TypeCompiler.Compile(Type.Object({
+  sub: ClientId,
+  role: Type.Optional(Type.String({ maxLength: 64 })),
+  rooms: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 129 }), { maxItems: 256 })),
+  exp: Type.Optional(Type.Number())
+}))
+
+export class AuthError extends Error {
+  constructor (readonly reason: 'missing' | 'malformed' | 'invalid' | 'expired' | 'claims', message: string) {
+    super(message)
+  }
+}
+
+/** Longest delay a Node timer takes; later expiries are re-armed. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * `rooms` claim: exact names, or prefixes ending in `*` (`*` alone allows all).
+ * No principal (open mode) or no claim: every room.
+ */
+export function canUseRoom (principal: Principal | null | undefined, room: string): boolean {
+  const allowed = principal?.rooms
+  if (!allowed) return true
+  for (const pattern of allowed) {
+    if (pattern.endsWith('*') ? room.startsWith(pattern.slice(0, -1)) : room === pattern) return true
+  }
+  return false
+}
+
+/** Verifies HS256 tokens and says what a principal may do; no Fastify in here. */
+export class Auth {
+  readonly enabled: boolean
+  private readonly verifier: ((token: string) => unknown) | null
+
+  constructor (secret: string | undefined) {
+    this.enabled = secret !== undefined && secret !== ''
+    // algorithms pinned: a token signed with `none` or RS256 is refused, whatever its header says
+    this.verifier = this.enabled ? createVerifier({ key: secret, algorithms: ['HS256'] }) : null
+  }
+
+  /** The token's principal; throws AuthError (never with the token in its message). */
+  verify (token: string): Principal {
+    if (!this.verifier) throw new AuthError('invalid', 'auth is not enabled')
+    let payload: unknown
+    try {
+      payload = this.verifier(token)
+    } catch (err) {
+      if (err instanceof TokenError && err.code === TokenError.codes.expired) throw new AuthError('expired', 'token expired')
+      if (err instanceof TokenError && err.code === TokenError.codes.malformed) throw new AuthError('malformed', 'malformed token')
+      throw new AuthError('invalid', 'invalid token')
+    }
+    if (!Claims.Check(payload)) throw new AuthError('claims', 'token claims are invalid: sub must be a client id, rooms a list of names')
+    const { sub, role, rooms, exp } = payload
+    return { sub, ...(role === undefined ? {} : { role }), ...(rooms === undefined ? {} : { rooms }), ...(exp === undefined ? {} : { exp }) }
+  }
+
+  canUseRoom (principal: Principal | null | undefined, room: string): boolean {
+    return canUseRoom(principal, room)
+  }
+
+  /**
+   * The one access gate for rooms, asked by the WebSocket handlers (join,
+   * publish, update, exec) and the HTTP room routes alike: throws `forbidden`
+   * unless the principal may do `action` in `room`.
+   */
+  authorize (principal: Principal | null | undefined, room: string, _action: RoomAction): void {
+    if (!canUseRoom(principal, room)) throw new WsError('forbidden', `this token may not use room ${room}`)
+  }
+
+  /** `from` must be the token's own `sub`, unless the token is a `service` one. */
+  maySendAs (principal: Principal | null | undefined, from: string): boolean {
+    return !principal || principal.role === 'service' || principal.sub === from
+  }
+}
+
+/** The bearer token of a request: the Authorization header, or `?token=` on a route whose config allows it (the upgrade). */
+export function tokenOf (request: FastifyRequest, allowQuery: boolean): string | AuthError | undefined {
+  const header = request.headers.authorization
+  if (header !== undefined) {
+    const match = /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(header.trim())
+    return match ? match[1] : new AuthError('malformed', 'the Authorization header must be "Bearer <token>"')
+  }
+  if (allowQuery) {
+    const query = request.query as Record<string, unknown> | undefined
+    const token = query?.token
+    if (typeof token === 'string' && token !== '') return token
+  }
+  return undefined
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    auth: Auth
+  }
+  interface FastifyRequest {
+    /** Why the request's token was refused; checked before the route runs. */
+    authFailure: AuthError | null
+  }
+  interface FastifyContextConfig {
+    /** The route takes the token from `?token=` too (a browser cannot set headers on a WebSocket). */
+    tokenInQuery?: boolean
+    /** What a room route (`:room` parameter) asks the access gate for [read]. */
+    roomAction?: RoomAction
+  }
+}
+
+/**
+ * Token auth. onRequest verifies the token and sets `request.principal`, so the
+ * rate limit and the connection limits already count by `sub`. Which routes
+ * need a token is decided by where they are registered: inside a context that
+ * registers `tokenRequired` (below), never by comparing the URL's text.
+ */
+export default fp<AuthOptions>(async function auth (app, opts) {
+  const auth = new Auth(opts.secret)
+  app.decorate('auth', auth)
+  app.decorateRequest('authFailure', null)
+
+  if (!auth.enabled) {
+    app.log.warn({ event: 'auth.open_mode' }, 'AUTH_SECRET is not set: open mode, any client may connect under any client id')
+    return
+  }
+
+  app.addHook('onRequest', async (request) => {
+    const found = tokenOf(request, request.routeOptions.config.tokenInQuery === true)
+    if (found === undefined) return
+    if (found instanceof AuthError) {
+      request.authFailure = found
+      return
+    }
+    try {
+      request.principal = auth.verify(found)
+    } catch (err) {
+      request.authFailure = err instanceof AuthError ? err : new AuthError('invalid', 'invalid token')
+    }
+  })
+
+  // A connection lives only as long as its token: at `exp` it is closed with 1008.
+  const timers = new Map<Connection, NodeJS.Timeout>()
+  const arm = (conn: Connection, exp: number) => {
+    const delay = exp * 1000 - Date.now()
+    if (delay <= 0) {
+      timers.delete(conn)
+      app.log.info({ event: 'auth.token_expired', connectionId: conn.id, clientId: conn.clientId }, 'token expired: closing the connection')
+      conn.socket.close(1008, 'token expired')
+      return
+    }
+    const timer = setTimeout(arm, Math.min(delay, MAX_TIMER_MS), conn, exp)
+    timer.unref()
+    timers.set(conn, timer)
+  }
+  app.connections.onOpen(conn => {
+    if (conn.principal?.exp !== undefined) arm(conn, conn.principal.exp)
+  })
+  app.connections.onClose(conn => {
+    clearTimeout(timers.get(conn))
+    timers.delete(conn)
+  })
+  app.addHook('onClose', async () => {
+    for (const timer of timers.values()) clearTimeout(timer)
+    timers.clear()
+  })
+}, { name: 'auth', fastify: '5.x', dependencies: ['identity', 'connections'] })
+
+/**
+ * Registered inside the encapsulated context that holds the protected routes:
+ * in auth mode every route of that context (and every spelling of its path the
+ * router accepts) refuses a request without a valid token with 401, in
+ * preParsing, before its body is read. A failed attempt still counts against
+ * its address's rate limit (the limit's onRequest hook runs first).
+ */
+export const tokenRequired = fp(async function tokenRequired (app) {
+  if (!app.auth.enabled) return
+  app.addHook('preParsing', async (request: FastifyRequest, reply: FastifyReply) => {
+    // a CORS preflight carries no credentials by design
+    if (request.principal || request.method === 'OPTIONS') return
+    const failure = request.authFailure ?? new AuthError('missing', 'a bearer token is required')
+    request.log.warn({ event: 'auth.rejected', reason: failure.reason, clientKey: request.clientKey, url: request.routeOptions.url }, 'request refused: no valid token')
+    return reply.code(401).header('www-authenticate', failure.reason === 'missing' ? 'Bearer' : 'Bearer error="invalid_token"')
+      .send({ statusCode: 401, error: 'Unauthorized', code: 'unauthorized', message: failure.message })
+  })
+}, { name: 'token-required', fastify: '5.x', dependencies: ['auth'] })

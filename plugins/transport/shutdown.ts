@@ -1,0 +1,90 @@
+import fp from 'fastify-plugin'
+import { textFrame, type Connection } from './connections.js'
+
+export interface ShutdownOptions {
+  /** Sent to clients as `reconnectAfterMs` in `server_shutdown` [1000]. */
+  reconnectAfterMs?: number
+  /** How long clients get to finish the close handshake before they are terminated [2000]. */
+  closeTimeoutMs?: number
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Tells every client `server_shutdown`, closes it with 1001 and waits for the sockets to go. */
+    disconnectAll: (reason: string) => Promise<void>
+  }
+  interface FastifyContextConfig {
+    /** The route is still served while the server shuts down (liveness, readiness). */
+    answersWhileClosing?: boolean
+  }
+}
+
+function closed (conn: Connection): Promise<void> {
+  if (conn.socket.readyState === 3) return Promise.resolve()
+  return new Promise(resolve => conn.socket.once('close', () => resolve()))
+}
+
+/**
+ * Graceful shutdown as Fastify hooks: app.ts turns Fastify's own 503-on-closing
+ * off (`return503OnClosing: false`), so the `onRequest` hook below refuses new
+ * requests and upgrades with the contract's body; `preClose` tells and closes the
+ * clients, then the plugins' `onClose` hooks persist and release, last-registered first.
+ */
+export default fp<ShutdownOptions>(async function shutdown (app, opts) {
+  const reconnectAfterMs = opts.reconnectAfterMs ?? 1000
+  const closeTimeoutMs = opts.closeTimeoutMs ?? 2000
+  let startedAt = 0
+
+  app.decorate('disconnectAll', async function disconnectAll (reason: string) {
+    const conns = [...app.connections.all()]
+    const frame = textFrame(JSON.stringify({ type: 'server_shutdown', reason, reconnectAfterMs, timestamp: new Date().toISOString() }))
+    const gone = Promise.all(conns.map(closed))
+    for (const conn of conns) {
+      conn.release()
+      conn.sendFrame(frame)
+      conn.socket.close(1001, 'server shutting down')
+    }
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = await Promise.race([
+      gone.then(() => false),
+      new Promise<boolean>(resolve => { timer = setTimeout(resolve, closeTimeoutMs, true) })
+    ])
+    clearTimeout(timer)
+    if (timedOut) {
+      let terminated = 0
+      for (const conn of conns) {
+        if (conn.socket.readyState !== 3) {
+          conn.socket.terminate()
+          terminated++
+        }
+      }
+      app.log.warn({ event: 'shutdown.step', step: 'terminate_stragglers', terminated }, 'terminated clients that did not close in time')
+    }
+  })
+
+  // Once shutdown starts, new work is refused with 503 (Connection: close), upgrades included;
+  // routes that say `answersWhileClosing` (liveness, readiness) stay answerable so orchestrators see the state.
+  // A callback hook, not an async one: it runs for every request and almost always just passes.
+  app.addHook('onRequest', function refuseWhileShuttingDown (request, reply, done) {
+    if (!app.statusReport.shuttingDown) return done()
+    if (request.routeOptions.config.answersWhileClosing === true) return done()
+    reply.header('connection', 'close')
+    reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: 'shutting_down', message: 'the server is shutting down' })
+  })
+
+  app.addHook('preClose', async () => {
+    startedAt = Date.now()
+    app.statusReport.shuttingDown = true
+    const count = app.connections.size
+    app.log.info({ event: 'shutdown.step', step: 'notify_clients', connections: count }, 'telling clients the server is shutting down')
+    await app.disconnectAll('server_shutdown')
+    app.log.info({ event: 'shutdown.step', step: 'clients_closed', connections: count, ms: Date.now() - startedAt }, 'clients closed')
+  })
+
+  // Registered before redis, the store and the features, so it runs after their onClose
+  // hooks (last-registered first): "done" is logged once they have flushed and released.
+  // Plugins registered before it (connections, metrics, tracing) still close after it.
+  app.addHook('onClose', async () => {
+    app.log.info({ event: 'shutdown.step', step: 'done', ms: Date.now() - startedAt }, 'shutdown complete')
+  })
+}, { name: 'shutdown', fastify: '5.x', dependencies: ['connections', 'status'] })

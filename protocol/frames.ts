@@ -1,0 +1,130 @@
+/** Wire types of the Switchboard protocol (see docs/protocol.md and /docs/asyncapi.json). */
+
+export type RequestId = string | number
+export type JsonObject = Record<string, unknown>
+
+export interface Welcome {
+  type: 'welcome'
+  clientId: string
+  connectionId: string
+  serverId: string
+  timestamp: string
+  heartbeatIntervalMs: number
+  limits: {
+    maxPayload?: number
+    messagesPerSecond?: number
+    maxRoomsPerConnection?: number
+    roomHistorySize?: number
+    roomStateMaxBytes?: number
+    messageBurst?: number
+    textMaxLength?: number
+    roomNameMaxLength?: number
+    roomNamePattern?: string
+    clientIdMaxLength?: number
+    clientIdPattern?: string
+    execCodeMaxLength?: number
+    requestIdMaxLength?: number
+    jsonMaxDepth?: number
+    [limit: string]: number | string | undefined
+  }
+}
+
+export interface DirectMessage {
+  type: 'message'
+  messageId: string
+  from: string
+  to: string
+  text: string
+  timestamp: string
+}
+
+export interface RoomMessage<T = unknown> {
+  type: 'room_message'
+  room: string
+  offset: number
+  messageId: string
+  from: string
+  data: T
+  timestamp: string
+}
+
+export interface StateChange {
+  type: 'state'
+  room: string
+  version: number
+  patch: JsonObject
+  from: string
+}
+
+export interface Presence {
+  type: 'presence'
+  room: string
+  event: 'join' | 'leave'
+  clientId: string
+}
+
+export interface ExecError {
+  code: 'exec_timeout' | 'exec_failed'
+  message: string
+}
+
+export interface ExecResult {
+  type: 'exec_result'
+  room: string
+  from: string
+  ok: boolean
+  result: unknown
+  logs: string[]
+  /** Why the run failed (`exec_timeout` or `exec_failed`, and the message); null when `ok`. */
+  error: ExecError | null
+  durationMs: number
+}
+
+export interface Joined<T = unknown> {
+  type: 'joined'
+  room: string
+  state: JsonObject
+  version: number
+  offset: number
+  members: string[]
+  missed: Array<RoomMessage<T>>
+  recovered: boolean
+}
+
+export interface ServerShutdown {
+  type: 'server_shutdown'
+  reason: string
+  reconnectAfterMs: number
+  timestamp: string
+}
+
+export interface ServerError {
+  type: 'error'
+  code: string
+  message: string
+  id?: RequestId
+  [field: string]: unknown
+}
+
+export interface SendAck { messageId: string, delivered: number, queued: boolean }
+export interface PublishAck { room: string, offset: number, messageId: string }
+export interface UpdateAck { room: string, version: number }
+
+/**
+ * Every failure the client reports. `code` is the server's error code
+ * (`not_in_room`, `version_conflict`, ...) or one of the client's own:
+ * `request_timeout`, `queue_full`, `outcome_unknown`, `disconnected`,
+ * `client_closed`, `connect_failed`.
+ */
+export class SwitchboardError extends Error {
+  readonly code: string
+  /** Extra fields the server sent with the error, if any. */
+  readonly details: JsonObject
+
+  constructor (code: string, message: string, details: JsonObject = {}) {
+    super(message)
+    this.name = 'SwitchboardError'
+    this.code = code
+    this.details = details
+  }
+}

@@ -1,0 +1,84 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import type { TestContext } from './helper.js'
+
+const serverJs = fileURLToPath(new URL('../../server.js', import.meta.url))
+
+/** A port that was free a moment ago (the OS picks it). */
+export async function freePort (): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address()
+      const port = typeof address === 'object' && address ? address.port : 0
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+export interface PortServer {
+  child: ChildProcess
+  url: string
+  wsUrl: string
+  /** Every stdout line (pino JSON) so far. */
+  output: string[]
+  /** Resolves with the exit code (or signal name). */
+  exited: Promise<number | string>
+  /** Sends a signal and waits for the exit. */
+  stop (signal?: NodeJS.Signals): Promise<number | string>
+}
+
+/**
+ * Runs the built server (`node dist/server.js`) on `port` with `env`, resolves
+ * once it logs `server.listening`, and kills it at teardown if still running.
+ */
+export async function startServerOnPort (t: TestContext, port: number, env: Record<string, string>): Promise<PortServer> {
+  const child = spawn(process.execPath, [serverJs], {
+    env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '5000', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const output: string[] = []
+  let stderr = ''
+  const exited = new Promise<number | string>(resolve => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)))
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await exited
+    }
+  })
+  await new Promise<void>((resolve, reject) => {
+    let buffered = ''
+    const timer = setTimeout(() => reject(new Error(`server did not start within 20 s; stderr: ${stderr}`)), 20000)
+    child.stdout?.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString()
+      const lines = buffered.split('\n')
+      buffered = lines.pop() ?? ''
+      for (const line of lines) {
+        output.push(line)
+        if (line.includes('"server.listening"')) {
+          clearTimeout(timer)
+          resolve()
+        }
+      }
+    })
+    child.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    exited.then(code => {
+      clearTimeout(timer)
+      reject(new Error(`server exited with ${code} before listening; stderr: ${stderr}`))
+    }, reject)
+  })
+  return {
+    child,
+    url: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    output,
+    exited,
+    async stop (signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return exited
+      child.kill(signal)
+      return exited
+    }
+  }
+}
