@@ -1,6 +1,6 @@
 import t from 'tap'
-import { redisTestOptions } from './redis-server.js'
-import { cluster, connect } from './cluster-instances.js'
+import { redisTestOptions } from './support/redis-server.js'
+import { cluster, connect } from './support/cluster-instances.js'
 
 // Invariant: once a member has its `joined`, a join on any instance lists it
 // (as on one node: membership is written to Redis before `joined` goes out).
