@@ -32,6 +32,7 @@ import directMessages from './plugins/direct-messages.js'
 import rooms, { type RoomsOptions } from './plugins/rooms.js'
 import messageRate from './plugins/message-rate.js'
 import webConsole from './plugins/console.js'
+import pusher from './plugins/pusher/index.js'
 import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
@@ -198,6 +199,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     memoryMb: cfg.EXEC_MEMORY_MB
   })
   await fastify.register(messageRate)
+  // the Pusher Channels protocol: outside the token-protected context (apps authenticate by key and signatures), with /ws's Origin check and connection limits
+  await fastify.register(pusher)
 
   fastify.statusReport.section('connections', () => ({
     total: fastify.connections.size,

@@ -1,0 +1,4 @@
+// Every import of the Pusher plugin from the rest of the project goes through
+// this one file, so a move of the other plugins changes only these paths.
+export { ConfigError, type Config } from '../config.js'
+export { closeCodeLabel } from '../metrics.js'
