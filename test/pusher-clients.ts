@@ -146,3 +146,15 @@ export class RawPusher {
     return f.parsed.socket_id
   }
 }
+
+/**
+ * pusher-js closes its socket again after the server closed it with a
+ * 4001-4099 code ("refused": 4009 terminate_connections); its Node transport
+ * (faye-websocket) then arms a 30 s timer on the already closed socket that
+ * nothing clears, which would keep the test process alive 30 s. Call before the
+ * refusal; the returned function, after it, clears that timer.
+ */
+export function holdFayeSocket (client: PusherClient): () => void {
+  const socket = (client as unknown as { connection: { connection?: { transport?: { socket?: { _closeTimer?: NodeJS.Timeout } } } } }).connection.connection?.transport?.socket
+  return () => clearTimeout(socket?._closeTimer)
+}

@@ -6,7 +6,7 @@ import { loadApps, type PusherApp } from './apps.js'
 import pusherHttpApi from './http-api.js'
 import { AppRuntime } from './runtime.js'
 import type { WebhookOptions } from './webhooks.js'
-import { CLOSE, PusherSocket } from './ws-protocol.js'
+import { CLOSE, PusherSocket, closeWithin } from './ws-protocol.js'
 import { closeCodeLabel } from './deps.js'
 
 export type { PusherApp } from './apps.js'
@@ -102,7 +102,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
     const rt = byKey.get(request.params.key)
     const refuse = (code: number, message: string) => {
       socket.send(JSON.stringify({ event: 'pusher:error', data: { code, message } }))
-      socket.close(code, message)
+      closeWithin(socket, code, message)
       closes.inc({ code: closeCodeLabel(code) })
       request.log.info({ event: 'pusher.connection_refused', code, clientKey: request.clientKey, appId: rt?.app.id }, message)
     }

@@ -60,6 +60,15 @@ export function errorFrame (code: number | null, message: string): string {
   return JSON.stringify({ event: 'pusher:error', data: { code, message } })
 }
 
+/** How long a closed peer gets to answer the close frame before it is terminated (ws would wait 30 s). */
+export const CLOSE_HANDSHAKE_MS = 2000
+
+/** Closes with the code and reason, and terminates the socket if the peer does not complete the close handshake in time. */
+export function closeWithin (ws: WebSocket, code: number, reason: string): void {
+  ws.close(code, reason.slice(0, 120))
+  setTimeout(() => { if (ws.readyState !== 3) ws.terminate() }, CLOSE_HANDSHAKE_MS).unref()
+}
+
 interface Subscription {
   /** Presence channels: the member key (String(user_id)) and user_id as given. */
   userKey?: string
@@ -94,7 +103,7 @@ export class PusherSocket implements Subscriber {
   /** Sends `pusher:error` then closes with the same code and its message as reason. */
   refuse (code: number, message: string): void {
     this.send(errorFrame(code, message))
-    this.ws.close(code, message.slice(0, 120))
+    closeWithin(this.ws, code, message)
   }
 
   start (): void {
