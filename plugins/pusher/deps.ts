@@ -2,3 +2,4 @@
 // this one file, so a move of the other plugins changes only these paths.
 export { ConfigError, type Config } from '../config.js'
 export { closeCodeLabel } from '../metrics.js'
+export type { Fanout } from '../fanout.js'

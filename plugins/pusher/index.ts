@@ -10,7 +10,7 @@ import { CLOSE, PusherSocket, closeWithin } from './ws-protocol.js'
 import { closeCodeLabel } from './deps.js'
 
 export type { PusherApp } from './apps.js'
-export { AppRuntime } from './runtime.js'
+export { AppRuntime, fanoutRoom } from './runtime.js'
 
 export interface PusherOptions {
   /** The apps to serve; default: read from app.config (PUSHER_APP_*, PUSHER_APPS_FILE). */
@@ -72,11 +72,18 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
       activityTimeoutS: cfg.PUSHER_ACTIVITY_TIMEOUT_S,
       pongTimeoutMs: opts.pongTimeoutMs ?? 30000,
       count,
+      fanout: app.fanout,
       webhooks: { ...opts.webhooks, outcome: outcome => webhooks.inc({ outcome }) }
     })
     byId.set(a.id, rt)
     byKey.set(a.key, rt)
   }
+  // frames of Pusher channels published on other instances: delivered to this instance's subscribers
+  app.fanout.onRoomFrame((room, payload, exceptSocketId) => {
+    if (!room.startsWith('pusher/')) return
+    const slash = room.indexOf('/', 7)
+    byId.get(room.slice(7, slash))?.registry.broadcast(room.slice(slash + 1), payload, exceptSocketId)
+  })
   app.metrics.collect(() => {
     for (const rt of byId.values()) {
       connections.set({ app: rt.app.id }, rt.sockets.size)
@@ -148,4 +155,4 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   app.addHook('onClose', async () => {
     await Promise.all([...byId.values()].map(rt => rt.webhooks.close()))
   })
-}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'metrics', 'status', 'cors', 'limits', 'identity', 'websocket', 'shutdown'] })
+}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'metrics', 'status', 'cors', 'limits', 'identity', 'websocket', 'shutdown', 'fanout'] })

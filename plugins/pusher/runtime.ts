@@ -3,12 +3,23 @@ import type { PusherApp } from './apps.js'
 import { ChannelRegistry, isCache, isPresence } from './channels/registry.js'
 import { Webhooks, type WebhookOptions } from './webhooks.js'
 import { CLOSE, frame, type AppContext, type PusherSocket } from './ws-protocol.js'
+import type { Fanout } from './deps.js'
+
+/**
+ * The fanout room that carries a Pusher channel's frames between instances. The
+ * `/` keeps it apart from every native room (their names cannot contain one).
+ */
+export function fanoutRoom (appId: string, channel: string): string {
+  return `pusher/${appId}/${channel}`
+}
 
 export interface RuntimeOptions {
   activityTimeoutS: number
   pongTimeoutMs: number
   webhooks?: WebhookOptions
   count: AppContext['count']
+  /** The other instances (app.fanout): channel frames cross through it. */
+  fanout: Fanout
   /** A channel became occupied or vacant on this instance (metrics, logs). */
   onChannel?: (app: PusherApp, channel: string, occupied: boolean) => void
 }
@@ -19,16 +30,23 @@ export class AppRuntime {
   readonly sockets = new Set<PusherSocket>()
   readonly webhooks: Webhooks
   readonly ctx: AppContext
+  /** Channels occupied here: settles once frames published on other instances reach this one. */
+  private readonly subscribed = new Map<string, Promise<void>>()
 
   constructor (readonly app: PusherApp, log: FastifyBaseLogger, opts: RuntimeOptions) {
     this.webhooks = new Webhooks(app, log, opts.webhooks)
     const hook = (e: Record<string, unknown>) => this.webhooks.add(e)
     this.registry = new ChannelRegistry({
       occupied: channel => {
+        this.subscribed.set(channel, opts.fanout.subscribeRoom(fanoutRoom(app.id, channel)).catch(err => {
+          log.warn({ event: 'pusher.fanout_failed', appId: app.id, channel, reason: (err as Error).message }, 'a Pusher channel could not subscribe to the other instances')
+        }))
         opts.onChannel?.(app, channel, true)
         hook({ name: 'channel_occupied', channel })
       },
       vacated: channel => {
+        this.subscribed.delete(channel)
+        opts.fanout.unsubscribeRoom(fanoutRoom(app.id, channel))
         opts.onChannel?.(app, channel, false)
         hook({ name: 'channel_vacated', channel })
       },
@@ -42,14 +60,18 @@ export class AppRuntime {
       activityTimeoutS: opts.activityTimeoutS,
       pongTimeoutMs: opts.pongTimeoutMs,
       webhook: hook,
-      count: opts.count
+      count: opts.count,
+      reachable: channel => this.subscribed.get(channel) ?? Promise.resolve(),
+      publish: (channel, payload, exceptSocketId) => opts.fanout.publishToRoom(fanoutRoom(app.id, channel), payload, exceptSocketId)
     }
   }
 
   /** An event from the HTTP API (or a bridge): cached on cache channels, sent to every subscriber but `exceptSocketId`. */
   trigger (channel: string, name: string, data: string, exceptSocketId?: string): number {
     if (isCache(channel)) this.registry.remember(channel, name, data)
-    return this.registry.broadcast(channel, frame(name, data, channel), exceptSocketId)
+    const payload = frame(name, data, channel)
+    this.ctx.publish(channel, payload, exceptSocketId)
+    return this.registry.broadcast(channel, payload, exceptSocketId)
   }
 
   /** `info` of a channel as the HTTP API reports it. */

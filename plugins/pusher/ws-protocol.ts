@@ -37,6 +37,10 @@ export interface AppContext {
   webhook (event: Record<string, unknown>): void
   /** Counted per frame in and out (metrics). */
   count (direction: 'in' | 'out', kind: string): void
+  /** Settles once the channel's frames from other instances reach this one (before subscription_succeeded). */
+  reachable (channel: string): Promise<void>
+  /** Sends a channel frame to the other instances' subscribers (the fanout). */
+  publish (channel: string, payload: string, exceptSocketId?: string): void
 }
 
 let counter = 0
@@ -247,6 +251,14 @@ export class PusherSocket implements Subscriber {
     const { registry } = this.ctx
     this.subscriptions.set(channel, sub)
     const added = registry.subscribe(this, channel, sub.userKey === undefined ? undefined : { userId: sub.userId!, info })
+    // succeeded once an event triggered on any instance reaches this socket
+    this.ctx.reachable(channel).then(() => {
+      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, sub, info, added)
+    }, () => {})
+  }
+
+  private subscribed (channel: string, sub: Subscription, info: unknown, added: boolean): void {
+    const { registry } = this.ctx
     this.send(frame('pusher_internal:subscription_succeeded', this.presenceData(channel) ?? {}, channel))
     if (added) registry.broadcast(channel, frame('pusher_internal:member_added', { user_id: sub.userId, user_info: info }, channel), this.socketId)
     if (isCache(channel)) {
@@ -321,7 +333,9 @@ export class PusherSocket implements Subscriber {
     }
     const sub = this.subscriptions.get(channel)!
     const userId = sub.userId
-    registry.broadcast(channel, frame(event, payload, channel, userId === undefined ? undefined : { user_id: userId }), this.socketId)
+    const relayed = frame(event, payload, channel, userId === undefined ? undefined : { user_id: userId })
+    registry.broadcast(channel, relayed, this.socketId)
+    this.ctx.publish(channel, relayed, this.socketId)
     this.ctx.webhook({ name: 'client_event', channel, event, data: payload, socket_id: this.socketId, ...(userId === undefined ? {} : { user_id: String(userId) }) })
   }
 
