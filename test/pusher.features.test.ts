@@ -198,3 +198,14 @@ test('graceful shutdown: pusher:error 4200 "Server closed. Please reconnect shor
   t.match(await raw.closed, { code: 4200, reason: 'Server closed. Please reconnect shortly.' })
   t.match(raw.frames.at(-1), { event: 'pusher:error', data: { code: 4200, message: 'Server closed. Please reconnect shortly.' } })
 })
+
+test('examples/pusher/demo.mjs runs against the server: SDK auth endpoint, pusher-js, an event on private and presence', async t => {
+  const { execFile } = await import('node:child_process')
+  const { promisify } = await import('node:util')
+  const { fileURLToPath } = await import('node:url')
+  const s = await build(t, APP_ENV)
+  const demo = fileURLToPath(new URL('../../examples/pusher/demo.mjs', import.meta.url))
+  const { stdout } = await promisify(execFile)(process.execPath, [demo], { env: { ...process.env, SWITCHBOARD_PORT: String(s.port), PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret }, timeout: 30000 })
+  t.match(stdout, /presence members: 1 \{"id":"demo-user","info":\{"name":"Demo"\}\}/)
+  t.match(stdout, /received: \[\{"id":42\},\{"id":42\}\]/)
+})
