@@ -151,3 +151,44 @@ test('per-app connection quota: past maxConnections a socket gets 4004', async t
   t.match(await b.closed, { code: 4004 })
   await waitFor(() => s.app.pusher.get('small')!.sockets.size === 1, 'one socket')
 })
+
+test('a client that does not answer the server ping is closed with 4201 (PusherSocket with a short pong timeout)', async t => {
+  const { WebSocketServer } = await import('ws')
+  const { PusherSocket } = await import('../plugins/pusher/ws-protocol.js')
+  const { ChannelRegistry } = await import('../plugins/pusher/channels/registry.js')
+  const { parseApp } = await import('../plugins/pusher/apps.js')
+  const pino = (await import('pino')).default
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => wss.close())
+  await new Promise(resolve => wss.once('listening', resolve))
+  const noop = () => {}
+  wss.on('connection', ws => {
+    const ctx = { app: parseApp('test', APP), registry: new ChannelRegistry({ occupied: noop, vacated: noop, memberAdded: noop, memberRemoved: noop }), log: pino({ level: 'silent' }), activityTimeoutS: 1, pongTimeoutMs: 200, webhook: noop, count: noop, publish: noop, reachable: async () => {} }
+    const s = new PusherSocket(ws, ctx, '127.0.0.1')
+    ws.on('message', d => s.handle(d.toString()))
+    ws.on('close', () => s.closedNow())
+    s.start()
+  })
+  const port = (wss.address() as { port: number }).port
+  const c = await RawPusher.open(t, port, '/')
+  await c.established()
+  await c.next(f => f.event === 'pusher:ping', 'server ping')
+  t.match(await c.closed, { code: 4201, reason: 'Pong reply not received' })
+  t.match(c.frames.at(-1), { event: 'pusher:error', data: { code: 4201 } })
+})
+
+test('status and metrics cover the Pusher protocol', async t => {
+  const s = await build(t, APP_ENV)
+  const c = pusherClient(t, s.port)
+  await connected(c)
+  await subscribed(c, 'news')
+  await sdkFor(s.port).trigger('news', 'x', {})
+  const status = await (await fetch(`${s.url}/api/status`)).json() as { pusher?: { apps: Array<Record<string, unknown>> } }
+  t.match(status.pusher, { apps: [{ id: APP.id, connections: 1, channels: 1, webhooks: 0 }] })
+  const metrics = await (await fetch(`${s.url}/metrics`)).text()
+  t.match(metrics, /switchboard_pusher_connections\{app="app-1"\} 1/)
+  t.match(metrics, /switchboard_pusher_channels\{app="app-1"\} 1/)
+  t.match(metrics, /switchboard_pusher_api_events_total 1/)
+  t.match(metrics, /switchboard_pusher_messages_total\{direction="in",kind="pusher:subscribe"\} 1/)
+  t.ok(s.logs().some(l => l.event === 'pusher.connection_open' && l.appId === APP.id))
+})
