@@ -1,5 +1,7 @@
 // Helpers for the Pusher protocol tests: the REAL pusher-js (its Node build), the
 // REAL `pusher` server SDK and laravel-echo, pointed at a server built by helper.ts.
+import { createServer, type IncomingMessage } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { createRequire } from 'node:module'
 import { WebSocket } from 'ws'
 import type PusherServer from 'pusher'
@@ -157,4 +159,33 @@ export class RawPusher {
 export function holdFayeSocket (client: PusherClient): () => void {
   const socket = (client as unknown as { connection: { connection?: { transport?: { socket?: { _closeTimer?: NodeJS.Timeout } } } } }).connection.connection?.transport?.socket
   return () => clearTimeout(socket?._closeTimer)
+}
+
+/** A webhook receiver: a real HTTP server; each request's validity is judged by the SDK's own webhook check. */
+export async function receiver (t: { teardown (fn: () => unknown): void }) {
+  const batches: Array<{ valid: boolean, events: Array<Record<string, unknown>> }> = []
+  let failFirst = 0
+  const server = createServer((req: IncomingMessage, res) => {
+    let body = ''
+    req.on('data', c => { body += c })
+    req.on('end', () => {
+      if (failFirst > 0) {
+        failFirst--
+        res.statusCode = 503
+        res.end()
+        return
+      }
+      const hook = new Sdk({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1' }).webhook({ headers: req.headers as Record<string, string>, rawBody: body })
+      batches.push({ valid: hook.isValid(), events: hook.getEvents() as unknown as Array<Record<string, unknown>> })
+      res.end()
+    })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
+    batches,
+    failNext (n: number) { failFirst = n },
+    events: () => batches.flatMap(b => b.events.map(e => `${e.name}:${e.channel}${e.user_id === undefined ? '' : `:${e.user_id}`}`))
+  }
 }

@@ -1,9 +1,7 @@
 import { test } from 'tap'
-import { createServer, type IncomingMessage } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import Echo from 'laravel-echo'
 import { build, waitFor } from './helper.js'
-import { APP, APP_ENV, RawPusher, Sdk, connected, once, pusherClient, sdkFor, subscribed } from './pusher-clients.js'
+import { APP, APP_ENV, RawPusher, connected, receiver, once, pusherClient, sdkFor, subscribed } from './pusher-clients.js'
 
 const MASTER_KEY = Buffer.alloc(32, 7).toString('base64')
 
@@ -132,35 +130,6 @@ test('cache channels replay the last event or send pusher:cache_miss; sign-in an
   t.match(await raw.closed, { code: 4009 })
   t.ok(id)
 })
-
-/** A webhook receiver: a real HTTP server; each request's validity is judged by the SDK's own webhook check. */
-async function receiver (t: { teardown (fn: () => unknown): void }) {
-  const batches: Array<{ valid: boolean, events: Array<Record<string, unknown>> }> = []
-  let failFirst = 0
-  const server = createServer((req: IncomingMessage, res) => {
-    let body = ''
-    req.on('data', c => { body += c })
-    req.on('end', () => {
-      if (failFirst > 0) {
-        failFirst--
-        res.statusCode = 503
-        res.end()
-        return
-      }
-      const hook = new Sdk({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1' }).webhook({ headers: req.headers as Record<string, string>, rawBody: body })
-      batches.push({ valid: hook.isValid(), events: hook.getEvents() as unknown as Array<Record<string, unknown>> })
-      res.end()
-    })
-  })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => server.close())
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
-    batches,
-    failNext (n: number) { failFirst = n },
-    events: () => batches.flatMap(b => b.events.map(e => `${e.name}:${e.channel}${e.user_id === undefined ? '' : `:${e.user_id}`}`))
-  }
-}
 
 test('webhooks: signed, batched, retried, once per transition, vacated only when the last member left', async t => {
   const hooks = await receiver(t)

@@ -3,3 +3,4 @@
 export { ConfigError, type Config } from '../config.js'
 export { closeCodeLabel } from '../metrics.js'
 export type { Fanout } from '../fanout.js'
+export type { RedisLink } from '../redis.js'

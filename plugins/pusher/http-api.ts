@@ -122,7 +122,7 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     for (const c of e.channels) rt.trigger(c, e.name, e.data, e.socketId)
     opts.triggered(e.channels.length)
     if (e.info.size === 0) return {}
-    return { channels: Object.fromEntries(e.channels.map(c => [c, rt.info(c, e.info)])) }
+    return { channels: Object.fromEntries(await Promise.all(e.channels.map(async c => [c, await rt.info(c, e.info)]))) }
   })
 
   scope.post('/apps/:appId/batch_events', { schema: hidden }, async request => {
@@ -140,7 +140,7 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     }
     opts.triggered(n)
     if (events.every(e => e.info.size === 0)) return {}
-    return { batch: events.map(e => (e.info.size === 0 ? {} : rt.info(e.channels[0], e.info))) }
+    return { batch: await Promise.all(events.map(e => (e.info.size === 0 ? {} : rt.info(e.channels[0], e.info)))) }
   })
 
   scope.get('/apps/:appId/channels', { schema: hidden }, async request => {
@@ -152,7 +152,7 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     const channels: Record<string, object> = {}
     for (const ch of rt.registry.all()) {
       if (ch.name.startsWith(USER_CHANNEL_PREFIX) || !ch.name.startsWith(prefix)) continue
-      channels[ch.name] = rt.info(ch.name, info)
+      channels[ch.name] = await rt.info(ch.name, info)
     }
     return { channels }
   })
@@ -163,7 +163,7 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     const info = parseInfo((request.query as { info?: string }).info)
     if (info.has('user_count') && !isPresence(channel)) throw new ApiError(400, 'info: user_count is only available for presence- channels')
     const ch = rt.registry.get(channel)
-    const out: Record<string, unknown> = { occupied: (ch?.subscribers.size ?? 0) > 0, ...rt.info(channel, info) }
+    const out: Record<string, unknown> = { occupied: (ch?.subscribers.size ?? 0) > 0, ...await rt.info(channel, info) }
     if (info.has('cache')) {
       const last = rt.registry.cached(channel)
       if (last) out.cache = { event: last.event, data: last.data }
@@ -175,8 +175,7 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     const rt = request.pusherApp!
     const { channel } = request.params as { channel: string }
     if (!isPresence(channel)) throw new ApiError(400, 'channel: users are only listed for presence- channels')
-    const ch = rt.registry.get(channel)
-    return { users: [...(ch?.members.values() ?? [])].map(m => ({ id: m.userId })) }
+    return { users: (await rt.members(channel)).map(m => ({ id: m.userId })) }
   })
 
   scope.post('/apps/:appId/users/:userId/terminate_connections', { schema: hidden }, async request => {

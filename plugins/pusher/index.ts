@@ -5,6 +5,7 @@ import type { WebSocket } from 'ws'
 import { loadApps, type PusherApp } from './apps.js'
 import pusherHttpApi from './http-api.js'
 import { AppRuntime } from './runtime.js'
+import { LocalClusterState, RedisClusterState } from './cluster.js'
 import type { WebhookOptions } from './webhooks.js'
 import { CLOSE, PusherSocket, closeWithin } from './ws-protocol.js'
 import { closeCodeLabel } from './deps.js'
@@ -67,12 +68,14 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   const KINDS = new Set(['pusher:ping', 'pusher:pong', 'pusher:subscribe', 'pusher:unsubscribe', 'pusher:signin', 'client_event', 'event'])
   const count = (direction: 'in' | 'out', kind: string) => frames.inc({ direction, kind: KINDS.has(kind) ? kind : 'other' })
 
+  const cluster = app.redisLink ? new RedisClusterState(app.redisLink) : new LocalClusterState()
   for (const a of apps) {
     const rt = new AppRuntime(a, app.log, {
       activityTimeoutS: cfg.PUSHER_ACTIVITY_TIMEOUT_S,
       pongTimeoutMs: opts.pongTimeoutMs ?? 30000,
       count,
       fanout: app.fanout,
+      cluster,
       webhooks: { ...opts.webhooks, outcome: outcome => webhooks.inc({ outcome }) }
     })
     byId.set(a.id, rt)
@@ -155,4 +158,4 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   app.addHook('onClose', async () => {
     await Promise.all([...byId.values()].map(rt => rt.webhooks.close()))
   })
-}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'metrics', 'status', 'cors', 'limits', 'identity', 'websocket', 'shutdown', 'fanout'] })
+}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'metrics', 'status', 'cors', 'limits', 'identity', 'websocket', 'shutdown', 'fanout', 'redis'] })

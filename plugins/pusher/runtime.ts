@@ -4,6 +4,7 @@ import { ChannelRegistry, isCache, isPresence } from './channels/registry.js'
 import { Webhooks, type WebhookOptions } from './webhooks.js'
 import { CLOSE, frame, type AppContext, type PusherSocket } from './ws-protocol.js'
 import type { Fanout } from './deps.js'
+import type { ClusterState } from './cluster.js'
 
 /**
  * The fanout room that carries a Pusher channel's frames between instances. The
@@ -20,6 +21,8 @@ export interface RuntimeOptions {
   count: AppContext['count']
   /** The other instances (app.fanout): channel frames cross through it. */
   fanout: Fanout
+  /** Occupancy and presence members across instances. */
+  cluster: ClusterState
   /** A channel became occupied or vacant on this instance (metrics, logs). */
   onChannel?: (app: PusherApp, channel: string, occupied: boolean) => void
 }
@@ -36,22 +39,43 @@ export class AppRuntime {
   constructor (readonly app: PusherApp, log: FastifyBaseLogger, opts: RuntimeOptions) {
     this.webhooks = new Webhooks(app, log, opts.webhooks)
     const hook = (e: Record<string, unknown>) => this.webhooks.add(e)
+    const cluster = opts.cluster
+    // a transition here is the cluster's only when the shared count says so: then its event fires, once
+    const decided = (what: string, channel: string, p: Promise<boolean>, then: () => void) => {
+      p.then(yes => { if (yes) then() }, err => {
+        log.warn({ event: 'pusher.cluster_failed', appId: app.id, channel, step: what, reason: (err as Error).message }, 'a Pusher channel transition could not be counted across instances')
+      })
+    }
     this.registry = new ChannelRegistry({
       occupied: channel => {
         this.subscribed.set(channel, opts.fanout.subscribeRoom(fanoutRoom(app.id, channel)).catch(err => {
           log.warn({ event: 'pusher.fanout_failed', appId: app.id, channel, reason: (err as Error).message }, 'a Pusher channel could not subscribe to the other instances')
         }))
         opts.onChannel?.(app, channel, true)
-        hook({ name: 'channel_occupied', channel })
+        decided('occupied', channel, cluster.channelJoined(app.id, channel), () => hook({ name: 'channel_occupied', channel }))
       },
       vacated: channel => {
         this.subscribed.delete(channel)
         opts.fanout.unsubscribeRoom(fanoutRoom(app.id, channel))
         opts.onChannel?.(app, channel, false)
-        hook({ name: 'channel_vacated', channel })
+        decided('vacated', channel, cluster.channelLeft(app.id, channel), () => hook({ name: 'channel_vacated', channel }))
       },
-      memberAdded: (channel, userId) => hook({ name: 'member_added', channel, user_id: userId }),
-      memberRemoved: (channel, userId) => hook({ name: 'member_removed', channel, user_id: userId })
+      memberAdded: (channel, userKey, member, socketId) => {
+        decided('member_added', channel, cluster.memberJoined(app.id, channel, userKey, { userId: member.userId, info: member.info }), () => {
+          hook({ name: 'member_added', channel, user_id: userKey })
+          const payload = frame('pusher_internal:member_added', { user_id: member.userId, user_info: member.info }, channel)
+          this.registry.broadcast(channel, payload, socketId)
+          this.ctx.publish(channel, payload, socketId)
+        })
+      },
+      memberRemoved: (channel, userKey, member) => {
+        decided('member_removed', channel, cluster.memberLeft(app.id, channel, userKey), () => {
+          hook({ name: 'member_removed', channel, user_id: userKey })
+          const payload = frame('pusher_internal:member_removed', { user_id: member.userId }, channel)
+          this.registry.broadcast(channel, payload)
+          this.ctx.publish(channel, payload)
+        })
+      }
     })
     this.ctx = {
       app,
@@ -61,6 +85,7 @@ export class AppRuntime {
       pongTimeoutMs: opts.pongTimeoutMs,
       webhook: hook,
       count: opts.count,
+      members: channel => cluster.members(app.id, channel),
       reachable: channel => this.subscribed.get(channel) ?? Promise.resolve(),
       publish: (channel, payload, exceptSocketId) => opts.fanout.publishToRoom(fanoutRoom(app.id, channel), payload, exceptSocketId)
     }
@@ -74,11 +99,18 @@ export class AppRuntime {
     return this.registry.broadcast(channel, payload, exceptSocketId)
   }
 
-  /** `info` of a channel as the HTTP API reports it. */
-  info (channel: string, fields: Set<string>): { user_count?: number, subscription_count?: number } {
+  /** A presence channel's members on every instance (this instance's when there is no cluster). */
+  async members (channel: string): Promise<Array<{ userId: string | number }>> {
+    const all = new Map<string, { userId: string | number }>(await this.ctx.members(channel) ?? [])
+    for (const [key, m] of this.registry.get(channel)?.members ?? []) all.set(key, m)
+    return [...all.values()]
+  }
+
+  /** `info` of a channel as the HTTP API reports it (user_count cluster-wide, subscription_count this instance's). */
+  async info (channel: string, fields: Set<string>): Promise<{ user_count?: number, subscription_count?: number }> {
     const ch = this.registry.get(channel)
     const out: { user_count?: number, subscription_count?: number } = {}
-    if (fields.has('user_count') && isPresence(channel)) out.user_count = ch?.members.size ?? 0
+    if (fields.has('user_count') && isPresence(channel)) out.user_count = (await this.members(channel)).length
     if (fields.has('subscription_count')) out.subscription_count = ch?.subscribers.size ?? 0
     return out
   }

@@ -37,6 +37,8 @@ export interface AppContext {
   webhook (event: Record<string, unknown>): void
   /** Counted per frame in and out (metrics). */
   count (direction: 'in' | 'out', kind: string): void
+  /** A presence channel's members on every instance (null: only this instance's count). */
+  members (channel: string): Promise<Map<string, { userId: string | number, info: unknown }> | null>
   /** Settles once the channel's frames from other instances reach this one (before subscription_succeeded). */
   reachable (channel: string): Promise<void>
   /** Sends a channel frame to the other instances' subscribers (the fanout). */
@@ -235,12 +237,14 @@ export class PusherSocket implements Subscriber {
     this.join(channel, {})
   }
 
-  private presenceData (channel: string): { presence: { ids: Array<string | number>, hash: Record<string, unknown>, count: number } } | undefined {
+  private presenceData (channel: string, remote: Map<string, { userId: string | number, info: unknown }> | null = null): { presence: { ids: Array<string | number>, hash: Record<string, unknown>, count: number } } | undefined {
     const ch = this.ctx.registry.get(channel)
     if (!ch || !isPresence(channel)) return undefined
+    const all = new Map<string, { userId: string | number, info: unknown }>(remote ?? [])
+    for (const [key, m] of ch.members) all.set(key, m)
     const ids: Array<string | number> = []
     const hash: Record<string, unknown> = {}
-    for (const [key, m] of ch.members) {
+    for (const [key, m] of all) {
       ids.push(m.userId)
       hash[key] = m.info
     }
@@ -250,17 +254,20 @@ export class PusherSocket implements Subscriber {
   private join (channel: string, sub: Subscription, info?: unknown): void {
     const { registry } = this.ctx
     this.subscriptions.set(channel, sub)
-    const added = registry.subscribe(this, channel, sub.userKey === undefined ? undefined : { userId: sub.userId!, info })
-    // succeeded once an event triggered on any instance reaches this socket
-    this.ctx.reachable(channel).then(() => {
-      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, sub, info, added)
-    }, () => {})
+    // member_added goes to the others through the registry's events (once, cluster-wide)
+    registry.subscribe(this, channel, sub.userKey === undefined ? undefined : { userId: sub.userId!, info })
+    // succeeded once an event triggered on any instance reaches this socket, with the members of every instance
+    Promise.all([this.ctx.reachable(channel), sub.userKey === undefined ? null : this.ctx.members(channel)]).then(([, remote]) => {
+      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, remote)
+    }, err => {
+      this.ctx.log.warn({ event: 'pusher.cluster_failed', appId: this.ctx.app.id, channel, reason: (err as Error).message }, 'the members of other instances could not be read')
+      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, null)
+    })
   }
 
-  private subscribed (channel: string, sub: Subscription, info: unknown, added: boolean): void {
+  private subscribed (channel: string, remote: Map<string, { userId: string | number, info: unknown }> | null): void {
     const { registry } = this.ctx
-    this.send(frame('pusher_internal:subscription_succeeded', this.presenceData(channel) ?? {}, channel))
-    if (added) registry.broadcast(channel, frame('pusher_internal:member_added', { user_id: sub.userId, user_info: info }, channel), this.socketId)
+    this.send(frame('pusher_internal:subscription_succeeded', this.presenceData(channel, remote) ?? {}, channel))
     if (isCache(channel)) {
       const last = registry.cached(channel)
       if (last) {
@@ -276,8 +283,8 @@ export class PusherSocket implements Subscriber {
     const sub = this.subscriptions.get(channel)
     if (!sub) return
     this.subscriptions.delete(channel)
-    const gone = this.ctx.registry.unsubscribe(this, channel, sub.userKey)
-    if (gone) this.ctx.registry.broadcast(channel, frame('pusher_internal:member_removed', { user_id: gone.userId }, channel))
+    // member_removed goes out through the registry's events (once, cluster-wide)
+    this.ctx.registry.unsubscribe(this, channel, sub.userKey)
   }
 
   private signin (data: Record<string, unknown>): void {

@@ -22,8 +22,10 @@ export class Channel {
 export interface ChannelEvents {
   occupied (channel: string): void
   vacated (channel: string): void
-  memberAdded (channel: string, userId: string): void
-  memberRemoved (channel: string, userId: string): void
+  /** A user's first socket here joined; `socketId` is that socket (it is not told of itself). */
+  memberAdded (channel: string, userKey: string, member: Member, socketId: string): void
+  /** A user's last socket here left. */
+  memberRemoved (channel: string, userKey: string, member: Member): void
 }
 
 /** How long a cache channel keeps its last event [30 min, as Pusher documents]. */
@@ -86,8 +88,9 @@ export class ChannelRegistry {
       existing.sockets++
       return false
     }
-    channel.members.set(key, { userId: member.userId, info: member.info, sockets: 1 })
-    this.events.memberAdded(name, key)
+    const added = { userId: member.userId, info: member.info, sockets: 1 }
+    channel.members.set(key, added)
+    this.events.memberAdded(name, key, added, sub.socketId)
     return true
   }
 
@@ -101,7 +104,7 @@ export class ChannelRegistry {
       if (member && --member.sockets === 0) {
         channel.members.delete(userKey)
         gone = member
-        this.events.memberRemoved(name, userKey)
+        this.events.memberRemoved(name, userKey, member)
       }
     }
     if (channel.subscribers.size === 0) {
