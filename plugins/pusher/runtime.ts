@@ -64,7 +64,7 @@ export class AppRuntime {
         decided('member_added', channel, cluster.memberJoined(app.id, channel, userKey, { userId: member.userId, info: member.info }), () => {
           hook({ name: 'member_added', channel, user_id: userKey })
           const payload = frame('pusher_internal:member_added', { user_id: member.userId, user_info: member.info }, channel)
-          this.registry.broadcast(channel, payload, socketId)
+          this.ctx.count('out', 'event', this.registry.broadcast(channel, payload, socketId))
           this.ctx.publish(channel, payload, socketId)
         })
       },
@@ -72,7 +72,7 @@ export class AppRuntime {
         decided('member_removed', channel, cluster.memberLeft(app.id, channel, userKey), () => {
           hook({ name: 'member_removed', channel, user_id: userKey })
           const payload = frame('pusher_internal:member_removed', { user_id: member.userId }, channel)
-          this.registry.broadcast(channel, payload)
+          this.ctx.count('out', 'event', this.registry.broadcast(channel, payload))
           this.ctx.publish(channel, payload)
         })
       }
@@ -96,7 +96,9 @@ export class AppRuntime {
     if (isCache(channel)) this.registry.remember(channel, name, data)
     const payload = frame(name, data, channel)
     this.ctx.publish(channel, payload, exceptSocketId)
-    return this.registry.broadcast(channel, payload, exceptSocketId)
+    const n = this.registry.broadcast(channel, payload, exceptSocketId)
+    this.ctx.count('out', 'event', n)
+    return n
   }
 
   /** A presence channel's members on every instance (this instance's when there is no cluster). */

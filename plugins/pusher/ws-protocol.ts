@@ -35,8 +35,8 @@ export interface AppContext {
   pongTimeoutMs: number
   /** A webhook event, for the app's webhooks (a no-op without). */
   webhook (event: Record<string, unknown>): void
-  /** Counted per frame in and out (metrics). */
-  count (direction: 'in' | 'out', kind: string): void
+  /** Counted per frame in and out (metrics); a broadcast counts its recipients once. */
+  count (direction: 'in' | 'out', kind: string, n?: number): void
   /** A presence channel's members on every instance (null: only this instance's count). */
   members (channel: string): Promise<Map<string, { userId: string | number, info: unknown }> | null>
   /** Settles once the channel's frames from other instances reach this one (before subscription_succeeded). */
@@ -104,6 +104,18 @@ export class PusherSocket implements Subscriber {
     if (this.ws.readyState !== 1) return
     this.ws.send(payload)
     this.ctx.count('out', 'event')
+  }
+
+  /**
+   * Writes a prebuilt text frame (textFrame) to the TCP socket under ws, as the
+   * native connections do: compression is never negotiated and ws writes its
+   * own frames straight to the same socket, so order holds.
+   */
+  sendFrame (frame: Buffer): void {
+    if (this.ws.readyState !== 1) return
+    const raw = (this.ws as unknown as { _socket?: { write (b: Buffer): boolean, destroyed: boolean, writableEnded: boolean } | null })._socket
+    if (raw == null || raw.destroyed || raw.writableEnded) return
+    raw.write(frame)
   }
 
   /** Sends `pusher:error` then closes with the same code and its message as reason. */
@@ -341,7 +353,7 @@ export class PusherSocket implements Subscriber {
     const sub = this.subscriptions.get(channel)!
     const userId = sub.userId
     const relayed = frame(event, payload, channel, userId === undefined ? undefined : { user_id: userId })
-    registry.broadcast(channel, relayed, this.socketId)
+    this.ctx.count('out', 'client_event', registry.broadcast(channel, relayed, this.socketId))
     this.ctx.publish(channel, relayed, this.socketId)
     this.ctx.webhook({ name: 'client_event', channel, event, data: payload, socket_id: this.socketId, ...(userId === undefined ? {} : { user_id: String(userId) }) })
   }

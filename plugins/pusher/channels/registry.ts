@@ -1,7 +1,9 @@
-/** What the registry needs of a subscriber: its socket id and a way to send it a serialized frame. */
+import { textFrame } from '../deps.js'
+
+/** What the registry needs of a subscriber: its socket id and a way to send it a WebSocket text frame built once. */
 export interface Subscriber {
   readonly socketId: string
-  send (payload: string): void
+  sendFrame (frame: Buffer): void
 }
 
 /** A user on a presence channel: the user_id as given (a number stays a number), its info, and its local sockets. */
@@ -118,10 +120,12 @@ export class ChannelRegistry {
   broadcast (name: string, payload: string, exceptSocketId?: string): number {
     const channel = this.channels.get(name)
     if (!channel) return 0
+    // framed once for every subscriber: given a string, ws would encode it and build a header per socket
+    const frame = textFrame(payload)
     let n = 0
     for (const sub of channel.subscribers) {
       if (sub.socketId === exceptSocketId) continue
-      sub.send(payload)
+      sub.sendFrame(frame)
       n++
     }
     return n
