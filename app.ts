@@ -16,6 +16,7 @@ import {
   clientErrorHandler, EventLogController, listeningEvent, messageRate, metrics, redactUrl, requestLog, status, tracing, type TracingOptions
 } from './plugins/observability/index.js'
 import { cors, openapi, rateLimit, webConsole } from './plugins/http/index.js'
+import pusher from './plugins/pusher/index.js'
 import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
@@ -181,6 +182,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     memoryMb: cfg.EXEC_MEMORY_MB
   })
   await fastify.register(messageRate)
+  // the Pusher Channels protocol: outside the token-protected context (apps authenticate by key and signatures), with /ws's Origin check and connection limits
+  await fastify.register(pusher)
 
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoute)

@@ -18,6 +18,9 @@ const LAYERS: Array<{ rank: number, folders: string[] }> = [
   { rank: 5, folders: ['plugins/messages', 'plugins/rooms', 'plugins/exec'] },
   { rank: 6, folders: ['plugins/observability'] },
   { rank: 7, folders: ['plugins/http'] },
+  // protocol adapters: other projects' wire protocols (Pusher, Yjs) with their own
+  // endpoints, built on every layer below; never on each other
+  { rank: 7.5, folders: ['plugins/pusher', 'plugins/yjs'] },
   { rank: 8, folders: ['routes'] },
   { rank: 9, folders: ['app.ts'] },
   { rank: 10, folders: ['server.ts'] }

@@ -51,7 +51,17 @@ export const ConfigSchema = Type.Object({
   TRUST_PROXY: Type.String({ default: 'false' }),
   ENABLE_CODE_EXECUTION: Bool(false),
   EXEC_TIMEOUT_MS: Int(10, 1000),
-  EXEC_MEMORY_MB: Int(1, 32, 4096)
+  EXEC_MEMORY_MB: Int(1, 32, 4096),
+  // --- Pusher Channels protocol (plugins/pusher): one app from these three, or several from PUSHER_APPS_FILE ---
+  PUSHER_APP_ID: Type.Optional(Type.String({ minLength: 1 })),
+  PUSHER_APP_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  PUSHER_APP_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  /** Webhook URL of the single PUSHER_APP_* app. */
+  PUSHER_WEBHOOK_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** A JSON file listing apps, each with its own limits and webhooks (docs/pusher.md). */
+  PUSHER_APPS_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  /** Seconds of silence before the server pings a Pusher client (told to it in connection_established). */
+  PUSHER_ACTIVITY_TIMEOUT_S: Int(1, 120, 120)
 })
 
 export type Config = Static<typeof ConfigSchema>

@@ -1,0 +1,120 @@
+import { readFileSync } from 'node:fs'
+import { ConfigError } from './deps.js'
+
+/** One Pusher app: its credentials, its limits and where its webhooks go. */
+export interface PusherApp {
+  id: string
+  key: string
+  secret: string
+  /** Clients may send `client-*` events on private and presence channels [true]. */
+  enableClientMessages: boolean
+  /** Open Pusher connections this app accepts on this instance; past it a new one is closed with 4004 [1000]. */
+  maxConnections: number
+  /** `client-*` events one connection may send per second; more get `pusher:error` 4301 [10]. */
+  maxClientEventsPerSecond: number
+  /** Bytes of an event's `data` [10240]. */
+  maxEventPayloadBytes: number
+  /** Members of one presence channel [100]. */
+  maxPresenceMembers: number
+  /** Webhook endpoints; empty = no webhooks. */
+  webhooks: string[]
+  /** How long webhook events are gathered into one request [250]. */
+  webhookBatchMs: number
+}
+
+const DEFAULTS = {
+  enableClientMessages: true,
+  maxConnections: 1000,
+  maxClientEventsPerSecond: 10,
+  maxEventPayloadBytes: 10240,
+  maxPresenceMembers: 100,
+  webhookBatchMs: 250
+}
+
+export interface PusherAppsEnv {
+  PUSHER_APP_ID?: string
+  PUSHER_APP_KEY?: string
+  PUSHER_APP_SECRET?: string
+  PUSHER_WEBHOOK_URL?: string
+  PUSHER_APPS_FILE?: string
+}
+
+function fail (where: string, field: string, what: string, got: unknown): never {
+  throw new ConfigError(`Invalid configuration: ${where}: ${field} must be ${what} (got ${JSON.stringify(got) ?? 'nothing'})`)
+}
+
+const ID = /^[A-Za-z0-9_.-]{1,64}$/
+
+function positiveInt (where: string, raw: Record<string, unknown>, field: keyof typeof DEFAULTS): number {
+  const value = raw[field] ?? DEFAULTS[field]
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) fail(where, field, 'an integer >= 1', value)
+  return value
+}
+
+/** One app from its raw description (an entry of PUSHER_APPS_FILE, or the three variables). */
+export function parseApp (where: string, raw: Record<string, unknown>): PusherApp {
+  for (const field of ['id', 'key', 'secret'] as const) {
+    const value = raw[field]
+    if (typeof value !== 'string' || !ID.test(value)) fail(where, field, 'a string of 1 to 64 letters, digits, _ . -', value)
+  }
+  const webhooks = raw.webhooks ?? []
+  if (!Array.isArray(webhooks) || !webhooks.every(u => typeof u === 'string' && /^https?:\/\//.test(u) && URL.canParse(u))) {
+    fail(where, 'webhooks', 'a list of http:// or https:// URLs', webhooks)
+  }
+  const enable = raw.enableClientMessages ?? DEFAULTS.enableClientMessages
+  if (typeof enable !== 'boolean') fail(where, 'enableClientMessages', 'true or false', enable)
+  return {
+    id: raw.id as string,
+    key: raw.key as string,
+    secret: raw.secret as string,
+    enableClientMessages: enable,
+    maxConnections: positiveInt(where, raw, 'maxConnections'),
+    maxClientEventsPerSecond: positiveInt(where, raw, 'maxClientEventsPerSecond'),
+    maxEventPayloadBytes: positiveInt(where, raw, 'maxEventPayloadBytes'),
+    maxPresenceMembers: positiveInt(where, raw, 'maxPresenceMembers'),
+    webhooks: webhooks as string[],
+    webhookBatchMs: positiveInt(where, raw, 'webhookBatchMs')
+  }
+}
+
+/** The apps an environment enables: none without PUSHER_APP_* or PUSHER_APPS_FILE. */
+export function loadApps (env: PusherAppsEnv): PusherApp[] {
+  const apps: PusherApp[] = []
+  const single = [env.PUSHER_APP_ID, env.PUSHER_APP_KEY, env.PUSHER_APP_SECRET]
+  if (single.some(v => v !== undefined)) {
+    if (single.some(v => v === undefined)) {
+      throw new ConfigError('Invalid configuration: PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET must be set together (one is missing)')
+    }
+    apps.push(parseApp('PUSHER_APP_*', {
+      id: env.PUSHER_APP_ID,
+      key: env.PUSHER_APP_KEY,
+      secret: env.PUSHER_APP_SECRET,
+      webhooks: env.PUSHER_WEBHOOK_URL === undefined ? [] : [env.PUSHER_WEBHOOK_URL]
+    }))
+  } else if (env.PUSHER_WEBHOOK_URL !== undefined) {
+    throw new ConfigError('Invalid configuration: PUSHER_WEBHOOK_URL needs PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET')
+  }
+  if (env.PUSHER_APPS_FILE !== undefined) {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(readFileSync(env.PUSHER_APPS_FILE, 'utf8'))
+    } catch (err) {
+      throw new ConfigError(`Invalid configuration: PUSHER_APPS_FILE ${env.PUSHER_APPS_FILE} cannot be read as JSON (${(err as Error).message})`)
+    }
+    const list = Array.isArray(parsed) ? parsed : (parsed as { apps?: unknown } | null)?.apps
+    if (!Array.isArray(list)) fail('PUSHER_APPS_FILE', 'apps', 'a list of apps (or the file a JSON list)', list)
+    list.forEach((raw, i) => {
+      if (raw === null || typeof raw !== 'object') fail('PUSHER_APPS_FILE', `apps[${i}]`, 'an object', raw)
+      apps.push(parseApp(`PUSHER_APPS_FILE apps[${i}]`, raw as Record<string, unknown>))
+    })
+  }
+  const ids = new Set<string>()
+  const keys = new Set<string>()
+  for (const app of apps) {
+    if (ids.has(app.id)) throw new ConfigError(`Invalid configuration: Pusher app id ${app.id} is defined twice`)
+    if (keys.has(app.key)) throw new ConfigError(`Invalid configuration: Pusher app key ${app.key} is defined twice`)
+    ids.add(app.id)
+    keys.add(app.key)
+  }
+  return apps
+}

@@ -1,0 +1,168 @@
+import { textFrame } from '../deps.js'
+
+/** What the registry needs of a subscriber: its socket id and a way to send it a WebSocket text frame built once. */
+export interface Subscriber {
+  readonly socketId: string
+  sendFrame (frame: Buffer): void
+}
+
+/** A user on a presence channel: the user_id as given (a number stays a number), its info, and its local sockets. */
+export interface Member {
+  userId: string | number
+  info: unknown
+  sockets: number
+}
+
+export class Channel {
+  readonly subscribers = new Set<Subscriber>()
+  /** Presence channels only: members by String(user_id). */
+  readonly members = new Map<string, Member>()
+  constructor (readonly name: string) {}
+}
+
+/** The registry's events: what webhooks and metrics hear about. */
+export interface ChannelEvents {
+  occupied (channel: string): void
+  vacated (channel: string): void
+  /** A user's first socket here joined; `socketId` is that socket (it is not told of itself). */
+  memberAdded (channel: string, userKey: string, member: Member, socketId: string): void
+  /** A user's last socket here left. */
+  memberRemoved (channel: string, userKey: string, member: Member): void
+}
+
+/** How long a cache channel keeps its last event [30 min, as Pusher documents]. */
+export const CACHE_TTL_MS = 30 * 60 * 1000
+
+export const isPresence = (name: string) => name.startsWith('presence-')
+export const isPrivate = (name: string) => name.startsWith('private-')
+export const isEncrypted = (name: string) => name.startsWith('private-encrypted-')
+export const isCache = (name: string) => /^(private-encrypted-|private-|presence-)?cache-/.test(name)
+export const USER_CHANNEL_PREFIX = '#server-to-user-'
+
+/**
+ * The channels of one Pusher app on this instance: who subscribes, presence
+ * members counted per user (a user's first socket adds the member, its last
+ * removes it), the last event of cache channels, and the sockets signed in as
+ * each user. Occupied/vacated/member events are decided here, once per change.
+ */
+export class ChannelRegistry {
+  private readonly channels = new Map<string, Channel>()
+  private readonly cache = new Map<string, { event: string, data: string, at: number }>()
+  private readonly users = new Map<string, Set<Subscriber>>()
+
+  constructor (private readonly events: ChannelEvents, private readonly now: () => number = Date.now) {}
+
+  get size (): number {
+    return this.channels.size
+  }
+
+  get (name: string): Channel | undefined {
+    return this.channels.get(name)
+  }
+
+  all (): IterableIterator<Channel> {
+    return this.channels.values()
+  }
+
+  /** Would `userId` be a new member of a presence channel (for the member cap)? */
+  memberCount (name: string): number {
+    return this.channels.get(name)?.members.size ?? 0
+  }
+
+  /**
+   * Adds the subscriber; on a presence channel `member` is its user. Returns
+   * whether this added the user as a new member (so `member_added` goes out).
+   */
+  subscribe (sub: Subscriber, name: string, member?: { userId: string | number, info: unknown }): boolean {
+    let channel = this.channels.get(name)
+    if (!channel) {
+      channel = new Channel(name)
+      this.channels.set(name, channel)
+    }
+    if (channel.subscribers.has(sub)) return false
+    const first = channel.subscribers.size === 0
+    channel.subscribers.add(sub)
+    if (first) this.events.occupied(name)
+    if (!member) return false
+    const key = String(member.userId)
+    const existing = channel.members.get(key)
+    if (existing) {
+      existing.sockets++
+      return false
+    }
+    const added = { userId: member.userId, info: member.info, sockets: 1 }
+    channel.members.set(key, added)
+    this.events.memberAdded(name, key, added, sub.socketId)
+    return true
+  }
+
+  /** Removes the subscriber; returns the member that left for good (its last socket), if any. */
+  unsubscribe (sub: Subscriber, name: string, userKey?: string): Member | undefined {
+    const channel = this.channels.get(name)
+    if (!channel?.subscribers.delete(sub)) return undefined
+    let gone: Member | undefined
+    if (userKey !== undefined) {
+      const member = channel.members.get(userKey)
+      if (member && --member.sockets === 0) {
+        channel.members.delete(userKey)
+        gone = member
+        this.events.memberRemoved(name, userKey, member)
+      }
+    }
+    if (channel.subscribers.size === 0) {
+      this.channels.delete(name)
+      this.events.vacated(name)
+    }
+    return gone
+  }
+
+  /** Sends one serialized frame to every subscriber of the channel but `exceptSocketId`; returns how many it reached. */
+  broadcast (name: string, payload: string, exceptSocketId?: string): number {
+    const channel = this.channels.get(name)
+    if (!channel) return 0
+    // framed once for every subscriber: given a string, ws would encode it and build a header per socket
+    const frame = textFrame(payload)
+    let n = 0
+    for (const sub of channel.subscribers) {
+      if (sub.socketId === exceptSocketId) continue
+      sub.sendFrame(frame)
+      n++
+    }
+    return n
+  }
+
+  remember (name: string, event: string, data: string): void {
+    this.cache.set(name, { event, data, at: this.now() })
+  }
+
+  /** The last event of a cache channel, within its TTL. */
+  cached (name: string): { event: string, data: string } | undefined {
+    const entry = this.cache.get(name)
+    if (!entry) return undefined
+    if (this.now() - entry.at > CACHE_TTL_MS) {
+      this.cache.delete(name)
+      return undefined
+    }
+    return entry
+  }
+
+  signedIn (userId: string, sub: Subscriber): void {
+    let set = this.users.get(userId)
+    if (!set) {
+      set = new Set()
+      this.users.set(userId, set)
+    }
+    set.add(sub)
+  }
+
+  signedOut (userId: string, sub: Subscriber): void {
+    const set = this.users.get(userId)
+    if (!set) return
+    set.delete(sub)
+    if (set.size === 0) this.users.delete(userId)
+  }
+
+  socketsOf (userId: string): Subscriber[] {
+    return [...(this.users.get(userId) ?? [])]
+  }
+}

@@ -1,0 +1,179 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { Counter, Gauge } from 'prom-client'
+import type { WebSocket } from 'ws'
+import { loadApps, type PusherApp } from './apps.js'
+import pusherHttpApi from './http-api.js'
+import { AppRuntime } from './runtime.js'
+import { LocalClusterState, RedisClusterState } from './cluster.js'
+import type { WebhookOptions } from './webhooks.js'
+import { CLOSE, PusherSocket, closeWithin } from './ws-protocol.js'
+import { closeCodeLabel } from './deps.js'
+
+export type { PusherApp } from './apps.js'
+export { AppRuntime, fanoutRoom } from './runtime.js'
+
+export interface PusherOptions {
+  /** The apps to serve; default: read from app.config (PUSHER_APP_*, PUSHER_APPS_FILE). */
+  apps?: PusherApp[]
+  /** How long a server ping may go unanswered before the socket is closed with 4201 [30000]. */
+  pongTimeoutMs?: number
+  /** Webhook delivery tuning (retries, backoff), for tests. */
+  webhooks?: WebhookOptions
+  /** How long clients get to close after `pusher:error` 4200 at shutdown [2000]. */
+  closeTimeoutMs?: number
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The Pusher apps served, by app id (empty without PUSHER_APP_* / PUSHER_APPS_FILE). */
+    pusher: Map<string, AppRuntime>
+  }
+}
+
+/** Protocol versions accepted in ?protocol= (Pusher still serves 5 and 6; 7 is current). */
+const PROTOCOLS = new Set([5, 6, 7])
+const SHUTDOWN_MESSAGE = 'Server closed. Please reconnect shortly.'
+
+function closedPromise (ws: WebSocket): Promise<void> {
+  if (ws.readyState === 3) return Promise.resolve()
+  return new Promise(resolve => ws.once('close', () => resolve()))
+}
+
+/**
+ * The Pusher Channels protocol (protocol 7 WebSocket at /app/:key, the signed
+ * HTTP API under /apps/:appId, webhooks) as a second protocol of the service.
+ * Without an app configured it registers nothing: those routes answer 404.
+ *
+ * Pusher clients authenticate by app key and channel signatures, not by the
+ * service's JWT: the WebSocket route is registered outside the token-protected
+ * context, but with the Origin check and the connection limits of /ws.
+ */
+export default fp<PusherOptions>(async function pusher (app: FastifyInstance, opts) {
+  const cfg = app.config
+  const apps = opts.apps ?? loadApps(cfg)
+  const byId = new Map<string, AppRuntime>()
+  const byKey = new Map<string, AppRuntime>()
+  app.decorate('pusher', byId)
+  if (apps.length === 0) return
+
+  const registers = [app.metrics.registry]
+  // counted as plain numbers and added at scrape time: a broadcast to 1,000 sockets costs 1,000 Map updates, not label lookups
+  const tally = new Map<string, number>()
+  new Counter({ // eslint-disable-line no-new
+    name: 'switchboard_pusher_messages_total',
+    help: 'Pusher protocol frames, by direction (in, out) and kind',
+    labelNames: ['direction', 'kind'],
+    registers,
+    collect () {
+      for (const [k, n] of tally) {
+        const bar = k.indexOf('|')
+        this.inc({ direction: k.slice(0, bar), kind: k.slice(bar + 1) }, n)
+      }
+      tally.clear()
+    }
+  })
+  const connections = new Gauge({ name: 'switchboard_pusher_connections', help: 'Open Pusher protocol connections, by app', labelNames: ['app'], registers })
+  const channels = new Gauge({ name: 'switchboard_pusher_channels', help: 'Occupied Pusher channels on this instance, by app', labelNames: ['app'], registers })
+  const closes = new Counter({ name: 'switchboard_pusher_connection_closes_total', help: 'Closed Pusher protocol connections by close code', labelNames: ['code'], registers })
+  const triggered = new Counter({ name: 'switchboard_pusher_api_events_total', help: 'Events triggered through the Pusher HTTP API (one per channel)', registers })
+  const webhooks = new Counter({ name: 'switchboard_pusher_webhooks_total', help: 'Pusher webhook deliveries by outcome (delivered, retried, failed)', labelNames: ['outcome'], registers })
+  // the protocol's frame kinds are few and fixed; anything else a client sends is one label
+  const KINDS = new Set(['pusher:ping', 'pusher:pong', 'pusher:subscribe', 'pusher:unsubscribe', 'pusher:signin', 'client_event', 'event'])
+  const count = (direction: 'in' | 'out', kind: string, n = 1) => {
+    const key = `${direction}|${KINDS.has(kind) ? kind : 'other'}`
+    tally.set(key, (tally.get(key) ?? 0) + n)
+  }
+
+  const cluster = app.redisLink ? new RedisClusterState(app.redisLink) : new LocalClusterState()
+  for (const a of apps) {
+    const rt = new AppRuntime(a, app.log, {
+      activityTimeoutS: cfg.PUSHER_ACTIVITY_TIMEOUT_S,
+      pongTimeoutMs: opts.pongTimeoutMs ?? 30000,
+      count,
+      fanout: app.fanout,
+      cluster,
+      webhooks: { ...opts.webhooks, outcome: outcome => webhooks.inc({ outcome }) }
+    })
+    byId.set(a.id, rt)
+    byKey.set(a.key, rt)
+  }
+  // frames of Pusher channels published on other instances: delivered to this instance's subscribers
+  app.fanout.onRoomFrame((room, payload, exceptSocketId) => {
+    if (!room.startsWith('pusher/')) return
+    const slash = room.indexOf('/', 7)
+    const rt = byId.get(room.slice(7, slash))
+    if (rt) count('out', 'event', rt.registry.broadcast(room.slice(slash + 1), payload, exceptSocketId))
+  })
+  app.metrics.collect(() => {
+    for (const rt of byId.values()) {
+      connections.set({ app: rt.app.id }, rt.sockets.size)
+      channels.set({ app: rt.app.id }, rt.registry.size)
+    }
+  })
+  app.statusReport.section('pusher', () => ({
+    apps: [...byId.values()].map(rt => ({ id: rt.app.id, connections: rt.sockets.size, channels: rt.registry.size, webhooks: rt.app.webhooks.length }))
+  }))
+  app.log.info({ event: 'pusher.enabled', apps: apps.map(a => a.id) }, 'Pusher Channels protocol enabled')
+
+  app.get<{ Params: { key: string }, Querystring: { protocol?: string } }>('/app/:key', {
+    websocket: true,
+    schema: { hide: true },
+    onRequest: async (request, reply) => {
+      if (!request.ws) return reply.code(426).header('upgrade', 'websocket').send({ statusCode: 426, error: 'Upgrade Required', code: 'upgrade_required', message: 'GET /app/:key is the Pusher protocol 7 WebSocket endpoint: connect with pusher-js or another Pusher client' })
+    },
+    preValidation: [app.checkUpgradeOrigin],
+    preHandler: [app.acquireConnectionSlot]
+  }, (socket, request) => {
+    socket.removeAllListeners('error')
+    socket.on('error', () => socket.terminate())
+    const rt = byKey.get(request.params.key)
+    const refuse = (code: number, message: string) => {
+      socket.send(JSON.stringify({ event: 'pusher:error', data: { code, message } }))
+      closeWithin(socket, code, message)
+      closes.inc({ code: closeCodeLabel(code) })
+      request.log.info({ event: 'pusher.connection_refused', code, clientKey: request.clientKey, appId: rt?.app.id }, message)
+    }
+    if (!rt) return refuse(CLOSE.unknownApp, `App key ${request.params.key.slice(0, 64)} does not exist.`)
+    const protocol = request.query.protocol
+    if (protocol === undefined) return refuse(CLOSE.noProtocol, 'No protocol version supplied: connect with ?protocol=7')
+    if (!/^\d+$/.test(protocol)) return refuse(CLOSE.invalidVersion, 'Invalid version string format: protocol must be an integer')
+    if (!PROTOCOLS.has(Number(protocol))) return refuse(CLOSE.unsupportedProtocol, `Unsupported protocol version ${protocol.slice(0, 8)}: this server speaks 5 to 7`)
+    if (rt.sockets.size >= rt.app.maxConnections) return refuse(CLOSE.overQuota, `Application is over connection quota (${rt.app.maxConnections} connections)`)
+
+    const conn = new PusherSocket(socket, rt.ctx, request.clientKey)
+    rt.sockets.add(conn)
+    socket.on('message', (data, isBinary) => {
+      if (isBinary) {
+        conn.send(JSON.stringify({ event: 'pusher:error', data: { code: null, message: 'message: must be a text frame of JSON' } }))
+        return
+      }
+      conn.handle(data.toString())
+    })
+    socket.on('close', (code, reason) => {
+      rt.sockets.delete(conn)
+      conn.closedNow()
+      closes.inc({ code: closeCodeLabel(code) })
+      request.log.info({ event: 'pusher.connection_close', appId: rt.app.id, socketId: conn.socketId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'Pusher connection closed')
+    })
+    conn.start()
+    request.log.info({ event: 'pusher.connection_open', appId: rt.app.id, socketId: conn.socketId, clientKey: conn.clientKey, connections: rt.sockets.size }, 'Pusher connection opened')
+  })
+
+  await app.register(pusherHttpApi, { byId, triggered: n => triggered.inc(n) })
+
+  // Shutdown: the shutdown plugin closes native clients; Pusher clients get the protocol's 4200, which pusher-js
+  // answers by reconnecting at once (to another instance behind the load balancer).
+  app.addHook('preClose', async () => {
+    const all = [...byId.values()].flatMap(rt => [...rt.sockets])
+    const gone = Promise.all(all.map(s => closedPromise(s.ws)))
+    for (const s of all) s.refuse(CLOSE.reconnect, SHUTDOWN_MESSAGE)
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([gone, new Promise<void>(resolve => { timer = setTimeout(resolve, opts.closeTimeoutMs ?? 2000) })])
+    clearTimeout(timer)
+    for (const s of all) if (s.ws.readyState !== 3) s.ws.terminate()
+  })
+  app.addHook('onClose', async () => {
+    await Promise.all([...byId.values()].map(rt => rt.webhooks.close()))
+  })
+}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'metrics', 'status', 'cors', 'limits', 'identity', 'websocket', 'shutdown', 'fanout', 'redis'] })

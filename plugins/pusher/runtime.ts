@@ -1,0 +1,126 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { PusherApp } from './apps.js'
+import { ChannelRegistry, isCache, isPresence } from './channels/registry.js'
+import { Webhooks, type WebhookOptions } from './webhooks.js'
+import { CLOSE, frame, type AppContext, type PusherSocket } from './ws-protocol.js'
+import type { Fanout } from './deps.js'
+import type { ClusterState } from './cluster.js'
+
+/**
+ * The fanout room that carries a Pusher channel's frames between instances. The
+ * `/` keeps it apart from every native room (their names cannot contain one).
+ */
+export function fanoutRoom (appId: string, channel: string): string {
+  return `pusher/${appId}/${channel}`
+}
+
+export interface RuntimeOptions {
+  activityTimeoutS: number
+  pongTimeoutMs: number
+  webhooks?: WebhookOptions
+  count: AppContext['count']
+  /** The other instances (app.fanout): channel frames cross through it. */
+  fanout: Fanout
+  /** Occupancy and presence members across instances. */
+  cluster: ClusterState
+  /** A channel became occupied or vacant on this instance (metrics, logs). */
+  onChannel?: (app: PusherApp, channel: string, occupied: boolean) => void
+}
+
+/** One app at run time: its registry, open sockets, webhooks, and the triggering the HTTP API does. */
+export class AppRuntime {
+  readonly registry: ChannelRegistry
+  readonly sockets = new Set<PusherSocket>()
+  readonly webhooks: Webhooks
+  readonly ctx: AppContext
+  /** Channels occupied here: settles once frames published on other instances reach this one. */
+  private readonly subscribed = new Map<string, Promise<void>>()
+
+  constructor (readonly app: PusherApp, log: FastifyBaseLogger, opts: RuntimeOptions) {
+    this.webhooks = new Webhooks(app, log, opts.webhooks)
+    const hook = (e: Record<string, unknown>) => this.webhooks.add(e)
+    const cluster = opts.cluster
+    // a transition here is the cluster's only when the shared count says so: then its event fires, once
+    const decided = (what: string, channel: string, p: Promise<boolean>, then: () => void) => {
+      p.then(yes => { if (yes) then() }, err => {
+        log.warn({ event: 'pusher.cluster_failed', appId: app.id, channel, step: what, reason: (err as Error).message }, 'a Pusher channel transition could not be counted across instances')
+      })
+    }
+    this.registry = new ChannelRegistry({
+      occupied: channel => {
+        this.subscribed.set(channel, opts.fanout.subscribeRoom(fanoutRoom(app.id, channel)).catch(err => {
+          log.warn({ event: 'pusher.fanout_failed', appId: app.id, channel, reason: (err as Error).message }, 'a Pusher channel could not subscribe to the other instances')
+        }))
+        opts.onChannel?.(app, channel, true)
+        decided('occupied', channel, cluster.channelJoined(app.id, channel), () => hook({ name: 'channel_occupied', channel }))
+      },
+      vacated: channel => {
+        this.subscribed.delete(channel)
+        opts.fanout.unsubscribeRoom(fanoutRoom(app.id, channel))
+        opts.onChannel?.(app, channel, false)
+        decided('vacated', channel, cluster.channelLeft(app.id, channel), () => hook({ name: 'channel_vacated', channel }))
+      },
+      memberAdded: (channel, userKey, member, socketId) => {
+        decided('member_added', channel, cluster.memberJoined(app.id, channel, userKey, { userId: member.userId, info: member.info }), () => {
+          hook({ name: 'member_added', channel, user_id: userKey })
+          const payload = frame('pusher_internal:member_added', { user_id: member.userId, user_info: member.info }, channel)
+          this.ctx.count('out', 'event', this.registry.broadcast(channel, payload, socketId))
+          this.ctx.publish(channel, payload, socketId)
+        })
+      },
+      memberRemoved: (channel, userKey, member) => {
+        decided('member_removed', channel, cluster.memberLeft(app.id, channel, userKey), () => {
+          hook({ name: 'member_removed', channel, user_id: userKey })
+          const payload = frame('pusher_internal:member_removed', { user_id: member.userId }, channel)
+          this.ctx.count('out', 'event', this.registry.broadcast(channel, payload))
+          this.ctx.publish(channel, payload)
+        })
+      }
+    })
+    this.ctx = {
+      app,
+      registry: this.registry,
+      log,
+      activityTimeoutS: opts.activityTimeoutS,
+      pongTimeoutMs: opts.pongTimeoutMs,
+      webhook: hook,
+      count: opts.count,
+      members: channel => cluster.members(app.id, channel),
+      reachable: channel => this.subscribed.get(channel) ?? Promise.resolve(),
+      publish: (channel, payload, exceptSocketId) => opts.fanout.publishToRoom(fanoutRoom(app.id, channel), payload, exceptSocketId)
+    }
+  }
+
+  /** An event from the HTTP API (or a bridge): cached on cache channels, sent to every subscriber but `exceptSocketId`. */
+  trigger (channel: string, name: string, data: string, exceptSocketId?: string): number {
+    if (isCache(channel)) this.registry.remember(channel, name, data)
+    const payload = frame(name, data, channel)
+    this.ctx.publish(channel, payload, exceptSocketId)
+    const n = this.registry.broadcast(channel, payload, exceptSocketId)
+    this.ctx.count('out', 'event', n)
+    return n
+  }
+
+  /** A presence channel's members on every instance (this instance's when there is no cluster). */
+  async members (channel: string): Promise<Array<{ userId: string | number }>> {
+    const all = new Map<string, { userId: string | number }>(await this.ctx.members(channel) ?? [])
+    for (const [key, m] of this.registry.get(channel)?.members ?? []) all.set(key, m)
+    return [...all.values()]
+  }
+
+  /** `info` of a channel as the HTTP API reports it (user_count cluster-wide, subscription_count this instance's). */
+  async info (channel: string, fields: Set<string>): Promise<{ user_count?: number, subscription_count?: number }> {
+    const ch = this.registry.get(channel)
+    const out: { user_count?: number, subscription_count?: number } = {}
+    if (fields.has('user_count') && isPresence(channel)) out.user_count = (await this.members(channel)).length
+    if (fields.has('subscription_count')) out.subscription_count = ch?.subscribers.size ?? 0
+    return out
+  }
+
+  /** Closes every socket signed in as the user with 4009 (pusher-js does not reconnect); returns how many. */
+  terminate (userId: string): number {
+    const sockets = this.registry.socketsOf(userId) as PusherSocket[]
+    for (const s of sockets) s.refuse(CLOSE.unauthorized, 'You got disconnected by the app.')
+    return sockets.length
+  }
+}

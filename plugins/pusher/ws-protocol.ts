@@ -1,0 +1,370 @@
+import { randomInt } from 'node:crypto'
+import type { WebSocket } from 'ws'
+import type { FastifyBaseLogger } from 'fastify'
+import type { PusherApp } from './apps.js'
+import { ChannelRegistry, isCache, isEncrypted, isPresence, isPrivate, USER_CHANNEL_PREFIX, type Subscriber } from './channels/registry.js'
+import { channelAuthString, userAuthString, verifyAuth } from './signatures.js'
+
+/** Channel names: Pusher's character set, at most 200 characters. */
+export const CHANNEL_NAME = /^[-a-zA-Z0-9_=@,.;]{1,200}$/
+export const SOCKET_ID = /^\d+\.\d+$/
+/** Longest presence user_id and user_info (serialized) a subscription may carry. */
+export const MAX_USER_ID_LENGTH = 128
+export const MAX_USER_INFO_BYTES = 1024
+
+/** Close codes of protocol 7 used here (pusher-js: 4000-4099 never reconnect, 4100-4199 back off, 4200-4299 reconnect at once). */
+export const CLOSE = {
+  unknownApp: 4001,
+  overQuota: 4004,
+  invalidVersion: 4006,
+  unsupportedProtocol: 4007,
+  noProtocol: 4008,
+  unauthorized: 4009,
+  reconnect: 4200,
+  pongNotReceived: 4201
+} as const
+
+/** What every Pusher socket of an app shares. */
+export interface AppContext {
+  app: PusherApp
+  registry: ChannelRegistry
+  log: FastifyBaseLogger
+  /** Seconds of silence before the server pings (and the value pusher-js is told). */
+  activityTimeoutS: number
+  /** How long a ping may go unanswered before the socket is closed with 4201. */
+  pongTimeoutMs: number
+  /** A webhook event, for the app's webhooks (a no-op without). */
+  webhook (event: Record<string, unknown>): void
+  /** Counted per frame in and out (metrics); a broadcast counts its recipients once. */
+  count (direction: 'in' | 'out', kind: string, n?: number): void
+  /** A presence channel's members on every instance (null: only this instance's count). */
+  members (channel: string): Promise<Map<string, { userId: string | number, info: unknown }> | null>
+  /** Settles once the channel's frames from other instances reach this one (before subscription_succeeded). */
+  reachable (channel: string): Promise<void>
+  /** Sends a channel frame to the other instances' subscribers (the fanout). */
+  publish (channel: string, payload: string, exceptSocketId?: string): void
+}
+
+let counter = 0
+/** `<digits>.<digits>`, unique in this process and random across instances. */
+export function newSocketId (): string {
+  counter = (counter + 1) % 1e9
+  return `${randomInt(1, 2 ** 47)}.${counter}`
+}
+
+/** Every server → client frame: `data` is a JSON string except in `pusher:error`. */
+export function frame (event: string, data?: unknown, channel?: string, extra?: Record<string, unknown>): string {
+  return JSON.stringify({
+    event,
+    ...(channel === undefined ? {} : { channel }),
+    ...extra,
+    ...(data === undefined ? {} : { data: typeof data === 'string' ? data : JSON.stringify(data) })
+  })
+}
+
+export function errorFrame (code: number | null, message: string): string {
+  return JSON.stringify({ event: 'pusher:error', data: { code, message } })
+}
+
+/** How long a closed peer gets to answer the close frame before it is terminated (ws would wait 30 s). */
+export const CLOSE_HANDSHAKE_MS = 2000
+
+/** Closes with the code and reason, and terminates the socket if the peer does not complete the close handshake in time. */
+export function closeWithin (ws: WebSocket, code: number, reason: string): void {
+  ws.close(code, reason.slice(0, 120))
+  setTimeout(() => { if (ws.readyState !== 3) ws.terminate() }, CLOSE_HANDSHAKE_MS).unref()
+}
+
+interface Subscription {
+  /** Presence channels: the member key (String(user_id)) and user_id as given. */
+  userKey?: string
+  userId?: string | number
+}
+
+/**
+ * One protocol-7 connection: its frames in, its subscriptions, its activity
+ * timer, its sign-in. Knows nothing of Fastify routes; the plugin creates it
+ * once the upgrade is accepted.
+ */
+export class PusherSocket implements Subscriber {
+  readonly socketId = newSocketId()
+  readonly openedAt = Date.now()
+  readonly subscriptions = new Map<string, Subscription>()
+  /** The id a `pusher:signin` proved, if any. */
+  user: string | undefined
+  private pingTimer: NodeJS.Timeout | undefined
+  private pongTimer: NodeJS.Timeout | undefined
+  private windowStart = 0
+  private windowCount = 0
+  private closed = false
+
+  constructor (readonly ws: WebSocket, readonly ctx: AppContext, readonly clientKey: string) {}
+
+  send (payload: string): void {
+    if (this.ws.readyState !== 1) return
+    this.ws.send(payload)
+    this.ctx.count('out', 'event')
+  }
+
+  /**
+   * Writes a prebuilt text frame (textFrame) to the TCP socket under ws, as the
+   * native connections do: compression is never negotiated and ws writes its
+   * own frames straight to the same socket, so order holds.
+   */
+  sendFrame (frame: Buffer): void {
+    if (this.ws.readyState !== 1) return
+    const raw = (this.ws as unknown as { _socket?: { write (b: Buffer): boolean, destroyed: boolean, writableEnded: boolean } | null })._socket
+    if (raw == null || raw.destroyed || raw.writableEnded) return
+    raw.write(frame)
+  }
+
+  /** Sends `pusher:error` then closes with the same code and its message as reason. */
+  refuse (code: number, message: string): void {
+    this.send(errorFrame(code, message))
+    closeWithin(this.ws, code, message)
+  }
+
+  start (): void {
+    this.send(frame('pusher:connection_established', { socket_id: this.socketId, activity_timeout: this.ctx.activityTimeoutS }))
+    this.armActivity()
+  }
+
+  /** Any frame from the client is activity: the ping waits another activity timeout. */
+  private armActivity (): void {
+    clearTimeout(this.pongTimer)
+    this.pongTimer = undefined
+    clearTimeout(this.pingTimer)
+    this.pingTimer = setTimeout(() => {
+      this.send(frame('pusher:ping', {}))
+      this.pongTimer = setTimeout(() => this.refuse(CLOSE.pongNotReceived, 'Pong reply not received'), this.ctx.pongTimeoutMs)
+    }, this.ctx.activityTimeoutS * 1000)
+  }
+
+  handle (raw: string): void {
+    this.armActivity()
+    let msg: { event?: unknown, data?: unknown, channel?: unknown }
+    try {
+      msg = JSON.parse(raw)
+    } catch {
+      this.send(errorFrame(null, 'message: must be JSON of the form {"event","data","channel"}'))
+      return
+    }
+    if (msg === null || typeof msg !== 'object' || typeof msg.event !== 'string') {
+      this.send(errorFrame(null, 'message: must be a JSON object with a string "event"'))
+      return
+    }
+    this.ctx.count('in', msg.event.startsWith('client-') ? 'client_event' : msg.event)
+    const data = (msg.data !== null && typeof msg.data === 'object' ? msg.data : {}) as Record<string, unknown>
+    switch (msg.event) {
+      case 'pusher:ping':
+        this.send(frame('pusher:pong', {}))
+        return
+      case 'pusher:pong':
+        return
+      case 'pusher:subscribe':
+        this.subscribe(data)
+        return
+      case 'pusher:unsubscribe':
+        if (typeof data.channel === 'string') this.unsubscribe(data.channel)
+        return
+      case 'pusher:signin':
+        this.signin(data)
+        return
+    }
+    if (msg.event.startsWith('client-')) {
+      this.clientEvent(msg.event, msg.channel, msg.data)
+      return
+    }
+    this.send(errorFrame(null, `event: ${msg.event.slice(0, 64)} is not an event a client may send (pusher:subscribe, pusher:unsubscribe, pusher:ping, pusher:signin, client-*)`))
+  }
+
+  private subscriptionError (channel: string, status: number, error: string, type = 'AuthError'): void {
+    this.send(frame('pusher:subscription_error', undefined, channel, { data: { type, error, status } }))
+  }
+
+  private subscribe (data: Record<string, unknown>): void {
+    const { app, registry } = this.ctx
+    const channel = data.channel
+    if (typeof channel !== 'string' || channel === '') {
+      this.send(errorFrame(null, 'data.channel: must be a channel name'))
+      return
+    }
+    if (this.subscriptions.has(channel)) {
+      this.send(frame('pusher_internal:subscription_succeeded', this.presenceData(channel) ?? {}, channel))
+      return
+    }
+    if (channel.startsWith(USER_CHANNEL_PREFIX)) {
+      if (this.user === undefined || channel !== USER_CHANNEL_PREFIX + this.user) {
+        this.subscriptionError(channel, 403, 'Only the user signed in on this connection may subscribe to its #server-to-user- channel')
+        return
+      }
+      this.join(channel, {})
+      return
+    }
+    if (!CHANNEL_NAME.test(channel)) {
+      this.subscriptionError(channel, 400, 'channel: must be 1 to 200 characters of A-Z a-z 0-9 _ - = @ , . ;', 'InvalidChannelName')
+      return
+    }
+    if (isPresence(channel)) {
+      const channelData = data.channel_data
+      if (typeof channelData !== 'string') {
+        this.subscriptionError(channel, 400, 'channel_data: a presence subscription needs channel_data (a JSON string with user_id)')
+        return
+      }
+      if (!verifyAuth(app.key, app.secret, data.auth, channelAuthString(this.socketId, channel, channelData))) {
+        this.subscriptionError(channel, 401, `Invalid signature: expected HMAC SHA256 hex digest of ${this.socketId}:${channel}:<channel_data> with the app secret, as "<key>:<signature>"`)
+        return
+      }
+      let member: { user_id?: unknown, user_info?: unknown }
+      try {
+        member = JSON.parse(channelData)
+      } catch {
+        this.subscriptionError(channel, 400, 'channel_data: must be JSON with user_id')
+        return
+      }
+      const userId = member?.user_id
+      if (!((typeof userId === 'string' && userId !== '') || typeof userId === 'number') || String(userId).length > MAX_USER_ID_LENGTH) {
+        this.subscriptionError(channel, 400, `channel_data.user_id: must be a non-empty string or a number, at most ${MAX_USER_ID_LENGTH} characters`)
+        return
+      }
+      const info = member.user_info ?? {}
+      if (Buffer.byteLength(JSON.stringify(info)) > MAX_USER_INFO_BYTES) {
+        this.subscriptionError(channel, 400, `channel_data.user_info: at most ${MAX_USER_INFO_BYTES} bytes of JSON`)
+        return
+      }
+      const key = String(userId)
+      if (!registry.get(channel)?.members.has(key) && registry.memberCount(channel) >= app.maxPresenceMembers) {
+        this.subscriptionError(channel, 4100, `presence channel ${channel} already has its maximum of ${app.maxPresenceMembers} members`, 'LimitReached')
+        return
+      }
+      this.join(channel, { userKey: key, userId }, info)
+      return
+    }
+    if (isPrivate(channel)) {
+      if (!verifyAuth(app.key, app.secret, data.auth, channelAuthString(this.socketId, channel))) {
+        this.subscriptionError(channel, 401, `Invalid signature: expected HMAC SHA256 hex digest of ${this.socketId}:${channel} with the app secret, as "<key>:<signature>"`)
+        return
+      }
+    }
+    this.join(channel, {})
+  }
+
+  private presenceData (channel: string, remote: Map<string, { userId: string | number, info: unknown }> | null = null): { presence: { ids: Array<string | number>, hash: Record<string, unknown>, count: number } } | undefined {
+    const ch = this.ctx.registry.get(channel)
+    if (!ch || !isPresence(channel)) return undefined
+    const all = new Map<string, { userId: string | number, info: unknown }>(remote ?? [])
+    for (const [key, m] of ch.members) all.set(key, m)
+    const ids: Array<string | number> = []
+    const hash: Record<string, unknown> = {}
+    for (const [key, m] of all) {
+      ids.push(m.userId)
+      hash[key] = m.info
+    }
+    return { presence: { ids, hash, count: ids.length } }
+  }
+
+  private join (channel: string, sub: Subscription, info?: unknown): void {
+    const { registry } = this.ctx
+    this.subscriptions.set(channel, sub)
+    // member_added goes to the others through the registry's events (once, cluster-wide)
+    registry.subscribe(this, channel, sub.userKey === undefined ? undefined : { userId: sub.userId!, info })
+    // succeeded once an event triggered on any instance reaches this socket, with the members of every instance
+    Promise.all([this.ctx.reachable(channel), sub.userKey === undefined ? null : this.ctx.members(channel)]).then(([, remote]) => {
+      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, remote)
+    }, err => {
+      this.ctx.log.warn({ event: 'pusher.cluster_failed', appId: this.ctx.app.id, channel, reason: (err as Error).message }, 'the members of other instances could not be read')
+      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, null)
+    })
+  }
+
+  private subscribed (channel: string, remote: Map<string, { userId: string | number, info: unknown }> | null): void {
+    const { registry } = this.ctx
+    this.send(frame('pusher_internal:subscription_succeeded', this.presenceData(channel, remote) ?? {}, channel))
+    if (isCache(channel)) {
+      const last = registry.cached(channel)
+      if (last) {
+        this.send(frame(last.event, last.data, channel))
+      } else {
+        this.send(JSON.stringify({ event: 'pusher:cache_miss', channel }))
+        this.ctx.webhook({ name: 'cache_miss', channel })
+      }
+    }
+  }
+
+  unsubscribe (channel: string): void {
+    const sub = this.subscriptions.get(channel)
+    if (!sub) return
+    this.subscriptions.delete(channel)
+    // member_removed goes out through the registry's events (once, cluster-wide)
+    this.ctx.registry.unsubscribe(this, channel, sub.userKey)
+  }
+
+  private signin (data: Record<string, unknown>): void {
+    const { app, registry } = this.ctx
+    const userData = data.user_data
+    let id: unknown
+    if (typeof userData === 'string' && verifyAuth(app.key, app.secret, data.auth, userAuthString(this.socketId, userData))) {
+      try {
+        id = (JSON.parse(userData) as { id?: unknown })?.id
+      } catch {}
+    }
+    if (typeof id !== 'string' || id === '') {
+      this.refuse(CLOSE.unauthorized, 'Invalid signin: user_data must be signed JSON with a non-empty string id')
+      return
+    }
+    if (this.user !== undefined) registry.signedOut(this.user, this)
+    this.user = id
+    registry.signedIn(id, this)
+    this.send(frame('pusher:signin_success', { user_data: userData }))
+  }
+
+  private clientEvent (event: string, channel: unknown, data: unknown): void {
+    const { app, registry } = this.ctx
+    if (typeof channel !== 'string' || !this.subscriptions.has(channel)) {
+      this.send(errorFrame(null, `Client event rejected: ${event.slice(0, 64)}: the connection is not subscribed to channel ${String(channel).slice(0, 200)}`))
+      return
+    }
+    if (!app.enableClientMessages) {
+      this.send(errorFrame(null, 'Client event rejected: client events are not enabled for this app'))
+      return
+    }
+    if (isEncrypted(channel) || !(isPrivate(channel) || isPresence(channel))) {
+      this.send(errorFrame(null, `Client event rejected: client events are only allowed on private- and presence- channels, not on ${isEncrypted(channel) ? 'private-encrypted-' : 'public'} channels`))
+      return
+    }
+    if (event.length > 200) {
+      this.send(errorFrame(null, 'Client event rejected: event: at most 200 characters'))
+      return
+    }
+    const now = Date.now()
+    if (now - this.windowStart >= 1000) {
+      this.windowStart = now
+      this.windowCount = 0
+    }
+    if (++this.windowCount > app.maxClientEventsPerSecond) {
+      this.send(errorFrame(4301, `Client event rejected: at most ${app.maxClientEventsPerSecond} client events per second per connection`))
+      return
+    }
+    const payload = typeof data === 'string' ? data : JSON.stringify(data ?? {})
+    if (Buffer.byteLength(payload) > app.maxEventPayloadBytes) {
+      this.send(errorFrame(null, `Client event rejected: data: at most ${app.maxEventPayloadBytes} bytes`))
+      return
+    }
+    const sub = this.subscriptions.get(channel)!
+    const userId = sub.userId
+    const relayed = frame(event, payload, channel, userId === undefined ? undefined : { user_id: userId })
+    this.ctx.count('out', 'client_event', registry.broadcast(channel, relayed, this.socketId))
+    this.ctx.publish(channel, relayed, this.socketId)
+    this.ctx.webhook({ name: 'client_event', channel, event, data: payload, socket_id: this.socketId, ...(userId === undefined ? {} : { user_id: String(userId) }) })
+  }
+
+  /** The socket is gone: every subscription ends (members leave, channels vacate), timers stop. */
+  closedNow (): void {
+    if (this.closed) return
+    this.closed = true
+    clearTimeout(this.pingTimer)
+    clearTimeout(this.pongTimer)
+    for (const channel of [...this.subscriptions.keys()]) this.unsubscribe(channel)
+    if (this.user !== undefined) this.ctx.registry.signedOut(this.user, this)
+  }
+}
