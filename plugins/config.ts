@@ -51,7 +51,20 @@ export const ConfigSchema = Type.Object({
   TRUST_PROXY: Type.String({ default: 'false' }),
   ENABLE_CODE_EXECUTION: Bool(false),
   EXEC_TIMEOUT_MS: Int(10, 1000),
-  EXEC_MEMORY_MB: Int(1, 32, 4096)
+  EXEC_MEMORY_MB: Int(1, 32, 4096),
+  // Collaborative Yjs documents (plugins/yjs, docs/collab.md)
+  /** Bytes of one Yjs update (a provider's whole offline work arrives as one); WS_MAX_PAYLOAD bounds it too. */
+  YJS_MAX_UPDATE_BYTES: Int(64, 65536),
+  /** Bytes a document may take in the store (snapshot plus updates not yet compacted). */
+  YJS_MAX_DOCUMENT_BYTES: Int(1024, 4194304),
+  /** Documents one Hocuspocus connection may have open at once. */
+  YJS_MAX_DOCUMENTS_PER_CONNECTION: Int(1, 20),
+  /** Updates per second per connection (burst: twice as many). */
+  YJS_UPDATES_PER_SECOND: Int(1, 100),
+  /** How long a document stays in memory after its last connection leaves. */
+  YJS_UNLOAD_AFTER_MS: Int(0, 5000),
+  /** Updates after which a document is re-encoded into its snapshot. */
+  YJS_COMPACT_AFTER_UPDATES: Int(1, 200)
 })
 
 export type Config = Static<typeof ConfigSchema>

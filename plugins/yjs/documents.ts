@@ -1,0 +1,307 @@
+import * as Y from 'yjs'
+import * as awarenessProtocol from 'y-protocols/awareness'
+import * as syncProtocol from 'y-protocols/sync'
+import * as encoding from 'lib0/encoding'
+import type { FastifyBaseLogger } from 'fastify'
+import type { DocumentStore } from './store.js'
+
+/** Message types shared by y-websocket and Hocuspocus (after Hocuspocus's document name). */
+export const MessageType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3 } as const
+
+/** One connection's view of one document: where that document's messages go. */
+export interface Peer {
+  /** A message in y-websocket framing (type + body); the protocol adds its own envelope. */
+  send (message: Uint8Array): void
+  readonly readOnly: boolean
+}
+
+export class DocumentError extends Error {
+  constructor (readonly code: 'update_too_large' | 'document_too_large' | 'invalid_update' | 'store_failed', message: string) {
+    super(message)
+  }
+}
+
+export interface DocumentsOptions {
+  store: DocumentStore
+  log: FastifyBaseLogger
+  /** Bytes of one update [WS_MAX_PAYLOAD]. */
+  maxUpdateBytes: number
+  /** Bytes a document may take in the store (snapshot + updates not yet compacted). */
+  maxDocumentBytes: number
+  /** How long a document with no connection stays in memory. */
+  unloadAfterMs: number
+  /** Updates appended after which the document is compacted into a snapshot. */
+  compactAfterUpdates: number
+}
+
+function messageOf (write: (enc: encoding.Encoder) => void): Uint8Array {
+  const enc = encoding.createEncoder()
+  write(enc)
+  return encoding.toUint8Array(enc)
+}
+
+/** The empty update (no structs, no deletes) that a provider with nothing new sends as its step 2. */
+function isEmptyUpdate (update: Uint8Array): boolean {
+  return update.length === 2 && update[0] === 0 && update[1] === 0
+}
+
+/**
+ * A document in memory: its Y.Doc (garbage collected, the source of the
+ * snapshots), its awareness, its peers. Updates are applied one at a time,
+ * each committed to the store before it is applied and relayed.
+ */
+export class CollabDocument {
+  readonly doc = new Y.Doc()
+  readonly awareness = new awarenessProtocol.Awareness(this.doc)
+  readonly peers = new Set<Peer>()
+  /** Awareness client ids each peer announced, removed when it leaves. */
+  private readonly clientsOf = new Map<Peer, Set<number>>()
+  private chain: Promise<unknown> = Promise.resolve()
+  private sinceCompaction = 0
+  lastId = 0
+  bytes = 0
+  unloadTimer: NodeJS.Timeout | null = null
+
+  constructor (readonly name: string, private readonly opts: DocumentsOptions) {
+    this.awareness.setLocalState(null)
+    this.doc.on('update', (update: Uint8Array, origin: unknown) => {
+      const message = messageOf(enc => {
+        encoding.writeVarUint(enc, MessageType.sync)
+        syncProtocol.writeUpdate(enc, update)
+      })
+      for (const peer of this.peers) if (peer !== origin) peer.send(message)
+    })
+    this.awareness.on('update', ({ added, updated, removed }: { added: number[], updated: number[], removed: number[] }, origin: unknown) => {
+      const changed = [...added, ...updated, ...removed]
+      if (origin && this.peers.has(origin as Peer)) {
+        const ids = this.clientsOf.get(origin as Peer)
+        if (ids) {
+          for (const id of added) ids.add(id)
+          for (const id of removed) ids.delete(id)
+        }
+      }
+      const message = messageOf(enc => {
+        encoding.writeVarUint(enc, MessageType.awareness)
+        encoding.writeVarUint8Array(enc, awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed))
+      })
+      // to the sender too: the echo is what keeps an idle provider's watchdog quiet
+      for (const peer of this.peers) peer.send(message)
+    })
+  }
+
+  /** Replays what the store holds. */
+  load (stored: { snapshot: Uint8Array | null, updates: Uint8Array[], lastId: number, bytes: number }): void {
+    this.doc.transact(() => {
+      if (stored.snapshot) Y.applyUpdate(this.doc, stored.snapshot)
+      for (const update of stored.updates) Y.applyUpdate(this.doc, update)
+    }, 'store')
+    this.lastId = stored.lastId
+    this.bytes = stored.bytes
+    this.sinceCompaction = stored.updates.length
+  }
+
+  join (peer: Peer): void {
+    this.peers.add(peer)
+    this.clientsOf.set(peer, new Set())
+  }
+
+  leave (peer: Peer): void {
+    this.peers.delete(peer)
+    const ids = this.clientsOf.get(peer)
+    this.clientsOf.delete(peer)
+    if (ids && ids.size > 0) awarenessProtocol.removeAwarenessStates(this.awareness, [...ids], null)
+  }
+
+  /** The server's step 1 (its state vector). */
+  step1 (): Uint8Array {
+    return messageOf(enc => {
+      encoding.writeVarUint(enc, MessageType.sync)
+      syncProtocol.writeSyncStep1(enc, this.doc)
+    })
+  }
+
+  /** The answer to a peer's step 1: what its state vector lacks. */
+  step2 (stateVector: Uint8Array): Uint8Array {
+    return messageOf(enc => {
+      encoding.writeVarUint(enc, MessageType.sync)
+      encoding.writeVarUint(enc, syncProtocol.messageYjsSyncStep2)
+      encoding.writeVarUint8Array(enc, Y.encodeStateAsUpdate(this.doc, stateVector))
+    })
+  }
+
+  /** Every known awareness state, or null when there is none. */
+  awarenessStates (): Uint8Array | null {
+    const clients = [...this.awareness.getStates().keys()]
+    if (clients.length === 0) return null
+    return messageOf(enc => {
+      encoding.writeVarUint(enc, MessageType.awareness)
+      encoding.writeVarUint8Array(enc, awarenessProtocol.encodeAwarenessUpdate(this.awareness, clients))
+    })
+  }
+
+  /** Whether the update adds nothing to the document. */
+  contains (update: Uint8Array): boolean {
+    return isEmptyUpdate(update) || Y.snapshotContainsUpdate(Y.snapshot(this.doc), update)
+  }
+
+  applyAwareness (update: Uint8Array, peer: Peer): void {
+    awarenessProtocol.applyAwarenessUpdate(this.awareness, update, peer)
+  }
+
+  /**
+   * Commits an update, then applies and relays it. Resolves with whether it
+   * changed anything; rejects with a DocumentError (nothing stored, nothing relayed).
+   */
+  submit (update: Uint8Array, origin: Peer | null): Promise<boolean> {
+    const run = this.chain.then(() => this.commit(update, origin))
+    this.chain = run.catch(() => {})
+    return run
+  }
+
+  private async commit (update: Uint8Array, origin: Peer | null): Promise<boolean> {
+    const { maxUpdateBytes, maxDocumentBytes } = this.opts
+    if (update.length > maxUpdateBytes) throw new DocumentError('update_too_large', `update: ${update.length} bytes, over the limit of ${maxUpdateBytes} (YJS_MAX_UPDATE_BYTES)`)
+    if (isEmptyUpdate(update)) return false
+    try {
+      Y.parseUpdateMeta(update)
+      if (Y.snapshotContainsUpdate(Y.snapshot(this.doc), update)) return false
+    } catch {
+      throw new DocumentError('invalid_update', 'update: not a Yjs update (v1 encoding)')
+    }
+    if (this.bytes + update.length > maxDocumentBytes) throw new DocumentError('document_too_large', `document: ${this.bytes + update.length} bytes with this update, over the limit of ${maxDocumentBytes} (YJS_MAX_DOCUMENT_BYTES)`)
+    let id: number
+    try {
+      id = await this.opts.store.append(this.name, update)
+    } catch (err) {
+      this.opts.log.error({ event: 'yjs.store_failed', doc: this.name, err }, 'could not commit a document update')
+      throw new DocumentError('store_failed', 'the update could not be stored; it was not applied')
+    }
+    this.lastId = id
+    this.bytes += update.length
+    Y.applyUpdate(this.doc, update, origin)
+    if (++this.sinceCompaction >= this.opts.compactAfterUpdates) await this.compact()
+    return true
+  }
+
+  /** Re-encodes the document (deleted content garbage collected) as its snapshot, dropping the updates it covers. */
+  private async compact (): Promise<void> {
+    if (this.sinceCompaction === 0) return
+    const snapshot = Y.encodeStateAsUpdate(this.doc)
+    const upTo = this.lastId
+    try {
+      await this.opts.store.compact(this.name, snapshot, upTo)
+      this.bytes = snapshot.length
+      this.sinceCompaction = 0
+      this.opts.log.debug({ event: 'yjs.compacted', doc: this.name, bytes: snapshot.length }, 'document compacted')
+    } catch (err) {
+      // the updates are still there: the next compaction covers them
+      this.opts.log.warn({ event: 'yjs.compaction_failed', doc: this.name, err }, 'document compaction failed')
+    }
+  }
+
+  /** Waits for the updates in flight, compacts, and releases the Y.Doc. */
+  async close (): Promise<void> {
+    const run = this.chain.then(() => this.compact())
+    this.chain = run
+    await run
+    this.awareness.destroy()
+    this.doc.destroy()
+  }
+}
+
+/**
+ * The documents in memory: loaded on a first peer, unloaded `unloadAfterMs`
+ * after the last one leaves. A failed load leaves nothing behind.
+ */
+export class Documents {
+  private readonly loaded = new Map<string, CollabDocument>()
+  private readonly loading = new Map<string, Promise<CollabDocument>>()
+  private readonly closing = new Map<string, Promise<void>>()
+  private closed = false
+
+  constructor (readonly opts: DocumentsOptions) {}
+
+  get size (): number {
+    return this.loaded.size
+  }
+
+  /** The document, loaded if needed, with `peer` joined. */
+  async open (name: string, peer: Peer): Promise<CollabDocument> {
+    const doc = await this.get(name)
+    if (doc.unloadTimer) {
+      clearTimeout(doc.unloadTimer)
+      doc.unloadTimer = null
+    }
+    doc.join(peer)
+    return doc
+  }
+
+  leave (doc: CollabDocument, peer: Peer): void {
+    doc.leave(peer)
+    if (doc.peers.size > 0 || this.closed || this.loaded.get(doc.name) !== doc) return
+    doc.unloadTimer = setTimeout(() => this.unload(doc), this.opts.unloadAfterMs)
+    doc.unloadTimer.unref()
+  }
+
+  /** A loaded document, or one loaded for the time of `fn` (HTTP reads and writes). */
+  async use<T> (name: string, fn: (doc: CollabDocument) => Promise<T> | T): Promise<T> {
+    const peer: Peer = { send () {}, readOnly: true }
+    const doc = await this.open(name, peer)
+    try {
+      return await fn(doc)
+    } finally {
+      this.leave(doc, peer)
+    }
+  }
+
+  private async get (name: string): Promise<CollabDocument> {
+    if (this.closed) throw new Error('shutting down')
+    const ready = this.loaded.get(name)
+    if (ready) return ready
+    const inFlight = this.loading.get(name)
+    if (inFlight) return inFlight
+    const load = (async () => {
+      await this.closing.get(name) // an unload in progress finishes first (its compaction included)
+      const doc = new CollabDocument(name, this.opts)
+      try {
+        doc.load(await this.opts.store.load(name))
+      } catch (err) {
+        doc.awareness.destroy()
+        doc.doc.destroy()
+        throw err
+      }
+      return doc
+    })()
+    this.loading.set(name, load)
+    try {
+      const doc = await load
+      this.loaded.set(name, doc)
+      return doc
+    } finally {
+      this.loading.delete(name)
+    }
+  }
+
+  private unload (doc: CollabDocument): Promise<void> {
+    doc.unloadTimer = null
+    if (doc.peers.size > 0 || this.loaded.get(doc.name) !== doc) return Promise.resolve()
+    this.loaded.delete(doc.name)
+    const done = doc.close().catch(err => {
+      this.opts.log.warn({ event: 'yjs.unload_failed', doc: doc.name, err }, 'could not compact a document on unload')
+    }).finally(() => this.closing.delete(doc.name))
+    this.closing.set(doc.name, done)
+    return done
+  }
+
+  /** Flushes and releases every document (after the connections are closed). */
+  async close (): Promise<void> {
+    this.closed = true
+    await Promise.allSettled([...this.loading.values()])
+    for (const doc of this.loaded.values()) {
+      if (doc.unloadTimer) clearTimeout(doc.unloadTimer)
+      doc.peers.clear()
+    }
+    await Promise.all([...this.loaded.values()].map(doc => this.unload(doc)))
+    await Promise.all([...this.closing.values()])
+  }
+}

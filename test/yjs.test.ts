@@ -1,0 +1,152 @@
+import t from 'tap'
+import * as Y from 'yjs'
+import { createSigner } from 'fast-jwt'
+import Database from 'better-sqlite3'
+import { join } from 'node:path'
+import { build, waitFor } from './helper.js'
+import { tryUpgrade } from './ws-client.js'
+import { converged, stateOf, synced, yEditor } from './yjs-editors.js'
+
+const SECRET = 'yjs-test-secret-that-is-long-enough-0123456789'
+const sign = (claims: Record<string, unknown>) => createSigner({ key: SECRET, algorithm: 'HS256' })(claims)
+
+t.test('two y-websocket editors edit a text and a map concurrently, offline and back, and converge byte for byte', async t => {
+  const { url } = await build(t)
+  const a = yEditor(t, url, 'notes/one')
+  const b = yEditor(t, url, 'notes/one')
+  await synced(a)
+  await synced(b)
+
+  a.text.insert(0, 'hello ')
+  b.text.insert(0, 'world ')
+  a.map.set('title', 'from a')
+  b.map.set('count', 1)
+  await converged([a, b])
+  t.equal(a.text.toString().length, 12, 'both insertions kept')
+  t.same(a.map.toJSON(), { title: 'from a', count: 1 })
+
+  // b goes offline and keeps typing; a types meanwhile
+  b.provider.disconnect()
+  b.text.insert(b.text.length, 'offline-b')
+  b.map.set('title', 'from b offline')
+  a.text.insert(0, 'online-a ')
+  a.text.delete(9, 3)
+  await waitFor(() => a.text.toString().startsWith('online-a'), 'a to apply its own edit')
+  t.notOk(stateOf(a.doc).equals(stateOf(b.doc)), 'diverged while offline')
+  b.provider.connect()
+  await converged([a, b], 'the offline edits to be merged')
+  t.match(a.text.toString(), /online-a/)
+  t.match(a.text.toString(), /offline-b/)
+  t.equal(a.map.get('title'), b.map.get('title'))
+
+  // a third editor that joins later gets everything from the server
+  const c = yEditor(t, url, 'notes/one')
+  await synced(c)
+  await converged([a, b, c], 'a late editor to catch up')
+  t.same(c.doc.getText('t').toString(), a.text.toString())
+})
+
+t.test('documents survive a restart of the app: snapshot plus tail, compacted', async t => {
+  const first = await build(t, { YJS_COMPACT_AFTER_UPDATES: '5' })
+  const a = yEditor(t, first.url, 'restart-doc')
+  const b = yEditor(t, first.url, 'restart-doc')
+  await synced(a)
+  await synced(b)
+  for (let i = 0; i < 12; i++) {
+    a.text.insert(a.text.length, `a${i} `)
+    b.map.set(`k${i}`, i)
+  }
+  a.text.delete(0, 3)
+  await converged([a, b])
+  const expected = stateOf(a.doc)
+  a.provider.destroy()
+  b.provider.destroy()
+  await first.app.close()
+  const db = new Database(join(first.dataDir, 'docs.sqlite'), { readonly: true })
+  const snapshots = (db.prepare('SELECT count(*) AS n FROM ydoc_snapshot WHERE name = ?').get('restart-doc') as { n: number }).n
+  const tail = (db.prepare('SELECT count(*) AS n FROM ydoc_update WHERE name = ?').get('restart-doc') as { n: number }).n
+  db.close()
+  t.equal(snapshots, 1, 'compacted into a snapshot')
+  t.ok(tail < 5, `a tail of ${tail} updates after 25 edits`)
+
+  const second = await build(t, {}, { dataDir: first.dataDir })
+  const c = yEditor(t, second.url, 'restart-doc')
+  await synced(c)
+  t.ok(stateOf(c.doc).equals(expected), 'the reloaded document is the one the editors had, byte for byte')
+  t.same(c.map.toJSON(), Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`k${i}`, i])))
+})
+
+t.test('tokens: the rooms claim gives write, read-only or no access; no token is 401', async t => {
+  const { url } = await build(t, { AUTH_SECRET: SECRET })
+  const ws = url.replace(/^http/, 'ws')
+  t.equal((await tryUpgrade(`${ws}/yjs/secret-doc`)).status, 401, 'no token')
+  t.equal((await tryUpgrade(`${ws}/yjs/secret-doc`, { query: { token: 'not-a-token' } })).status, 401, 'a bad token')
+  const other = await tryUpgrade(`${ws}/yjs/secret-doc`, { query: { token: sign({ sub: 'eve', rooms: ['public/*'] }) } })
+  t.equal(other.status, 403, 'a claim without the document')
+  t.match(other.body, { code: 'forbidden', message: /secret-doc/ })
+  t.equal((await tryUpgrade(`${ws}/yjs/bad name`, { query: { token: sign({ sub: 'eve' }) } })).status, 400, 'an invalid name')
+  t.equal((await tryUpgrade(`${ws}/yjs/secret-doc`, { query: { token: sign({ sub: 'eve' }) }, headers: { origin: 'http://evil.example' } })).status, 403, 'an origin not allowed')
+  const plain = await fetch(`${url}/yjs/secret-doc?token=${sign({ sub: 'eve' })}`)
+  t.equal(plain.status, 426, 'a plain GET is told to upgrade')
+
+  const writer = yEditor(t, url, 'team/doc', { token: sign({ sub: 'alice', rooms: ['team/*'] }) })
+  const reader = yEditor(t, url, 'team/doc', { token: sign({ sub: 'bob', rooms: ['read:team/*'] }) })
+  await synced(writer)
+  await synced(reader)
+  writer.text.insert(0, 'written')
+  await waitFor(() => reader.text.toString() === 'written', 'the reader to receive the writer\'s text')
+  const warnings: unknown[] = []
+  const warn = console.warn
+  console.warn = (...args: unknown[]) => { warnings.push(args) }
+  t.teardown(() => { console.warn = warn })
+  reader.text.insert(0, 'READER ')
+  await waitFor(() => warnings.length > 0, 'the reader to be told its update was refused')
+  t.match(String(warnings[0]), /read-only/)
+  // a third editor sees only the writer's text: the reader's update was neither stored nor relayed
+  const check = yEditor(t, url, 'team/doc', { token: sign({ sub: 'carol', rooms: ['team/doc'] }) })
+  await synced(check)
+  t.equal(check.text.toString(), 'written')
+  writer.text.insert(7, '!')
+  await waitFor(() => check.text.toString() === 'written!', 'the writer still writes')
+})
+
+t.test('an update over YJS_MAX_UPDATE_BYTES is refused with its limit; the connection stays and nothing is stored', async t => {
+  const { url, logs } = await build(t, { YJS_MAX_UPDATE_BYTES: '1024', WS_MAX_PAYLOAD: '65536' })
+  const a = yEditor(t, url, 'limits')
+  await synced(a)
+  const warnings: unknown[] = []
+  const warn = console.warn
+  console.warn = (...args: unknown[]) => { warnings.push(args) }
+  t.teardown(() => { console.warn = warn })
+  a.text.insert(0, 'x'.repeat(4000))
+  await waitFor(() => warnings.length > 0, 'the refusal')
+  t.match(String(warnings[0]), /update: \d+ bytes, over the limit of 1024 \(YJS_MAX_UPDATE_BYTES\)/)
+  t.ok(logs().some(l => l.event === 'yjs.update_refused' && l.code === 'update_too_large'))
+  // another editor sees none of it, and the refused editor's connection still relays
+  const b = yEditor(t, url, 'limits')
+  await synced(b)
+  b.text.insert(0, 'from b')
+  await waitFor(() => a.text.toString().includes('from b'), 'an update from b to reach a')
+  t.equal(b.text.toString(), 'from b', 'the large update was neither stored nor relayed')
+  t.equal(a.provider.wsconnected, true, 'the connection stayed open')
+})
+
+t.test('a document is unloaded after its last editor leaves, and loads again', async t => {
+  const { url, app } = await build(t, { YJS_UNLOAD_AFTER_MS: '50' })
+  const a = yEditor(t, url, 'unload-me')
+  await synced(a)
+  a.text.insert(0, 'kept')
+  await waitFor(() => app.yjs.documents.size === 1, 'the document to be loaded')
+  const b = yEditor(t, url, 'unload-me')
+  await synced(b)
+  await converged([a, b])
+  a.provider.destroy()
+  b.provider.destroy()
+  await waitFor(() => app.yjs.documents.size === 0, 'the document to be unloaded')
+  const c = yEditor(t, url, 'unload-me')
+  await synced(c)
+  t.equal(c.text.toString(), 'kept')
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, Y.encodeStateAsUpdate(c.doc))
+  t.equal(doc.getText('t').toString(), 'kept')
+})
