@@ -13,6 +13,8 @@ export interface Peer {
   /** A message in y-websocket framing (type + body); the protocol adds its own envelope. */
   send (message: Uint8Array): void
   readonly readOnly: boolean
+  /** A Hocuspocus stateless payload broadcast to the document (y-websocket has no such message). */
+  stateless?: (payload: string) => void
 }
 
 export class DocumentError extends Error {

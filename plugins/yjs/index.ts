@@ -7,6 +7,7 @@ import { SqliteDocumentStore, type DocumentStore } from './store.js'
 import { Documents, type Peer } from './documents.js'
 import { DocumentSession, UpdateBudget, permissionDenied } from './connection.js'
 import { DOC_NAME, documentAccess } from './access.js'
+import { HocuspocusConnection } from './hocuspocus.js'
 
 export interface YjsOptions {
   /** The store to use [SQLite in DATA_DIR/docs.sqlite]. */
@@ -56,6 +57,7 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
   app.statusReport.section('yjs', () => ({ documents: documents.size, sockets: sockets.size, store: store.kind }))
 
   const sockets = new Set<WebSocket>()
+  const keepalives = new WeakMap<WebSocket, () => void>()
   function track (socket: WebSocket, protocol: string): void {
     sockets.add(socket)
     connectionsOpen.inc({ protocol })
@@ -63,7 +65,10 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     const send = socket.send.bind(socket)
     socket.send = ((data: any, ...rest: any[]) => { lastSent = Date.now(); return (send as any)(data, ...rest) }) as typeof socket.send
     const keepalive = setInterval(() => {
-      if (Date.now() - lastSent >= KEEPALIVE_MS - 1000 && socket.readyState === 1) socket.send(protocol === 'hocuspocus' ? Uint8Array.of(9) : EMPTY_AWARENESS)
+      if (Date.now() - lastSent < KEEPALIVE_MS - 1000 || socket.readyState !== 1) return
+      const custom = keepalives.get(socket)
+      if (custom) custom()
+      else socket.send(EMPTY_AWARENESS)
     }, KEEPALIVE_MS)
     keepalive.unref()
     socket.once('close', code => {
@@ -72,6 +77,22 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
       connectionsOpen.dec({ protocol })
       closes.inc({ code: closeCodeLabel(code) })
     })
+  }
+
+  function refusedUpdate (protocol: string, doc: string, clientId: string | null, code: string, reason: string): void {
+    updates.inc({ outcome: code })
+    app.log.info({ event: 'yjs.update_refused', protocol, doc, clientId, code, reason }, 'Yjs update refused')
+  }
+  function eventsFor (protocol: string, doc: string, clientId: string | null, socket: WebSocket) {
+    return {
+      refused: (code: string, reason: string) => refusedUpdate(protocol, doc, clientId, code, reason),
+      acked: (saved: boolean) => { updates.inc({ outcome: saved ? 'stored' : 'unchanged' }) },
+      overRate: () => {
+        refusedUpdate(protocol, doc, clientId, 'rate_limited', `over ${cfg.YJS_UPDATES_PER_SECOND} updates per second (YJS_UPDATES_PER_SECOND)`)
+        // 1013 "try again later": the provider reconnects and resyncs, so nothing it typed is lost
+        socket.close(1013, 'over the update rate: reconnect and resync')
+      }
+    }
   }
 
   const refuseHttp = (path: string) => async (request: FastifyRequest, reply: FastifyReply) => {
@@ -128,17 +149,10 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
           return
         }
         session = new DocumentSession(doc, peer, new UpdateBudget(cfg.YJS_UPDATES_PER_SECOND), {
+          ...eventsFor('y-websocket', name, clientId, socket),
           refused (code, reason) {
-            updates.inc({ outcome: code })
-            log.info({ event: 'yjs.update_refused', doc: name, clientId, code, reason }, 'Yjs update refused')
+            refusedUpdate('y-websocket', name, clientId, code, reason)
             peer.send(permissionDenied(reason))
-          },
-          acked (saved) { updates.inc({ outcome: saved ? 'stored' : 'unchanged' }) },
-          overRate () {
-            updates.inc({ outcome: 'rate_limited' })
-            log.info({ event: 'yjs.update_refused', doc: name, clientId, code: 'rate_limited', reason: `over ${cfg.YJS_UPDATES_PER_SECOND} updates per second (YJS_UPDATES_PER_SECOND)` }, 'Yjs update refused')
-            // 1013 "try again later": the provider reconnects and resyncs, so nothing it typed is lost
-            socket.close(1013, 'over the update rate: reconnect and resync')
           }
         }, log)
         log.info({ event: 'yjs.connection.open', protocol: 'y-websocket', doc: name, clientId, readOnly }, 'Yjs connection opened')
@@ -147,6 +161,35 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
       }, err => {
         log.error({ event: 'yjs.load_failed', doc: name, err }, 'could not load a document')
         socket.close(1011, 'the document could not be loaded')
+      })
+    })
+  })
+
+  // Hocuspocus: one socket, many documents, each with its own Auth message (the token is checked there)
+  await app.register(async function hocuspocusRoutes (scope: FastifyInstance) {
+    scope.get('/collab', {
+      websocket: true,
+      onRequest: refuseHttp('/collab'),
+      preValidation: [app.checkUpgradeOrigin],
+      preHandler: [app.acquireConnectionSlot]
+    }, (socket) => {
+      track(socket, 'hocuspocus')
+      socket.binaryType = 'nodebuffer'
+      const auth = app.auth
+      const conn = new HocuspocusConnection(socket, {
+        documents,
+        log: app.log,
+        verify: auth.enabled ? token => auth.verify(token) : null,
+        maxDocuments: cfg.YJS_MAX_DOCUMENTS_PER_CONNECTION,
+        updatesPerSecond: cfg.YJS_UPDATES_PER_SECOND,
+        events: (doc, clientId) => eventsFor('hocuspocus', doc, clientId, socket)
+      })
+      keepalives.set(socket, () => conn.keepalive())
+      socket.on('message', (data: Buffer) => conn.handle(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)))
+      socket.on('error', () => socket.terminate())
+      socket.once('close', code => {
+        conn.closed()
+        app.log.info({ event: 'yjs.connection.close', protocol: 'hocuspocus', code }, 'Yjs connection closed')
       })
     })
   })
