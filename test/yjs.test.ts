@@ -150,3 +150,38 @@ t.test('a document is unloaded after its last editor leaves, and loads again', a
   Y.applyUpdate(doc, Y.encodeStateAsUpdate(c.doc))
   t.equal(doc.getText('t').toString(), 'kept')
 })
+
+t.test('YJS_MAX_DOCUMENT_BYTES refuses the update that would pass it; over YJS_UPDATES_PER_SECOND the provider is closed with 1013 and resyncs, losing nothing', async t => {
+  const { url } = await build(t, { YJS_MAX_DOCUMENT_BYTES: '2048', YJS_UPDATES_PER_SECOND: '5' })
+  const warnings: unknown[] = []
+  const warn = console.warn
+  console.warn = (...args: unknown[]) => { warnings.push(args) }
+  t.teardown(() => { console.warn = warn })
+
+  const a = yEditor(t, url, 'size')
+  await synced(a)
+  a.text.insert(0, 'y'.repeat(1500))
+  const b = yEditor(t, url, 'size')
+  await synced(b)
+  await converged([a, b])
+  a.text.insert(0, 'z'.repeat(1000))
+  await waitFor(() => warnings.length > 0, 'the refusal')
+  t.match(String(warnings[0]), /document: \d+ bytes with this update, over the limit of 2048 \(YJS_MAX_DOCUMENT_BYTES\)/)
+  t.equal(b.text.length, 1500, 'the update over the document limit was not relayed')
+
+  const c = yEditor(t, url, 'rate')
+  const d = yEditor(t, url, 'rate')
+  await synced(c)
+  await synced(d)
+  const codes: number[] = []
+  c.provider.on('connection-close', (event: { code: number } | null) => { if (event) codes.push(event.code) })
+  for (let i = 0; i < 40; i++) c.map.set(`k${i}`, i)
+  await waitFor(() => codes.includes(1013), 'the connection to be closed for its rate')
+  await converged([c, d], 'the editors to converge after the provider resynced', 20000)
+  t.equal(d.map.size, 40, 'every update arrived, through the resync')
+
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.match(metrics, /switchboard_yjs_updates_total\{outcome="stored"\} \d+/)
+  t.match(metrics, /switchboard_yjs_updates_total\{outcome="rate_limited"\} \d+/)
+  t.match(metrics, /switchboard_yjs_updates_total\{outcome="document_too_large"\} 1/)
+})
