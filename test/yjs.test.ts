@@ -185,3 +185,20 @@ t.test('YJS_MAX_DOCUMENT_BYTES refuses the update that would pass it; over YJS_U
   t.match(metrics, /switchboard_yjs_updates_total\{outcome="rate_limited"\} \d+/)
   t.match(metrics, /switchboard_yjs_updates_total\{outcome="document_too_large"\} 1/)
 })
+
+t.test('a document that cannot be loaded leaves nothing in memory; the connection is closed with 1011 and the next document works', async t => {
+  const { url, app, dataDir, logs } = await build(t)
+  const db = new Database(join(dataDir, 'docs.sqlite'))
+  db.prepare('INSERT INTO ydoc_snapshot (name, data, up_to) VALUES (?, ?, 0)').run('broken', Buffer.from([0xff, 0xff, 0xff, 0x01]))
+  db.close()
+  const broken = yEditor(t, url, 'broken')
+  const codes: number[] = []
+  broken.provider.on('connection-close', (event: { code: number } | null) => { if (event) codes.push(event.code) })
+  await waitFor(() => codes.includes(1011), 'the connection to be closed with 1011')
+  broken.provider.disconnect()
+  t.equal(app.yjs.documents.size, 0, 'no half-loaded document kept')
+  t.ok(logs().some(l => l.event === 'yjs.load_failed' && l.doc === 'broken'))
+  const fine = yEditor(t, url, 'fine')
+  await synced(fine)
+  t.equal(app.yjs.documents.size, 1)
+})
