@@ -3,3 +3,4 @@
 export { tokenRequired } from '../auth.js'
 export type { Principal } from '../identity.js'
 export { closeCodeLabel } from '../metrics.js'
+export { default as rateLimit } from '../rate-limit.js'

@@ -2,7 +2,8 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { WebSocket } from 'ws'
 import { Counter, Gauge } from 'prom-client'
-import { closeCodeLabel, tokenRequired } from './deps.js'
+import { closeCodeLabel, rateLimit, tokenRequired } from './deps.js'
+import { docsRoutes } from './http.js'
 import { SqliteDocumentStore, type DocumentStore } from './store.js'
 import { Documents, type Peer } from './documents.js'
 import { DocumentSession, UpdateBudget, permissionDenied } from './connection.js'
@@ -194,6 +195,13 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     })
   })
 
+  // HTTP for backends, under the API's prefixes, with a token in auth mode and the API's rate limit
+  await app.register(async function docsHttp (scope: FastifyInstance) {
+    await scope.register(tokenRequired)
+    await scope.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS, redis: app.redisLink?.commands })
+    for (const prefix of ['/api', '/api/v1']) await scope.register(docsRoutes, { prefix, documents, maxUpdateBytes: cfg.YJS_MAX_UPDATE_BYTES })
+  })
+
   // Providers are told to reconnect (1012 Service Restart), then documents are flushed, then the store closes.
   app.addHook('preClose', async () => {
     const gone = [...sockets].map(s => new Promise<void>(resolve => {
@@ -210,4 +218,4 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     await documents.close()
     await store.close()
   })
-}, { name: 'yjs', fastify: '5.x', dependencies: ['config', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket'] })
+}, { name: 'yjs', fastify: '5.x', dependencies: ['config', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket', 'redis'] })
