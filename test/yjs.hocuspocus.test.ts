@@ -3,11 +3,15 @@ import * as Y from 'yjs'
 import WebSocket from 'ws'
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { fileURLToPath } from 'node:url'
 import { createSigner } from 'fast-jwt'
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import { build, waitFor, type TestContext } from './helper.js'
 import { converged, stateOf, synced, yEditor } from './yjs-editors.js'
 
+const run = promisify(execFile)
 const SECRET = 'yjs-hocus-secret-that-is-long-enough-0123456789'
 const sign = (claims: Record<string, unknown>) => createSigner({ key: SECRET, algorithm: 'HS256' })(claims)
 
@@ -121,4 +125,11 @@ t.test('Hocuspocus auth: a bad token is denied, a read-only token syncs but its 
   t.match(await new Promise<string>(resolve => three.provider.on('authenticationFailed', ({ reason }: { reason: string }) => resolve(reason))), /documents: at most 2 per connection \(YJS_MAX_DOCUMENTS_PER_CONNECTION\)/)
   one.text.insert(0, 'still works')
   await waitFor(() => !one.provider.hasUnsyncedChanges, 'the first document to keep working')
+})
+
+t.test('examples/collab/editor.mjs: its two editors see each other\'s edits', async t => {
+  const { url } = await build(t)
+  const { stdout } = await run(process.execPath, [fileURLToPath(new URL('../../examples/collab/editor.mjs', import.meta.url)), url.replace(/^http/, 'ws'), 'example/doc'], { timeout: 30000 })
+  t.match(stdout, /y-websocket sees: \[y-websocket [^\]]+\] {2}\{ lastEditor: 'hocuspocus' \}/)
+  t.match(stdout, /hocuspocus sees: {2}\[y-websocket [^\]]+\] {2}\{ lastEditor: 'hocuspocus' \}/)
 })
