@@ -2,6 +2,7 @@ import * as Y from 'yjs'
 import * as awarenessProtocol from 'y-protocols/awareness'
 import * as syncProtocol from 'y-protocols/sync'
 import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
 import type { FastifyBaseLogger } from 'fastify'
 import type { DocumentStore } from './store.js'
 
@@ -17,6 +18,17 @@ export interface Peer {
   stateless?: (payload: string) => void
 }
 
+/** Origin of what another instance sent: relayed to every local peer, never published again. */
+export const REMOTE = Symbol('remote instance')
+
+/** Where committed updates and awareness changes go to reach the other instances. */
+export interface DocumentRelay {
+  /** Resolves once this instance receives the document's messages from the others. */
+  subscribe (name: string): Promise<void>
+  unsubscribe (name: string): void
+  publish (name: string, message: Uint8Array): void
+}
+
 export class DocumentError extends Error {
   constructor (readonly code: 'update_too_large' | 'document_too_large' | 'invalid_update' | 'store_failed', message: string) {
     super(message)
@@ -30,6 +42,8 @@ export interface DocumentsOptions {
   maxUpdateBytes: number
   /** Bytes a document may take in the store (snapshot + updates not yet compacted). */
   maxDocumentBytes: number
+  /** The other instances (none: a no-op). */
+  relay?: DocumentRelay
   /** How long a document with no connection stays in memory. */
   unloadAfterMs: number
   /** Updates appended after which the document is compacted into a snapshot. */
@@ -72,6 +86,7 @@ export class CollabDocument {
         syncProtocol.writeUpdate(enc, update)
       })
       for (const peer of this.peers) if (peer !== origin) peer.send(message)
+      if (origin !== REMOTE && origin !== 'store') this.opts.relay?.publish(this.name, message)
     })
     this.awareness.on('update', ({ added, updated, removed }: { added: number[], updated: number[], removed: number[] }, origin: unknown) => {
       const changed = [...added, ...updated, ...removed]
@@ -88,6 +103,7 @@ export class CollabDocument {
       })
       // to the sender too: the echo is what keeps an idle provider's watchdog quiet
       for (const peer of this.peers) peer.send(message)
+      if (origin !== REMOTE) this.opts.relay?.publish(this.name, message)
     })
   }
 
@@ -185,13 +201,22 @@ export class CollabDocument {
     return true
   }
 
-  /** Re-encodes the document (deleted content garbage collected) as its snapshot, dropping the updates it covers. */
+  /**
+   * Re-encodes what the store holds (snapshot + tail, read together) through
+   * a fresh Y.Doc (deleted content garbage collected) into the snapshot,
+   * dropping the updates it covers. Read from the store, not from memory: with
+   * many instances the store may hold updates this one has not received yet.
+   */
   private async compact (): Promise<void> {
     if (this.sinceCompaction === 0) return
-    const snapshot = Y.encodeStateAsUpdate(this.doc)
-    const upTo = this.lastId
     try {
-      await this.opts.store.compact(this.name, snapshot, upTo)
+      const stored = await this.opts.store.load(this.name)
+      const fresh = new Y.Doc()
+      if (stored.snapshot) Y.applyUpdate(fresh, stored.snapshot)
+      for (const update of stored.updates) Y.applyUpdate(fresh, update)
+      const snapshot = Y.encodeStateAsUpdate(fresh)
+      fresh.destroy()
+      await this.opts.store.compact(this.name, snapshot, stored.lastId)
       this.bytes = snapshot.length
       this.sinceCompaction = 0
       this.opts.log.debug({ event: 'yjs.compacted', doc: this.name, bytes: snapshot.length }, 'document compacted')
@@ -199,6 +224,21 @@ export class CollabDocument {
       // the updates are still there: the next compaction covers them
       this.opts.log.warn({ event: 'yjs.compaction_failed', doc: this.name, err }, 'document compaction failed')
     }
+  }
+
+  /** An update committed and published by another instance: applied and relayed here, not stored again. */
+  applyRemote (update: Uint8Array): void {
+    try {
+      Y.applyUpdate(this.doc, update, REMOTE)
+    } catch (err) {
+      this.opts.log.warn({ event: 'yjs.message_failed', doc: this.name, err }, 'an update from another instance could not be applied')
+    }
+  }
+
+  applyRemoteAwareness (update: Uint8Array): void {
+    try {
+      awarenessProtocol.applyAwarenessUpdate(this.awareness, update, REMOTE)
+    } catch {}
   }
 
   /** Waits for the updates in flight, compacts, and releases the Y.Doc. */
@@ -211,6 +251,16 @@ export class CollabDocument {
   }
 }
 
+/** Applies a message from another instance: a committed update or an awareness change. */
+function deliver (doc: CollabDocument, message: Uint8Array): void {
+  try {
+    const decoder = decoding.createDecoder(message)
+    const type = decoding.readVarUint(decoder)
+    if (type === MessageType.sync && decoding.readVarUint(decoder) === syncProtocol.messageYjsUpdate) doc.applyRemote(decoding.readVarUint8Array(decoder))
+    else if (type === MessageType.awareness) doc.applyRemoteAwareness(decoding.readVarUint8Array(decoder))
+  } catch {}
+}
+
 /**
  * The documents in memory: loaded on a first peer, unloaded `unloadAfterMs`
  * after the last one leaves. A failed load leaves nothing behind.
@@ -219,6 +269,8 @@ export class Documents {
   private readonly loaded = new Map<string, CollabDocument>()
   private readonly loading = new Map<string, Promise<CollabDocument>>()
   private readonly closing = new Map<string, Promise<void>>()
+  /** Messages from other instances for documents being loaded. */
+  private readonly early = new Map<string, Uint8Array[]>()
   private closed = false
 
   constructor (readonly opts: DocumentsOptions) {}
@@ -264,14 +316,23 @@ export class Documents {
     if (inFlight) return inFlight
     const load = (async () => {
       await this.closing.get(name) // an unload in progress finishes first (its compaction included)
+      const relay = this.opts.relay
+      // subscribed before the read: an update committed elsewhere meanwhile arrives here (applying it twice is harmless)
+      const early: Uint8Array[] = []
+      this.early.set(name, early)
       const doc = new CollabDocument(name, this.opts)
       try {
+        await relay?.subscribe(name)
         doc.load(await this.opts.store.load(name))
       } catch (err) {
+        relay?.unsubscribe(name)
         doc.awareness.destroy()
         doc.doc.destroy()
         throw err
+      } finally {
+        this.early.delete(name)
       }
+      for (const message of early) deliver(doc, message)
       return doc
     })()
     this.loading.set(name, load)
@@ -284,10 +345,18 @@ export class Documents {
     }
   }
 
+  /** A message (y-websocket framing) another instance published for a document. */
+  remote (name: string, message: Uint8Array): void {
+    const doc = this.loaded.get(name)
+    if (doc) deliver(doc, message)
+    else this.early.get(name)?.push(message)
+  }
+
   private unload (doc: CollabDocument): Promise<void> {
     doc.unloadTimer = null
     if (doc.peers.size > 0 || this.loaded.get(doc.name) !== doc) return Promise.resolve()
     this.loaded.delete(doc.name)
+    this.opts.relay?.unsubscribe(doc.name)
     const done = doc.close().catch(err => {
       this.opts.log.warn({ event: 'yjs.unload_failed', doc: doc.name, err }, 'could not compact a document on unload')
     }).finally(() => this.closing.delete(doc.name))

@@ -2,10 +2,10 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { WebSocket } from 'ws'
 import { Counter, Gauge } from 'prom-client'
-import { closeCodeLabel, rateLimit, tokenRequired } from './deps.js'
+import { closeCodeLabel, KEY_PREFIX, rateLimit, tokenRequired } from './deps.js'
 import { docsRoutes } from './http.js'
-import { SqliteDocumentStore, type DocumentStore } from './store.js'
-import { Documents, type Peer } from './documents.js'
+import { RedisDocumentStore, SqliteDocumentStore, type DocumentStore, type RedisCommands } from './store.js'
+import { Documents, type DocumentRelay, type Peer } from './documents.js'
 import { DocumentSession, UpdateBudget, permissionDenied } from './connection.js'
 import { DOC_NAME, documentAccess } from './access.js'
 import { HocuspocusConnection } from './hocuspocus.js'
@@ -39,9 +39,21 @@ const EMPTY_AWARENESS = Uint8Array.of(1, 1, 0)
  */
 export default fp<YjsOptions>(async function yjs (app, opts) {
   const cfg = app.config
-  const store = opts.store ?? new SqliteDocumentStore(cfg.DATA_DIR)
+  const link = app.redisLink
+  const store = opts.store ?? (link ? new RedisDocumentStore(link.commands as unknown as RedisCommands, KEY_PREFIX) : new SqliteDocumentStore(cfg.DATA_DIR))
+  // a document's messages cross instances as room frames of a room name no client can use (NUL-prefixed), base64
+  const fanout = app.fanout
+  const ROOM = '\u0000yjs\u0000'
+  const relay: DocumentRelay | undefined = fanout.kind === 'local'
+    ? undefined
+    : {
+        subscribe: name => fanout.subscribeRoom(ROOM + name),
+        unsubscribe: name => fanout.unsubscribeRoom(ROOM + name),
+        publish: (name, message) => fanout.publishToRoom(ROOM + name, Buffer.from(message).toString('base64'))
+      }
   const documents = new Documents({
     store,
+    relay,
     log: app.log,
     maxUpdateBytes: cfg.YJS_MAX_UPDATE_BYTES,
     maxDocumentBytes: cfg.YJS_MAX_DOCUMENT_BYTES,
@@ -49,6 +61,9 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     compactAfterUpdates: cfg.YJS_COMPACT_AFTER_UPDATES
   })
   app.decorate('yjs', { documents, store })
+  fanout.onRoomFrame((room, frame) => {
+    if (room.startsWith(ROOM)) documents.remote(room.slice(ROOM.length), new Uint8Array(Buffer.from(frame, 'base64')))
+  })
 
   const registers = [app.metrics.registry]
   const updates = new Counter({ name: 'switchboard_yjs_updates_total', help: 'Yjs updates received, by outcome (stored, unchanged, refused code)', labelNames: ['outcome'], registers })
@@ -218,4 +233,4 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     await documents.close()
     await store.close()
   })
-}, { name: 'yjs', fastify: '5.x', dependencies: ['config', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket', 'redis'] })
+}, { name: 'yjs', fastify: '5.x', dependencies: ['config', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket', 'redis', 'fanout'] })

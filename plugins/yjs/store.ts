@@ -122,3 +122,73 @@ export class SqliteDocumentStore implements DocumentStore {
     if (this.closed) throw new Error('the document store is closed')
   }
 }
+
+/** The subset of an ioredis client the Redis document store uses. */
+export interface RedisCommands {
+  eval (script: string, numKeys: number, ...args: Array<string | Buffer | number>): Promise<unknown>
+  multi (): RedisPipeline
+}
+interface RedisPipeline {
+  getBuffer (key: string): RedisPipeline
+  hgetallBuffer (key: string): RedisPipeline
+  exec (): Promise<Array<[Error | null, unknown]> | null>
+}
+
+const APPEND = `local id = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], id, ARGV[1])
+return id`
+
+// Two instances may compact the same document: a snapshot never replaces a newer one,
+// so updates another instance appended after this one's read are never dropped.
+const COMPACT = `local upTo = tonumber(ARGV[2])
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= upTo then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], upTo)
+for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if tonumber(field) <= upTo then redis.call('HDEL', KEYS[3], field) end
+end
+return 1`
+
+/**
+ * Redis, through the service's command connection: per document a snapshot,
+ * the id it covers, an id counter and a hash of the updates appended after
+ * it (keys `<prefix>ydoc:{<name>}:…`, one hash slot per document). An append
+ * is committed when Redis answers (durability as Redis is configured:
+ * appendfsync, docs/redis.md).
+ */
+export class RedisDocumentStore implements DocumentStore {
+  readonly kind = 'redis'
+
+  constructor (private readonly redis: RedisCommands, private readonly prefix: string) {}
+
+  private key (name: string, part: 'snap' | 'upto' | 'seq' | 'log'): string {
+    return `${this.prefix}ydoc:{${name}}:${part}`
+  }
+
+  async load (name: string): Promise<StoredDocument> {
+    const replies = await this.redis.multi().getBuffer(this.key(name, 'snap')).hgetallBuffer(this.key(name, 'log')).exec()
+    if (!replies) throw new Error('the document read was aborted')
+    for (const [err] of replies) if (err) throw err
+    const snap = replies[0][1] as Buffer | null
+    const log = (replies[1][1] ?? {}) as Record<string, Buffer>
+    const ids = Object.keys(log).map(Number).sort((a, b) => a - b)
+    let bytes = snap?.length ?? 0
+    const updates = ids.map(id => {
+      bytes += log[id].length
+      return new Uint8Array(log[id])
+    })
+    return { snapshot: snap ? new Uint8Array(snap) : null, updates, lastId: ids.at(-1) ?? 0, bytes }
+  }
+
+  async append (name: string, update: Uint8Array): Promise<number> {
+    return Number(await this.redis.eval(APPEND, 2, this.key(name, 'seq'), this.key(name, 'log'), Buffer.from(update)))
+  }
+
+  async compact (name: string, snapshot: Uint8Array, upToId: number): Promise<void> {
+    await this.redis.eval(COMPACT, 3, this.key(name, 'snap'), this.key(name, 'upto'), this.key(name, 'log'), Buffer.from(snapshot), upToId)
+  }
+
+  async close (): Promise<void> {
+    // the connection belongs to the redis plugin, which closes it after this plugin
+  }
+}
