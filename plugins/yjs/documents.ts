@@ -27,7 +27,13 @@ export interface DocumentRelay {
   subscribe (name: string): Promise<void>
   unsubscribe (name: string): void
   publish (name: string, message: Uint8Array): void
+  /** An awareness client of a local peer is present: if this instance dies, the others remove it after its TTL. */
+  memberJoined (name: string, awarenessClient: number): void
+  memberLeft (name: string, awarenessClient: number): void
 }
+
+/** Origin of the removal of awareness clients whose instance died: published to the other instances. */
+export const GONE = Symbol('instance gone')
 
 export class DocumentError extends Error {
   constructor (readonly code: 'update_too_large' | 'document_too_large' | 'invalid_update' | 'store_failed', message: string) {
@@ -93,8 +99,14 @@ export class CollabDocument {
       if (origin && this.peers.has(origin as Peer)) {
         const ids = this.clientsOf.get(origin as Peer)
         if (ids) {
-          for (const id of added) ids.add(id)
-          for (const id of removed) ids.delete(id)
+          for (const id of added) {
+            ids.add(id)
+            this.opts.relay?.memberJoined(this.name, id)
+          }
+          for (const id of removed) {
+            ids.delete(id)
+            this.opts.relay?.memberLeft(this.name, id)
+          }
         }
       }
       const message = messageOf(enc => {
@@ -127,7 +139,16 @@ export class CollabDocument {
     this.peers.delete(peer)
     const ids = this.clientsOf.get(peer)
     this.clientsOf.delete(peer)
-    if (ids && ids.size > 0) awarenessProtocol.removeAwarenessStates(this.awareness, [...ids], null)
+    if (ids && ids.size > 0) {
+      for (const id of ids) this.opts.relay?.memberLeft(this.name, id)
+      awarenessProtocol.removeAwarenessStates(this.awareness, [...ids], null)
+    }
+  }
+
+  /** Awareness clients of an instance that died: removed here and on the other instances. */
+  removeGone (clients: number[]): void {
+    const known = clients.filter(id => this.awareness.getStates().has(id))
+    if (known.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, known, GONE)
   }
 
   /** The server's step 1 (its state vector). */
@@ -279,6 +300,11 @@ export class Documents {
     return this.loaded.size
   }
 
+  /** Names of the documents in memory. */
+  names (): IterableIterator<string> {
+    return this.loaded.keys()
+  }
+
   /** The document, loaded if needed, with `peer` joined. */
   async open (name: string, peer: Peer): Promise<CollabDocument> {
     const doc = await this.get(name)
@@ -343,6 +369,11 @@ export class Documents {
     } finally {
       this.loading.delete(name)
     }
+  }
+
+  /** Awareness clients (numbers as strings) of a dead instance, as the fanout announces them. */
+  gone (name: string, clients: string[]): void {
+    this.loaded.get(name)?.removeGone(clients.map(Number).filter(Number.isSafeInteger))
   }
 
   /** A message (y-websocket framing) another instance published for a document. */

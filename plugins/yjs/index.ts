@@ -49,7 +49,9 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     : {
         subscribe: name => fanout.subscribeRoom(ROOM + name),
         unsubscribe: name => fanout.unsubscribeRoom(ROOM + name),
-        publish: (name, message) => fanout.publishToRoom(ROOM + name, Buffer.from(message).toString('base64'))
+        publish: (name, message) => fanout.publishToRoom(ROOM + name, Buffer.from(message).toString('base64')),
+        memberJoined: (name, client) => fanout.memberJoined(ROOM + name, String(client)),
+        memberLeft: (name, client) => fanout.memberLeft(ROOM + name, String(client))
       }
   const documents = new Documents({
     store,
@@ -61,6 +63,18 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     compactAfterUpdates: cfg.YJS_COMPACT_AFTER_UPDATES
   })
   app.decorate('yjs', { documents, store })
+  fanout.onMembersGone((room, clients) => {
+    if (room.startsWith(ROOM)) documents.gone(room.slice(ROOM.length), clients)
+  })
+  if (relay) {
+    // the fanout sweeps rooms with members here; a document with only remote awareness is swept here,
+    // so the clients of a dead instance go within its TTL on every instance that has the document
+    const sweep = setInterval(() => {
+      for (const name of documents.names()) fanout.members(ROOM + name).catch(() => {})
+    }, Math.max(100, Math.floor(cfg.REDIS_INSTANCE_TTL_MS / 3)))
+    sweep.unref()
+    app.addHook('onClose', async () => clearInterval(sweep))
+  }
   fanout.onRoomFrame((room, frame) => {
     if (room.startsWith(ROOM)) documents.remote(room.slice(ROOM.length), new Uint8Array(Buffer.from(frame, 'base64')))
   })
