@@ -45,3 +45,12 @@ export async function converged (editors: Array<{ doc: Y.Doc }>, what = 'the edi
     return editors.every(e => stateOf(e.doc).equals(first) && Buffer.from(Y.encodeStateVector(e.doc)).equals(sv))
   }, what, timeoutMs, 20)
 }
+
+/** Two editors of one document on `base`, both synced. */
+export async function syncedPair (t: TestContext, base: string, name: string, params: Record<string, string> = {}): Promise<[Editor, Editor]> {
+  const a = yEditor(t, base, name, params)
+  const b = yEditor(t, base, name, params)
+  await synced(a)
+  await synced(b)
+  return [a, b]
+}

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { freePort, startServer } from './process.js'
 import { tempDir } from './helper.js'
-import { converged, stateOf, synced, yEditor } from './yjs-editors.js'
+import { converged, stateOf, synced, syncedPair, yEditor } from './yjs-editors.js'
 
 // Compaction far away: the reloads below read the tail of appended updates.
 const env = (port: number, dataDir: string) => ({ PORT: String(port), DATA_DIR: dataDir, YJS_COMPACT_AFTER_UPDATES: '10000', SHUTDOWN_GRACE_MS: '5000' })
@@ -11,10 +11,7 @@ t.test('kill -9 loses nothing that was relayed; a graceful restart makes the pro
   const dataDir = tempDir(t)
   let server = await startServer(t, env(port, dataDir), { startTimeoutMs: 60000 })
 
-  const a = yEditor(t, server.url, 'crash/doc')
-  const b = yEditor(t, server.url, 'crash/doc')
-  await synced(a)
-  await synced(b)
+  const [a, b] = await syncedPair(t, server.url, 'crash/doc')
   for (let i = 0; i < 20; i++) {
     a.text.insert(a.text.length, `a${i}`)
     b.map.set(`b${i}`, { i })

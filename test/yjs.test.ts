@@ -5,7 +5,7 @@ import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { build, waitFor } from './helper.js'
 import { tryUpgrade } from './ws-client.js'
-import { converged, stateOf, synced, yEditor } from './yjs-editors.js'
+import { converged, stateOf, synced, syncedPair, yEditor } from './yjs-editors.js'
 
 const SECRET = 'yjs-test-secret-that-is-long-enough-0123456789'
 const sign = (claims: Record<string, unknown>) => createSigner({ key: SECRET, algorithm: 'HS256' })(claims)
@@ -48,10 +48,7 @@ t.test('two y-websocket editors edit a text and a map concurrently, offline and 
 
 t.test('documents survive a restart of the app: snapshot plus tail, compacted', async t => {
   const first = await build(t, { YJS_COMPACT_AFTER_UPDATES: '5' })
-  const a = yEditor(t, first.url, 'restart-doc')
-  const b = yEditor(t, first.url, 'restart-doc')
-  await synced(a)
-  await synced(b)
+  const [a, b] = await syncedPair(t, first.url, 'restart-doc')
   for (let i = 0; i < 12; i++) {
     a.text.insert(a.text.length, `a${i} `)
     b.map.set(`k${i}`, i)
