@@ -26,6 +26,10 @@ t.test('two instances on Redis: editors on each converge byte for byte, awarenes
   const c = yEditor(t, three.url, 'cluster/doc')
   await synced(c)
   t.ok(stateOf(c.doc).equals(stateOf(a.doc)), 'the late instance serves the same document, byte for byte')
+  // awareness is not stored: the late instance learns a's when a renews it (every 15 s), or now
+  a.provider.awareness.setLocalStateField('user', 'a-on-one')
+  a.provider.awareness.setLocalStateField('n', 2)
+  await waitFor(() => [...c.provider.awareness.getStates().values()].some(s => s.user === 'a-on-one'), 'a\'s awareness to reach c on the late instance')
   c.map.set('from', 'three')
   await converged([a, b, c], 'an edit on the third instance to reach the others')
   t.equal(a.map.get('from'), 'three')

@@ -132,7 +132,7 @@ export class DocumentSession {
       return
     }
     try {
-      await this.doc.submit(payload, this.peer)
+      await this.doc.submit(payload, this.peer, sub === syncProtocol.messageYjsSyncStep2)
       this.events.acked(true)
     } catch (err) {
       if (!(err instanceof DocumentError)) throw err

@@ -32,8 +32,11 @@ export interface DocumentRelay {
   memberLeft (name: string, awarenessClient: number): void
 }
 
-/** Origin of the removal of awareness clients whose instance died: published to the other instances. */
-export const GONE = Symbol('instance gone')
+/**
+ * Between instances only (never sent to a provider): "these awareness clients'
+ * instance died". The fanout announces them to one instance; it tells the others.
+ */
+export const GONE_MESSAGE = 100
 
 export class DocumentError extends Error {
   constructor (readonly code: 'update_too_large' | 'document_too_large' | 'invalid_update' | 'store_failed', message: string) {
@@ -145,10 +148,10 @@ export class CollabDocument {
     }
   }
 
-  /** Awareness clients of an instance that died: removed here and on the other instances. */
+  /** Awareness clients of an instance that died: removed here (each instance removes them itself). */
   removeGone (clients: number[]): void {
     const known = clients.filter(id => this.awareness.getStates().has(id))
-    if (known.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, known, GONE)
+    if (known.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, known, REMOTE)
   }
 
   /** The server's step 1 (its state vector). */
@@ -191,19 +194,24 @@ export class CollabDocument {
    * Commits an update, then applies and relays it. Resolves with whether it
    * changed anything; rejects with a DocumentError (nothing stored, nothing relayed).
    */
-  submit (update: Uint8Array, origin: Peer | null): Promise<boolean> {
-    const run = this.chain.then(() => this.commit(update, origin))
+  submit (update: Uint8Array, origin: Peer | null, checkContained = true): Promise<boolean> {
+    const run = this.chain.then(() => this.commit(update, origin, checkContained))
     this.chain = run.catch(() => {})
     return run
   }
 
-  private async commit (update: Uint8Array, origin: Peer | null): Promise<boolean> {
+  /**
+   * `checkContained`: first check whether the document already has it all (a
+   * step 2 after a reconnect usually does). That costs a snapshot of the whole
+   * document, so a provider's live updates (always new) skip it.
+   */
+  private async commit (update: Uint8Array, origin: Peer | null, checkContained: boolean): Promise<boolean> {
     const { maxUpdateBytes, maxDocumentBytes } = this.opts
     if (update.length > maxUpdateBytes) throw new DocumentError('update_too_large', `update: ${update.length} bytes, over the limit of ${maxUpdateBytes} (YJS_MAX_UPDATE_BYTES)`)
     if (isEmptyUpdate(update)) return false
     try {
       Y.parseUpdateMeta(update)
-      if (Y.snapshotContainsUpdate(Y.snapshot(this.doc), update)) return false
+      if (checkContained && Y.snapshotContainsUpdate(Y.snapshot(this.doc), update)) return false
     } catch {
       throw new DocumentError('invalid_update', 'update: not a Yjs update (v1 encoding)')
     }
@@ -279,6 +287,11 @@ function deliver (doc: CollabDocument, message: Uint8Array): void {
     const type = decoding.readVarUint(decoder)
     if (type === MessageType.sync && decoding.readVarUint(decoder) === syncProtocol.messageYjsUpdate) doc.applyRemote(decoding.readVarUint8Array(decoder))
     else if (type === MessageType.awareness) doc.applyRemoteAwareness(decoding.readVarUint8Array(decoder))
+    else if (type === GONE_MESSAGE) {
+      const ids: number[] = []
+      for (let n = decoding.readVarUint(decoder); n > 0; n--) ids.push(decoding.readVarUint(decoder))
+      doc.removeGone(ids)
+    }
   } catch {}
 }
 
@@ -373,7 +386,13 @@ export class Documents {
 
   /** Awareness clients (numbers as strings) of a dead instance, as the fanout announces them. */
   gone (name: string, clients: string[]): void {
-    this.loaded.get(name)?.removeGone(clients.map(Number).filter(Number.isSafeInteger))
+    const ids = clients.map(Number).filter(Number.isSafeInteger)
+    this.loaded.get(name)?.removeGone(ids)
+    this.opts.relay?.publish(name, messageOf(enc => {
+      encoding.writeVarUint(enc, GONE_MESSAGE)
+      encoding.writeVarUint(enc, ids.length)
+      for (const id of ids) encoding.writeVarUint(enc, id)
+    }))
   }
 
   /** A message (y-websocket framing) another instance published for a document. */
