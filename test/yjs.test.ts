@@ -74,7 +74,7 @@ t.test('documents survive a restart of the app: snapshot plus tail, compacted', 
 })
 
 t.test('tokens: the rooms claim gives write, read-only or no access; no token is 401', async t => {
-  const { url } = await build(t, { AUTH_SECRET: SECRET })
+  const { url, rawLogs } = await build(t, { AUTH_SECRET: SECRET })
   const ws = url.replace(/^http/, 'ws')
   t.equal((await tryUpgrade(`${ws}/yjs/secret-doc`)).status, 401, 'no token')
   t.equal((await tryUpgrade(`${ws}/yjs/secret-doc`, { query: { token: 'not-a-token' } })).status, 401, 'a bad token')
@@ -105,6 +105,8 @@ t.test('tokens: the rooms claim gives write, read-only or no access; no token is
   t.equal(check.text.toString(), 'written')
   writer.text.insert(7, '!')
   await waitFor(() => check.text.toString() === 'written!', 'the writer still writes')
+  t.ok(rawLogs().includes('yjs.connection.open'), 'the connections were logged')
+  t.notMatch(rawLogs(), /eyJ[A-Za-z0-9_-]+\.eyJ/, 'no token in the logs')
 })
 
 t.test('an update over YJS_MAX_UPDATE_BYTES is refused with its limit; the connection stays and nothing is stored', async t => {
