@@ -1,6 +1,9 @@
 import t from 'tap'
+import * as Y from 'yjs'
+import WebSocket from 'ws'
+import { HocuspocusProvider } from '@hocuspocus/provider'
 import { freePort, startServer } from './process.js'
-import { tempDir } from './helper.js'
+import { tempDir, waitFor } from './helper.js'
 import { converged, stateOf, synced, syncedPair, yEditor } from './yjs-editors.js'
 
 // Compaction far away: the reloads below read the tail of appended updates.
@@ -34,7 +37,11 @@ t.test('kill -9 loses nothing that was relayed; a graceful restart makes the pro
   // graceful restart with two live editors, one of which keeps typing while the server is down
   const d = yEditor(t, server.url, 'crash/doc')
   await synced(d)
-  await converged([c, d])
+  const hdoc = new Y.Doc()
+  const h = new HocuspocusProvider({ url: `${server.wsUrl.replace(/\/ws$/, '')}/collab`, name: 'crash/doc', document: hdoc, ...({ WebSocketPolyfill: WebSocket } as any) })
+  t.teardown(() => h.destroy())
+  await waitFor(() => h.synced, 'the Hocuspocus editor to sync', 15000)
+  await converged([c, d, { doc: hdoc }])
   c.text.insert(0, 'c-online ')
   await converged([c, d])
   const closedCodes: number[] = []
@@ -45,12 +52,14 @@ t.test('kill -9 loses nothing that was relayed; a graceful restart makes the pro
   d.text.insert(d.text.length, ' d-offline')
   d.map.set('offline', true)
   c.map.set('offline', false)
+  hdoc.getText('t').insert(0, 'h-offline ')
 
   server = await startServer(t, env(port, dataDir), { startTimeoutMs: 60000 })
-  await converged([c, d], 'the providers to reconnect by themselves and merge', 30000)
-  t.match(c.text.toString(), /^c-online /)
+  await converged([c, d, { doc: hdoc }], 'both kinds of providers to reconnect by themselves and merge', 40000)
+  t.match(c.text.toString(), /h-offline /)
+  t.match(c.text.toString(), /c-online /)
   t.match(c.text.toString(), / d-offline$/)
   const e = yEditor(t, server.url, 'crash/doc')
   await synced(e)
-  await converged([c, d, e], 'a new editor to get the merged document from the server')
+  await converged([c, d, e, { doc: hdoc }], 'a new editor to get the merged document from the server')
 })
