@@ -6,20 +6,12 @@ import { fileURLToPath } from 'node:url'
 import { build as bundle } from 'esbuild'
 import { chromium } from 'playwright-core'
 import { build, tempDir, waitFor } from './helper.js'
-import { prerequisiteOptions } from './prerequisites.js'
+import { browserTestOptions, CHROMIUM, CHROMIUM_ARGS } from './prerequisites.js'
 import { yEditor } from './yjs-editors.js'
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
 const example = fileURLToPath(new URL('../../examples/collab/', import.meta.url))
 
-t.test('two textarea editors in headless Chromium (examples/collab/textarea.html) converge, with a Node editor on the same document', prerequisiteOptions({
-  present: existsSync(CHROMIUM),
-  missing: `Chromium is not installed at ${CHROMIUM}`,
-  tests: 'the browser tests',
-  install: 'apt-get install chromium, or set CHROMIUM_PATH',
-  requireVar: 'REQUIRE_BROWSER'
-}), async t => {
+t.test('two textarea editors in headless Chromium (examples/collab/textarea.html) converge, with a Node editor on the same document', browserTestOptions(existsSync(CHROMIUM)), async t => {
   // the page is served from its own origin, which the server must allow for the upgrade
   const dir = tempDir(t, 'switchboard-collab-page-')
   await bundle({ entryPoints: [join(example, 'textarea.js')], bundle: true, format: 'esm', outfile: join(dir, 'textarea.bundle.js'), logLevel: 'warning' })
@@ -38,7 +30,7 @@ t.test('two textarea editors in headless Chromium (examples/collab/textarea.html
   const origin = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`
   const { url } = await build(t, { CORS_ORIGINS: origin })
 
-  const context = await chromium.launchPersistentContext(tempDir(t, 'switchboard-chromium-'), { executablePath: CHROMIUM, headless: true, args: ARGS })
+  const context = await chromium.launchPersistentContext(tempDir(t, 'switchboard-chromium-'), { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS })
   t.teardown(() => context.close())
   const errors: string[] = []
   const open = async () => {
