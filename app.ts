@@ -22,6 +22,7 @@ import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
 import asyncApiRoute from './routes/asyncapi.js'
 import api from './routes/api/index.js'
+import yjs from './plugins/yjs/index.js'
 
 const pkg = createRequire(import.meta.url)('../package.json') as { version: string }
 
@@ -201,4 +202,6 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     })
   })
   await fastify.register(webConsole)
+  // collaborative Yjs documents: its own routes and store (registered last, so it flushes before the others close)
+  await fastify.register(yjs)
 }

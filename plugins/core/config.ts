@@ -61,7 +61,20 @@ export const ConfigSchema = Type.Object({
   /** A JSON file listing apps, each with its own limits and webhooks (docs/pusher.md). */
   PUSHER_APPS_FILE: Type.Optional(Type.String({ minLength: 1 })),
   /** Seconds of silence before the server pings a Pusher client (told to it in connection_established). */
-  PUSHER_ACTIVITY_TIMEOUT_S: Int(1, 120, 120)
+  PUSHER_ACTIVITY_TIMEOUT_S: Int(1, 120, 120),
+  // Collaborative Yjs documents (plugins/yjs, docs/collab.md)
+  /** Bytes of one Yjs update (a provider's whole offline work arrives as one); WS_MAX_PAYLOAD bounds it too. */
+  YJS_MAX_UPDATE_BYTES: Int(64, 65536),
+  /** Bytes a document may take in the store (snapshot plus updates not yet compacted). */
+  YJS_MAX_DOCUMENT_BYTES: Int(1024, 4194304),
+  /** Documents one Hocuspocus connection may have open at once. */
+  YJS_MAX_DOCUMENTS_PER_CONNECTION: Int(1, 20),
+  /** Updates per second per connection (burst: twice as many). */
+  YJS_UPDATES_PER_SECOND: Int(1, 100),
+  /** How long a document stays in memory after its last connection leaves. */
+  YJS_UNLOAD_AFTER_MS: Int(0, 5000),
+  /** Updates after which a document is re-encoded into its snapshot. */
+  YJS_COMPACT_AFTER_UPDATES: Int(1, 200)
 })
 
 export type Config = Static<typeof ConfigSchema>

@@ -22,3 +22,20 @@ export function prerequisiteOptions (p: Prerequisite): { skip?: string } {
   process.stderr.write(`\n${reason}\n\n`)
   return { skip: reason }
 }
+
+/** Debian's chromium by default; CHROMIUM_PATH points elsewhere (or, to check the skip, at nothing). */
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
+
+/** Headless Chromium flags for the browser tests. */
+export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
+
+/** tap options for a browser test: skipped loudly without Chromium, failed in CI (REQUIRE_BROWSER=1). */
+export function browserTestOptions (present: boolean): { skip?: string } {
+  return prerequisiteOptions({
+    present,
+    missing: `Chromium is not installed at ${CHROMIUM}`,
+    tests: 'the browser tests',
+    install: 'apt-get install chromium, or set CHROMIUM_PATH',
+    requireVar: 'REQUIRE_BROWSER'
+  })
+}

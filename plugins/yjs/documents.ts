@@ -1,0 +1,428 @@
+import * as Y from 'yjs'
+import * as awarenessProtocol from 'y-protocols/awareness'
+import * as syncProtocol from 'y-protocols/sync'
+import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
+import type { FastifyBaseLogger } from 'fastify'
+import type { DocumentStore } from './store.js'
+
+/** Message types shared by y-websocket and Hocuspocus (after Hocuspocus's document name). */
+export const MessageType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3 } as const
+
+/** One connection's view of one document: where that document's messages go. */
+export interface Peer {
+  /** A message in y-websocket framing (type + body); the protocol adds its own envelope. */
+  send (message: Uint8Array): void
+  readonly readOnly: boolean
+  /** A Hocuspocus stateless payload broadcast to the document (y-websocket has no such message). */
+  stateless?: (payload: string) => void
+}
+
+/** Origin of what another instance sent: relayed to every local peer, never published again. */
+export const REMOTE = Symbol('remote instance')
+
+/** Where committed updates and awareness changes go to reach the other instances. */
+export interface DocumentRelay {
+  /** Resolves once this instance receives the document's messages from the others. */
+  subscribe (name: string): Promise<void>
+  unsubscribe (name: string): void
+  publish (name: string, message: Uint8Array): void
+  /** An awareness client of a local peer is present: if this instance dies, the others remove it after its TTL. */
+  memberJoined (name: string, awarenessClient: number): void
+  memberLeft (name: string, awarenessClient: number): void
+}
+
+/**
+ * Between instances only (never sent to a provider): "these awareness clients'
+ * instance died". The fanout announces them to one instance; it tells the others.
+ */
+export const GONE_MESSAGE = 100
+
+export class DocumentError extends Error {
+  constructor (readonly code: 'update_too_large' | 'document_too_large' | 'invalid_update' | 'store_failed', message: string) {
+    super(message)
+  }
+}
+
+export interface DocumentsOptions {
+  store: DocumentStore
+  log: FastifyBaseLogger
+  /** Bytes of one update [WS_MAX_PAYLOAD]. */
+  maxUpdateBytes: number
+  /** Bytes a document may take in the store (snapshot + updates not yet compacted). */
+  maxDocumentBytes: number
+  /** The other instances (none: a no-op). */
+  relay?: DocumentRelay
+  /** How long a document with no connection stays in memory. */
+  unloadAfterMs: number
+  /** Updates appended after which the document is compacted into a snapshot. */
+  compactAfterUpdates: number
+}
+
+function messageOf (write: (enc: encoding.Encoder) => void): Uint8Array {
+  const enc = encoding.createEncoder()
+  write(enc)
+  return encoding.toUint8Array(enc)
+}
+
+/** The empty update (no structs, no deletes) that a provider with nothing new sends as its step 2. */
+function isEmptyUpdate (update: Uint8Array): boolean {
+  return update.length === 2 && update[0] === 0 && update[1] === 0
+}
+
+/**
+ * A document in memory: its Y.Doc (garbage collected, the source of the
+ * snapshots), its awareness, its peers. Updates are applied one at a time,
+ * each committed to the store before it is applied and relayed.
+ */
+export class CollabDocument {
+  readonly doc = new Y.Doc()
+  readonly awareness = new awarenessProtocol.Awareness(this.doc)
+  readonly peers = new Set<Peer>()
+  /** Awareness client ids each peer announced, removed when it leaves. */
+  private readonly clientsOf = new Map<Peer, Set<number>>()
+  private chain: Promise<unknown> = Promise.resolve()
+  private sinceCompaction = 0
+  lastId = 0
+  bytes = 0
+  unloadTimer: NodeJS.Timeout | null = null
+
+  constructor (readonly name: string, private readonly opts: DocumentsOptions) {
+    this.awareness.setLocalState(null)
+    this.doc.on('update', (update: Uint8Array, origin: unknown) => {
+      const message = messageOf(enc => {
+        encoding.writeVarUint(enc, MessageType.sync)
+        syncProtocol.writeUpdate(enc, update)
+      })
+      for (const peer of this.peers) if (peer !== origin) peer.send(message)
+      if (origin !== REMOTE && origin !== 'store') this.opts.relay?.publish(this.name, message)
+    })
+    this.awareness.on('update', ({ added, updated, removed }: { added: number[], updated: number[], removed: number[] }, origin: unknown) => {
+      const changed = [...added, ...updated, ...removed]
+      if (origin && this.peers.has(origin as Peer)) {
+        const ids = this.clientsOf.get(origin as Peer)
+        if (ids) {
+          for (const id of added) {
+            ids.add(id)
+            this.opts.relay?.memberJoined(this.name, id)
+          }
+          for (const id of removed) {
+            ids.delete(id)
+            this.opts.relay?.memberLeft(this.name, id)
+          }
+        }
+      }
+      const message = messageOf(enc => {
+        encoding.writeVarUint(enc, MessageType.awareness)
+        encoding.writeVarUint8Array(enc, awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed))
+      })
+      // to the sender too: the echo is what keeps an idle provider's watchdog quiet
+      for (const peer of this.peers) peer.send(message)
+      if (origin !== REMOTE) this.opts.relay?.publish(this.name, message)
+    })
+  }
+
+  /** Replays what the store holds. */
+  load (stored: { snapshot: Uint8Array | null, updates: Uint8Array[], lastId: number, bytes: number }): void {
+    this.doc.transact(() => {
+      if (stored.snapshot) Y.applyUpdate(this.doc, stored.snapshot)
+      for (const update of stored.updates) Y.applyUpdate(this.doc, update)
+    }, 'store')
+    this.lastId = stored.lastId
+    this.bytes = stored.bytes
+    this.sinceCompaction = stored.updates.length
+  }
+
+  join (peer: Peer): void {
+    this.peers.add(peer)
+    this.clientsOf.set(peer, new Set())
+  }
+
+  leave (peer: Peer): void {
+    this.peers.delete(peer)
+    const ids = this.clientsOf.get(peer)
+    this.clientsOf.delete(peer)
+    if (ids && ids.size > 0) {
+      for (const id of ids) this.opts.relay?.memberLeft(this.name, id)
+      awarenessProtocol.removeAwarenessStates(this.awareness, [...ids], null)
+    }
+  }
+
+  /** Awareness clients of an instance that died: removed here (each instance removes them itself). */
+  removeGone (clients: number[]): void {
+    const known = clients.filter(id => this.awareness.getStates().has(id))
+    if (known.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, known, REMOTE)
+  }
+
+  /** The server's step 1 (its state vector). */
+  step1 (): Uint8Array {
+    return messageOf(enc => {
+      encoding.writeVarUint(enc, MessageType.sync)
+      syncProtocol.writeSyncStep1(enc, this.doc)
+    })
+  }
+
+  /** The answer to a peer's step 1: what its state vector lacks. */
+  step2 (stateVector: Uint8Array): Uint8Array {
+    return messageOf(enc => {
+      encoding.writeVarUint(enc, MessageType.sync)
+      encoding.writeVarUint(enc, syncProtocol.messageYjsSyncStep2)
+      encoding.writeVarUint8Array(enc, Y.encodeStateAsUpdate(this.doc, stateVector))
+    })
+  }
+
+  /** Every known awareness state, or null when there is none. */
+  awarenessStates (): Uint8Array | null {
+    const clients = [...this.awareness.getStates().keys()]
+    if (clients.length === 0) return null
+    return messageOf(enc => {
+      encoding.writeVarUint(enc, MessageType.awareness)
+      encoding.writeVarUint8Array(enc, awarenessProtocol.encodeAwarenessUpdate(this.awareness, clients))
+    })
+  }
+
+  /** Whether the update adds nothing to the document. */
+  contains (update: Uint8Array): boolean {
+    return isEmptyUpdate(update) || Y.snapshotContainsUpdate(Y.snapshot(this.doc), update)
+  }
+
+  applyAwareness (update: Uint8Array, peer: Peer): void {
+    awarenessProtocol.applyAwarenessUpdate(this.awareness, update, peer)
+  }
+
+  /**
+   * Commits an update, then applies and relays it. Resolves with whether it
+   * changed anything; rejects with a DocumentError (nothing stored, nothing relayed).
+   */
+  submit (update: Uint8Array, origin: Peer | null, checkContained = true): Promise<boolean> {
+    const run = this.chain.then(() => this.commit(update, origin, checkContained))
+    this.chain = run.catch(() => {})
+    return run
+  }
+
+  /**
+   * `checkContained`: first check whether the document already has it all (a
+   * step 2 after a reconnect usually does). That costs a snapshot of the whole
+   * document, so a provider's live updates (always new) skip it.
+   */
+  private async commit (update: Uint8Array, origin: Peer | null, checkContained: boolean): Promise<boolean> {
+    const { maxUpdateBytes, maxDocumentBytes } = this.opts
+    if (update.length > maxUpdateBytes) throw new DocumentError('update_too_large', `update: ${update.length} bytes, over the limit of ${maxUpdateBytes} (YJS_MAX_UPDATE_BYTES)`)
+    if (isEmptyUpdate(update)) return false
+    try {
+      Y.parseUpdateMeta(update)
+      if (checkContained && Y.snapshotContainsUpdate(Y.snapshot(this.doc), update)) return false
+    } catch {
+      throw new DocumentError('invalid_update', 'update: not a Yjs update (v1 encoding)')
+    }
+    if (this.bytes + update.length > maxDocumentBytes) throw new DocumentError('document_too_large', `document: ${this.bytes + update.length} bytes with this update, over the limit of ${maxDocumentBytes} (YJS_MAX_DOCUMENT_BYTES)`)
+    let id: number
+    try {
+      id = await this.opts.store.append(this.name, update)
+    } catch (err) {
+      this.opts.log.error({ event: 'yjs.store_failed', doc: this.name, err }, 'could not commit a document update')
+      throw new DocumentError('store_failed', 'the update could not be stored; it was not applied')
+    }
+    this.lastId = id
+    this.bytes += update.length
+    Y.applyUpdate(this.doc, update, origin)
+    if (++this.sinceCompaction >= this.opts.compactAfterUpdates) await this.compact()
+    return true
+  }
+
+  /**
+   * Re-encodes what the store holds (snapshot + tail, read together) through
+   * a fresh Y.Doc (deleted content garbage collected) into the snapshot,
+   * dropping the updates it covers. Read from the store, not from memory: with
+   * many instances the store may hold updates this one has not received yet.
+   */
+  private async compact (): Promise<void> {
+    if (this.sinceCompaction === 0) return
+    try {
+      const stored = await this.opts.store.load(this.name)
+      const fresh = new Y.Doc()
+      if (stored.snapshot) Y.applyUpdate(fresh, stored.snapshot)
+      for (const update of stored.updates) Y.applyUpdate(fresh, update)
+      const snapshot = Y.encodeStateAsUpdate(fresh)
+      fresh.destroy()
+      await this.opts.store.compact(this.name, snapshot, stored.lastId)
+      this.bytes = snapshot.length
+      this.sinceCompaction = 0
+      this.opts.log.debug({ event: 'yjs.compacted', doc: this.name, bytes: snapshot.length }, 'document compacted')
+    } catch (err) {
+      // the updates are still there: the next compaction covers them
+      this.opts.log.warn({ event: 'yjs.compaction_failed', doc: this.name, err }, 'document compaction failed')
+    }
+  }
+
+  /** An update committed and published by another instance: applied and relayed here, not stored again. */
+  applyRemote (update: Uint8Array): void {
+    try {
+      Y.applyUpdate(this.doc, update, REMOTE)
+    } catch (err) {
+      this.opts.log.warn({ event: 'yjs.message_failed', doc: this.name, err }, 'an update from another instance could not be applied')
+    }
+  }
+
+  applyRemoteAwareness (update: Uint8Array): void {
+    try {
+      awarenessProtocol.applyAwarenessUpdate(this.awareness, update, REMOTE)
+    } catch {}
+  }
+
+  /** Waits for the updates in flight, compacts, and releases the Y.Doc. */
+  async close (): Promise<void> {
+    const run = this.chain.then(() => this.compact())
+    this.chain = run
+    await run
+    this.awareness.destroy()
+    this.doc.destroy()
+  }
+}
+
+/** Applies a message from another instance: a committed update or an awareness change. */
+function deliver (doc: CollabDocument, message: Uint8Array): void {
+  try {
+    const decoder = decoding.createDecoder(message)
+    const type = decoding.readVarUint(decoder)
+    if (type === MessageType.sync && decoding.readVarUint(decoder) === syncProtocol.messageYjsUpdate) doc.applyRemote(decoding.readVarUint8Array(decoder))
+    else if (type === MessageType.awareness) doc.applyRemoteAwareness(decoding.readVarUint8Array(decoder))
+    else if (type === GONE_MESSAGE) {
+      const ids: number[] = []
+      for (let n = decoding.readVarUint(decoder); n > 0; n--) ids.push(decoding.readVarUint(decoder))
+      doc.removeGone(ids)
+    }
+  } catch {}
+}
+
+/**
+ * The documents in memory: loaded on a first peer, unloaded `unloadAfterMs`
+ * after the last one leaves. A failed load leaves nothing behind.
+ */
+export class Documents {
+  private readonly loaded = new Map<string, CollabDocument>()
+  private readonly loading = new Map<string, Promise<CollabDocument>>()
+  private readonly closing = new Map<string, Promise<void>>()
+  /** Messages from other instances for documents being loaded. */
+  private readonly early = new Map<string, Uint8Array[]>()
+  private closed = false
+
+  constructor (readonly opts: DocumentsOptions) {}
+
+  get size (): number {
+    return this.loaded.size
+  }
+
+  /** Names of the documents in memory. */
+  names (): IterableIterator<string> {
+    return this.loaded.keys()
+  }
+
+  /** The document, loaded if needed, with `peer` joined. */
+  async open (name: string, peer: Peer): Promise<CollabDocument> {
+    const doc = await this.get(name)
+    if (doc.unloadTimer) {
+      clearTimeout(doc.unloadTimer)
+      doc.unloadTimer = null
+    }
+    doc.join(peer)
+    return doc
+  }
+
+  leave (doc: CollabDocument, peer: Peer): void {
+    doc.leave(peer)
+    if (doc.peers.size > 0 || this.closed || this.loaded.get(doc.name) !== doc) return
+    doc.unloadTimer = setTimeout(() => this.unload(doc), this.opts.unloadAfterMs)
+    doc.unloadTimer.unref()
+  }
+
+  /** A loaded document, or one loaded for the time of `fn` (HTTP reads and writes). */
+  async use<T> (name: string, fn: (doc: CollabDocument) => Promise<T> | T): Promise<T> {
+    const peer: Peer = { send () {}, readOnly: true }
+    const doc = await this.open(name, peer)
+    try {
+      return await fn(doc)
+    } finally {
+      this.leave(doc, peer)
+    }
+  }
+
+  private async get (name: string): Promise<CollabDocument> {
+    if (this.closed) throw new Error('shutting down')
+    const ready = this.loaded.get(name)
+    if (ready) return ready
+    const inFlight = this.loading.get(name)
+    if (inFlight) return inFlight
+    const load = (async () => {
+      await this.closing.get(name) // an unload in progress finishes first (its compaction included)
+      const relay = this.opts.relay
+      // subscribed before the read: an update committed elsewhere meanwhile arrives here (applying it twice is harmless)
+      const early: Uint8Array[] = []
+      this.early.set(name, early)
+      const doc = new CollabDocument(name, this.opts)
+      try {
+        await relay?.subscribe(name)
+        doc.load(await this.opts.store.load(name))
+      } catch (err) {
+        relay?.unsubscribe(name)
+        doc.awareness.destroy()
+        doc.doc.destroy()
+        throw err
+      } finally {
+        this.early.delete(name)
+      }
+      for (const message of early) deliver(doc, message)
+      return doc
+    })()
+    this.loading.set(name, load)
+    try {
+      const doc = await load
+      this.loaded.set(name, doc)
+      return doc
+    } finally {
+      this.loading.delete(name)
+    }
+  }
+
+  /** Awareness clients (numbers as strings) of a dead instance, as the fanout announces them. */
+  gone (name: string, clients: string[]): void {
+    const ids = clients.map(Number).filter(Number.isSafeInteger)
+    this.loaded.get(name)?.removeGone(ids)
+    this.opts.relay?.publish(name, messageOf(enc => {
+      encoding.writeVarUint(enc, GONE_MESSAGE)
+      encoding.writeVarUint(enc, ids.length)
+      for (const id of ids) encoding.writeVarUint(enc, id)
+    }))
+  }
+
+  /** A message (y-websocket framing) another instance published for a document. */
+  remote (name: string, message: Uint8Array): void {
+    const doc = this.loaded.get(name)
+    if (doc) deliver(doc, message)
+    else this.early.get(name)?.push(message)
+  }
+
+  private unload (doc: CollabDocument): Promise<void> {
+    doc.unloadTimer = null
+    if (doc.peers.size > 0 || this.loaded.get(doc.name) !== doc) return Promise.resolve()
+    this.loaded.delete(doc.name)
+    this.opts.relay?.unsubscribe(doc.name)
+    const done = doc.close().catch(err => {
+      this.opts.log.warn({ event: 'yjs.unload_failed', doc: doc.name, err }, 'could not compact a document on unload')
+    }).finally(() => this.closing.delete(doc.name))
+    this.closing.set(doc.name, done)
+    return done
+  }
+
+  /** Flushes and releases every document (after the connections are closed). */
+  async close (): Promise<void> {
+    this.closed = true
+    await Promise.allSettled([...this.loading.values()])
+    for (const doc of this.loaded.values()) {
+      if (doc.unloadTimer) clearTimeout(doc.unloadTimer)
+      doc.peers.clear()
+    }
+    await Promise.all([...this.loaded.values()].map(doc => this.unload(doc)))
+    await Promise.all([...this.closing.values()])
+  }
+}

@@ -1,0 +1,216 @@
+import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
+import type { FastifyBaseLogger } from 'fastify'
+import type { WebSocket } from 'ws'
+import type { Principal } from './deps.js'
+import { documentAccess, DOC_NAME } from './access.js'
+import type { Documents, Peer } from './documents.js'
+import { DocumentSession, UpdateBudget, type DocumentSessionEvents } from './connection.js'
+
+/** Hocuspocus message types (after the document name), as @hocuspocus/provider numbers them. */
+export const HocuspocusType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3, stateless: 5, broadcastStateless: 6, close: 7, syncStatus: 8, pong: 10 } as const
+const AuthSub = { token: 0, permissionDenied: 1, authenticated: 2 } as const
+
+/** Messages a document may queue while its token is checked. */
+const MAX_QUEUED = 64
+
+export interface HocuspocusOptions {
+  documents: Documents
+  log: FastifyBaseLogger
+  /** Verifies a token (throws when it is refused); null in open mode (every token accepted, no principal). */
+  verify: ((token: string) => Principal) | null
+  maxDocuments: number
+  updatesPerSecond: number
+  /** Refused updates, acks and over-rate, per document (metrics and logs). */
+  events: (doc: string, clientId: string | null, send: (message: Uint8Array) => void) => Omit<DocumentSessionEvents, 'acked'> & { acked (saved: boolean): void }
+}
+
+interface Attached {
+  name: string
+  /** Messages received before the token was checked. */
+  queue: Uint8Array[] | null
+  session: DocumentSession | null
+  peer: Peer | null
+  closed: boolean
+}
+
+function framed (routingKey: string, write: (enc: encoding.Encoder) => void): Uint8Array {
+  const enc = encoding.createEncoder()
+  encoding.writeVarString(enc, routingKey)
+  write(enc)
+  return encoding.toUint8Array(enc)
+}
+
+/**
+ * One Hocuspocus socket: many documents, each named on every message, each
+ * authenticated by its own Auth message. SyncStatus(1) is sent for a step 2
+ * or an update only once it is committed.
+ */
+export class HocuspocusConnection {
+  private readonly attached = new Map<string, Attached>()
+  private readonly budget: UpdateBudget
+
+  constructor (private readonly socket: WebSocket, private readonly opts: HocuspocusOptions) {
+    this.budget = new UpdateBudget(opts.updatesPerSecond)
+  }
+
+  private send (message: Uint8Array): void {
+    if (this.socket.readyState === 1) this.socket.send(message)
+  }
+
+  /** An empty awareness update per open document: keeps every provider's watchdog quiet. */
+  keepalive (): void {
+    for (const key of this.attached.keys()) this.send(framed(key, enc => { encoding.writeVarUint(enc, HocuspocusType.awareness); encoding.writeVarUint8Array(enc, Uint8Array.of(0)) }))
+  }
+
+  handle (data: Uint8Array): void {
+    if (data.length === 1 && data[0] === HocuspocusType.pong) return
+    const decoder = decoding.createDecoder(data)
+    let key: string
+    let type: number
+    try {
+      key = decoding.readVarString(decoder)
+      type = decoding.peekVarUint(decoder)
+    } catch {
+      this.opts.log.info({ event: 'yjs.update_refused', protocol: 'hocuspocus', code: 'invalid_message', reason: 'message: must start with a document name and a type' }, 'Yjs message refused')
+      return
+    }
+    const body = data.subarray(decoder.pos)
+    // 4.x `sessionAwareness`: "name\0session" routes to the document `name`
+    const name = key.split('\0')[0]
+    let entry = this.attached.get(key)
+    if (type === HocuspocusType.auth) {
+      decoding.readVarUint(decoder)
+      let sub: number
+      let token: string
+      try {
+        sub = decoding.readVarUint(decoder)
+        token = sub === AuthSub.token ? decoding.readVarString(decoder) : ''
+      } catch {
+        return this.deny(key, 'auth: truncated message')
+      }
+      if (sub !== AuthSub.token) return
+      if (entry?.session) return // already authenticated: a token refresh changes nothing here
+      if (!entry) {
+        if (this.attached.size >= this.opts.maxDocuments) return this.deny(key, `documents: at most ${this.opts.maxDocuments} per connection (YJS_MAX_DOCUMENTS_PER_CONNECTION)`)
+        entry = { name, queue: [], session: null, peer: null, closed: false }
+        this.attached.set(key, entry)
+      }
+      this.authenticate(key, entry, token)
+      return
+    }
+    if (!entry) {
+      if (type === HocuspocusType.close) return
+      if (this.attached.size >= this.opts.maxDocuments) return this.deny(key, `documents: at most ${this.opts.maxDocuments} per connection (YJS_MAX_DOCUMENTS_PER_CONNECTION)`)
+      entry = { name, queue: [], session: null, peer: null, closed: false }
+      this.attached.set(key, entry)
+    }
+    if (type === HocuspocusType.close) {
+      this.detach(key, entry)
+      this.send(framed(key, enc => { encoding.writeVarUint(enc, HocuspocusType.close); encoding.writeVarString(enc, 'provider_initiated') }))
+      return
+    }
+    if (entry.session) {
+      if (type === HocuspocusType.stateless) return // no server hook: accepted and dropped
+      if (type === HocuspocusType.broadcastStateless) return this.broadcastStateless(entry, body)
+      entry.session.handle(body)
+      return
+    }
+    if (entry.queue) {
+      if (entry.queue.length >= MAX_QUEUED) return this.deny(key, `queue: at most ${MAX_QUEUED} messages before the Auth message`)
+      entry.queue.push(body)
+    }
+  }
+
+  private broadcastStateless (entry: Attached, body: Uint8Array): void {
+    const decoder = decoding.createDecoder(body)
+    decoding.readVarUint(decoder)
+    let payload: string
+    try { payload = decoding.readVarString(decoder) } catch { return }
+    for (const peer of entry.session!.doc.peers) peer.stateless?.(payload)
+  }
+
+  private deny (key: string, reason: string): void {
+    const entry = this.attached.get(key)
+    if (entry) this.detach(key, entry)
+    this.opts.log.info({ event: 'yjs.access_denied', protocol: 'hocuspocus', doc: key.split('\0')[0], reason }, 'Hocuspocus document refused')
+    this.send(framed(key, enc => {
+      encoding.writeVarUint(enc, HocuspocusType.auth)
+      encoding.writeVarUint(enc, AuthSub.permissionDenied)
+      encoding.writeVarString(enc, reason)
+    }))
+  }
+
+  private authenticate (key: string, entry: Attached, token: string): void {
+    if (!DOC_NAME.test(entry.name)) return this.deny(key, 'document: the name must be 1 to 128 of A-Z a-z 0-9 _ . : @ / -')
+    let principal: Principal | null = null
+    if (this.opts.verify) {
+      try {
+        principal = this.opts.verify(token)
+      } catch (err) {
+        return this.deny(key, `token: ${(err as Error).message}`)
+      }
+    }
+    const access = documentAccess(principal, entry.name)
+    if (access === null) return this.deny(key, `document: the token's rooms claim does not include ${entry.name}`)
+    const readOnly = access === 'read'
+    const send = (message: Uint8Array) => {
+      if (!entry.closed) this.send(framed(key, enc => encoding.writeUint8Array(enc, message)))
+    }
+    const peer: Peer = {
+      send,
+      readOnly,
+      stateless: payload => {
+        const enc = encoding.createEncoder()
+        encoding.writeVarUint(enc, HocuspocusType.stateless)
+        encoding.writeVarString(enc, payload)
+        send(encoding.toUint8Array(enc))
+      }
+    }
+    entry.peer = peer
+    this.send(framed(key, enc => {
+      encoding.writeVarUint(enc, HocuspocusType.auth)
+      encoding.writeVarUint(enc, AuthSub.authenticated)
+      encoding.writeVarString(enc, readOnly ? 'readonly' : 'read-write')
+    }))
+    const clientId = principal?.sub ?? null
+    const events = this.opts.events(entry.name, clientId, send)
+    this.opts.documents.open(entry.name, peer).then(doc => {
+      if (entry.closed) {
+        this.opts.documents.leave(doc, peer)
+        return
+      }
+      entry.session = new DocumentSession(doc, peer, this.budget, {
+        ...events,
+        acked: saved => {
+          events.acked(saved)
+          send(Uint8Array.of(HocuspocusType.syncStatus, saved ? 1 : 0))
+        }
+      }, this.opts.log)
+      this.opts.log.info({ event: 'yjs.connection.open', protocol: 'hocuspocus', doc: entry.name, clientId, readOnly }, 'Yjs document opened')
+      entry.session.greet()
+      const queued = entry.queue ?? []
+      entry.queue = null
+      for (const m of queued) this.handle(framed(key, enc => encoding.writeUint8Array(enc, m)))
+    }, err => {
+      this.opts.log.error({ event: 'yjs.load_failed', doc: entry.name, err }, 'could not load a document')
+      this.deny(key, 'document: could not be loaded, try again later')
+    })
+  }
+
+  private detach (key: string, entry: Attached): void {
+    entry.closed = true
+    entry.queue = null
+    this.attached.delete(key)
+    const { session, peer } = entry
+    if (session && peer) {
+      const leave = () => this.opts.documents.leave(session.doc, peer)
+      session.drained().then(leave, leave)
+    }
+  }
+
+  /** The socket closed: every document is left once its messages in flight are handled. */
+  closed (): void {
+    for (const [key, entry] of [...this.attached]) this.detach(key, entry)
+  }
+}
