@@ -3,7 +3,7 @@ import { createSigner } from 'fast-jwt'
 import { build, waitFor } from './support/helper.js'
 import { TestClient, tryUpgrade } from './support/ws-client.js'
 import { canUseRoom } from '../plugins/transport/auth.js'
-import { concretePath, isPublic, send, spellings, upgrade, watchRoutes, type SeenRoute } from './support/route-spellings.js'
+import { authenticatesInProtocol, concretePath, isPublic, send, spellings, upgrade, watchRoutes, type SeenRoute } from './support/route-spellings.js'
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789'
 const sign = (claims: Record<string, unknown>, key = SECRET) => createSigner({ key, algorithm: 'HS256' })(claims)
@@ -171,7 +171,8 @@ t.test('every spelling of every protected route the router accepts is refused 40
   const { port, url } = await build(t, { ...env, RATE_LIMIT_MAX: '100000' }, { before: watchRoutes(seen) })
   const token = sign({ sub: 'alice', role: 'service' })
   const authorization = `Bearer ${token}`
-  const protectedRoutes = seen.filter(r => !isPublic(r))
+  const protectedRoutes = seen.filter(r => !isPublic(r) && !authenticatesInProtocol(r))
+  t.same([...new Set(seen.filter(authenticatesInProtocol).map(r => r.url))], ['/collab'], 'only Hocuspocus authenticates after the upgrade')
   const names = protectedRoutes.map(r => `${r.method} ${r.url}`)
   for (const expected of ['GET /ws', 'POST /api/send', 'POST /api/v1/send', 'GET /api/status', 'GET /api/v1/rooms/:room', 'PATCH /api/v1/rooms/:room/state']) {
     t.ok(names.includes(expected), `${expected} is among the ${names.length} protected routes`)

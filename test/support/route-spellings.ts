@@ -19,6 +19,16 @@ export const PUBLIC_ROUTES = [/^\/health$/, /^\/ready$/, /^\/metrics$/, /^\/docs
 export const isPublic = (route: SeenRoute) => PUBLIC_ROUTES.some(re => re.test(route.url))
 
 /**
+ * WebSocket routes whose protocol authenticates after the upgrade, on purpose:
+ * Hocuspocus (`/collab`) carries a token per document in its Auth message and
+ * nothing of a document is served before it (test/yjs.hocuspocus.test.ts). In
+ * auth mode they are not refused at the upgrade; every other route is.
+ */
+export const IN_PROTOCOL_AUTH_ROUTES = [/^\/collab$/]
+
+export const authenticatesInProtocol = (route: SeenRoute) => route.websocket && IN_PROTOCOL_AUTH_ROUTES.some(re => re.test(route.url))
+
+/**
  * Hooks for `build(..., { before })`: records every route as it is declared,
  * and names on each answer the route that served it (x-test-route), so a test
  * can tell which spellings the router took for which route.
