@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { build } from './support/helper.js'
 import { TestClient } from './support/ws-client.js'
-import { ERROR_CODES, serverMessageTypes } from '../plugins/http/asyncapi.js'
+import { ERROR_CODES, serverMessageTypes } from '../protocol/server-frames.js'
 import { HTTP_ERROR_CODES } from '../plugins/core/errors.js'
 import { ERROR_STATUS } from '../protocol/errors.js'
 

@@ -1,8 +1,7 @@
 import fp from 'fastify-plugin'
-import { Type } from '@sinclair/typebox'
 import { WsError } from '../../protocol/errors.js'
 import type { Connection } from '../transport/connections.js'
-import { RoomName } from '../../protocol/schemas.js'
+import { execFields } from '../../protocol/client-frames.js'
 import { CodeRunner, QueueFullError, type CodeRunnerOptions, type RunOutcome } from './sandbox/runner.js'
 
 export interface CodeExecutionOptions extends CodeRunnerOptions {
@@ -37,7 +36,7 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
 
   const broadcast = (room: string, message: ExecResult) => app.rooms.broadcast(room, message)
 
-  app.dispatcher.register('exec', { room: RoomName, code: Type.String({ minLength: 1, maxLength: opts.maxCodeLength ?? 16384 }) }, async (conn, msg) => {
+  app.dispatcher.register('exec', execFields(opts.maxCodeLength), async (conn, msg) => {
     if (!runner) throw new WsError('code_execution_disabled', 'code execution is disabled on this server (ENABLE_CODE_EXECUTION)')
     app.auth.authorize(conn.principal, msg.room, 'exec')
     // like publish: a join still in flight is waited for, not answered `not_in_room`

@@ -1,142 +1,15 @@
-import { Type, type TObject, type TSchema } from '@sinclair/typebox'
-import type { ErrorCode } from '../../protocol/errors.js'
-import { ClientId, RequestId } from '../../protocol/schemas.js'
+import type { TObject, TSchema } from '@sinclair/typebox'
+import { ClientId } from '../../protocol/schemas.js'
+import { SERVER_FRAMES } from '../../protocol/server-frames.js'
+
+export { serverMessageTypes } from '../../protocol/server-frames.js'
 
 /**
  * The WebSocket protocol as an AsyncAPI 3 document. Client→server messages are
  * the schemas the dispatcher validates with (read from its registry, so the
  * document cannot drift from what is enforced); server→client messages are
- * declared here, and test/asyncapi.test.ts checks live traffic against them.
+ * protocol/server-frames.ts, and test/asyncapi.test.ts checks live traffic against them.
  */
-
-const Open = { additionalProperties: true }
-const Timestamp = Type.String({ format: 'date-time', description: 'ISO 8601 UTC with milliseconds' })
-const Id = Type.Optional({ ...RequestId, description: 'the `id` of the request this answers' } as typeof RequestId)
-const Room = Type.String({ description: 'room name' })
-const RoomMessage = Type.Object({
-  type: Type.Literal('room_message'),
-  room: Room,
-  offset: Type.Integer({ minimum: 1, description: 'per room, grows by 1 per message' }),
-  messageId: Type.String(),
-  from: Type.String({ description: 'client id of the sender (`server` for an HTTP publish without `from`)' }),
-  data: Type.Unknown({ description: 'any JSON value, as published' }),
-  timestamp: Timestamp
-}, Open)
-
-/** Every error code a WebSocket client can get, with what it means (a missing or unknown code fails to compile). */
-export const ERROR_CODES: Record<ErrorCode, string> = {
-  invalid_message: 'the frame is not JSON, not an object, or a field breaks its schema; the message names the field and the limit',
-  unknown_type: '`type` names no registered message type; `knownTypes` lists them',
-  not_in_room: '`publish`, `update`, `exec` or `leave` for a room the connection has not joined',
-  room_limit: 'the connection is already in `limit` rooms (MAX_ROOMS_PER_CONNECTION)',
-  rate_limited: 'more than WS_MESSAGES_PER_SECOND messages per second (burst 2x); sustained flooding closes with 1008',
-  version_conflict: '`baseVersion` is not the room\'s version; `currentVersion` says which it is',
-  forbidden: 'the token\'s `rooms` claim does not allow this room',
-  code_execution_disabled: '`exec` on a server without ENABLE_CODE_EXECUTION',
-  exec_timeout: 'the code ran longer than EXEC_TIMEOUT_MS',
-  exec_failed: 'the code threw or ran out of memory (EXEC_MEMORY_MB)',
-  state_too_large: 'the state after the patch would exceed ROOM_STATE_MAX_BYTES; `bytes` and `maxBytes` say by how much',
-  unavailable: 'the store could not load or commit; nothing changed, retry later',
-  internal_error: 'an unexpected server failure; nothing is known to have changed'
-}
-
-/** Messages the server sends, by message name (`type` is in each payload; `ack` has one shape per request). */
-export const SERVER_MESSAGES: Record<string, { summary: string, payload: TObject }> = {
-  welcome: {
-    summary: 'First frame of every connection: who you are and the limits you can hit; queued direct messages follow',
-    payload: Type.Object({
-      type: Type.Literal('welcome'),
-      clientId: Type.String({ description: 'the token\'s sub, the clientId query parameter, or a generated `anon-` id' }),
-      connectionId: Type.String(),
-      serverId: Type.String({ description: 'the instance that holds this connection' }),
-      timestamp: Timestamp,
-      heartbeatIntervalMs: Type.Integer({ description: 'server pings this often; silent for 2 intervals = terminated' }),
-      limits: Type.Object({
-        maxPayload: Type.Integer({ description: 'bytes per frame (WS_MAX_PAYLOAD); larger closes with 1009' }),
-        messagesPerSecond: Type.Integer({ description: 'sustained frames per second (WS_MESSAGES_PER_SECOND)' }),
-        messageBurst: Type.Integer({ description: 'frames in a burst (2x the rate)' }),
-        maxRoomsPerConnection: Type.Integer({ description: 'MAX_ROOMS_PER_CONNECTION' }),
-        roomHistorySize: Type.Integer({ description: 'messages kept per room (ROOM_HISTORY_SIZE)' }),
-        roomStateMaxBytes: Type.Integer({ description: 'a room state\'s JSON size (ROOM_STATE_MAX_BYTES)' }),
-        textMaxLength: Type.Integer({ description: 'characters of a direct message\'s `text`' }),
-        roomNameMaxLength: Type.Integer(),
-        roomNamePattern: Type.String(),
-        clientIdMaxLength: Type.Integer(),
-        clientIdPattern: Type.String(),
-        execCodeMaxLength: Type.Integer({ description: 'characters of an `exec` message\'s `code`' }),
-        requestIdMaxLength: Type.Integer({ description: 'characters of a string `id`' })
-      }, Open)
-    }, Open)
-  },
-  pong: { summary: 'Reply to ping', payload: Type.Object({ type: Type.Literal('pong'), timestamp: Timestamp, id: Id }, Open) },
-  ackSend: {
-    summary: 'Reply to send: committed; `delivered` connections reached, `queued` for an offline recipient',
-    payload: Type.Object({ type: Type.Literal('ack'), messageId: Type.String(), delivered: Type.Integer({ minimum: 0 }), queued: Type.Boolean(), id: Id }, Open)
-  },
-  ackPublish: {
-    summary: 'Reply to publish, after the commit (and after the sender\'s own room_message)',
-    payload: Type.Object({ type: Type.Literal('ack'), room: Room, offset: Type.Integer({ minimum: 1 }), messageId: Type.String(), id: Id }, Open)
-  },
-  ackUpdate: {
-    summary: 'Reply to update, after the commit',
-    payload: Type.Object({ type: Type.Literal('ack'), room: Room, version: Type.Integer({ minimum: 1 }), id: Id }, Open)
-  },
-  ackExec: { summary: 'Reply to exec: accepted; members get exec_result', payload: Type.Object({ type: Type.Literal('ack'), room: Room, id: Id }, Open) },
-  message: {
-    summary: 'A direct message, to every connection of `to`',
-    payload: Type.Object({ type: Type.Literal('message'), messageId: Type.String(), from: Type.String(), to: Type.String(), text: Type.String(), timestamp: Timestamp }, Open)
-  },
-  joined: {
-    summary: 'Reply to join: a snapshot of the room and what was missed since `since`',
-    payload: Type.Object({
-      type: Type.Literal('joined'),
-      room: Room,
-      state: Type.Record(Type.String(), Type.Unknown(), { description: 'the room\'s JSON state' }),
-      version: Type.Integer({ minimum: 0 }),
-      offset: Type.Integer({ minimum: 0 }),
-      members: Type.Array(Type.String(), { description: 'client ids, each once' }),
-      missed: Type.Array(RoomMessage, { description: 'messages after `since`, oldest first' }),
-      recovered: Type.Boolean({ description: 'true when `missed` is complete' }),
-      id: Id
-    }, Open)
-  },
-  left: { summary: 'Reply to leave', payload: Type.Object({ type: Type.Literal('left'), room: Room, id: Id }, Open) },
-  presence: {
-    summary: 'To the other members: a client\'s first connection joined, or its last one left',
-    payload: Type.Object({ type: Type.Literal('presence'), room: Room, event: Type.Union([Type.Literal('join'), Type.Literal('leave')]), clientId: Type.String() }, Open)
-  },
-  room_message: { summary: 'A published message, to every member (sender included)', payload: RoomMessage },
-  state: {
-    summary: 'A state change, to every member: the patch as sent',
-    payload: Type.Object({ type: Type.Literal('state'), room: Room, version: Type.Integer({ minimum: 1 }), patch: Type.Record(Type.String(), Type.Unknown()), from: Type.String() }, Open)
-  },
-  exec_result: {
-    summary: 'The outcome of an exec, to every member',
-    payload: Type.Object({
-      type: Type.Literal('exec_result'),
-      room: Room,
-      from: Type.String(),
-      ok: Type.Boolean(),
-      result: Type.Unknown({ description: 'the completion value as JSON; null on failure' }),
-      logs: Type.Array(Type.String(), { description: 'what console.log printed' }),
-      error: Type.Union([Type.Null(), Type.Object({ code: Type.String(), message: Type.String() }, Open)]),
-      durationMs: Type.Number({ minimum: 0 })
-    }, Open)
-  },
-  error: {
-    summary: 'A refused request; the connection stays open',
-    payload: Type.Object({
-      type: Type.Literal('error'),
-      code: Type.Union(Object.keys(ERROR_CODES).map(c => Type.Literal(c)), { description: Object.entries(ERROR_CODES).map(([c, d]) => `${c}: ${d}`).join('\n') }),
-      message: Type.String({ description: 'for people: names the field and the limit' }),
-      id: Id
-    }, Open)
-  },
-  server_shutdown: {
-    summary: 'The server is stopping: reconnect after `reconnectAfterMs`; a close 1001 follows',
-    payload: Type.Object({ type: Type.Literal('server_shutdown'), reason: Type.String(), reconnectAfterMs: Type.Integer({ minimum: 0 }), timestamp: Timestamp }, Open)
-  }
-}
 
 /** The replies of the built-in client messages (an error may answer any of them). */
 const REPLIES: Record<string, string[]> = {
@@ -159,11 +32,6 @@ const SUMMARIES: Record<string, string> = {
   exec: 'Run JavaScript in the sandbox; every member gets exec_result (ENABLE_CODE_EXECUTION)'
 }
 
-/** The `type` values the server sends (for checks against docs/protocol.md). */
-export function serverMessageTypes (): string[] {
-  return [...new Set(Object.values(SERVER_MESSAGES).map(m => m.payload.properties.type.const as string))]
-}
-
 /** A TypeBox schema as plain JSON (no symbol keys). */
 const plain = (schema: TSchema): Record<string, unknown> => JSON.parse(JSON.stringify(schema))
 
@@ -183,7 +51,7 @@ export function asyncApiDocument ({ clientMessages, version, host }: AsyncApiInp
   for (const [type, schema] of clientMessages) {
     messages[type] = { name: type, title: type, summary: SUMMARIES[type] ?? `the ${type} message`, payload: plain(schema) }
   }
-  for (const [name, m] of Object.entries(SERVER_MESSAGES)) {
+  for (const [name, m] of Object.entries(SERVER_FRAMES)) {
     messages[name] = { name, title: m.payload.properties.type.const, summary: m.summary, payload: plain(m.payload) }
   }
   for (const type of clientMessages.keys()) {
@@ -197,7 +65,7 @@ export function asyncApiDocument ({ clientMessages, version, host }: AsyncApiInp
   }
   const pushed = ['welcome', 'message', 'presence', 'room_message', 'state', 'exec_result', 'server_shutdown']
   for (const name of pushed) {
-    operations[`send_${name}`] = { action: 'send', channel: { $ref: '#/channels/ws' }, summary: SERVER_MESSAGES[name].summary, messages: [ref(name)] }
+    operations[`send_${name}`] = { action: 'send', channel: { $ref: '#/channels/ws' }, summary: SERVER_FRAMES[name].summary, messages: [ref(name)] }
   }
   return {
     asyncapi: '3.0.0',

@@ -4,6 +4,7 @@ import type { DirectMessage } from './inbox.js'
 import { uuid } from '../core/ids.js'
 
 import { ClientId, MessageText } from '../../protocol/schemas.js'
+import { SendFields } from '../../protocol/client-frames.js'
 
 export { ClientId, MessageText }
 
@@ -73,7 +74,7 @@ export default fp(async function directMessages (app) {
   )
   app.decorate('directMessages', dm)
 
-  app.dispatcher.register('send', { to: ClientId, text: MessageText }, async (conn, msg) => {
+  app.dispatcher.register('send', SendFields, async (conn, msg) => {
     const result = await dm.send(conn.clientId, msg.to, msg.text)
     return { type: 'ack', ...result }
   })

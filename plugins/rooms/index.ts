@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
-import { Type } from '@sinclair/typebox'
 import { RoomRegistry } from './registry.js'
 
 import { RoomName, StatePatch, Offset, Version } from '../../protocol/schemas.js'
+import { JoinFields, LeaveFields, PublishFields, UpdateFields } from '../../protocol/client-frames.js'
 
 export { RoomName, StatePatch, Offset, Version }
 
@@ -50,21 +50,21 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   const roomLimits = { maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50, roomHistorySize: opts.historySize ?? 100, roomStateMaxBytes: opts.stateMaxBytes ?? 262144 }
   app.connections.addWelcomePart(() => ({ limits: roomLimits }))
 
-  app.dispatcher.register('join', { room: RoomName, since: Type.Optional(Offset) }, async (conn, msg) => {
+  app.dispatcher.register('join', JoinFields, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'join')
     return registry.join(conn, msg.room, msg.since)
   })
 
-  app.dispatcher.register('leave', { room: RoomName }, async (conn, msg) => registry.leave(conn, msg.room))
+  app.dispatcher.register('leave', LeaveFields, async (conn, msg) => registry.leave(conn, msg.room))
 
-  app.dispatcher.register('publish', { room: RoomName, data: Type.Unknown() }, async (conn, msg) => {
+  app.dispatcher.register('publish', PublishFields, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'publish')
     await registry.requireMember(conn, msg.room)
     const { offset, messageId } = await registry.publish(conn.clientId, msg.room, msg.data)
     return { type: 'ack', room: msg.room, offset, messageId }
   })
 
-  app.dispatcher.register('update', { room: RoomName, patch: StatePatch, baseVersion: Type.Optional(Version) }, async (conn, msg) => {
+  app.dispatcher.register('update', UpdateFields, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'update')
     await registry.requireMember(conn, msg.room)
     const { version } = await registry.update(conn.clientId, msg.room, msg.patch, msg.baseVersion)

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { Type, type TProperties, type Static, type TObject } from '@sinclair/typebox'
+import type { TProperties, Static, TObject } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { Connection } from './connections.js'
 import { parseJson, typeboxMessage } from '../core/errors.js'
@@ -8,6 +8,7 @@ import { StoreUnavailableError } from '../core/errors.js'
 
 import { WsError, type ErrorCode } from '../../protocol/errors.js'
 import { ClientId, RequestId } from '../../protocol/schemas.js'
+import { clientFrame } from '../../protocol/client-frames.js'
 
 export { WsError, RequestId, type ErrorCode }
 
@@ -95,8 +96,7 @@ export class Dispatcher {
   /** Declares a message type: its fields' schema (besides `type` and `id`) and its handler. */
   register<P extends TProperties> (type: string, fields: P, handler: MessageHandler<P>): void {
     if (this.routes.has(type)) throw new Error(`message type ${type} is already registered`)
-    const envelope: TProperties = { ...fields, type: Type.Literal(type), id: Type.Optional(RequestId) }
-    const schema = Type.Object(envelope)
+    const schema = clientFrame(type, fields)
     this.routes.set(type, { schema, check: TypeCompiler.Compile(schema), handler: handler as MessageHandler<TProperties>, event: Object.freeze({ type }), replies: new Map() })
   }
 

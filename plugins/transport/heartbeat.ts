@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { Connection, ConnectionRegistry } from './connections.js'
+import { PingFields } from '../../protocol/client-frames.js'
 
 export interface HeartbeatOptions {
   /** Server ping frames every this many ms; a connection silent for 2 intervals is terminated [30000]. */
@@ -93,7 +94,7 @@ export default fp<HeartbeatOptions>(async function heartbeat (app, opts) {
   app.connections.addWelcomePart(() => ({ heartbeatIntervalMs: hb.intervalMs }))
   app.connections.onOpen(conn => hb.watch(conn))
 
-  app.dispatcher.register('ping', {}, () => ({ type: 'pong', timestamp: new Date().toISOString() }))
+  app.dispatcher.register('ping', PingFields, () => ({ type: 'pong', timestamp: new Date().toISOString() }))
 
   app.addHook('onReady', async () => {
     hb.start((cleaned, alive) => {

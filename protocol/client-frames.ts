@@ -1,0 +1,44 @@
+import { Type, type TObject, type TProperties } from '@sinclair/typebox'
+import { ClientId, MessageText, Offset, RequestId, RoomName, StatePatch, Version } from './schemas.js'
+
+/**
+ * The TypeBox schemas of every frame a client sends: the fields of each type
+ * (what a feature registers with the dispatcher) and `clientFrame`, the
+ * envelope the dispatcher adds (`type` and an optional request `id`).
+ * Server-side like ./schemas.ts (TypeBox); the client takes the static types
+ * of ./frames.ts.
+ */
+
+/** A client frame's schema: its fields plus `type` and the optional request `id` (fields first, so errors name them first). */
+export function clientFrame (type: string, fields: TProperties): TObject {
+  const envelope: TProperties = { ...fields, type: Type.Literal(type), id: Type.Optional(RequestId) }
+  return Type.Object(envelope)
+}
+
+/** `ping`: no fields; answered with `pong`. */
+export const PingFields = {}
+/** `send`: a direct message to every connection of `to`. */
+export const SendFields = { to: ClientId, text: MessageText }
+/** `join`: `since` is the last offset seen, to recover what was missed. */
+export const JoinFields = { room: RoomName, since: Type.Optional(Offset) }
+export const LeaveFields = { room: RoomName }
+export const PublishFields = { room: RoomName, data: Type.Unknown() }
+/** `update`: an RFC 7396 merge patch, optionally only at `baseVersion`. */
+export const UpdateFields = { room: RoomName, patch: StatePatch, baseVersion: Type.Optional(Version) }
+/** `code`'s longest length when not configured, in characters. */
+export const EXEC_CODE_MAX_LENGTH = 16384
+/** `exec`: `code` up to `maxCodeLength` characters (configurable, hence a function). */
+export function execFields (maxCodeLength = EXEC_CODE_MAX_LENGTH) {
+  return { room: RoomName, code: Type.String({ minLength: 1, maxLength: maxCodeLength }) }
+}
+
+/** Every built-in client frame's fields, by type (`exec` at its default limit). */
+export const CLIENT_FRAMES: Record<string, TProperties> = {
+  ping: PingFields,
+  send: SendFields,
+  join: JoinFields,
+  leave: LeaveFields,
+  publish: PublishFields,
+  update: UpdateFields,
+  exec: execFields()
+}
