@@ -17,9 +17,19 @@ export class StatusReport {
   private readonly sections = new Map<string, Section[]>()
   private readonly checks = new Map<string, HealthCheck>()
   private readonly startedAt = Date.now()
-  shuttingDown = false
+  private closing = false
 
   constructor (readonly version: string) {}
+
+  /** Whether the server is closing: `/ready` answers 503 and the status says `shutting_down`. */
+  get shuttingDown (): boolean {
+    return this.closing
+  }
+
+  /** Called by whoever starts the shutdown (the shutdown plugin's preClose hook); there is no way back. */
+  beginShutdown (): void {
+    this.closing = true
+  }
 
   /**
    * Adds a top-level field of the status body, written by the plugin that owns

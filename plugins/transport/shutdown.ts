@@ -74,7 +74,7 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
 
   app.addHook('preClose', async () => {
     startedAt = Date.now()
-    app.statusReport.shuttingDown = true
+    app.statusReport.beginShutdown()
     const count = app.connections.size
     app.log.info({ event: 'shutdown.step', step: 'notify_clients', connections: count }, 'telling clients the server is shutting down')
     await app.disconnectAll('server_shutdown')
