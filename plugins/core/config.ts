@@ -58,6 +58,10 @@ export const ConfigSchema = Type.Object({
   PUSHER_APP_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   /** Webhook URL of the single PUSHER_APP_* app. */
   PUSHER_WEBHOOK_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** Bridge of the single PUSHER_APP_* app: Pusher channel <c> is native room <prefix><c> (docs/pusher.md). */
+  PUSHER_BRIDGE_ROOM_PREFIX: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$' })),
+  /** Bridge private- and presence- channels too (the native token's rooms claim then authorizes them). */
+  PUSHER_BRIDGE_PRIVATE: Bool(false),
   /** A JSON file listing apps, each with its own limits and webhooks (docs/pusher.md). */
   PUSHER_APPS_FILE: Type.Optional(Type.String({ minLength: 1 })),
   /** Seconds of silence before the server pings a Pusher client (told to it in connection_established). */

@@ -20,6 +20,10 @@ export interface PusherApp {
   webhooks: string[]
   /** How long webhook events are gathered into one request [250]. */
   webhookBatchMs: number
+  /** Native room `<prefix><channel>` is the app's channel `<channel>` (bridge.ts); undefined: no bridge. */
+  bridgeRoomPrefix?: string
+  /** private- and presence- channels are bridged too [false]; encrypted ones never are. */
+  bridgePrivate: boolean
 }
 
 const DEFAULTS = {
@@ -37,6 +41,8 @@ export interface PusherAppsEnv {
   PUSHER_APP_SECRET?: string
   PUSHER_WEBHOOK_URL?: string
   PUSHER_APPS_FILE?: string
+  PUSHER_BRIDGE_ROOM_PREFIX?: string
+  PUSHER_BRIDGE_PRIVATE?: boolean
 }
 
 function fail (where: string, field: string, what: string, got: unknown): never {
@@ -44,6 +50,7 @@ function fail (where: string, field: string, what: string, got: unknown): never 
 }
 
 const ID = /^[A-Za-z0-9_.-]{1,64}$/
+const BRIDGE_PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
 
 function positiveInt (where: string, raw: Record<string, unknown>, field: keyof typeof DEFAULTS): number {
   const value = raw[field] ?? DEFAULTS[field]
@@ -63,6 +70,13 @@ export function parseApp (where: string, raw: Record<string, unknown>): PusherAp
   }
   const enable = raw.enableClientMessages ?? DEFAULTS.enableClientMessages
   if (typeof enable !== 'boolean') fail(where, 'enableClientMessages', 'true or false', enable)
+  const prefix = raw.bridgeRoomPrefix
+  if (prefix !== undefined && (typeof prefix !== 'string' || !BRIDGE_PREFIX.test(prefix))) {
+    fail(where, 'bridgeRoomPrefix', 'a native room name prefix: 1 to 64 of A-Z a-z 0-9 _ . : -', prefix)
+  }
+  const bridgePrivate = raw.bridgePrivate ?? false
+  if (typeof bridgePrivate !== 'boolean') fail(where, 'bridgePrivate', 'true or false', bridgePrivate)
+  if (bridgePrivate && prefix === undefined) fail(where, 'bridgePrivate', 'false without a bridgeRoomPrefix', bridgePrivate)
   return {
     id: raw.id as string,
     key: raw.key as string,
@@ -73,7 +87,9 @@ export function parseApp (where: string, raw: Record<string, unknown>): PusherAp
     maxEventPayloadBytes: positiveInt(where, raw, 'maxEventPayloadBytes'),
     maxPresenceMembers: positiveInt(where, raw, 'maxPresenceMembers'),
     webhooks: webhooks as string[],
-    webhookBatchMs: positiveInt(where, raw, 'webhookBatchMs')
+    webhookBatchMs: positiveInt(where, raw, 'webhookBatchMs'),
+    ...(prefix === undefined ? {} : { bridgeRoomPrefix: prefix as string }),
+    bridgePrivate
   }
 }
 
@@ -89,10 +105,12 @@ export function loadApps (env: PusherAppsEnv): PusherApp[] {
       id: env.PUSHER_APP_ID,
       key: env.PUSHER_APP_KEY,
       secret: env.PUSHER_APP_SECRET,
-      webhooks: env.PUSHER_WEBHOOK_URL === undefined ? [] : [env.PUSHER_WEBHOOK_URL]
+      webhooks: env.PUSHER_WEBHOOK_URL === undefined ? [] : [env.PUSHER_WEBHOOK_URL],
+      bridgeRoomPrefix: env.PUSHER_BRIDGE_ROOM_PREFIX,
+      bridgePrivate: env.PUSHER_BRIDGE_PRIVATE ?? false
     }))
-  } else if (env.PUSHER_WEBHOOK_URL !== undefined) {
-    throw new ConfigError('Invalid configuration: PUSHER_WEBHOOK_URL needs PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET')
+  } else if (env.PUSHER_WEBHOOK_URL !== undefined || env.PUSHER_BRIDGE_ROOM_PREFIX !== undefined || env.PUSHER_BRIDGE_PRIVATE === true) {
+    throw new ConfigError(`Invalid configuration: ${env.PUSHER_WEBHOOK_URL !== undefined ? 'PUSHER_WEBHOOK_URL' : env.PUSHER_BRIDGE_ROOM_PREFIX !== undefined ? 'PUSHER_BRIDGE_ROOM_PREFIX' : 'PUSHER_BRIDGE_PRIVATE'} needs PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET`)
   }
   if (env.PUSHER_APPS_FILE !== undefined) {
     let parsed: unknown
@@ -115,6 +133,15 @@ export function loadApps (env: PusherAppsEnv): PusherApp[] {
     if (keys.has(app.key)) throw new ConfigError(`Invalid configuration: Pusher app key ${app.key} is defined twice`)
     ids.add(app.id)
     keys.add(app.key)
+  }
+  // a native room belongs to at most one app's bridge
+  const bridged = apps.filter(a => a.bridgeRoomPrefix !== undefined)
+  for (const a of bridged) {
+    for (const b of bridged) {
+      if (a !== b && a.bridgeRoomPrefix!.startsWith(b.bridgeRoomPrefix!)) {
+        throw new ConfigError(`Invalid configuration: Pusher apps ${a.id} and ${b.id}: bridgeRoomPrefix ${JSON.stringify(a.bridgeRoomPrefix)} starts with ${JSON.stringify(b.bridgeRoomPrefix)}, so a native room would map to both apps' channels`)
+      }
+    }
   }
   return apps
 }

@@ -9,6 +9,7 @@ import { LocalClusterState, RedisClusterState } from './cluster.js'
 import type { WebhookOptions } from './webhooks.js'
 import { CLOSE, PusherSocket, closeWithin } from './ws-protocol.js'
 import { closeCodeLabel } from './deps.js'
+import { BRIDGE_ORIGIN, bridgedChannel, bridgedRoom, toPusherEvent, toRoomData } from './bridge.js'
 
 export type { PusherApp } from './apps.js'
 export { AppRuntime, fanoutRoom } from './runtime.js'
@@ -86,6 +87,18 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   }
 
   const cluster = app.redisLink ? new RedisClusterState(app.redisLink) : new LocalClusterState()
+  const bridges = new Counter({ name: 'switchboard_pusher_bridged_total', help: 'Messages bridged between native rooms and Pusher channels, by direction (to_room, to_channel) and outcome (bridged, dropped)', labelNames: ['direction', 'outcome'], registers })
+  // Pusher → native: an event of a bridged channel becomes a message of its room (stored, with an offset, on every instance)
+  const toRoom = (a: PusherApp, channel: string, event: string, data: string, userId?: string | number) => {
+    const room = bridgedRoom(a, channel)
+    if (room === undefined) return
+    app.rooms.publish(`pusher:${a.id}`, room, toRoomData(event, data, userId), BRIDGE_ORIGIN).then(() => {
+      bridges.inc({ direction: 'to_room', outcome: 'bridged' })
+    }, err => {
+      bridges.inc({ direction: 'to_room', outcome: 'dropped' })
+      app.log.warn({ event: 'pusher.bridge_failed', appId: a.id, channel, room, reason: (err as Error).message }, 'a Pusher event could not be published to its bridged room')
+    })
+  }
   for (const a of apps) {
     const rt = new AppRuntime(a, app.log, {
       activityTimeoutS: cfg.PUSHER_ACTIVITY_TIMEOUT_S,
@@ -93,6 +106,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
       count,
       fanout: app.fanout,
       cluster,
+      bridge: a.bridgeRoomPrefix === undefined ? undefined : (channel, event, data, userId) => toRoom(a, channel, event, data, userId),
       webhooks: { ...opts.webhooks, outcome: outcome => webhooks.inc({ outcome }) }
     })
     byId.set(a.id, rt)
@@ -105,6 +119,26 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
     const rt = byId.get(room.slice(7, slash))
     if (rt) count('out', 'event', rt.registry.broadcast(room.slice(slash + 1), payload, exceptSocketId))
   })
+  // native → Pusher: a message published in a bridged room (by a member or the HTTP API, on this instance) is an event of its channel
+  const bridged = [...byId.values()].filter(rt => rt.app.bridgeRoomPrefix !== undefined)
+  if (bridged.length > 0) {
+    app.rooms.onPublished((message, origin) => {
+      if (origin === BRIDGE_ORIGIN) return
+      for (const rt of bridged) {
+        const channel = bridgedChannel(rt.app, message.room)
+        if (channel === undefined) continue
+        const { event, data } = toPusherEvent(message)
+        if (Buffer.byteLength(data) > rt.app.maxEventPayloadBytes) {
+          bridges.inc({ direction: 'to_channel', outcome: 'dropped' })
+          app.log.warn({ event: 'pusher.bridge_dropped', appId: rt.app.id, channel, room: message.room, bytes: Buffer.byteLength(data), maxBytes: rt.app.maxEventPayloadBytes }, 'a room message is larger than the Pusher app\'s maxEventPayloadBytes: not sent to the channel')
+          continue
+        }
+        rt.deliver(channel, event, data)
+        bridges.inc({ direction: 'to_channel', outcome: 'bridged' })
+      }
+    })
+    app.log.info({ event: 'pusher.bridge_enabled', apps: bridged.map(rt => ({ id: rt.app.id, roomPrefix: rt.app.bridgeRoomPrefix, private: rt.app.bridgePrivate })) }, 'native rooms bridged to Pusher channels')
+  }
   app.metrics.collect(() => {
     for (const rt of byId.values()) {
       connections.set({ app: rt.app.id }, rt.sockets.size)
@@ -176,4 +210,4 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   app.addHook('onClose', async () => {
     await Promise.all([...byId.values()].map(rt => rt.webhooks.close()))
   })
-}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'metrics', 'status', 'cors', 'limits', 'identity', 'websocket', 'shutdown', 'fanout', 'redis'] })
+}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'rooms', 'metrics', 'status', 'cors', 'limits', 'identity', 'websocket', 'shutdown', 'fanout', 'redis'] })

@@ -23,6 +23,8 @@ export interface RuntimeOptions {
   fanout: Fanout
   /** Occupancy and presence members across instances. */
   cluster: ClusterState
+  /** An event sent to the app's subscribers from a Pusher source (HTTP API, client event): the bridge passes it to native rooms. */
+  bridge?: (channel: string, event: string, data: string, userId?: string | number) => void
   /** A channel became occupied or vacant on this instance (metrics, logs). */
   onChannel?: (app: PusherApp, channel: string, occupied: boolean) => void
 }
@@ -87,12 +89,20 @@ export class AppRuntime {
       count: opts.count,
       members: channel => cluster.members(app.id, channel),
       reachable: channel => this.subscribed.get(channel) ?? Promise.resolve(),
-      publish: (channel, payload, exceptSocketId) => opts.fanout.publishToRoom(fanoutRoom(app.id, channel), payload, exceptSocketId)
+      publish: (channel, payload, exceptSocketId) => opts.fanout.publishToRoom(fanoutRoom(app.id, channel), payload, exceptSocketId),
+      bridge: opts.bridge ?? (() => {})
     }
   }
 
-  /** An event from the HTTP API (or a bridge): cached on cache channels, sent to every subscriber but `exceptSocketId`. */
+  /** An event from the HTTP API: cached on cache channels, sent to every subscriber but `exceptSocketId`, and to the bridged room. */
   trigger (channel: string, name: string, data: string, exceptSocketId?: string): number {
+    const n = this.deliver(channel, name, data, exceptSocketId)
+    this.ctx.bridge(channel, name, data)
+    return n
+  }
+
+  /** An event to the channel's subscribers on every instance (cached on cache channels), without the bridge. */
+  deliver (channel: string, name: string, data: string, exceptSocketId?: string): number {
     if (isCache(channel)) this.registry.remember(channel, name, data)
     const payload = frame(name, data, channel)
     this.ctx.publish(channel, payload, exceptSocketId)

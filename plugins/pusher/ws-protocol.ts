@@ -43,6 +43,8 @@ export interface AppContext {
   reachable (channel: string): Promise<void>
   /** Sends a channel frame to the other instances' subscribers (the fanout). */
   publish (channel: string, payload: string, exceptSocketId?: string): void
+  /** A client event, to the native room bridged to the channel (a no-op when there is none). */
+  bridge (channel: string, event: string, data: string, userId?: string | number): void
 }
 
 let counter = 0
@@ -355,6 +357,7 @@ export class PusherSocket implements Subscriber {
     const relayed = frame(event, payload, channel, userId === undefined ? undefined : { user_id: userId })
     this.ctx.count('out', 'client_event', registry.broadcast(channel, relayed, this.socketId))
     this.ctx.publish(channel, relayed, this.socketId)
+    this.ctx.bridge(channel, event, payload, userId)
     this.ctx.webhook({ name: 'client_event', channel, event, data: payload, socket_id: this.socketId, ...(userId === undefined ? {} : { user_id: String(userId) }) })
   }
 

@@ -25,6 +25,9 @@ export interface RoomRegistryOptions {
   persistMessages?: boolean
 }
 
+/** A message published on this instance, and who published it (undefined: a member or the HTTP API). */
+export type PublishedListener = (message: RoomMessage, origin: string | undefined) => void
+
 interface Log {
   error (obj: object, msg: string): void
 }
@@ -67,6 +70,7 @@ export class RoomRegistry {
   private readonly rooms = new Map<string, Room>()
   private readonly loading = new Map<string, Promise<Room>>()
   private readonly pendingJoins = new WeakMap<Connection, Map<string, Promise<unknown>>>()
+  private readonly publishedListeners: PublishedListener[] = []
 
   constructor (private readonly store: Store, private readonly fanout: Fanout, private readonly opts: RoomRegistryOptions, private readonly log: Log) {
     fanout.onRoomFrame((room, frame, except) => this.deliverLocally(room, frame, except))
@@ -82,6 +86,19 @@ export class RoomRegistry {
   deliver (room: string, frame: string, exceptConnectionId?: string): number {
     this.fanout.publishToRoom(room, frame, exceptConnectionId)
     return this.deliverLocally(room, frame, exceptConnectionId)
+  }
+
+  /**
+   * Every message published on this instance (by a member or the HTTP API), once,
+   * after it went out to the room's members; with the `origin` its publisher
+   * named, so a protocol bridge can skip the messages it published itself.
+   */
+  onPublished (fn: PublishedListener): void {
+    this.publishedListeners.push(fn)
+  }
+
+  private published (message: RoomMessage, origin: string | undefined): void {
+    for (const fn of this.publishedListeners) fn(message, origin)
   }
 
   isMember (conn: Connection, room: string): boolean {
@@ -144,16 +161,20 @@ export class RoomRegistry {
     if (!this.isMember(conn, name)) throw notInRoom(name)
   }
 
-  async publish (from: string, name: string, data: unknown): Promise<{ offset: number, messageId: string, delivered: number }> {
+  /** `origin`: who publishes, told to onPublished listeners (a bridge names itself; members and the HTTP API do not). */
+  async publish (from: string, name: string, data: unknown, origin?: string): Promise<{ offset: number, messageId: string, delivered: number }> {
     const room = this.opts.persistMessages === false ? this.rooms.get(name) : undefined
     if (room) {
       const message: RoomMessage = { type: 'room_message', room: name, offset: ++room.offset, messageId: uuid(), from, data, timestamp: new Date().toISOString() }
-      return { offset: message.offset, messageId: message.messageId, delivered: this.broadcast(name, message) }
+      const delivered = this.broadcast(name, message)
+      this.published(message, origin)
+      return { offset: message.offset, messageId: message.messageId, delivered }
     }
     const message = await this.storeCall(name, () => this.store.appendMessage(name, {
       messageId: uuid(), from, data, timestamp: new Date().toISOString()
     }, this.opts.historySize)).finally(() => this.releaseIfNotLoaded(name))
     const delivered = this.broadcast(name, message)
+    this.published(message, origin)
     return { offset: message.offset, messageId: message.messageId, delivered }
   }
 
