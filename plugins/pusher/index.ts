@@ -87,6 +87,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   }
 
   const cluster = app.redisLink ? new RedisClusterState(app.redisLink) : new LocalClusterState()
+  const limitCloses = new Counter({ name: 'switchboard_pusher_limit_closes_total', help: 'Pusher connections closed by a limit (4100): slow_consumer (WS_MAX_BUFFERED_BYTES), flood (WS_MESSAGES_PER_SECOND)', labelNames: ['reason'], registers })
   const bridges = new Counter({ name: 'switchboard_pusher_bridged_total', help: 'Messages bridged between native rooms and Pusher channels, by direction (to_room, to_channel) and outcome (bridged, dropped)', labelNames: ['direction', 'outcome'], registers })
   // Pusher → native: an event of a bridged channel becomes a message of its room (stored, with an offset, on every instance)
   const toRoom = (a: PusherApp, channel: string, event: string, data: string, userId?: string | number) => {
@@ -106,6 +107,11 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
       count,
       fanout: app.fanout,
       cluster,
+      limits: { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES, messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, floodCloseMs: 3000 },
+      limitClosed: (socket, reason, detail) => {
+        limitCloses.inc({ reason })
+        app.log.warn({ event: reason === 'flood' ? 'pusher.flood_closed' : 'pusher.slow_consumer', appId: a.id, socketId: socket.socketId, clientKey: socket.clientKey, ...detail }, reason === 'flood' ? 'closing a Pusher connection that keeps sending over its message rate' : 'closing a Pusher connection that does not read its messages')
+      },
       bridge: a.bridgeRoomPrefix === undefined ? undefined : (channel, event, data, userId) => toRoom(a, channel, event, data, userId),
       webhooks: { ...opts.webhooks, outcome: outcome => webhooks.inc({ outcome }) }
     })
@@ -178,11 +184,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
     const conn = new PusherSocket(socket, rt.ctx, request.clientKey)
     rt.sockets.add(conn)
     socket.on('message', (data, isBinary) => {
-      if (isBinary) {
-        conn.send(JSON.stringify({ event: 'pusher:error', data: { code: null, message: 'message: must be a text frame of JSON' } }))
-        return
-      }
-      conn.handle(data.toString())
+      conn.handle(isBinary ? null : data.toString())
     })
     socket.on('close', (code, reason) => {
       rt.sockets.delete(conn)

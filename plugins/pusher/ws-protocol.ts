@@ -20,9 +20,24 @@ export const CLOSE = {
   unsupportedProtocol: 4007,
   noProtocol: 4008,
   unauthorized: 4009,
+  /** Over capacity: pusher-js reconnects after a back-off (a client that floods or does not read its frames). */
+  overCapacity: 4100,
   reconnect: 4200,
   pongNotReceived: 4201
 } as const
+
+/** `pusher:error` (no close) for a frame over the rate: Pusher's code for rate-limited client events, in the 4300 "other errors" family. */
+export const RATE_LIMITED = 4301
+
+/** The service's per-connection limits, applied to Pusher sockets as to /ws connections. */
+export interface SocketLimits {
+  /** Bytes the send buffer may hold (WS_MAX_BUFFERED_BYTES); past it the socket is closed with 4100. */
+  maxBufferedBytes: number
+  /** Frames per second a connection may send (WS_MESSAGES_PER_SECOND; token bucket, burst twice as many). */
+  messagesPerSecond: number
+  /** Still over the rate after this long: closed with 4100 [3000]. */
+  floodCloseMs: number
+}
 
 /** What every Pusher socket of an app shares. */
 export interface AppContext {
@@ -43,6 +58,9 @@ export interface AppContext {
   reachable (channel: string): Promise<void>
   /** Sends a channel frame to the other instances' subscribers (the fanout). */
   publish (channel: string, payload: string, exceptSocketId?: string): void
+  limits: SocketLimits
+  /** A socket closed by a limit (`slow_consumer`, `flood`): logged and counted by the plugin. */
+  limitClosed (socket: PusherSocket, reason: 'slow_consumer' | 'flood', detail: Record<string, unknown>): void
   /** A client event, to the native room bridged to the channel (a no-op when there is none). */
   bridge (channel: string, event: string, data: string, userId?: string | number): void
 }
@@ -99,13 +117,50 @@ export class PusherSocket implements Subscriber {
   private windowStart = 0
   private windowCount = 0
   private closed = false
+  /** Token bucket of WS_MESSAGES_PER_SECOND, and since when the client has been over it. */
+  private tokens: number
+  private refilledAt = Date.now()
+  private floodSince = 0
+  private lastViolation = 0
 
-  constructor (readonly ws: WebSocket, readonly ctx: AppContext, readonly clientKey: string) {}
+  constructor (readonly ws: WebSocket, readonly ctx: AppContext, readonly clientKey: string) {
+    this.tokens = ctx.limits.messagesPerSecond * 2
+  }
 
   send (payload: string): void {
     if (this.ws.readyState !== 1) return
     this.ws.send(payload)
     this.ctx.count('out', 'event')
+    this.checkBuffer()
+  }
+
+  /** A peer that does not read lets the send buffer grow: past the cap it is closed (4100, reconnect after a back-off) instead of holding server memory. */
+  private checkBuffer (): void {
+    const buffered = this.ws.bufferedAmount
+    if (buffered <= this.ctx.limits.maxBufferedBytes || this.ws.readyState !== 1) return
+    this.ctx.limitClosed(this, 'slow_consumer', { bufferedAmount: buffered, limit: this.ctx.limits.maxBufferedBytes })
+    // CLOSING from here on: send and sendFrame drop further frames, so the buffer stops growing
+    closeWithin(this.ws, CLOSE.overCapacity, 'Over capacity: send buffer full, reading too slowly')
+  }
+
+  /** The frame may be handled: 'limited' is answered with pusher:error 4301, 'closed' after sustained flooding. */
+  private admit (): 'ok' | 'limited' | 'closed' {
+    const { messagesPerSecond: rate, floodCloseMs } = this.ctx.limits
+    const now = Date.now()
+    this.tokens = Math.min(rate * 2, this.tokens + ((now - this.refilledAt) / 1000) * rate)
+    this.refilledAt = now
+    if (this.tokens >= 1) {
+      this.tokens -= 1
+      return 'ok'
+    }
+    if (now - this.lastViolation > 1000) this.floodSince = now
+    this.lastViolation = now
+    if (now - this.floodSince >= floodCloseMs) {
+      this.ctx.limitClosed(this, 'flood', { limit: rate })
+      this.refuse(CLOSE.overCapacity, `Over capacity: more than ${rate} messages per second for ${Math.round(floodCloseMs / 1000)} s`)
+      return 'closed'
+    }
+    return 'limited'
   }
 
   /**
@@ -118,6 +173,7 @@ export class PusherSocket implements Subscriber {
     const raw = (this.ws as unknown as { _socket?: { write (b: Buffer): boolean, destroyed: boolean, writableEnded: boolean } | null })._socket
     if (raw == null || raw.destroyed || raw.writableEnded) return
     raw.write(frame)
+    this.checkBuffer()
   }
 
   /** Sends `pusher:error` then closes with the same code and its message as reason. */
@@ -142,8 +198,20 @@ export class PusherSocket implements Subscriber {
     }, this.ctx.activityTimeoutS * 1000)
   }
 
-  handle (raw: string): void {
+  /** One frame from the client (null: a binary frame, which the protocol has none of). */
+  handle (raw: string | null): void {
+    if (this.ws.readyState !== 1) return
     this.armActivity()
+    const admitted = this.admit()
+    if (admitted === 'closed') return
+    if (admitted === 'limited') {
+      this.send(errorFrame(RATE_LIMITED, `Rate limit exceeded: at most ${this.ctx.limits.messagesPerSecond} messages per second per connection; this one was dropped`))
+      return
+    }
+    if (raw === null) {
+      this.send(errorFrame(null, 'message: must be a text frame of JSON'))
+      return
+    }
     let msg: { event?: unknown, data?: unknown, channel?: unknown }
     try {
       msg = JSON.parse(raw)
