@@ -163,7 +163,7 @@ test('a client that does not answer the server ping is closed with 4201 (PusherS
   await new Promise(resolve => wss.once('listening', resolve))
   const noop = () => {}
   wss.on('connection', ws => {
-    const ctx = { app: parseApp('test', APP), registry: new ChannelRegistry({ occupied: noop, vacated: noop, memberAdded: noop, memberRemoved: noop }), log: pino({ level: 'silent' }), activityTimeoutS: 1, pongTimeoutMs: 200, webhook: noop, count: noop, publish: noop, bridge: noop, limits: { maxBufferedBytes: 1048576, messagesPerSecond: 50, floodCloseMs: 3000 }, limitClosed: noop, reachable: async () => {}, members: async () => null }
+    const ctx = { app: parseApp('test', APP), registry: new ChannelRegistry({ occupied: noop, vacated: noop, memberAdded: noop, memberRemoved: noop }), log: pino({ level: 'silent' }), activityTimeoutS: 1, pongTimeoutMs: 200, webhook: noop, count: noop, publish: noop, bridge: noop, limits: { maxBufferedBytes: 1048576, messagesPerSecond: 50, floodCloseMs: 3000 }, limitClosed: noop, reachable: async () => {}, cached: async () => undefined, members: async () => null }
     const s = new PusherSocket(ws, ctx, '127.0.0.1')
     ws.on('message', d => s.handle(d.toString()))
     ws.on('close', () => s.closedNow())

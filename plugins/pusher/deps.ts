@@ -1,6 +1,6 @@
 // Every import of the Pusher plugin from the rest of the project goes through
 // this one file: the public plugin of each lower layer, never its internals.
-export { ConfigError, type Config, type RedisLink } from '../core/index.js'
+export { ConfigError, instanceKey, type Config, type RedisLink } from '../core/index.js'
 export { closeCodeLabel } from '../observability/index.js'
 export type { Fanout } from '../cluster/index.js'
 export { textFrame } from '../transport/index.js'

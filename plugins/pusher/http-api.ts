@@ -150,9 +150,9 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     const info = parseInfo(q.info)
     if (info.has('user_count') && !prefix.startsWith('presence-')) throw new ApiError(400, 'info: user_count is only available with filter_by_prefix=presence-')
     const channels: Record<string, object> = {}
-    for (const ch of rt.registry.all()) {
-      if (ch.name.startsWith(USER_CHANNEL_PREFIX) || !ch.name.startsWith(prefix)) continue
-      channels[ch.name] = await rt.info(ch.name, info)
+    for (const name of await rt.channelNames()) {
+      if (name.startsWith(USER_CHANNEL_PREFIX) || !name.startsWith(prefix)) continue
+      channels[name] = await rt.info(name, info)
     }
     return { channels }
   })
@@ -162,10 +162,10 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     const { channel } = request.params as { channel: string }
     const info = parseInfo((request.query as { info?: string }).info)
     if (info.has('user_count') && !isPresence(channel)) throw new ApiError(400, 'info: user_count is only available for presence- channels')
-    const ch = rt.registry.get(channel)
-    const out: Record<string, unknown> = { occupied: (ch?.subscribers.size ?? 0) > 0, ...await rt.info(channel, info) }
+    const { subscription_count: subscriptions, ...rest } = await rt.info(channel, new Set([...info, 'subscription_count']))
+    const out: Record<string, unknown> = { occupied: subscriptions! > 0, ...rest, ...(info.has('subscription_count') ? { subscription_count: subscriptions } : {}) }
     if (info.has('cache')) {
-      const last = rt.registry.cached(channel)
+      const last = await rt.cached(channel)
       if (last) out.cache = { event: last.event, data: last.data }
     }
     return out
@@ -181,7 +181,7 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
   scope.post('/apps/:appId/users/:userId/terminate_connections', { schema: hidden }, async request => {
     const rt = request.pusherApp!
     const { userId } = request.params as { userId: string }
-    rt.terminate(userId)
+    rt.terminateEverywhere(userId)
     return {}
   })
 }

@@ -4,7 +4,7 @@ import { Counter, Gauge } from 'prom-client'
 import type { WebSocket } from 'ws'
 import { loadApps, type PusherApp } from './apps.js'
 import pusherHttpApi from './http-api.js'
-import { AppRuntime } from './runtime.js'
+import { AppRuntime, TERMINATE, fanoutRoom } from './runtime.js'
 import { LocalClusterState, RedisClusterState } from './cluster.js'
 import type { WebhookOptions } from './webhooks.js'
 import { CLOSE, PusherSocket, closeWithin } from './ws-protocol.js'
@@ -123,8 +123,28 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
     if (!room.startsWith('pusher/')) return
     const slash = room.indexOf('/', 7)
     const rt = byId.get(room.slice(7, slash))
-    if (rt) count('out', 'event', rt.registry.broadcast(room.slice(slash + 1), payload, exceptSocketId))
+    if (!rt) return
+    const channel = room.slice(slash + 1)
+    if (channel === TERMINATE) {
+      rt.terminate(payload)
+      return
+    }
+    count('out', 'event', rt.registry.broadcast(channel, payload, exceptSocketId))
   })
+  // terminate_connections reaches every instance; crashed instances' entries are swept on each heartbeat
+  for (const rt of byId.values()) {
+    app.fanout.subscribeRoom(fanoutRoom(rt.app.id, TERMINATE)).catch(err => {
+      app.log.warn({ event: 'pusher.fanout_failed', appId: rt.app.id, channel: TERMINATE, reason: (err as Error).message }, 'terminate_connections of other instances will not reach this one')
+    })
+  }
+  if (app.redisLink) {
+    let sweeping = false
+    app.redisLink.onBeat(() => {
+      if (sweeping) return
+      sweeping = true
+      Promise.all([...byId.values()].map(rt => rt.sweepDead())).finally(() => { sweeping = false })
+    })
+  }
   // native → Pusher: a message published in a bridged room (by a member or the HTTP API, on this instance) is an event of its channel
   const bridged = [...byId.values()].filter(rt => rt.app.bridgeRoomPrefix !== undefined)
   if (bridged.length > 0) {

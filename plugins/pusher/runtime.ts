@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { PusherApp } from './apps.js'
-import { ChannelRegistry, isCache, isPresence } from './channels/registry.js'
+import { CACHE_TTL_MS, ChannelRegistry, isCache, isPresence } from './channels/registry.js'
 import { Webhooks, type WebhookOptions } from './webhooks.js'
 import { CLOSE, frame, type AppContext, type PusherSocket } from './ws-protocol.js'
 import type { Fanout } from './deps.js'
@@ -13,6 +13,9 @@ import type { ClusterState } from './cluster.js'
 export function fanoutRoom (appId: string, channel: string): string {
   return `pusher/${appId}/${channel}`
 }
+
+/** The fanout "channel" that carries terminate_connections to every instance (no channel name contains `#` but `#server-to-user-`). */
+export const TERMINATE = '#terminate'
 
 export interface RuntimeOptions {
   activityTimeoutS: number
@@ -40,7 +43,12 @@ export class AppRuntime {
   /** Channels occupied here: settles once frames published on other instances reach this one. */
   private readonly subscribed = new Map<string, Promise<void>>()
 
-  constructor (readonly app: PusherApp, log: FastifyBaseLogger, opts: RuntimeOptions) {
+  private readonly cluster: ClusterState
+  private readonly fanout: Fanout
+
+  constructor (readonly app: PusherApp, private readonly log: FastifyBaseLogger, opts: RuntimeOptions) {
+    this.cluster = opts.cluster
+    this.fanout = opts.fanout
     this.webhooks = new Webhooks(app, log, opts.webhooks)
     const hook = (e: Record<string, unknown>) => this.webhooks.add(e)
     const cluster = opts.cluster
@@ -72,6 +80,7 @@ export class AppRuntime {
           this.ctx.publish(channel, payload, socketId)
         })
       },
+      counted: (channel, n) => cluster.channelCount(app.id, channel, n),
       memberRemoved: (channel, userKey, member) => {
         decided('member_removed', channel, cluster.memberLeft(app.id, channel, userKey), () => {
           hook({ name: 'member_removed', channel, user_id: userKey })
@@ -90,6 +99,7 @@ export class AppRuntime {
       webhook: hook,
       count: opts.count,
       members: channel => cluster.members(app.id, channel),
+      cached: async channel => this.registry.cached(channel) ?? await cluster.cached(app.id, channel) ?? undefined,
       reachable: channel => this.subscribed.get(channel) ?? Promise.resolve(),
       publish: (channel, payload, exceptSocketId) => opts.fanout.publishToRoom(fanoutRoom(app.id, channel), payload, exceptSocketId),
       bridge: opts.bridge ?? (() => {}),
@@ -107,7 +117,10 @@ export class AppRuntime {
 
   /** An event to the channel's subscribers on every instance (cached on cache channels), without the bridge. */
   deliver (channel: string, name: string, data: string, exceptSocketId?: string): number {
-    if (isCache(channel)) this.registry.remember(channel, name, data)
+    if (isCache(channel)) {
+      this.registry.remember(channel, name, data)
+      this.cluster.remember(this.app.id, channel, name, data, CACHE_TTL_MS)
+    }
     const payload = frame(name, data, channel)
     this.ctx.publish(channel, payload, exceptSocketId)
     const n = this.registry.broadcast(channel, payload, exceptSocketId)
@@ -122,19 +135,67 @@ export class AppRuntime {
     return [...all.values()]
   }
 
-  /** `info` of a channel as the HTTP API reports it (user_count cluster-wide, subscription_count this instance's). */
+  /** `info` of a channel as the HTTP API reports it, across every live instance. */
   async info (channel: string, fields: Set<string>): Promise<{ user_count?: number, subscription_count?: number }> {
-    const ch = this.registry.get(channel)
     const out: { user_count?: number, subscription_count?: number } = {}
     if (fields.has('user_count') && isPresence(channel)) out.user_count = (await this.members(channel)).length
-    if (fields.has('subscription_count')) out.subscription_count = ch?.subscribers.size ?? 0
+    if (fields.has('subscription_count')) out.subscription_count = await this.subscriptionCount(channel)
     return out
   }
 
-  /** Closes every socket signed in as the user with 4009 (pusher-js does not reconnect); returns how many. */
+  /** Subscriptions to the channel on every live instance (this instance's without a cluster). */
+  async subscriptionCount (channel: string): Promise<number> {
+    return await this.cluster.subscriptionCount(this.app.id, channel) ?? this.registry.get(channel)?.subscribers.size ?? 0
+  }
+
+  /** The channels occupied on some live instance, in name order. */
+  async channelNames (): Promise<string[]> {
+    const names = new Set(await this.cluster.channels(this.app.id) ?? [])
+    for (const ch of this.registry.all()) names.add(ch.name)
+    return [...names].sort()
+  }
+
+  /** A cache channel's last event triggered on any instance, within the cache TTL. */
+  async cached (channel: string): Promise<{ event: string, data: string } | undefined> {
+    return await this.ctx.cached(channel)
+  }
+
+  /** Closes the user's sockets on this instance with 4009 (pusher-js does not reconnect); returns how many. */
   terminate (userId: string): number {
     const sockets = this.registry.socketsOf(userId) as PusherSocket[]
     for (const s of sockets) s.refuse(CLOSE.unauthorized, 'You got disconnected by the app.')
     return sockets.length
+  }
+
+  /** terminate_connections: the user's sockets here, and on every other instance (through the fanout). */
+  terminateEverywhere (userId: string): number {
+    this.fanout.publishToRoom(fanoutRoom(this.app.id, TERMINATE), userId)
+    return this.terminate(userId)
+  }
+
+  /**
+   * Entries of crashed instances (heartbeat expired) leave Redis; what their
+   * removal means fires here, once across the instances: member_removed (to
+   * subscribers everywhere, and the webhook) for users with no socket left,
+   * channel_vacated for channels with no subscriber left.
+   */
+  async sweepDead (): Promise<void> {
+    let swept
+    try {
+      swept = await this.cluster.sweep(this.app.id)
+    } catch (err) {
+      this.log.warn({ event: 'pusher.cluster_failed', appId: this.app.id, step: 'sweep', reason: (err as Error).message }, 'crashed instances\' Pusher entries could not be swept')
+      return
+    }
+    for (const { channel, gone, vacated } of swept) {
+      for (const { key, member } of gone) {
+        this.webhooks.add({ name: 'member_removed', channel, user_id: key })
+        const payload = frame('pusher_internal:member_removed', { user_id: member.userId }, channel)
+        this.ctx.count('out', 'event', this.registry.broadcast(channel, payload))
+        this.ctx.publish(channel, payload)
+      }
+      if (vacated) this.webhooks.add({ name: 'channel_vacated', channel })
+      if (gone.length > 0 || vacated) this.log.info({ event: 'pusher.instance_swept', appId: this.app.id, channel, membersGone: gone.length, vacated }, 'a crashed instance\'s subscriptions and members left a Pusher channel')
+    }
   }
 }

@@ -54,6 +54,8 @@ export interface AppContext {
   count (direction: 'in' | 'out', kind: string, n?: number): void
   /** A presence channel's members on every instance (null: only this instance's count). */
   members (channel: string): Promise<Map<string, { userId: string | number, info: unknown }> | null>
+  /** A cache channel's last event, triggered on any instance. */
+  cached (channel: string): Promise<{ event: string, data: string } | undefined>
   /** Settles once the channel's frames from other instances reach this one (before subscription_succeeded). */
   reachable (channel: string): Promise<void>
   /** Sends a channel frame to the other instances' subscribers (the fanout). */
@@ -339,19 +341,21 @@ export class PusherSocket implements Subscriber {
     // member_added goes to the others through the registry's events (once, cluster-wide)
     registry.subscribe(this, channel, sub.userKey === undefined ? undefined : { userId: sub.userId!, info })
     // succeeded once an event triggered on any instance reaches this socket, with the members of every instance
-    Promise.all([this.ctx.reachable(channel), sub.userKey === undefined ? null : this.ctx.members(channel)]).then(([, remote]) => {
-      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, remote)
+    Promise.all([
+      this.ctx.reachable(channel),
+      sub.userKey === undefined ? null : this.ctx.members(channel),
+      isCache(channel) ? this.ctx.cached(channel) : undefined
+    ]).then(([, remote, last]) => {
+      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, remote, last)
     }, err => {
-      this.ctx.log.warn({ event: 'pusher.cluster_failed', appId: this.ctx.app.id, channel, reason: (err as Error).message }, 'the members of other instances could not be read')
-      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, null)
+      this.ctx.log.warn({ event: 'pusher.cluster_failed', appId: this.ctx.app.id, channel, reason: (err as Error).message }, 'the members or the cached event of other instances could not be read')
+      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, null, this.ctx.registry.cached(channel))
     })
   }
 
-  private subscribed (channel: string, remote: Map<string, { userId: string | number, info: unknown }> | null): void {
-    const { registry } = this.ctx
+  private subscribed (channel: string, remote: Map<string, { userId: string | number, info: unknown }> | null, last: { event: string, data: string } | undefined): void {
     this.send(frame('pusher_internal:subscription_succeeded', this.presenceData(channel, remote) ?? {}, channel))
     if (isCache(channel)) {
-      const last = registry.cached(channel)
       if (last) {
         this.send(frame(last.event, last.data, channel))
       } else {

@@ -28,6 +28,8 @@ export interface ChannelEvents {
   memberAdded (channel: string, userKey: string, member: Member, socketId: string): void
   /** A user's last socket here left. */
   memberRemoved (channel: string, userKey: string, member: Member): void
+  /** The channel's subscribers here are now `n` (> 0) after a change that was neither occupied nor vacated. */
+  counted? (channel: string, n: number): void
 }
 
 /** How long a cache channel keeps its last event [30 min, as Pusher documents]. */
@@ -83,6 +85,7 @@ export class ChannelRegistry {
     const first = channel.subscribers.size === 0
     channel.subscribers.add(sub)
     if (first) this.events.occupied(name)
+    else this.events.counted?.(name, channel.subscribers.size)
     if (!member) return false
     const key = String(member.userId)
     const existing = channel.members.get(key)
@@ -112,6 +115,8 @@ export class ChannelRegistry {
     if (channel.subscribers.size === 0) {
       this.channels.delete(name)
       this.events.vacated(name)
+    } else {
+      this.events.counted?.(name, channel.subscribers.size)
     }
     return gone
   }
