@@ -76,6 +76,23 @@ export function targets (res: BenchResults): Target[] {
     out.push({ scenario: 'S7', target: 'RSS bounded with 10 paused clients', measured: slow ? `${f(slow.rssSlopeMBps, 2)} MB/s in the last half (keeping every frame: ${f(slow.unboundedSlopeMBps, 2)} MB/s)` : '–', ok: bounded ?? null })
     out.push({ scenario: 'S7', target: 'healthy p99 within 10 % of no slow clients', measured: slow ? `${f(slow.p99Ratio, 2)}×` : '–', ok: slow ? slow.p99Ratio <= 1.1 : null })
   }
+  if (res.scenarios.S9) {
+    const pusher = s('S9', 'pusher')
+    const native = s('S9', 'native')
+    const cpu = ratio(pusher?.ok ? pusher.serverCpuUsPerDelivery : undefined, native?.ok ? native.serverCpuUsPerDelivery : undefined)
+    out.push({ scenario: 'S9', target: `server CPU per delivery to ${f(pusher?.subscribers)} subscribers, Pusher protocol ÷ native (same run)`, measured: `${f(cpu, 2)}× (${f(pusher?.serverCpuUsPerDelivery, 2)} vs ${f(native?.serverCpuUsPerDelivery, 2)} µs)`, ok: null, noBar: true })
+    out.push({ scenario: 'S9', target: 'HTTP-triggered events/s, Pusher SDK trigger ÷ native publish', measured: `${f(ratio(pusher?.httpEventsPerSec, native?.httpEventsPerSec), 2)}× (${f(pusher?.httpEventsPerSec)} vs ${f(native?.httpEventsPerSec)} /s)`, ok: null, noBar: true })
+  }
+  if (res.scenarios.S10) {
+    const sb = s('S10', 'switchboard')
+    const hp = s('S10', 'hocuspocus')
+    const best = (r: any) => r?.ok ? (r.best?.updatesSentPerSecond ?? 0) : undefined
+    out.push({ scenario: 'S10', target: 'updates/s at p99 ≤ 50 ms, Switchboard (committed to SQLite first) ÷ @hocuspocus/server (memory only)', measured: `${f(ratio(best(sb), best(hp)), 2)}× (${f(best(sb))} vs ${f(best(hp))} /s)`, ok: null, noBar: true })
+    const cpu = (r: any) => r?.ok ? (r.best ?? r.steps?.[0])?.serverCpuUsPerUpdate : undefined
+    out.push({ scenario: 'S10', target: 'server CPU per update, Switchboard ÷ Hocuspocus', measured: `${f(ratio(cpu(sb), cpu(hp)), 2)}× (${f(cpu(sb))} vs ${f(cpu(hp))} µs)`, ok: null, noBar: true })
+    const mem = (r: any) => r?.ok ? r.steps?.[0]?.serverRssPerOpenDocumentKB : undefined
+    out.push({ scenario: 'S10', target: 'server RSS per open document (with its editors)', measured: `Switchboard ${f(mem(sb))} KB, Hocuspocus ${f(mem(hp))} KB`, ok: null, noBar: true })
+  }
   if (res.scenarios.S8?.skipped) out.push({ scenario: 'S8', target: 'cross-instance deliveries, added p99, 0 pub/sub messages at an instance without members', measured: `not run: ${res.scenarios.S8.skipped}`, ok: null })
   else if (res.scenarios.S8) {
     const sb = s('S8', 'switchboard')
@@ -178,6 +195,24 @@ export function renderMarkdown (res: BenchResults): string {
     lines.push('')
     if (id === 'S8') {
       crossInstanceSection(lines, sc.servers)
+    } else if (id === 'S9') {
+      lines.push('Run by `bench/pusher-fanout.ts` (its own server process, not pinned to a core): the Pusher rows are protocol-7 sockets fed by the `pusher` SDK\'s signed trigger, the native rows `/ws` members fed by `POST /api/v1/rooms/:room/publish`, one after the other in the same server process.')
+      lines.push('')
+      lines.push('| protocol | subscribers | events | HTTP events/s | deliveries/s | server CPU µs/delivery |')
+      lines.push('|---|---|---|---|---|---|')
+      for (const [name, r] of Object.entries(sc.servers)) {
+        if (!r.ok) { lines.push(`| ${name} | failed: ${r.error} | | | | |`); continue }
+        lines.push(`| ${name} | ${f(r.subscribers)} | ${f(r.events)} | ${f(r.httpEventsPerSec)} | ${f(r.deliveriesPerSec)} | ${f(r.serverCpuUsPerDelivery, 2)} |`)
+      }
+    } else if (id === 'S10') {
+      lines.push('Run by `bench/yjs-vs-hocuspocus.ts` once per rate step (its own server processes, not pinned to a core): the same real @hocuspocus/provider editors against Switchboard\'s `/collab` (each update committed to SQLite before it is relayed) and @hocuspocus/server (memory only).')
+      lines.push('')
+      lines.push('| server | updates/s per editor | updates/s sent | deliveries/s | delivered | p50 / p99 ms | server CPU µs/update | RSS KB per open document | pass (p99 ≤ 50 ms) |')
+      lines.push('|---|---|---|---|---|---|---|---|---|')
+      for (const [name, r] of Object.entries(sc.servers)) {
+        if (!r.ok && !(r.steps?.length > 0)) { lines.push(`| ${name} | failed: ${r.error} | | | | | | | |`); continue }
+        for (const st of r.steps ?? []) lines.push(`| ${name} | ${f(st.ratePerEditor)} | ${f(st.updatesSentPerSecond)} | ${f(st.deliveriesPerSecond)} | ${f(st.deliveredRatio * 100, 2)} % | ${f(st.p50Ms)} / ${f(st.p99Ms)} | ${f(st.serverCpuUsPerUpdate)} | ${f(st.serverRssPerOpenDocumentKB)} | ${st.pass ? 'yes' : 'no'} |`)
+      }
     } else if (id === 'S1') {
       lines.push('| server | connections | RSS bytes/conn | heap bytes/conn | external bytes/conn | RSS loaded (MB) | connect time (s) |')
       lines.push('|---|---|---|---|---|---|---|')
@@ -245,7 +280,11 @@ export function renderChart (res: BenchResults): string {
     for (const [name, r] of Object.entries(sc.servers)) {
       if (!r.ok) continue
       if (id === 'S6') bars.push({ name, tput: r.requestsPerSecond, p99: r.latencyMs.p99, unit: 'req/s' })
-      else if (id === 'S8') {
+      else if (id === 'S9') bars.push({ name, tput: r.deliveriesPerSec, unit: 'deliveries/s' })
+      else if (id === 'S10') {
+        const st = r.best ?? r.steps?.[r.steps.length - 1]
+        bars.push({ name, tput: st?.updatesSentPerSecond, p99: st?.p99Ms, unit: 'updates/s' })
+      } else if (id === 'S8') {
         const cross = judged(r)
         // the same-instance step at the cross-instance bar's rate: the p99 difference is what crossing adds
         const same = (r.same?.steps as StepResult[] | undefined)?.find(st => st.rate === cross?.rate)

@@ -12,7 +12,7 @@
  * Writes bench/results/<mode>-<date>.json (+ latest-<mode>.json), and in quick
  * and full mode the results section of docs/benchmarks.md and docs/benchmarks.svg.
  */
-import { execFileSync, fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFile, execFileSync, fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createConnection, createServer } from 'node:net'
 import { cpus, platform, release, tmpdir, totalmem } from 'node:os'
@@ -113,7 +113,69 @@ const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
   S5: { title: 'direct messages', servers: ['switchboard', 'raw-ws', 'socket.io'] },
   S6: { title: 'HTTP send', servers: ['switchboard', 'fastify-hello'] },
   S7: { title: 'slow consumers', servers: ['switchboard', 'raw-ws', 'socket.io'] },
-  S8: { title: 'two instances + Redis', servers: ['switchboard', 'socket.io'] }
+  S8: { title: 'two instances + Redis', servers: ['switchboard', 'socket.io'] },
+  S9: { title: 'Pusher protocol fan-out', servers: ['pusher', 'native'] },
+  S10: { title: 'Yjs documents', servers: ['switchboard', 'hocuspocus'] }
+}
+
+/**
+ * S9 and S10 run their own scripts (bench/pusher-fanout.ts, bench/yjs-vs-hocuspocus.ts),
+ * which start their servers and drive the real clients (the `pusher` SDK and raw
+ * protocol-7 sockets; @hocuspocus/provider): not pinned to a core.
+ */
+interface S9Params { subscribers: number, events: number, inflight: number }
+interface S10Params { docs: number, editors: number, rates: number[], seconds: number, maxP99Ms: number, minDelivered: number }
+const externalSizes: Record<typeof mode, { S9: S9Params, S10: S10Params }> = {
+  tiny: { S9: { subscribers: 20, events: 10, inflight: 4 }, S10: { docs: 2, editors: 2, rates: [2], seconds: 1, maxP99Ms: 50, minDelivered: 0.999 } },
+  quick: { S9: { subscribers: 200, events: 50, inflight: 8 }, S10: { docs: 20, editors: 5, rates: [2, 5], seconds: 3, maxP99Ms: 50, minDelivered: 0.999 } },
+  full: { S9: { subscribers: 1000, events: 200, inflight: 8 }, S10: { docs: 100, editors: 5, rates: [2, 5, 10, 20], seconds: 10, maxP99Ms: 50, minDelivered: 0.999 } }
+}
+
+function runScript (script: string, args: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [join(here, script), ...args], { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${script} failed: ${err.message} ${stderr.slice(-400)}`))
+      else resolve(stdout)
+    })
+  })
+}
+
+/** S9: one server, 1,000 protocol-7 subscribers of one channel fed by the SDK's signed HTTP trigger, then as many native members fed by the native HTTP publish. */
+async function runPusher (): Promise<Record<string, unknown>> {
+  const p = externalSizes[mode].S9
+  const out = await runScript('pusher-fanout.js', ['--subscribers', String(p.subscribers), '--events', String(p.events), '--inflight', String(p.inflight)], 600000)
+  const rows = out.split('\n').filter(l => l.startsWith('{')).map(l => JSON.parse(l) as { protocol: string })
+  const servers: Record<string, unknown> = {}
+  for (const name of ['pusher', 'native']) {
+    const row = rows.find(r => r.protocol === name)
+    servers[name] = row ? { ok: true, ...row } : { ok: false, error: `no ${name} row in the script's output` }
+  }
+  return servers
+}
+
+/** S10: per rate step, Switchboard's /collab and @hocuspocus/server with the same real providers; the best step has p99 ≤ 50 ms and (almost) every update delivered. */
+async function runYjs (): Promise<Record<string, unknown>> {
+  const p = externalSizes[mode].S10
+  const servers: Record<string, { ok: boolean, steps: Array<Record<string, any>>, best?: Record<string, any>, error?: string }> = {}
+  for (const rate of p.rates) {
+    let parsed: { results: Array<Record<string, any>> }
+    try {
+      const out = await runScript('yjs-vs-hocuspocus.js', ['--docs', String(p.docs), '--editors', String(p.editors), '--rate', String(rate), '--seconds', String(p.seconds)], 600000)
+      parsed = JSON.parse(out.slice(out.indexOf('{')))
+    } catch (err) {
+      for (const name of ['switchboard', 'hocuspocus']) servers[name] = { ...(servers[name] ?? { steps: [] }), ok: false, error: (err as Error).message }
+      break
+    }
+    for (const r of parsed.results) {
+      const name = String(r.server).startsWith('switchboard') ? 'switchboard' : 'hocuspocus'
+      const entry = servers[name] ?? (servers[name] = { ok: true, steps: [] })
+      const delivered = r.deliveryExpected > 0 ? r.deliveryReceived / r.deliveryExpected : 0
+      const step: Record<string, any> = { ratePerEditor: rate, ...r, deliveredRatio: delivered, pass: r.p99Ms <= p.maxP99Ms && delivered >= p.minDelivered }
+      entry.steps.push(step)
+      if (step.pass && (entry.best === undefined || step.updatesSentPerSecond > entry.best.updatesSentPerSecond)) entry.best = step
+    }
+  }
+  return servers
 }
 
 // --baseline DIR: also run the Switchboard built in another checkout's dist/ (before/after a change, same run)
@@ -430,6 +492,20 @@ const results: BenchResults = {
 const startedAt = Date.now()
 for (const [scenario, { title, servers }] of Object.entries(SCENARIOS)) {
   if (only && !only.includes(scenario)) continue
+  if (scenario === 'S9' || scenario === 'S10') {
+    if (onlyServers) continue
+    results.params[scenario] = externalSizes[mode][scenario]
+    process.stderr.write(`${scenario} ${title}…`)
+    const began = Date.now()
+    try {
+      results.scenarios[scenario] = { title, servers: await (scenario === 'S9' ? runPusher() : runYjs()) }
+      process.stderr.write(` ${((Date.now() - began) / 1000).toFixed(1)} s\n`)
+    } catch (err) {
+      results.scenarios[scenario] = { title, servers: { switchboard: { ok: false, error: String((err as Error).message ?? err) } } }
+      process.stderr.write(` failed: ${(err as Error).message}\n`)
+    }
+    continue
+  }
   if (scenario === 'S8' && !haveRedisServer()) {
     results.scenarios.S8 = { title, servers: {}, skipped: 'redis-server is not on PATH (apt-get install redis-server)' }
     process.stderr.write(`S8 ${title}: skipped, no redis-server\n`)
