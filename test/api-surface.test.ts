@@ -52,7 +52,9 @@ t.test('/docs/json is an OpenAPI 3 document listing every HTTP route with its re
     '/api/rooms': ['get'],
     '/api/rooms/{room}': ['get'],
     '/api/rooms/{room}/publish': ['post'],
-    '/api/rooms/{room}/state': ['patch']
+    '/api/rooms/{room}/state': ['patch'],
+    '/api/docs/{doc}': ['get'],
+    '/api/docs/{doc}/update': ['get', 'post']
   }
   for (const [path, methods] of Object.entries(expected)) {
     for (const p of [path, path.replace(/^\/api\//, '/api/v1/')]) {
@@ -60,10 +62,11 @@ t.test('/docs/json is an OpenAPI 3 document listing every HTTP route with its re
         const op = doc.paths[p]?.[method]
         t.ok(op, `${method.toUpperCase()} ${p} is documented`)
         t.ok(op?.responses?.['200'], `${method.toUpperCase()} ${p} documents its 200 response`)
-        if (method !== 'get') t.ok(op?.requestBody?.content?.['application/json']?.schema, `${method.toUpperCase()} ${p} documents its body`)
+        if (method !== 'get' && !p.includes('/docs/')) t.ok(op?.requestBody?.content?.['application/json']?.schema, `${method.toUpperCase()} ${p} documents its body`)
       }
     }
   }
+  t.ok(doc.paths['/api/v1/docs/{doc}/update'].get.responses['200'].content['application/octet-stream'], 'a document\'s state is documented as a binary Yjs update')
   t.notOk(doc.paths['/ws'], 'the WebSocket route is described in docs/protocol.md, not as HTTP')
   const ui = await fetch(`${url}/docs`, { redirect: 'follow' })
   t.equal(ui.status, 200)
@@ -106,7 +109,7 @@ t.test('/docs/json is usable by a person: tags, summaries, examples, described r
     }
   }
   t.same([...declared].filter(tag => !used.has(tag)), [], 'every declared tag has routes')
-  t.same([...used].sort(), ['health', 'messages', 'rooms', 'status', 'unversioned alias'])
+  t.same([...used].sort(), ['documents', 'health', 'messages', 'rooms', 'status', 'unversioned alias'])
 })
 
 t.test('the plugins are exported folder by folder and work in a bare Fastify app (examples/embed)', async t => {

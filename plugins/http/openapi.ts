@@ -35,6 +35,7 @@ export default fp<OpenApiOptions>(async function openapi (app, opts) {
         { name: 'messages', description: 'Direct messages to clients, delivered live or queued while they are offline' },
         { name: 'rooms', description: 'Rooms: list, describe, publish, update the shared JSON state' },
         { name: 'status', description: 'What this instance holds and how it is doing' },
+        { name: 'documents', description: 'Collaborative Yjs documents for backends: read as JSON or as a Yjs update, apply an update (editors use /yjs/* and /collab: docs/collab.md)' },
         { name: 'health', description: 'Probes and metrics for load balancers, orchestrators and Prometheus; no token, no rate limit' },
         { name: 'unversioned alias', description: 'The /api routes: the same as /api/v1, without the version in the path' }
       ],

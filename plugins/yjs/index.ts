@@ -228,7 +228,7 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
   await app.register(async function docsHttp (scope: FastifyInstance) {
     await scope.register(tokenRequired)
     await scope.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS, redis: app.redisLink?.commands })
-    for (const prefix of ['/api', '/api/v1']) await scope.register(docsRoutes, { prefix, documents, maxUpdateBytes: cfg.YJS_MAX_UPDATE_BYTES })
+    for (const prefix of ['/api', '/api/v1']) await scope.register(docsRoutes, { prefix, documents, maxUpdateBytes: cfg.YJS_MAX_UPDATE_BYTES, ...(prefix === '/api' ? { aliasOf: '/api/v1' } : {}) })
   })
 
   // Providers are told to reconnect (1012 Service Restart), then documents are flushed, then the store closes.
