@@ -88,3 +88,25 @@ test('an instance killed with SIGKILL: once its heartbeat expires, its members a
   t.notOk(hooks.events().includes('channel_vacated:presence-ops'), 'presence-ops still has bob')
   t.equal(b.logs().filter(l => l.event === 'pusher.instance_swept').length, 2, 'logged once per channel')
 })
+
+test('Redis loses everything (FLUSHALL): each instance writes its Pusher channels and members again with its heartbeat', redisTestOptions(), async t => {
+  const redis = await startRedis(t)
+  const env = { ...APP_ENV, REDIS_URL: redis.url, REDIS_INSTANCE_TTL_MS: '600' }
+  const [s1, s2] = await Promise.all([build(t, env), build(t, env)])
+  const ann = pusherClient(t, s1.port, { sdk: sdkFor(s1.port), presence: () => ({ user_id: 'ann', user_info: { n: 1 } }) })
+  const bob = pusherClient(t, s2.port, { sdk: sdkFor(s2.port) })
+  await Promise.all([connected(ann), connected(bob)])
+  await Promise.all([subscribed(ann, 'presence-ops'), subscribed(ann, 'news'), subscribed(bob, 'news')])
+  const sdk2 = sdkFor(s2.port)
+  const view = async () => ({
+    channels: (await (await sdk2.get({ path: '/channels', params: { info: 'subscription_count' } })).json()).channels,
+    users: (await (await sdk2.get({ path: '/channels/presence-ops/users' })).json()).users
+  })
+  const before = await view()
+  t.same(before, { channels: { news: { subscription_count: 2 }, 'presence-ops': { subscription_count: 1 } }, users: [{ id: 'ann' }] })
+  redis.cli('FLUSHALL')
+  t.equal(redis.cli('EXISTS', 'sb:pusher:{app-1:news}:s'), '0', 'gone from Redis')
+  await waitFor(async () => JSON.stringify(await view()) === JSON.stringify(before), 'instance 2 sees both instances\' channels and ann again', 10000, 100)
+  t.pass('restored by the heartbeats')
+  t.equal(s1.logs().filter(l => l.event === 'redis.restored').length >= 1, true, 'instance 1 logged its restore')
+})

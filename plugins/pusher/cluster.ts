@@ -194,6 +194,14 @@ function parseMember (json: string | null | undefined, key: string): ClusterMemb
   return { userId: key, info: {} }
 }
 
+/** What this instance holds of one channel, for rewriting its Redis entries after Redis lost them. */
+export interface LocalChannel {
+  appId: string
+  channel: string
+  subscriptions: number
+  members: Array<[string, ClusterMember]>
+}
+
 /** The state in Redis, each instance writing only its own fields (see the key list above). */
 export class RedisClusterState implements ClusterState {
   private readonly scripts: Scripts
@@ -209,6 +217,27 @@ export class RedisClusterState implements ClusterState {
     c.defineCommand('sbPusherSweepChannel', { numberOfKeys: 3, lua: SWEEP_CHANNEL })
     this.scripts = c as unknown as Scripts
     this.me = link.serverId
+  }
+
+  /**
+   * Rewrites this instance's fields (counts, members, index entries) in the
+   * transaction that rewrites its heartbeat, whenever Redis is back or lost the
+   * heartbeat key (a flushed or replaced Redis; this process stalled past the
+   * TTL and another instance swept its entries). No event fires for them.
+   */
+  restoreFrom (local: () => Iterable<LocalChannel>): void {
+    this.link.addRestorer({
+      write: tx => {
+        for (const { appId, channel, subscriptions, members } of local()) {
+          tx.hset(key(appId, channel, 's'), this.me, subscriptions)
+          tx.hset(indexKey(appId), `${this.me}|${channel}`, 1)
+          for (const [userKey, member] of members) {
+            tx.hset(key(appId, channel, 'u'), `${this.me}|${userKey}`, 1)
+            tx.hset(key(appId, channel, 'i'), userKey, JSON.stringify(member))
+          }
+        }
+      }
+    })
   }
 
   async channelJoined (appId: string, channel: string): Promise<boolean> {

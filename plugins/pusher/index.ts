@@ -131,6 +131,16 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
     }
     count('out', 'event', rt.registry.broadcast(channel, payload, exceptSocketId))
   })
+  // after a Redis outage or a lost heartbeat key, this instance's channels and members are written again
+  if (cluster instanceof RedisClusterState) {
+    cluster.restoreFrom(function * () {
+      for (const rt of byId.values()) {
+        for (const ch of rt.registry.all()) {
+          yield { appId: rt.app.id, channel: ch.name, subscriptions: ch.subscribers.size, members: [...ch.members].map(([k, m]) => [k, { userId: m.userId, info: m.info }] as [string, { userId: string | number, info: unknown }]) }
+        }
+      }
+    })
+  }
   // terminate_connections reaches every instance; crashed instances' entries are swept on each heartbeat
   for (const rt of byId.values()) {
     app.fanout.subscribeRoom(fanoutRoom(rt.app.id, TERMINATE)).catch(err => {
