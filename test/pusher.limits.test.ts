@@ -11,13 +11,16 @@ test('WS_MESSAGES_PER_SECOND: frames over the rate get pusher:error 4301 and are
   const raw = await RawPusher.open(t, s.port, `/app/${APP.key}?protocol=7`)
   await raw.established()
   const from = raw.frames.length
+  const sentAt = Date.now()
   for (let i = 0; i < 20; i++) raw.send('pusher:ping', {})
   await raw.next(f => f.event === 'pusher:error' && f.data?.code === 4301, 'a 4301', from)
   await waitFor(() => raw.frames.slice(from).length >= 20, 'an answer to every ping')
   const answers = raw.frames.slice(from)
   const pongs = answers.filter(f => f.event === 'pusher:pong').length
   const limited = answers.filter(f => f.event === 'pusher:error' && f.data?.code === 4301)
-  t.ok(pongs >= 10 && pongs <= 11, `the burst (twice the rate) is answered: ${pongs} pongs`)
+  // the bucket refills 5 tokens a second: on a loaded machine the 20 frames may take a moment to be handled
+  const refilled = Math.ceil((Date.now() - sentAt) / 1000 * 5)
+  t.ok(pongs >= 10 && pongs <= 10 + refilled, `the burst (twice the rate) is answered, and no more than the refill: ${pongs} pongs (at most ${10 + refilled})`)
   t.equal(pongs + limited.length, 20, 'every other ping was refused')
   t.match(limited[0].data.message, /at most 5 messages per second per connection/)
   t.equal(raw.ws.readyState, 1, 'the connection stays open')
