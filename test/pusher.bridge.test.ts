@@ -126,6 +126,8 @@ test('a room message larger than the app\'s maxEventPayloadBytes is not sent to 
   await marker
   t.same(got, [])
   t.match(s.logs().find(l => l.event === 'pusher.bridge_dropped'), { channel: 'news', room: 'pusher.news', maxBytes: 10240 })
+  const status = await (await fetch(`${s.url}/api/status`)).json() as { pusher: { apps: Array<Record<string, unknown>> } }
+  t.match(status.pusher.apps[0], { id: APP.id, bridge: { roomPrefix: 'pusher.', private: true } }, 'the status page shows the bridge')
 })
 
 test('two instances on one Redis: native members and Pusher subscribers on different instances see each other\'s events once', redisTestOptions(), async t => {

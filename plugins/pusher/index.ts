@@ -182,7 +182,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
     }
   })
   app.statusReport.section('pusher', () => ({
-    apps: [...byId.values()].map(rt => ({ id: rt.app.id, connections: rt.sockets.size, channels: rt.registry.size, webhooks: rt.app.webhooks.length }))
+    apps: [...byId.values()].map(rt => ({ id: rt.app.id, connections: rt.sockets.size, channels: rt.registry.size, webhooks: rt.app.webhooks.length, ...(rt.app.bridgeRoomPrefix === undefined ? {} : { bridge: { roomPrefix: rt.app.bridgeRoomPrefix, private: rt.app.bridgePrivate } }) }))
   }))
   app.log.info({ event: 'pusher.enabled', apps: apps.map(a => a.id) }, 'Pusher Channels protocol enabled')
 
