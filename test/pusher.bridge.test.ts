@@ -11,7 +11,7 @@ import { bridgedChannel, bridgedRoom } from '../plugins/pusher/bridge.js'
 const SECRET = 'bridge-test-secret-0123456789abcdef'
 const sign = (claims: Record<string, unknown>) => createSigner({ key: SECRET, algorithm: 'HS256' })(claims)
 const MASTER_KEY = Buffer.alloc(32, 9).toString('base64')
-const BRIDGE_ENV = { ...APP_ENV, PUSHER_BRIDGE_ROOM_PREFIX: 'pusher.', PUSHER_BRIDGE_PRIVATE: 'true' }
+const BRIDGE_ENV = { ...APP_ENV, PUSHER_BRIDGE_ROOM_PREFIX: 'pusher.', PUSHER_BRIDGE_PRIVATE: 'true', AUTH_SECRET: SECRET }
 
 async function native (t: TestContext, s: Built, clientId: string, rooms?: string[]): Promise<TestClient> {
   const c = await TestClient.connect(s.wsUrl, rooms === undefined ? { clientId } : { token: sign({ sub: clientId, rooms }) })
@@ -53,7 +53,7 @@ test('the mapping: which channels are bridged to which rooms, and the configurat
 })
 
 test('one instance: a native room and its Pusher channel see each other\'s events; the rooms claim decides private channels; encrypted ones are not bridged', async t => {
-  const s = await build(t, { ...BRIDGE_ENV, AUTH_SECRET: SECRET })
+  const s = await build(t, BRIDGE_ENV)
   const sdk = sdkFor(s.port, APP, { encryptionMasterKeyBase64: MASTER_KEY })
   const p = pusherClient(t, s.port, { sdk })
   await connected(p)
@@ -111,12 +111,16 @@ test('one instance: a native room and its Pusher channel see each other\'s event
   t.match(await viaHttp, { from: 'server', data: { n: 9 } }, 'a service token publishes as server')
 })
 
+test('bridgePrivate needs AUTH_SECRET: without it the server does not start, naming the app', async t => {
+  await t.rejects(build(t, { ...APP_ENV, PUSHER_BRIDGE_ROOM_PREFIX: 'pusher.', PUSHER_BRIDGE_PRIVATE: 'true' }), /Pusher app app-1: bridgePrivate \(PUSHER_BRIDGE_PRIVATE\) needs AUTH_SECRET/)
+})
+
 test('a room message larger than the app\'s maxEventPayloadBytes is not sent to the channel (logged)', async t => {
   const s = await build(t, BRIDGE_ENV)
   const p = pusherClient(t, s.port)
   await connected(p)
   const news = await subscribed(p, 'news')
-  const ann = await native(t, s, 'ann')
+  const ann = await native(t, s, 'ann', ['pusher.*'])
   await ann.request({ type: 'join', room: 'pusher.news' })
   const got: unknown[] = []
   news.bind('big', (d: unknown) => got.push(d))
@@ -126,7 +130,7 @@ test('a room message larger than the app\'s maxEventPayloadBytes is not sent to 
   await marker
   t.same(got, [])
   t.match(s.logs().find(l => l.event === 'pusher.bridge_dropped'), { channel: 'news', room: 'pusher.news', maxBytes: 10240 })
-  const status = await (await fetch(`${s.url}/api/status`)).json() as { pusher: { apps: Array<Record<string, unknown>> } }
+  const status = await (await fetch(`${s.url}/api/status`, { headers: { authorization: `Bearer ${sign({ sub: 'ops', role: 'service' })}` } })).json() as { pusher: { apps: Array<Record<string, unknown>> } }
   t.match(status.pusher.apps[0], { id: APP.id, bridge: { roomPrefix: 'pusher.', private: true } }, 'the status page shows the bridge')
 })
 
@@ -134,7 +138,7 @@ test('two instances on one Redis: native members and Pusher subscribers on diffe
   const redis = await startRedis(t)
   const env = { ...BRIDGE_ENV, REDIS_URL: redis.url }
   const [s1, s2] = await Promise.all([build(t, env), build(t, env)])
-  const ann = await native(t, s1, 'ann')
+  const ann = await native(t, s1, 'ann', ['pusher.*'])
   await ann.request({ type: 'join', room: 'pusher.news' })
   await ann.request({ type: 'join', room: 'pusher.presence-ops' })
   const p = pusherClient(t, s2.port, { sdk: sdkFor(s2.port), presence: () => ({ user_id: 'pat' }) })

@@ -8,7 +8,7 @@ import { AppRuntime, TERMINATE, fanoutRoom } from './runtime.js'
 import { LocalClusterState, RedisClusterState } from './cluster.js'
 import type { WebhookOptions } from './webhooks.js'
 import { CLOSE, PusherSocket, closeWithin } from './ws-protocol.js'
-import { closeCodeLabel } from './deps.js'
+import { ConfigError, closeCodeLabel } from './deps.js'
 import { BRIDGE_ORIGIN, bridgedChannel, bridgedRoom, toPusherEvent, toRoomData } from './bridge.js'
 
 export type { PusherApp } from './apps.js'
@@ -53,6 +53,11 @@ function closedPromise (ws: WebSocket): Promise<void> {
 export default fp<PusherOptions>(async function pusher (app: FastifyInstance, opts) {
   const cfg = app.config
   const apps = opts.apps ?? loadApps(cfg)
+  // a bridged private channel's only native gate is the token's rooms claim: there must be tokens
+  const open = apps.find(a => a.bridgePrivate)
+  if (open && cfg.AUTH_SECRET === undefined) {
+    throw new ConfigError(`Invalid configuration: Pusher app ${open.id}: bridgePrivate (PUSHER_BRIDGE_PRIVATE) needs AUTH_SECRET, or every native client could read and write its private and presence channels`)
+  }
   const byId = new Map<string, AppRuntime>()
   const byKey = new Map<string, AppRuntime>()
   app.decorate('pusher', byId)
