@@ -48,6 +48,8 @@ export interface ClientEvents {
   open: Welcome
   /** The connection closed; `willReconnect` says whether the client tries again. */
   close: { code: number, reason: string, willReconnect: boolean }
+  /** An operator disconnected this client (a close 4001 follows): it does not reconnect on its own. */
+  disconnected: { reason: string }
   reconnecting: { attempt: number, delayMs: number }
   /** A direct message. */
   message: DirectMessage
@@ -79,6 +81,8 @@ interface Pending {
 }
 
 const OPEN = 1
+/** The close code of an operator's disconnect (after a `disconnected` frame): never reconnected on its own. */
+export const ADMIN_CLOSE_CODE = 4001
 
 function now (): number {
   return typeof performance !== 'undefined' ? performance.now() : Date.now()
@@ -124,6 +128,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private userClosed = false
   private shutdownNotice: ServerShutdown | null = null
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  /** Set by a `disconnected` frame: the client stays disconnected. */
+  disconnectedBy: { reason: string } | null = null
   private flushTimer: ReturnType<typeof setTimeout> | undefined
   private connecting: Promise<Welcome> | null = null
   private tokens = 0
@@ -474,6 +480,12 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         this.ready = false
         this.emit('server_shutdown', this.shutdownNotice)
         break
+      case 'disconnected':
+        // an operator's decision: reconnecting on our own would undo it
+        this.disconnectedBy = { reason: String(msg.reason) }
+        this.ready = false
+        this.emit('disconnected', this.disconnectedBy)
+        break
       case 'error': {
         const { type: _t, code, message, ...details } = msg as ServerError
         this.emit('error', new SwitchboardError(String(code), String(message), details))
@@ -497,11 +509,14 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       }
       this.inflight.clear()
     }
-    const willReconnect = !this.userClosed && this.reconnectEnabled && this.attempt < this.maxAttempts
+    const byOperator = this.disconnectedBy !== null || code === ADMIN_CLOSE_CODE
+    const willReconnect = !this.userClosed && !byOperator && this.reconnectEnabled && this.attempt < this.maxAttempts
     if (wasOpen || !willReconnect) this.emit('close', { code, reason, willReconnect })
     if (this.userClosed) return this.notifyClosed()
     if (!willReconnect) {
-      const err = new SwitchboardError('disconnected', `disconnected (close code ${code}) and not reconnecting`)
+      const err = new SwitchboardError('disconnected', byOperator
+        ? `disconnected by an operator: ${this.disconnectedBy?.reason ?? reason}`
+        : `disconnected (close code ${code}) and not reconnecting`)
       this.failAll(err)
       for (const room of this.rooms.values()) room.fail(err)
       this.rooms.clear()

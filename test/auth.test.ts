@@ -174,7 +174,7 @@ t.test('every spelling of every protected route the router accepts is refused 40
   const protectedRoutes = seen.filter(r => !isPublic(r) && !authenticatesInProtocol(r))
   t.same([...new Set(seen.filter(authenticatesInProtocol).map(r => r.url))], ['/collab'], 'only Hocuspocus authenticates after the upgrade')
   const names = protectedRoutes.map(r => `${r.method} ${r.url}`)
-  for (const expected of ['GET /ws', 'POST /api/send', 'POST /api/v1/send', 'GET /api/status', 'GET /api/v1/rooms/:room', 'PATCH /api/v1/rooms/:room/state']) {
+  for (const expected of ['GET /ws', 'POST /api/send', 'POST /api/v1/send', 'GET /api/status', 'GET /api/v1/rooms/:room', 'PATCH /api/v1/rooms/:room/state', 'GET /api/v1/rooms/:room/history', 'GET /api/admin/connections', 'DELETE /api/v1/admin/connections/:connectionId', 'POST /api/admin/clients/:clientId/disconnect', 'DELETE /api/v1/admin/rooms/:room/history']) {
     t.ok(names.includes(expected), `${expected} is among the ${names.length} protected routes`)
   }
   let accepted = 0
