@@ -50,6 +50,8 @@ export interface ClientEvents {
   close: { code: number, reason: string, willReconnect: boolean }
   /** An operator disconnected this client (a close 4001 follows): it does not reconnect on its own. */
   disconnected: { reason: string }
+  /** An operator cleared the history of a joined room: messages up to `offset` are gone. */
+  history_cleared: { room: string, offset: number, by: string, timestamp: string }
   reconnecting: { attempt: number, delayMs: number }
   /** A direct message. */
   message: DirectMessage
@@ -381,6 +383,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         p.dataJson = JSON.stringify(frame.data)
       }
       if (this.userClosed) return reject(new SwitchboardError('client_closed', 'the client was closed'))
+      if (this.disconnectedBy && !this.socket) return reject(new SwitchboardError('disconnected', `disconnected by an operator: ${this.disconnectedBy.reason}`))
       if (this.connected && this.ready && this.outbox.length === 0 && this.take()) return this.transmit(p)
       if (this.outbox.length >= this.options.maxQueuedRequests) {
         return reject(new SwitchboardError('queue_full', `${this.outbox.length} requests are already waiting for the connection (maxQueuedRequests); ${kind} was not sent`))
@@ -479,6 +482,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         // hold new requests until the server is back instead of sending into a closing socket
         this.ready = false
         this.emit('server_shutdown', this.shutdownNotice)
+        break
+      case 'history_cleared':
+        this.emit('history_cleared', msg as unknown as ClientEvents['history_cleared'])
         break
       case 'disconnected':
         // an operator's decision: reconnecting on our own would undo it

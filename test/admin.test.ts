@@ -4,6 +4,7 @@ import { build, waitFor } from './support/helper.js'
 import { TestClient } from './support/ws-client.js'
 import { redisTestOptions } from './support/redis-server.js'
 import { cluster, connect } from './support/cluster-instances.js'
+import { SwitchboardClient } from '../client/index.js'
 
 const ADMIN_TOKEN = 'admin-token-0123456789abcdef'
 const READONLY_TOKEN = 'readonly-token-0123456789abcdef'
@@ -147,6 +148,26 @@ t.test('disconnect: the client gets `disconnected` then a close 4001; by client 
   t.match(actions[0], { who: 'admin', role: 'admin', action: 'connection.disconnect', target: { connectionId: bob.welcome.connectionId }, statusCode: 200 })
   t.match(actions[1], { who: 'admin', action: 'client.disconnect', target: { clientId: 'mallory' } })
   t.notOk(built.rawLogs().includes(ADMIN_TOKEN), 'the token never appears in the logs')
+})
+
+t.test('the TypeScript client told `disconnected` reports the reason and does not reconnect on its own', async t => {
+  const { url } = await build(t, adminEnv)
+  const client = new SwitchboardClient({ url, clientId: 'dora', reconnect: { initialDelayMs: 10, maxDelayMs: 20 } })
+  t.teardown(() => client.close())
+  await client.connect()
+  const room = await client.join('lobby').catch(() => null)
+  t.ok(room, 'joined before the disconnect')
+  const told = new Promise<{ reason: string }>(resolve => client.on('disconnected', resolve))
+  const closed = new Promise<{ code: number, willReconnect: boolean }>(resolve => client.on('close', resolve))
+  let reconnecting = 0
+  client.on('reconnecting', () => { reconnecting++ })
+  t.same((await call(url, 'POST', '/api/admin/clients/dora/disconnect', ADMIN_TOKEN, { reason: 'account suspended' })).body, { ok: true, disconnected: 1 })
+  t.same(await told, { reason: 'account suspended' })
+  t.match(await closed, { code: 4001, willReconnect: false })
+  await new Promise(resolve => setTimeout(resolve, 500))
+  t.equal(reconnecting, 0, 'no reconnect attempt')
+  t.equal((await call(url, 'GET', '/api/admin/connections?clientId=dora', ADMIN_TOKEN)).body.total, 0, 'dora is not connected anywhere')
+  await t.rejects(client.request({ type: 'ping' }), { code: 'disconnected' }, 'requests fail with the reason')
 })
 
 t.test('history: pages of a room for members and admins; a member of other rooms is 403; clearing tells members', async t => {
