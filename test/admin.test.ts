@@ -24,6 +24,7 @@ async function call (url: string, method: string, path: string, token?: string, 
 }
 
 const ADMIN_ROUTES: Array<[string, string]> = [
+  ['GET', '/admin/me'],
   ['GET', '/admin/instances'],
   ['GET', '/admin/connections'],
   ['DELETE', '/admin/connections/00000000-0000-0000-0000-000000000000'],

@@ -34,19 +34,23 @@ declare module 'fastify' {
  * Needs the connection registry, the cluster requests, rooms and the status.
  */
 export default fp<AdminOptions>(async function admin (app, opts) {
-  const lag = monitorEventLoopDelay({ resolution: 20 })
+  // the histogram records the time between its samples: the lag is what exceeds the sampling interval
+  const resolutionMs = 20
+  const lag = monitorEventLoopDelay({ resolution: resolutionMs })
   lag.enable()
-  // a recent figure, not one since start: the histogram restarts every 10 seconds
+  const lagOf = (ns: number) => Number.isFinite(ns) && ns > 0 ? round(Math.max(0, ns / 1e6 - resolutionMs)) : 0
+  // a recent figure, not one since start: the histogram restarts every 10 seconds, and a snapshot reads the last full window
   let lagMs = { mean: 0, p99: 0, max: 0 }
   const sample = setInterval(() => {
-    lagMs = { mean: round(lag.mean / 1e6), p99: round(lag.percentile(99) / 1e6), max: round(lag.max / 1e6) }
+    lagMs = { mean: lagOf(lag.mean), p99: lagOf(lag.percentile(99)), max: lagOf(lag.max) }
     lag.reset()
   }, 10000).unref()
 
   const snapshot = (): InstanceSnapshot => {
     const report = app.statusReport.report()
     const memory = process.memoryUsage()
-    const live = { mean: round(lag.mean / 1e6) || lagMs.mean, p99: Math.max(lagMs.p99, round(lag.percentile(99) / 1e6) || 0), max: Math.max(lagMs.max, round(lag.max / 1e6) || 0) }
+    // before the first full window: what the histogram holds so far
+    const live = lagMs.max > 0 || lag.count === 0 ? lagMs : { mean: lagOf(lag.mean), p99: lagOf(lag.percentile(99)), max: lagOf(lag.max) }
     return {
       serverId: app.serverId,
       version: report.version,

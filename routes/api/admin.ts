@@ -107,6 +107,19 @@ export default async function adminRoutes (app: FastifyInstance) {
     }, 'admin request')
   })
 
+  app.get('/admin/me', {
+    config: { adminAction: 'session' },
+    schema: {
+      tags: ['admin'],
+      summary: 'Who this admin token is',
+      description: 'The admin principal of the token and whether it is read-only (the page at /admin hides every action for it).',
+      response: { 200: Type.Object({ who: Type.String(), role: Type.String(), readOnly: Type.Boolean() }), ...commonErrors }
+    }
+  }, async request => {
+    const principal = request.principal as { sub: string, role: string }
+    return { who: principal.sub, role: principal.role, readOnly: principal.role !== ADMIN_ROLE }
+  })
+
   app.get('/admin/instances', {
     config: { adminAction: 'instances.list' },
     schema: {
