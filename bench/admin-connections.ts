@@ -31,7 +31,7 @@ async function main (): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-admin-'))
   const port = 20000 + Math.floor(Math.random() * 20000)
   const server = spawn(process.execPath, [join(root, 'dist', 'server.js')], {
-    env: { ...process.env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn', ADMIN_TOKEN: TOKEN, MAX_CONNECTIONS: String(CONNECTIONS + 100), MAX_CONNECTIONS_PER_CLIENT: '1000', RATE_LIMIT_MAX: '1000000', WS_MESSAGES_PER_SECOND: '1000', MAX_PENDING_CONNECTIONS: '4096', MAX_PENDING_CONNECTIONS_PER_CLIENT: '4096' },
+    env: { ...process.env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn', ADMIN_TOKEN: TOKEN, MAX_CONNECTIONS: String(CONNECTIONS + 100), MAX_CONNECTIONS_PER_CLIENT: String(CONNECTIONS + 100), RATE_LIMIT_MAX: '1000000', WS_MESSAGES_PER_SECOND: '1000', MAX_PENDING_CONNECTIONS: '4096', MAX_PENDING_CONNECTIONS_PER_CLIENT: '4096' },
     stdio: ['ignore', 'inherit', 'inherit']
   })
   const url = `http://127.0.0.1:${port}`
