@@ -5,6 +5,7 @@ import { TestClient } from './support/ws-client.js'
 import { redisTestOptions } from './support/redis-server.js'
 import { cluster, connect } from './support/cluster-instances.js'
 import { SwitchboardClient } from '../client/index.js'
+import { Auth } from '../plugins/transport/auth.js'
 
 const ADMIN_TOKEN = 'admin-token-0123456789abcdef'
 const READONLY_TOKEN = 'readonly-token-0123456789abcdef'
@@ -32,6 +33,16 @@ const ADMIN_ROUTES: Array<[string, string]> = [
   ['DELETE', '/admin/rooms/lobby/history']
 ]
 const WRITES = ADMIN_ROUTES.filter(([method]) => method !== 'GET')
+
+t.test('a static token matches only exactly: no prefix, no extension, no other case', async t => {
+  const auth = new Auth(undefined, [{ token: ADMIN_TOKEN, principal: { sub: 'admin', role: 'admin' } }, { token: READONLY_TOKEN, principal: { sub: 'admin-readonly', role: 'admin-readonly' } }])
+  t.same(auth.staticPrincipal(ADMIN_TOKEN), { sub: 'admin', role: 'admin' })
+  t.same(auth.staticPrincipal(READONLY_TOKEN), { sub: 'admin-readonly', role: 'admin-readonly' })
+  for (const wrong of [ADMIN_TOKEN.slice(0, -1), ADMIN_TOKEN + 'x', ADMIN_TOKEN.toUpperCase(), '', ' ' + ADMIN_TOKEN]) {
+    t.equal(auth.staticPrincipal(wrong), undefined, `refused: ${JSON.stringify(wrong.slice(0, 8))}…`)
+  }
+  t.equal(new Auth(undefined, [{ token: '', principal: { sub: 'x' } }]).hasStaticTokens, false, 'an empty token is no token')
+})
 
 t.test('without ADMIN_TOKEN nor auth mode every admin route answers 404, under /api and /api/v1', async t => {
   const { url } = await build(t)
