@@ -282,11 +282,12 @@ async function loadRooms (reset: boolean): Promise<void> {
   try {
     const params = new URLSearchParams({ limit: '50' })
     if (roomCursor) params.set('cursor', roomCursor)
-    const page = await api<{ rooms: Array<{ room: string, members: number }>, nextCursor?: string }>('GET', `/api/rooms?${params}`)
+    const page = await api<{ rooms: Array<{ room: string }>, nextCursor?: string }>('GET', `/api/rooms?${params}`)
     roomCursor = page.nextCursor
     $('#room-list').append(...page.rooms.map(r => {
       const item = el('li')
-      const button = el('button', `${r.room} (${r.members})`) as HTMLButtonElement
+      // GET /api/rooms counts the members on the instance that answers; the room view lists those of every instance
+      const button = el('button', r.room) as HTMLButtonElement
       button.type = 'button'
       button.dataset.room = r.room
       button.addEventListener('click', () => { showRoom(r.room).catch(() => {}) })
