@@ -44,11 +44,12 @@ export default fp(async function fanout (app) {
     return
   }
   const pubsub = app.hasDecorator('metrics') ? app.metrics.pubsubMessages : undefined
+  // before the bus: its restorer subscribes first, so an instance that has sent any welcome also answers cluster requests
+  const requests = new RedisRequests(link, app.log)
   const bus = new Bus(link, direction => pubsub?.inc({ direction }), app.log)
   app.decorate('fanout', bus)
   app.decorate('bus', bus)
-  app.decorate('clusterRequests', new RedisRequests(link, app.log))
-  if (link.ready) link.restore().catch(() => {})
+  app.decorate('clusterRequests', requests)
   reachableBeforeWelcome(app, bus)
   app.connections.onClose(conn => bus.clientDisconnected(conn.clientId))
   app.statusReport.section('bus', () => ({ subscriptions: bus.channels.length, received: bus.received }))
