@@ -215,7 +215,7 @@ t.test('history: pages of a room for members and admins; a member of other rooms
 })
 
 t.test('two instances on Redis: instances, connections of both, and a disconnect through the other instance', redisTestOptions(), async t => {
-  const { instances: [a, b] } = await cluster(t, 2, { ADMIN_TOKEN })
+  const { redis, instances: [a, b] } = await cluster(t, 2, { ADMIN_TOKEN })
   const onA = await connect(t, a.wsUrl, 'ann')
   const onB = await connect(t, b.wsUrl, 'ben')
   const onB2 = await connect(t, b.wsUrl, 'ben')
@@ -247,4 +247,12 @@ t.test('two instances on Redis: instances, connections of both, and a disconnect
   t.same(single.body, { ok: true, disconnected: 1 }, 'one connection, through the instance that does not hold it')
   t.equal((await onA.closed).code, 4001)
   await waitFor(async () => (await call(a.url, 'GET', '/api/admin/connections', ADMIN_TOKEN)).body.total === 0, 'no connection left', 5000, 100)
+
+  // without Redis the other instances cannot be asked: 503, and it works again when Redis is back
+  await redis.kill()
+  await waitFor(async () => (await call(a.url, 'GET', '/api/admin/instances', ADMIN_TOKEN)).status === 503, 'a 503 while redis is down', 10000, 200)
+  t.match((await call(a.url, 'GET', '/api/admin/connections', ADMIN_TOKEN)).body, { statusCode: 503, code: 'unavailable', message: /redis/ })
+  await redis.restart()
+  await waitFor(async () => (await call(a.url, 'GET', '/api/admin/instances', ADMIN_TOKEN)).body.instances?.length === 2, 'both instances again after redis is back', 20000, 250)
+  t.pass('both instances answer again')
 })
