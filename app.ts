@@ -5,7 +5,7 @@ import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
 import { config, ConfigError, errors, exitOnConfigError, identity, loadConfig, parseOrigins, parseTrustProxy, redis, type Config } from './plugins/core/index.js'
 import {
-  auth, connections, dispatcher, heartbeat, jsonLimits, limits, pendingConnections, shutdown, tokenRequired, trustedPeerOf, websocket
+  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, connections, dispatcher, heartbeat, jsonLimits, limits, pendingConnections, shutdown, tokenRequired, trustedPeerOf, websocket, type StaticToken
 } from './plugins/transport/index.js'
 import store, { type StoreOptions } from './plugins/store/index.js'
 import fanout, { RedisClientSlots } from './plugins/cluster/index.js'
@@ -17,6 +17,7 @@ import {
 } from './plugins/observability/index.js'
 import { cors, openapi, rateLimit, webConsole } from './plugins/http/index.js'
 import pusher from './plugins/pusher/index.js'
+import admin from './plugins/admin/index.js'
 import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
@@ -130,6 +131,14 @@ function optionsFromEnvironment (): FastifyHttpOptions<Server> {
 /** Server options for `fastify start -o dist/app.js`; under fastify-cli a bad variable exits with one line. */
 export const options = optionsFromEnvironment()
 
+/** ADMIN_TOKEN and ADMIN_READONLY_TOKEN as the principals they stand for (plugins/admin). */
+function adminTokens (cfg: Config): StaticToken[] {
+  const tokens: StaticToken[] = []
+  if (cfg.ADMIN_TOKEN) tokens.push({ token: cfg.ADMIN_TOKEN, principal: { sub: 'admin', role: ADMIN_ROLE } })
+  if (cfg.ADMIN_READONLY_TOKEN) tokens.push({ token: cfg.ADMIN_READONLY_TOKEN, principal: { sub: 'admin-readonly', role: ADMIN_READONLY_ROLE } })
+  return tokens
+}
+
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   const env = opts?.env ?? process.env
   const cfg = opts?.config ?? loadConfig(env)
@@ -147,7 +156,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(openapi, { version: pkg.version })
   await fastify.register(connections, { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES })
   // before the rate limit and the connection limits, which count by the token's sub
-  await fastify.register(auth, { secret: cfg.AUTH_SECRET })
+  await fastify.register(auth, { secret: cfg.AUTH_SECRET, staticTokens: adminTokens(cfg) })
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
   await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, maxDepth: cfg.JSON_MAX_DEPTH })
   await fastify.register(jsonLimits, { maxDepth: cfg.JSON_MAX_DEPTH })
@@ -183,6 +192,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     memoryMb: cfg.EXEC_MEMORY_MB
   })
   await fastify.register(messageRate)
+  // the operator's views and actions; its routes exist when an admin token is configured or auth mode is on
+  await fastify.register(admin, { enabled: cfg.ADMIN_TOKEN !== undefined || cfg.ADMIN_READONLY_TOKEN !== undefined || cfg.AUTH_SECRET !== undefined })
   // the Pusher Channels protocol: outside the token-protected context (apps authenticate by key and signatures), with /ws's Origin check and connection limits
   await fastify.register(pusher)
 

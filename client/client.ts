@@ -48,6 +48,10 @@ export interface ClientEvents {
   open: Welcome
   /** The connection closed; `willReconnect` says whether the client tries again. */
   close: { code: number, reason: string, willReconnect: boolean }
+  /** An operator disconnected this client (a close 4001 follows): it does not reconnect on its own. */
+  disconnected: { reason: string }
+  /** An operator cleared the history of a joined room: messages up to `offset` are gone. */
+  history_cleared: { room: string, offset: number, by: string, timestamp: string }
   reconnecting: { attempt: number, delayMs: number }
   /** A direct message. */
   message: DirectMessage
@@ -79,6 +83,8 @@ interface Pending {
 }
 
 const OPEN = 1
+/** The close code of an operator's disconnect (after a `disconnected` frame): never reconnected on its own. */
+export const ADMIN_CLOSE_CODE = 4001
 
 function now (): number {
   return typeof performance !== 'undefined' ? performance.now() : Date.now()
@@ -124,6 +130,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private userClosed = false
   private shutdownNotice: ServerShutdown | null = null
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  /** Set by a `disconnected` frame: the client stays disconnected. */
+  disconnectedBy: { reason: string } | null = null
   private flushTimer: ReturnType<typeof setTimeout> | undefined
   private connecting: Promise<Welcome> | null = null
   private tokens = 0
@@ -375,6 +383,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         p.dataJson = JSON.stringify(frame.data)
       }
       if (this.userClosed) return reject(new SwitchboardError('client_closed', 'the client was closed'))
+      if (this.disconnectedBy && !this.socket) return reject(new SwitchboardError('disconnected', `disconnected by an operator: ${this.disconnectedBy.reason}`))
       if (this.connected && this.ready && this.outbox.length === 0 && this.take()) return this.transmit(p)
       if (this.outbox.length >= this.options.maxQueuedRequests) {
         return reject(new SwitchboardError('queue_full', `${this.outbox.length} requests are already waiting for the connection (maxQueuedRequests); ${kind} was not sent`))
@@ -474,6 +483,15 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         this.ready = false
         this.emit('server_shutdown', this.shutdownNotice)
         break
+      case 'history_cleared':
+        this.emit('history_cleared', msg as unknown as ClientEvents['history_cleared'])
+        break
+      case 'disconnected':
+        // an operator's decision: reconnecting on our own would undo it
+        this.disconnectedBy = { reason: String(msg.reason) }
+        this.ready = false
+        this.emit('disconnected', this.disconnectedBy)
+        break
       case 'error': {
         const { type: _t, code, message, ...details } = msg as ServerError
         this.emit('error', new SwitchboardError(String(code), String(message), details))
@@ -497,11 +515,14 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       }
       this.inflight.clear()
     }
-    const willReconnect = !this.userClosed && this.reconnectEnabled && this.attempt < this.maxAttempts
+    const byOperator = this.disconnectedBy !== null || code === ADMIN_CLOSE_CODE
+    const willReconnect = !this.userClosed && !byOperator && this.reconnectEnabled && this.attempt < this.maxAttempts
     if (wasOpen || !willReconnect) this.emit('close', { code, reason, willReconnect })
     if (this.userClosed) return this.notifyClosed()
     if (!willReconnect) {
-      const err = new SwitchboardError('disconnected', `disconnected (close code ${code}) and not reconnecting`)
+      const err = new SwitchboardError('disconnected', byOperator
+        ? `disconnected by an operator: ${this.disconnectedBy?.reason ?? reason}`
+        : `disconnected (close code ${code}) and not reconnecting`)
       this.failAll(err)
       for (const room of this.rooms.values()) room.fail(err)
       this.rooms.clear()

@@ -3,6 +3,31 @@ import { RateChart } from './status-chart.js'
 
 const STATUS_EVERY_MS = 2000
 const MAX_LOG_ITEMS = 500
+/** Messages shown from a room's history when it is joined. */
+const HISTORY_ON_JOIN = 50
+/** Per tab: the connection and its rooms, restored by a reload (the token too, so it never outlives the tab). */
+const SESSION_KEY = 'switchboard.session'
+
+interface Session { clientId: string, token: string, rooms: string[] }
+
+function loadSession (): Session | null {
+  try {
+    const parsed = JSON.parse(sessionStorage.getItem(SESSION_KEY) ?? 'null') as Session | null
+    return parsed && typeof parsed.clientId === 'string' && Array.isArray(parsed.rooms) ? parsed : null
+  } catch {
+    return null
+  }
+}
+
+function saveSession (): void {
+  if (!client) return sessionStorage.removeItem(SESSION_KEY)
+  const session: Session = { clientId: client.clientId ?? clientIdInput.value, token: tokenInput.value, rooms: [...views.keys()] }
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(session))
+}
+
+function authHeaders (): Record<string, string> {
+  return tokenInput.value ? { authorization: `Bearer ${tokenInput.value}` } : {}
+}
 
 function $<T extends HTMLElement = HTMLElement> (selector: string, root: ParentNode = document): T {
   const found = root.querySelector<T>(selector)
@@ -89,18 +114,24 @@ connectForm.addEventListener('submit', event => {
   connect().catch(err => setError($('#connect-error'), err))
 })
 
-disconnectBtn.addEventListener('click', () => {
+/** Back to "not connected": rooms closed, nothing restored on the next reload. */
+function dropConnection (): void {
   const c = client
   client = null
   for (const view of views.values()) view.remove()
   views.clear()
   renderTabs()
   setConnectedUi(false)
-  setConnState('idle', 'Not connected')
+  saveSession()
   c?.close().catch(() => {})
+}
+
+disconnectBtn.addEventListener('click', () => {
+  dropConnection()
+  setConnState('idle', 'Not connected')
 })
 
-async function connect (): Promise<void> {
+async function connect (rooms: string[] = []): Promise<void> {
   const connectError = $('#connect-error')
   setError(connectError)
   const clientId = clientIdInput.value.trim()
@@ -110,13 +141,25 @@ async function connect (): Promise<void> {
   c.on('open', w => setConnState('open', `Connected as ${w.clientId}`))
   c.on('reconnecting', e => setConnState('reconnecting', `Reconnecting in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt})…`))
   c.on('server_shutdown', e => setConnState('reconnecting', `Server restarting; back in about ${(e.reconnectAfterMs / 1000).toFixed(1)} s`))
-  c.on('close', e => { if (!e.willReconnect) setConnState('closed', `Disconnected (code ${e.code})`) })
+  c.on('close', e => {
+    if (e.willReconnect) return
+    if (c.disconnectedBy) {
+      // an operator's decision: stay disconnected, and do not come back on a reload
+      setConnState('closed', `Disconnected by an operator: ${c.disconnectedBy.reason}`)
+      if (client === c) dropConnection()
+    } else {
+      setConnState('closed', `Disconnected (code ${e.code})`)
+    }
+  })
+  c.on('history_cleared', e => views.get(e.room)?.historyCleared(e.by))
   c.on('message', onDirectMessage)
   c.on('error', err => appendLog($('#dm-log'), time(), `server: ${describe(err)}`, 'sys'))
   try {
     await c.connect()
     client = c
     setConnectedUi(true)
+    saveSession()
+    for (const name of rooms) await joinRoom(name).catch(err => setError($('#join-error'), err))
   } catch (err) {
     setConnState('closed', 'Not connected')
     setError(connectError, err instanceof SwitchboardError && err.code === 'connect_failed'
@@ -125,8 +168,11 @@ async function connect (): Promise<void> {
   }
 }
 
+/** Who is who on a direct-message line: "carol → you", "you → bob". */
 function onDirectMessage (m: DirectMessage): void {
-  appendLog($('#dm-log'), `${time(m.timestamp)} ${m.from} →`, ` ${m.text}`)
+  const self = client?.clientId
+  const line = m.from === self && m.to !== self ? `you → ${m.to}:` : `${m.from} → ${m.to === self ? 'you' : m.to}:`
+  appendLog($('#dm-log'), `${time(m.timestamp)} ${line}`, ` ${m.text}`)
 }
 
 $<HTMLFormElement>('#dm-form').addEventListener('submit', event => {
@@ -139,7 +185,7 @@ $<HTMLFormElement>('#dm-form').addEventListener('submit', event => {
   if (!client) return
   client.send(to, text).then(ack => {
     const fate = ack.queued ? 'queued: recipient offline' : `delivered to ${ack.delivered}`
-    appendLog($('#dm-log'), `${time()} → ${to}`, ` ${text} (${fate})`, 'out')
+    appendLog($('#dm-log'), `${time()} you → ${to}:`, ` ${text} (${fate})`, 'out')
     textInput.value = ''
     textInput.focus()
   }, err => setError(dmError, err))
@@ -153,13 +199,19 @@ $<HTMLFormElement>('#join-form').addEventListener('submit', event => {
   setError(joinError)
   if (!client) return
   if (views.has(name)) return select(name)
-  client.join(name).then(room => {
-    const view = new RoomView(room)
-    views.set(name, view)
-    input.value = ''
-    select(name)
-  }, err => setError(joinError, err))
+  joinRoom(name).then(() => { input.value = '' }, err => setError(joinError, err))
 })
+
+/** Joins, opens the room's panel with its recent history, and remembers it for a reload. */
+async function joinRoom (name: string): Promise<void> {
+  if (!client || views.has(name)) return
+  const room = await client.join(name)
+  const view = new RoomView(room)
+  views.set(name, view)
+  select(name)
+  saveSession()
+  await view.loadHistory(room.offset ?? 0)
+}
 
 function renderTabs (): void {
   const tabs = $('#room-tabs')
@@ -225,6 +277,7 @@ class RoomView {
       room.leave().catch(err => setError(this.error, err))
       this.remove()
       views.delete(room.name)
+      saveSession()
       select(views.keys().next().value ?? null)
     })
 
@@ -268,6 +321,30 @@ class RoomView {
 
   private onMessage (m: RoomMessage): void {
     appendLog(this.log, `${time(m.timestamp)} #${m.offset} ${m.from}:`, ` ${show(m.data)}`, m.from === client?.clientId ? 'out' : '')
+  }
+
+  /** The last messages up to the join's offset, above the live ones (which start after it). */
+  async loadHistory (upTo: number): Promise<void> {
+    if (upTo < 1) return
+    try {
+      const res = await fetch(`/api/rooms/${encodeURIComponent(this.room.name)}/history?limit=${HISTORY_ON_JOIN}&before=${upTo + 1}`, { headers: authHeaders() })
+      if (!res.ok) throw new Error(`history request failed with ${res.status}`)
+      const { messages } = await res.json() as { messages: RoomMessage[] }
+      const items = messages.map(m => {
+        const item = el('li', '', m.from === client?.clientId ? 'out history' : 'history')
+        item.append(el('span', `${time(m.timestamp)} #${m.offset} ${m.from}:`, 'meta'), document.createTextNode(` ${show(m.data)}`))
+        return item
+      })
+      if (items.length > 0) items.push(el('li', `— ${items.length} earlier message(s) above —`, 'sys history-end'))
+      this.log.prepend(...items)
+    } catch (err) {
+      setError(this.error, err)
+    }
+  }
+
+  historyCleared (by: string): void {
+    for (const item of this.log.querySelectorAll('li.history, li.history-end')) item.remove()
+    appendLog(this.log, time(), `${by} cleared the room's history`, 'sys')
   }
 
   private onExecResult (r: ExecResult): void {
@@ -314,9 +391,7 @@ async function refreshStatus (): Promise<void> {
   const statusError = $('#status-error')
   let delay = STATUS_EVERY_MS
   try {
-    const headers: Record<string, string> = {}
-    if (tokenInput.value) headers.authorization = `Bearer ${tokenInput.value}`
-    const res = await fetch('/api/status', { headers })
+    const res = await fetch('/api/status', { headers: authHeaders() })
     if (res.status === 429) {
       delay = Math.max(STATUS_EVERY_MS, Number(res.headers.get('retry-after') ?? '5') * 1000)
       throw new Error(`rate limited; retrying in ${Math.round(delay / 1000)} s`)
@@ -361,3 +436,11 @@ document.addEventListener('visibilitychange', () => {
 setConnectedUi(false)
 renderTabs()
 refreshStatus().catch(() => {})
+
+// a reload comes back as it was: the same client id, connected, in the same rooms
+const restored = loadSession()
+if (restored) {
+  clientIdInput.value = restored.clientId
+  tokenInput.value = restored.token
+  connect(restored.rooms).catch(err => setError($('#connect-error'), err))
+}

@@ -98,6 +98,22 @@ export interface ServerShutdown {
   timestamp: string
 }
 
+/** An operator disconnected this connection; a close 4001 with the same reason follows. Do not reconnect on your own. */
+export interface Disconnected {
+  type: 'disconnected'
+  reason: string
+  timestamp: string
+}
+
+/** An operator cleared a room's history: messages up to `offset` are gone; later ones keep their offsets. */
+export interface HistoryCleared {
+  type: 'history_cleared'
+  room: string
+  offset: number
+  by: string
+  timestamp: string
+}
+
 export interface ServerError {
   type: 'error'
   code: string

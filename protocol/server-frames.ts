@@ -102,6 +102,8 @@ export const ErrorFrame = Type.Object({
   id: Id
 }, Open)
 export const ServerShutdownFrame = Type.Object({ type: Type.Literal('server_shutdown'), reason: Type.String(), reconnectAfterMs: Type.Integer({ minimum: 0 }), timestamp: Timestamp }, Open)
+export const DisconnectedFrame = Type.Object({ type: Type.Literal('disconnected'), reason: Type.String(), timestamp: Timestamp }, Open)
+export const HistoryClearedFrame = Type.Object({ type: Type.Literal('history_cleared'), room: Room, offset: Type.Integer({ minimum: 0 }), by: Type.String(), timestamp: Timestamp }, Open)
 
 /** Every frame the server sends, by message name (`type` is in each payload; `ack` has one shape per request). */
 export const SERVER_FRAMES: Record<string, { summary: string, payload: TObject }> = {
@@ -119,7 +121,9 @@ export const SERVER_FRAMES: Record<string, { summary: string, payload: TObject }
   state: { summary: 'A state change, to every member: the patch as sent', payload: StateFrame },
   exec_result: { summary: 'The outcome of an exec, to every member', payload: ExecResultFrame },
   error: { summary: 'A refused request; the connection stays open', payload: ErrorFrame },
-  server_shutdown: { summary: 'The server is stopping: reconnect after `reconnectAfterMs`; a close 1001 follows', payload: ServerShutdownFrame }
+  server_shutdown: { summary: 'The server is stopping: reconnect after `reconnectAfterMs`; a close 1001 follows', payload: ServerShutdownFrame },
+  disconnected: { summary: 'An operator disconnected this connection: a close 4001 follows; do not reconnect on your own', payload: DisconnectedFrame },
+  history_cleared: { summary: 'An operator cleared the room\'s history: messages up to `offset` are gone; later ones keep their offsets', payload: HistoryClearedFrame }
 }
 
 /** The `type` values the server sends (for checks against docs/protocol.md). */

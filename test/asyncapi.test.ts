@@ -26,8 +26,10 @@ const staticTypesFit: [
   Fits<Static<typeof S.ErrorFrame>, F.ServerError>,
   Fits<Static<typeof S.AckSendFrame>, F.SendAck>,
   Fits<Static<typeof S.AckPublishFrame>, F.PublishAck>,
-  Fits<Static<typeof S.AckUpdateFrame>, F.UpdateAck>
-] = [true, true, true, true, true, true, true, true, true, true, true]
+  Fits<Static<typeof S.AckUpdateFrame>, F.UpdateAck>,
+  Fits<Static<typeof S.DisconnectedFrame>, F.Disconnected>,
+  Fits<Static<typeof S.HistoryClearedFrame>, F.HistoryCleared>
+] = [true, true, true, true, true, true, true, true, true, true, true, true, true]
 
 t.test('/docs/asyncapi.json is a valid AsyncAPI 3 document of the dispatcher\'s message types', async t => {
   const { url, app } = await build(t)
@@ -63,7 +65,8 @@ t.test('/docs/asyncapi.json is a valid AsyncAPI 3 document of the dispatcher\'s 
 t.test('what the server sends matches the documented schemas', async t => {
   // the contract's timestamps: ISO 8601, UTC, milliseconds
   FormatRegistry.Set('date-time', v => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(v) && !Number.isNaN(Date.parse(v)))
-  const { wsUrl, url, app } = await build(t, { ENABLE_CODE_EXECUTION: 'true' })
+  const { wsUrl, url, app } = await build(t, { ENABLE_CODE_EXECUTION: 'true', ADMIN_TOKEN: 'asyncapi-admin-token-0123456789' })
+  const admin = { authorization: 'Bearer asyncapi-admin-token-0123456789' }
   const bob = await TestClient.connect(wsUrl, { clientId: 'bob' })
   const alice = await TestClient.connect(wsUrl, { clientId: 'alice' })
   await bob.request({ type: 'join', room: 'doc' })
@@ -80,13 +83,19 @@ t.test('what the server sends matches the documented schemas', async t => {
   await fetch(`${url}/api/send`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ from: 'svc', to: 'carol', text: 'queued' }) })
   const carol = await TestClient.connect(wsUrl, { clientId: 'carol' })
   await carol.next('message')
+  // an operator clears the room bob is in, and disconnects dave
+  await fetch(`${url}/api/admin/rooms/doc/history`, { method: 'DELETE', headers: admin })
+  await bob.next('history_cleared')
+  const dave = await TestClient.connect(wsUrl, { clientId: 'dave' })
+  await fetch(`${url}/api/admin/clients/dave/disconnect`, { method: 'POST', headers: admin })
+  await dave.closed
   const closing = app.close()
   await Promise.all([alice, bob, carol].map(c => c.next('server_shutdown')))
   await closing
 
   const shapes = Object.entries(SERVER_FRAMES)
   const seen = new Set<string>()
-  for (const m of [...alice.received, ...bob.received, ...carol.received] as Msg[]) {
+  for (const m of [...alice.received, ...bob.received, ...carol.received, ...dave.received] as Msg[]) {
     const candidates = shapes.filter(([, s]) => s.payload.properties.type.const === m.type)
     t.ok(candidates.length > 0, `${m.type} is a documented server message`)
     const fits = candidates.filter(([, s]) => Value.Check(s.payload, m))

@@ -174,7 +174,7 @@ t.test('every spelling of every protected route the router accepts is refused 40
   const protectedRoutes = seen.filter(r => !isPublic(r) && !authenticatesInProtocol(r))
   t.same([...new Set(seen.filter(authenticatesInProtocol).map(r => r.url))], ['/collab'], 'only Hocuspocus authenticates after the upgrade')
   const names = protectedRoutes.map(r => `${r.method} ${r.url}`)
-  for (const expected of ['GET /ws', 'POST /api/send', 'POST /api/v1/send', 'GET /api/status', 'GET /api/v1/rooms/:room', 'PATCH /api/v1/rooms/:room/state']) {
+  for (const expected of ['GET /ws', 'POST /api/send', 'POST /api/v1/send', 'GET /api/status', 'GET /api/v1/rooms/:room', 'PATCH /api/v1/rooms/:room/state', 'GET /api/v1/rooms/:room/history', 'GET /api/admin/connections', 'DELETE /api/v1/admin/connections/:connectionId', 'POST /api/admin/clients/:clientId/disconnect', 'DELETE /api/v1/admin/rooms/:room/history']) {
     t.ok(names.includes(expected), `${expected} is among the ${names.length} protected routes`)
   }
   let accepted = 0
@@ -213,4 +213,35 @@ t.test('a token in a percent-encoded ?%74oken= is a token for the router, and ve
   t.equal((await upgrade(port, `/ws?%74oken=${good}`)).status, 101, 'a valid token upgrades')
   t.equal((await upgrade(port, `/ws?%74oken=${sign({ sub: 'alice' }, 'another-secret')}`)).status, 401, 'a forged one does not')
   t.equal((await upgrade(port, `/%77s?%74oken=${good}`)).status, 101)
+})
+
+t.test('admin routes, every spelling: 404 without admin configured; with ADMIN_TOKEN in open mode 401 without it and 403 for the read-only token on an action', async t => {
+  const ADMIN = 'spelling-admin-token-0123456789'
+  const READONLY = 'spelling-readonly-token-0123456789'
+  const seen: SeenRoute[] = []
+  const { port, url } = await build(t, { ADMIN_TOKEN: ADMIN, ADMIN_READONLY_TOKEN: READONLY, RATE_LIMIT_MAX: '100000' }, { before: watchRoutes(seen) })
+  const adminRoutes = seen.filter(r => /^\/api(\/v1)?\/admin\//.test(r.url))
+  t.ok(adminRoutes.length >= 12, `${adminRoutes.length} admin routes (under /api and /api/v1)`)
+  const bare = await build(t, { RATE_LIMIT_MAX: '100000' })
+  const leaks: string[] = []
+  let accepted = 0
+  for (const route of adminRoutes) {
+    const write = route.method !== 'GET' && route.method !== 'HEAD'
+    for (const target of spellings(concretePath(route.url), url)) {
+      const withToken = await send(port, route.method, target, { authorization: `Bearer ${ADMIN}` })
+      if (withToken.route !== route.url) continue
+      accepted++
+      const without = await send(port, route.method, target)
+      if (without.status !== 401) leaks.push(`${route.method} ${target} without a token: ${without.status}`)
+      const readOnly = await send(port, route.method, target, { authorization: `Bearer ${READONLY}` })
+      if (write && readOnly.status !== 403) leaks.push(`${route.method} ${target} read-only: ${readOnly.status}`)
+      if (!write && readOnly.status !== 200) leaks.push(`${route.method} ${target} read-only read: ${readOnly.status}`)
+      const unconfigured = await send(bare.port, route.method, target.replace(url, bare.url), { authorization: `Bearer ${ADMIN}` })
+      // an absolute-form target is refused before routing (403, no route) on any server
+      const refusedBeforeRouting = unconfigured.status === 403 && unconfigured.route === '' && target.startsWith('http')
+      if (unconfigured.status !== 404 && !refusedBeforeRouting) leaks.push(`${route.method} ${target} without admin configured: ${unconfigured.status}`)
+    }
+  }
+  t.same(leaks, [], 'no spelling of an admin route gets past its gate, and none exists unconfigured')
+  t.ok(accepted > adminRoutes.length * 5, `${accepted} accepted spellings of ${adminRoutes.length} admin routes checked`)
 })

@@ -29,11 +29,13 @@ t.test('the web console in headless Chromium: two clients, a direct message, a r
   })
   t.teardown(() => context.close())
   const pageErrors: string[] = []
+  const failedRequests: string[] = []
 
   async function open (clientId: string): Promise<Page> {
     const page = await context.newPage()
     page.setDefaultTimeout(10000)
     page.on('pageerror', err => pageErrors.push(`${clientId}: ${err.message}`))
+    page.on('response', res => { if (res.status() >= 400) failedRequests.push(`${res.status()} ${res.url()}`) })
     await page.goto(url)
     await page.getByLabel('Client id', { exact: true }).fill(clientId)
     await page.getByRole('button', { name: 'Connect', exact: true }).click()
@@ -61,8 +63,8 @@ t.test('the web console in headless Chromium: two clients, a direct message, a r
     await alice.getByLabel('Message', { exact: true }).press('Enter')
     const atBob = bob.locator('#dm-log li', { hasText: 'hello bob' })
     await atBob.waitFor()
-    t.match(await atBob.textContent(), /alice →\s*hello bob/)
-    t.match(await alice.locator('#dm-log li', { hasText: 'hello bob' }).textContent(), /delivered to 1/)
+    t.match(await atBob.textContent(), /alice → you:\s*hello bob/, 'the recipient reads who wrote to whom')
+    t.match(await alice.locator('#dm-log li', { hasText: 'hello bob' }).textContent(), /you → bob:\s*hello bob \(delivered to 1\)/, 'the sender too')
 
     await bob.getByLabel('To (client id)').fill('alice')
     await bob.getByLabel('Message', { exact: true }).fill('hi alice')
@@ -100,6 +102,26 @@ t.test('the web console in headless Chromium: two clients, a direct message, a r
     await alice.locator('#st-rooms', { hasText: /[1-9]/ }).waitFor()
   })
 
+  await t.test('a late joiner sees the room\'s recent history; a reload restores the client id, the connection and the rooms', async t => {
+    const carol = await open('carol')
+    await carol.getByLabel('Room name').fill('lobby')
+    await carol.getByRole('button', { name: 'Join' }).click()
+    const cRoom = carol.locator('article.room[data-room="lobby"]')
+    await cRoom.locator('.room-log li.history', { hasText: 'hello alice' }).waitFor()
+    t.match(await cRoom.locator('.room-log li.history').allTextContents(), [/#1 alice:\s*hi everyone/, /#2 bob:\s*hello alice/], 'the two earlier messages, oldest first')
+
+    await bob.reload()
+    await bob.locator('#conn-state', { hasText: 'Connected as bob' }).waitFor()
+    t.equal(await bob.getByLabel('Client id', { exact: true }).inputValue(), 'bob', 'the client id is back')
+    const bRoom = bob.locator('article.room[data-room="lobby"]')
+    await bRoom.locator('.room-log li.history', { hasText: 'hi everyone' }).waitFor()
+    t.pass('rejoined lobby after the reload, with its history')
+    await alice.locator('article.room[data-room="lobby"] .presence li', { hasText: 'bob' }).waitFor()
+    await carol.close()
+  })
+
+  t.equal((await fetch(`${url}/favicon.ico`)).status, 200, '/favicon.ico is served')
+  t.same(failedRequests, [], 'no request of either page failed (no favicon 404)')
   await alice.screenshot({ path: `${SHOTS}/console-alice.png`, fullPage: true })
   await bob.screenshot({ path: `${SHOTS}/console-bob.png`, fullPage: true })
   t.same(pageErrors, [], 'no script error on either page')

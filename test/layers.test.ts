@@ -21,6 +21,8 @@ const LAYERS: Array<{ rank: number, folders: string[] }> = [
   // protocol adapters: other projects' wire protocols (Pusher, Yjs) with their own
   // endpoints, built on every layer below; never on each other
   { rank: 7.5, folders: ['plugins/pusher', 'plugins/yjs'] },
+  // the operator's views and actions over every other plugin's decorators
+  { rank: 7.8, folders: ['plugins/admin'] },
   { rank: 8, folders: ['routes'] },
   { rank: 9, folders: ['app.ts'] },
   { rank: 10, folders: ['server.ts'] }

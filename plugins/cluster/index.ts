@@ -2,10 +2,13 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { Bus } from './bus.js'
 import { LocalFanout, type Fanout } from './fanout.js'
+import { LocalRequests, RedisRequests, type ClusterRequests } from './requests.js'
 
 export * from './fanout.js'
 export { Bus } from './bus.js'
 export { RedisClientSlots } from './client-slots.js'
+export { LocalRequests, RedisRequests } from './requests.js'
+export type { ClusterRequests, InstanceAnswer, RequestHandler } from './requests.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,6 +16,8 @@ declare module 'fastify' {
     fanout: Fanout
     /** The Redis fanout, for status and tests; null when REDIS_URL is unset. */
     bus: Bus | null
+    /** Questions to every live instance, this one included (the operator's views and actions). */
+    clusterRequests: ClusterRequests
   }
 }
 
@@ -34,13 +39,17 @@ export default fp(async function fanout (app) {
     const local = new LocalFanout()
     app.decorate('fanout', local)
     app.decorate('bus', null)
+    app.decorate('clusterRequests', new LocalRequests(app.serverId))
     reachableBeforeWelcome(app, local)
     return
   }
   const pubsub = app.hasDecorator('metrics') ? app.metrics.pubsubMessages : undefined
+  // before the bus: its restorer subscribes first, so an instance that has sent any welcome also answers cluster requests
+  const requests = new RedisRequests(link, app.log)
   const bus = new Bus(link, direction => pubsub?.inc({ direction }), app.log)
   app.decorate('fanout', bus)
   app.decorate('bus', bus)
+  app.decorate('clusterRequests', requests)
   reachableBeforeWelcome(app, bus)
   app.connections.onClose(conn => bus.clientDisconnected(conn.clientId))
   app.statusReport.section('bus', () => ({ subscriptions: bus.channels.length, received: bus.received }))

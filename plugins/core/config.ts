@@ -48,6 +48,10 @@ export const ConfigSchema = Type.Object({
   INBOX_MAX: Int(0, 100),
   INBOX_TTL_MS: Int(1, 86400000),
   AUTH_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  /** Bearer secret of the operator's API (`/api/admin/*`, the page at /admin); unset, with no auth mode, = those routes answer 404. */
+  ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
+  /** Bearer secret that may read every admin route and act on none. */
+  ADMIN_READONLY_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
   TRUST_PROXY: Type.String({ default: 'false' }),
   ENABLE_CODE_EXECUTION: Bool(false),
   EXEC_TIMEOUT_MS: Int(10, 1000),

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import fastifyStatic from '@fastify/static'
-import { existsSync } from 'node:fs'
+import { createReadStream, existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 
@@ -18,6 +18,10 @@ export default fp<ConsoleOptions>(async function webConsole (app, opts) {
   if (!existsSync(join(root, 'build', 'console.js'))) {
     app.log.warn({ event: 'console.not_built', root }, 'the web console bundle is missing; run npm run build')
   }
+  // the operator's page: public like the console (it signs in to the admin API with a token it asks for)
+  app.get('/admin', { schema: { hide: true } }, async (_request, reply) => {
+    return reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(createReadStream(join(root, 'admin.html')))
+  })
   await app.register(fastifyStatic, {
     root,
     prefix: '/',

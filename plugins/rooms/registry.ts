@@ -185,6 +185,29 @@ export class RoomRegistry {
     return { version }
   }
 
+  /**
+   * A page of the room's kept history, oldest first: the `limit` messages just
+   * before offset `before` (the newest ones when absent). `next` is the
+   * `before` of the previous page, when older kept messages exist.
+   */
+  async history (name: string, opts: { before?: number, limit: number }): Promise<{ messages: RoomMessage[], next?: number }> {
+    const snapshot = await this.storeCall(name, () => this.store.loadRoomSince(name, 0)).finally(() => this.releaseIfNotLoaded(name))
+    if (!snapshot) return { messages: [] }
+    const before = opts.before ?? Infinity
+    const older = snapshot.missed.filter(m => m.offset < before)
+    const messages = older.slice(Math.max(0, older.length - opts.limit))
+    return messages.length < older.length ? { messages, next: messages[0].offset } : { messages }
+  }
+
+  /** Removes the room's history and tells its members, on every instance, with `history_cleared`. */
+  async clearHistory (name: string, by: string): Promise<{ offset: number }> {
+    await this.storeCall(name, () => this.store.clearHistory(name))
+    const snapshot = await this.storeCall(name, () => this.store.loadRoom(name)).finally(() => this.releaseIfNotLoaded(name))
+    const offset = snapshot?.offset ?? 0
+    this.broadcast(name, { type: 'history_cleared', room: name, offset, by, timestamp: new Date().toISOString() })
+    return { offset }
+  }
+
   /** The room as the HTTP API shows it, or null for a room never used. */
   async describe (name: string): Promise<RoomDescription | null> {
     const snapshot = await this.storeCall(name, () => this.store.loadRoom(name)).finally(() => this.releaseIfNotLoaded(name))

