@@ -78,10 +78,11 @@ end
  * The idempotent variant (KEYS[4..5], ARGV[5..10]) returns {0, record} for a
  * key already used, else commits the record in the same script.
  */
-const appendScript = (idempotent: boolean) => `${idempotent ? IDEMPOTENCY : ''}
-${idempotent ? `local now = tonumber(ARGV[9])
+const APPEND_CHECK = `local now = tonumber(ARGV[9])
 local found = idem_find(KEYS[4], KEYS[5], ARGV[5], now)
-if found then return {0, found} end` : ''}
+if found then return {0, found} end`
+const APPEND_RECORD = 'idem_put(KEYS[4], KEYS[5], ARGV[5], ARGV[6] .. offset .. ARGV[7], tonumber(ARGV[8]), now, tonumber(ARGV[10]))'
+const appendScript = (idempotent: boolean) => `${idempotent ? IDEMPOTENCY + APPEND_CHECK : ''}
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('HSETNX', KEYS[1], 'state', '{}')
 redis.call('HSETNX', KEYS[1], 'version', 0)
@@ -95,7 +96,7 @@ if keep > 0 then
 else
   redis.call('DEL', KEYS[2])
 end
-${idempotent ? "idem_put(KEYS[4], KEYS[5], ARGV[5], ARGV[6] .. offset .. ARGV[7], tonumber(ARGV[8]), now, tonumber(ARGV[10]))" : ''}
+${idempotent ? APPEND_RECORD : ''}
 return {1, offset, redis.call('HGET', KEYS[1], 'epoch')}`
 
 /**
