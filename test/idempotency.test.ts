@@ -259,3 +259,15 @@ t.test('epochs: a flushed Redis starts a new epoch', redisTestOptions(), async t
 })
 
 if (!haveRedis) t.comment('Redis variants skipped: redis-server is not installed')
+
+t.test('exec: a repeat of a key is not run again', async t => {
+  const built = await build(t, { ENABLE_CODE_EXECUTION: 'true' })
+  const alice = await client(t, built.wsUrl, 'alice')
+  await alice.request({ type: 'join', room: 'lab' })
+  t.same(await alice.request({ type: 'exec', room: 'lab', code: '6 * 7', idempotencyKey: 'e-1' }), { type: 'ack', room: 'lab', id: 'r2' })
+  await alice.next('exec_result')
+  t.match(await alice.request({ type: 'exec', room: 'lab', code: '6 * 7', idempotencyKey: 'e-1' }), { type: 'ack', room: 'lab', duplicate: true })
+  t.match(await alice.request({ type: 'exec', room: 'lab', code: '1', idempotencyKey: 'e-1' }), { code: 'idempotency_conflict' })
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.same(alice.all('exec_result').map(m => m.result), [42], 'run once')
+})

@@ -96,11 +96,12 @@ export class SqliteStore implements Store {
       inboxClear: db.prepare('DELETE FROM inbox WHERE client_id = ?'),
       inboxExpire: db.prepare('DELETE FROM inbox WHERE expires_at <= ?'),
       keyRead: db.prepare<[string, string, number], { hash: string, result: string }>('SELECT hash, result FROM idempotency_keys WHERE owner = ? AND key = ? AND expires_at > ?'),
-      keyWrite: db.prepare(`INSERT INTO idempotency_keys (owner, key, hash, result, expires_at) VALUES (?, ?, ?, ?, ?)
-        ON CONFLICT (owner, key) DO UPDATE SET hash = excluded.hash, result = excluded.result, expires_at = excluded.expires_at`),
+      keyInsert: db.prepare('INSERT OR IGNORE INTO idempotency_keys (owner, key, hash, result, expires_at) VALUES (?, ?, ?, ?, ?)'),
+      keyReplace: db.prepare('UPDATE idempotency_keys SET hash = ?, result = ?, expires_at = ? WHERE owner = ? AND key = ?'),
       keyCount: db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM idempotency_keys WHERE owner = ?'),
-      keyTrim: db.prepare(`DELETE FROM idempotency_keys WHERE rowid IN (
-        SELECT rowid FROM idempotency_keys WHERE owner = ? ORDER BY expires_at DESC, rowid DESC LIMIT -1 OFFSET ?)`),
+      // the owner's oldest records, read from the (owner, expires_at) index: O(log n) per write at the cap
+      keyTrim: db.prepare(`DELETE FROM idempotency_keys WHERE owner = ? AND key IN (
+        SELECT key FROM idempotency_keys WHERE owner = ? ORDER BY expires_at LIMIT ?)`),
       keyExpire: db.prepare('DELETE FROM idempotency_keys WHERE expires_at <= ?')
     }
     this.inbox = this.createInbox()
@@ -314,17 +315,17 @@ export class SqliteStore implements Store {
   /** Inside a transaction: the record, and past the owner's cap the oldest records go. */
   private writeKey (claim: IdempotencyClaim, resultJson: string): void {
     const s = this.statements
-    s.keyWrite.run(claim.owner, claim.key, claim.hash, resultJson, claim.expiresAt)
+    if (s.keyInsert.run(claim.owner, claim.key, claim.hash, resultJson, claim.expiresAt).changes === 0) {
+      // an expired record of the key, or the full response of a write recorded with it (HTTP): same count
+      s.keyReplace.run(claim.hash, resultJson, claim.expiresAt, claim.owner, claim.key)
+      return
+    }
     const max = this.opts.idempotencyMaxKeys ?? 1000
     const counted = this.keyCounts.get(claim.owner)
-    // counted from the table once per owner, then +1 per write (a replaced record over-counts, which only trims sooner)
+    // counted from the table once per owner, then kept here (this process is the only writer)
     const count = counted === undefined ? s.keyCount.get(claim.owner)?.n ?? 1 : counted + 1
-    if (count > max) {
-      s.keyTrim.run(claim.owner, max)
-      this.keyCounts.set(claim.owner, max)
-    } else {
-      this.keyCounts.set(claim.owner, count)
-    }
+    if (count > max) s.keyTrim.run(claim.owner, claim.owner, count - max)
+    this.keyCounts.set(claim.owner, Math.min(count, max))
   }
 
   private createIdempotency (): IdempotencyStore {
