@@ -4,6 +4,7 @@ import { TestClient } from './support/ws-client.js'
 import { haveRedis, redisTestOptions, startRedis } from './support/redis-server.js'
 import { cluster, connect } from './support/cluster-instances.js'
 import { startServer } from './support/process.js'
+import { SqliteStore } from '../plugins/store/index.js'
 
 /** The same behaviour on both stores: SQLite in a temp directory, and a private redis-server. */
 const stores: Array<{ name: string, env: (t: TestContext) => Promise<Record<string, string>>, opts: { skip?: string } }> = [
@@ -270,4 +271,24 @@ t.test('exec: a repeat of a key is not run again', async t => {
   t.match(await alice.request({ type: 'exec', room: 'lab', code: '1', idempotencyKey: 'e-1' }), { code: 'idempotency_conflict' })
   await new Promise(resolve => setTimeout(resolve, 300))
   t.same(alice.all('exec_result').map(m => m.result), [42], 'run once')
+})
+
+t.test('SQLite: the record and the write commit together or not at all', async t => {
+  const store = SqliteStore.open({ dataDir: tempDir(t), groupCommit: true, inboxMax: 100, inboxTtlMs: 60000, log: { info () {}, error () {} } })
+  t.teardown(() => store.close())
+  const claim = (key: string) => ({ owner: 'ws:alice', key, hash: 'h', expiresAt: Date.now() + 60000 })
+  const message = (id: string, data: unknown) => ({ messageId: id, from: 'alice', data, timestamp: new Date().toISOString() })
+  await store.appendMessage('r', message('m1', 1), 100, claim('k1'))
+  t.same(await store.idempotency.recall('ws:alice', 'k1'), { hash: 'h', result: { offset: 1, messageId: 'm1' } })
+  await t.rejects(store.appendMessage('r', message('m2', 1), 100, claim('k1')), { name: 'DuplicateKeyError', record: { result: { offset: 1 } } })
+  t.equal((await store.loadRoom('r'))?.offset, 1, 'a duplicate takes no offset')
+
+  // the disk is full: the batch fails, and neither the message nor its key is there
+  store.db.pragma(`max_page_count = ${Number(store.db.pragma('page_count', { simple: true }))}`)
+  await t.rejects(store.appendMessage('r', message('m3', 'x'.repeat(50000)), 100, claim('k3')), { name: 'StoreUnavailableError' })
+  store.db.pragma('max_page_count = 1073741823')
+  t.equal(await store.idempotency.recall('ws:alice', 'k3'), null, 'no key without its write')
+  t.equal((await store.loadRoom('r'))?.offset, 1, 'no write without its key')
+  const retried = await store.appendMessage('r', message('m3', 'x'), 100, claim('k3'))
+  t.equal(retried.offset, 2, 'the retry is applied')
 })
