@@ -187,7 +187,13 @@ t.test('the same key across two instances on one Redis', redisTestOptions(), asy
   t.match(repeat, { offset: first.offset, messageId: first.messageId, duplicate: true })
   t.match(await onB.request({ type: 'update', room: 'two', patch: { v: 1 }, idempotencyKey: 'u-1' }), { version: 1 })
   t.match(await onA.request({ type: 'update', room: 'two', patch: { v: 1 }, idempotencyKey: 'u-1' }), { version: 1, duplicate: true })
-  t.same((await requestJson(`${a.url}/api/rooms/two`)).body.offset, 1, 'one message in the room')
+  // the same key on both at once: Redis decides which is first, in the write's own script
+  onA.send({ type: 'publish', room: 'two', data: 'race', idempotencyKey: 'x-2', id: 'ra' })
+  onB.send({ type: 'publish', room: 'two', data: 'race', idempotencyKey: 'x-2', id: 'rb' })
+  const [ra, rb] = await Promise.all([onA.waitFor(m => m.id === 'ra', 'ra', 5000, true), onB.waitFor(m => m.id === 'rb', 'rb', 5000, true)])
+  t.equal(ra.offset, rb.offset, 'one offset for both')
+  t.equal([ra, rb].filter(r => r.duplicate === true).length, 1, 'exactly one of them is the duplicate')
+  t.same((await requestJson(`${a.url}/api/rooms/two`)).body.offset, 2, 'two messages in the room: once and race')
 })
 
 for (const store of stores) {
