@@ -177,7 +177,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   // before rooms and direct messages, which deliver through it; after redis, so it withdraws before redis quits
   await fastify.register(fanout)
   // onClose runs last-registered-first: rooms flush their writes, then the store closes
-  await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS, ...opts.store })
+  await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS, idempotencyTtlMs: cfg.IDEMPOTENCY_TTL_MS, idempotencyMaxKeys: cfg.IDEMPOTENCY_MAX_KEYS, ...opts.store })
   await fastify.register(messages, { expireIntervalMs: Math.min(cfg.INBOX_TTL_MS, 60000) })
   await fastify.register(rooms, {
     historySize: cfg.ROOM_HISTORY_SIZE,

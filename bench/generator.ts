@@ -44,6 +44,8 @@ export interface StepResult {
 export interface Job {
   scenario: 'S1' | 'S2' | 'S3' | 'S4' | 'S5' | 'S6' | 'S7' | 'S8'
   protocol: Protocol
+  /** Every publish carries an `idempotencyKey` (switchboard-idem). */
+  idempotencyKeys?: boolean
   /** Ports of the instances; S8 subscribes on the first and publishes on the second. */
   ports: number[]
   /** Processes whose CPU and RSS count as the server's (S8: both instances the clients use). */
@@ -93,7 +95,7 @@ class LoadClient {
   private waiters: Array<(text: string) => boolean> = []
   private seq = 0
 
-  constructor (readonly protocol: Protocol, port: number, readonly clientId: string) {
+  constructor (readonly protocol: Protocol, port: number, readonly clientId: string, readonly idempotencyKeys = false) {
     const url = protocol === 'socketio'
       ? `ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket&clientId=${clientId}`
       : `ws://127.0.0.1:${port}/ws?clientId=${clientId}`
@@ -149,6 +151,7 @@ class LoadClient {
 
   publish (room: string, data: string): void {
     if (this.protocol === 'socketio') this.ws.send(`42${++this.seq}["publish",${JSON.stringify({ room, data })}]`)
+    else if (this.idempotencyKeys) this.ws.send(JSON.stringify({ type: 'publish', room, data, idempotencyKey: `${this.clientId}-${++this.seq}` }))
     else this.ws.send(JSON.stringify({ type: 'publish', room, data }))
   }
 
@@ -167,7 +170,7 @@ async function connectAll (job: Job, count: number, port: number, prefix: string
   const BATCH = 100
   for (let i = 0; i < count; i += BATCH) {
     const batch: LoadClient[] = []
-    for (let j = i; j < Math.min(count, i + BATCH); j++) batch.push(new LoadClient(job.protocol, port, `${prefix}${j}`))
+    for (let j = i; j < Math.min(count, i + BATCH); j++) batch.push(new LoadClient(job.protocol, port, `${prefix}${j}`, job.idempotencyKeys))
     await Promise.all(batch.map(async (c, k) => {
       await c.open()
       const room = roomOf(i + k)

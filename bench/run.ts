@@ -57,9 +57,18 @@ const SWITCHBOARD_ENV = {
   RATE_LIMIT_MAX: '100000000'
 }
 
-interface Variant { script: string, protocol: Protocol, env?: Record<string, string>, /** S8: the environment variable that gets the Redis URL */ redisEnv?: string }
+interface Variant {
+  script: string
+  protocol: Protocol
+  env?: Record<string, string>
+  /** S8: the environment variable that gets the Redis URL */
+  redisEnv?: string
+  /** The generator adds an `idempotencyKey` to every publish (the cost of exactly-once writes). */
+  idempotencyKeys?: boolean
+}
 const VARIANTS: Record<string, Variant> = {
   switchboard: { script: 'switchboard.js', protocol: 'switchboard', env: SWITCHBOARD_ENV, redisEnv: 'REDIS_URL' },
+  'switchboard-idem': { script: 'switchboard.js', protocol: 'switchboard', env: SWITCHBOARD_ENV, idempotencyKeys: true },
   'switchboard-nohistory': { script: 'switchboard.js', protocol: 'switchboard', env: { ...SWITCHBOARD_ENV, ROOM_HISTORY_SIZE: '0', BENCH_PERSIST_MESSAGES: 'false' } },
   'raw-ws': { script: 'raw-ws.js', protocol: 'switchboard' },
   'socket.io': { script: 'socketio.js', protocol: 'socketio', redisEnv: 'BENCH_REDIS_URL' },
@@ -108,7 +117,7 @@ const sizes: Record<typeof mode, Record<string, Params>> = {
 const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
   S1: { title: 'idle memory', servers: ['switchboard', 'raw-ws', 'socket.io'] },
   S2: { title: 'big room fan-out', servers: ['switchboard', 'switchboard-nohistory', 'raw-ws', 'socket.io'] },
-  S3: { title: 'small rooms', servers: ['switchboard', 'switchboard-nohistory', 'raw-ws', 'socket.io'] },
+  S3: { title: 'small rooms', servers: ['switchboard', 'switchboard-idem', 'switchboard-nohistory', 'raw-ws', 'socket.io'] },
   S4: { title: 'latency', servers: ['switchboard', 'switchboard-nohistory', 'raw-ws', 'socket.io'] },
   S5: { title: 'direct messages', servers: ['switchboard', 'raw-ws', 'socket.io'] },
   S6: { title: 'HTTP send', servers: ['switchboard', 'fastify-hello'] },
@@ -260,7 +269,7 @@ async function runOne (scenario: string, name: string): Promise<Record<string, u
   try {
     // the bare Fastify yardstick has no WebSocket client to deliver to
     const clients = name === 'fastify-hello' ? 0 : params.clients
-    const job: Job = { ...params, clients, scenario: scenario as Job['scenario'], protocol: variant.protocol, ports: [server.port], serverPids: [server.child.pid as number] }
+    const job: Job = { ...params, clients, scenario: scenario as Job['scenario'], protocol: variant.protocol, idempotencyKeys: variant.idempotencyKeys, ports: [server.port], serverPids: [server.child.pid as number] }
     const timeoutMs = 120000 + (params.rates.length * (params.stepMs + 3000)) + (params.slowMs ?? 0) + (params.http?.durationSec ?? 0) * 1000
     if (scenario === 'S1') {
       await new Promise(resolve => setTimeout(resolve, 500))

@@ -65,6 +65,19 @@ export interface ClientEvents {
 
 type Kind = 'ping' | 'send' | 'join' | 'leave' | 'publish' | 'update' | 'exec'
 
+/** The writes: each gets an `idempotencyKey`, and one in flight at a drop is resent with it. */
+const WRITES: ReadonlySet<string> = new Set(['send', 'publish', 'update', 'exec'])
+
+/** A fresh idempotency key: a random UUID (crypto.getRandomValues where randomUUID is missing, as on plain http pages). */
+function newKey (): string {
+  const c = (globalThis as { crypto?: { randomUUID?: () => string, getRandomValues?: (a: Uint8Array) => Uint8Array } }).crypto
+  if (typeof c?.randomUUID === 'function') return c.randomUUID()
+  const bytes = new Uint8Array(16)
+  if (typeof c?.getRandomValues === 'function') c.getRandomValues(bytes)
+  else for (let i = 0; i < 16; i++) bytes[i] = Math.floor(Math.random() * 256)
+  return [...bytes].map(b => b.toString(16).padStart(2, '0')).join('')
+}
+
 interface Pending {
   id: string
   kind: Kind
@@ -73,10 +86,8 @@ interface Pending {
   reject: (err: Error) => void
   timer?: ReturnType<typeof setTimeout>
   sentAt: number
-  /** publish: the room's offset when it was sent, and its data, to find its echo after a lost ack. */
-  room?: string
-  sinceOffset?: number
-  dataJson?: string
+  /** A write: when it was first sent (wall clock), to tell whether its idempotency key is still remembered. */
+  firstSentAt?: number
   /** Internal requests (rejoins) are dropped rather than queued when the socket is gone. */
   internal?: boolean
   onSent?: (p: Pending) => void
@@ -122,7 +133,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private readonly rooms = new Map<string, Room<never>>()
   private readonly inflight = new Map<string, Pending>()
   private outbox: Pending[] = []
-  /** Publishes sent on a connection that dropped before their ack: settled after the rejoin. */
+  /** Writes sent on a connection that dropped before their reply: resent with their key after the rejoin. */
   private uncertain: Pending[] = []
   private nextId = 1
   private attempt = 0
@@ -237,14 +248,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     // a membership that does not exist on the server (disconnected, or still joining) ends with the socket
     if (!wasJoined || !this.connected) return
     await this.enqueue('leave', { type: 'leave', room: room.name }).catch(err => {
-      if ((err as SwitchboardError).code !== 'not_in_room' && (err as SwitchboardError).code !== 'outcome_unknown') throw err
+      if ((err as SwitchboardError).code !== 'not_in_room' && (err as SwitchboardError).code !== 'disconnected') throw err
     })
-  }
-
-  /** @internal used by Room */
-  tracksEchoes (room: string): boolean {
-    for (const p of this.inflight.values()) if (p.kind === 'publish' && p.room === room) return true
-    return this.uncertain.some(p => p.room === room)
   }
 
   /** Closes for good: no reconnect; whatever is pending rejects with `client_closed`. */
@@ -317,30 +322,29 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   }
 
   private becomeReady (welcome: Welcome): void {
-    this.settleUncertain()
+    this.resendUncertain()
     this.ready = true
     this.emit('open', welcome)
     this.flush()
   }
 
   /**
-   * A publish whose ack was lost may or may not have been committed: if its
-   * echo came back with the rejoin it is settled with that offset, otherwise it
-   * is sent again ahead of newer requests. Without complete history it cannot
-   * be known: `outcome_unknown`.
+   * A write whose reply was lost may or may not have been applied: it is sent
+   * again with its idempotency key, ahead of newer requests, and the server
+   * answers with the first reply (`duplicate: true`) if it was. Only a write
+   * whose key the server may have forgotten (sent more than
+   * `idempotencyTtlMs` ago, less the time a resend may take, or a server that
+   * announces no idempotency) cannot be settled: `outcome_unknown`.
    */
-  private settleUncertain (): void {
+  private resendUncertain (): void {
+    const ttlMs = this.welcome?.limits?.idempotencyTtlMs
     const resend: Pending[] = []
     for (const p of this.uncertain) {
-      const room = this.rooms.get(p.room ?? '')
-      const echo = room?.echoes.find(e => !e.claimed && e.offset > (p.sinceOffset ?? 0) && e.json === p.dataJson)
-      if (echo) {
-        echo.claimed = true
-        p.resolve({ type: 'ack', room: p.room, offset: echo.offset, messageId: echo.messageId })
-      } else if (room && !room.closed && room.lastJoinComplete) {
+      const age = Date.now() - (p.firstSentAt ?? 0)
+      if (typeof ttlMs === 'number' && age + this.options.requestTimeoutMs < ttlMs) {
         resend.push(p)
       } else {
-        p.reject(new SwitchboardError('outcome_unknown', `the connection closed before the server acknowledged the publish to ${p.room ?? '?'}`))
+        p.reject(new SwitchboardError('outcome_unknown', `the connection closed before the server answered ${p.kind} ${age} ms ago, and its idempotency key may have expired (idempotencyTtlMs ${ttlMs ?? 'not announced'}); it may or may not have been applied`))
       }
     }
     this.uncertain = []
@@ -358,7 +362,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       }
       done?.()
     }, err => {
-      if ((err as SwitchboardError).code === 'outcome_unknown') return // the socket dropped; the next welcome rejoins
+      if ((err as SwitchboardError).code === 'disconnected' && this.rooms.get(room.name) === room) return // the socket dropped; the next welcome rejoins
       if ((err as SwitchboardError).code === 'request_timeout' && this.socket) {
         // a rejoin that is not answered leaves the room deaf: start over on a fresh connection
         this.socket.close(4000, 'rejoin timed out')
@@ -376,12 +380,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   private enqueue (kind: Kind, frame: JsonObject, onSent?: (p: Pending) => void): Promise<JsonObject> {
     return new Promise((resolve, reject) => {
-      const p = this.makePending(kind, frame, resolve, reject)
+      const p = this.makePending(kind, WRITES.has(kind) && frame.idempotencyKey === undefined ? { ...frame, idempotencyKey: newKey() } : frame, resolve, reject)
       p.onSent = onSent
-      if (kind === 'publish') {
-        p.room = frame.room as string
-        p.dataJson = JSON.stringify(frame.data)
-      }
       if (this.userClosed) return reject(new SwitchboardError('client_closed', 'the client was closed'))
       if (this.disconnectedBy && !this.socket) return reject(new SwitchboardError('disconnected', `disconnected by an operator: ${this.disconnectedBy.reason}`))
       if (this.connected && this.ready && this.outbox.length === 0 && this.take()) return this.transmit(p)
@@ -404,7 +404,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       if (!p.internal) this.outbox.unshift(p)
       return
     }
-    if (p.kind === 'publish') p.sinceOffset = this.rooms.get(p.room ?? '')?.offset ?? 0
+    p.firstSentAt ??= Date.now()
     p.sentAt = now()
     this.inflight.set(p.id, p)
     const timeoutMs = this.options.requestTimeoutMs
@@ -462,7 +462,6 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         const { type: _t, code, message, id: _i, ...details } = msg as ServerError
         p.reject(new SwitchboardError(String(code), String(message), details))
       } else {
-        if (p.kind === 'publish' && typeof msg.offset === 'number') this.rooms.get(p.room ?? '')?.claimEcho(msg.offset, String(msg.messageId))
         p.resolve(msg)
       }
       return
@@ -509,9 +508,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       for (const room of this.rooms.values()) room.suspend()
       for (const p of this.inflight.values()) {
         clearTimeout(p.timer)
-        if (p.kind === 'publish') this.uncertain.push(p)
+        if (WRITES.has(p.kind)) this.uncertain.push(p)
         else if (p.kind === 'leave') p.resolve({ type: 'left' })
-        else p.reject(new SwitchboardError('outcome_unknown', `the connection closed before the server answered ${p.kind}; it may or may not have been applied`))
+        else p.reject(new SwitchboardError('disconnected', `the connection closed before the server answered ${p.kind}`))
       }
       this.inflight.clear()
     }

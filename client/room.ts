@@ -34,7 +34,11 @@ export interface RoomEvents<T> {
   recovered: RecoveredEvent
   /** Some messages are gone from the server's history: they will not be delivered. */
   gap: GapEvent
-  /** The server's offsets went backwards (its store was reset): counting starts again from `offset`. */
+  /**
+   * The room's history started again (a new `epoch`: the server's store was
+   * replaced, or its offsets went backwards): counting starts again from
+   * `offset`; with an epoch change, what the new history holds is delivered next.
+   */
   reset: { room: string, previousOffset: number, offset: number }
   /** The membership ended (after `leave()`, or when a rejoin was refused). */
   left: { room: string, error?: Error }
@@ -46,21 +50,9 @@ export interface RoomHost {
   publish (room: Room<never>, data: unknown): Promise<PublishAck>
   request<R> (frame: JsonObject): Promise<R>
   leave (room: Room<never>): Promise<void>
-  /** True while publishes of this room await their outcome, so own echoes are kept for matching. */
-  tracksEchoes (room: string): boolean
-}
-
-/** One of our own messages seen in the room, for settling a publish whose ack was lost. */
-export interface Echo {
-  offset: number
-  messageId: string
-  json: string
-  claimed: boolean
 }
 
 type RoomEvent = RoomMessage | StateChange | Presence | ExecResult
-
-const MAX_ECHOES = 1000
 
 /**
  * A joined room. It delivers each room message once, in offset order, across
@@ -71,6 +63,8 @@ export class Room<T = unknown> extends Emitter<RoomEvents<T>> {
   version = 0
   /** Highest offset delivered to the application; undefined before the first join (without `since`). */
   offset: number | undefined
+  /** The room's epoch the offsets count in (from `joined` and each `room_message`); empty while unknown. */
+  epoch = ''
   readonly members = new Set<string>()
   /** A membership is confirmed on the current connection. */
   joined = false
@@ -80,7 +74,6 @@ export class Room<T = unknown> extends Emitter<RoomEvents<T>> {
   lastJoinComplete = true
   /** Settles once the first join is answered. */
   readonly ready: Promise<void>
-  readonly echoes: Echo[] = []
   private buffer: RoomEvent[] | null = []
   private settleReady!: { resolve: () => void, reject: (err: Error) => void }
   private everJoined = false
@@ -119,6 +112,7 @@ export class Room<T = unknown> extends Emitter<RoomEvents<T>> {
     this.buffer ??= []
     const frame: JsonObject = { type: 'join', room: this.name }
     if (this.offset !== undefined) frame.since = this.offset
+    if (this.offset !== undefined && this.epoch !== '') frame.epoch = this.epoch
     return frame
   }
 
@@ -132,8 +126,14 @@ export class Room<T = unknown> extends Emitter<RoomEvents<T>> {
     this.version = j.version
     this.members.clear()
     for (const m of j.members) this.members.add(m)
-    const resumeFrom = this.offset
+    let resumeFrom = this.offset
     this.lastJoinComplete = resumeFrom === undefined || j.recovered
+    if (typeof j.epoch === 'string' && j.epoch !== '') this.epoch = j.epoch
+    if (resumeFrom !== undefined && j.reason === 'epoch_changed') {
+      // our offsets counted in another history: start this one from its beginning
+      this.emit('reset', { room: this.name, previousOffset: resumeFrom, offset: 0 })
+      this.offset = resumeFrom = 0
+    }
     if (resumeFrom === undefined) {
       this.offset = j.offset
     } else if (j.offset < resumeFrom) {
@@ -176,14 +176,6 @@ export class Room<T = unknown> extends Emitter<RoomEvents<T>> {
     this.emit('left', { room: this.name })
   }
 
-  /** Our publish at `offset` was acknowledged: its echo cannot settle another publish. */
-  claimEcho (offset: number, messageId: string): void {
-    const echo = this.echoes.find(e => e.offset === offset)
-    if (echo) echo.claimed = true
-    else if (this.host.tracksEchoes(this.name)) this.echoes.push({ offset, messageId, json: '', claimed: true })
-    if (this.echoes.length > MAX_ECHOES) this.echoes.shift()
-  }
-
   receive (event: RoomEvent): void {
     if (this.closed) return
     if (this.buffer) this.buffer.push(event)
@@ -219,10 +211,7 @@ export class Room<T = unknown> extends Emitter<RoomEvents<T>> {
       if (m.offset > this.offset + 1) this.emit('gap', { room: this.name, from: this.offset + 1, to: m.offset - 1 })
     }
     this.offset = m.offset
-    if (m.from === this.host.clientId && this.host.tracksEchoes(this.name) && !this.echoes.some(e => e.offset === m.offset)) {
-      this.echoes.push({ offset: m.offset, messageId: m.messageId, json: JSON.stringify(m.data), claimed: false })
-      if (this.echoes.length > MAX_ECHOES) this.echoes.shift()
-    }
+    if (typeof m.epoch === 'string' && m.epoch !== '') this.epoch = m.epoch
     this.emit('message', m)
   }
 }

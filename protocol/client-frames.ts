@@ -1,5 +1,5 @@
 import { Type, type TObject, type TProperties } from '@sinclair/typebox'
-import { ClientId, MessageText, Offset, RequestId, RoomName, StatePatch, Version } from './schemas.js'
+import { ClientId, Epoch, IdempotencyKey, MessageText, Offset, RequestId, RoomName, StatePatch, Version } from './schemas.js'
 
 /**
  * The TypeBox schemas of every frame a client sends: the fields of each type
@@ -17,19 +17,21 @@ export function clientFrame (type: string, fields: TProperties): TObject {
 
 /** `ping`: no fields; answered with `pong`. */
 export const PingFields = {}
+/** Every write frame may carry one: a repeat from the same client id gets the first reply (see docs/protocol.md). */
+const idempotencyKey = Type.Optional(IdempotencyKey)
 /** `send`: a direct message to every connection of `to`. */
-export const SendFields = { to: ClientId, text: MessageText }
-/** `join`: `since` is the last offset seen, to recover what was missed. */
-export const JoinFields = { room: RoomName, since: Type.Optional(Offset) }
+export const SendFields = { to: ClientId, text: MessageText, idempotencyKey }
+/** `join`: `since` is the last offset seen, to recover what was missed; `epoch` the room's epoch it counted in. */
+export const JoinFields = { room: RoomName, since: Type.Optional(Offset), epoch: Type.Optional(Epoch) }
 export const LeaveFields = { room: RoomName }
-export const PublishFields = { room: RoomName, data: Type.Unknown() }
+export const PublishFields = { room: RoomName, data: Type.Unknown(), idempotencyKey }
 /** `update`: an RFC 7396 merge patch, optionally only at `baseVersion`. */
-export const UpdateFields = { room: RoomName, patch: StatePatch, baseVersion: Type.Optional(Version) }
+export const UpdateFields = { room: RoomName, patch: StatePatch, baseVersion: Type.Optional(Version), idempotencyKey }
 /** `code`'s longest length when not configured, in characters. */
 export const EXEC_CODE_MAX_LENGTH = 16384
 /** `exec`: `code` up to `maxCodeLength` characters (configurable, hence a function). */
 export function execFields (maxCodeLength = EXEC_CODE_MAX_LENGTH) {
-  return { room: RoomName, code: Type.String({ minLength: 1, maxLength: maxCodeLength }) }
+  return { room: RoomName, code: Type.String({ minLength: 1, maxLength: maxCodeLength }), idempotencyKey }
 }
 
 /** Every built-in client frame's fields, by type (`exec` at its default limit). */

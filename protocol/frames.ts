@@ -25,6 +25,9 @@ export interface Welcome {
     execCodeMaxLength?: number
     requestIdMaxLength?: number
     jsonMaxDepth?: number
+    idempotencyKeyMaxLength?: number
+    idempotencyTtlMs?: number
+    idempotencyMaxKeys?: number
     [limit: string]: number | string | undefined
   }
 }
@@ -46,6 +49,8 @@ export interface RoomMessage<T = unknown> {
   from: string
   data: T
   timestamp: string
+  /** The room's epoch: offsets count within it. */
+  epoch: string
 }
 
 export interface StateChange {
@@ -89,6 +94,10 @@ export interface Joined<T = unknown> {
   members: string[]
   missed: Array<RoomMessage<T>>
   recovered: boolean
+  /** The room's epoch; empty for a room never written. */
+  epoch: string
+  /** With `recovered: false`: `epoch_changed` when `since` counted in another epoch. */
+  reason?: 'epoch_changed'
 }
 
 export interface ServerShutdown {
@@ -122,14 +131,16 @@ export interface ServerError {
   [field: string]: unknown
 }
 
-export interface SendAck { messageId: string, delivered: number, queued: boolean }
-export interface PublishAck { room: string, offset: number, messageId: string }
-export interface UpdateAck { room: string, version: number }
+/** `duplicate: true`: the reply to an earlier request with the same `idempotencyKey` (nothing was applied again). */
+export interface SendAck { messageId: string, delivered: number, queued: boolean, duplicate?: true }
+export interface PublishAck { room: string, offset: number, messageId: string, duplicate?: true }
+export interface UpdateAck { room: string, version: number, duplicate?: true }
 
 /**
  * Every failure the client reports. `code` is the server's error code
  * (`not_in_room`, `version_conflict`, ...) or one of the client's own:
- * `request_timeout`, `queue_full`, `outcome_unknown`, `disconnected`,
+ * `request_timeout`, `queue_full`, `outcome_unknown` (a write whose
+ * idempotency key expired before it could be resent), `disconnected`,
  * `client_closed`, `connect_failed`.
  */
 export class SwitchboardError extends Error {

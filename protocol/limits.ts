@@ -10,6 +10,8 @@ export const ROOM_NAME_MAX_LENGTH = 128
 export const MESSAGE_TEXT_MAX_LENGTH = 32768
 /** A request's `id` when it is a string. */
 export const REQUEST_ID_MAX_LENGTH = 128
+/** A write's `idempotencyKey` (and the HTTP `Idempotency-Key` header), in characters. */
+export const IDEMPOTENCY_KEY_MAX_LENGTH = 128
 
 /** The error text for a value nested past the limit, naming the field. */
 export function depthMessage (field: string, limit: number): string {

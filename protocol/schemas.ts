@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox'
 import {
-  CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN, MESSAGE_TEXT_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, ROOM_NAME_MAX_LENGTH, ROOM_NAME_PATTERN
+  CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN, IDEMPOTENCY_KEY_MAX_LENGTH, MESSAGE_TEXT_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, ROOM_NAME_MAX_LENGTH, ROOM_NAME_PATTERN
 } from './limits.js'
 
 /**
@@ -16,3 +16,7 @@ export const RequestId = Type.Union([Type.String({ maxLength: REQUEST_ID_MAX_LEN
 export const StatePatch = Type.Record(Type.String(), Type.Unknown())
 export const Offset = Type.Integer({ minimum: 0 })
 export const Version = Type.Integer({ minimum: 0 })
+/** A write's idempotency key: 1-128 characters, chosen by the client, unique per client id within IDEMPOTENCY_TTL_MS. */
+export const IdempotencyKey = Type.String({ minLength: 1, maxLength: IDEMPOTENCY_KEY_MAX_LENGTH })
+/** A room's epoch: chosen at random when its history starts. */
+export const Epoch = Type.String({ maxLength: 64 })

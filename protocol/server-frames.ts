@@ -22,7 +22,8 @@ export const RoomMessageFrame = Type.Object({
   messageId: Type.String(),
   from: Type.String({ description: 'client id of the sender (`server` for an HTTP publish without `from`)' }),
   data: Type.Unknown({ description: 'any JSON value, as published' }),
-  timestamp: Timestamp
+  timestamp: Timestamp,
+  epoch: Type.String({ description: 'the room\'s epoch: offsets count within it' })
 }, Open)
 
 /** Every error code a WebSocket client can get, with what it means (a missing or unknown code fails to compile). */
@@ -39,7 +40,9 @@ export const ERROR_CODES: Record<ErrorCode, string> = {
   exec_failed: 'the code threw or ran out of memory (EXEC_MEMORY_MB)',
   state_too_large: 'the state after the patch would exceed ROOM_STATE_MAX_BYTES; `bytes` and `maxBytes` say by how much',
   unavailable: 'the store could not load or commit; nothing changed, retry later',
-  internal_error: 'an unexpected server failure; nothing is known to have changed'
+  internal_error: 'an unexpected server failure; nothing is known to have changed',
+  idempotency_conflict: '`idempotencyKey` was already used by this client id, within IDEMPOTENCY_TTL_MS, for a request with another body; nothing was applied',
+  idempotency_in_progress: 'HTTP only: a request with this `Idempotency-Key` is still being handled; retry after it finished (409)'
 }
 
 export const WelcomeFrame = Type.Object({
@@ -62,14 +65,18 @@ export const WelcomeFrame = Type.Object({
     clientIdMaxLength: Type.Integer(),
     clientIdPattern: Type.String(),
     execCodeMaxLength: Type.Integer({ description: 'characters of an `exec` message\'s `code`' }),
-    requestIdMaxLength: Type.Integer({ description: 'characters of a string `id`' })
+    requestIdMaxLength: Type.Integer({ description: 'characters of a string `id`' }),
+    idempotencyKeyMaxLength: Type.Integer({ description: 'characters of an `idempotencyKey`' }),
+    idempotencyTtlMs: Type.Integer({ description: 'how long a key is remembered (IDEMPOTENCY_TTL_MS)' }),
+    idempotencyMaxKeys: Type.Integer({ description: 'keys remembered per client id (IDEMPOTENCY_MAX_KEYS); the oldest go first' })
   }, Open)
 }, Open)
 export const PongFrame = Type.Object({ type: Type.Literal('pong'), timestamp: Timestamp, id: Id }, Open)
-export const AckSendFrame = Type.Object({ type: Type.Literal('ack'), messageId: Type.String(), delivered: Type.Integer({ minimum: 0 }), queued: Type.Boolean(), id: Id }, Open)
-export const AckPublishFrame = Type.Object({ type: Type.Literal('ack'), room: Room, offset: Type.Integer({ minimum: 1 }), messageId: Type.String(), id: Id }, Open)
-export const AckUpdateFrame = Type.Object({ type: Type.Literal('ack'), room: Room, version: Type.Integer({ minimum: 1 }), id: Id }, Open)
-export const AckExecFrame = Type.Object({ type: Type.Literal('ack'), room: Room, id: Id }, Open)
+const Duplicate = Type.Optional(Type.Literal(true, { description: 'a repeat of an `idempotencyKey`: nothing was applied again, this is the original reply' }))
+export const AckSendFrame = Type.Object({ type: Type.Literal('ack'), messageId: Type.String(), delivered: Type.Integer({ minimum: 0 }), queued: Type.Boolean(), duplicate: Duplicate, id: Id }, Open)
+export const AckPublishFrame = Type.Object({ type: Type.Literal('ack'), room: Room, offset: Type.Integer({ minimum: 1 }), messageId: Type.String(), duplicate: Duplicate, id: Id }, Open)
+export const AckUpdateFrame = Type.Object({ type: Type.Literal('ack'), room: Room, version: Type.Integer({ minimum: 1 }), duplicate: Duplicate, id: Id }, Open)
+export const AckExecFrame = Type.Object({ type: Type.Literal('ack'), room: Room, duplicate: Duplicate, id: Id }, Open)
 export const MessageFrame = Type.Object({ type: Type.Literal('message'), messageId: Type.String(), from: Type.String(), to: Type.String(), text: Type.String(), timestamp: Timestamp }, Open)
 export const JoinedFrame = Type.Object({
   type: Type.Literal('joined'),
@@ -80,6 +87,8 @@ export const JoinedFrame = Type.Object({
   members: Type.Array(Type.String(), { description: 'client ids, each once' }),
   missed: Type.Array(RoomMessageFrame, { description: 'messages after `since`, oldest first' }),
   recovered: Type.Boolean({ description: 'true when `missed` is complete' }),
+  epoch: Type.String({ description: 'the room\'s epoch; empty for a room never written' }),
+  reason: Type.Optional(Type.Literal('epoch_changed', { description: 'with `recovered: false`: `since` counted in another epoch (the store was replaced); `missed` starts at the new history' })),
   id: Id
 }, Open)
 export const LeftFrame = Type.Object({ type: Type.Literal('left'), room: Room, id: Id }, Open)

@@ -13,11 +13,12 @@ t.test('the HTTP room API publishes, patches and describes rooms under /api and 
     t.match(await requestJson(base), { status: 404, body: { statusCode: 404, error: 'Not Found', message: /never been used/ } })
 
     await alice.request({ type: 'join', room })
-    t.same((await requestJson(base)).body, { room, state: {}, version: 0, offset: 0, members: ['alice'] }, 'a room with a member exists')
+    t.same((await requestJson(base)).body, { room, state: {}, version: 0, offset: 0, epoch: '', members: ['alice'] }, 'a room with a member exists (never written: no epoch yet)')
 
     const pub = await requestJson(`${base}/publish`, 'POST', { data: { alert: 'deploy' } })
     t.match(pub, { status: 200, body: { ok: true, offset: 1, messageId: String, delivered: 1 } })
-    t.match(await alice.next('room_message'), { room, offset: 1, from: 'server', data: { alert: 'deploy' }, messageId: pub.body.messageId })
+    const first = await alice.next('room_message')
+    t.match(first, { room, offset: 1, from: 'server', data: { alert: 'deploy' }, messageId: pub.body.messageId, epoch: /^[0-9a-f]{16}$/ })
     t.match((await requestJson(`${base}/publish`, 'POST', { from: 'backend', data: 7 })).body, { offset: 2 })
     t.match(await alice.next('room_message'), { from: 'backend', data: 7 })
 
@@ -29,7 +30,7 @@ t.test('the HTTP room API publishes, patches and describes rooms under /api and 
     const conflict = await requestJson(`${base}/state`, 'PATCH', { patch: { count: 9 }, baseVersion: 1 })
     t.match(conflict, { status: 409, body: { statusCode: 409, error: 'Conflict', code: 'version_conflict', currentVersion: 2 } })
 
-    t.same((await requestJson(base)).body, { room, state: { phase: 'live', count: 2 }, version: 2, offset: 2, members: ['alice'] })
+    t.same((await requestJson(base)).body, { room, state: { phase: 'live', count: 2 }, version: 2, offset: 2, epoch: first.epoch, members: ['alice'] })
     const list = await requestJson(`${url}${prefix}/rooms`)
     t.equal(list.status, 200)
     t.same(list.body.rooms.find((r: any) => r.room === room), { room, members: 1, version: 2 })
@@ -40,6 +41,7 @@ t.test('the HTTP room API refuses bad input with clear 4xx errors and changes no
   const { url } = await build(t, { ROOM_STATE_MAX_BYTES: '100', WS_MAX_PAYLOAD: '1024' })
   const base = `${url}/api/rooms/r`
   await requestJson(`${base}/state`, 'PATCH', { patch: { a: 1 } })
+  const { epoch } = (await requestJson(base)).body
 
   t.match(await requestJson(`${url}/api/rooms/bad%20name`), { status: 400, body: { message: /room/ } })
   t.match(await requestJson(`${url}/api/rooms/bad%20name/publish`, 'POST', { data: 1 }), { status: 400 })
@@ -54,5 +56,5 @@ t.test('the HTTP room API refuses bad input with clear 4xx errors and changes no
   t.match(await requestJson(`${base}/publish`, 'POST', { data: 'x'.repeat(2000) }), { status: 413, body: { message: /WS_MAX_PAYLOAD/ } })
   t.match(await requestJson(`${base}/publish`, 'POST', { from: 'not valid!', data: 1 }), { status: 400 })
 
-  t.same((await requestJson(base)).body, { room: 'r', state: { a: 1 }, version: 1, offset: 0, members: [] }, 'nothing changed')
+  t.same((await requestJson(base)).body, { room: 'r', state: { a: 1 }, version: 1, offset: 0, epoch, members: [] }, 'nothing changed')
 })

@@ -13,6 +13,7 @@ t.test('state, version, offsets and history survive a graceful restart', async t
   const alice = await TestClient.connect(first.wsUrl, { clientId: 'alice' })
   await alice.request({ type: 'join', room: 'doc' })
   for (let i = 1; i <= 5; i++) await alice.request({ type: 'publish', room: 'doc', data: { n: i } })
+  const { epoch } = await alice.next('room_message')
   await alice.request({ type: 'update', room: 'doc', patch: { title: 'Plan', body: { a: 1 } } })
   await alice.request({ type: 'update', room: 'doc', patch: { body: { b: 2 } } })
   await alice.request({ type: 'update', room: 'doc', patch: { title: null } })
@@ -23,7 +24,7 @@ t.test('state, version, offsets and history survive a graceful restart', async t
   t.ok(steps.indexOf('rooms_flushed') >= 0 && steps.indexOf('rooms_flushed') < steps.indexOf('store_closed'), `rooms flushed before the store closed (${steps.join(', ')})`)
 
   const second = await startServer(t, env)
-  t.same((await requestJson(`${second.url}/api/rooms/doc`)).body, { room: 'doc', state: { body: { a: 1, b: 2 } }, version: 3, offset: 5, members: [] })
+  t.same((await requestJson(`${second.url}/api/rooms/doc`)).body, { room: 'doc', state: { body: { a: 1, b: 2 } }, version: 3, offset: 5, epoch, members: [] }, 'the same room, in the same epoch')
   const bob = await TestClient.connect(second.wsUrl, { clientId: 'bob' })
   t.teardown(() => bob.close())
   const joined = await bob.request({ type: 'join', room: 'doc', since: 2 })

@@ -41,10 +41,13 @@ t.test('migrations run once and in order: an old database gets only the newer on
 
   const { store, events } = open(t, dir)
   t.match(events.find(e => e.event === 'store.migrated'), { applied: MIGRATIONS.slice(1).map(m => m.version) })
-  t.same(await store.loadRoom('kept'), { room: 'kept', state: { a: 1 }, version: 4, offset: 2 })
+  const kept = await store.loadRoom('kept')
+  t.match(kept?.epoch, /^[0-9a-f]{16}$/, 'a room stored before epochs existed got one from the migration')
+  t.same(kept, { room: 'kept', state: { a: 1 }, version: 4, offset: 2, epoch: kept?.epoch })
   await store.close()
   const again = open(t, dir)
   t.notOk(again.events.some(e => e.event === 'store.migrated'), 'nothing to apply the second time')
+  t.equal((await again.store.loadRoom('kept'))?.epoch, kept?.epoch, 'and keeps it')
 })
 
 t.test('a database from a newer build is refused', async t => {
@@ -95,10 +98,10 @@ t.test('a publish writes its message and the room offset, not the room state; of
   t.same(store.db.prepare('SELECT "offset" AS "offset" FROM room_offsets WHERE room = ?').get('r'), { offset: 50 }, 'the offset was')
 
   await store.applyPatch('r', { n: 1 }, { maxBytes: 262144 })
-  await store.appendMessage('r', { messageId: 'm51', from: 'a', data: 51, timestamp: new Date().toISOString() }, 100)
+  const { epoch } = await store.appendMessage('r', { messageId: 'm51', from: 'a', data: 51, timestamp: new Date().toISOString() }, 100)
   store.close()
   const again = open(t, dir).store
-  t.same(await again.loadRoom('r'), { room: 'r', state: { ...big, n: 1 }, version: 2, offset: 51 }, 'state, version and offset after a reopen')
+  t.same(await again.loadRoom('r'), { room: 'r', state: { ...big, n: 1 }, version: 2, offset: 51, epoch }, 'state, version, offset and epoch after a reopen')
   t.same(await again.listRooms(), [{ room: 'r', version: 2, offset: 51 }], 'and in the room list')
   t.same((await again.loadRoomSince('r', 49))?.missed.map(m => m.offset), [50, 51])
 })
@@ -116,10 +119,12 @@ t.test('loadRoom shows only committed changes; conflicts and oversized states ch
   const pending = store.applyPatch('r', { a: 1 }, { maxBytes: 100 })
   t.equal(await store.loadRoom('r'), null, 'not before the commit')
   await pending
-  t.same(await store.loadRoom('r'), { room: 'r', state: { a: 1 }, version: 1, offset: 0 })
+  const epoch = (await store.loadRoom('r'))?.epoch
+  t.match(epoch, /^[0-9a-f]{16}$/, 'the first write chose the epoch')
+  t.same(await store.loadRoom('r'), { room: 'r', state: { a: 1 }, version: 1, offset: 0, epoch })
   await t.rejects(store.applyPatch('r', { a: 2 }, { baseVersion: 0, maxBytes: 100 }), VersionConflictError)
   await t.rejects(store.applyPatch('r', { b: 'x'.repeat(200) }, { maxBytes: 100 }), StateTooLargeError)
-  t.same(await store.loadRoom('r'), { room: 'r', state: { a: 1 }, version: 1, offset: 0 })
+  t.same(await store.loadRoom('r'), { room: 'r', state: { a: 1 }, version: 1, offset: 0, epoch })
 })
 
 t.test('queued direct messages: oldest first, at most INBOX_MAX, expired ones dropped', async t => {

@@ -114,8 +114,8 @@ t.test('RoomRegistry over a real SQLite store: join, publish to members, history
 })
 
 t.test('the rules both stores share: recovery window, patch size, unreadable state', async t => {
-  const snapshot = { room: 'r', state: {}, version: 0, offset: 5 }
-  const history = [3, 4, 5].map(offset => ({ type: 'room_message' as const, room: 'r', offset, messageId: String(offset), from: 'a', data: null, timestamp: '' }))
+  const snapshot = { room: 'r', state: {}, version: 0, offset: 5, epoch: 'e1' }
+  const history = [3, 4, 5].map(offset => ({ type: 'room_message' as const, room: 'r', offset, messageId: String(offset), from: 'a', data: null, timestamp: '', epoch: 'e1' }))
   const after = (from: number) => history.filter(m => m.offset > from)
   t.match(recoveryWindow(snapshot, 2, after), { missed: [{ offset: 3 }, { offset: 4 }, { offset: 5 }], complete: true }, 'every message after since is held')
   t.match(recoveryWindow(snapshot, 1, after), { complete: false }, 'offset 2 is gone: a gap')

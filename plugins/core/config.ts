@@ -47,6 +47,10 @@ export const ConfigSchema = Type.Object({
   JSON_MAX_DEPTH: Int(1, 64, 1000),
   INBOX_MAX: Int(0, 100),
   INBOX_TTL_MS: Int(1, 86400000),
+  /** How long a write's idempotency key is remembered. */
+  IDEMPOTENCY_TTL_MS: Int(1, 600000),
+  /** Idempotency keys remembered per client id (per client key over HTTP); the oldest go first. */
+  IDEMPOTENCY_MAX_KEYS: Int(1, 1000, 100000),
   AUTH_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   /** Bearer secret of the operator's API (`/api/admin/*`, the page at /admin); unset, with no auth mode, = those routes answer 404. */
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16 })),

@@ -41,30 +41,36 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
     app.auth.authorize(conn.principal, msg.room, 'exec')
     // like publish: a join still in flight is waited for, not answered `not_in_room`
     await app.rooms.requireMember(conn, msg.room)
-    if (busy.has(conn)) throw new WsError('rate_limited', 'one exec at a time per connection')
+    // a repeat of a key is answered from its record and not run again (the first run's exec_result went to the members)
+    const { duplicate } = await app.idempotency.run(`ws:${conn.clientId}`, msg.idempotencyKey, { type: 'exec', room: msg.room, code: msg.code }, async claim => {
+      if (claim) await app.idempotency.refuseUsed(claim)
+      if (busy.has(conn)) throw new WsError('rate_limited', 'one exec at a time per connection')
 
-    let started: Promise<RunOutcome>
-    try {
-      // queued fairly per client key: one client's backlog cannot hold back another's runs
-      started = runner.run(msg.code, conn.clientKey)
-    } catch (err) {
-      if (!(err instanceof QueueFullError)) throw err
-      app.log.warn({ event: 'exec.rejected', room: msg.room, clientId: conn.clientId, reason: err.message }, 'code execution queue full')
-      throw new WsError('unavailable', 'the code execution queue is full; try again later')
-    }
-    busy.add(conn)
-    started.then(outcome => {
-      const outcomeLabel = outcome.ok ? 'ok' : (outcome.error?.code ?? 'failed')
-      metrics?.execRuns.inc({ outcome: outcomeLabel })
-      metrics?.execSeconds.observe({ outcome: outcomeLabel }, outcome.durationMs / 1000)
-      if (!outcome.ok) {
-        app.log.info({ event: 'exec.failed', room: msg.room, clientId: conn.clientId, code: outcome.error?.code, durationMs: outcome.durationMs }, 'code execution failed')
+      let started: Promise<RunOutcome>
+      try {
+        // queued fairly per client key: one client's backlog cannot hold back another's runs
+        started = runner.run(msg.code, conn.clientKey)
+      } catch (err) {
+        if (!(err instanceof QueueFullError)) throw err
+        app.log.warn({ event: 'exec.rejected', room: msg.room, clientId: conn.clientId, reason: err.message }, 'code execution queue full')
+        throw new WsError('unavailable', 'the code execution queue is full; try again later')
       }
-      return broadcast(msg.room, { type: 'exec_result', room: msg.room, from: conn.clientId, ...outcome })
-    }).catch(err => {
-      app.log.error({ event: 'exec.broadcast_failed', room: msg.room, err }, 'could not deliver an exec result')
-    }).finally(() => busy.delete(conn))
-    return { type: 'ack', room: msg.room }
+      busy.add(conn)
+      started.then(outcome => {
+        const outcomeLabel = outcome.ok ? 'ok' : (outcome.error?.code ?? 'failed')
+        metrics?.execRuns.inc({ outcome: outcomeLabel })
+        metrics?.execSeconds.observe({ outcome: outcomeLabel }, outcome.durationMs / 1000)
+        if (!outcome.ok) {
+          app.log.info({ event: 'exec.failed', room: msg.room, clientId: conn.clientId, code: outcome.error?.code, durationMs: outcome.durationMs }, 'code execution failed')
+        }
+        return broadcast(msg.room, { type: 'exec_result', room: msg.room, from: conn.clientId, ...outcome })
+      }).catch(err => {
+        app.log.error({ event: 'exec.broadcast_failed', room: msg.room, err }, 'could not deliver an exec result')
+      }).finally(() => busy.delete(conn))
+      // recorded once the run is accepted: a repeat from now on is not run again
+      if (claim) await app.idempotency.remember(claim, { room: msg.room })
+    }, () => undefined)
+    return duplicate ? { type: 'ack', room: msg.room, duplicate } : { type: 'ack', room: msg.room }
   })
 
   app.statusReport.section('codeExecution', () => runner
@@ -73,4 +79,4 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
 
   app.addHook('onReady', async () => runner?.warm())
   app.addHook('onClose', async () => runner?.close())
-}, { name: 'code-execution', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'auth', 'status', 'rooms'] })
+}, { name: 'code-execution', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'auth', 'status', 'rooms', 'store'] })

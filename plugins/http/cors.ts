@@ -92,7 +92,7 @@ export default fp<CorsOptions>(async function corsPolicy (app, opts) {
   await app.register(cors, {
     origin: policy.any ? '*' : (origin, cb) => cb(null, origin !== undefined && policy.allows(origin)),
     methods: ['GET', 'POST', 'PATCH', 'OPTIONS'],
-    allowedHeaders: ['Content-Type', 'Authorization'],
+    allowedHeaders: ['Content-Type', 'Authorization', 'Idempotency-Key'],
     maxAge: 600
   })
 

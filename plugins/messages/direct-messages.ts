@@ -2,6 +2,8 @@ import fp from 'fastify-plugin'
 import type { Fanout } from '../cluster/index.js'
 import type { DirectMessage } from './inbox.js'
 import { uuid } from '../core/ids.js'
+import type { IdempotencyClaim } from '../store/interface.js'
+import type { IdempotentWrites } from '../store/idempotency.js'
 
 import { ClientId, MessageText } from '../../protocol/schemas.js'
 import { SendFields } from '../../protocol/client-frames.js'
@@ -26,7 +28,8 @@ export class DirectMessages {
   constructor (
     private readonly local: DeliverToClient,
     private readonly fanout: Fanout,
-    private readonly queue: (clientId: string, m: DirectMessage) => Promise<void>
+    private readonly queue: (clientId: string, m: DirectMessage, claim?: IdempotencyClaim) => Promise<void>,
+    private readonly idempotency?: IdempotentWrites
   ) {
     // a frame from another instance for a client whose connection here just closed waits in the inbox
     fanout.onClientFrame((clientId, frame) => {
@@ -43,12 +46,24 @@ export class DirectMessages {
     return this.fanout.publishToClient(clientId, frame)
   }
 
-  async send (from: string, to: string, text: string): Promise<SendResult> {
+  /**
+   * With a claim: a key already used throws DuplicateKeyError before anything is
+   * sent; a queued message commits its record with it; a live delivery records
+   * its result right after (not atomic with it: a crash in between can let a
+   * retry deliver it again).
+   */
+  async send (from: string, to: string, text: string, claim?: IdempotencyClaim): Promise<SendResult> {
+    if (claim && this.idempotency) await this.idempotency.refuseUsed(claim)
     const message: DirectMessage = { type: 'message', messageId: uuid(), from, to, text, timestamp: new Date().toISOString() }
     const delivered = await this.deliver(to, JSON.stringify(message))
-    if (delivered > 0) return { messageId: message.messageId, delivered, queued: false }
-    await this.queue(to, message)
-    return { messageId: message.messageId, delivered: 0, queued: true }
+    if (delivered > 0) {
+      const result = { messageId: message.messageId, delivered, queued: false }
+      if (claim && this.idempotency) await this.idempotency.remember(claim, result)
+      return result
+    }
+    const result = { messageId: message.messageId, delivered: 0, queued: true }
+    await this.queue(to, message, claim && { ...claim, result })
+    return result
   }
 }
 
@@ -67,16 +82,18 @@ export default fp(async function directMessages (app) {
       return reached
     },
     app.fanout,
-    async (clientId, message) => {
-      await app.inbox.push(clientId, message)
+    async (clientId, message, claim) => {
+      await app.inbox.push(clientId, message, claim)
       metrics?.inboxQueued.inc()
-    }
+    },
+    app.idempotency
   )
   app.decorate('directMessages', dm)
 
   app.dispatcher.register('send', SendFields, async (conn, msg) => {
-    const result = await dm.send(conn.clientId, msg.to, msg.text)
-    return { type: 'ack', ...result }
+    const { value, duplicate } = await app.idempotency.run(`ws:${conn.clientId}`, msg.idempotencyKey, { type: 'send', to: msg.to, text: msg.text },
+      async claim => dm.send(conn.clientId, msg.to, msg.text, claim), result => result as SendResult)
+    return duplicate ? { type: 'ack', ...value, duplicate } : { type: 'ack', ...value }
   })
 
   // Queued messages go out right after `welcome`, oldest first, before any live one.
@@ -96,4 +113,4 @@ export default fp(async function directMessages (app) {
       if (!(err as { reported?: boolean }).reported) app.log.error({ event: 'inbox.drain_failed', clientId: conn.clientId, err }, 'could not read queued messages')
     }).finally(() => conn.release())
   })
-}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'fanout'] })
+}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'fanout', 'store'] })

@@ -98,7 +98,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   const toRoom = (a: PusherApp, channel: string, event: string, data: string, userId?: string | number) => {
     const room = bridgedRoom(a, channel)
     if (room === undefined) return
-    app.rooms.publish(`pusher:${a.id}`, room, toRoomData(event, data, userId), BRIDGE_ORIGIN).then(() => {
+    app.rooms.publish(`pusher:${a.id}`, room, toRoomData(event, data, userId), { origin: BRIDGE_ORIGIN }).then(() => {
       bridges.inc({ direction: 'to_room', outcome: 'bridged' })
     }, err => {
       bridges.inc({ direction: 'to_room', outcome: 'dropped' })

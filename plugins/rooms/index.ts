@@ -3,6 +3,7 @@ import { RoomRegistry } from './registry.js'
 
 import { RoomName, StatePatch, Offset, Version } from '../../protocol/schemas.js'
 import { JoinFields, LeaveFields, PublishFields, UpdateFields } from '../../protocol/client-frames.js'
+import { IDEMPOTENCY_KEY_MAX_LENGTH } from '../../protocol/limits.js'
 
 export { RoomName, StatePatch, Offset, Version }
 
@@ -48,11 +49,13 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   }, app.log)
   app.decorate('rooms', registry)
   const roomLimits = { maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50, roomHistorySize: opts.historySize ?? 100, roomStateMaxBytes: opts.stateMaxBytes ?? 262144 }
-  app.connections.addWelcomePart(() => ({ limits: roomLimits }))
+  const idempotency = app.idempotency
+  const idempotencyLimits = { idempotencyKeyMaxLength: IDEMPOTENCY_KEY_MAX_LENGTH, idempotencyTtlMs: idempotency.opts.ttlMs, idempotencyMaxKeys: idempotency.opts.maxKeys }
+  app.connections.addWelcomePart(() => ({ limits: { ...roomLimits, ...idempotencyLimits } }))
 
   app.dispatcher.register('join', JoinFields, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'join')
-    return registry.join(conn, msg.room, msg.since)
+    return registry.join(conn, msg.room, msg.since, msg.epoch)
   })
 
   app.dispatcher.register('leave', LeaveFields, async (conn, msg) => registry.leave(conn, msg.room))
@@ -60,15 +63,19 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   app.dispatcher.register('publish', PublishFields, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'publish')
     await registry.requireMember(conn, msg.room)
-    const { offset, messageId } = await registry.publish(conn.clientId, msg.room, msg.data)
-    return { type: 'ack', room: msg.room, offset, messageId }
+    const { value, duplicate } = await idempotency.run(`ws:${conn.clientId}`, msg.idempotencyKey, { type: 'publish', room: msg.room, data: msg.data },
+      async claim => registry.publish(conn.clientId, msg.room, msg.data, { claim }), result => result as { offset: number, messageId: string })
+    const ack = { type: 'ack', room: msg.room, offset: value.offset, messageId: value.messageId }
+    return duplicate ? { ...ack, duplicate } : ack
   })
 
   app.dispatcher.register('update', UpdateFields, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'update')
     await registry.requireMember(conn, msg.room)
-    const { version } = await registry.update(conn.clientId, msg.room, msg.patch, msg.baseVersion)
-    return { type: 'ack', room: msg.room, version }
+    const { value, duplicate } = await idempotency.run(`ws:${conn.clientId}`, msg.idempotencyKey, { type: 'update', room: msg.room, patch: msg.patch, baseVersion: msg.baseVersion },
+      async claim => registry.update(conn.clientId, msg.room, msg.patch, msg.baseVersion, claim), result => result as { version: number })
+    const ack = { type: 'ack', room: msg.room, version: value.version }
+    return duplicate ? { ...ack, duplicate } : ack
   })
 
   app.connections.onClose(conn => registry.leaveAll(conn))

@@ -2,9 +2,10 @@ import { textFrame, type Connection } from '../transport/connections.js'
 import { WsError } from '../transport/dispatcher.js'
 import type { Fanout } from '../cluster/index.js'
 import {
-  InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
-  type RoomMessage, type RoomState, type Store
+  DuplicateKeyError, InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
+  type IdempotencyClaim, type RoomMessage, type RoomState, type Store
 } from '../store/interface.js'
+import { newEpoch } from '../store/room-state.js'
 import { uuid } from '../core/ids.js'
 
 export interface RoomRegistryOptions {
@@ -39,7 +40,7 @@ class Room {
   /** Connections joining: the room's frames wait here from before the snapshot is read until just after `joined`. */
   readonly joining = new Map<Connection, string[]>()
   emptySince = Date.now()
-  constructor (readonly name: string, public offset = 0) {}
+  constructor (readonly name: string, public offset = 0, readonly epoch = newEpoch()) {}
 }
 
 export interface JoinedReply {
@@ -51,6 +52,10 @@ export interface JoinedReply {
   members: string[]
   missed: RoomMessage[]
   recovered: boolean
+  /** The room's epoch; empty for a room never written. */
+  epoch: string
+  /** With `recovered: false`: the client's `since` counted in another epoch. */
+  reason?: 'epoch_changed'
 }
 
 export interface RoomDescription {
@@ -58,6 +63,8 @@ export interface RoomDescription {
   state: RoomState
   version: number
   offset: number
+  /** Empty for a room never written (members only). */
+  epoch: string
   members: string[]
 }
 
@@ -123,7 +130,7 @@ export class RoomRegistry {
     return { active, members, loaded: this.rooms.size }
   }
 
-  async join (conn: Connection, name: string, since?: number): Promise<JoinedReply | undefined> {
+  async join (conn: Connection, name: string, since?: number, epoch?: string): Promise<JoinedReply | undefined> {
     const pending = this.pendingJoinsOf(conn)
     if (!conn.rooms.has(name) && !pending.has(name)) {
       let count = conn.rooms.size
@@ -132,7 +139,7 @@ export class RoomRegistry {
         throw new WsError('room_limit', `a connection may be in at most ${this.opts.maxRoomsPerConnection} rooms`, { limit: this.opts.maxRoomsPerConnection })
       }
     }
-    const joining = this.admit(conn, name, since)
+    const joining = this.admit(conn, name, since, epoch)
     pending.set(name, joining)
     try {
       return await joining
@@ -161,25 +168,34 @@ export class RoomRegistry {
     if (!this.isMember(conn, name)) throw notInRoom(name)
   }
 
-  /** `origin`: who publishes, told to onPublished listeners (a bridge names itself; members and the HTTP API do not). */
-  async publish (from: string, name: string, data: unknown, origin?: string): Promise<{ offset: number, messageId: string, delivered: number }> {
+  /**
+   * `origin`: who publishes, told to onPublished listeners (a bridge names itself; members and the HTTP API do not).
+   * With a `claim`, the store commits its idempotency record with the message, or
+   * throws DuplicateKeyError (nothing published) when the key was used.
+   */
+  async publish (from: string, name: string, data: unknown, opts: { claim?: IdempotencyClaim, origin?: string } = {}): Promise<{ offset: number, messageId: string, delivered: number }> {
+    const { claim, origin } = opts
     const room = this.opts.persistMessages === false ? this.rooms.get(name) : undefined
     if (room) {
-      const message: RoomMessage = { type: 'room_message', room: name, offset: ++room.offset, messageId: uuid(), from, data, timestamp: new Date().toISOString() }
+      // nothing is committed for these rooms: the record is written on its own, after the broadcast
+      if (claim) await this.storeCall(name, () => this.refuseUsed(claim))
+      const message: RoomMessage = { type: 'room_message', room: name, offset: ++room.offset, messageId: uuid(), from, data, timestamp: new Date().toISOString(), epoch: room.epoch }
       const delivered = this.broadcast(name, message)
       this.published(message, origin)
+      if (claim) await this.storeCall(name, () => this.store.idempotency.remember(claim, { offset: message.offset, messageId: message.messageId }))
       return { offset: message.offset, messageId: message.messageId, delivered }
     }
     const message = await this.storeCall(name, () => this.store.appendMessage(name, {
       messageId: uuid(), from, data, timestamp: new Date().toISOString()
-    }, this.opts.historySize)).finally(() => this.releaseIfNotLoaded(name))
+    }, this.opts.historySize, claim)).finally(() => this.releaseIfNotLoaded(name))
     const delivered = this.broadcast(name, message)
     this.published(message, origin)
     return { offset: message.offset, messageId: message.messageId, delivered }
   }
 
-  async update (from: string, name: string, patch: RoomState, baseVersion?: number): Promise<{ version: number }> {
-    const { version } = await this.storeCall(name, () => this.store.applyPatch(name, patch, { baseVersion, maxBytes: this.opts.stateMaxBytes }))
+  /** With a claim: as `publish`. */
+  async update (from: string, name: string, patch: RoomState, baseVersion?: number, claim?: IdempotencyClaim): Promise<{ version: number }> {
+    const { version } = await this.storeCall(name, () => this.store.applyPatch(name, patch, { baseVersion, maxBytes: this.opts.stateMaxBytes, claim }))
       .finally(() => this.releaseIfNotLoaded(name))
     this.broadcast(name, { type: 'state', room: name, version, patch, from })
     return { version }
@@ -213,7 +229,7 @@ export class RoomRegistry {
     const snapshot = await this.storeCall(name, () => this.store.loadRoom(name)).finally(() => this.releaseIfNotLoaded(name))
     const members = await this.allMembersOf(name)
     if (!snapshot && members.length === 0) return null
-    return { room: name, state: snapshot?.state ?? {}, version: snapshot?.version ?? 0, offset: snapshot?.offset ?? 0, members }
+    return { room: name, state: snapshot?.state ?? {}, version: snapshot?.version ?? 0, offset: snapshot?.offset ?? 0, epoch: snapshot?.epoch ?? '', members }
   }
 
   /**
@@ -260,7 +276,7 @@ export class RoomRegistry {
     return evicted
   }
 
-  private async admit (conn: Connection, name: string, since?: number): Promise<JoinedReply | undefined> {
+  private async admit (conn: Connection, name: string, since?: number, epoch?: string): Promise<JoinedReply | undefined> {
     // subscribed before the snapshot is read, so nothing published after it is missed
     let retained = false
     if (!this.isMember(conn, name)) {
@@ -268,7 +284,7 @@ export class RoomRegistry {
       retained = true
     }
     try {
-      return await this.admitRetained(conn, name, since, () => { retained = false })
+      return await this.admitRetained(conn, name, since, epoch, () => { retained = false })
     } finally {
       if (retained) this.fanout.unsubscribeRoom(name)
     }
@@ -281,7 +297,7 @@ export class RoomRegistry {
    * `joined` (the dispatcher sends it in this turn's microtasks, before any
    * setImmediate), older ones are dropped (they are in the snapshot or `missed`).
    */
-  private async admitRetained (conn: Connection, name: string, since: number | undefined, keepRetained: () => void): Promise<JoinedReply | undefined> {
+  private async admitRetained (conn: Connection, name: string, since: number | undefined, epoch: string | undefined, keepRetained: () => void): Promise<JoinedReply | undefined> {
     let room = await this.open(name)
     // read before the snapshot: a list of members need not be of the same instant
     const elsewhere = await this.storeCall(name, () => this.fanout.members(name))
@@ -290,9 +306,15 @@ export class RoomRegistry {
     const kept: string[] = []
     if (!alreadyMember) room.joining.set(conn, kept)
     let withHistory: Awaited<ReturnType<Store['loadRoomSince']>> = null
+    let epochChanged = false
     let snapshot: Awaited<ReturnType<Store['loadRoom']>> = null
     try {
       withHistory = since === undefined ? null : await this.storeCall(name, () => this.store.loadRoomSince(name, since))
+      // `since` counted in another history: what this one holds, from its start
+      if (withHistory !== null && since !== undefined && since > 0 && epoch !== undefined && epoch !== withHistory.epoch) {
+        epochChanged = true
+        withHistory = await this.storeCall(name, () => this.store.loadRoomSince(name, 0))
+      }
       snapshot = since === undefined ? await this.storeCall(name, () => this.store.loadRoom(name)) : withHistory
     } catch (err) {
       if (room.joining.get(conn) === kept) room.joining.delete(conn)
@@ -334,10 +356,10 @@ export class RoomRegistry {
         recovered = since === 0
       } else {
         missed = withHistory.missed
-        recovered = withHistory.complete
+        recovered = withHistory.complete && !epochChanged
       }
     }
-    return {
+    const reply: JoinedReply = {
       type: 'joined',
       room: name,
       state: snapshot?.state ?? {},
@@ -345,8 +367,11 @@ export class RoomRegistry {
       offset: snapshot?.offset ?? 0,
       members: [...new Set([...room.members.keys(), ...elsewhere])],
       missed,
-      recovered
+      recovered,
+      epoch: snapshot?.epoch ?? ''
     }
+    if (epochChanged) reply.reason = 'epoch_changed'
+    return reply
   }
 
   /** After `joined`: the frames kept during the join that the snapshot did not include, then live delivery. */
@@ -369,7 +394,7 @@ export class RoomRegistry {
     let loading = this.loading.get(name)
     if (!loading) {
       loading = this.storeCall(name, () => this.store.loadRoom(name)).then(snapshot => {
-        const loaded = new Room(name, snapshot?.offset ?? 0)
+        const loaded = new Room(name, snapshot?.offset ?? 0, snapshot?.epoch)
         this.rooms.set(name, loaded)
         return loaded
       }).finally(() => this.loading.delete(name))
@@ -439,6 +464,11 @@ export class RoomRegistry {
     return pending
   }
 
+  private async refuseUsed (claim: IdempotencyClaim): Promise<void> {
+    const found = await this.store.idempotency.recall(claim.owner, claim.key)
+    if (found) throw new DuplicateKeyError(found)
+  }
+
   /** Lets a publish sent right after its join wait for that join instead of failing. */
   private async joinSettled (conn: Connection, name: string): Promise<void> {
     const joining = this.pendingJoins.get(conn)?.get(name)
@@ -450,6 +480,7 @@ export class RoomRegistry {
     try {
       return await op()
     } catch (err) {
+      if (err instanceof DuplicateKeyError) throw err
       if (err instanceof VersionConflictError) {
         throw new WsError('version_conflict', err.message, { currentVersion: err.currentVersion })
       }

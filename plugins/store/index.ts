@@ -3,12 +3,14 @@ import type { Store } from './interface.js'
 import { StoreHealth } from './health.js'
 import { SqliteStore } from './sqlite.js'
 import { RedisStore } from './redis.js'
+import { IdempotentWrites } from './idempotency.js'
 
 export * from './interface.js'
 export { StoreHealth, storeFailureReason } from './health.js'
 export type { StoreHealthOptions } from './health.js'
 export { SqliteStore, StoreOpenError } from './sqlite.js'
 export { RedisStore } from './redis.js'
+export { IdempotentWrites, type IdempotentOutcome } from './idempotency.js'
 
 export interface StoreOptions {
   /** Directory of the SQLite database, created if missing [./data]. */
@@ -21,6 +23,12 @@ export interface StoreOptions {
   inboxTtlMs?: number
   /** While writes fail, how often a probe write checks whether they work again [5000]. */
   probeIntervalMs?: number
+  /** How long a write's idempotency key is remembered [600000]. */
+  idempotencyTtlMs?: number
+  /** Idempotency keys remembered per owner (client id, or HTTP client key); the oldest go first [1000]. */
+  idempotencyMaxKeys?: number
+  /** How often expired idempotency keys are swept (SQLite; Redis expires them itself) [60000]. */
+  idempotencyExpireIntervalMs?: number
 }
 
 declare module 'fastify' {
@@ -28,6 +36,8 @@ declare module 'fastify' {
     store: Store
     /** Whether the store can write (SQLite; a Redis outage is the redis plugin's health check). */
     storeHealth: StoreHealth
+    /** Exactly-once writes by idempotency key, over this store. */
+    idempotency: IdempotentWrites
   }
 }
 
@@ -41,6 +51,7 @@ export default fp<StoreOptions>(async function store (app, opts) {
     store = new RedisStore(link.commands, {
       inboxMax: opts.inboxMax ?? 100,
       inboxTtlMs: opts.inboxTtlMs ?? 86400000,
+      idempotencyMaxKeys: opts.idempotencyMaxKeys ?? 1000,
       requireReady: () => link.requireReady()
     })
     app.log.info({ event: 'store.opened', kind: 'redis' }, 'store opened')
@@ -51,6 +62,7 @@ export default fp<StoreOptions>(async function store (app, opts) {
         groupCommit: opts.groupCommit ?? true,
         inboxMax: opts.inboxMax ?? 100,
         inboxTtlMs: opts.inboxTtlMs ?? 86400000,
+        idempotencyMaxKeys: opts.idempotencyMaxKeys ?? 1000,
         log: app.log,
         health,
         onCommit: metrics && ((writes, seconds) => {
@@ -68,10 +80,20 @@ export default fp<StoreOptions>(async function store (app, opts) {
   const opened: Store = store
   app.decorate('store', opened)
   app.decorate('storeHealth', health)
+  const ttlMs = opts.idempotencyTtlMs ?? 600000
+  app.decorate('idempotency', new IdempotentWrites(opened.idempotency, { ttlMs, maxKeys: opts.idempotencyMaxKeys ?? 1000 }))
+  const sweeper = setInterval(() => {
+    opened.idempotency.expire().then(dropped => {
+      if (dropped > 0) app.log.info({ event: 'idempotency.expired', dropped }, 'expired idempotency keys')
+    }, err => {
+      if (!(err as { reported?: boolean }).reported) app.log.error({ event: 'idempotency.expire_failed', err }, 'idempotency key expiry failed')
+    })
+  }, opts.idempotencyExpireIntervalMs ?? Math.min(ttlMs, 60000)).unref()
   app.statusReport.section('store', () => ({ kind: opened.kind, writable: health.problem === null, ...(health.problem === null ? {} : { reason: health.problem }) }))
   app.statusReport.check('store', () => health.problem === null ? null : `writes fail: ${health.problem}`)
   app.addHook('onClose', async () => {
     const started = Date.now()
+    clearInterval(sweeper)
     health.stopProbe()
     await opened.close()
     app.log.info({ event: 'shutdown.step', step: 'store_closed', kind: opened.kind, ms: Date.now() - started }, 'store closed')

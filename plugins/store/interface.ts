@@ -14,6 +14,8 @@ export interface RoomMessage {
   from: string
   data: unknown
   timestamp: string
+  /** The room's epoch (see RoomSnapshot.epoch). */
+  epoch: string
 }
 
 /** What a caller hands to `appendMessage`; the store assigns the offset. */
@@ -32,6 +34,12 @@ export interface RoomSnapshot {
   version: number
   /** The offset of the last room_message; 0 before the first. */
   offset: number
+  /**
+   * Random, chosen when the room's history starts (its first write in this
+   * store): offsets count within it, so a replaced store or a flushed Redis
+   * gives the room a new one.
+   */
+  epoch: string
 }
 
 /** A snapshot plus the messages after `since`, read at the same instant. */
@@ -47,6 +55,8 @@ export interface PatchOptions {
   baseVersion?: number
   /** The largest the serialized state may become, in bytes. */
   maxBytes: number
+  /** Commit this idempotency record with the patch (its result: `{ version }`). */
+  claim?: IdempotencyClaim
 }
 
 export interface PatchResult {
@@ -89,6 +99,47 @@ export class StateTooLargeError extends Error {
   }
 }
 
+/**
+ * An idempotency key handed to a write: the store commits the record in the
+ * same transaction (SQLite) or script (Redis) as the write, or refuses the
+ * write with DuplicateKeyError when the owner already used the key.
+ */
+export interface IdempotencyClaim {
+  /** Whose keys these are: `ws:<clientId>` or `http:<clientKey>`. */
+  owner: string
+  key: string
+  /** A hash of the request's body: a repeat with another body is a conflict. */
+  hash: string
+  /** When the record lapses, in ms since the epoch. */
+  expiresAt: number
+  /** The result to record when the write's own result does not say it (inbox pushes). */
+  result?: unknown
+}
+
+/** What a key remembers: the body's hash and the write's result. */
+export interface IdempotencyRecord {
+  hash: string
+  result: unknown
+}
+
+/** The owner already used the key (unexpired): nothing was written; `record` is the first write's. */
+export class DuplicateKeyError extends Error {
+  override name = 'DuplicateKeyError'
+  constructor (readonly record: IdempotencyRecord) {
+    super('the idempotency key was already used')
+  }
+}
+
+/** The records of idempotency keys, capped per owner (the oldest go first) and expiring at `expiresAt`. */
+export interface IdempotencyStore {
+  /** The owner's unexpired record of `key`, or null. */
+  recall (owner: string, key: string): Promise<IdempotencyRecord | null>
+  /** Writes (or replaces) a record on its own, for writes that are not store writes (a live direct message, an exec). */
+  remember (claim: IdempotencyClaim, result: unknown): Promise<void>
+  /** Drops expired records everywhere; returns how many (Redis expires them itself: 0). */
+  expire (now?: number): Promise<number>
+}
+
 /** Traces store commits (installed by the tracing plugin; absent, commits run bare). */
 export interface BatchTracer {
   /** Called as a write is queued: the caller's trace context, handed back to `trace`. */
@@ -109,6 +160,8 @@ export interface Store {
   readonly kind: string
   /** Queued direct messages for offline clients. */
   readonly inbox: InboxStore
+  /** Idempotency records of writes. */
+  readonly idempotency: IdempotencyStore
   /** Wraps each committed batch in a span (set by the store plugin itself when tracing is on). */
   batchTracer?: BatchTracer
 
@@ -116,8 +169,11 @@ export interface Store {
   loadRoom (room: string): Promise<RoomSnapshot | null>
   /** Like loadRoom, plus the messages after `since`, read atomically with the snapshot. */
   loadRoomSince (room: string, since: number): Promise<RoomSnapshotWithHistory | null>
-  /** Appends a message with the next offset and trims history to `historySize`. */
-  appendMessage (room: string, message: NewRoomMessage, historySize: number): Promise<RoomMessage>
+  /**
+   * Appends a message with the next offset and trims history to `historySize`;
+   * with a claim, commits its record (result `{ offset, messageId }`) with it.
+   */
+  appendMessage (room: string, message: NewRoomMessage, historySize: number, claim?: IdempotencyClaim): Promise<RoomMessage>
   /** Applies an RFC 7396 merge patch; throws VersionConflictError, StateTooLargeError, InvalidPatchError. */
   applyPatch (room: string, patch: RoomState, opts: PatchOptions): Promise<PatchResult>
   /** Removes the room's message history (state, version and offsets stay); resolves once committed. */
@@ -136,7 +192,8 @@ export interface Store {
 
 /** Messages for offline clients, kept by the store (`app.store.inbox`) so they survive restarts. */
 export interface InboxStore {
-  push (clientId: string, message: DirectMessage): Promise<void>
+  /** With a claim, its record (result `claim.result`) commits with the message. */
+  push (clientId: string, message: DirectMessage, claim?: IdempotencyClaim): Promise<void>
   /** Removes and returns the client's unexpired messages, oldest first. */
   drain (clientId: string): Promise<DirectMessage[]>
   /** Drops expired messages everywhere; returns how many. */

@@ -51,6 +51,29 @@ export const MIGRATIONS: ReadonlyArray<{ version: number, description: string, s
     version: 4,
     description: 'a scratch table for the write probe that tells when a failing store accepts writes again',
     sql: 'CREATE TABLE store_probe (id INTEGER PRIMARY KEY, data BLOB NOT NULL);'
+  },
+  {
+    version: 5,
+    description: 'room epochs: a random id per room history, so offsets of another history are told apart',
+    // rooms stored before epochs existed get one now: a client's offsets of before the upgrade then count as another epoch once
+    sql: `
+      ALTER TABLE rooms ADD COLUMN epoch TEXT;
+      UPDATE rooms SET epoch = lower(hex(randomblob(8)));`
+  },
+  {
+    version: 6,
+    description: 'idempotency keys of writes: the reply of each, per owner, until it expires',
+    sql: `
+      CREATE TABLE idempotency_keys (
+        owner      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        hash       TEXT NOT NULL,
+        result     TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (owner, key)
+      );
+      CREATE INDEX idempotency_by_owner ON idempotency_keys (owner, expires_at);
+      CREATE INDEX idempotency_by_expiry ON idempotency_keys (expires_at);`
   }
 ]
 

@@ -1,28 +1,34 @@
 import type { Redis } from 'ioredis'
 import type { DirectMessage } from '../../protocol/frames.js'
 import { applyMergePatch } from '../../protocol/merge-patch.js'
-import { parseState, patchedState, recoveryWindow } from './room-state.js'
+import { newEpoch, parseState, patchedState, recoveryWindow } from './room-state.js'
 import { KEY_PREFIX, RedisUnavailableError } from '../core/redis.js'
 import {
   InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
-  type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store, type RoomPage, ROOM_NAME_END, type InboxStore
+  type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store, type RoomPage, ROOM_NAME_END, type InboxStore,
+  DuplicateKeyError, type IdempotencyClaim, type IdempotencyRecord, type IdempotencyStore
 } from './interface.js'
 
 export interface RedisStoreOptions {
   inboxMax: number
   inboxTtlMs: number
+  /** Idempotency keys kept per owner; the oldest go first [1000]. */
+  idempotencyMaxKeys?: number
   /** Throws when Redis is not reachable, so an operation fails at once instead of waiting. */
   requireReady: () => void
 }
 
 /*
  * Keys:
- *   sb:room:<room>          hash  state (JSON), version, offset
+ *   sb:room:<room>          hash  state (JSON), version, offset, epoch (set by the room's first write)
  *   sb:room:<room>:history  list  the last ROOM_HISTORY_SIZE messages, oldest first
  *   sb:rooms                set   every stored room name
  *   sb:rooms:index          zset  the same names, score 0: ordered for ZRANGEBYLEX pages
  *   sb:inbox:<clientId>     list  queued direct messages, expiring INBOX_TTL_MS after the last push
+ *   sb:idem:<owner>         hash  idempotency key → {"hash","result"} of the write it keyed
+ *   sb:idem:<owner>:exp     zset  the same keys scored by expiry: swept and capped by each write of
+ *                                 the owner; both keys expire with the owner's newest record
  *
  * Every write is one Lua script: Redis runs it alone, so the read of the
  * current offset/version and the write of the next one cannot interleave with
@@ -30,11 +36,57 @@ export interface RedisStoreOptions {
  * and two or three round trips per write under contention; a script is one.
  */
 
-/** Appends a message: the next offset, the history entry (trimmed), the room listed. */
-const APPEND = `
+/**
+ * Idempotency records: `find` returns the owner's unexpired record of a key;
+ * `put` writes one, drops the owner's expired ones and, past `max`, its oldest.
+ */
+const IDEMPOTENCY = `
+local function idem_find (h, z, field, now)
+  local expires = redis.call('ZSCORE', z, field)
+  if expires and tonumber(expires) > now then return redis.call('HGET', h, field) end
+  return false
+end
+local function idem_drop (h, z, fields)
+  for i = 1, #fields, 1000 do
+    redis.call('HDEL', h, unpack(fields, i, math.min(i + 999, #fields)))
+  end
+end
+local function idem_put (h, z, field, value, expires, now, max)
+  redis.call('HSET', h, field, value)
+  redis.call('ZADD', z, expires, field)
+  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', now)
+  if #gone > 0 then
+    idem_drop(h, z, gone)
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+  end
+  local n = redis.call('ZCARD', z)
+  if n > max then
+    idem_drop(h, z, redis.call('ZRANGE', z, 0, n - max - 1))
+    redis.call('ZREMRANGEBYRANK', z, 0, n - max - 1)
+  end
+  local ttl = math.max(1, expires - now)
+  if redis.call('PTTL', z) < ttl then
+    redis.call('PEXPIRE', h, ttl)
+    redis.call('PEXPIRE', z, ttl)
+  end
+end
+`
+
+/**
+ * Appends a message: the next offset, the history entry (trimmed), the room
+ * listed, the epoch set by the room's first write. Returns {offset, epoch}.
+ * The idempotent variant (KEYS[4..5], ARGV[5..10]) returns {0, record} for a
+ * key already used, else commits the record in the same script.
+ */
+const APPEND_CHECK = `local now = tonumber(ARGV[9])
+local found = idem_find(KEYS[4], KEYS[5], ARGV[5], now)
+if found then return {0, found} end`
+const APPEND_RECORD = 'idem_put(KEYS[4], KEYS[5], ARGV[5], ARGV[6] .. offset .. ARGV[7], tonumber(ARGV[8]), now, tonumber(ARGV[10]))'
+const appendScript = (idempotent: boolean) => `${idempotent ? IDEMPOTENCY + APPEND_CHECK : ''}
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('HSETNX', KEYS[1], 'state', '{}')
 redis.call('HSETNX', KEYS[1], 'version', 0)
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[3] .. ':index', 0, ARGV[1])
 local keep = tonumber(ARGV[3])
@@ -44,14 +96,22 @@ if keep > 0 then
 else
   redis.call('DEL', KEYS[2])
 end
-return offset`
+${idempotent ? APPEND_RECORD : ''}
+return {1, offset, redis.call('HGET', KEYS[1], 'epoch')}`
 
 /**
  * Sets a state computed by the caller only if the room is still at the version
  * the caller computed it from (compare-and-set); otherwise returns the current
  * version and state so the caller can recompute without another round trip.
  */
-const SET_STATE_IF_VERSION = `
+const SET_STATE_IF_VERSION = `${IDEMPOTENCY}
+-- idempotency claims: KEYS[1 + 2i], KEYS[2 + 2i]; ARGV[8 + 3(i-1)] field, value, expires
+local claims = (#KEYS - 2) / 2
+local now = tonumber(ARGV[6])
+for i = 1, claims do
+  local found = idem_find(KEYS[1 + 2 * i], KEYS[2 + 2 * i], ARGV[5 + 3 * i], now)
+  if found then return {2, i, found} end
+end
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if current ~= tonumber(ARGV[2]) then
   return {0, current, redis.call('HGET', KEYS[1], 'state') or '{}'}
@@ -59,8 +119,12 @@ end
 local version = current + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'version', version)
 redis.call('HSETNX', KEYS[1], 'offset', 0)
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[5])
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[2] .. ':index', 0, ARGV[1])
+for i = 1, claims do
+  idem_put(KEYS[1 + 2 * i], KEYS[2 + 2 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i]), now, tonumber(ARGV[7]))
+end
 return {1, version}`
 
 /** Fills the ordered index from the set once (rooms stored before the index existed); marks it done. */
@@ -78,11 +142,16 @@ end
 redis.call('SET', KEYS[3], 1)
 return #names`
 
-/** The room and its history, read at one instant. */
+/** The room (and its history, given KEYS[2]) read at one instant; a room stored before epochs existed gets one (ARGV[1]). */
 const LOAD_WITH_HISTORY = `
-local room = redis.call('HMGET', KEYS[1], 'state', 'version', 'offset')
+local room = redis.call('HMGET', KEYS[1], 'state', 'version', 'offset', 'epoch')
 if not room[1] then return false end
-return {room[1], room[2], room[3], redis.call('LRANGE', KEYS[2], 0, -1)}`
+if not room[4] then
+  redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+  room[4] = redis.call('HGET', KEYS[1], 'epoch')
+end
+if #KEYS < 2 then return {room[1], room[2], room[3], {}, room[4]} end
+return {room[1], room[2], room[3], redis.call('LRANGE', KEYS[2], 0, -1), room[4]}`
 
 const INBOX_PUSH = `
 redis.call('RPUSH', KEYS[1], ARGV[1])
@@ -90,15 +159,43 @@ redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1`
 
+/** INBOX_PUSH with an idempotency claim (KEYS[2..3], ARGV[4..8]): {0, record} for a key already used. */
+const INBOX_PUSH_IDEMPOTENT = `${IDEMPOTENCY}
+local now = tonumber(ARGV[7])
+local found = idem_find(KEYS[2], KEYS[3], ARGV[4], now)
+if found then return {0, found} end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+idem_put(KEYS[2], KEYS[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), now, tonumber(ARGV[8]))
+return {1}`
+
+const IDEMPOTENCY_RECALL = `${IDEMPOTENCY}
+return idem_find(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))`
+
+const IDEMPOTENCY_REMEMBER = `${IDEMPOTENCY}
+idem_put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
+return 1`
+
 const INBOX_DRAIN = `
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1])
 return items`
 
+type AppendReply = [1, number, string] | [0, string]
 interface Scripts {
-  sbAppend (room: string, history: string, rooms: string, name: string, body: string, keep: number): Promise<number>
-  sbSetState (room: string, rooms: string, name: string, expected: number, state: string, patches: number): Promise<[number, number, string?]>
-  sbLoad (room: string, history: string): Promise<[string, string, string, string[]] | null>
+  sbAppend (room: string, history: string, rooms: string, name: string, body: string, keep: number, epoch: string): Promise<AppendReply>
+  sbAppendIdem (room: string, history: string, rooms: string, idem: string, idemExp: string, name: string, body: string, keep: number, epoch: string,
+    field: string, before: string, after: string, expiresAt: number, now: number, max: number): Promise<AppendReply>
+  /** numKeys, then keys (room, rooms, claim pairs), then arguments. */
+  sbSetState (...args: Array<string | number>): Promise<[number, number, string?]>
+  sbLoad (numKeys: number, ...args: string[]): Promise<[string, string, string, string[], string] | null>
+  sbInboxPushIdem (key: string, idem: string, idemExp: string, message: string, max: number, ttlMs: number,
+    field: string, value: string, expiresAt: number, now: number, maxKeys: number): Promise<[number, string?]>
+  sbIdemRecall (idem: string, idemExp: string, field: string, now: number): Promise<string | null>
+  sbIdemRemember (idem: string, idemExp: string, field: string, value: string, expiresAt: number, now: number, max: number): Promise<number>
   sbInboxPush (key: string, message: string, max: number, ttlMs: number): Promise<number>
   sbInboxDrain (key: string): Promise<string[]>
   sbBuildIndex (rooms: string, index: string, marker: string): Promise<number>
@@ -110,6 +207,7 @@ interface Head { state: RoomState, version: number }
 
 interface PendingPatch {
   patch: RoomState
+  claim?: IdempotencyClaim
   opts: PatchOptions
   resolve: (result: PatchResult) => void
   reject: (err: Error) => void
@@ -121,6 +219,13 @@ const ROOMS = `${KEY_PREFIX}rooms`
 const ROOMS_INDEX = `${ROOMS}:index`
 const ROOMS_INDEXED = `${ROOMS}:indexed`
 const inboxKey = (clientId: string) => `${KEY_PREFIX}inbox:${clientId}`
+const idemKey = (owner: string) => `${KEY_PREFIX}idem:${owner}`
+const idemExpiryKey = (owner: string) => `${KEY_PREFIX}idem:${owner}:exp`
+const record = (hash: string, resultJson: string) => `{"hash":${JSON.stringify(hash)},"result":${resultJson}}`
+function parseRecord (value: string): IdempotencyRecord {
+  const parsed = JSON.parse(value) as { hash: string, result: unknown }
+  return { hash: parsed.hash, result: parsed.result }
+}
 
 /**
  * The store for many instances. Redis is the only truth: offsets come from
@@ -137,6 +242,7 @@ const inboxKey = (clientId: string) => `${KEY_PREFIX}inbox:${clientId}`
 export class RedisStore implements Store {
   readonly kind = 'redis'
   readonly inbox: InboxStore
+  readonly idempotency: IdempotencyStore
   /** Compare-and-set retries caused by other instances, for measurements. */
   readonly counters = { patchRetries: 0 }
   private readonly client: Client
@@ -149,33 +255,46 @@ export class RedisStore implements Store {
   private indexed: Promise<unknown> | null = null
 
   constructor (redis: Redis, private readonly opts: RedisStoreOptions) {
-    redis.defineCommand('sbAppend', { numberOfKeys: 3, lua: APPEND })
-    redis.defineCommand('sbSetState', { numberOfKeys: 2, lua: SET_STATE_IF_VERSION })
-    redis.defineCommand('sbLoad', { numberOfKeys: 2, lua: LOAD_WITH_HISTORY })
+    redis.defineCommand('sbAppend', { numberOfKeys: 3, lua: appendScript(false) })
+    redis.defineCommand('sbAppendIdem', { numberOfKeys: 5, lua: appendScript(true) })
+    redis.defineCommand('sbSetState', { lua: SET_STATE_IF_VERSION })
+    redis.defineCommand('sbLoad', { lua: LOAD_WITH_HISTORY })
     redis.defineCommand('sbInboxPush', { numberOfKeys: 1, lua: INBOX_PUSH })
+    redis.defineCommand('sbInboxPushIdem', { numberOfKeys: 3, lua: INBOX_PUSH_IDEMPOTENT })
+    redis.defineCommand('sbIdemRecall', { numberOfKeys: 2, lua: IDEMPOTENCY_RECALL })
+    redis.defineCommand('sbIdemRemember', { numberOfKeys: 2, lua: IDEMPOTENCY_REMEMBER })
     redis.defineCommand('sbInboxDrain', { numberOfKeys: 1, lua: INBOX_DRAIN })
     redis.defineCommand('sbBuildIndex', { numberOfKeys: 3, lua: BUILD_INDEX })
     this.client = redis as Client
     this.inbox = this.createInbox()
+    this.idempotency = this.createIdempotency()
   }
 
   async loadRoom (room: string): Promise<RoomSnapshot | null> {
-    const [state, version, offset] = await this.call(() => this.client.hmget(roomKey(room), 'state', 'version', 'offset'))
-    if (state === null) return null
-    return { room, state: parseState(room, state), version: Number(version ?? 0), offset: Number(offset ?? 0) }
+    const row = await this.call(() => this.client.sbLoad(1, roomKey(room), newEpoch()))
+    if (!row) return null
+    return { room, state: parseState(room, row[0]), version: Number(row[1] ?? 0), offset: Number(row[2] ?? 0), epoch: row[4] }
   }
 
   async loadRoomSince (room: string, since: number): Promise<RoomSnapshotWithHistory | null> {
-    const row = await this.call(() => this.client.sbLoad(roomKey(room), historyKey(room)))
+    const row = await this.call(() => this.client.sbLoad(2, roomKey(room), historyKey(room), newEpoch()))
     if (!row) return null
-    const snapshot: RoomSnapshot = { room, state: parseState(room, row[0]), version: Number(row[1] ?? 0), offset: Number(row[2] ?? 0) }
-    return recoveryWindow(snapshot, since, from => row[3].map(entry => toMessage(room, entry)).filter(m => m.offset > from))
+    const snapshot: RoomSnapshot = { room, state: parseState(room, row[0]), version: Number(row[1] ?? 0), offset: Number(row[2] ?? 0), epoch: row[4] }
+    return recoveryWindow(snapshot, since, from => row[3].map(entry => toMessage(room, entry, snapshot.epoch)).filter(m => m.offset > from))
   }
 
-  async appendMessage (room: string, message: NewRoomMessage, historySize: number): Promise<RoomMessage> {
+  async appendMessage (room: string, message: NewRoomMessage, historySize: number, claim?: IdempotencyClaim): Promise<RoomMessage> {
     const body = JSON.stringify({ messageId: message.messageId, from: message.from, data: message.data ?? null, timestamp: message.timestamp })
-    const offset = await this.call(() => this.client.sbAppend(roomKey(room), historyKey(room), ROOMS, room, body, historySize))
-    return { type: 'room_message', room, offset: Number(offset), ...message }
+    const reply = await this.call(() => claim === undefined
+      ? this.client.sbAppend(roomKey(room), historyKey(room), ROOMS, room, body, historySize, newEpoch())
+      : this.client.sbAppendIdem(roomKey(room), historyKey(room), ROOMS, idemKey(claim.owner), idemExpiryKey(claim.owner), room, body, historySize, newEpoch(),
+        claim.key, `{"hash":${JSON.stringify(claim.hash)},"result":{"offset":`, `,"messageId":${JSON.stringify(message.messageId)}}}`, claim.expiresAt, Date.now(), this.maxKeys))
+    if (reply[0] === 0) throw new DuplicateKeyError(parseRecord(reply[1]))
+    return { type: 'room_message', room, offset: Number(reply[1]), ...message, epoch: reply[2] }
+  }
+
+  private get maxKeys (): number {
+    return this.opts.idempotencyMaxKeys ?? 1000
   }
 
   async clearHistory (room: string): Promise<void> {
@@ -189,7 +308,7 @@ export class RedisStore implements Store {
     return new Promise<PatchResult>((resolve, reject) => {
       let queue = this.pendingPatches.get(room)
       if (!queue) this.pendingPatches.set(room, queue = [])
-      queue.push({ patch, opts, resolve, reject })
+      queue.push({ patch, opts, claim: opts.claim, resolve, reject })
       if (!this.committing.has(room)) {
         this.committing.set(room, this.commitQueued(room).finally(() => this.committing.delete(room)))
       }
@@ -243,6 +362,7 @@ export class RedisStore implements Store {
       } catch (err) {
         this.heads.delete(room) // the outcome is unknown: read it again next time
         for (const p of batch) p.reject(err as Error)
+        // (a patch already answered as a duplicate ignores this second settlement)
       }
     }
   }
@@ -286,7 +406,23 @@ export class RedisStore implements Store {
         continue
       }
       if (accepted.length > 0) {
-        const reply = await this.call(() => this.client.sbSetState(roomKey(room), ROOMS, room, head.version, json, accepted.length))
+        const keys: string[] = [roomKey(room), ROOMS]
+        const args: Array<string | number> = [room, head.version, json, accepted.length, newEpoch(), Date.now(), this.maxKeys]
+        const claimed = accepted.filter(a => a.p.claim !== undefined)
+        for (const { p, result } of claimed) {
+          const claim = p.claim as IdempotencyClaim
+          keys.push(idemKey(claim.owner), idemExpiryKey(claim.owner))
+          args.push(claim.key, record(claim.hash, `{"version":${result.version}}`), claim.expiresAt)
+        }
+        const reply = await this.call(() => this.client.sbSetState(keys.length, ...keys, ...args))
+        if (reply[0] === 2) {
+          // a key already used (on another instance): that patch is answered with its record, the rest merged again
+          const duplicate = claimed[Number(reply[1]) - 1].p
+          duplicate.reject(new DuplicateKeyError(parseRecord(String(reply[2]))))
+          batch = batch.filter(p => p !== duplicate)
+          if (batch.length === 0) return
+          continue
+        }
         if (reply[0] !== 1) {
           // another instance moved the room on: merge again on what the script returned
           this.counters.patchRetries++
@@ -298,7 +434,11 @@ export class RedisStore implements Store {
         this.heads.set(room, { state, version })
       }
       for (const { p, result } of accepted) p.resolve(result)
-      for (const { p, err } of refused) p.reject(err)
+      for (const { p, err } of refused) {
+        // a repeat of a patch that was applied (its baseVersion is now behind) gets its record, not the conflict
+        const found = p.claim ? await this.idempotency.recall(p.claim.owner, p.claim.key) : null
+        p.reject(found ? new DuplicateKeyError(found) : err)
+      }
       return
     }
   }
@@ -326,10 +466,31 @@ export class RedisStore implements Store {
     }
   }
 
+  private createIdempotency (): IdempotencyStore {
+    return {
+      recall: async (owner: string, key: string) => {
+        const value = await this.call(() => this.client.sbIdemRecall(idemKey(owner), idemExpiryKey(owner), key, Date.now()))
+        return value ? parseRecord(value) : null
+      },
+      remember: async (claim: IdempotencyClaim, result: unknown) => {
+        await this.call(() => this.client.sbIdemRemember(idemKey(claim.owner), idemExpiryKey(claim.owner), claim.key,
+          record(claim.hash, JSON.stringify(result ?? null)), claim.expiresAt, Date.now(), this.maxKeys))
+      },
+      // each write of an owner sweeps its expired records, and an idle owner's keys expire whole
+      expire: async () => 0
+    }
+  }
+
   private createInbox (): InboxStore {
     const { inboxMax: max, inboxTtlMs: ttlMs } = this.opts
     return {
-      push: async (clientId: string, message: DirectMessage) => {
+      push: async (clientId: string, message: DirectMessage, claim?: IdempotencyClaim) => {
+        if (claim) {
+          const reply = await this.call(() => this.client.sbInboxPushIdem(inboxKey(clientId), idemKey(claim.owner), idemExpiryKey(claim.owner), JSON.stringify(message), max, ttlMs,
+            claim.key, record(claim.hash, JSON.stringify(claim.result ?? null)), claim.expiresAt, Date.now(), this.maxKeys))
+          if (reply[0] === 0) throw new DuplicateKeyError(parseRecord(String(reply[1])))
+          return
+        }
         if (max === 0) return
         await this.call(() => this.client.sbInboxPush(inboxKey(clientId), JSON.stringify(message), max, ttlMs))
       },
@@ -344,7 +505,7 @@ export class RedisStore implements Store {
   }
 }
 
-function toMessage (room: string, entry: string): RoomMessage {
+function toMessage (room: string, entry: string, epoch: string): RoomMessage {
   const m = JSON.parse(entry) as Omit<RoomMessage, 'type' | 'room'>
-  return { type: 'room_message', room, offset: m.offset, messageId: m.messageId, from: m.from, data: m.data, timestamp: m.timestamp }
+  return { type: 'room_message', room, offset: m.offset, messageId: m.messageId, from: m.from, data: m.data, timestamp: m.timestamp, epoch }
 }

@@ -1,8 +1,14 @@
+import { randomBytes } from 'node:crypto'
 import { StoreUnavailableError } from '../core/errors.js'
 import { applyMergePatch } from '../../protocol/merge-patch.js'
 import { StateTooLargeError, type RoomMessage, type RoomSnapshot, type RoomSnapshotWithHistory, type RoomState } from './interface.js'
 
 /** What both stores decide the same way about a room's state and history, written once. */
+
+/** A new room history's epoch: 64 random bits in hex. */
+export function newEpoch (): string {
+  return randomBytes(8).toString('hex')
+}
 
 /** A stored state as JSON; a state that does not parse makes the room unavailable, never empty. */
 export function parseState (room: string, json: string): RoomState {

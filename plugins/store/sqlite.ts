@@ -15,6 +15,8 @@ import {
   ROOM_NAME_END, type RoomPage, type BatchTracer, type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store
 } from './interface.js'
 import { storeFailureReason, type StoreHealth } from './health.js'
+import { DuplicateKeyError, type IdempotencyClaim, type IdempotencyRecord, type IdempotencyStore } from './interface.js'
+import { newEpoch } from './room-state.js'
 
 interface Log {
   info (obj: object, msg: string): void
@@ -26,6 +28,8 @@ export interface SqliteStoreOptions {
   groupCommit: boolean
   inboxMax: number
   inboxTtlMs: number
+  /** Idempotency keys kept per owner; the oldest go first [1000]. */
+  idempotencyMaxKeys?: number
   log: Log
   /** Told of every failed and succeeded commit (degraded status, one log line per failure and interval). */
   health?: StoreHealth
@@ -40,10 +44,11 @@ interface Head {
   stateJson: string
   version: number
   offset: number
+  epoch: string
   committed: RoomSnapshot | null
 }
 
-interface RoomRow { state: string, version: number, offset: number }
+interface RoomRow { state: string, version: number, offset: number, epoch: string | null }
 interface MessageRow { offset: number, message_id: string, sender: string, data: string, timestamp: string }
 
 /**
@@ -55,26 +60,30 @@ interface MessageRow { offset: number, message_id: string, sender: string, data:
 export class SqliteStore implements Store {
   readonly kind = 'sqlite'
   readonly inbox: InboxStore
+  readonly idempotency: IdempotencyStore
   readonly path: string
   /** Counters for status and the benchmark. */
   readonly counters = { commits: 0, writes: 0, failedCommits: 0 }
   batchTracer?: BatchTracer
 
   private readonly heads = new Map<string, Head>()
+  /** Idempotency records per owner, as far as counted (a bound, never less than the truth): past the cap the oldest go. */
+  private readonly keyCounts = new Map<string, number>()
   private readonly writes: GroupCommit
   private readonly statements
 
   private constructor (readonly db: Database.Database, private readonly opts: SqliteStoreOptions, private readonly lock: StoreLock) {
     this.path = db.name
     this.statements = {
-      room: db.prepare<[string], RoomRow>(`SELECT r.state, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset"
+      room: db.prepare<[string], RoomRow>(`SELECT r.state, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset", r.epoch
         FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room WHERE r.room = ?`),
       rooms: db.prepare<[], RoomSummary>(`SELECT r.room, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset"
         FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room ORDER BY r.room`),
       // a range of the primary key: as cheap with 50 rooms as with 50 million
       roomsPage: db.prepare<[string, string, string, number], RoomSummary>(`SELECT r.room, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset"
         FROM rooms r LEFT JOIN room_offsets o ON o.room = r.room WHERE r.room > ? AND r.room >= ? AND r.room < ? ORDER BY r.room LIMIT ?`),
-      saveRoom: db.prepare(`INSERT INTO rooms (room, state, version, "offset", updated_at) VALUES (?, ?, ?, ?, ?)
+      // the epoch is written with the room's first row and never changed by a later write
+      saveRoom: db.prepare(`INSERT INTO rooms (room, state, version, "offset", updated_at, epoch) VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT (room) DO UPDATE SET state = excluded.state, version = excluded.version, "offset" = excluded."offset", updated_at = excluded.updated_at`),
       saveOffset: db.prepare(`INSERT INTO room_offsets (room, "offset") VALUES (?, ?)
         ON CONFLICT (room) DO UPDATE SET "offset" = excluded."offset"`),
@@ -86,9 +95,18 @@ export class SqliteStore implements Store {
       inboxTrim: db.prepare('DELETE FROM inbox WHERE client_id = ? AND id NOT IN (SELECT id FROM inbox WHERE client_id = ? ORDER BY id DESC LIMIT ?)'),
       inboxRead: db.prepare<[string, number], { message: string }>('SELECT message FROM inbox WHERE client_id = ? AND expires_at > ? ORDER BY id'),
       inboxClear: db.prepare('DELETE FROM inbox WHERE client_id = ?'),
-      inboxExpire: db.prepare('DELETE FROM inbox WHERE expires_at <= ?')
+      inboxExpire: db.prepare('DELETE FROM inbox WHERE expires_at <= ?'),
+      keyRead: db.prepare<[string, string, number], { hash: string, result: string }>('SELECT hash, result FROM idempotency_keys WHERE owner = ? AND key = ? AND expires_at > ?'),
+      keyInsert: db.prepare('INSERT OR IGNORE INTO idempotency_keys (owner, key, hash, result, expires_at) VALUES (?, ?, ?, ?, ?)'),
+      keyReplace: db.prepare('UPDATE idempotency_keys SET hash = ?, result = ?, expires_at = ? WHERE owner = ? AND key = ?'),
+      keyCount: db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM idempotency_keys WHERE owner = ?'),
+      // the owner's oldest records, read from the (owner, expires_at) index: O(log n) per write at the cap
+      keyTrim: db.prepare(`DELETE FROM idempotency_keys WHERE owner = ? AND key IN (
+        SELECT key FROM idempotency_keys WHERE owner = ? ORDER BY expires_at LIMIT ?)`),
+      keyExpire: db.prepare('DELETE FROM idempotency_keys WHERE expires_at <= ?')
     }
     this.inbox = this.createInbox()
+    this.idempotency = this.createIdempotency()
     this.writes = new GroupCommit({ enabled: opts.groupCommit, commit: (queue, dirty) => this.commitBatch(queue, dirty), tracer: () => this.batchTracer })
   }
 
@@ -134,17 +152,19 @@ export class SqliteStore implements Store {
   async loadRoomSince (room: string, since: number): Promise<RoomSnapshotWithHistory | null> {
     const snapshot = this.head(room, false)?.committed
     if (!snapshot) return null
-    return recoveryWindow(snapshot, since, from => this.read(() => this.statements.messagesAfter.all(room, from, snapshot.offset)).map(row => toMessage(room, row)))
+    return recoveryWindow(snapshot, since, from => this.read(() => this.statements.messagesAfter.all(room, from, snapshot.offset)).map(row => toMessage(room, row, snapshot.epoch)))
   }
 
-  async appendMessage (room: string, message: NewRoomMessage, historySize: number): Promise<RoomMessage> {
+  async appendMessage (room: string, message: NewRoomMessage, historySize: number, claim?: IdempotencyClaim): Promise<RoomMessage> {
+    if (claim) this.refuseDuplicate(claim)
     const head = this.writableHead(room)
     const offset = ++head.offset
-    const stored: RoomMessage = { type: 'room_message', room, offset, ...message }
+    const stored: RoomMessage = { type: 'room_message', room, offset, ...message, epoch: head.epoch }
     const data = JSON.stringify(message.data ?? null)
     return this.enqueue(room, () => {
       if (historySize > 0) this.statements.addMessage.run(room, offset, message.messageId, message.from, data, message.timestamp)
       this.statements.trimMessages.run(room, offset - historySize)
+      if (claim) this.writeKey(claim, `{"offset":${offset},"messageId":${JSON.stringify(message.messageId)}}`)
       return stored
     })
   }
@@ -156,6 +176,7 @@ export class SqliteStore implements Store {
   }
 
   async applyPatch (room: string, patch: RoomState, opts: PatchOptions): Promise<PatchResult> {
+    if (opts.claim) this.refuseDuplicate(opts.claim)
     const head = this.writableHead(room)
     if (opts.baseVersion !== undefined && opts.baseVersion !== head.version) {
       throw new VersionConflictError(room, head.version, opts.baseVersion)
@@ -164,7 +185,11 @@ export class SqliteStore implements Store {
     head.state = state
     head.stateJson = json
     const version = ++head.version
-    return this.enqueue(room, () => ({ version, state }))
+    const claim = opts.claim
+    return this.enqueue(room, () => {
+      if (claim) this.writeKey(claim, `{"version":${version}}`)
+      return { version, state }
+    })
   }
 
   async listRooms (page?: RoomPage): Promise<RoomSummary[]> {
@@ -213,9 +238,11 @@ export class SqliteStore implements Store {
     let head: Head
     if (row) {
       const state = parseState(room, row.state)
-      head = { state, stateJson: row.state, version: row.version, offset: row.offset, committed: { room, state, version: row.version, offset: row.offset } }
+      // a room stored before migration 5 ran always has one; null only if a row was written around it
+      const epoch = row.epoch ?? newEpoch()
+      head = { state, stateJson: row.state, version: row.version, offset: row.offset, epoch, committed: { room, state, version: row.version, offset: row.offset, epoch } }
     } else {
-      head = { state: {}, stateJson: '{}', version: 0, offset: 0, committed: null }
+      head = { state: {}, stateJson: '{}', version: 0, offset: 0, epoch: newEpoch(), committed: null }
     }
     this.heads.set(room, head)
     return head
@@ -251,7 +278,7 @@ export class SqliteStore implements Store {
           const head = this.heads.get(room) as Head
           // the state (up to ROOM_STATE_MAX_BYTES) is written only when it changed: a publish moves the offset alone
           if (head.committed === null || head.committed.version !== head.version) {
-            this.statements.saveRoom.run(room, head.stateJson, head.version, head.offset, now)
+            this.statements.saveRoom.run(room, head.stateJson, head.version, head.offset, now, head.epoch)
           } else if (head.committed.offset !== head.offset) {
             this.statements.saveOffset.run(room, head.offset)
           }
@@ -261,6 +288,7 @@ export class SqliteStore implements Store {
     } catch (err) {
       // what this process believed about these rooms was never committed: forget it
       for (const room of dirty) this.heads.delete(room)
+      this.keyCounts.clear()
       this.counters.failedCommits++
       const reason = storeFailureReason(err)
       const failure = new StoreUnavailableError(`the store could not commit (${reason})`)
@@ -276,7 +304,7 @@ export class SqliteStore implements Store {
     this.opts.health?.writeSucceeded()
     for (const room of dirty) {
       const head = this.heads.get(room) as Head
-      head.committed = { room, state: head.state, version: head.version, offset: head.offset }
+      head.committed = { room, state: head.state, version: head.version, offset: head.offset, epoch: head.epoch }
     }
     this.counters.commits++
     this.counters.writes += queue.length
@@ -285,17 +313,65 @@ export class SqliteStore implements Store {
     return undefined
   }
 
+  /** Throws DuplicateKeyError when the owner's key has an unexpired record (a repeat in this process waits in IdempotentWrites first). */
+  private refuseDuplicate (claim: IdempotencyClaim): void {
+    const row = this.read(() => this.statements.keyRead.get(claim.owner, claim.key, Date.now()))
+    if (row) throw new DuplicateKeyError({ hash: row.hash, result: JSON.parse(row.result) })
+  }
+
+  /** Inside a transaction: the record, and past the owner's cap the oldest records go. */
+  private writeKey (claim: IdempotencyClaim, resultJson: string): void {
+    const s = this.statements
+    if (s.keyInsert.run(claim.owner, claim.key, claim.hash, resultJson, claim.expiresAt).changes === 0) {
+      // an expired record of the key, or the full response of a write recorded with it (HTTP): same count
+      s.keyReplace.run(claim.hash, resultJson, claim.expiresAt, claim.owner, claim.key)
+      return
+    }
+    const max = this.opts.idempotencyMaxKeys ?? 1000
+    const counted = this.keyCounts.get(claim.owner)
+    // counted from the table once per owner, then kept here (this process is the only writer)
+    const count = counted === undefined ? s.keyCount.get(claim.owner)?.n ?? 1 : counted + 1
+    if (count > max) s.keyTrim.run(claim.owner, claim.owner, count - max)
+    this.keyCounts.set(claim.owner, Math.min(count, max))
+  }
+
+  private createIdempotency (): IdempotencyStore {
+    const s = this.statements
+    return {
+      recall: async (owner: string, key: string): Promise<IdempotencyRecord | null> => {
+        const row = this.read(() => s.keyRead.get(owner, key, Date.now()))
+        return row ? { hash: row.hash, result: JSON.parse(row.result) } : null
+      },
+      remember: async (claim: IdempotencyClaim, result: unknown) => {
+        const json = JSON.stringify(result ?? null)
+        await this.enqueue(null, () => this.writeKey(claim, json))
+      },
+      expire: async (now = Date.now()) => this.enqueue(null, () => {
+        const dropped = s.keyExpire.run(now).changes
+        // counts are bounds: recounted on the next write of each owner
+        if (dropped > 0) this.keyCounts.clear()
+        return dropped
+      })
+    }
+  }
+
   private createInbox (): InboxStore {
     const { inboxMax: max, inboxTtlMs: ttlMs } = this.opts
     const s = this.statements
     return {
-      push: async (clientId: string, message: DirectMessage) => {
-        if (max === 0) return
+      push: async (clientId: string, message: DirectMessage, claim?: IdempotencyClaim) => {
+        if (claim) this.refuseDuplicate(claim)
+        const result = claim ? JSON.stringify(claim.result ?? null) : ''
+        if (max === 0) {
+          if (claim) await this.enqueue(null, () => this.writeKey(claim, result))
+          return
+        }
         const expiresAt = Date.parse(message.timestamp) + ttlMs
         const json = JSON.stringify(message)
         await this.enqueue(null, () => {
           s.inboxPush.run(clientId, json, expiresAt)
           s.inboxTrim.run(clientId, clientId, max)
+          if (claim) this.writeKey(claim, result)
         })
       },
       drain: async (clientId: string) => this.enqueue(null, () => {
@@ -308,6 +384,6 @@ export class SqliteStore implements Store {
   }
 }
 
-function toMessage (room: string, row: MessageRow): RoomMessage {
-  return { type: 'room_message', room, offset: row.offset, messageId: row.message_id, from: row.sender, data: JSON.parse(row.data), timestamp: row.timestamp }
+function toMessage (room: string, row: MessageRow, epoch: string): RoomMessage {
+  return { type: 'room_message', room, offset: row.offset, messageId: row.message_id, from: row.sender, data: JSON.parse(row.data), timestamp: row.timestamp, epoch }
 }

@@ -3,6 +3,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { ClientId, Offset, RoomName, StatePatch, Version } from '../../protocol/schemas.js'
 import { ERROR_STATUS, WsError } from '../../protocol/errors.js'
 import { commonErrors, errorResponse } from './errors.js'
+import { IdempotencyHeaders, idempotencyErrors, idempotentResponse } from './idempotency.js'
 import type { Principal } from '../../plugins/core/identity.js'
 import { ADMIN_ROLE } from '../../plugins/transport/auth.js'
 
@@ -25,8 +26,9 @@ const RoomView = Type.Object({
   state: Type.Record(Type.String(), Type.Unknown()),
   version: Version,
   offset: Offset,
+  epoch: Type.String({ description: 'the room\'s epoch: random, chosen when its history started; offsets count within it (empty for a room never written)' }),
   members: Type.Array(Type.String())
-}, { description: 'The room: its state and version, its last offset and its members (client ids)', examples: [{ room: 'doc', state: { title: 'Draft' }, version: 3, offset: 12, members: ['alice', 'bob'] }] })
+}, { description: 'The room: its state and version, its last offset, its epoch and its members (client ids)', examples: [{ room: 'doc', state: { title: 'Draft' }, version: 3, offset: 12, epoch: '9f86d081884c7d65', members: ['alice', 'bob'] }] })
 
 /** A page of history: `limit` messages [50, at most 1000] before offset `before` (the newest when absent). */
 export const HISTORY_PAGE_DEFAULT = 50
@@ -154,8 +156,9 @@ export default async function roomRoutes (app: FastifyInstance) {
       summary: 'Publish to a room',
       description: 'Server-side publish: every member gets `{"type":"room_message",...}` with the next offset, and the message enters the room\'s history. Answered after the commit.',
       params: Params,
+      headers: IdempotencyHeaders,
       body: PublishBody,
-      response: { 200: PublishReply, 400: badRoom, 403: roomForbidden, 413: errorResponse('`payload_too_large`: `data` is larger than WS_MAX_PAYLOAD serialized (no member could receive it), or the body exceeds the HTTP body limit'), 503: storeDown, ...commonErrors }
+      response: { 200: PublishReply, 400: badRoom, 403: roomForbidden, ...idempotencyErrors, 413: errorResponse('`payload_too_large`: `data` is larger than WS_MAX_PAYLOAD serialized (no member could receive it), or the body exceeds the HTTP body limit'), 503: storeDown, ...commonErrors }
     }
   }, async (request, reply) => {
     const from = senderOf(request.principal, request.body.from)
@@ -165,9 +168,12 @@ export default async function roomRoutes (app: FastifyInstance) {
     if (bytes > app.config.WS_MAX_PAYLOAD) {
       return reply.code(413).send({ statusCode: 413, error: 'Payload Too Large', code: 'payload_too_large', message: `data: must be at most ${app.config.WS_MAX_PAYLOAD} bytes as JSON (WS_MAX_PAYLOAD), got ${bytes}` })
     }
+    const { room } = request.params
+    const data = request.body.data
     try {
-      const result = await app.rooms.publish(from, request.params.room, request.body.data)
-      return { ok: true as const, ...result }
+      return await idempotentResponse(app, request, reply, { route: 'publish', room, from, data },
+        async claim => ({ ok: true as const, ...await app.rooms.publish(from, room, data, { claim }) }),
+        result => ({ ok: true, offset: result.offset, messageId: result.messageId, delivered: 0 }))
     } catch (err) {
       return sendRoomError(reply, err)
     }
@@ -180,12 +186,14 @@ export default async function roomRoutes (app: FastifyInstance) {
       summary: 'Update a room\'s state',
       description: 'Applies a JSON Merge Patch to the room\'s state; members get `{"type":"state",...}` with the patch. Keys `__proto__`, `constructor` and `prototype` are refused at any depth. Answered after the commit.',
       params: Params,
+      headers: IdempotencyHeaders,
       body: PatchBody,
       response: {
         200: PatchReply,
         400: badRoom,
         403: roomForbidden,
-        409: errorResponse('`version_conflict`: `baseVersion` is not the current version, given in `currentVersion`'),
+        ...idempotencyErrors,
+        409: errorResponse('`version_conflict`: `baseVersion` is not the current version, given in `currentVersion`; or `idempotency_in_progress`: a request with this Idempotency-Key is still being handled'),
         413: errorResponse('`state_too_large`: the state after the patch would exceed ROOM_STATE_MAX_BYTES (`bytes`, `maxBytes`); or `payload_too_large` for the body limit'),
         503: storeDown,
         ...commonErrors
@@ -194,9 +202,12 @@ export default async function roomRoutes (app: FastifyInstance) {
   }, async (request, reply) => {
     const from = senderOf(request.principal, request.body.from)
     if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only update as its own sub' })
+    const { room } = request.params
+    const { patch, baseVersion } = request.body
     try {
-      const { version } = await app.rooms.update(from, request.params.room, request.body.patch, request.body.baseVersion)
-      return { ok: true as const, version }
+      return await idempotentResponse(app, request, reply, { route: 'state', room, from, patch, baseVersion },
+        async claim => ({ ok: true as const, version: (await app.rooms.update(from, room, patch, baseVersion, claim)).version }),
+        result => ({ ok: true, version: result.version }))
     } catch (err) {
       return sendRoomError(reply, err)
     }

@@ -2,6 +2,8 @@ import type { FastifyInstance } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { ClientId, MessageText } from '../../protocol/schemas.js'
 import { commonErrors, errorResponse, sendStoreUnavailable } from './errors.js'
+import { IdempotencyHeaders, idempotencyErrors, idempotentResponse, sendContractError } from './idempotency.js'
+import { WsError } from '../../protocol/errors.js'
 
 const SendBody = Type.Object({
   from: { ...ClientId, description: 'sender shown to the recipient; with a user token, its own sub' },
@@ -21,9 +23,11 @@ export default async function sendRoute (app: FastifyInstance) {
       tags: ['messages'],
       summary: 'Send a direct message to a client',
       description: 'Delivers `text` to every WebSocket connection of `to` as `{"type":"message",...}`; when it has none, the message waits in its inbox (INBOX_MAX, INBOX_TTL_MS) and is delivered after its next `welcome`.',
+      headers: IdempotencyHeaders,
       body: SendBody,
       response: {
         200: SendReply,
+        ...idempotencyErrors,
         400: errorResponse('`invalid_message`: a field is missing, empty, too long or has characters outside its pattern; the message names it'),
         403: errorResponse('`forbidden`: a user token may only send as its own sub'),
         503: errorResponse('`unavailable`: the store could not queue the message for an offline recipient; nothing was sent, retry'),
@@ -36,9 +40,11 @@ export default async function sendRoute (app: FastifyInstance) {
       return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only send as its own sub' })
     }
     try {
-      const result = await app.directMessages.send(from, to, text)
-      return { ok: true as const, ...result }
+      return await idempotentResponse(app, request, reply, { route: 'send', from, to, text },
+        async claim => ({ ok: true as const, ...await app.directMessages.send(from, to, text, claim) }),
+        result => ({ ok: true, ...result }))
     } catch (err) {
+      if (err instanceof WsError) return sendContractError(reply, err)
       return sendStoreUnavailable(reply, err)
     }
   })
