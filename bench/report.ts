@@ -154,6 +154,17 @@ function stepRow (name: string, r: any, fixedRate = false): string {
   return `| ${name} | ${f(r.best || fixedRate ? st.deliveriesPerSecond : 0)}${flag} | ${f(st.rate)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.latencyMs.p50, 2)} / ${f(st.latencyMs.p99, 2)} / ${f(st.latencyMs.p999, 2)} | ${f(st.serverCpuUsPerDelivery, 2)} | ${f(st.serverCpuPercent)} % | ${f(st.generatorCpuPercent)} %${st.valid ? '' : ' **saturated**'} | ${f(st.serverWaitPercent)} % / ${f(st.generatorWaitPercent)} % |`
 }
 
+/** The generator's cost per delivery at its busiest step in a scenario, and the rate at which it would reach 90 % of its core. */
+export function generatorCeiling (servers: Record<string, any>): { ceiling: number, usPerDelivery: number, deliveriesPerSecond: number, server: string } | undefined {
+  let top: { st: StepResult, server: string } | undefined
+  for (const [server, r] of Object.entries(servers)) {
+    for (const st of (r?.steps ?? []) as StepResult[]) {
+      if (st.generatorCeiling > 0 && (!top || st.deliveriesPerSecond > top.st.deliveriesPerSecond)) top = { st, server }
+    }
+  }
+  return top ? { ceiling: top.st.generatorCeiling, usPerDelivery: top.st.generatorCpuUsPerDelivery, deliveriesPerSecond: top.st.deliveriesPerSecond, server: top.server } : undefined
+}
+
 export function renderMarkdown (res: BenchResults): string {
   const m = res.machine
   const lines: string[] = []
@@ -198,6 +209,11 @@ export function renderMarkdown (res: BenchResults): string {
       lines.push(`| server | ${fixedRate ? 'deliveries/s' : 'best deliveries/s (≥ 99.99 % delivered, p99 ≤ 50 ms)'} | rate of that step (/s) | delivered | p50 / p99 / p99.9 ms | server CPU µs/delivery | server CPU | generator CPU | waiting for a CPU: server / generator |`)
       lines.push('|---|---|---|---|---|---|---|---|---|')
       for (const [name, r] of Object.entries(sc.servers)) lines.push(stepRow(name, r, fixedRate))
+      const ceiling = generatorCeiling(sc.servers)
+      if (ceiling) {
+        lines.push('')
+        lines.push(`The generator's own ceiling here: about ${f(ceiling.ceiling)} deliveries/s at 90 % of its core (${f(ceiling.usPerDelivery, 2)} µs of its CPU per delivery at its busiest step, ${f(ceiling.deliveriesPerSecond)} deliveries/s to ${ceiling.server}). Only a server result below that figure measures the server.`)
+      }
       if (id === 'S7') {
         lines.push('')
         lines.push('With the paused clients:')
