@@ -79,7 +79,8 @@ for (let i = 0; i < publishes; i++) {
   publishers[i % rooms].send(JSON.stringify({ type: 'publish', room: `room${i % rooms}`, data: `m${i}` }))
   if (i % 10 === 9) await new Promise(resolve => setTimeout(resolve, 1))
 }
-while (received < expected && Date.now() - started < 20000) await new Promise(resolve => setTimeout(resolve, 50))
+const done = () => received >= expected || Date.now() - started >= 20000
+while (!done()) await new Promise(resolve => setTimeout(resolve, 50))
 const stats = await admin.info('commandstats')
 const calls: Record<string, number> = {}
 let total = 0
