@@ -50,7 +50,7 @@ export interface StepResult {
 }
 
 export interface Job {
-  scenario: 'S1' | 'S2' | 'S3' | 'S4' | 'S5' | 'S6' | 'S7' | 'S8'
+  scenario: 'S1' | 'S2' | 'S3' | 'S4' | 'S5' | 'S6' | 'S7' | 'S8' | 'S9'
   protocol: Protocol
   /** Ports of the instances; S8 subscribes on the first and publishes on the second. */
   ports: number[]

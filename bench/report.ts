@@ -165,6 +165,20 @@ export function generatorCeiling (servers: Record<string, any>): { ceiling: numb
   return top ? { ceiling: top.st.generatorCeiling, usPerDelivery: top.st.generatorCpuUsPerDelivery, deliveriesPerSecond: top.st.deliveriesPerSecond, server: top.server } : undefined
 }
 
+/** S9: one row per size, Switchboard and raw ws side by side (CPU per delivery, memory per connection). */
+function scalingSection (lines: string[], servers: Record<string, any>): void {
+  const names = Object.keys(servers)
+  const pointsOf = (name: string): any[] => servers[name]?.ok ? servers[name].points ?? [] : []
+  lines.push(`| axis | size | connections | deliveries/s | ${names.map(n => `${n}: CPU µs/delivery`).join(' | ')} | ${names.map(n => `${n}: RSS above empty, MB (per connection)`).join(' | ')} | ${names.map(n => `${n}: p99 ms`).join(' | ')} |`)
+  lines.push(`|---|---|---|---|${names.map(() => '---|').join('').repeat(3)}`)
+  for (const p of pointsOf(names[0])) {
+    const at = (n: string) => pointsOf(n).find(q => q.axis === p.axis && q.size === p.size)
+    const cell = (n: string, fn: (q: any) => string) => { const q = at(n); return q?.step ? fn(q) : q?.error ? 'failed' : '–' }
+    const label = p.axis === 'members' ? 'members in 1 room' : 'rooms of 1 member'
+    lines.push(`| ${label} | ${f(p.size)} | ${f(p.connections)} | ${f(p.step?.deliveriesPerSecond)} | ${names.map(n => cell(n, q => f(q.step.serverCpuUsPerDelivery, 2))).join(' | ')} | ${names.map(n => cell(n, q => `${f(q.step.serverRssMaxMB - q.emptyRssMB, 1)}${q.connections >= 1000 ? ` (${f(q.rssBytesPerConnection)} B)` : ''}`)).join(' | ')} | ${names.map(n => cell(n, q => f(q.step.latencyMs.p99, 2))).join(' | ')} |`)
+  }
+}
+
 export function renderMarkdown (res: BenchResults): string {
   const m = res.machine
   const lines: string[] = []
@@ -189,6 +203,8 @@ export function renderMarkdown (res: BenchResults): string {
     lines.push('')
     if (id === 'S8') {
       crossInstanceSection(lines, sc.servers)
+    } else if (id === 'S9') {
+      scalingSection(lines, sc.servers)
     } else if (id === 'S1') {
       lines.push('| server | connections | RSS bytes/conn | heap bytes/conn | external bytes/conn | RSS loaded (MB) | connect time (s) |')
       lines.push('|---|---|---|---|---|---|---|')
@@ -256,7 +272,7 @@ export function renderChart (res: BenchResults): string {
   type Bar = { name: string, label?: string, light?: boolean, tput?: number, p99?: number, unit: string }
   const blocks: Array<{ id: string, title: string, bars: Bar[], notes: string[] }> = []
   for (const [id, sc] of Object.entries(res.scenarios)) {
-    if (sc.skipped || id === 'S1') continue
+    if (sc.skipped || id === 'S1' || id === 'S9') continue
     const bars: Bar[] = []
     for (const [name, r] of Object.entries(sc.servers)) {
       if (!r.ok) continue

@@ -105,6 +105,28 @@ const sizes: Record<typeof mode, Record<string, Params>> = {
   }
 }
 
+/**
+ * S9 how cost grows: CPU per delivery and memory per connection as rooms get
+ * bigger (1 room of 10 to 10,000 members, ≈ 10,000 deliveries/s) and more
+ * numerous (10 to 10,000 rooms of 1 member, the publisher, who gets its own
+ * message as everywhere here; 2,000 publishes/s, under what a durable
+ * publish path takes on one core), one fresh server per size. Filling a room
+ * of n members sends n²/2 presence frames (every join is announced to the
+ * room), so the 10,000-member room (50 million frames before the first
+ * publish) runs in full mode only.
+ */
+interface ScalePoint { axis: 'members' | 'rooms', size: number, params: Params }
+function scalingPoints (): ScalePoint[] {
+  const stepMs = mode === 'full' ? 5000 : mode === 'tiny' ? 300 : 2000
+  const members = mode === 'tiny' ? [10, 20] : mode === 'full' ? [10, 100, 1000, 10000] : [10, 100, 1000]
+  const rooms = mode === 'tiny' ? [10, 20] : [10, 1000, 10000]
+  const point = (clients: number, roomCount: number, rate: number): Params => ({ ...base, maxP99Ms: null, clients, rooms: roomCount, rates: [rate], stepMs })
+  return [
+    ...members.map(n => ({ axis: 'members' as const, size: n, params: point(n, 1, Math.max(1, (mode === 'tiny' ? 200 : 10000) / n)) })),
+    ...rooms.map(n => ({ axis: 'rooms' as const, size: n, params: point(n, n, mode === 'tiny' ? 200 : 2000) }))
+  ]
+}
+
 const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
   S1: { title: 'idle memory', servers: ['switchboard', 'raw-ws', 'socket.io'] },
   S2: { title: 'big room fan-out', servers: ['switchboard', 'switchboard-nohistory', 'raw-ws', 'socket.io'] },
@@ -113,7 +135,8 @@ const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
   S5: { title: 'direct messages', servers: ['switchboard', 'raw-ws', 'socket.io'] },
   S6: { title: 'HTTP send', servers: ['switchboard', 'fastify-hello'] },
   S7: { title: 'slow consumers', servers: ['switchboard', 'raw-ws', 'socket.io'] },
-  S8: { title: 'two instances + Redis', servers: ['switchboard', 'socket.io'] }
+  S8: { title: 'two instances + Redis', servers: ['switchboard', 'socket.io'] },
+  S9: { title: 'how cost grows', servers: ['switchboard', 'raw-ws'] }
 }
 
 // --baseline DIR: also run the Switchboard built in another checkout's dist/ (before/after a change, same run)
@@ -189,9 +212,8 @@ async function weigh (child: ChildProcess): Promise<ServerMemory & { rssOutside:
   return { ...memory, rssOutside: outside.memory }
 }
 
-async function runOne (scenario: string, name: string): Promise<Record<string, unknown>> {
+async function runOne (scenario: string, name: string, params: Params = sizes[mode][scenario]): Promise<Record<string, unknown>> {
   const variant = VARIANTS[name]
-  const params = sizes[mode][scenario]
   const generator = fork(join(here, 'generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   pin(generator.pid as number, pinning ? 1 : 0)
   const [server] = await Promise.all([startServer(name), waitFor(generator, 'ready', 20000)])
@@ -199,7 +221,8 @@ async function runOne (scenario: string, name: string): Promise<Record<string, u
     // the bare Fastify yardstick has no WebSocket client to deliver to
     const clients = name === 'fastify-hello' ? 0 : params.clients
     const job: Job = { ...params, clients, scenario: scenario as Job['scenario'], protocol: variant.protocol, ports: [server.port], serverPids: [server.child.pid as number] }
-    const timeoutMs = 120000 + (params.rates.length * (params.stepMs + 3000)) + (params.slowMs ?? 0) + (params.http?.durationSec ?? 0) * 1000
+    // S9's big room: filling it is quadratic (presence), 10,000 members take minutes
+    const timeoutMs = 120000 + (params.rates.length * (params.stepMs + 3000)) + (params.slowMs ?? 0) + (params.http?.durationSec ?? 0) * 1000 + (scenario === 'S9' ? params.clients * 60 : 0)
     if (scenario === 'S1') {
       await new Promise(resolve => setTimeout(resolve, 500))
       const empty = await weigh(server.child)
@@ -221,9 +244,11 @@ async function runOne (scenario: string, name: string): Promise<Record<string, u
         externalBytesPerConnection: (loaded.external - empty.external) / n
       }
     }
+    // S9: the server empty first, so that memory per connection is loaded minus empty
+    const empty = scenario === 'S9' ? await weigh(server.child) : undefined
     const result = waitFor<{ result: Record<string, unknown> }>(generator, 'result', timeoutMs)
     generator.send({ type: 'job', job })
-    return (await result).result
+    return { ...(await result).result, ...(empty ? { emptyRssMB: empty.rssOutside / 1048576 } : {}) }
   } finally {
     await stop(generator)
     await stop(server.child)
@@ -394,6 +419,30 @@ async function runCrossInstance (name: string): Promise<Record<string, unknown>>
   return { ...cross, same: { steps: same.steps, best: same.best, instances: same.instances, memberless: same.memberless }, addedP99 }
 }
 
+/** S9: every size of both axes, one fresh server each; a size that fails is recorded and the next one runs. */
+async function runScaling (name: string): Promise<Record<string, unknown>> {
+  const points: Array<Record<string, unknown>> = []
+  for (const p of scalingPoints()) {
+    try {
+      const r = await runOne('S9', name, p.params) as { steps?: StepResult[], emptyRssMB?: number }
+      const st = r.steps?.[r.steps.length - 1]
+      points.push({
+        axis: p.axis,
+        size: p.size,
+        connections: p.params.clients,
+        rooms: p.params.rooms,
+        rate: p.params.rates[0],
+        step: st,
+        emptyRssMB: r.emptyRssMB,
+        rssBytesPerConnection: st && r.emptyRssMB !== undefined ? (st.serverRssMaxMB - r.emptyRssMB) * 1048576 / p.params.clients : undefined
+      })
+    } catch (err) {
+      points.push({ axis: p.axis, size: p.size, error: String((err as Error).message ?? err) })
+    }
+  }
+  return { points }
+}
+
 /** Rewrites the results section of docs/benchmarks.md (between its markers) and docs/benchmarks.svg. */
 function writeDocs (res: BenchResults): void {
   const doc = join(repoRoot, 'docs', 'benchmarks.md')
@@ -436,18 +485,20 @@ for (const [scenario, { title, servers }] of Object.entries(SCENARIOS)) {
     continue
   }
   // --rates 500,1000 --step-ms 10000: other steps for the chosen scenarios (profiling a steady load)
-  if (values.rates) sizes[mode][scenario].rates = values.rates.split(',').map(Number)
-  if (values['step-ms']) sizes[mode][scenario].stepMs = Number(values['step-ms'])
-  const http = sizes[mode][scenario].http
-  if (values['step-ms'] && http) http.durationSec = Number(values['step-ms']) / 1000
-  results.params[scenario] = sizes[mode][scenario]
+  if (scenario !== 'S9') {
+    if (values.rates) sizes[mode][scenario].rates = values.rates.split(',').map(Number)
+    if (values['step-ms']) sizes[mode][scenario].stepMs = Number(values['step-ms'])
+    const http = sizes[mode][scenario].http
+    if (values['step-ms'] && http) http.durationSec = Number(values['step-ms']) / 1000
+  }
+  results.params[scenario] = scenario === 'S9' ? { points: scalingPoints().map(p => ({ axis: p.axis, size: p.size, clients: p.params.clients, rooms: p.params.rooms, rate: p.params.rates[0], stepMs: p.params.stepMs })) } : sizes[mode][scenario]
   results.scenarios[scenario] = { title, servers: {} }
   for (const name of servers) {
     if (onlyServers && !onlyServers.includes(name)) continue
     process.stderr.write(`${scenario} ${title}: ${name}…`)
     const began = Date.now()
     try {
-      results.scenarios[scenario].servers[name] = { ok: true, ...await (scenario === 'S8' ? runCrossInstance(name) : runOne(scenario, name)) }
+      results.scenarios[scenario].servers[name] = { ok: true, ...await (scenario === 'S8' ? runCrossInstance(name) : scenario === 'S9' ? runScaling(name) : runOne(scenario, name)) }
       process.stderr.write(` ${((Date.now() - began) / 1000).toFixed(1)} s\n`)
     } catch (err) {
       results.scenarios[scenario].servers[name] = { ok: false, error: String((err as Error).message ?? err) }
