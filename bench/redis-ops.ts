@@ -17,6 +17,8 @@ import WebSocket from 'ws'
 const publishes = Number(process.argv[2] ?? 2000)
 const rooms = Number(process.argv[3] ?? 10)
 const perRoom = Number(process.argv[4] ?? 50)
+/** Publishes per 1 ms tick (BENCH_PER_TICK, 10: the S8 pace). */
+const perTick = Number(process.env.BENCH_PER_TICK ?? 10)
 const dist = process.env.BENCH_APP_DIST ?? new URL('..', import.meta.url).pathname
 const { default: app, serverOptions } = await import(join(dist, 'app.js')) as typeof import('../app.js')
 const { loadConfig } = await import(join(dist, 'plugins/core/config.js')) as typeof import('../plugins/core/config.js')
@@ -46,6 +48,7 @@ async function instance () {
 }
 
 let received = 0
+const latencies: number[] = []
 async function client (p: number, id: string, room: string): Promise<WebSocket> {
   const ws = new WebSocket(`ws://127.0.0.1:${p}/ws?clientId=${id}`)
   await new Promise(resolve => ws.once('message', resolve))
@@ -53,7 +56,11 @@ async function client (p: number, id: string, room: string): Promise<WebSocket> 
     ws.on('message', (data: Buffer) => {
       const text = data.toString()
       if (text.startsWith('{"type":"joined"')) resolve()
-      else if (text.startsWith('{"type":"room_message"')) received++
+      else if (text.startsWith('{"type":"room_message"')) {
+        received++
+        const sent = /"data":"m\d+@([\d.]+)"/.exec(text)
+        if (sent && id.startsWith('sub')) latencies.push(performance.now() - Number(sent[1]))
+      }
     })
   })
   ws.send(JSON.stringify({ type: 'join', room, id: 1 }))
@@ -74,10 +81,10 @@ await new Promise(resolve => setTimeout(resolve, 300))
 await admin.config('RESETSTAT')
 const expected = publishes * (perRoom + 1)
 const started = Date.now()
-// 10 publishes per millisecond tick at most, as S8's open loop sends them
+// perTick publishes per millisecond tick at most, as S8's open loop sends them
 for (let i = 0; i < publishes; i++) {
-  publishers[i % rooms].send(JSON.stringify({ type: 'publish', room: `room${i % rooms}`, data: `m${i}` }))
-  if (i % 10 === 9) await new Promise(resolve => setTimeout(resolve, 1))
+  publishers[i % rooms].send(JSON.stringify({ type: 'publish', room: `room${i % rooms}`, data: `m${i}@${performance.now().toFixed(3)}` }))
+  if (i % perTick === perTick - 1) await new Promise(resolve => setTimeout(resolve, 1))
 }
 const done = () => received >= expected || Date.now() - started >= 20000
 while (!done()) await new Promise(resolve => setTimeout(resolve, 50))
@@ -89,7 +96,10 @@ for (const m of stats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
   calls[m[1]] = Number(m[2])
   total += Number(m[2])
 }
-console.log(JSON.stringify({ publishes, rooms, perRoom, delivered: received, expected, redisCommands: total, perPublish: +(total / publishes).toFixed(2), calls }))
+latencies.sort((x, y) => x - y)
+const pct = (q: number) => +(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0).toFixed(2)
+// both instances share this process's event loop: the latency is the path's, not a cluster's on separate cores
+console.log(JSON.stringify({ publishes, rooms, perRoom, delivered: received, expected, redisCommands: total, perPublish: +(total / publishes).toFixed(2), latencyMs: { p50: pct(0.5), p99: pct(0.99) }, calls }))
 for (const ws of [...sockets, ...publishers]) ws.terminate()
 await a.server.close()
 await b.server.close()
