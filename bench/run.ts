@@ -89,7 +89,7 @@ const sizes: Record<typeof mode, Record<string, Params>> = {
     S6: { ...base, clients: 1, rooms: 0, rates: [], stepMs: 0, http: { connections: 10, durationSec: 3, path: '/api/send' } },
     S7: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [20], stepMs: 1500, slowConsumers: 10, slowMs: 3000 },
     // 10 rooms x 50 subscribers (+ 1 publisher each): 51 deliveries per publish, so 2,550 to 20,400 deliveries/s
-    // (quick mode keeps fewer steps than full everywhere: it must finish in under 5 minutes)
+    // (quick mode keeps fewer steps than full everywhere: about 10 minutes in all, S9 included)
     S8: { ...base, clients: 500, rooms: 10, rates: [50, 200, 400], stepMs: 1000 }
   },
   full: {
