@@ -1,17 +1,22 @@
 /**
  * The load generator: a child process (pinned to its own core by the runner)
- * that opens `ws` connections to one server, drives it open-loop at fixed
- * rates and measures every delivery. Each payload carries its step and send
- * time ("s<step>t<ms>p…"), so a receiver needs one regular expression, not a
- * JSON parse, to record the latency (µs) in an HDR histogram. Server CPU time
- * and RSS are read from outside with pidusage; its own CPU use tells whether
- * the generator, not the server, was the limit.
+ * that opens WebSocket connections to one server, drives it open-loop at
+ * fixed rates and measures every delivery. It is built to cost as little per
+ * delivery as possible, so that deliveries/s measures the server: its clients
+ * are bare TCP sockets with their own upgrade and frame parsing, reading into
+ * one shared buffer, and each payload starts "~<step>~<send time>~", so a
+ * delivery is counted and its latency (µs, HDR histogram) recorded from the
+ * frame's bytes without a string, regular expression or JSON parse.
+ * Server CPU time and RSS are read from outside with pidusage; its own CPU use
+ * tells whether the generator, not the server, was the limit, and its CPU per
+ * delivery gives its own ceiling (generatorCeiling in every step).
  */
+import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { connect, type Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import * as hdr from 'hdr-histogram-js'
 import pidusage from 'pidusage'
-import WebSocket from 'ws'
 
 export type Protocol = 'switchboard' | 'socketio'
 
@@ -29,6 +34,9 @@ export interface StepResult {
   serverCpuUsPerDelivery: number
   serverRssMaxMB: number
   generatorCpuPercent: number
+  /** The generator's own CPU per delivery (µs), and the deliveries/s at which it would reach 90 % of its core. */
+  generatorCpuUsPerDelivery: number
+  generatorCeiling: number
   /** Share of the sending time the server / the generator was runnable but waiting for a CPU: the machine's contention. */
   serverWaitPercent: number
   generatorWaitPercent: number
@@ -42,7 +50,7 @@ export interface StepResult {
 }
 
 export interface Job {
-  scenario: 'S1' | 'S2' | 'S3' | 'S4' | 'S5' | 'S6' | 'S7' | 'S8'
+  scenario: 'S1' | 'S2' | 'S3' | 'S4' | 'S5' | 'S6' | 'S7' | 'S8' | 'S11'
   protocol: Protocol
   /** Every publish carries an `idempotencyKey` (switchboard-idem). */
   idempotencyKeys?: boolean
@@ -70,47 +78,164 @@ export interface Job {
 }
 
 const SATURATED = 0.9
-const PAYLOAD = /s(\d+)t(\d+\.\d+)p/
+/** Payloads start "~<step>~<send time ms>~": '~' appears in no other part of any server's frames (JSON of ids, rooms, timestamps). */
+const MARK = 0x7e
 
 const histograms: hdr.Histogram[] = []
 const received: number[] = []
+/** Every LATENCY_SAMPLE-th delivery's latency is recorded (all of them are counted). */
+const LATENCY_SAMPLE = Number(process.env.BENCH_LATENCY_SAMPLE ?? 1)
+let sampleTick = 0
 
-function recordFrame (text: string): void {
-  const m = PAYLOAD.exec(text)
-  if (!m) return
-  const step = Number(m[1])
-  const latencyUs = Math.max(1, Math.round((performance.now() - Number(m[2])) * 1000))
+/**
+ * Counts one delivery straight from the frame's bytes [start, end): no string,
+ * no regular expression, no JSON. Returns false when the frame carries no payload mark.
+ */
+function recordFrame (buf: Buffer, start: number, end: number): boolean {
+  let i = buf.indexOf(MARK, start)
+  if (i < 0 || i >= end) return false
+  let step = 0
+  let c = buf[++i]
+  while (c >= 48 && c <= 57) { step = step * 10 + c - 48; c = buf[++i] }
   received[step] = (received[step] ?? 0) + 1
+  if (++sampleTick < LATENCY_SAMPLE) return true
+  sampleTick = 0
+  let whole = 0
+  c = buf[++i]
+  while (c >= 48 && c <= 57) { whole = whole * 10 + c - 48; c = buf[++i] }
+  let frac = 0
+  let scale = 1
+  if (c === 46) {
+    c = buf[++i]
+    while (c >= 48 && c <= 57) { frac = frac * 10 + c - 48; scale *= 10; c = buf[++i] }
+  }
+  const latencyUs = Math.max(1, Math.round((performance.now() - whole - frac / scale) * 1000))
   histograms[step]?.recordValue(Math.min(latencyUs, 60_000_000))
+  return true
 }
 
 function payload (step: number, bytes: number): string {
-  const head = `s${step}t${performance.now().toFixed(3)}p`
+  const head = `~${step}~${performance.now().toFixed(3)}~`
   return head + 'x'.repeat(Math.max(0, bytes - head.length))
 }
 
-/** One connection speaking Switchboard's JSON protocol or Engine.IO/Socket.IO v4 over `ws`. */
+/** One read buffer for every socket: a read is parsed before the next one lands (partial frames are copied out). */
+const READ_BUFFER = Buffer.allocUnsafe(256 * 1024)
+const NO_MASK = Buffer.alloc(4)
+
+/** A client frame: FIN + opcode, masked with the zero key (the payload goes out as is), header and payload in one write. */
+function clientFrame (opcode: number, payload: Buffer): Buffer {
+  const len = payload.length
+  const head = len < 126 ? 6 : len < 65536 ? 8 : 14
+  const frame = Buffer.allocUnsafe(head + len)
+  frame[0] = 0x80 | opcode
+  if (len < 126) frame[1] = 0x80 | len
+  else if (len < 65536) { frame[1] = 0x80 | 126; frame.writeUInt16BE(len, 2) } else { frame[1] = 0x80 | 127; frame.writeBigUInt64BE(BigInt(len), 2) }
+  NO_MASK.copy(frame, head - 4)
+  payload.copy(frame, head)
+  return frame
+}
+
+/**
+ * One connection speaking Switchboard's JSON protocol or Engine.IO/Socket.IO v4
+ * on a bare TCP socket: the generator does its own upgrade and frame parsing
+ * (RFC 6455) so that a delivery costs it one read and a few byte comparisons.
+ * `net`'s `onread` reads into one shared buffer (no Buffer, no stream event per
+ * read). Frames without the payload mark (welcome, joined, acks, pings) are
+ * decoded to text only while someone waits for one.
+ */
 class LoadClient {
-  readonly ws: WebSocket
+  readonly socket: Socket
   private waiters: Array<(text: string) => boolean> = []
   private seq = 0
+  private upgraded = false
+  private head = ''
+  private rest: Buffer | null = null
+  private opened: { resolve: () => void, reject: (err: Error) => void } | null = null
 
   constructor (readonly protocol: Protocol, port: number, readonly clientId: string, readonly idempotencyKeys = false) {
-    const url = protocol === 'socketio'
-      ? `ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket&clientId=${clientId}`
-      : `ws://127.0.0.1:${port}/ws?clientId=${clientId}`
-    this.ws = new WebSocket(url, { perMessageDeflate: false })
-    this.ws.on('message', (data: Buffer) => this.onFrame(data.toString('latin1')))
-    this.ws.on('error', () => {})
+    const path = protocol === 'socketio'
+      ? `/socket.io/?EIO=4&transport=websocket&clientId=${clientId}`
+      : `/ws?clientId=${clientId}`
+    this.socket = connect({ host: '127.0.0.1', port, onread: { buffer: READ_BUFFER, callback: (n: number, buf: Buffer) => { this.onRead(buf, n); return true } } })
+    this.socket.setNoDelay(true)
+    this.socket.on('connect', () => {
+      this.socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`)
+    })
+    this.socket.on('error', err => this.opened?.reject(err))
+    this.socket.on('close', () => this.opened?.reject(new Error(`${this.clientId}: closed before the upgrade`)))
   }
 
-  private onFrame (text: string): void {
-    if (this.protocol === 'socketio') {
-      if (text === '2') return this.ws.send('3')
-      if (text.charCodeAt(0) === 48) this.ws.send('40') // "0{sid…}": open the default namespace
+  private onRead (chunk: Buffer, n: number): void {
+    let buf = chunk
+    let start = 0
+    let end = n
+    if (!this.upgraded) {
+      this.head += chunk.toString('latin1', 0, n)
+      const at = this.head.indexOf('\r\n\r\n')
+      if (at < 0) return
+      if (!this.head.startsWith('HTTP/1.1 101')) {
+        this.opened?.reject(new Error(`${this.clientId}: upgrade refused: ${this.head.slice(0, this.head.indexOf('\r\n'))}`))
+        this.socket.destroy()
+        return
+      }
+      this.upgraded = true
+      this.opened?.resolve()
+      this.opened = null
+      start = n - (this.head.length - at - 4)
+      this.head = ''
     }
-    recordFrame(text)
-    if (this.waiters.length > 0) this.waiters = this.waiters.filter(w => !w(text))
+    if (this.rest !== null) {
+      buf = Buffer.concat([this.rest, chunk.subarray(start, n)])
+      this.rest = null
+      start = 0
+      end = buf.length
+    }
+    while (end - start >= 2) {
+      const b1 = buf[start + 1] & 0x7f
+      let at = start + 2
+      let len = b1
+      if (b1 === 126) {
+        if (end - start < 4) break
+        len = buf.readUInt16BE(start + 2)
+        at = start + 4
+      } else if (b1 === 127) {
+        if (end - start < 10) break
+        len = Number(buf.readBigUInt64BE(start + 2))
+        at = start + 10
+      }
+      if (at + len > end) break
+      this.onFrame(buf[start] & 0x0f, buf, at, at + len)
+      start = at + len
+    }
+    if (start < end) this.rest = Buffer.from(buf.subarray(start, end))
+  }
+
+  private onFrame (opcode: number, buf: Buffer, start: number, end: number): void {
+    if (opcode === 0x9) { this.socket.write(clientFrame(0xa, Buffer.from(buf.subarray(start, end)))); return }
+    if (opcode === 0x8) { this.socket.destroy(); return }
+    if (this.protocol === 'socketio') {
+      if (end - start === 1 && buf[start] === 50) return this.send('3') // "2": Engine.IO ping
+      if (buf[start] === 48) this.send('40') // "0{sid…}": open the default namespace
+    }
+    // setup replies first (a joined frame may carry history with marked payloads), then deliveries
+    if (this.waiters.length > 0) {
+      const before = this.waiters.length
+      const text = buf.toString('utf8', start, end)
+      this.waiters = this.waiters.filter(w => !w(text))
+      if (this.waiters.length < before) return
+    }
+    recordFrame(buf, start, end)
+  }
+
+  send (text: string): void {
+    this.socket.write(clientFrame(0x1, Buffer.from(text)))
+  }
+
+  /** Stops reading (S7's slow consumers): the kernel buffers fill, the server sees a consumer that does not read. */
+  pause (): void {
+    this.socket.pause()
   }
 
   private waitFor (test: (text: string) => boolean, what: string, timeoutMs = 30000): Promise<void> {
@@ -129,11 +254,7 @@ class LoadClient {
     const ready = this.protocol === 'socketio'
       ? this.waitFor(t => t.startsWith('40{'), 'namespace connect')
       : this.waitFor(t => t.startsWith('{"type":"welcome"'), 'welcome')
-    await new Promise<void>((resolve, reject) => {
-      this.ws.once('open', resolve)
-      this.ws.once('error', reject)
-      this.ws.once('unexpected-response', (_req, res) => reject(new Error(`${this.clientId}: upgrade refused with ${res.statusCode}`)))
-    })
+    await new Promise<void>((resolve, reject) => { this.opened = { resolve, reject } })
     await ready
   }
 
@@ -141,27 +262,27 @@ class LoadClient {
     const id = ++this.seq
     if (this.protocol === 'socketio') {
       const done = this.waitFor(t => t.startsWith(`43${id}[`), 'join ack')
-      this.ws.send(`42${id}["join",${JSON.stringify(room)}]`)
+      this.send(`42${id}["join",${JSON.stringify(room)}]`)
       return done
     }
     const done = this.waitFor(t => t.startsWith('{"type":"joined"') && t.includes(`"id":${id}`), 'joined')
-    this.ws.send(JSON.stringify({ type: 'join', room, id }))
+    this.send(JSON.stringify({ type: 'join', room, id }))
     return done
   }
 
   publish (room: string, data: string): void {
-    if (this.protocol === 'socketio') this.ws.send(`42${++this.seq}["publish",${JSON.stringify({ room, data })}]`)
-    else if (this.idempotencyKeys) this.ws.send(JSON.stringify({ type: 'publish', room, data, idempotencyKey: `${this.clientId}-${++this.seq}` }))
-    else this.ws.send(JSON.stringify({ type: 'publish', room, data }))
+    if (this.protocol === 'socketio') this.send(`42${++this.seq}["publish",${JSON.stringify({ room, data })}]`)
+    else if (this.idempotencyKeys) this.send(JSON.stringify({ type: 'publish', room, data, idempotencyKey: `${this.clientId}-${++this.seq}` }))
+    else this.send(JSON.stringify({ type: 'publish', room, data }))
   }
 
   direct (to: string, text: string): void {
-    if (this.protocol === 'socketio') this.ws.send(`42${++this.seq}["send",${JSON.stringify({ to, text })}]`)
-    else this.ws.send(JSON.stringify({ type: 'send', to, text }))
+    if (this.protocol === 'socketio') this.send(`42${++this.seq}["send",${JSON.stringify({ to, text })}]`)
+    else this.send(JSON.stringify({ type: 'send', to, text }))
   }
 
   close (): void {
-    this.ws.terminate()
+    this.socket.destroy()
   }
 }
 
@@ -279,6 +400,8 @@ async function step (job: Job, index: number, rate: number, fanout: number, send
     serverCpuUsPerDelivery: got === 0 ? 0 : (cpuMs * 1000) / got,
     serverRssMaxMB: rssMax / 1048576,
     generatorCpuPercent,
+    generatorCpuUsPerDelivery: got === 0 ? 0 : (own.user + own.system) / got,
+    generatorCeiling: got === 0 ? 0 : SATURATED * 1e6 * got / (own.user + own.system),
     serverWaitPercent,
     generatorWaitPercent,
     watchedCpuPercent: watched.length > 0 ? Object.fromEntries(watched.map(([name], i) => [name, (watchedAfter[i] - watchedBefore[i]) / wallMs * 100])) : undefined,
@@ -336,7 +459,7 @@ async function rooms (job: Job): Promise<Record<string, unknown>> {
 /** S7: the same load while a few members never read; the server's memory must stay bounded. */
 async function slowConsumers (job: Job, stepIndex: number, publishers: Array<{ client: LoadClient, room: string }>, perRoom: number, healthy: StepResult): Promise<Record<string, unknown>> {
   const slow = await connectAll(job, job.slowConsumers ?? 0, job.ports[0], 'slow', () => 'room0')
-  for (const c of slow) c.ws.pause()
+  for (const c of slow) c.pause()
   const rate = job.rates[job.rates.length - 1]
   const samples: Array<{ ms: number, rssMB: number }> = []
   const started = performance.now()

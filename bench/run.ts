@@ -90,21 +90,21 @@ const sizes: Record<typeof mode, Record<string, Params>> = {
   },
   quick: {
     S1: { ...base, clients: 2000, rooms: 20, rates: [], stepMs: 0 },
-    // rates chosen for a 2-core machine: at 50 publishes/s into 1,000 members the generator's core saturates
-    S2: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [10, 25, 40], stepMs: 1000 },
-    S3: { ...base, clients: 1000, rooms: 100, rates: [1000, 2000, 3000, 4000], stepMs: 1000 },
+    // the generator reads ~90,000 deliveries/s at 90 % of its core (docs/benchmarks.md, "The generator's ceiling")
+    S2: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [10, 25, 40, 60, 80], stepMs: 1000 },
+    S3: { ...base, clients: 1000, rooms: 100, rates: [1000, 2000, 3000, 4000, 6000], stepMs: 1000 },
     S4: { ...base, clients: 2000, rooms: 20, rates: [200], stepMs: 3000, maxP99Ms: Infinity },
     S5: { ...base, clients: 1000, rooms: 1, rates: [2000, 4000, 6000, 8000, 10000], stepMs: 1000 },
     S6: { ...base, clients: 1, rooms: 0, rates: [], stepMs: 0, http: { connections: 10, durationSec: 3, path: '/api/send' } },
     S7: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [20], stepMs: 1500, slowConsumers: 10, slowMs: 3000 },
     // 10 rooms x 50 subscribers (+ 1 publisher each): 51 deliveries per publish, so 2,550 to 20,400 deliveries/s
-    // (quick mode keeps fewer steps than full everywhere: it must finish in under 5 minutes)
+    // (quick mode keeps fewer steps than full everywhere: about 10 minutes in all, S11 included)
     S8: { ...base, clients: 500, rooms: 10, rates: [50, 200, 400], stepMs: 1000 }
   },
   full: {
     S1: { ...base, clients: 10000, rooms: 100, rates: [], stepMs: 0 },
-    S2: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [10, 20, 30, 40, 50, 60, 80], stepMs: 5000 },
-    S3: { ...base, clients: 1000, rooms: 100, rates: [500, 1000, 1500, 2000, 2500, 3000, 4000, 5000], stepMs: 5000 },
+    S2: { ...base, clients: 1000, rooms: 1, publishersPerRoom: 10, rates: [10, 20, 30, 40, 50, 60, 80, 100], stepMs: 5000 },
+    S3: { ...base, clients: 1000, rooms: 100, rates: [500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000], stepMs: 5000 },
     S4: { ...base, clients: 5000, rooms: 50, rates: [200], stepMs: 15000, maxP99Ms: Infinity },
     S5: { ...base, clients: 2000, rooms: 1, rates: [1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000], stepMs: 5000 },
     S6: { ...base, clients: 1, rooms: 0, rates: [], stepMs: 0, http: { connections: 10, durationSec: 10, path: '/api/send' } },
@@ -112,6 +112,28 @@ const sizes: Record<typeof mode, Record<string, Params>> = {
     // 20 rooms x 100 subscribers (+ 1 publisher each): 101 deliveries per publish, 2,525 to 80,800 deliveries/s
     S8: { ...base, clients: 2000, rooms: 20, rates: [25, 50, 100, 200, 300, 400, 600, 800], stepMs: 5000 }
   }
+}
+
+/**
+ * S11 how cost grows: CPU per delivery and memory per connection as rooms get
+ * bigger (1 room of 10 to 10,000 members, ≈ 10,000 deliveries/s) and more
+ * numerous (10 to 10,000 rooms of 1 member, the publisher, who gets its own
+ * message as everywhere here; 2,000 publishes/s, under what a durable
+ * publish path takes on one core), one fresh server per size. Filling a room
+ * of n members sends n²/2 presence frames (every join is announced to the
+ * room), so the 10,000-member room (50 million frames before the first
+ * publish) runs in full mode only.
+ */
+interface ScalePoint { axis: 'members' | 'rooms', size: number, params: Params }
+function scalingPoints (): ScalePoint[] {
+  const stepMs = mode === 'full' ? 5000 : mode === 'tiny' ? 300 : 2000
+  const members = mode === 'tiny' ? [10, 20] : mode === 'full' ? [10, 100, 1000, 10000] : [10, 100, 1000]
+  const rooms = mode === 'tiny' ? [10, 20] : [10, 1000, 10000]
+  const point = (clients: number, roomCount: number, rate: number): Params => ({ ...base, maxP99Ms: null, clients, rooms: roomCount, rates: [rate], stepMs })
+  return [
+    ...members.map(n => ({ axis: 'members' as const, size: n, params: point(n, 1, Math.max(1, (mode === 'tiny' ? 200 : 10000) / n)) })),
+    ...rooms.map(n => ({ axis: 'rooms' as const, size: n, params: point(n, n, mode === 'tiny' ? 200 : 2000) }))
+  ]
 }
 
 const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
@@ -124,7 +146,8 @@ const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
   S7: { title: 'slow consumers', servers: ['switchboard', 'raw-ws', 'socket.io'] },
   S8: { title: 'two instances + Redis', servers: ['switchboard', 'socket.io'] },
   S9: { title: 'Pusher protocol fan-out', servers: ['pusher', 'native'] },
-  S10: { title: 'Yjs documents', servers: ['switchboard', 'hocuspocus'] }
+  S10: { title: 'Yjs documents', servers: ['switchboard', 'hocuspocus'] },
+  S11: { title: 'how cost grows', servers: ['switchboard', 'raw-ws'] }
 }
 
 /**
@@ -260,9 +283,8 @@ async function weigh (child: ChildProcess): Promise<ServerMemory & { rssOutside:
   return { ...memory, rssOutside: outside.memory }
 }
 
-async function runOne (scenario: string, name: string): Promise<Record<string, unknown>> {
+async function runOne (scenario: string, name: string, params: Params = sizes[mode][scenario]): Promise<Record<string, unknown>> {
   const variant = VARIANTS[name]
-  const params = sizes[mode][scenario]
   const generator = fork(join(here, 'generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   pin(generator.pid as number, pinning ? 1 : 0)
   const [server] = await Promise.all([startServer(name), waitFor(generator, 'ready', 20000)])
@@ -270,7 +292,8 @@ async function runOne (scenario: string, name: string): Promise<Record<string, u
     // the bare Fastify yardstick has no WebSocket client to deliver to
     const clients = name === 'fastify-hello' ? 0 : params.clients
     const job: Job = { ...params, clients, scenario: scenario as Job['scenario'], protocol: variant.protocol, idempotencyKeys: variant.idempotencyKeys, ports: [server.port], serverPids: [server.child.pid as number] }
-    const timeoutMs = 120000 + (params.rates.length * (params.stepMs + 3000)) + (params.slowMs ?? 0) + (params.http?.durationSec ?? 0) * 1000
+    // S11's big room: filling it is quadratic (presence), 10,000 members take minutes
+    const timeoutMs = 120000 + (params.rates.length * (params.stepMs + 3000)) + (params.slowMs ?? 0) + (params.http?.durationSec ?? 0) * 1000 + (scenario === 'S11' ? params.clients * 60 : 0)
     if (scenario === 'S1') {
       await new Promise(resolve => setTimeout(resolve, 500))
       const empty = await weigh(server.child)
@@ -292,9 +315,11 @@ async function runOne (scenario: string, name: string): Promise<Record<string, u
         externalBytesPerConnection: (loaded.external - empty.external) / n
       }
     }
+    // S11: the server empty first, so that memory per connection is loaded minus empty
+    const empty = scenario === 'S11' ? await weigh(server.child) : undefined
     const result = waitFor<{ result: Record<string, unknown> }>(generator, 'result', timeoutMs)
     generator.send({ type: 'job', job })
-    return (await result).result
+    return { ...(await result).result, ...(empty ? { emptyRssMB: empty.rssOutside / 1048576 } : {}) }
   } finally {
     await stop(generator)
     await stop(server.child)
@@ -465,6 +490,30 @@ async function runCrossInstance (name: string): Promise<Record<string, unknown>>
   return { ...cross, same: { steps: same.steps, best: same.best, instances: same.instances, memberless: same.memberless }, addedP99 }
 }
 
+/** S11: every size of both axes, one fresh server each; a size that fails is recorded and the next one runs. */
+async function runScaling (name: string): Promise<Record<string, unknown>> {
+  const points: Array<Record<string, unknown>> = []
+  for (const p of scalingPoints()) {
+    try {
+      const r = await runOne('S11', name, p.params) as { steps?: StepResult[], emptyRssMB?: number }
+      const st = r.steps?.[r.steps.length - 1]
+      points.push({
+        axis: p.axis,
+        size: p.size,
+        connections: p.params.clients,
+        rooms: p.params.rooms,
+        rate: p.params.rates[0],
+        step: st,
+        emptyRssMB: r.emptyRssMB,
+        rssBytesPerConnection: st && r.emptyRssMB !== undefined ? (st.serverRssMaxMB - r.emptyRssMB) * 1048576 / p.params.clients : undefined
+      })
+    } catch (err) {
+      points.push({ axis: p.axis, size: p.size, error: String((err as Error).message ?? err) })
+    }
+  }
+  return { points }
+}
+
 /** Rewrites the results section of docs/benchmarks.md (between its markers) and docs/benchmarks.svg. */
 function writeDocs (res: BenchResults): void {
   const doc = join(repoRoot, 'docs', 'benchmarks.md')
@@ -521,18 +570,20 @@ for (const [scenario, { title, servers }] of Object.entries(SCENARIOS)) {
     continue
   }
   // --rates 500,1000 --step-ms 10000: other steps for the chosen scenarios (profiling a steady load)
-  if (values.rates) sizes[mode][scenario].rates = values.rates.split(',').map(Number)
-  if (values['step-ms']) sizes[mode][scenario].stepMs = Number(values['step-ms'])
-  const http = sizes[mode][scenario].http
-  if (values['step-ms'] && http) http.durationSec = Number(values['step-ms']) / 1000
-  results.params[scenario] = sizes[mode][scenario]
+  if (scenario !== 'S11') {
+    if (values.rates) sizes[mode][scenario].rates = values.rates.split(',').map(Number)
+    if (values['step-ms']) sizes[mode][scenario].stepMs = Number(values['step-ms'])
+    const http = sizes[mode][scenario].http
+    if (values['step-ms'] && http) http.durationSec = Number(values['step-ms']) / 1000
+  }
+  results.params[scenario] = scenario === 'S11' ? { points: scalingPoints().map(p => ({ axis: p.axis, size: p.size, clients: p.params.clients, rooms: p.params.rooms, rate: p.params.rates[0], stepMs: p.params.stepMs })) } : sizes[mode][scenario]
   results.scenarios[scenario] = { title, servers: {} }
   for (const name of servers) {
     if (onlyServers && !onlyServers.includes(name)) continue
     process.stderr.write(`${scenario} ${title}: ${name}…`)
     const began = Date.now()
     try {
-      results.scenarios[scenario].servers[name] = { ok: true, ...await (scenario === 'S8' ? runCrossInstance(name) : runOne(scenario, name)) }
+      results.scenarios[scenario].servers[name] = { ok: true, ...await (scenario === 'S8' ? runCrossInstance(name) : scenario === 'S11' ? runScaling(name) : runOne(scenario, name)) }
       process.stderr.write(` ${((Date.now() - began) / 1000).toFixed(1)} s\n`)
     } catch (err) {
       results.scenarios[scenario].servers[name] = { ok: false, error: String((err as Error).message ?? err) }

@@ -46,7 +46,7 @@ t.test('CORS preflights: 204 with the allowed methods and headers for a listed o
   t.equal(ok.status, 204)
   t.equal(ok.headers.get('access-control-allow-origin'), 'http://ok.test')
   t.equal(ok.headers.get('access-control-allow-methods'), 'GET, POST, PATCH, OPTIONS')
-  t.equal(ok.headers.get('access-control-allow-headers'), 'Content-Type, Authorization')
+  t.equal(ok.headers.get('access-control-allow-headers'), 'Content-Type, Authorization, Idempotency-Key')
   t.equal(ok.headers.get('access-control-max-age'), '600')
   t.equal(ok.headers.get('content-length'), '0')
   t.equal(ok.headers.get('vary'), 'Origin')

@@ -64,12 +64,14 @@ export default fp<JsonLimitsOptions>(async function jsonLimits (app, opts) {
   const maxDepth = opts.maxDepth ?? DEFAULT_JSON_MAX_DEPTH
   app.decorate('jsonLimits', { maxDepth })
   if (app.hasDecorator('connections')) app.connections.addWelcomePart(() => ({ limits: { jsonMaxDepth: maxDepth } }))
-  app.addHook('preValidation', async (request, reply) => {
+  // a callback hook: no promise and microtask per request
+  app.addHook('preValidation', function refuseDeepBody (request, reply, done) {
     const body = request.body
-    if (body === null || typeof body !== 'object') return
+    if (body === null || typeof body !== 'object') return done()
     const problem = Array.isArray(body)
       ? (jsonDepth(body, maxDepth) < 0 ? depthMessage('body', maxDepth) : null)
       : tooDeepField(body as Record<string, unknown>, maxDepth)
-    if (problem !== null) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', code: 'invalid_message', message: problem, limit: maxDepth })
+    if (problem === null) return done()
+    reply.code(400).send({ statusCode: 400, error: 'Bad Request', code: 'invalid_message', message: problem, limit: maxDepth })
   })
 }, { name: 'json-limits', fastify: '5.x' })
