@@ -1,5 +1,6 @@
 import { $, el } from './dom.js'
 import { InstanceChart } from './admin-chart.js'
+import { show, parsePublish } from './format.js'
 
 /** The page at /admin: the admin HTTP API (cluster-wide views and actions), signed in with a token kept for the tab. */
 
@@ -61,20 +62,6 @@ function describe (err: unknown): string {
 
 function setError (node: HTMLElement, err?: unknown): void {
   node.textContent = err === undefined ? '' : describe(err)
-}
-
-function show (data: unknown): string {
-  if (typeof data === 'string') return data
-  if (data && typeof data === 'object' && typeof (data as { text?: unknown }).text === 'string') return (data as { text: string }).text
-  return JSON.stringify(data)
-}
-
-function parsePublish (value: string): unknown {
-  const trimmed = value.trim()
-  if (trimmed.startsWith('{') || trimmed.startsWith('[')) {
-    try { return JSON.parse(trimmed) } catch { /* plain text */ }
-  }
-  return value
 }
 
 function duration (seconds: number): string {

@@ -1,5 +1,6 @@
 import { SwitchboardClient, SwitchboardError, type Room, type RoomMessage, type DirectMessage, type ExecResult } from '../client/index.js'
 import { RateChart } from './status-chart.js'
+import { show, parsePublish } from './format.js'
 
 const STATUS_EVERY_MS = 2000
 const MAX_LOG_ITEMS = 500
@@ -59,21 +60,6 @@ function appendLog (list: HTMLElement, meta: string, text: string, className = '
 function describe (err: unknown): string {
   if (err instanceof SwitchboardError) return `${err.code}: ${err.message}`
   return err instanceof Error ? err.message : String(err)
-}
-
-function show (data: unknown): string {
-  if (typeof data === 'string') return data
-  if (data && typeof data === 'object' && typeof (data as { text?: unknown }).text === 'string') return (data as { text: string }).text
-  return JSON.stringify(data)
-}
-
-/** Text in the publish box: JSON when it parses as an object or array, otherwise the text itself. */
-function parsePublish (value: string): unknown {
-  const trimmed = value.trim()
-  if (trimmed.startsWith('{') || trimmed.startsWith('[')) {
-    try { return JSON.parse(trimmed) } catch { /* plain text */ }
-  }
-  return value
 }
 
 function setError (node: HTMLElement, err?: unknown): void {

@@ -4,6 +4,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { PusherApp } from './apps.js'
 import { ChannelRegistry, isCache, isEncrypted, isPresence, isPrivate, USER_CHANNEL_PREFIX, type Subscriber } from './channels/registry.js'
 import { channelAuthString, userAuthString, verifyAuth } from './signatures.js'
+import { MessageBucket } from './deps.js'
 
 /** Channel names: Pusher's character set, at most 200 characters. */
 export const CHANNEL_NAME = /^[-a-zA-Z0-9_=@,.;]{1,200}$/
@@ -119,14 +120,11 @@ export class PusherSocket implements Subscriber {
   private windowStart = 0
   private windowCount = 0
   private closed = false
-  /** Token bucket of WS_MESSAGES_PER_SECOND, and since when the client has been over it. */
-  private tokens: number
-  private refilledAt = Date.now()
-  private floodSince = 0
-  private lastViolation = 0
+  /** WS_MESSAGES_PER_SECOND, as on native connections (burst = 2x). */
+  private readonly bucket: MessageBucket
 
   constructor (readonly ws: WebSocket, readonly ctx: AppContext, readonly clientKey: string) {
-    this.tokens = ctx.limits.messagesPerSecond * 2
+    this.bucket = new MessageBucket(ctx.limits.messagesPerSecond, ctx.limits.messagesPerSecond * 2, ctx.limits.floodCloseMs)
   }
 
   send (payload: string): void {
@@ -147,22 +145,12 @@ export class PusherSocket implements Subscriber {
 
   /** The frame may be handled: 'limited' is answered with pusher:error 4301, 'closed' after sustained flooding. */
   private admit (): 'ok' | 'limited' | 'closed' {
+    const taken = this.bucket.take()
+    if (taken !== 'flood') return taken
     const { messagesPerSecond: rate, floodCloseMs } = this.ctx.limits
-    const now = Date.now()
-    this.tokens = Math.min(rate * 2, this.tokens + ((now - this.refilledAt) / 1000) * rate)
-    this.refilledAt = now
-    if (this.tokens >= 1) {
-      this.tokens -= 1
-      return 'ok'
-    }
-    if (now - this.lastViolation > 1000) this.floodSince = now
-    this.lastViolation = now
-    if (now - this.floodSince >= floodCloseMs) {
-      this.ctx.limitClosed(this, 'flood', { limit: rate })
-      this.refuse(CLOSE.overCapacity, `Over capacity: more than ${rate} messages per second for ${Math.round(floodCloseMs / 1000)} s`)
-      return 'closed'
-    }
-    return 'limited'
+    this.ctx.limitClosed(this, 'flood', { limit: rate })
+    this.refuse(CLOSE.overCapacity, `Over capacity: more than ${rate} messages per second for ${Math.round(floodCloseMs / 1000)} s`)
+    return 'closed'
   }
 
   /**

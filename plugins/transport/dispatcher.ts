@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { TProperties, Static, TObject } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { Connection } from './connections.js'
+import { MessageBucket } from './message-bucket.js'
 import { parseJson, typeboxMessage } from '../core/errors.js'
 import { DEFAULT_JSON_MAX_DEPTH, tooDeepField } from './json-limits.js'
 import { StoreUnavailableError } from '../core/errors.js'
@@ -51,15 +52,13 @@ export type MessageOutcome = 'ok' | ErrorCode
  */
 export type AroundMessage = (conn: Connection, message: RoutedMessage, handle: () => Promise<MessageOutcome>) => Promise<void>
 
-interface Bucket { tokens: number, refilledAt: number, floodSince: number, lastViolation: number }
-
 /**
  * parse → validate → rate-limit → handler → reply. Every WebSocket frame passes
  * here exactly once; handlers receive typed, validated messages.
  */
 export class Dispatcher {
   private readonly routes = new Map<string, Route>()
-  private readonly buckets = new WeakMap<Connection, Bucket>()
+  private readonly buckets = new WeakMap<Connection, MessageBucket>()
   /** Messages per second each connection may send, and the burst the bucket holds. */
   readonly rate: number
   readonly burst: number
@@ -198,26 +197,16 @@ export class Dispatcher {
 
   /** Token bucket per connection; sustained flooding closes the connection with 1008. */
   private take (conn: Connection): 'ok' | 'limited' | 'closed' {
-    const now = Date.now()
     let b = this.buckets.get(conn)
     if (!b) {
-      b = { tokens: this.burst, refilledAt: now, floodSince: 0, lastViolation: 0 }
+      b = new MessageBucket(this.rate, this.burst, this.floodCloseMs)
       this.buckets.set(conn, b)
     }
-    b.tokens = Math.min(this.burst, b.tokens + ((now - b.refilledAt) / 1000) * this.rate)
-    b.refilledAt = now
-    if (b.tokens >= 1) {
-      b.tokens -= 1
-      return 'ok'
-    }
-    if (now - b.lastViolation > 1000) b.floodSince = now
-    b.lastViolation = now
-    if (now - b.floodSince >= this.floodCloseMs) {
-      this.log.warn({ event: 'ws.flood_closed', connectionId: conn.id, clientKey: conn.clientKey }, 'connection closed for sustained flooding')
-      conn.socket.close(1008, 'message rate exceeded')
-      return 'closed'
-    }
-    return 'limited'
+    const taken = b.take()
+    if (taken !== 'flood') return taken
+    this.log.warn({ event: 'ws.flood_closed', connectionId: conn.id, clientKey: conn.clientKey }, 'connection closed for sustained flooding')
+    conn.socket.close(1008, 'message rate exceeded')
+    return 'closed'
   }
 }
 

@@ -27,6 +27,7 @@ export type { LimitsOptions, ClientSlotCounter, SlotResult } from './limits.js'
 export { default as pendingConnections, PendingConnections, trustedPeerOf } from './pending-connections.js'
 export type { PendingConnectionsOptions } from './pending-connections.js'
 export { default as heartbeat, Heartbeat } from './heartbeat.js'
+export { MessageBucket } from './message-bucket.js'
 export type { HeartbeatOptions } from './heartbeat.js'
 
 export interface TransportOptions {
