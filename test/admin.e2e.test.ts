@@ -10,7 +10,8 @@ import { root } from './support/process.js'
 
 const ADMIN_TOKEN = 'admin-token-0123456789abcdef'
 const READONLY_TOKEN = 'readonly-token-0123456789abcdef'
-const DOCS = join(root, 'docs')
+// screenshots go to test-results/; UPDATE_SCREENSHOTS=1 refreshes the ones docs/ and README show
+const SHOTS = process.env.UPDATE_SCREENSHOTS === '1' ? join(root, 'docs') : join(root, 'test-results')
 
 async function adminApi (url: string, path: string): Promise<any> {
   const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
@@ -20,7 +21,7 @@ async function adminApi (url: string, path: string): Promise<any> {
 t.test('the admin page in headless Chromium: two instances on Redis, their connections, a disconnect, a room\'s history cleared, the read-only page', { ...redisTestOptions(), ...browserTestOptions(existsSync(CHROMIUM)) }, async t => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`)
   const { instances: [a, b] } = await cluster(t, 2, { ADMIN_TOKEN, ADMIN_READONLY_TOKEN: READONLY_TOKEN, RATE_LIMIT_MAX: '100000' })
-  mkdirSync(DOCS, { recursive: true })
+  mkdirSync(SHOTS, { recursive: true })
 
   // ann (a plain WebSocket client on instance A) fills the lobby's history
   const ann = await connect(t, a.wsUrl, 'ann')
@@ -101,7 +102,7 @@ t.test('the admin page in headless Chromium: two instances on Redis, their conne
     await admin.locator('#room-history li', { hasText: 'maintenance in 5 minutes' }).waitFor()
     // a few refreshes of the charts (every 3 s) before the picture for the README
     await new Promise(resolve => setTimeout(resolve, 7000))
-    await admin.screenshot({ path: join(DOCS, 'admin.png'), fullPage: true })
+    await admin.screenshot({ path: join(SHOTS, 'admin.png'), fullPage: true })
 
     await admin.getByRole('button', { name: 'Clear history' }).click()
     t.match(await ann.next('history_cleared'), { room: 'lobby', offset: 4, by: 'admin' }, 'the member is told')
@@ -123,7 +124,7 @@ t.test('the admin page in headless Chromium: two instances on Redis, their conne
     t.equal(await auditor.getByRole('button', { name: /Disconnect/ }).count(), 0, 'no disconnect button')
     t.equal(await auditor.getByRole('button', { name: 'Clear history' }).count(), 0, 'no clear button')
     t.equal(await auditor.locator('#room-publish').count(), 0, 'no publish box')
-    await auditor.screenshot({ path: join(DOCS, 'admin-readonly.png'), fullPage: true })
+    await auditor.screenshot({ path: join(SHOTS, 'admin-readonly.png'), fullPage: true })
   })
 
   t.same(pageErrors, [], 'no script error on any page')
