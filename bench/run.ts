@@ -514,21 +514,28 @@ async function runScaling (name: string): Promise<Record<string, unknown>> {
   return { points }
 }
 
-/** Rewrites the results section of docs/benchmarks.md (between its markers) and docs/benchmarks.svg. */
+/**
+ * Rewrites the results section of docs/benchmarks.md (between its markers) and
+ * docs/benchmarks.svg: a full run its own section and the chart, a quick run
+ * its own section, so that the page holds the latest of each (`--no-docs`:
+ * neither).
+ */
 function writeDocs (res: BenchResults): void {
   const doc = join(repoRoot, 'docs', 'benchmarks.md')
-  const start = '<!-- bench:results:start -->'
-  const end = '<!-- bench:results:end -->'
+  const tag = res.mode === 'full' ? 'bench:results' : `bench:results-${res.mode}`
+  const start = `<!-- ${tag}:start -->`
+  const end = `<!-- ${tag}:end -->`
   let text: string
   try {
     text = readFileSync(doc, 'utf8')
   } catch {
     text = `# Benchmarks\n\n${start}\n${end}\n`
   }
-  const section = `${start}\n${renderMarkdown(res)}\n${end}`
+  const heading = res.mode === 'full' ? '' : `### Latest ${res.mode} run\n\n`
+  const section = `${start}\n${heading}${renderMarkdown(res)}\n${end}`
   text = text.includes(start) ? text.replace(new RegExp(`${start}[\\s\\S]*${end}`), () => section) : `${text}\n${section}\n`
   writeFileSync(doc, text)
-  writeFileSync(join(repoRoot, 'docs', 'benchmarks.svg'), renderChart(res))
+  if (res.mode === 'full') writeFileSync(join(repoRoot, 'docs', 'benchmarks.svg'), renderChart(res))
 }
 
 // --render FILE: rewrite the docs from a saved results file, without running anything
