@@ -1,3 +1,5 @@
+// first: V8 settings before any other module is evaluated
+import './plugins/core/heap.js'
 import Fastify from 'fastify'
 import closeWithGrace from 'close-with-grace'
 import pino, { type Logger } from 'pino'

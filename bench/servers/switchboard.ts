@@ -3,6 +3,8 @@
  * runner passes (limits raised for load, LOG_LEVEL=warn, REDIS_URL for S8),
  * plus the runner's IPC.
  */
+// first, as in server.ts: V8 settings before any other module is evaluated
+import '../../plugins/core/heap.js'
 import Fastify from 'fastify'
 import app, { serverOptions } from '../../app.js'
 import { loadConfig } from '../../plugins/core/config.js'
