@@ -73,8 +73,9 @@ end
 `
 
 /**
- * Appends a message: the next offset, the history entry (trimmed), the room
- * listed, the epoch set by the room's first write. Returns {offset, epoch}.
+ * Appends a message: the next offset and the history entry (trimmed); a room's
+ * first write also lists the room and sets its epoch, so a steady append is
+ * four commands (HGET, HINCRBY, RPUSH, LTRIM). Returns {offset, epoch}.
  * The idempotent variant (KEYS[4..5], ARGV[5..10]) returns {0, record} for a
  * key already used, else commits the record in the same script.
  */
@@ -83,12 +84,17 @@ local found = idem_find(KEYS[4], KEYS[5], ARGV[5], now)
 if found then return {0, found} end`
 const APPEND_RECORD = 'idem_put(KEYS[4], KEYS[5], ARGV[5], ARGV[6] .. offset .. ARGV[7], tonumber(ARGV[8]), now, tonumber(ARGV[10]))'
 const appendScript = (idempotent: boolean) => `${idempotent ? IDEMPOTENCY + APPEND_CHECK : ''}
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  -- a new room (or one stored before epochs): its fields, its epoch and its place in the list, once
+  redis.call('HSETNX', KEYS[1], 'state', '{}')
+  redis.call('HSETNX', KEYS[1], 'version', 0)
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[4])
+  redis.call('SADD', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[3] .. ':index', 0, ARGV[1])
+  epoch = ARGV[4]
+end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-redis.call('HSETNX', KEYS[1], 'state', '{}')
-redis.call('HSETNX', KEYS[1], 'version', 0)
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[3] .. ':index', 0, ARGV[1])
 local keep = tonumber(ARGV[3])
 if keep > 0 then
   redis.call('RPUSH', KEYS[2], '{"offset":' .. offset .. ',' .. string.sub(ARGV[2], 2))
@@ -97,7 +103,7 @@ else
   redis.call('DEL', KEYS[2])
 end
 ${idempotent ? APPEND_RECORD : ''}
-return {1, offset, redis.call('HGET', KEYS[1], 'epoch')}`
+return {1, offset, epoch}`
 
 /**
  * Sets a state computed by the caller only if the room is still at the version
