@@ -71,6 +71,10 @@ export class SqliteStore implements Store {
   private readonly keyCounts = new Map<string, number>()
   private readonly writes: GroupCommit
   private readonly statements
+  /** Per room written in the batch being committed: its history keeps the offsets above this. */
+  private trims = new Map<string, number>()
+  /** One batch as one transaction (better-sqlite3's wrapper, built once). */
+  private readonly transaction: (queue: PendingWrite[], dirty: Set<string>, now: string) => unknown[]
 
   private constructor (readonly db: Database.Database, private readonly opts: SqliteStoreOptions, private readonly lock: StoreLock) {
     this.path = db.name
@@ -107,6 +111,21 @@ export class SqliteStore implements Store {
     }
     this.inbox = this.createInbox()
     this.idempotency = this.createIdempotency()
+    this.transaction = db.transaction((queue: PendingWrite[], dirty: Set<string>, now: string) => {
+      this.trims = new Map()
+      const out = queue.map(write => write.run())
+      for (const [room, upTo] of this.trims) this.statements.trimMessages.run(room, upTo)
+      for (const room of dirty) {
+        const head = this.heads.get(room) as Head
+        // the state (up to ROOM_STATE_MAX_BYTES) is written only when it changed: a publish moves the offset alone
+        if (head.committed === null || head.committed.version !== head.version) {
+          this.statements.saveRoom.run(room, head.stateJson, head.version, head.offset, now, head.epoch)
+        } else if (head.committed.offset !== head.offset) {
+          this.statements.saveOffset.run(room, head.offset)
+        }
+      }
+      return out
+    })
     this.writes = new GroupCommit({ enabled: opts.groupCommit, commit: (queue, dirty) => this.commitBatch(queue, dirty), tracer: () => this.batchTracer })
   }
 
@@ -163,7 +182,9 @@ export class SqliteStore implements Store {
     const data = JSON.stringify(message.data ?? null)
     return this.enqueue(room, () => {
       if (historySize > 0) this.statements.addMessage.run(room, offset, message.messageId, message.from, data, message.timestamp)
-      this.statements.trimMessages.run(room, offset - historySize)
+      // the history is trimmed once per room per batch (commitBatch), not once per message
+      const trimmed = this.trims.get(room)
+      if (trimmed === undefined || trimmed < offset - historySize) this.trims.set(room, offset - historySize)
       if (claim) this.writeKey(claim, `{"offset":${offset},"messageId":${JSON.stringify(message.messageId)}}`)
       return stored
     })
@@ -272,19 +293,7 @@ export class SqliteStore implements Store {
     const started = process.hrtime.bigint()
     let results: unknown[]
     try {
-      results = this.db.transaction(() => {
-        const out = queue.map(write => write.run())
-        for (const room of dirty) {
-          const head = this.heads.get(room) as Head
-          // the state (up to ROOM_STATE_MAX_BYTES) is written only when it changed: a publish moves the offset alone
-          if (head.committed === null || head.committed.version !== head.version) {
-            this.statements.saveRoom.run(room, head.stateJson, head.version, head.offset, now, head.epoch)
-          } else if (head.committed.offset !== head.offset) {
-            this.statements.saveOffset.run(room, head.offset)
-          }
-        }
-        return out
-      })()
+      results = this.transaction(queue, dirty, now)
     } catch (err) {
       // what this process believed about these rooms was never committed: forget it
       for (const room of dirty) this.heads.delete(room)
