@@ -121,6 +121,27 @@ function payload (step: number, bytes: number): string {
 
 /** One read buffer for every socket: a read is parsed before the next one lands (partial frames are copied out). */
 const READ_BUFFER = Buffer.allocUnsafe(256 * 1024)
+/** Bytes read by every client since the start (the settle wait watches it). */
+let bytesIn = 0
+/** Connections the server closed after their upgrade (a slow-consumer cap, a limit): a step's figures are void if any. */
+let closedByServer = 0
+
+/**
+ * Waits until nothing has arrived on any client for `quietMs` (after at least
+ * that long), or until `maxMs`: a room's fill (n joins, each announced to the
+ * room, n²/2 presence frames) must be delivered before a step measures it.
+ * Returns how long it waited.
+ */
+async function settle (quietMs: number, maxMs: number): Promise<number> {
+  const started = performance.now()
+  let seen = -1
+  while (performance.now() - started < maxMs) {
+    await sleep(quietMs)
+    if (bytesIn === seen) break
+    seen = bytesIn
+  }
+  return performance.now() - started
+}
 const NO_MASK = Buffer.alloc(4)
 
 /** A client frame: FIN + opcode, masked with the zero key (the payload goes out as is), header and payload in one write. */
@@ -149,6 +170,7 @@ class LoadClient {
   private waiters: Array<(text: string) => boolean> = []
   private seq = 0
   private upgraded = false
+  private closing = false
   private head = ''
   private rest: Buffer | null = null
   private opened: { resolve: () => void, reject: (err: Error) => void } | null = null
@@ -164,10 +186,14 @@ class LoadClient {
         `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`)
     })
     this.socket.on('error', err => this.opened?.reject(err))
-    this.socket.on('close', () => this.opened?.reject(new Error(`${this.clientId}: closed before the upgrade`)))
+    this.socket.on('close', () => {
+      if (this.upgraded && !this.closing) closedByServer++
+      this.opened?.reject(new Error(`${this.clientId}: closed before the upgrade`))
+    })
   }
 
   private onRead (chunk: Buffer, n: number): void {
+    bytesIn += n
     let buf = chunk
     let start = 0
     let end = n
@@ -282,6 +308,7 @@ class LoadClient {
   }
 
   close (): void {
+    this.closing = true
     this.socket.destroy()
   }
 }
@@ -440,7 +467,9 @@ async function rooms (job: Job): Promise<Record<string, unknown>> {
       if (client) publishers.push({ client, room: `room${r}` })
     }
   }
-  await sleep(300)
+  // S11's big rooms: the joins' presence frames arrive first (10,000 members: 50 million of them)
+  const settledMs = await settle(300, job.scenario === 'S11' ? job.clients * 60 : 2000)
+  const closedBeforeSteps = closedByServer
   const steps: StepResult[] = []
   const next = { index: 0 }
   for (const rate of job.rates) {
@@ -453,7 +482,7 @@ async function rooms (job: Job): Promise<Record<string, unknown>> {
   let slow: Record<string, unknown> | undefined
   if (job.slowConsumers) slow = await slowConsumers(job, next.index, publishers, perRoom, steps[steps.length - 1])
   for (const c of clients) c.close()
-  return { steps, best: best(steps), slow }
+  return { steps, best: best(steps), slow, settledMs: Math.round(settledMs), closedByServer: { beforeSteps: closedBeforeSteps, total: closedByServer } }
 }
 
 /** S7: the same load while a few members never read; the server's memory must stay bounded. */

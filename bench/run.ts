@@ -126,14 +126,17 @@ const sizes: Record<typeof mode, Record<string, Params>> = {
  */
 interface ScalePoint { axis: 'members' | 'rooms', size: number, params: Params }
 function scalingPoints (): ScalePoint[] {
+  // BENCH_SCALE_ONLY=members:10000 runs one point (to study it alone)
+  const only = process.env.BENCH_SCALE_ONLY?.split(':')
   const stepMs = mode === 'full' ? 5000 : mode === 'tiny' ? 300 : 2000
   const members = mode === 'tiny' ? [10, 20] : mode === 'full' ? [10, 100, 1000, 10000] : [10, 100, 1000]
   const rooms = mode === 'tiny' ? [10, 20] : [10, 1000, 10000]
   const point = (clients: number, roomCount: number, rate: number): Params => ({ ...base, maxP99Ms: null, clients, rooms: roomCount, rates: [rate], stepMs })
-  return [
+  const points = [
     ...members.map(n => ({ axis: 'members' as const, size: n, params: point(n, 1, Math.max(1, (mode === 'tiny' ? 200 : 10000) / n)) })),
     ...rooms.map(n => ({ axis: 'rooms' as const, size: n, params: point(n, n, mode === 'tiny' ? 200 : 2000) }))
   ]
+  return only === undefined ? points : points.filter(p => p.axis === only[0] && p.size === Number(only[1]))
 }
 
 const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
@@ -287,7 +290,10 @@ async function runOne (scenario: string, name: string, params: Params = sizes[mo
   const variant = VARIANTS[name]
   const generator = fork(join(here, 'generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   pin(generator.pid as number, pinning ? 1 : 0)
-  const [server] = await Promise.all([startServer(name), waitFor(generator, 'ready', 20000)])
+  // S11: filling a 10,000-member room queues up to ~1 MB of presence frames per member for a moment,
+  // past the default slow-consumer cap (1 MiB) while the generator catches up
+  const extraEnv: Record<string, string> = scenario === 'S11' && process.env.BENCH_S11_DEFAULT_CAP === undefined ? { WS_MAX_BUFFERED_BYTES: String(16 * 1048576) } : {}
+  const [server] = await Promise.all([startServer(name, extraEnv), waitFor(generator, 'ready', 20000)])
   try {
     // the bare Fastify yardstick has no WebSocket client to deliver to
     const clients = name === 'fastify-hello' ? 0 : params.clients
@@ -495,7 +501,7 @@ async function runScaling (name: string): Promise<Record<string, unknown>> {
   const points: Array<Record<string, unknown>> = []
   for (const p of scalingPoints()) {
     try {
-      const r = await runOne('S11', name, p.params) as { steps?: StepResult[], emptyRssMB?: number }
+      const r = await runOne('S11', name, p.params) as { steps?: StepResult[], emptyRssMB?: number, settledMs?: number, closedByServer?: { beforeSteps: number, total: number } }
       const st = r.steps?.[r.steps.length - 1]
       points.push({
         axis: p.axis,
@@ -505,6 +511,9 @@ async function runScaling (name: string): Promise<Record<string, unknown>> {
         rate: p.params.rates[0],
         step: st,
         emptyRssMB: r.emptyRssMB,
+        // how long the room's fill took to arrive, and connections the server closed (none expected)
+        settledMs: r.settledMs,
+        closedByServer: r.closedByServer,
         rssBytesPerConnection: st && r.emptyRssMB !== undefined ? (st.serverRssMaxMB - r.emptyRssMB) * 1048576 / p.params.clients : undefined
       })
     } catch (err) {
