@@ -290,10 +290,7 @@ async function runOne (scenario: string, name: string, params: Params = sizes[mo
   const variant = VARIANTS[name]
   const generator = fork(join(here, 'generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   pin(generator.pid as number, pinning ? 1 : 0)
-  // S11: filling a 10,000-member room queues up to ~1 MB of presence frames per member for a moment,
-  // past the default slow-consumer cap (1 MiB) while the generator catches up
-  const extraEnv: Record<string, string> = scenario === 'S11' && process.env.BENCH_S11_DEFAULT_CAP === undefined ? { WS_MAX_BUFFERED_BYTES: String(16 * 1048576) } : {}
-  const [server] = await Promise.all([startServer(name, extraEnv), waitFor(generator, 'ready', 20000)])
+  const [server] = await Promise.all([startServer(name), waitFor(generator, 'ready', 20000)])
   try {
     // the bare Fastify yardstick has no WebSocket client to deliver to
     const clients = name === 'fastify-hello' ? 0 : params.clients
