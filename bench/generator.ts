@@ -553,7 +553,7 @@ async function idle (job: Job, hold: () => Promise<void>): Promise<Record<string
 
 async function http (job: Job): Promise<Record<string, unknown>> {
   const opts = job.http ?? { connections: 10, durationSec: 3, path: '/api/send' }
-  // Switchboard delivers to a connected client; the bare Fastify yardstick has none
+  // Switchboard and the floor (fastify-deliver) deliver to a connected client; the bare Fastify yardstick has none
   const target = job.protocol === 'switchboard' && job.clients > 0 ? await connectAll(job, 1, job.ports[0], 'target', () => null) : []
   const before = await serverUsage(job.serverPids)
   const ownBefore = process.cpuUsage()

@@ -75,6 +75,13 @@ export function targets (res: BenchResults): Target[] {
     const cpu = (name: string) => s('S6', name)?.ok ? s('S6', name).serverCpuUsPerRequest : undefined
     const cpuVs = ratio(cpu('fastify-hello'), cpu('switchboard'))
     out.push({ scenario: 'S6', target: 'server CPU per request, bare Fastify ÷ Switchboard (≥ 0.8 is the same bar)', measured: `${f(cpuVs, 2)} (${f(cpu('switchboard'), 1)} vs ${f(cpu('fastify-hello'), 1)} µs)`, ok: check(cpuVs, v => v >= 0.8) })
+    if (s('S6', 'fastify-deliver')?.ok) {
+      // the floor: bare Fastify that also delivers the message over a WebSocket, with nothing else
+      const floor = ratio(cpu('fastify-hello'), cpu('fastify-deliver'))
+      out.push({ scenario: 'S6', target: 'the floor: server CPU per request, bare Fastify ÷ bare Fastify + one WebSocket delivery', measured: `${f(floor, 2)} (${f(cpu('fastify-deliver'), 1)} µs; requests/s ${f(ratio(rps('fastify-deliver'), rps('fastify-hello')), 2)}×)`, ok: null, noBar: true })
+      const vsFloor = ratio(cpu('fastify-deliver'), cpu('switchboard'))
+      out.push({ scenario: 'S6', target: 'server CPU per request, that floor ÷ Switchboard', measured: `${f(vsFloor, 2)} (requests/s ${f(ratio(rps('switchboard'), rps('fastify-deliver')), 2)}×)`, ok: null, noBar: true })
+    }
   }
   if (res.scenarios.S7) {
     const slow = s('S7', 'switchboard')?.slow
@@ -306,7 +313,7 @@ export function renderMarkdown (res: BenchResults): string {
 }
 
 const COLORS: Record<string, string> = {
-  switchboard: '#2563eb', 'switchboard-nohistory': '#60a5fa', 'raw-ws': '#6b7280', 'socket.io': '#f59e0b', 'fastify-hello': '#10b981'
+  switchboard: '#2563eb', 'switchboard-nohistory': '#60a5fa', 'raw-ws': '#6b7280', 'socket.io': '#f59e0b', 'fastify-hello': '#10b981', 'fastify-deliver': '#047857'
 }
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;')
 

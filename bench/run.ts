@@ -72,7 +72,8 @@ const VARIANTS: Record<string, Variant> = {
   'switchboard-nohistory': { script: 'switchboard.js', protocol: 'switchboard', env: { ...SWITCHBOARD_ENV, ROOM_HISTORY_SIZE: '0', BENCH_PERSIST_MESSAGES: 'false' } },
   'raw-ws': { script: 'raw-ws.js', protocol: 'switchboard' },
   'socket.io': { script: 'socketio.js', protocol: 'socketio', redisEnv: 'BENCH_REDIS_URL' },
-  'fastify-hello': { script: 'fastify-hello.js', protocol: 'switchboard' }
+  'fastify-hello': { script: 'fastify-hello.js', protocol: 'switchboard' },
+  'fastify-deliver': { script: 'fastify-deliver.js', protocol: 'switchboard' }
 }
 
 type Params = Omit<Job, 'scenario' | 'protocol' | 'ports' | 'serverPids'>
@@ -145,7 +146,7 @@ const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
   S3: { title: 'small rooms', servers: ['switchboard', 'switchboard-idem', 'switchboard-nohistory', 'raw-ws', 'socket.io'] },
   S4: { title: 'latency', servers: ['switchboard', 'switchboard-nohistory', 'raw-ws', 'socket.io'] },
   S5: { title: 'direct messages', servers: ['switchboard', 'raw-ws', 'socket.io'] },
-  S6: { title: 'HTTP send', servers: ['switchboard', 'fastify-hello'] },
+  S6: { title: 'HTTP send', servers: ['switchboard', 'fastify-hello', 'fastify-deliver'] },
   S7: { title: 'slow consumers', servers: ['switchboard', 'raw-ws', 'socket.io'] },
   S8: { title: 'two instances + Redis', servers: ['switchboard', 'socket.io'] },
   S9: { title: 'Pusher protocol fan-out', servers: ['pusher', 'native'] },

@@ -34,7 +34,7 @@ test('the quick benchmark harness runs every server with tiny parameters and rec
     t.ok(step.latencyMs.p99 > 0 && step.serverCpuMs >= 0, `S2 ${name} has latency and CPU figures`)
   }
 
-  for (const name of ['switchboard', 'fastify-hello']) {
+  for (const name of ['switchboard', 'fastify-hello', 'fastify-deliver']) {
     const r = results.scenarios.S6.servers[name]
     t.equal(r.ok, true, `S6 ${name} ran`)
     t.ok(r.requestsPerSecond > 0, `S6 ${name} answered requests`)
