@@ -123,7 +123,7 @@ function payload (step: number, bytes: number): string {
 const READ_BUFFER = Buffer.allocUnsafe(256 * 1024)
 /** Bytes read by every client since the start (the settle wait watches it). */
 let bytesIn = 0
-/** Connections the server closed after their upgrade (a slow-consumer cap, a limit): a step's figures are void if any. */
+/** Connections the server closed after their upgrade (a slow-consumer cap, a limit), reported with S11's points: none expected. */
 let closedByServer = 0
 
 /**

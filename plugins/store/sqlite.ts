@@ -182,7 +182,7 @@ export class SqliteStore implements Store {
     const data = JSON.stringify(message.data ?? null)
     return this.enqueue(room, () => {
       if (historySize > 0) this.statements.addMessage.run(room, offset, message.messageId, message.from, data, message.timestamp)
-      // the history is trimmed once per room per batch (commitBatch), not once per message
+      // the history is trimmed once per room per batch (in the batch's transaction), not once per message
       const trimmed = this.trims.get(room)
       if (trimmed === undefined || trimmed < offset - historySize) this.trims.set(room, offset - historySize)
       if (claim) this.writeKey(claim, `{"offset":${offset},"messageId":${JSON.stringify(message.messageId)}}`)
