@@ -27,6 +27,10 @@ import yjs from './plugins/yjs/index.js'
 
 const pkg = createRequire(import.meta.url)('../package.json') as { version: string }
 
+// The emitted app.d.ts imports @fastify/websocket through this: that import carries its type
+// augmentation (`{ websocket: true }` routes) to a consumer that registers only this plugin.
+export type { WebSocket, WebsocketHandler } from './plugins/transport/index.js'
+
 export interface AppOptions {
   /** A ready configuration (tests, embedding); otherwise read from `env`. */
   config?: Config

@@ -15,6 +15,7 @@ function consumerSource (plugins: string[]): string {
   const imports = plugins.map((name, i) => `import * as plugin${i} from 'switchboard/plugins/${name}'`).join('\n')
   const table = plugins.map((name, i) => `  '${name}': plugin${i}`).join(',\n')
   return `import Fastify, { type FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
 import app, { options, type AppOptions } from 'switchboard'
 import { connect, type ClientOptions } from 'switchboard/client'
 import { websocket, type WebSocketOptions } from 'switchboard/plugins/transport'
@@ -45,7 +46,12 @@ await bare.listen({ port: 0, host: '127.0.0.1' })
 
 const server = Fastify({ ...options, logger: false })
 const appOptions: AppOptions = { env: { ...process.env } }
-await server.register(app, appOptions)
+// with fastify-plugin the app's transport is shared with the consumer's own routes (docs: README "As a dependency")
+await server.register(fp(app), appOptions)
+// a WebSocket route of the consumer's own beside the app's, typed by the augmentation the app's types carry
+server.get('/mine', { websocket: true }, (socket, request) => {
+  socket.send(\`mine: \${request.url}\`)
+})
 await server.listen({ port: 0, host: '127.0.0.1' })
 
 // the package's own client against the package's own server
@@ -81,8 +87,9 @@ t.test('the npm package as a consumer gets it: packed, installed without optiona
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'module' }))
   // better-sqlite3 takes a minute or more to compile; the project's binding is the same
   // version built for the same Node, so it is copied instead (compiled only if they differ)
-  await run('npm', ['install', '--omit=optional', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error',
-    join(dir, packed.filename), `@types/node@${versionOf(root, '@types/node')}`], { cwd: dir, maxBuffer: 64 * 1024 * 1024 })
+  // --prefer-online: the newest versions the package's ranges allow, as a new user gets them (not the lockfile's, not a stale cache's)
+  await run('npm', ['install', '--omit=optional', '--ignore-scripts', '--prefer-online', '--no-audit', '--no-fund', '--loglevel=error',
+    join(dir, packed.filename), `@types/node@${versionOf(root, '@types/node')}`, 'fastify-plugin@^6'], { cwd: dir, maxBuffer: 64 * 1024 * 1024 })
   if (versionOf(dir, 'better-sqlite3') === versionOf(root, 'better-sqlite3')) {
     const release = join(dir, 'node_modules', 'better-sqlite3', 'build', 'Release')
     mkdirSync(release, { recursive: true })
@@ -131,6 +138,15 @@ t.test('the npm package as a consumer gets it: packed, installed without optiona
     })
     ws.close()
     t.equal(reply, '/echo: hello', 'the consumer\'s own WebSocket route answers')
+    const appPort = Number(/app=(\d+)/.exec(server.stdout())?.[1])
+    const mine = new WebSocket(`ws://127.0.0.1:${appPort}/mine?x=1`)
+    const greeting = await new Promise<string>((resolve, reject) => {
+      mine.once('message', data => resolve(data.toString()))
+      mine.once('error', reject)
+      mine.once('unexpected-response', (_req, res) => reject(new Error(`GET /mine answered ${res.statusCode}`)))
+    })
+    mine.close()
+    t.equal(greeting, 'mine: /mine?x=1', 'a WebSocket route declared beside the app plugin answers on the app\'s server')
   })
 
   await t.test('a feature switched on without its optional package stops start-up with one line', async t => {
