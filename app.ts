@@ -5,7 +5,7 @@ import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
 import { config, ConfigError, errors, exitOnConfigError, identity, loadConfig, parseOrigins, parseTrustProxy, redis, type Config } from './plugins/core/index.js'
 import {
-  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, connections, dispatcher, heartbeat, jsonLimits, limits, pendingConnections, shutdown, tokenRequired, trustedPeerOf, websocket, type StaticToken
+  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, connections, dispatcher, heartbeat, jsonLimits, limits, pendingConnections, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, websocket, type StaticToken
 } from './plugins/transport/index.js'
 import store, { type StoreOptions } from './plugins/store/index.js'
 import fanout, { RedisClientSlots } from './plugins/cluster/index.js'
@@ -158,11 +158,11 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(status, { version: pkg.version })
   await fastify.register(metrics)
   await fastify.register(openapi, { version: pkg.version })
-  await fastify.register(connections, { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES })
+  await fastify.register(connections, { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES, messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, authTimeoutMs: cfg.AUTH_TIMEOUT_MS })
   // before the rate limit and the connection limits, which count by the token's sub
   await fastify.register(auth, { secret: cfg.AUTH_SECRET, staticTokens: adminTokens(cfg) })
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
-  await fastify.register(dispatcher, { messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, maxDepth: cfg.JSON_MAX_DEPTH })
+  await fastify.register(dispatcher, { maxDepth: cfg.JSON_MAX_DEPTH })
   await fastify.register(jsonLimits, { maxDepth: cfg.JSON_MAX_DEPTH })
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
   await fastify.register(cors, { origins: parseOrigins(cfg.CORS_ORIGINS), publicUrl: cfg.PUBLIC_URL })
@@ -178,6 +178,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     trustedPeer: trustedPeerOf(cfg.TRUST_PROXY)
   })
   await fastify.register(heartbeat, { intervalMs: cfg.HEARTBEAT_INTERVAL_MS })
+  await fastify.register(upgradeRoutes)
   // before rooms and direct messages, which deliver through it; after redis, so it withdraws before redis quits
   await fastify.register(fanout)
   // onClose runs last-registered-first: rooms flush their writes, then the store closes
@@ -201,6 +202,9 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   // the Pusher Channels protocol: outside the token-protected context (apps authenticate by key and signatures), with /ws's Origin check and connection limits
   await fastify.register(pusher)
 
+  // collaborative Yjs documents (y-websocket at /yjs/*, Hocuspocus at /collab); their HTTP routes are the API's
+  await fastify.register(yjs)
+
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoute)
   await fastify.register(asyncApiRoute, { version: pkg.version })
@@ -217,6 +221,4 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     })
   })
   await fastify.register(webConsole)
-  // collaborative Yjs documents: its own routes and store (registered last, so it flushes before the others close)
-  await fastify.register(yjs)
 }

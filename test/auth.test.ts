@@ -2,7 +2,7 @@ import t from 'tap'
 import { createSigner } from 'fast-jwt'
 import { build, waitFor } from './support/helper.js'
 import { TestClient, tryUpgrade } from './support/ws-client.js'
-import { canUseRoom } from '../plugins/transport/auth.js'
+import { accessTo, allows, maySendAs } from '../plugins/transport/access.js'
 import { authenticatesInProtocol, concretePath, isPublic, send, spellings, upgrade, watchRoutes, type SeenRoute } from './support/route-spellings.js'
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789'
@@ -75,17 +75,29 @@ t.test('a user token may only send as its own sub; a service token may send as a
 })
 
 t.test('the rooms claim allows exact names and prefixes ending in *', async t => {
-  t.equal(canUseRoom(null, 'anything'), true, 'open mode')
-  t.equal(canUseRoom({ sub: 'a' }, 'anything'), true, 'no claim')
+  t.equal(accessTo(null, 'anything'), 'write', 'open mode')
+  t.equal(accessTo({ sub: 'a' }, 'anything'), 'write', 'no claim')
   const p = { sub: 'a', rooms: ['lobby', 'team-*'] }
-  t.equal(canUseRoom(p, 'lobby'), true)
-  t.equal(canUseRoom(p, 'lobby2'), false, 'an exact name is not a prefix')
-  t.equal(canUseRoom(p, 'team-red'), true)
-  t.equal(canUseRoom(p, 'team-'), true)
-  t.equal(canUseRoom(p, 'team'), false)
-  t.equal(canUseRoom(p, 'other'), false)
-  t.equal(canUseRoom({ sub: 'a', rooms: [] }, 'lobby'), false, 'an empty list allows nothing')
-  t.equal(canUseRoom({ sub: 'a', rooms: ['*'] }, 'x'), true)
+  t.equal(accessTo(p, 'lobby'), 'write')
+  t.equal(accessTo(p, 'lobby2'), null, 'an exact name is not a prefix')
+  t.equal(accessTo(p, 'team-red'), 'write')
+  t.equal(accessTo(p, 'team-'), 'write')
+  t.equal(accessTo(p, 'team'), null)
+  t.equal(accessTo(p, 'other'), null)
+  t.equal(accessTo({ sub: 'a', rooms: [] }, 'lobby'), null, 'an empty list allows nothing')
+  t.equal(accessTo({ sub: 'a', rooms: ['*'] }, 'x'), 'write')
+  const reader = { sub: 'r', rooms: ['read:docs-*', 'read:lobby', 'docs-mine'] }
+  t.equal(accessTo(reader, 'docs-shared'), 'read', '`read:` makes an entry read-only, prefixes too')
+  t.equal(accessTo(reader, 'lobby'), 'read')
+  t.equal(accessTo(reader, 'docs-mine'), 'write', 'a write entry beats a read one that covers the same name')
+  t.equal(accessTo({ sub: 'r', rooms: ['read:*'] }, 'anything'), 'read')
+  t.equal(accessTo({ sub: 'ops', role: 'admin-readonly' }, 'lobby'), 'read', 'the read-only operator reads every room')
+  t.equal(accessTo({ sub: 'ops', role: 'admin-readonly', rooms: ['lobby'] }, 'lobby'), 'read', 'and never writes, whatever its claim')
+  t.ok(allows('read', 'join') && allows('read', 'read') && !allows('read', 'publish') && !allows('read', 'update') && !allows('read', 'exec'), 'read access joins and reads, never writes')
+  t.ok(allows('write', 'publish') && !allows(null, 'join'), 'write access does all; none does nothing')
+  t.equal(maySendAs({ sub: 'ops', role: 'admin-readonly' }, 'ops'), false, 'the read-only operator sends nothing, not even as itself')
+  t.equal(maySendAs({ sub: 'svc', role: 'service' }, 'anyone'), true)
+  t.equal(maySendAs({ sub: 'alice' }, 'bob'), false)
 })
 
 t.test('the rooms claim is enforced on exec over a real connection (forbidden)', async t => {

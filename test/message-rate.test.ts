@@ -4,10 +4,11 @@ import { TestClient } from './support/ws-client.js'
 import { MessageRate } from '../plugins/observability/message-rate.js'
 
 t.test('the rate is the average of the last one-second slots', async t => {
+  let received = 0
   let out = 0
-  const rate = new MessageRate(() => out, 4)
+  const rate = new MessageRate(() => received, () => out, 4)
   t.same(rate.report(), { inPerSecond: 0, outPerSecond: 0, windowSeconds: 4 }, 'zero before the first second closes')
-  rate.framesIn += 10
+  received += 10
   out += 20
   rate.tick()
   t.same(rate.report(), { inPerSecond: 10, outPerSecond: 20, windowSeconds: 4 })

@@ -36,7 +36,7 @@ test('WS_MESSAGES_PER_SECOND: frames over the rate get pusher:error 4301 and are
   clearInterval(flood)
   t.equal(closed.code, 4100)
   t.match(raw.frames.find(f => f.event === 'pusher:error' && f.data?.code === 4100)?.data.message, /Over capacity: more than 5 messages per second/)
-  t.match(s.logs().find(l => l.event === 'pusher.flood_closed'), { appId: APP.id, limit: 5 })
+  t.match(s.logs().find(l => l.event === 'ws.flood_closed'), { protocol: 'pusher', limit: 5 }, 'the engine closed it, as it closes any protocol\'s flooder')
   t.match(await (await fetch(`${s.url}/metrics`)).text(), /switchboard_pusher_limit_closes_total\{reason="flood"\} 1/)
 })
 
@@ -75,17 +75,19 @@ test('WS_MAX_BUFFERED_BYTES: a Pusher client that stops reading is closed with 4
   const data = 'z'.repeat(50000)
   let sent = 0
   await waitFor(async () => {
-    if (s.logs().some(l => l.event === 'pusher.slow_consumer')) return true
+    if (s.logs().some(l => l.event === 'connection.slow_consumer')) return true
     await sdk.triggerBatch(Array.from({ length: 10 }, () => ({ channel: 'firehose', name: 'chunk', data })))
     sent += 10
     return sent > 2000
   }, 'a slow-consumer close', 60000, 0)
-  const line = s.logs().find(l => l.event === 'pusher.slow_consumer')
-  t.ok(line, `logged as pusher.slow_consumer after ${sent} events of 50 kB`)
+  const line = s.logs().find(l => l.event === 'connection.slow_consumer')
+  t.match(line, { protocol: 'pusher' }, `logged as connection.slow_consumer (protocol pusher) after ${sent} events of 50 kB`)
   t.ok(line!.bufferedAmount > 262144 && line!.bufferedAmount < 262144 + 60000, `the buffer was at most one frame past the cap (${line!.bufferedAmount})`)
   ;(stuck.ws as unknown as { _socket: Socket })._socket.resume()
   t.equal((await stuck.closed).code, 4100, 'closed with 4100 (pusher-js reconnects after a back-off)')
   t.equal(reader.ws.readyState, 1, 'the subscriber that reads is untouched')
   await waitFor(() => s.app.pusher.get(APP.id)!.registry.get('firehose')?.subscribers.size === 1, 'the closed socket left the channel')
-  t.match(await (await fetch(`${s.url}/metrics`)).text(), /switchboard_pusher_limit_closes_total\{reason="slow_consumer"\} 1/)
+  const metrics = await (await fetch(`${s.url}/metrics`)).text()
+  t.match(metrics, /switchboard_pusher_limit_closes_total\{reason="slow_consumer"\} 1/)
+  t.match(metrics, /switchboard_slow_consumer_closes_total\{protocol="pusher"\} 1/, 'counted by the engine, labelled by protocol')
 })

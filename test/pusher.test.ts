@@ -101,7 +101,7 @@ test('the protocol refuses with its close codes; ping is answered; bad frames ge
   c.send('pusher:ping', {})
   await c.next(f => f.event === 'pusher:pong', 'pong')
   c.ws.send('not json')
-  t.match(await c.next(f => f.event === 'pusher:error', 'error'), { data: { code: null, message: /must be JSON/ } })
+  t.match(await c.next(f => f.event === 'pusher:error', 'error'), { data: { code: 4300, message: /must be JSON/ } })
   c.send('pusher:subscribe', { channel: 'bad channel!' })
   t.match(await c.next(f => f.event === 'pusher:subscription_error', 'subscription error'), { channel: 'bad channel!', data: { status: 400, error: /channel: must be 1 to 200 characters/ } })
   c.send('pusher:subscribe', { channel: 'presence-x', auth: `${APP.key}:x` })
@@ -155,6 +155,7 @@ test('per-app connection quota: past maxConnections a socket gets 4004', async t
 test('a client that does not answer the server ping is closed with 4201 (PusherSocket with a short pong timeout)', async t => {
   const { WebSocketServer } = await import('ws')
   const { PusherSocket } = await import('../plugins/pusher/ws-protocol.js')
+  const { Connection } = await import('../plugins/transport/connections.js')
   const { ChannelRegistry } = await import('../plugins/pusher/channels/registry.js')
   const { parseApp } = await import('../plugins/pusher/apps.js')
   const pino = (await import('pino')).default
@@ -163,8 +164,8 @@ test('a client that does not answer the server ping is closed with 4201 (PusherS
   await new Promise(resolve => wss.once('listening', resolve))
   const noop = () => {}
   wss.on('connection', ws => {
-    const ctx = { app: parseApp('test', APP), registry: new ChannelRegistry({ occupied: noop, vacated: noop, memberAdded: noop, memberRemoved: noop }), log: pino({ level: 'silent' }), activityTimeoutS: 1, pongTimeoutMs: 200, webhook: noop, count: noop, publish: noop, bridge: noop, limits: { maxBufferedBytes: 1048576, messagesPerSecond: 50, floodCloseMs: 3000 }, limitClosed: noop, reachable: async () => {}, cached: async () => undefined, members: async () => null }
-    const s = new PusherSocket(ws, ctx, '127.0.0.1')
+    const ctx = { app: parseApp('test', APP), registry: new ChannelRegistry({ occupied: noop, vacated: noop, memberAdded: noop, memberRemoved: noop }), log: pino({ level: 'silent' }), activityTimeoutS: 1, pongTimeoutMs: 200, webhook: noop, count: noop, publish: noop, bridge: noop, maxDepth: 64, messagesPerSecond: 50, reachable: async () => {}, cached: async () => undefined, members: async () => null }
+    const s = new PusherSocket(new Connection(ws, 'pusher-1.1', '127.0.0.1', '127.0.0.1'), ctx, '1.1')
     ws.on('message', d => s.handle(d.toString()))
     ws.on('close', () => s.closedNow())
     s.start()

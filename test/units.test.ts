@@ -41,10 +41,10 @@ t.test('LocalFanout: frames are delivered here only, membership is local', async
   t.equal(await fanout.clientConnected('alice'), undefined, 'a client is reachable at once')
 })
 
-t.test('Dispatcher: validates, answers with the request id, rate-limits and reports each frame', async t => {
+t.test('Dispatcher: validates, answers with the request id and reports each frame', async t => {
   const pair = await socketPair(t)
   const conn = new Connection(pair.server, 'alice', 'alice', '127.0.0.1')
-  const d = new Dispatcher({ messagesPerSecond: 100 }, quiet)
+  const d = new Dispatcher({}, quiet)
   const events: string[] = []
   d.onFrame(e => events.push(e.reply ?? e.error ?? e.type))
   d.register('double', { n: Type.Number() }, (_conn, msg) => ({ type: 'doubled', n: msg.n * 2 }))
@@ -60,13 +60,6 @@ t.test('Dispatcher: validates, answers with the request id, rate-limits and repo
   t.match(await pair.next('error'), { code: 'unknown_type' }, 'a type nobody registered')
   t.same(events, ['double', 'doubled', 'invalid_message', 'boom', 'forbidden', 'unknown_type'], 'observers hear every frame and reply')
   t.same(d.types.sort(), ['boom', 'double'])
-
-  // one rate per second, burst 2: three frames in the same tick, the third is refused
-  const slow = new Dispatcher({ messagesPerSecond: 1 }, quiet)
-  slow.register('double', { n: Type.Number() }, (_conn, msg) => ({ type: 'doubled', n: msg.n * 2 }))
-  const other = new Connection((await socketPair(t)).server, 'bob', 'bob', '127.0.0.1')
-  const frame = Buffer.from('{"type":"double","n":1}')
-  t.same(await Promise.all([slow.handle(other, frame, false), slow.handle(other, frame, false), slow.handle(other, frame, false)]), ['ok', 'ok', 'rate_limited'], 'past the burst (2x the rate) a frame is refused')
 })
 
 t.test('Heartbeat: pings the live, terminates a connection silent for two intervals', async t => {

@@ -8,7 +8,8 @@ export interface ConnectionView {
   clientKey: string
   serverId: string
   remoteAddress: string
-  protocol: 'switchboard'
+  /** switchboard (/ws), pusher, y-websocket, hocuspocus, ... */
+  protocol: string
   openedAt: string
   rooms: string[]
   bufferedBytes: number
@@ -56,12 +57,17 @@ interface LocalPage { connections: ConnectionView[], total: number, more: boolea
 function matches (conn: Connection, serverId: string, f: ConnectionFilter): boolean {
   if (f.serverId !== undefined && f.serverId !== serverId) return false
   if (f.clientId !== undefined && conn.clientId !== f.clientId) return false
-  if (f.room !== undefined && !conn.rooms.has(f.room)) return false
+  if (f.room !== undefined && ![...channelsOf(conn)].includes(f.room)) return false
   if (f.search !== undefined) {
     const s = f.search.toLowerCase()
     if (![conn.clientId, conn.id, conn.clientKey, conn.remoteAddress].some(v => v.toLowerCase().includes(s))) return false
   }
   return true
+}
+
+/** The rooms, Pusher channels or documents a session is in, as its protocol names them. */
+function channelsOf (conn: Connection): Iterable<string> {
+  return conn.protocol.channels?.(conn) ?? conn.rooms
 }
 
 export function viewOf (conn: Connection, serverId: string): ConnectionView {
@@ -71,10 +77,10 @@ export function viewOf (conn: Connection, serverId: string): ConnectionView {
     clientKey: conn.clientKey,
     serverId,
     remoteAddress: conn.remoteAddress,
-    protocol: 'switchboard',
+    protocol: conn.protocol.name,
     openedAt: new Date(conn.openedAt).toISOString(),
-    rooms: [...conn.rooms],
-    bufferedBytes: conn.socket.bufferedAmount
+    rooms: [...channelsOf(conn)],
+    bufferedBytes: conn.bufferedAmount
   }
 }
 
@@ -160,14 +166,11 @@ export class Operator {
       const conn = this.connections.get(target.connectionId)
       if (conn) targets.push(conn)
     } else {
-      targets.push(...(this.connections.ofClient(target.clientId) ?? []))
+      for (const conn of this.connections.all()) if (conn.clientId === target.clientId) targets.push(conn)
     }
     for (const conn of targets) {
-      conn.send({ type: 'disconnected', reason, timestamp: new Date().toISOString() })
-      conn.socket.close(ADMIN_CLOSE_CODE, reason)
-      // a peer that never answers the close is cut off
-      const socket = conn.socket
-      setTimeout(() => { if (socket.readyState !== 3) socket.terminate() }, 2000).unref()
+      // in its protocol's words: the native one sends `disconnected`, then closes with 4001
+      this.connections.disconnect(conn, reason)
       this.log.info({ event: 'admin.disconnected', connectionId: conn.id, clientId: conn.clientId, by, reason }, 'an operator disconnected a connection')
     }
     return { disconnected: targets.length }

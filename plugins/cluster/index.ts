@@ -51,7 +51,7 @@ export default fp(async function fanout (app) {
   app.decorate('bus', bus)
   app.decorate('clusterRequests', requests)
   reachableBeforeWelcome(app, bus)
-  app.connections.onClose(conn => bus.clientDisconnected(conn.clientId))
+  app.connections.onClose(conn => { if (conn.protocol.addressable === true) bus.clientDisconnected(conn.clientId) })
   app.statusReport.section('bus', () => ({ subscriptions: bus.channels.length, received: bus.received }))
   app.addHook('onClose', async () => {
     await bus.withdraw()

@@ -52,6 +52,8 @@ export const ConfigSchema = Type.Object({
   /** Idempotency keys remembered per client id (per client key over HTTP); the oldest go first. */
   IDEMPOTENCY_MAX_KEYS: Int(1, 1000, 100000),
   AUTH_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  /** How long a connection of a protocol that authenticates in its own frames (Hocuspocus) has to do so before it is closed. */
+  AUTH_TIMEOUT_MS: Int(100, 10000),
   /** Bearer secret of the operator's API (`/api/admin/*`, the page at /admin); unset, with no auth mode, = those routes answer 404. */
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
   /** Bearer secret that may read every admin route and act on none. */

@@ -104,6 +104,7 @@ export default fp(async function directMessages (app) {
   app.decorate('directMessages', dm)
 
   app.dispatcher.register('send', SendFields, async (conn, msg) => {
+    app.auth.authorizeSender(conn.principal, conn.clientId)
     const { value, duplicate } = await app.idempotency.run(`ws:${conn.clientId}`, msg.idempotencyKey, { type: 'send', to: msg.to, text: msg.text },
       async claim => dm.send(conn.clientId, msg.to, msg.text, claim), result => result as SendResult)
     return duplicate ? { type: 'ack', ...value, duplicate } : { type: 'ack', ...value }
@@ -111,6 +112,7 @@ export default fp(async function directMessages (app) {
 
   // Queued messages go out right after `welcome`, oldest first, before any live one.
   app.connections.onOpen(conn => {
+    if (conn.protocol.addressable !== true) return
     conn.hold()
     app.inbox.drain(conn.clientId).then(async queued => {
       if (!conn.open) {
@@ -126,4 +128,4 @@ export default fp(async function directMessages (app) {
       if (!(err as { reported?: boolean }).reported) app.log.error({ event: 'inbox.drain_failed', clientId: conn.clientId, err }, 'could not read queued messages')
     }).finally(() => conn.release())
   })
-}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'fanout', 'store'] })
+}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'fanout', 'store', 'auth'] })

@@ -6,11 +6,10 @@ export interface MessageRateOptions {
 }
 
 /**
- * WebSocket frames in and out per second over the last few seconds. The hot
+ * Frames in and out per second, every protocol's, over the last few seconds. The hot
  * path only increments integers; a one-second timer turns them into rates.
  */
 export class MessageRate {
-  framesIn = 0
   private readonly inSlots: number[]
   private readonly outSlots: number[]
   private slot = 0
@@ -18,7 +17,7 @@ export class MessageRate {
   private lastIn = 0
   private lastOut = 0
 
-  constructor (private readonly readFramesOut: () => number, readonly windowSeconds = 5) {
+  constructor (private readonly readFramesIn: () => number, private readonly readFramesOut: () => number, readonly windowSeconds = 5) {
     this.inSlots = new Array<number>(windowSeconds).fill(0)
     this.outSlots = new Array<number>(windowSeconds).fill(0)
   }
@@ -26,9 +25,10 @@ export class MessageRate {
   /** Closes the current one-second slot (called every second). */
   tick (): void {
     const out = this.readFramesOut()
-    this.inSlots[this.slot] = this.framesIn - this.lastIn
+    const received = this.readFramesIn()
+    this.inSlots[this.slot] = received - this.lastIn
     this.outSlots[this.slot] = out - this.lastOut
-    this.lastIn = this.framesIn
+    this.lastIn = received
     this.lastOut = out
     this.slot = (this.slot + 1) % this.windowSeconds
     this.filled = Math.min(this.windowSeconds, this.filled + 1)
@@ -48,10 +48,9 @@ declare module 'fastify' {
 
 /** Adds `messages: { inPerSecond, outPerSecond }` to /api/status. */
 export default fp<MessageRateOptions>(async function messageRate (app, opts) {
-  const rate = new MessageRate(() => app.connections.traffic.framesOut, opts.windowSeconds ?? 5)
+  const traffic = app.connections.traffic
+  const rate = new MessageRate(() => traffic.framesIn, () => traffic.framesOut, opts.windowSeconds ?? 5)
   app.decorate('messageRate', rate)
-  // the dispatcher reports each frame it handles or answers with an error once (and each reply, not counted here)
-  app.dispatcher.onFrame(event => { if (event.reply === undefined) rate.framesIn++ })
   app.statusReport.section('messages', () => rate.report())
 
   let timer: NodeJS.Timeout | undefined
@@ -60,4 +59,4 @@ export default fp<MessageRateOptions>(async function messageRate (app, opts) {
     timer.unref()
   })
   app.addHook('onClose', async () => clearInterval(timer))
-}, { name: 'message-rate', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'status'] })
+}, { name: 'message-rate', fastify: '5.x', dependencies: ['connections', 'status'] })

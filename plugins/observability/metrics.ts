@@ -3,7 +3,7 @@ import type { onResponseHookHandler } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 /** Close codes with a label of their own; a client chooses its close code, so the rest are bucketed. */
-const CLOSE_CODE_LABELS = new Set([1000, 1001, 1006, 1008, 1009, 1011, 1013])
+const CLOSE_CODE_LABELS = new Set([1000, 1001, 1006, 1008, 1009, 1011, 1012, 1013])
 
 /** The `code` label of a close: one of the codes above, `4xxx` (application codes), or `other`: never a client's own value. */
 export function closeCodeLabel (code: number): string {
@@ -70,6 +70,11 @@ export class Metrics {
   readonly redisUp: Gauge
   readonly pubsubMessages: Counter<'direction'>
   readonly slowConsumerCloses: Counter
+  /** Open sessions of every door, by protocol (switchboard, pusher, y-websocket, hocuspocus, ...). */
+  readonly sessions: Gauge<'protocol'>
+  readonly sessionCloses: Counter<'protocol' | 'code'>
+  readonly sessionSlowConsumerCloses: Counter<'protocol'>
+  readonly sessionRateLimited: Counter<'protocol' | 'outcome'>
   /** The hot-path way to count messages by type (read into `messagesIn` / `messagesOut`). */
   readonly messagesInByType: Tally
   readonly messagesOutByType: Tally
@@ -103,6 +108,10 @@ export class Metrics {
     this.redisUp = new Gauge({ name: `${p}redis_up`, help: '1 when Redis is ready; 0 when it is down or connecting, and always 0 without REDIS_URL', registers })
     this.pubsubMessages = new Counter({ name: `${p}redis_pubsub_messages_total`, help: 'Redis pub/sub messages, by direction (published, received)', labelNames: ['direction'], registers })
     this.slowConsumerCloses = new Counter({ name: `${p}ws_slow_consumer_closes_total`, help: 'Connections closed because their send buffer passed the cap', registers })
+    this.sessions = new Gauge({ name: `${p}connections`, help: 'Open connections of every protocol (switchboard, pusher, y-websocket, hocuspocus, ...)', labelNames: ['protocol'], registers })
+    this.sessionCloses = new Counter({ name: `${p}connection_closes_total`, help: 'Closed connections by protocol and close code', labelNames: ['protocol', 'code'], registers })
+    this.sessionSlowConsumerCloses = new Counter({ name: `${p}slow_consumer_closes_total`, help: 'Connections closed because their send buffer passed WS_MAX_BUFFERED_BYTES, by protocol', labelNames: ['protocol'], registers })
+    this.sessionRateLimited = new Counter({ name: `${p}messages_rate_limited_total`, help: 'Frames over WS_MESSAGES_PER_SECOND, by protocol and outcome (limited: refused; flood: the connection was closed)', labelNames: ['protocol', 'outcome'], registers })
     this.collect = collect
   }
 

@@ -3,5 +3,5 @@
 export { ConfigError, instanceKey, type Config, type RedisLink } from '../core/index.js'
 export { closeCodeLabel } from '../observability/index.js'
 export type { Fanout } from '../cluster/index.js'
-export { textFrame, MessageBucket } from '../transport/index.js'
+export { textFrame, jsonDepth, tooDeepField, type Connection, type SessionProtocol, type CloseReason } from '../transport/index.js'
 export { ROOM_NAME_MAX_LENGTH, ROOM_NAME_PATTERN } from '../../protocol/index.js'

@@ -1,14 +1,13 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Counter, Gauge } from 'prom-client'
-import type { WebSocket } from 'ws'
 import { loadApps, type PusherApp } from './apps.js'
 import pusherHttpApi from './http-api.js'
 import { AppRuntime, TERMINATE, fanoutRoom } from './runtime.js'
 import { LocalClusterState, RedisClusterState } from './cluster.js'
 import type { WebhookOptions } from './webhooks.js'
-import { CLOSE, PusherSocket, closeWithin } from './ws-protocol.js'
-import { ConfigError, closeCodeLabel } from './deps.js'
+import { CLOSE, ERROR, PusherSocket, closeWithin, errorFrame, newSocketId } from './ws-protocol.js'
+import { ConfigError, closeCodeLabel, type CloseReason, type Connection, type SessionProtocol } from './deps.js'
 import { BRIDGE_ORIGIN, bridgedChannel, bridgedRoom, toPusherEvent, toRoomData } from './bridge.js'
 
 export type { PusherApp } from './apps.js'
@@ -21,8 +20,17 @@ export interface PusherOptions {
   pongTimeoutMs?: number
   /** Webhook delivery tuning (retries, backoff), for tests. */
   webhooks?: WebhookOptions
-  /** How long clients get to close after `pusher:error` 4200 at shutdown [2000]. */
-  closeTimeoutMs?: number
+}
+
+/** The close codes of protocol 7 for the engine's decisions (pusher-js: 4100-4199 back off, 4200-4299 reconnect at once, 4000-4099 never). */
+const CLOSE_FOR: Record<CloseReason, number> = {
+  slow_consumer: CLOSE.overCapacity,
+  flood: CLOSE.overCapacity,
+  token_expired: CLOSE.unauthorized,
+  auth_timeout: CLOSE.unauthorized,
+  admin: CLOSE.unauthorized,
+  shutdown: CLOSE.reconnect,
+  internal: CLOSE.reconnect
 }
 
 declare module 'fastify' {
@@ -35,11 +43,6 @@ declare module 'fastify' {
 /** Protocol versions accepted in ?protocol= (Pusher still serves 5 and 6; 7 is current). */
 const PROTOCOLS = new Set([5, 6, 7])
 const SHUTDOWN_MESSAGE = 'Server closed. Please reconnect shortly.'
-
-function closedPromise (ws: WebSocket): Promise<void> {
-  if (ws.readyState === 3) return Promise.resolve()
-  return new Promise(resolve => ws.once('close', () => resolve()))
-}
 
 /**
  * The Pusher Channels protocol (protocol 7 WebSocket at /app/:key, the signed
@@ -112,11 +115,8 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
       count,
       fanout: app.fanout,
       cluster,
-      limits: { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES, messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, floodCloseMs: 3000 },
-      limitClosed: (socket, reason, detail) => {
-        limitCloses.inc({ reason })
-        app.log.warn({ event: reason === 'flood' ? 'pusher.flood_closed' : 'pusher.slow_consumer', appId: a.id, socketId: socket.socketId, clientKey: socket.clientKey, ...detail }, reason === 'flood' ? 'closing a Pusher connection that keeps sending over its message rate' : 'closing a Pusher connection that does not read its messages')
-      },
+      maxDepth: cfg.JSON_MAX_DEPTH,
+      messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND,
       bridge: a.bridgeRoomPrefix === undefined ? undefined : (channel, event, data, userId) => toRoom(a, channel, event, data, userId),
       webhooks: { ...opts.webhooks, outcome: outcome => webhooks.inc({ outcome }) }
     })
@@ -191,60 +191,85 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   }))
   app.log.info({ event: 'pusher.enabled', apps: apps.map(a => a.id) }, 'Pusher Channels protocol enabled')
 
-  app.get<{ Params: { key: string }, Querystring: { protocol?: string } }>('/app/:key', {
-    websocket: true,
-    schema: { hide: true },
-    onRequest: async (request, reply) => {
-      if (!request.ws) return reply.code(426).header('upgrade', 'websocket').send({ statusCode: 426, error: 'Upgrade Required', code: 'upgrade_required', message: 'GET /app/:key is the Pusher protocol 7 WebSocket endpoint: connect with pusher-js or another Pusher client' })
+  // Pusher sockets are engine sessions: the engine owns the message rate, the send-buffer cap, dead peers,
+  // shutdown and the admin listing; this protocol says each in Pusher's words and holds what its frames mean.
+  const sockets = new WeakMap<Connection, { rt: AppRuntime, socket: PusherSocket }>()
+  const protocol: SessionProtocol = {
+    name: 'pusher',
+    closeCode: reason => CLOSE_FOR[reason],
+    open: session => sockets.get(session)?.socket.start(),
+    frame: (session, data, isBinary) => sockets.get(session)?.socket.handle(isBinary ? null : data.toString()),
+    rateLimited: session => sockets.get(session)?.socket.rateLimited(),
+    failed: session => sockets.get(session)?.socket.send(errorFrame(ERROR.invalid, 'the server could not handle this message')),
+    // Pusher says why before it closes: pusher:error with the close code
+    closing: (session, reason, code, message) => {
+      const found = sockets.get(session)
+      if (!found) return
+      if (reason === 'slow_consumer' || reason === 'flood') limitCloses.inc({ reason })
+      found.socket.send(errorFrame(code, reason === 'slow_consumer' ? 'Over capacity: send buffer full, reading too slowly' : reason === 'flood' ? `Over capacity: more than ${cfg.WS_MESSAGES_PER_SECOND} messages per second` : message))
     },
-    preValidation: [app.checkUpgradeOrigin],
-    preHandler: [app.acquireConnectionSlot]
-  }, (socket, request) => {
-    socket.removeAllListeners('error')
-    socket.on('error', () => socket.terminate())
+    // 4200: pusher-js reconnects at once (to another instance behind the load balancer)
+    goodbye: session => {
+      sockets.get(session)?.socket.send(errorFrame(CLOSE.reconnect, SHUTDOWN_MESSAGE))
+      return SHUTDOWN_MESSAGE
+    },
+    // 4009: pusher-js does not reconnect
+    disconnected: (session, reason) => sockets.get(session)?.socket.send(errorFrame(CLOSE.unauthorized, reason)),
+    closed: session => {
+      const found = sockets.get(session)
+      if (!found) return
+      found.rt.sockets.delete(found.socket)
+      found.socket.closedNow()
+    },
+    channels: session => sockets.get(session)?.socket.subscriptions.keys() ?? []
+  }
+
+  // refusals before it is a session: told in Pusher's words, then closed
+  const refusal = (request: FastifyRequest<{ Params: { key: string }, Querystring: { protocol?: string } }>): [number, string] | null => {
     const rt = byKey.get(request.params.key)
-    const refuse = (code: number, message: string) => {
+    if (!rt) return [CLOSE.unknownApp, `App key ${request.params.key.slice(0, 64)} does not exist.`]
+    const version = request.query.protocol
+    if (version === undefined) return [CLOSE.noProtocol, 'No protocol version supplied: connect with ?protocol=7']
+    if (!/^\d+$/.test(version)) return [CLOSE.invalidVersion, 'Invalid version string format: protocol must be an integer']
+    if (!PROTOCOLS.has(Number(version))) return [CLOSE.unsupportedProtocol, `Unsupported protocol version ${version.slice(0, 8)}: this server speaks 5 to 7`]
+    if (rt.sockets.size >= rt.app.maxConnections) return [CLOSE.overQuota, `Application is over connection quota (${rt.app.maxConnections} connections)`]
+    return null
+  }
+
+  app.upgradeRoute<{ Params: { key: string }, Querystring: { protocol?: string } }>({
+    url: '/app/:key',
+    protocol,
+    token: 'none',
+    usage: 'GET /app/:key is the Pusher protocol 7 WebSocket endpoint: connect with pusher-js or another Pusher client',
+    schema: { hide: true },
+    admit (socket, request) {
+      const refused = refusal(request)
+      if (refused === null) return true
+      const [code, message] = refused
+      socket.on('error', () => socket.terminate())
       socket.send(JSON.stringify({ event: 'pusher:error', data: { code, message } }))
       closeWithin(socket, code, message)
       closes.inc({ code: closeCodeLabel(code) })
-      request.log.info({ event: 'pusher.connection_refused', code, clientKey: request.clientKey, appId: rt?.app.id }, message)
+      request.log.info({ event: 'pusher.connection_refused', code, clientKey: request.clientKey, appId: byKey.get(request.params.key)?.app.id }, message)
+      return false
+    },
+    clientId: () => `pusher-${newSocketId()}`,
+    accepted (session, request) {
+      const rt = byKey.get(request.params.key) as AppRuntime
+      const conn = new PusherSocket(session, rt.ctx, session.clientId.slice('pusher-'.length))
+      rt.sockets.add(conn)
+      sockets.set(session, { rt, socket: conn })
+      session.socket.once('close', (code, reason) => {
+        closes.inc({ code: closeCodeLabel(code) })
+        request.log.info({ event: 'pusher.connection_close', appId: rt.app.id, socketId: conn.socketId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'Pusher connection closed')
+      })
+      request.log.info({ event: 'pusher.connection_open', appId: rt.app.id, socketId: conn.socketId, clientKey: conn.clientKey, connections: rt.sockets.size }, 'Pusher connection opened')
     }
-    if (!rt) return refuse(CLOSE.unknownApp, `App key ${request.params.key.slice(0, 64)} does not exist.`)
-    const protocol = request.query.protocol
-    if (protocol === undefined) return refuse(CLOSE.noProtocol, 'No protocol version supplied: connect with ?protocol=7')
-    if (!/^\d+$/.test(protocol)) return refuse(CLOSE.invalidVersion, 'Invalid version string format: protocol must be an integer')
-    if (!PROTOCOLS.has(Number(protocol))) return refuse(CLOSE.unsupportedProtocol, `Unsupported protocol version ${protocol.slice(0, 8)}: this server speaks 5 to 7`)
-    if (rt.sockets.size >= rt.app.maxConnections) return refuse(CLOSE.overQuota, `Application is over connection quota (${rt.app.maxConnections} connections)`)
-
-    const conn = new PusherSocket(socket, rt.ctx, request.clientKey)
-    rt.sockets.add(conn)
-    socket.on('message', (data, isBinary) => {
-      conn.handle(isBinary ? null : data.toString())
-    })
-    socket.on('close', (code, reason) => {
-      rt.sockets.delete(conn)
-      conn.closedNow()
-      closes.inc({ code: closeCodeLabel(code) })
-      request.log.info({ event: 'pusher.connection_close', appId: rt.app.id, socketId: conn.socketId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'Pusher connection closed')
-    })
-    conn.start()
-    request.log.info({ event: 'pusher.connection_open', appId: rt.app.id, socketId: conn.socketId, clientKey: conn.clientKey, connections: rt.sockets.size }, 'Pusher connection opened')
   })
 
   await app.register(pusherHttpApi, { byId, triggered: n => triggered.inc(n) })
 
-  // Shutdown: the shutdown plugin closes native clients; Pusher clients get the protocol's 4200, which pusher-js
-  // answers by reconnecting at once (to another instance behind the load balancer).
-  app.addHook('preClose', async () => {
-    const all = [...byId.values()].flatMap(rt => [...rt.sockets])
-    const gone = Promise.all(all.map(s => closedPromise(s.ws)))
-    for (const s of all) s.refuse(CLOSE.reconnect, SHUTDOWN_MESSAGE)
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([gone, new Promise<void>(resolve => { timer = setTimeout(resolve, opts.closeTimeoutMs ?? 2000) })])
-    clearTimeout(timer)
-    for (const s of all) if (s.ws.readyState !== 3) s.ws.terminate()
-  })
   app.addHook('onClose', async () => {
     await Promise.all([...byId.values()].map(rt => rt.webhooks.close()))
   })
-}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'rooms', 'metrics', 'status', 'cors', 'limits', 'identity', 'websocket', 'shutdown', 'fanout', 'redis'] })
+}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'rooms', 'metrics', 'status', 'connections', 'upgrade-routes', 'fanout', 'redis'] })

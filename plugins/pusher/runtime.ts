@@ -28,8 +28,8 @@ export interface RuntimeOptions {
   cluster: ClusterState
   /** An event sent to the app's subscribers from a Pusher source (HTTP API, client event): the bridge passes it to native rooms. */
   bridge?: (channel: string, event: string, data: string, userId?: string | number) => void
-  limits: AppContext['limits']
-  limitClosed: AppContext['limitClosed']
+  maxDepth: number
+  messagesPerSecond: number
   /** A channel became occupied or vacant on this instance (metrics, logs). */
   onChannel?: (app: PusherApp, channel: string, occupied: boolean) => void
 }
@@ -103,8 +103,8 @@ export class AppRuntime {
       reachable: channel => this.subscribed.get(channel) ?? Promise.resolve(),
       publish: (channel, payload, exceptSocketId) => opts.fanout.publishToRoom(fanoutRoom(app.id, channel), payload, exceptSocketId),
       bridge: opts.bridge ?? (() => {}),
-      limits: opts.limits,
-      limitClosed: opts.limitClosed
+      maxDepth: opts.maxDepth,
+      messagesPerSecond: opts.messagesPerSecond
     }
   }
 

@@ -4,7 +4,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { PusherApp } from './apps.js'
 import { ChannelRegistry, isCache, isEncrypted, isPresence, isPrivate, USER_CHANNEL_PREFIX, type Subscriber } from './channels/registry.js'
 import { channelAuthString, userAuthString, verifyAuth } from './signatures.js'
-import { MessageBucket } from './deps.js'
+import { jsonDepth, tooDeepField, type Connection } from './deps.js'
 
 /** Channel names: Pusher's character set, at most 200 characters. */
 export const CHANNEL_NAME = /^[-a-zA-Z0-9_=@,.;]{1,200}$/
@@ -27,18 +27,19 @@ export const CLOSE = {
   pongNotReceived: 4201
 } as const
 
-/** `pusher:error` (no close) for a frame over the rate: Pusher's code for rate-limited client events, in the 4300 "other errors" family. */
-export const RATE_LIMITED = 4301
-
-/** The service's per-connection limits, applied to Pusher sockets as to /ws connections. */
-export interface SocketLimits {
-  /** Bytes the send buffer may hold (WS_MAX_BUFFERED_BYTES); past it the socket is closed with 4100. */
-  maxBufferedBytes: number
-  /** Frames per second a connection may send (WS_MESSAGES_PER_SECOND; token bucket, burst twice as many). */
-  messagesPerSecond: number
-  /** Still over the rate after this long: closed with 4100 [3000]. */
-  floodCloseMs: number
-}
+/**
+ * `pusher:error` codes that do not close (Pusher's 4300 family, "other errors",
+ * and 4009 for what the connection is not allowed to do): pusher-js hands them
+ * to the app's error handler.
+ */
+export const ERROR = {
+  /** A frame that is not JSON, too deep, or has a field over its limit. */
+  invalid: 4300,
+  /** Over the message rate (WS_MESSAGES_PER_SECOND) or the app's client-event rate. */
+  rateLimited: 4301,
+  /** Something this connection may not do (a client event on a channel it is not in, or not allowed there). */
+  forbidden: 4009
+} as const
 
 /** What every Pusher socket of an app shares. */
 export interface AppContext {
@@ -61,9 +62,10 @@ export interface AppContext {
   reachable (channel: string): Promise<void>
   /** Sends a channel frame to the other instances' subscribers (the fanout). */
   publish (channel: string, payload: string, exceptSocketId?: string): void
-  limits: SocketLimits
-  /** A socket closed by a limit (`slow_consumer`, `flood`): logged and counted by the plugin. */
-  limitClosed (socket: PusherSocket, reason: 'slow_consumer' | 'flood', detail: Record<string, unknown>): void
+  /** JSON_MAX_DEPTH: the deepest a frame's fields (and a presence member's info) may nest. */
+  maxDepth: number
+  /** WS_MESSAGES_PER_SECOND, for the message of a refusal over it. */
+  messagesPerSecond: number
   /** A client event, to the native room bridged to the channel (a no-op when there is none). */
   bridge (channel: string, event: string, data: string, userId?: string | number): void
 }
@@ -85,7 +87,7 @@ export function frame (event: string, data?: unknown, channel?: string, extra?: 
   })
 }
 
-export function errorFrame (code: number | null, message: string): string {
+export function errorFrame (code: number, message: string): string {
   return JSON.stringify({ event: 'pusher:error', data: { code, message } })
 }
 
@@ -106,11 +108,11 @@ interface Subscription {
 
 /**
  * One protocol-7 connection: its frames in, its subscriptions, its activity
- * timer, its sign-in. Knows nothing of Fastify routes; the plugin creates it
- * once the upgrade is accepted.
+ * timer, its sign-in. It speaks through an engine session, which owns the
+ * message rate, the send-buffer cap, dead peers, shutdown and the admin
+ * listing; this class holds only what Pusher means by each frame.
  */
 export class PusherSocket implements Subscriber {
-  readonly socketId = newSocketId()
   readonly openedAt = Date.now()
   readonly subscriptions = new Map<string, Subscription>()
   /** The id a `pusher:signin` proved, if any. */
@@ -120,56 +122,32 @@ export class PusherSocket implements Subscriber {
   private windowStart = 0
   private windowCount = 0
   private closed = false
-  /** WS_MESSAGES_PER_SECOND, as on native connections (burst = 2x). */
-  private readonly bucket: MessageBucket
 
-  constructor (readonly ws: WebSocket, readonly ctx: AppContext, readonly clientKey: string) {
-    this.bucket = new MessageBucket(ctx.limits.messagesPerSecond, ctx.limits.messagesPerSecond * 2, ctx.limits.floodCloseMs)
+  constructor (readonly session: Connection, readonly ctx: AppContext, readonly socketId: string) {}
+
+  get clientKey (): string {
+    return this.session.clientKey
   }
 
   send (payload: string): void {
-    if (this.ws.readyState !== 1) return
-    this.ws.send(payload)
+    if (!this.session.sendRaw(payload)) return
     this.ctx.count('out', 'event')
-    this.checkBuffer()
   }
 
-  /** A peer that does not read lets the send buffer grow: past the cap it is closed (4100, reconnect after a back-off) instead of holding server memory. */
-  private checkBuffer (): void {
-    const buffered = this.ws.bufferedAmount
-    if (buffered <= this.ctx.limits.maxBufferedBytes || this.ws.readyState !== 1) return
-    this.ctx.limitClosed(this, 'slow_consumer', { bufferedAmount: buffered, limit: this.ctx.limits.maxBufferedBytes })
-    // CLOSING from here on: send and sendFrame drop further frames, so the buffer stops growing
-    closeWithin(this.ws, CLOSE.overCapacity, 'Over capacity: send buffer full, reading too slowly')
-  }
-
-  /** The frame may be handled: 'limited' is answered with pusher:error 4301, 'closed' after sustained flooding. */
-  private admit (): 'ok' | 'limited' | 'closed' {
-    const taken = this.bucket.take()
-    if (taken !== 'flood') return taken
-    const { messagesPerSecond: rate, floodCloseMs } = this.ctx.limits
-    this.ctx.limitClosed(this, 'flood', { limit: rate })
-    this.refuse(CLOSE.overCapacity, `Over capacity: more than ${rate} messages per second for ${Math.round(floodCloseMs / 1000)} s`)
-    return 'closed'
-  }
-
-  /**
-   * Writes a prebuilt text frame (textFrame) to the TCP socket under ws, as the
-   * native connections do: compression is never negotiated and ws writes its
-   * own frames straight to the same socket, so order holds.
-   */
+  /** Writes a text frame built once for every subscriber (textFrame). */
   sendFrame (frame: Buffer): void {
-    if (this.ws.readyState !== 1) return
-    const raw = (this.ws as unknown as { _socket?: { write (b: Buffer): boolean, destroyed: boolean, writableEnded: boolean } | null })._socket
-    if (raw == null || raw.destroyed || raw.writableEnded) return
-    raw.write(frame)
-    this.checkBuffer()
+    this.session.sendFrame(frame)
   }
 
   /** Sends `pusher:error` then closes with the same code and its message as reason. */
   refuse (code: number, message: string): void {
     this.send(errorFrame(code, message))
-    closeWithin(this.ws, code, message)
+    this.session.closeWith(code, message)
+  }
+
+  /** A frame over WS_MESSAGES_PER_SECOND was dropped by the engine: told with 4301 (sustained flooding closes with 4100). */
+  rateLimited (): void {
+    this.send(errorFrame(ERROR.rateLimited, `Rate limit exceeded: at most ${this.ctx.messagesPerSecond} messages per second per connection; this one was dropped`))
   }
 
   start (): void {
@@ -188,29 +166,35 @@ export class PusherSocket implements Subscriber {
     }, this.ctx.activityTimeoutS * 1000)
   }
 
-  /** One frame from the client (null: a binary frame, which the protocol has none of). */
+  /**
+   * One frame from the client (null: a binary frame, which the protocol has
+   * none of), within the message rate. Bounded before anything reads it: every
+   * field nests at most JSON_MAX_DEPTH deep, the event name at most 200 characters.
+   */
   handle (raw: string | null): void {
-    if (this.ws.readyState !== 1) return
     this.armActivity()
-    const admitted = this.admit()
-    if (admitted === 'closed') return
-    if (admitted === 'limited') {
-      this.send(errorFrame(RATE_LIMITED, `Rate limit exceeded: at most ${this.ctx.limits.messagesPerSecond} messages per second per connection; this one was dropped`))
-      return
-    }
     if (raw === null) {
-      this.send(errorFrame(null, 'message: must be a text frame of JSON'))
+      this.send(errorFrame(ERROR.invalid, 'message: must be a text frame of JSON'))
       return
     }
     let msg: { event?: unknown, data?: unknown, channel?: unknown }
     try {
       msg = JSON.parse(raw)
     } catch {
-      this.send(errorFrame(null, 'message: must be JSON of the form {"event","data","channel"}'))
+      this.send(errorFrame(ERROR.invalid, 'message: must be JSON of the form {"event","data","channel"}'))
       return
     }
-    if (msg === null || typeof msg !== 'object' || typeof msg.event !== 'string') {
-      this.send(errorFrame(null, 'message: must be a JSON object with a string "event"'))
+    if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) {
+      this.send(errorFrame(ERROR.invalid, 'message: must be a JSON object with a string "event"'))
+      return
+    }
+    const tooDeep = tooDeepField(msg as Record<string, unknown>, this.ctx.maxDepth)
+    if (tooDeep !== null) {
+      this.send(errorFrame(ERROR.invalid, tooDeep))
+      return
+    }
+    if (typeof msg.event !== 'string' || msg.event === '' || msg.event.length > 200) {
+      this.send(errorFrame(ERROR.invalid, 'event: must be a string of 1 to 200 characters'))
       return
     }
     this.ctx.count('in', msg.event.startsWith('client-') ? 'client_event' : msg.event)
@@ -235,7 +219,7 @@ export class PusherSocket implements Subscriber {
       this.clientEvent(msg.event, msg.channel, msg.data)
       return
     }
-    this.send(errorFrame(null, `event: ${msg.event.slice(0, 64)} is not an event a client may send (pusher:subscribe, pusher:unsubscribe, pusher:ping, pusher:signin, client-*)`))
+    this.send(errorFrame(ERROR.invalid, `event: ${msg.event.slice(0, 64)} is not an event a client may send (pusher:subscribe, pusher:unsubscribe, pusher:ping, pusher:signin, client-*)`))
   }
 
   private subscriptionError (channel: string, status: number, error: string, type = 'AuthError'): void {
@@ -246,7 +230,7 @@ export class PusherSocket implements Subscriber {
     const { app, registry } = this.ctx
     const channel = data.channel
     if (typeof channel !== 'string' || channel === '') {
-      this.send(errorFrame(null, 'data.channel: must be a channel name'))
+      this.send(errorFrame(ERROR.invalid, 'data.channel: must be a channel name'))
       return
     }
     if (this.subscriptions.has(channel)) {
@@ -288,7 +272,7 @@ export class PusherSocket implements Subscriber {
         return
       }
       const info = member.user_info ?? {}
-      if (Buffer.byteLength(JSON.stringify(info)) > MAX_USER_INFO_BYTES) {
+      if (jsonDepth(info, this.ctx.maxDepth) < 0 || Buffer.byteLength(JSON.stringify(info)) > MAX_USER_INFO_BYTES) {
         this.subscriptionError(channel, 400, `channel_data.user_info: at most ${MAX_USER_INFO_BYTES} bytes of JSON`)
         return
       }
@@ -383,19 +367,16 @@ export class PusherSocket implements Subscriber {
   private clientEvent (event: string, channel: unknown, data: unknown): void {
     const { app, registry } = this.ctx
     if (typeof channel !== 'string' || !this.subscriptions.has(channel)) {
-      this.send(errorFrame(null, `Client event rejected: ${event.slice(0, 64)}: the connection is not subscribed to channel ${String(channel).slice(0, 200)}`))
+      const named = typeof channel === 'string' ? `channel ${channel.slice(0, 200)}` : 'the channel named (channel: must be a string)'
+      this.send(errorFrame(ERROR.forbidden, `Client event rejected: ${event.slice(0, 64)}: the connection is not subscribed to ${named}`))
       return
     }
     if (!app.enableClientMessages) {
-      this.send(errorFrame(null, 'Client event rejected: client events are not enabled for this app'))
+      this.send(errorFrame(ERROR.forbidden, 'Client event rejected: client events are not enabled for this app'))
       return
     }
     if (isEncrypted(channel) || !(isPrivate(channel) || isPresence(channel))) {
-      this.send(errorFrame(null, `Client event rejected: client events are only allowed on private- and presence- channels, not on ${isEncrypted(channel) ? 'private-encrypted-' : 'public'} channels`))
-      return
-    }
-    if (event.length > 200) {
-      this.send(errorFrame(null, 'Client event rejected: event: at most 200 characters'))
+      this.send(errorFrame(ERROR.forbidden, `Client event rejected: client events are only allowed on private- and presence- channels, not on ${isEncrypted(channel) ? 'private-encrypted-' : 'public'} channels`))
       return
     }
     const now = Date.now()
@@ -404,12 +385,12 @@ export class PusherSocket implements Subscriber {
       this.windowCount = 0
     }
     if (++this.windowCount > app.maxClientEventsPerSecond) {
-      this.send(errorFrame(4301, `Client event rejected: at most ${app.maxClientEventsPerSecond} client events per second per connection`))
+      this.send(errorFrame(ERROR.rateLimited, `Client event rejected: at most ${app.maxClientEventsPerSecond} client events per second per connection`))
       return
     }
     const payload = typeof data === 'string' ? data : JSON.stringify(data ?? {})
     if (Buffer.byteLength(payload) > app.maxEventPayloadBytes) {
-      this.send(errorFrame(null, `Client event rejected: data: at most ${app.maxEventPayloadBytes} bytes`))
+      this.send(errorFrame(ERROR.invalid, `Client event rejected: data: at most ${app.maxEventPayloadBytes} bytes`))
       return
     }
     const sub = this.subscriptions.get(channel)!

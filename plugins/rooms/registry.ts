@@ -234,16 +234,16 @@ export class RoomRegistry {
 
   /**
    * One page of the rooms (stored, or with members here) in name order, after
-   * `after`, limited to the names `allowed` (a token's `rooms` claim: exact names
-   * or `prefix*`; null = all). Each allowed range is one keyset query of at most
+   * `after`, limited to the names `allowed` (a token's `rooms` claim, parsed:
+   * exact names or prefixes; null = all). Each allowed range is one keyset query of at most
    * limit+1 rows on the store's ordered index, so a page costs the same with any
    * number of rooms. `next` is the cursor of the following page, if there is one.
    */
-  async listPage (opts: { after?: string, limit: number, allowed: string[] | null }): Promise<{ rooms: Array<{ room: string, members: number, version: number }>, next?: string }> {
+  async listPage (opts: { after?: string, limit: number, allowed: ReadonlyArray<{ name: string, prefix: boolean }> | null }): Promise<{ rooms: Array<{ room: string, members: number, version: number }>, next?: string }> {
     const { after, limit } = opts
     const ranges = opts.allowed === null
       ? [{ prefix: '', exact: false }]
-      : opts.allowed.map(p => p.endsWith('*') ? { prefix: p.slice(0, -1), exact: false } : { prefix: p, exact: true })
+      : opts.allowed.map(p => ({ prefix: p.name, exact: !p.prefix }))
     const found = new Map<string, { room: string, members: number, version: number }>()
     for (const { prefix, exact } of ranges) {
       // an exact name is the first one of its own prefix range, if it is stored

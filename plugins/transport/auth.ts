@@ -5,12 +5,11 @@ import { Type } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Principal } from '../core/identity.js'
-import type { Connection } from './connections.js'
 import { ClientId } from '../../protocol/schemas.js'
 import { WsError } from '../../protocol/errors.js'
+import { accessTo, allows, maySendAs, mayWrite, type RoomAction } from './access.js'
 
-/** What a principal asks to do in a room (the `rooms` claim grants all of them today; a finer rule goes in `Auth.authorize`). */
-export type RoomAction = 'join' | 'read' | 'publish' | 'update' | 'exec'
+export { ADMIN_ROLE, ADMIN_READONLY_ROLE, isAdmin, type RoomAction } from './access.js'
 
 export interface AuthOptions {
   /** AUTH_SECRET: the HS256 key; absent = open mode, every request is anonymous. */
@@ -25,14 +24,6 @@ export interface AuthOptions {
 
 /** A bearer secret and the principal it stands for. */
 export interface StaticToken { token: string, principal: Principal }
-
-/** Roles of the operator's API: `admin` may act, `admin-readonly` may only look. */
-export const ADMIN_ROLE = 'admin'
-export const ADMIN_READONLY_ROLE = 'admin-readonly'
-
-export function isAdmin (principal: Principal | null | undefined): boolean {
-  return principal?.role === ADMIN_ROLE || principal?.role === ADMIN_READONLY_ROLE
-}
 
 /** SHA-256 of a secret: equal-length inputs for timingSafeEqual, whatever the lengths given. */
 const digest = (value: string) => createHash('sha256').update(value).digest()
@@ -49,22 +40,6 @@ export class AuthError extends Error {
   constructor (readonly reason: 'missing' | 'malformed' | 'invalid' | 'expired' | 'claims', message: string) {
     super(message)
   }
-}
-
-/** Longest delay a Node timer takes; later expiries are re-armed. */
-const MAX_TIMER_MS = 2 ** 31 - 1
-
-/**
- * `rooms` claim: exact names, or prefixes ending in `*` (`*` alone allows all).
- * No principal (open mode) or no claim: every room.
- */
-export function canUseRoom (principal: Principal | null | undefined, room: string): boolean {
-  const allowed = principal?.rooms
-  if (!allowed) return true
-  for (const pattern of allowed) {
-    if (pattern.endsWith('*') ? room.startsWith(pattern.slice(0, -1)) : room === pattern) return true
-  }
-  return false
 }
 
 /** Verifies HS256 tokens and says what a principal may do; no Fastify in here. */
@@ -111,24 +86,27 @@ export class Auth {
     return { sub, ...(role === undefined ? {} : { role }), ...(rooms === undefined ? {} : { rooms }), ...(exp === undefined ? {} : { exp }) }
   }
 
-  canUseRoom (principal: Principal | null | undefined, room: string): boolean {
-    return canUseRoom(principal, room)
-  }
-
   /**
-   * The one access gate for rooms, asked by the WebSocket handlers (join,
-   * publish, update, exec) and the HTTP room routes alike: throws `forbidden`
-   * unless the principal may do `action` in `room`.
+   * The one access gate for rooms and documents, asked by every door (the
+   * WebSocket handlers, the HTTP routes, the Yjs protocols): throws
+   * `forbidden` unless the principal may do `action` in `room` (access.ts).
    */
   authorize (principal: Principal | null | undefined, room: string, action: RoomAction): void {
-    if (!canUseRoom(principal, room)) throw new WsError('forbidden', `this token may not use room ${room}`)
-    // the read-only operator sees every room and changes none
-    if (principal?.role === ADMIN_READONLY_ROLE && action !== 'read') throw new WsError('forbidden', `a read-only admin token may not ${action} in room ${room}`)
+    const access = accessTo(principal, room)
+    if (allows(access, action)) return
+    if (access === null) throw new WsError('forbidden', `this token may not use room ${room}`)
+    throw new WsError('forbidden', mayWrite(principal) ? `this token may only read room ${room} (its rooms claim says read:)` : `a read-only admin token may not ${action} in room ${room}`)
   }
 
-  /** `from` must be the token's own `sub`, unless the token is a `service` or `admin` one. */
+  /** Throws `forbidden` unless the principal may send a direct message as `from` (its own sub; any for `service` and `admin`; never read-only). */
+  authorizeSender (principal: Principal | null | undefined, from: string): void {
+    if (maySendAs(principal, from)) return
+    throw new WsError('forbidden', mayWrite(principal) ? `this token may only send as ${principal?.sub}` : 'a read-only admin token may not send messages')
+  }
+
+  /** Whether the principal may send as `from` (see authorizeSender). */
   maySendAs (principal: Principal | null | undefined, from: string): boolean {
-    return !principal || principal.role === 'service' || principal.role === ADMIN_ROLE || principal.sub === from
+    return maySendAs(principal, from)
   }
 }
 
@@ -204,32 +182,6 @@ export default fp<AuthOptions>(async function auth (app, opts) {
     }
     done()
   })
-
-  // A connection lives only as long as its token: at `exp` it is closed with 1008.
-  const timers = new Map<Connection, NodeJS.Timeout>()
-  const arm = (conn: Connection, exp: number) => {
-    const delay = exp * 1000 - Date.now()
-    if (delay <= 0) {
-      timers.delete(conn)
-      app.log.info({ event: 'auth.token_expired', connectionId: conn.id, clientId: conn.clientId }, 'token expired: closing the connection')
-      conn.socket.close(1008, 'token expired')
-      return
-    }
-    const timer = setTimeout(arm, Math.min(delay, MAX_TIMER_MS), conn, exp)
-    timer.unref()
-    timers.set(conn, timer)
-  }
-  app.connections.onOpen(conn => {
-    if (conn.principal?.exp !== undefined) arm(conn, conn.principal.exp)
-  })
-  app.connections.onClose(conn => {
-    clearTimeout(timers.get(conn))
-    timers.delete(conn)
-  })
-  app.addHook('onClose', async () => {
-    for (const timer of timers.values()) clearTimeout(timer)
-    timers.clear()
-  })
 }, { name: 'auth', fastify: '5.x', dependencies: ['identity', 'connections'] })
 
 /**
@@ -244,9 +196,14 @@ export const tokenRequired = fp(async function tokenRequired (app) {
   app.addHook('preParsing', function refuseWithoutToken (request: FastifyRequest, reply: FastifyReply, payload, done) {
     // a CORS preflight carries no credentials by design
     if (request.principal || request.method === 'OPTIONS') return done(null, payload)
-    const failure = request.authFailure ?? new AuthError('missing', 'a bearer token is required')
-    request.log.warn({ event: 'auth.rejected', reason: failure.reason, clientKey: request.clientKey, url: request.routeOptions.url }, 'request refused: no valid token')
-    reply.code(401).header('www-authenticate', failure.reason === 'missing' ? 'Bearer' : 'Bearer error="invalid_token"')
-      .send({ statusCode: 401, error: 'Unauthorized', code: 'unauthorized', message: failure.message })
+    refuseUnauthenticated(request, reply)
   })
 }, { name: 'token-required', fastify: '5.x', dependencies: ['auth'] })
+
+/** Answers 401 naming why the request's token was refused (or that there was none); the token never appears. */
+export function refuseUnauthenticated (request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const failure = request.authFailure ?? new AuthError('missing', 'a bearer token is required')
+  request.log.warn({ event: 'auth.rejected', reason: failure.reason, clientKey: request.clientKey, url: request.routeOptions.url }, 'request refused: no valid token')
+  return reply.code(401).header('www-authenticate', failure.reason === 'missing' ? 'Bearer' : 'Bearer error="invalid_token"')
+    .send({ statusCode: 401, error: 'Unauthorized', code: 'unauthorized', message: failure.message })
+}

@@ -7,8 +7,76 @@ import type { RawData, WebSocket } from 'ws'
 import type { Principal } from '../core/identity.js'
 import type { Welcome } from '../../protocol/frames.js'
 import { CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN } from '../../protocol/limits.js'
+import { MessageBucket } from './message-bucket.js'
+import { closeCodeLabel } from '../observability/metrics.js'
 
 const clientIdPattern = new RegExp(CLIENT_ID_PATTERN)
+
+/** Why the engine closes a session; each protocol says which close code that is in its words. */
+export type CloseReason = 'slow_consumer' | 'flood' | 'token_expired' | 'auth_timeout' | 'admin' | 'shutdown' | 'internal'
+
+/** What the engine tells every session at shutdown (each protocol words it its own way). */
+export interface ShutdownNotice { reason: string, reconnectAfterMs: number, timestamp: string }
+
+/**
+ * A wire protocol spoken over sessions (the native one, Pusher, y-websocket,
+ * Hocuspocus, ...): its codec and its semantics. The engine owns everything
+ * else: caps, the message rate, the send-buffer cap, dead peers, token expiry,
+ * shutdown, the admin listing and the metrics; it asks the protocol only how
+ * to say each of those in its words.
+ */
+export interface SessionProtocol {
+  /** Names the protocol in metrics, logs and the admin listing. */
+  readonly name: string
+  /** Sessions reached by client id (direct messages): made reachable cluster-wide before `open`. */
+  readonly addressable?: boolean
+  /**
+   * The protocol authenticates in its own frames after the upgrade (Hocuspocus's
+   * Auth message): a session that has not within the registry's auth timeout
+   * is closed with `closeCode('auth_timeout')`.
+   */
+  readonly authenticatesInBand?: boolean
+  /** The close code for an engine decision. */
+  closeCode (reason: CloseReason): number
+  /** After the open gates: the protocol's hello (native `welcome`, Pusher `connection_established`, ...). */
+  open? (session: Connection): void
+  /** One frame within the message rate. A throw (or a rejection) is caught, logged and answered by `failed`. */
+  frame (session: Connection, data: RawData, isBinary: boolean): unknown
+  /** A frame over the message rate, dropped: the protocol's refusal (sustained flooding closes with `closeCode('flood')`). */
+  rateLimited (session: Connection, data: RawData, isBinary: boolean): void
+  /** A frame whose handling threw: the protocol's answer (the session stays open unless it closes it). */
+  failed? (session: Connection, err: unknown): void
+  /** The words before a close the engine decided for `reason` (other than shutdown and admin, which have their own). */
+  closing? (session: Connection, reason: CloseReason, code: number, message: string): void
+  /** The words before the shutdown close (the engine then closes with `closeCode('shutdown')` and the reason returned, if any). */
+  goodbye? (session: Connection, notice: ShutdownNotice): string | undefined
+  /** The words before an operator's disconnect (the engine then closes with `closeCode('admin')`). */
+  disconnected? (session: Connection, reason: string): void
+  /** The session is gone (after every engine listener ran). */
+  closed? (session: Connection): void
+  /** What the admin listing shows as the session's channels (rooms, Pusher channels, documents). */
+  channels? (session: Connection): Iterable<string>
+}
+
+/** The protocol of sessions accepted before any protocol registered as the default: frames are dropped. */
+const bare: SessionProtocol = {
+  name: 'switchboard',
+  addressable: true,
+  closeCode: reason => CLOSE_CODES[reason],
+  frame () {},
+  rateLimited () {}
+}
+
+/** RFC 6455 close codes for the engine's decisions, as the native protocol uses them. */
+export const CLOSE_CODES: Record<CloseReason, number> = {
+  slow_consumer: 1013,
+  flood: 1008,
+  token_expired: 1008,
+  auth_timeout: 1008,
+  admin: 4001,
+  shutdown: 1001,
+  internal: 1011
+}
 
 /**
  * The send-buffer cap every connection of a registry shares. A peer that does
@@ -30,7 +98,7 @@ export class SendBufferPolicy {
 const unbounded = new SendBufferPolicy()
 
 /** Frame counters shared by every connection of a registry (read by the message-rate plugin). */
-export interface Traffic { framesOut: number }
+export interface Traffic { framesOut: number, framesIn: number }
 
 /** The TCP socket under a `ws` WebSocket (its `_socket`), when there is one. */
 interface RawSocket { cork (): void, uncork (): void, write (chunk: Buffer): boolean, destroyed: boolean, writableEnded: boolean }
@@ -60,6 +128,13 @@ export function textFrame (payload: string | Buffer): Buffer {
   }
   if (typeof payload === 'string') frame.write(payload, header)
   else payload.copy(frame, header)
+  return frame
+}
+
+/** An unmasked, unfragmented WebSocket binary frame (opcode 2) in one Buffer, as `textFrame`. */
+export function binaryFrame (payload: Uint8Array): Buffer {
+  const frame = textFrame(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength))
+  frame[0] = 0x82 // FIN, opcode 2 (binary)
   return frame
 }
 
@@ -99,21 +174,27 @@ export class SendTurns {
 /** A turn's frames for one peer are written early past this many bytes (a big frame goes at once). */
 const CORK_MAX_BYTES = 16384
 
-/** One accepted WebSocket, as every other plugin sees it. */
+/** One accepted WebSocket session, of any protocol, as every other plugin sees it. */
 export class Connection {
   readonly id = randomUUID()
   readonly openedAt = Date.now()
   lastSeen = Date.now()
+  /** When a frame was last written to it (a protocol's keepalive sends only to idle sessions). */
+  lastSentAt = Date.now()
   /** Rooms this connection has joined (owned by the rooms plugin). */
   readonly rooms = new Set<string>()
   /** The verified token's claims (set by the upgrade route); null in open mode. */
   principal: Principal | null = null
+  /** The earliest `exp` (seconds) of the tokens this session authenticated with; it is closed then. */
+  expiresAt: number | undefined
+  /** The message-rate bucket (WS_MESSAGES_PER_SECOND), set by the registry that accepted it. */
+  bucket: MessageBucket | null = null
   /** Set by the registry this connection is added to. */
   sendBuffer: SendBufferPolicy = unbounded
   /** While queued messages are being replayed, live ones wait here (as frames) so order holds. */
   private held: Buffer[] | null = null
   /** Replaced by the registry's shared counters when the connection is added. */
-  traffic: Traffic = { framesOut: 0 }
+  traffic: Traffic = { framesOut: 0, framesIn: 0 }
   /** The turns of the registry that accepted it (cork state is per registry, so per app); its own until then. */
   turns: SendTurns = new SendTurns()
   /** The TCP socket while it is corked for this turn, and the bytes sent to it since. */
@@ -121,16 +202,57 @@ export class Connection {
   private corkedBytes = 0
   /** The turn of the last frame sent: a second frame in the same turn corks. */
   private sentInTurn = -1
+  /** Set once the engine decided to close it: its last frames go out without the send-buffer cap. */
+  private closing = false
 
   constructor (
     readonly socket: WebSocket,
     readonly clientId: string,
     readonly clientKey: string,
-    readonly remoteAddress: string
+    readonly remoteAddress: string,
+    readonly protocol: SessionProtocol = bare
   ) {}
 
   get open (): boolean {
     return this.socket.readyState === 1
+  }
+
+  /** Bytes written to it that the peer has not read yet (past the kernel's buffers). */
+  get bufferedAmount (): number {
+    return this.socket.bufferedAmount
+  }
+
+  /** Sends a binary message (the Yjs protocols), with the same send-buffer cap as text. */
+  sendBinary (payload: Uint8Array): boolean {
+    if (this.socket.readyState !== 1) return false
+    return this.sendFrame(binaryFrame(payload))
+  }
+
+  /**
+   * Closes with the protocol's code for `reason`; a peer that does not
+   * complete the close handshake in time is terminated.
+   */
+  close (reason: CloseReason, message: string): void {
+    if (this.socket.readyState >= 2 || this.closing) return
+    // the protocol's last words must not trip the send-buffer cap into a second close
+    this.closing = true
+    const code = this.protocol.closeCode(reason)
+    if (reason !== 'shutdown' && reason !== 'admin') {
+      try {
+        this.protocol.closing?.(this, reason, code, message)
+      } catch {}
+    }
+    this.closeWith(code, message)
+  }
+
+  /** Closes with an explicit code (the protocol's own refusals); terminated if the peer does not answer in time. */
+  closeWith (code: number, message: string): void {
+    const socket = this.socket
+    if (socket.readyState >= 2) return
+    this.closing = true
+    this.uncork()
+    socket.close(code, message.slice(0, 120))
+    setTimeout(() => { if (socket.readyState !== 3) socket.terminate() }, this.sendBuffer.terminateAfterMs).unref()
   }
 
   /** Sends an already-serialized JSON message (a Buffer too goes out as text); returns false when the socket is not open. */
@@ -159,6 +281,7 @@ export class Connection {
     const raw = this.rawSocket()
     if (raw === undefined) return false
     raw.write(frame)
+    this.lastSentAt = Date.now()
     this.traffic.framesOut++
     if (this.corkedSocket !== null) {
       // written (and the cap applied) at the end of the turn, or now past CORK_MAX_BYTES
@@ -167,7 +290,7 @@ export class Connection {
       return true
     }
     // bufferedAmount only grows past the kernel's socket buffers when the peer stops reading
-    if (this.socket.bufferedAmount > this.sendBuffer.maxBufferedBytes) this.closeAsSlowConsumer()
+    if (!this.closing && this.socket.bufferedAmount > this.sendBuffer.maxBufferedBytes) this.closeAsSlowConsumer()
     return true
   }
 
@@ -193,7 +316,7 @@ export class Connection {
     this.corkedSocket = null
     this.corkedBytes = 0
     raw.uncork()
-    if (this.socket.readyState === 1 && this.socket.bufferedAmount > this.sendBuffer.maxBufferedBytes) this.closeAsSlowConsumer()
+    if (!this.closing && this.socket.readyState === 1 && this.socket.bufferedAmount > this.sendBuffer.maxBufferedBytes) this.closeAsSlowConsumer()
   }
 
   private closeAsSlowConsumer (): void {
@@ -202,9 +325,7 @@ export class Connection {
     policy.closes++
     policy.onClose?.(this, buffered)
     // CLOSING from here on: sendRaw drops further frames, so the buffer stops growing
-    this.socket.close(1013, 'send buffer full: reading too slowly')
-    const socket = this.socket
-    setTimeout(() => { if (socket.readyState !== 3) socket.terminate() }, policy.terminateAfterMs).unref()
+    this.close('slow_consumer', 'send buffer full: reading too slowly')
   }
 
   send (message: object): boolean {
@@ -225,38 +346,73 @@ export class Connection {
 
 type Listener = (conn: Connection) => void
 
-/** Handles every frame of an accepted connection (the dispatcher). */
-export type FrameHandler = (conn: Connection, data: RawData, isBinary: boolean) => void
 /** A plugin's part of the `welcome` frame: top-level fields and/or `limits` entries. */
 export type WelcomePart = () => Partial<Omit<Welcome, 'limits'>> & { limits?: Welcome['limits'] }
-/** Runs before the welcome (the cluster makes the client reachable); `abandon` undoes it for a socket that closed first. */
+/** Runs before an addressable session opens (the cluster makes the client reachable); `abandon` undoes it for a socket that closed first. */
 export interface WelcomeGate { ready (conn: Connection): Promise<void>, abandon (conn: Connection): void }
 
-/** All live connections of this instance, by connection and by client id. */
+/** The message rate every session of a registry gets (WS_MESSAGES_PER_SECOND). */
+export interface MessageRateLimits {
+  /** Frames per second, sustained [50]. */
+  messagesPerSecond: number
+  /** Frames a session may send at once [2 x messagesPerSecond]. */
+  burst: number
+  /** A session still over its rate after this long is closed with its protocol's flood code [3000]. */
+  floodCloseMs: number
+}
+
+export interface RegistryEvents {
+  /** A frame over the rate was refused ('limited') or the session was closed for flooding ('flood'). */
+  rateLimited? (conn: Connection, outcome: 'limited' | 'flood'): void
+  /** A session closed, with the code its peer or the server gave. */
+  closed? (conn: Connection, code: number): void
+}
+
+/** Longest delay a Node timer takes; later expiries are re-armed. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * Every live session of this instance, of every protocol: by id, and by
+ * client id for the ones reached by client id. The registry owns what every
+ * protocol gets alike: the message rate, the send-buffer cap (each session's
+ * `sendBuffer`), token expiry, the shutdown notice, an operator's disconnect,
+ * and handler failures that never escape to the process.
+ */
 export class ConnectionRegistry {
-  /** Frames sent to all connections since start. */
-  readonly traffic: Traffic = { framesOut: 0 }
+  /** Frames received and sent by all sessions since start. */
+  readonly traffic: Traffic = { framesOut: 0, framesIn: 0 }
   /** This registry's event-loop turns: its connections cork and uncork together, apart from any other app's. */
   readonly turns = new SendTurns()
   private readonly byId = new Map<string, Connection>()
   private readonly byClient = new Map<string, Set<Connection>>()
   private readonly openListeners: Listener[] = []
   private readonly closeListeners: Listener[] = []
-  private frameHandler: FrameHandler | null = null
   private readonly welcomeParts: WelcomePart[] = []
   private readonly welcomeGates: WelcomeGate[] = []
+  private readonly expiries = new Map<Connection, NodeJS.Timeout>()
+  private readonly authDeadlines = new Map<Connection, NodeJS.Timeout>()
+  private readonly protocols = new Map<string, number>()
+  readonly rate: MessageRateLimits
+  private defaultProtocol: SessionProtocol = bare
 
   constructor (
     readonly sendBuffer: SendBufferPolicy = new SendBufferPolicy(),
     /** Names this instance in `welcome`. */
     readonly serverId: string = randomUUID(),
-    private readonly log?: FastifyBaseLogger
-  ) {}
+    private readonly log?: FastifyBaseLogger,
+    rate: Partial<MessageRateLimits> = {},
+    private readonly events: RegistryEvents = {},
+    /** AUTH_TIMEOUT_MS: how long a session of an in-band authenticating protocol has to authenticate. */
+    readonly authTimeoutMs = 10000
+  ) {
+    const messagesPerSecond = rate.messagesPerSecond ?? 50
+    this.rate = { messagesPerSecond, burst: rate.burst ?? messagesPerSecond * 2, floodCloseMs: rate.floodCloseMs ?? 3000 }
+  }
 
-  /** Where the frames of accepted connections go (the dispatcher registers itself; one handler). */
-  handleFramesWith (handler: FrameHandler): void {
-    if (this.frameHandler) throw new Error('the connections already have a frame handler')
-    this.frameHandler = handler
+  /** The protocol of sessions accepted without one (the native protocol registers itself; one). */
+  acceptByDefault (protocol: SessionProtocol): void {
+    if (this.defaultProtocol !== bare) throw new Error(`sessions are already accepted as ${this.defaultProtocol.name} by default`)
+    this.defaultProtocol = protocol
   }
 
   /** Adds fields to every `welcome` (heartbeat interval, limits), read when each welcome is sent. */
@@ -264,18 +420,20 @@ export class ConnectionRegistry {
     this.welcomeParts.push(part)
   }
 
-  /** Holds every welcome until `gate.ready` resolves for the connection. */
+  /** Holds the open of every addressable session until `gate.ready` resolves for it. */
   addWelcomeGate (gate: WelcomeGate): void {
     this.welcomeGates.push(gate)
   }
 
   /**
-   * Takes an upgraded socket: releases the upgrade's HTTP objects, installs the
-   * listeners, holds frames sent before the welcome, passes the welcome gates,
-   * sends the welcome and adds the connection. The /ws route calls it, and so
-   * can any Fastify app that registers these plugins (examples/embed).
+   * Takes an upgraded socket as a session of `protocol`: releases the
+   * upgrade's HTTP objects, installs the listeners, keeps frames sent before
+   * the open, passes the open gates (addressable sessions), adds the session
+   * and lets the protocol say hello. Every upgrade route calls it through the
+   * engine's route helper, and so can any Fastify app that registers these
+   * plugins (examples/embed).
    */
-  accept (socket: WebSocket, request: FastifyRequest, opts: { clientId?: string } = {}): Connection {
+  accept (socket: WebSocket, request: FastifyRequest, opts: { clientId?: string, protocol?: SessionProtocol } = {}): Connection {
     // Nothing holds the upgrade's HTTP objects once the connection is open: the ServerResponse
     // stays attached to the TCP socket, and @fastify/websocket's own 'error' listener closes
     // over the request and reply. Left as they are, they keep about 2 KB per connection
@@ -288,46 +446,98 @@ export class ConnectionRegistry {
     const asked = (request.query as { clientId?: unknown } | undefined)?.clientId
     const valid = typeof asked === 'string' && asked.length <= CLIENT_ID_MAX_LENGTH && clientIdPattern.test(asked) ? asked : undefined
     const clientId = request.principal?.sub ?? opts.clientId ?? valid ?? `anon-${randomUUID()}`
-    const conn = new Connection(socket, clientId, request.clientKey, request.ip)
+    const protocol = opts.protocol ?? this.defaultProtocol
+    const conn = new Connection(socket, clientId, request.clientKey, request.ip, protocol)
     conn.principal = request.principal
     conn.turns = this.turns
+    conn.sendBuffer = this.sendBuffer
+    conn.traffic = this.traffic
+    conn.bucket = new MessageBucket(this.rate.messagesPerSecond, this.rate.burst, this.rate.floodCloseMs)
     const log = this.log
+    const gates = protocol.addressable === true ? this.welcomeGates : []
 
-    // frames sent before the welcome (a pipelining client) are handled once the connection is registered
+    // frames sent before the open (a pipelining client) are handled once the session is registered
     let early: Array<[RawData, boolean]> | null = []
-    const dispatch = (data: RawData, isBinary: boolean) => this.frameHandler?.(conn, data, isBinary)
     socket.on('message', (data, isBinary) => {
       if (early) early.push([data, isBinary])
-      else dispatch(data, isBinary)
+      else this.frame(conn, data, isBinary)
     })
     socket.on('close', (code, reason) => {
       // passed the gates but never added: give the registrations back here
-      if (early) for (const gate of this.welcomeGates) gate.abandon(conn)
+      if (early) for (const gate of gates) gate.abandon(conn)
       early = null
       this.remove(conn)
-      log?.info({ event: 'connection.close', connectionId: conn.id, clientId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'connection closed')
+      this.events.closed?.(conn, code)
+      log?.info({ event: 'connection.close', protocol: protocol.name, connectionId: conn.id, clientId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'connection closed')
     })
     socket.on('error', err => {
-      log?.debug({ event: 'connection.error', connectionId: conn.id, err }, 'connection error')
+      log?.debug({ event: 'connection.error', protocol: protocol.name, connectionId: conn.id, err }, 'connection error')
       // ws has already queued its close frame (1002, 1007, 1009): write it out, then end the socket
       conn.uncork()
       socket.terminate()
     })
 
-    // reachable from every instance before the welcome: a message sent after it is delivered, never queued
-    Promise.all(this.welcomeGates.map(gate => gate.ready(conn))).then(() => {
+    // reachable from every instance before the open: a message sent after it is delivered, never queued
+    Promise.all(gates.map(gate => gate.ready(conn))).then(() => {
       if (early === null) return // closed meanwhile
-      conn.send(this.welcome(conn))
       this.add(conn)
-      log?.info({ event: 'connection.open', connectionId: conn.id, clientId, clientKey: conn.clientKey, connections: this.size }, 'connection opened')
+      try {
+        protocol.open?.(conn)
+      } catch (err) {
+        this.failed(conn, err)
+      }
+      log?.info({ event: 'connection.open', protocol: protocol.name, connectionId: conn.id, clientId, clientKey: conn.clientKey, connections: this.size }, 'connection opened')
       const pending = early
       early = null
-      for (const [data, isBinary] of pending) dispatch(data, isBinary)
+      for (const [data, isBinary] of pending) this.frame(conn, data, isBinary)
     }, err => {
-      log?.error({ event: 'ws.dispatch_failed', connectionId: conn.id, err }, 'could not register the connection')
+      log?.error({ event: 'ws.dispatch_failed', protocol: protocol.name, connectionId: conn.id, err }, 'could not register the connection')
       socket.terminate()
     })
     return conn
+  }
+
+  /**
+   * One frame of a session: the message rate first (every protocol alike),
+   * then the protocol's handler; whatever it throws is logged and answered
+   * here, never left to reach the process.
+   */
+  private frame (conn: Connection, data: RawData, isBinary: boolean): void {
+    conn.lastSeen = Date.now()
+    // frames still arriving after a close get no reply (and no log line each)
+    if (conn.socket.readyState !== 1) return
+    this.traffic.framesIn++
+    const taken = conn.bucket === null ? 'ok' : conn.bucket.take()
+    if (taken !== 'ok') {
+      this.events.rateLimited?.(conn, taken)
+      if (taken === 'flood') {
+        this.log?.warn({ event: 'ws.flood_closed', protocol: conn.protocol.name, connectionId: conn.id, clientKey: conn.clientKey, limit: this.rate.messagesPerSecond }, 'connection closed for sustained flooding')
+        conn.close('flood', 'message rate exceeded')
+        return
+      }
+      try {
+        conn.protocol.rateLimited(conn, data, isBinary)
+      } catch (err) {
+        this.failed(conn, err)
+      }
+      return
+    }
+    let handled: unknown
+    try {
+      handled = conn.protocol.frame(conn, data, isBinary)
+    } catch (err) {
+      this.failed(conn, err)
+      return
+    }
+    if (handled instanceof Promise) handled.catch(err => this.failed(conn, err))
+  }
+
+  /** A protocol handler threw: logged once here, answered by the protocol, the session and the process go on. */
+  private failed (conn: Connection, err: unknown): void {
+    this.log?.error({ event: 'session.frame_failed', protocol: conn.protocol.name, connectionId: conn.id, clientKey: conn.clientKey, err }, 'a frame could not be handled')
+    try {
+      conn.protocol.failed?.(conn, err)
+    } catch {}
   }
 
   /** The `welcome` frame for a connection: who it is, where, and every part the plugins added. */
@@ -341,12 +551,67 @@ export class ConnectionRegistry {
     return frame
   }
 
+  /**
+   * A session proved a token (at the upgrade, or later in-band as Hocuspocus
+   * does per document): it becomes its principal if it had none, and the
+   * session closes at the earliest `exp` of its tokens.
+   */
+  authenticated (conn: Connection, principal: Principal | null): void {
+    clearTimeout(this.authDeadlines.get(conn))
+    this.authDeadlines.delete(conn)
+    if (principal === null) return
+    conn.principal ??= principal
+    if (principal.exp === undefined || (conn.expiresAt !== undefined && conn.expiresAt <= principal.exp)) return
+    conn.expiresAt = principal.exp
+    if (this.byId.has(conn.id)) this.armExpiry(conn)
+  }
+
+  private armExpiry (conn: Connection): void {
+    clearTimeout(this.expiries.get(conn))
+    const exp = conn.expiresAt
+    if (exp === undefined) return
+    const delay = exp * 1000 - Date.now()
+    if (delay <= 0) {
+      this.expiries.delete(conn)
+      this.log?.info({ event: 'auth.token_expired', protocol: conn.protocol.name, connectionId: conn.id, clientId: conn.clientId }, 'token expired: closing the connection')
+      conn.close('token_expired', 'token expired')
+      return
+    }
+    const timer = setTimeout(() => this.armExpiry(conn), Math.min(delay, MAX_TIMER_MS))
+    timer.unref()
+    this.expiries.set(conn, timer)
+  }
+
+  /** Tells the session why in its protocol's words, then closes it with the protocol's operator code. */
+  disconnect (conn: Connection, reason: string): void {
+    try {
+      conn.protocol.disconnected?.(conn, reason)
+    } catch {}
+    conn.close('admin', reason)
+  }
+
+  /** Tells the session the server is going away in its protocol's words, then closes it with the protocol's shutdown code. */
+  goodbye (conn: Connection, notice: ShutdownNotice): void {
+    conn.release()
+    let reason: string | undefined
+    try {
+      reason = conn.protocol.goodbye?.(conn, notice) ?? undefined
+    } catch {}
+    conn.close('shutdown', reason ?? 'server shutting down')
+  }
+
   get size (): number {
     return this.byId.size
   }
 
+  /** Addressable clients (client ids with a session reached by client id). */
   get clientCount (): number {
     return this.byClient.size
+  }
+
+  /** Open sessions by protocol name. */
+  countsByProtocol (): ReadonlyMap<string, number> {
+    return this.protocols
   }
 
   all (): IterableIterator<Connection> {
@@ -357,6 +622,7 @@ export class ConnectionRegistry {
     return this.byId.get(connectionId)
   }
 
+  /** The client's addressable sessions (those direct messages reach). */
   ofClient (clientId: string): ReadonlySet<Connection> | undefined {
     return this.byClient.get(clientId)
   }
@@ -366,26 +632,58 @@ export class ConnectionRegistry {
     conn.traffic = this.traffic
     conn.turns = this.turns
     this.byId.set(conn.id, conn)
-    let set = this.byClient.get(conn.clientId)
-    if (!set) {
-      set = new Set()
-      this.byClient.set(conn.clientId, set)
+    const name = conn.protocol.name
+    this.protocols.set(name, (this.protocols.get(name) ?? 0) + 1)
+    if (conn.protocol.addressable === true) {
+      let set = this.byClient.get(conn.clientId)
+      if (!set) {
+        set = new Set()
+        this.byClient.set(conn.clientId, set)
+      }
+      set.add(conn)
     }
-    set.add(conn)
+    if (conn.principal?.exp !== undefined && (conn.expiresAt === undefined || conn.principal.exp < conn.expiresAt)) conn.expiresAt = conn.principal.exp
+    if (conn.expiresAt !== undefined) this.armExpiry(conn)
+    if (conn.protocol.authenticatesInBand === true && !this.authDeadlines.has(conn)) {
+      const deadline = setTimeout(() => {
+        this.authDeadlines.delete(conn)
+        this.log?.info({ event: 'auth.timeout', protocol: conn.protocol.name, connectionId: conn.id, clientKey: conn.clientKey, timeoutMs: this.authTimeoutMs }, 'closing a connection that did not authenticate in time')
+        conn.close('auth_timeout', 'authentication timeout')
+      }, this.authTimeoutMs)
+      deadline.unref()
+      this.authDeadlines.set(conn, deadline)
+    }
     for (const fn of this.openListeners) fn(conn)
   }
 
   remove (conn: Connection): void {
     if (!this.byId.delete(conn.id)) return
+    const name = conn.protocol.name
+    const left = (this.protocols.get(name) ?? 1) - 1
+    if (left > 0) this.protocols.set(name, left)
+    else this.protocols.delete(name)
     const set = this.byClient.get(conn.clientId)
-    if (set) {
-      set.delete(conn)
-      if (set.size === 0) this.byClient.delete(conn.clientId)
-    }
+    if (set?.delete(conn) === true && set.size === 0) this.byClient.delete(conn.clientId)
+    clearTimeout(this.expiries.get(conn))
+    this.expiries.delete(conn)
+    clearTimeout(this.authDeadlines.get(conn))
+    this.authDeadlines.delete(conn)
     for (const fn of this.closeListeners) fn(conn)
+    try {
+      conn.protocol.closed?.(conn)
+    } catch (err) {
+      this.log?.error({ event: 'session.close_failed', protocol: name, connectionId: conn.id, err }, 'a protocol failed to release a closed session')
+    }
   }
 
-  /** Sends one serialized message to every local connection of a client (framed once); returns how many it reached. */
+  /** Stops every expiry timer (the registry's app is closing). */
+  clear (): void {
+    for (const timer of [...this.expiries.values(), ...this.authDeadlines.values()]) clearTimeout(timer)
+    this.expiries.clear()
+    this.authDeadlines.clear()
+  }
+
+  /** Sends one serialized message to every addressable session of a client (framed once); returns how many it reached. */
   sendToClient (clientId: string, payload: string | Buffer): number {
     const set = this.byClient.get(clientId)
     if (!set) return 0
@@ -395,11 +693,12 @@ export class ConnectionRegistry {
     return reached
   }
 
+  /** Runs for every session once it is registered, before its protocol's hello. */
   onOpen (fn: Listener): void {
     this.openListeners.push(fn)
   }
 
-  /** Runs after a connection is gone for good (clean close, error or termination). */
+  /** Runs after a session is gone for good (clean close, error or termination). */
   onClose (fn: Listener): void {
     this.closeListeners.push(fn)
   }
@@ -412,25 +711,45 @@ declare module 'fastify' {
 }
 
 export interface ConnectionsOptions {
-  /** Bytes a connection's send buffer may hold before it is closed with 1013 [1048576]. */
+  /** Bytes a connection's send buffer may hold before it is closed with its protocol's slow-consumer code [1048576]. */
   maxBufferedBytes?: number
+  /** WS_MESSAGES_PER_SECOND: frames per second each session may send, every protocol alike (burst = 2x) [50]. */
+  messagesPerSecond?: number
+  /** A session still over its rate after this long is closed with its protocol's flood code [3000]. */
+  floodCloseMs?: number
+  /** AUTH_TIMEOUT_MS: how long a session of an in-band authenticating protocol (Hocuspocus) has to authenticate [10000]. */
+  authTimeoutMs?: number
 }
 
 export default fp<ConnectionsOptions>(async function connections (app, opts) {
-  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
+  const metrics = app.metrics
   const policy = new SendBufferPolicy(opts.maxBufferedBytes ?? 1048576, 2000, (conn, bufferedAmount) => {
-    metrics?.slowConsumerCloses.inc()
-    app.log.warn({ event: 'connection.slow_consumer', connectionId: conn.id, clientId: conn.clientId, clientKey: conn.clientKey, bufferedAmount, limit: policy.maxBufferedBytes }, 'closing a connection that does not read its messages')
+    metrics.slowConsumerCloses.inc()
+    metrics.sessionSlowConsumerCloses.inc({ protocol: conn.protocol.name })
+    app.log.warn({ event: 'connection.slow_consumer', protocol: conn.protocol.name, connectionId: conn.id, clientId: conn.clientId, clientKey: conn.clientKey, bufferedAmount, limit: policy.maxBufferedBytes }, 'closing a connection that does not read its messages')
   })
-  const registry = new ConnectionRegistry(policy, app.serverId, app.log)
+  const registry = new ConnectionRegistry(policy, app.serverId, app.log, { messagesPerSecond: opts.messagesPerSecond, floodCloseMs: opts.floodCloseMs }, {
+    rateLimited: (conn, outcome) => {
+      metrics.rateLimited.inc({ transport: 'ws' })
+      metrics.sessionRateLimited.inc({ protocol: conn.protocol.name, outcome })
+    },
+    closed: (conn, code) => {
+      metrics.connectionCloses.inc({ code: closeCodeLabel(code) })
+      metrics.sessionCloses.inc({ protocol: conn.protocol.name, code: closeCodeLabel(code) })
+    }
+  }, opts.authTimeoutMs)
   app.decorate('connections', registry)
-  metrics?.collect(() => metrics.connections.set(registry.size))
-  if (app.hasDecorator('statusReport')) {
-    app.statusReport.section('connections', () => ({
-      total: registry.size,
-      clients: registry.clientCount,
-      maxBufferedBytes: policy.maxBufferedBytes,
-      slowConsumerCloses: policy.closes
-    }))
-  }
-}, { name: 'connections', fastify: '5.x', dependencies: ['identity'] })
+  metrics.collect(() => {
+    metrics.connections.set(registry.size)
+    metrics.sessions.reset()
+    for (const [protocol, n] of registry.countsByProtocol()) metrics.sessions.set({ protocol }, n)
+  })
+  app.statusReport.section('connections', () => ({
+    total: registry.size,
+    clients: registry.clientCount,
+    byProtocol: Object.fromEntries(registry.countsByProtocol()),
+    maxBufferedBytes: policy.maxBufferedBytes,
+    slowConsumerCloses: policy.closes
+  }))
+  app.addHook('onClose', async () => registry.clear())
+}, { name: 'connections', fastify: '5.x', dependencies: ['identity', 'metrics', 'status'] })

@@ -1,8 +1,7 @@
 import fp from 'fastify-plugin'
 import type { TProperties, Static, TObject } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
-import type { Connection } from './connections.js'
-import { MessageBucket } from './message-bucket.js'
+import { CLOSE_CODES, type Connection, type SessionProtocol } from './connections.js'
 import { parseJson, typeboxMessage } from '../core/errors.js'
 import { DEFAULT_JSON_MAX_DEPTH, tooDeepField } from './json-limits.js'
 import { StoreUnavailableError } from '../core/errors.js'
@@ -30,10 +29,6 @@ interface Route {
 }
 
 export interface DispatcherOptions {
-  /** Messages per second each connection may send (token bucket, burst = 2x). */
-  messagesPerSecond?: number
-  /** A connection still over its rate after this long is closed with 1008. */
-  floodCloseMs?: number
   /** JSON_MAX_DEPTH: deepest nesting of a field's value in a frame [64]. */
   maxDepth?: number
   /** Wraps the handling of every message of a registered type (tracing); unset, messages run bare. */
@@ -53,16 +48,15 @@ export type MessageOutcome = 'ok' | ErrorCode
 export type AroundMessage = (conn: Connection, message: RoutedMessage, handle: () => Promise<MessageOutcome>) => Promise<void>
 
 /**
- * parse → validate → rate-limit → handler → reply. Every WebSocket frame passes
- * here exactly once; handlers receive typed, validated messages.
+ * The native protocol's codec: parse → validate → handler → reply (the
+ * session registry has applied the message rate before). Every /ws frame
+ * passes here exactly once; handlers receive typed, validated messages.
  */
 export class Dispatcher {
   private readonly routes = new Map<string, Route>()
-  private readonly buckets = new WeakMap<Connection, MessageBucket>()
-  /** Messages per second each connection may send, and the burst the bucket holds. */
+  /** Messages per second each connection may send, and the burst (the registry's, announced in `welcome`). */
   readonly rate: number
   readonly burst: number
-  private readonly floodCloseMs: number
   private readonly maxDepth: number
   /** Observers for metrics: called with the type (or the error code) of every frame. */
   private readonly observers: Array<(event: DispatchEvent) => void> = []
@@ -70,10 +64,9 @@ export class Dispatcher {
   /** Wraps the handling of every message of a registered type; unset, messages run bare. */
   readonly around?: AroundMessage
 
-  constructor (opts: DispatcherOptions, private readonly log: { error: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }) {
-    this.rate = opts.messagesPerSecond ?? 50
-    this.burst = this.rate * 2
-    this.floodCloseMs = opts.floodCloseMs ?? 3000
+  constructor (opts: DispatcherOptions & { rate?: { messagesPerSecond: number, burst: number } }, private readonly log: { error: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }) {
+    this.rate = opts.rate?.messagesPerSecond ?? 50
+    this.burst = opts.rate?.burst ?? this.rate * 2
     this.maxDepth = opts.maxDepth ?? DEFAULT_JSON_MAX_DEPTH
     this.around = opts.around
   }
@@ -119,12 +112,6 @@ export class Dispatcher {
    * costs one promise (its handler's), not one per layer.
    */
   private route (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): [Route, RoutedMessage, string | number | undefined] | MessageOutcome | undefined {
-    conn.lastSeen = Date.now()
-    // frames still arriving after a policy close get no reply (and no log line each)
-    if (conn.socket.readyState !== 1) return
-    const admitted = this.take(conn)
-    if (admitted === 'closed') return
-    if (admitted === 'limited') return this.fail(conn, requestIdOf(data, isBinary), 'rate_limited', `more than ${this.rate} messages per second`)
     if (isBinary) return this.fail(conn, undefined, 'invalid_message', 'binary frames are not supported; send JSON text')
 
     let message: unknown
@@ -184,6 +171,16 @@ export class Dispatcher {
     }
   }
 
+  /** A frame over the message rate (the registry dropped it): `rate_limited`, naming the request. */
+  refuseOverRate (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+    this.fail(conn, requestIdOf(data, isBinary), 'rate_limited', `more than ${this.rate} messages per second`)
+  }
+
+  /** A frame whose handling failed outside a handler: `internal_error`, the connection stays. */
+  failed (conn: Connection): void {
+    this.fail(conn, undefined, 'internal_error', 'the server could not handle this message')
+  }
+
   private fail (conn: Connection, id: string | number | undefined, code: ErrorCode, message: string, extra?: Record<string, unknown>): ErrorCode {
     let event = this.errorEvents.get(code)
     if (event === undefined) {
@@ -193,20 +190,6 @@ export class Dispatcher {
     for (const observe of this.observers) observe(event)
     conn.send({ type: 'error', code, message, ...extra, ...(id === undefined ? {} : { id }) })
     return code
-  }
-
-  /** Token bucket per connection; sustained flooding closes the connection with 1008. */
-  private take (conn: Connection): 'ok' | 'limited' | 'closed' {
-    let b = this.buckets.get(conn)
-    if (!b) {
-      b = new MessageBucket(this.rate, this.burst, this.floodCloseMs)
-      this.buckets.set(conn, b)
-    }
-    const taken = b.take()
-    if (taken !== 'flood') return taken
-    this.log.warn({ event: 'ws.flood_closed', connectionId: conn.id, clientKey: conn.clientKey }, 'connection closed for sustained flooding')
-    conn.socket.close(1008, 'message rate exceeded')
-    return 'closed'
   }
 }
 
@@ -224,13 +207,15 @@ function requestIdOf (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean):
 declare module 'fastify' {
   interface FastifyInstance {
     dispatcher: Dispatcher
+    /** The native protocol (/ws): its codec is the dispatcher. */
+    nativeProtocol: SessionProtocol
   }
 }
 
 export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
   // tracing registers first: when on, each message runs inside its span
   const around = app.hasDecorator('tracing') ? app.tracing.aroundMessage : undefined
-  const d = new Dispatcher({ around, ...opts }, app.log)
+  const d = new Dispatcher({ around, ...opts, rate: app.connections.rate }, app.log)
   // metrics subscribe when the metrics plugin is there; the dispatcher works without them
   if (app.hasDecorator('metrics')) {
     const m = app.metrics
@@ -243,11 +228,24 @@ export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
     })
   }
   app.decorate('dispatcher', d)
-  app.connections.handleFramesWith((conn, data, isBinary) => {
-    d.handle(conn, data, isBinary).catch(err => {
-      app.log.error({ event: 'ws.dispatch_failed', connectionId: conn.id, err }, 'dispatch failed')
-    })
-  })
+  const registry = app.connections
+  const native: SessionProtocol = {
+    name: 'switchboard',
+    addressable: true,
+    closeCode: reason => CLOSE_CODES[reason],
+    open: conn => { conn.send(registry.welcome(conn)) },
+    frame: (conn, data, isBinary) => d.handle(conn, data as Buffer, isBinary),
+    rateLimited: (conn, data, isBinary) => d.refuseOverRate(conn, data as Buffer, isBinary),
+    failed: conn => d.failed(conn),
+    goodbye: (conn, notice) => {
+      conn.send({ type: 'server_shutdown', ...notice })
+      return undefined
+    },
+    disconnected: (conn, reason) => { conn.send({ type: 'disconnected', reason, timestamp: new Date().toISOString() }) },
+    channels: conn => conn.rooms
+  }
+  app.decorate('nativeProtocol', native)
+  registry.acceptByDefault(native)
   // the bounds `welcome` announces are read from the schemas it validates with, once every handler is registered
   let fieldLimits: Record<string, number | string | undefined> | undefined
   const fieldOf = (type: string, name: string) => d.schemas.get(type)?.properties[name]

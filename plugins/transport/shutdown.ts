@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { textFrame, type Connection } from './connections.js'
+import type { Connection } from './connections.js'
 
 export interface ShutdownOptions {
   /** Sent to clients as `reconnectAfterMs` in `server_shutdown` [1000]. */
@@ -10,7 +10,7 @@ export interface ShutdownOptions {
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Tells every client `server_shutdown`, closes it with 1001 and waits for the sockets to go. */
+    /** Tells every session the server is going away in its protocol's words, closes it and waits for the sockets to go. */
     disconnectAll: (reason: string) => Promise<void>
   }
   interface FastifyContextConfig {
@@ -37,13 +37,9 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
 
   app.decorate('disconnectAll', async function disconnectAll (reason: string) {
     const conns = [...app.connections.all()]
-    const frame = textFrame(JSON.stringify({ type: 'server_shutdown', reason, reconnectAfterMs, timestamp: new Date().toISOString() }))
+    const notice = { reason, reconnectAfterMs, timestamp: new Date().toISOString() }
     const gone = Promise.all(conns.map(closed))
-    for (const conn of conns) {
-      conn.release()
-      conn.sendFrame(frame)
-      conn.socket.close(1001, 'server shutting down')
-    }
+    for (const conn of conns) app.connections.goodbye(conn, notice)
     let timer: NodeJS.Timeout | undefined
     const timedOut = await Promise.race([
       gone.then(() => false),

@@ -4,7 +4,7 @@ import * as syncProtocol from 'y-protocols/sync'
 import type { FastifyBaseLogger } from 'fastify'
 import { DocumentError, MessageType, type CollabDocument, type Peer } from './documents.js'
 
-/** Per-connection update budget: `perSecond` sustained, twice that as a burst. */
+/** Per-connection update budget (YJS_UPDATES_PER_SECOND, updates and step 2 alike): `perSecond` sustained, twice that as a burst. */
 export class UpdateBudget {
   private tokens: number
   private last = Date.now()
@@ -127,7 +127,8 @@ export class DocumentSession {
       this.events.acked(!adds)
       return
     }
-    if (sub === syncProtocol.messageYjsUpdate && !this.budget.take()) {
+    // step 2 counts as an update: a client could otherwise send every change as a step 2
+    if (!this.budget.take()) {
       this.events.overRate()
       return
     }

@@ -1,9 +1,8 @@
 import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import type { FastifyBaseLogger } from 'fastify'
-import type { WebSocket } from 'ws'
-import type { Principal } from './deps.js'
-import { documentAccess, DOC_NAME } from './access.js'
+import { accessTo, type Connection, type Principal } from './deps.js'
+import { DOC_NAME } from './names.js'
 import type { Documents, Peer } from './documents.js'
 import { DocumentSession, UpdateBudget, type DocumentSessionEvents } from './connection.js'
 
@@ -11,7 +10,7 @@ import { DocumentSession, UpdateBudget, type DocumentSessionEvents } from './con
 export const HocuspocusType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3, stateless: 5, broadcastStateless: 6, close: 7, syncStatus: 8, pong: 10 } as const
 const AuthSub = { token: 0, permissionDenied: 1, authenticated: 2 } as const
 
-/** Messages a document may queue while its token is checked. */
+/** Messages a document may queue before its Auth message is handled, and their bytes in all. */
 const MAX_QUEUED = 64
 
 export interface HocuspocusOptions {
@@ -21,14 +20,19 @@ export interface HocuspocusOptions {
   verify: ((token: string) => Principal) | null
   maxDocuments: number
   updatesPerSecond: number
+  /** Bytes the messages queued before a document's Auth may take in all (WS_MAX_PAYLOAD). */
+  maxQueuedBytes: number
+  /** A document's token was accepted: the engine closes the session when the earliest of them expires. */
+  authenticated (principal: Principal | null): void
   /** Refused updates, acks and over-rate, per document (metrics and logs). */
   events: (doc: string, clientId: string | null, send: (message: Uint8Array) => void) => Omit<DocumentSessionEvents, 'acked'> & { acked (saved: boolean): void }
 }
 
 interface Attached {
   name: string
-  /** Messages received before the token was checked. */
+  /** Messages received before the token was checked (copies: a view would keep the whole frame alive). */
   queue: Uint8Array[] | null
+  queuedBytes: number
   session: DocumentSession | null
   peer: Peer | null
   closed: boolean
@@ -50,12 +54,17 @@ export class HocuspocusConnection {
   private readonly attached = new Map<string, Attached>()
   private readonly budget: UpdateBudget
 
-  constructor (private readonly socket: WebSocket, private readonly opts: HocuspocusOptions) {
+  constructor (private readonly session: Connection, private readonly opts: HocuspocusOptions) {
     this.budget = new UpdateBudget(opts.updatesPerSecond)
   }
 
   private send (message: Uint8Array): void {
-    if (this.socket.readyState === 1) this.socket.send(message)
+    this.session.sendBinary(message)
+  }
+
+  /** The documents this connection has attached, by name (the admin listing). */
+  documents (): string[] {
+    return [...new Set([...this.attached.values()].map(a => a.name))]
   }
 
   /** An empty awareness update per open document: keeps every provider's watchdog quiet. */
@@ -90,10 +99,11 @@ export class HocuspocusConnection {
         return this.deny(key, 'auth: truncated message')
       }
       if (sub !== AuthSub.token) return
-      if (entry?.session) return // already authenticated: a token refresh changes nothing here
+      // authenticated, or being authenticated: a second Auth (a token refresh) changes nothing here
+      if (entry?.peer) return
       if (!entry) {
         if (this.attached.size >= this.opts.maxDocuments) return this.deny(key, `documents: at most ${this.opts.maxDocuments} per connection (YJS_MAX_DOCUMENTS_PER_CONNECTION)`)
-        entry = { name, queue: [], session: null, peer: null, closed: false }
+        entry = { name, queue: [], queuedBytes: 0, session: null, peer: null, closed: false }
         this.attached.set(key, entry)
       }
       this.authenticate(key, entry, token)
@@ -102,7 +112,7 @@ export class HocuspocusConnection {
     if (!entry) {
       if (type === HocuspocusType.close) return
       if (this.attached.size >= this.opts.maxDocuments) return this.deny(key, `documents: at most ${this.opts.maxDocuments} per connection (YJS_MAX_DOCUMENTS_PER_CONNECTION)`)
-      entry = { name, queue: [], session: null, peer: null, closed: false }
+      entry = { name, queue: [], queuedBytes: 0, session: null, peer: null, closed: false }
       this.attached.set(key, entry)
     }
     if (type === HocuspocusType.close) {
@@ -117,12 +127,20 @@ export class HocuspocusConnection {
       return
     }
     if (entry.queue) {
-      if (entry.queue.length >= MAX_QUEUED) return this.deny(key, `queue: at most ${MAX_QUEUED} messages before the Auth message`)
-      entry.queue.push(body)
+      if (entry.queue.length >= MAX_QUEUED || entry.queuedBytes + body.length > this.opts.maxQueuedBytes) {
+        return this.deny(key, `queue: at most ${MAX_QUEUED} messages and ${this.opts.maxQueuedBytes} bytes before the Auth message`)
+      }
+      entry.queue.push(body.slice())
+      entry.queuedBytes += body.length
     }
   }
 
+  /** A stateless message to every peer of the document; a read-only peer may not broadcast. */
   private broadcastStateless (entry: Attached, body: Uint8Array): void {
+    if (entry.peer?.readOnly === true) {
+      this.opts.log.info({ event: 'yjs.update_refused', protocol: 'hocuspocus', doc: entry.name, code: 'read_only', reason: 'broadcastStateless: this token gives read-only access to the document' }, 'Yjs message refused')
+      return
+    }
     const decoder = decoding.createDecoder(body)
     decoding.readVarUint(decoder)
     let payload: string
@@ -151,8 +169,9 @@ export class HocuspocusConnection {
         return this.deny(key, `token: ${(err as Error).message}`)
       }
     }
-    const access = documentAccess(principal, entry.name)
+    const access = accessTo(principal, entry.name)
     if (access === null) return this.deny(key, `document: the token's rooms claim does not include ${entry.name}`)
+    this.opts.authenticated(principal)
     const readOnly = access === 'read'
     const send = (message: Uint8Array) => {
       if (!entry.closed) this.send(framed(key, enc => encoding.writeUint8Array(enc, message)))
@@ -191,6 +210,7 @@ export class HocuspocusConnection {
       entry.session.greet()
       const queued = entry.queue ?? []
       entry.queue = null
+      entry.queuedBytes = 0
       for (const m of queued) this.handle(framed(key, enc => encoding.writeUint8Array(enc, m)))
     }, err => {
       this.opts.log.error({ event: 'yjs.load_failed', doc: entry.name, err }, 'could not load a document')
@@ -201,6 +221,7 @@ export class HocuspocusConnection {
   private detach (key: string, entry: Attached): void {
     entry.closed = true
     entry.queue = null
+    entry.queuedBytes = 0
     this.attached.delete(key)
     const { session, peer } = entry
     if (session && peer) {

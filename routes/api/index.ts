@@ -3,6 +3,7 @@ import sendRoute from './send.js'
 import statusRoute from './status.js'
 import roomRoutes from './rooms.js'
 import adminRoutes from './admin.js'
+import docsRoutes from './docs.js'
 
 export interface ApiOptions {
   /** Set on the unversioned mount: the prefix it is an alias of, so its routes are documented as aliases. */
@@ -28,4 +29,5 @@ export default async function api (app: FastifyInstance, opts: ApiOptions) {
   await app.register(statusRoute)
   await app.register(roomRoutes)
   await app.register(adminRoutes)
+  await app.register(docsRoutes)
 }

@@ -5,7 +5,7 @@ import { ERROR_STATUS, WsError } from '../../protocol/errors.js'
 import { commonErrors, errorResponse } from './errors.js'
 import { IdempotencyHeaders, idempotencyErrors, idempotentResponse } from './idempotency.js'
 import type { Principal } from '../../plugins/core/identity.js'
-import { ADMIN_ROLE } from '../../plugins/transport/auth.js'
+import { ADMIN_ROLE, visibleRooms } from '../../plugins/transport/index.js'
 
 const Params = Type.Object({ room: { ...RoomName, description: 'room name: 1-128 characters of A-Z a-z 0-9 _ . : -' } })
 
@@ -105,7 +105,7 @@ export default async function roomRoutes (app: FastifyInstance) {
   }, async (request, reply) => {
     try {
       // a token with a `rooms` claim sees only the rooms it may use
-      const allowed = request.principal?.rooms ?? null
+      const allowed = visibleRooms(request.principal)
       const page = await app.rooms.listPage({ after: request.query.cursor, limit: request.query.limit, allowed })
       return page.next === undefined ? { rooms: page.rooms } : { rooms: page.rooms, nextCursor: page.next }
     } catch (err) {

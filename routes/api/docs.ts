@@ -1,22 +1,8 @@
 import * as Y from 'yjs'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { documentAccess, DOC_NAME } from './access.js'
-import { DocumentError, type Documents } from './documents.js'
-import { documentJson, ROOT_KINDS, type RootKind } from './json.js'
-
-export interface DocsHttpOptions {
-  documents: Documents
-  maxUpdateBytes: number
-  /** Set on the unversioned mount (/api): the prefix it is an alias of, so its routes are documented as aliases, as the rest of the API's. */
-  aliasOf?: string
-}
-
-/** An error response in the OpenAPI document: the shared `Error` schema, with what the status means here. */
-const errorResponse = (description: string) => ({ $ref: 'Error#', description })
-const commonErrors = {
-  401: errorResponse('`unauthorized`: auth mode (AUTH_SECRET set) and no valid bearer token'),
-  429: errorResponse('`rate_limited`: more than RATE_LIMIT_MAX requests in RATE_LIMIT_WINDOW_MS from this client; see `retry-after`')
-}
+import { accessTo, allows } from '../../plugins/transport/index.js'
+import { DOC_NAME, DocumentError, documentJson, ROOT_KINDS, type RootKind } from '../../plugins/yjs/index.js'
+import { commonErrors, errorResponse } from './errors.js'
 // no pattern here: a bad name gets this route's own 400 `invalid_document`, as over WebSocket
 const params = {
   type: 'object',
@@ -47,28 +33,23 @@ function parseKinds (value: string | undefined): Record<string, RootKind> | stri
 }
 
 /**
- * HTTP for backends: a document as JSON, its full state as one Yjs update,
- * and an update applied like an editor's (committed before it is relayed).
+ * HTTP for backends over the Yjs documents: a document as JSON, its full
+ * state as one Yjs update, and an update applied like an editor's (committed
+ * before it is relayed). Mounted with the rest of the API, so it shares its
+ * token requirement and its one rate limit.
  */
-export async function docsRoutes (app: FastifyInstance, opts: DocsHttpOptions) {
-  const { documents, aliasOf } = opts
-  if (aliasOf !== undefined) {
-    // documented once, under /api/v1, as routes/api does for its own routes
-    app.addHook('onRoute', routeOptions => {
-      const target = `${routeOptions.method} ${aliasOf}${routeOptions.url.slice(app.prefix.length).replace(/:(\w+)/g, '{$1}')}`
-      routeOptions.schema = { ...routeOptions.schema, tags: ['unversioned alias'], summary: `Alias of ${target}`, description: `The same route as ${target}, served without the version in the path. Prefer ${aliasOf}.` }
-    })
-  }
-  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit: opts.maxUpdateBytes }, (_request, body, done) => done(null, body))
+export default async function docsRoutes (app: FastifyInstance) {
+  const documents = app.yjs.documents
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit: app.config.YJS_MAX_UPDATE_BYTES }, (_request, body, done) => done(null, body))
 
+  // the one access function every door asks: reading needs read access, writing write access
   const allowed = (request: FastifyRequest<{ Params: { doc: string } }>, reply: FastifyReply, write: boolean): boolean => {
     const name = request.params.doc
     if (!DOC_NAME.test(name)) {
       error(reply, 400, 'invalid_document', 'doc: the name must be 1 to 128 of A-Z a-z 0-9 _ . : @ / - (URL-encode the /)')
       return false
     }
-    const access = documentAccess(request.principal, name)
-    if (access === null || (write && access !== 'write')) {
+    if (!allows(accessTo(request.principal, name), write ? 'update' : 'read')) {
       error(reply, 403, 'forbidden', `doc: the token's rooms claim does not give ${write ? 'write' : 'read'} access to ${name}`)
       return false
     }

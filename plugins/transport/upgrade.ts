@@ -1,0 +1,97 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, preHandlerAsyncHookHandler, RouteGenericInterface } from 'fastify'
+import type { WebSocket } from 'ws'
+import type { Connection, SessionProtocol } from './connections.js'
+import { refuseUnauthenticated } from './auth.js'
+
+/**
+ * One WebSocket endpoint of a protocol. Every door is declared through this,
+ * so each gets the same preamble in the same order: a plain HTTP request is
+ * answered 426, the Origin is checked, the token (where the protocol carries
+ * one at the upgrade) is required in auth mode, the protocol's own checks run,
+ * then a connection slot is taken (total and per client key, cluster-wide with
+ * Redis), and the socket becomes a session of the engine.
+ */
+export interface UpgradeRoute<R extends RouteGenericInterface = RouteGenericInterface> {
+  url: string
+  protocol: SessionProtocol
+  /**
+   * Where the client proves who it is: `upgrade` (a bearer token in the
+   * Authorization header or `?token=`, required in auth mode, 401 before the
+   * upgrade), `in-band` (the protocol's own frames, within AUTH_TIMEOUT_MS),
+   * `none` (the protocol has credentials of its own, e.g. Pusher app keys).
+   */
+  token: 'upgrade' | 'in-band' | 'none'
+  /** What a plain HTTP request to the endpoint is told (426 Upgrade Required). */
+  usage: string
+  schema?: FastifySchema
+  /** The protocol's checks of the request (a name, access), after the origin and token: reply to refuse. */
+  check?: preHandlerAsyncHookHandler
+  /**
+   * Refusals the protocol can only say over the socket (Pusher: an unknown app
+   * key, a missing protocol version): return false after closing it, and no
+   * session is created.
+   */
+  admit?: (socket: WebSocket, request: FastifyRequest<R>) => boolean
+  /** The session's client id, when the protocol names it (a token's `sub` always wins). */
+  clientId?: (request: FastifyRequest<R>) => string | undefined
+  /** The session is accepted: attach the protocol's state; none of its frames is handled before this returns. */
+  accepted: (session: Connection, request: FastifyRequest<R>) => void
+}
+
+/** What the upgrade was refused for, as the rejection metric labels it. */
+function rejectionReason (status: number, shuttingDown: boolean): string {
+  switch (status) {
+    case 400: return 'invalid'
+    case 401: return 'auth'
+    case 403: return 'origin'
+    case 429: return 'client'
+    case 503: return shuttingDown ? 'shutdown' : 'total'
+    default: return String(status)
+  }
+}
+
+export type DeclareUpgradeRoute = <R extends RouteGenericInterface = RouteGenericInterface>(this: FastifyInstance, route: UpgradeRoute<R>) => void
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Declares a WebSocket endpoint of a protocol on this instance (every door's upgrade preamble, in one place). */
+    upgradeRoute: DeclareUpgradeRoute
+  }
+}
+
+/** The upgrade preamble every door shares (see UpgradeRoute). */
+export default fp(async function upgradeRoutes (app) {
+  const metrics = app.metrics
+  const declare: DeclareUpgradeRoute = function (this: FastifyInstance, route) {
+    const upgradeRequired = { statusCode: 426, error: 'Upgrade Required', code: 'upgrade_required', message: route.usage }
+    const requireToken = route.token === 'upgrade' && app.auth.enabled
+    this.get<RouteGenericInterface>(route.url, {
+      websocket: true,
+      config: { tokenInQuery: route.token === 'upgrade' },
+      schema: route.schema,
+      onRequest: async (request: FastifyRequest, reply: FastifyReply) => {
+        if (!request.ws) return reply.code(426).header('upgrade', 'websocket').send(upgradeRequired)
+        metrics.connectionAttempts.inc()
+      },
+      onResponse: async (request: FastifyRequest, reply: FastifyReply) => {
+        // only refused upgrades get here: an accepted one is hijacked
+        if (request.ws && reply.statusCode >= 400) metrics.connectionRejections.inc({ reason: rejectionReason(reply.statusCode, app.statusReport.shuttingDown) })
+      },
+      preValidation: [
+        app.checkUpgradeOrigin,
+        async (request: FastifyRequest, reply: FastifyReply) => {
+          if (requireToken && request.principal === null) return refuseUnauthenticated(request, reply)
+        }
+      ],
+      // after the protocol's checks, so a refused request never holds a slot
+      preHandler: route.check === undefined ? [app.acquireConnectionSlot] : [route.check, app.acquireConnectionSlot]
+    }, (socket, request) => {
+      const typed = request as FastifyRequest<any>
+      if (route.admit !== undefined && !route.admit(socket, typed)) return
+      const session = app.connections.accept(socket, request, { protocol: route.protocol, clientId: route.clientId?.(typed) })
+      route.accepted(session, typed)
+    })
+  }
+  app.decorate('upgradeRoute', declare)
+}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['connections', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket'] })
