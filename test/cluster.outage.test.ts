@@ -24,7 +24,7 @@ async function outage (t: Test, keepData: boolean, downMs = 0): Promise<void> {
   const gone = [await TestClient.connect(a.wsUrl, { clientId: 'gone' }), await TestClient.connect(a.wsUrl, { clientId: 'gone' })]
   await live.request({ type: 'join', room: 'outage-room' })
   for (const c of gone) await c.request({ type: 'join', room: 'outage-room' })
-  t.equal(redis.cli('HLEN', 'sb:members:outage-room'), '2', 'two memberships before the outage')
+  t.equal(redis.cli('HLEN', 'sb:presence:{room:outage-room}:u'), '2', 'two memberships before the outage')
 
   await redis.kill()
   for (const c of gone) await c.close()
@@ -41,7 +41,7 @@ async function outage (t: Test, keepData: boolean, downMs = 0): Promise<void> {
       slots: slots.reduce((x, y) => x + y, 0),
       goneConns: redis.cli('HLEN', 'sb:conns:gone'),
       liveConns: redis.cli('HVALS', 'sb:conns:live'),
-      members: redis.cli('HKEYS', 'sb:members:outage-room').split('\n').filter(Boolean).map(f => f.split('|')[1]).sort()
+      members: redis.cli('HKEYS', 'sb:presence:{room:outage-room}:u').split('\n').filter(Boolean).map(f => f.split('|')[1]).sort()
     }
   }
   const expected = { slots: 1, goneConns: '0', liveConns: '1', members: ['live'] }

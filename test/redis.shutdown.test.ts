@@ -9,7 +9,7 @@ t.test('SIGTERM with Redis: rooms flushed, then the store, the subscriber and th
   const client = await TestClient.connect(srv.wsUrl, { clientId: 'alice' })
   await client.request({ type: 'join', room: 'r' })
   t.match(await client.request({ type: 'update', room: 'r', patch: { kept: true } }), { type: 'ack', version: 1 })
-  t.equal(redis.cli('HLEN', 'sb:members:r'), '1', 'alice is listed as a member in Redis')
+  t.equal(redis.cli('HLEN', 'sb:presence:{room:r}:u'), '1', 'alice is listed as a member in Redis')
 
   srv.proc.kill('SIGTERM')
   const exit = await srv.exited
@@ -19,6 +19,6 @@ t.test('SIGTERM with Redis: rooms flushed, then the store, the subscriber and th
   t.same(srv.logs().filter(l => l.level >= 50), [], 'no error logs')
 
   t.equal(redis.cli('HGET', 'sb:room:r', 'state'), '{"kept":true}', 'the acknowledged state is in Redis')
-  t.equal(redis.cli('HLEN', 'sb:members:r'), '0', 'the instance withdrew its members')
+  t.equal(redis.cli('HLEN', 'sb:presence:{room:r}:u'), '0', 'the instance withdrew its members')
   t.equal(redis.cli('KEYS', 'sb:instance:*'), '', 'and its heartbeat key')
 })

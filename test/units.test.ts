@@ -4,7 +4,7 @@ import { ConnectionLimits } from '../plugins/transport/limits.js'
 import { Connection, ConnectionRegistry } from '../plugins/transport/connections.js'
 import { Dispatcher } from '../plugins/transport/dispatcher.js'
 import { Heartbeat } from '../plugins/transport/heartbeat.js'
-import { LocalFanout, type Fanout } from '../plugins/cluster/fanout.js'
+import { LocalBroker, LocalClients, LocalPresence, type Broker, type ClientDirectory, type Presence } from '../plugins/cluster/index.js'
 import { RoomRegistry } from '../plugins/rooms/registry.js'
 import { SqliteStore } from '../plugins/store/sqlite.js'
 import { parseState, patchedState, recoveryWindow } from '../plugins/store/room-state.js'
@@ -29,16 +29,20 @@ t.test('ConnectionLimits: the total and the per-client limit, each slot given ba
   t.match(await limits.acquire('a'), { ok: true }, 'the freed slot is usable again')
 })
 
-t.test('LocalFanout: frames are delivered here only, membership is local', async t => {
-  const fanout: Fanout = new LocalFanout()
+t.test('one instance: the broker, presence and the client directory have nobody else', async t => {
+  const broker: Broker = new LocalBroker()
   const frames: string[] = []
-  fanout.onRoomFrame((room, frame) => frames.push(`${room}:${frame}`))
-  fanout.memberJoined('lab', 'alice')
-  fanout.publishToRoom('lab', '{}')
-  t.same(frames, [], 'one instance: nothing comes back from elsewhere (local members are delivered by the registry)')
-  t.same(await fanout.members('lab'), [], 'no members on other instances')
-  t.equal(await fanout.publishToClient('bob', '{}'), 0, 'a direct message reaches no other instance')
-  t.equal(await fanout.clientConnected('alice'), undefined, 'a client is reachable at once')
+  broker.handle('room', (room, frame) => frames.push(`${room}:${frame}`))
+  await broker.subscribe('room', 'lab')
+  await broker.publish('room', 'lab', '{}')
+  t.same(frames, [], 'nothing comes back from elsewhere (local members are delivered by the registry)')
+  const presence: Presence = new LocalPresence()
+  t.equal(await presence.occupy('room', 'lab'), true, 'the first subscriber here occupies the channel cluster-wide')
+  t.equal(await presence.join('room', 'lab', 'alice', undefined, 1), 'added', 'a member here is a member cluster-wide')
+  t.same([...(await presence.members('room', 'lab')).keys()], [], 'no members on other instances')
+  const clients: ClientDirectory = new LocalClients()
+  t.equal(await clients.publishToClient('bob', '{}'), 0, 'a direct message reaches no other instance')
+  t.equal(await clients.clientConnected('alice'), undefined, 'a client is reachable at once')
 })
 
 t.test('Dispatcher: validates, answers with the request id and reports each frame', async t => {
@@ -83,7 +87,7 @@ t.test('Heartbeat: pings the live, terminates a connection silent for two interv
 t.test('RoomRegistry over a real SQLite store: join, publish to members, history, leave', async t => {
   const store = SqliteStore.open({ dataDir: tempDir(t), groupCommit: true, inboxMax: 10, inboxTtlMs: 60000, log: quiet })
   t.teardown(() => store.close())
-  const rooms = new RoomRegistry(store, new LocalFanout(), { historySize: 10, maxRoomsPerConnection: 1, stateMaxBytes: 1024, evictAfterMs: 0 }, quiet)
+  const rooms = new RoomRegistry(store, new LocalBroker(), new LocalPresence(), { historySize: 10, maxRoomsPerConnection: 1, stateMaxBytes: 1024, evictAfterMs: 0 }, quiet)
   const alice = await socketPair(t)
   const bob = await socketPair(t)
   const a = new Connection(alice.server, 'alice', 'alice', '127.0.0.1')

@@ -48,7 +48,8 @@ t.test('kill -9 loses nothing that was relayed; a graceful restart makes the pro
   d.provider.on('connection-close', (event: { code: number } | null) => { if (event) closedCodes.push(event.code) })
   server.proc.kill('SIGTERM')
   t.match(await server.exited, { code: 0 })
-  t.same(closedCodes, [1012], 'told to reconnect (1012 Service Restart)')
+  // the provider retries at once while the server is gone: those attempts close with 1006; the first close is the server's
+  t.equal(closedCodes[0], 1012, 'told to reconnect (1012 Service Restart)')
   d.text.insert(d.text.length, ' d-offline')
   d.map.set('offline', true)
   c.map.set('offline', false)

@@ -1,59 +1,73 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance } from 'fastify'
-import { Bus } from './bus.js'
-import { LocalFanout, type Fanout } from './fanout.js'
+import { LocalBroker, RedisBroker, type Broker } from './broker.js'
+import { LocalPresence, RedisPresence, type Presence } from './presence.js'
+import { LocalClients, RedisClients, type ClientDirectory } from './clients.js'
 import { LocalRequests, RedisRequests, type ClusterRequests } from './requests.js'
 
-export * from './fanout.js'
-export { Bus } from './bus.js'
+export { LocalBroker, RedisBroker, brokerChannel } from './broker.js'
+export type { Broker, ChannelFrameHandler, Sequence } from './broker.js'
+export { LocalPresence, RedisPresence } from './presence.js'
+export type { Presence, PresenceGoneHandler, JoinOutcome } from './presence.js'
+export { LocalClients, RedisClients } from './clients.js'
+export type { ClientDirectory, ClientFrameHandler } from './clients.js'
 export { RedisClientSlots } from './client-slots.js'
 export { LocalRequests, RedisRequests } from './requests.js'
 export type { ClusterRequests, InstanceAnswer, RequestHandler } from './requests.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Delivery to and from the other instances (a no-op one without REDIS_URL). */
-    fanout: Fanout
-    /** The Redis fanout, for status and tests; null when REDIS_URL is unset. */
-    bus: Bus | null
+    /** Frames to and from the other instances, by namespaced channel (a no-op one without REDIS_URL). */
+    broker: Broker
+    /** Who is in each channel on the other instances; cluster-wide transitions and caps. */
+    presence: Presence
+    /** Where each client id has sessions that direct messages reach, across the instances. */
+    clients: ClientDirectory
     /** Questions to every live instance, this one included (the operator's views and actions). */
     clusterRequests: ClusterRequests
   }
 }
 
 /**
- * Decorates `fanout` before rooms and direct messages register: they get it
- * at construction. The Redis one withdraws this instance's entries on close.
+ * The other instances, chosen once: in memory on one node, through Redis with
+ * REDIS_URL. A client is reachable from every instance before its session
+ * opens (a message sent after that is delivered, never queued); this
+ * instance's entries leave Redis on close.
  */
-/** A client is reachable from every instance before its welcome: a message sent after it is delivered, never queued. */
-function reachableBeforeWelcome (app: FastifyInstance, fanout: Fanout): void {
-  app.connections.addWelcomeGate({
-    ready: conn => fanout.clientConnected(conn.clientId),
-    abandon: conn => fanout.clientDisconnected(conn.clientId)
-  })
-}
-
-export default fp(async function fanout (app) {
+export default fp(async function cluster (app) {
   const link = app.redisLink
   if (!link) {
-    const local = new LocalFanout()
-    app.decorate('fanout', local)
-    app.decorate('bus', null)
+    const clients = new LocalClients()
+    app.decorate('broker', new LocalBroker())
+    app.decorate('presence', new LocalPresence())
+    app.decorate('clients', clients)
     app.decorate('clusterRequests', new LocalRequests(app.serverId))
-    reachableBeforeWelcome(app, local)
     return
   }
-  const pubsub = app.hasDecorator('metrics') ? app.metrics.pubsubMessages : undefined
-  // before the bus: its restorer subscribes first, so an instance that has sent any welcome also answers cluster requests
+  const pubsub = app.metrics.pubsubMessages
+  const count = (direction: 'published' | 'received') => pubsub.inc({ direction })
+  // first: its restorer subscribes first, so an instance that has opened any session also answers cluster requests
   const requests = new RedisRequests(link, app.log)
-  const bus = new Bus(link, direction => pubsub?.inc({ direction }), app.log)
-  app.decorate('fanout', bus)
-  app.decorate('bus', bus)
+  const clients = new RedisClients(link, count, app.log)
+  const broker = new RedisBroker(link, count, app.log)
+  const presence = new RedisPresence(link, app.log)
+  app.decorate('broker', broker)
+  app.decorate('presence', presence)
+  app.decorate('clients', clients)
   app.decorate('clusterRequests', requests)
-  reachableBeforeWelcome(app, bus)
-  app.connections.onClose(conn => { if (conn.protocol.addressable === true) bus.clientDisconnected(conn.clientId) })
-  app.statusReport.section('bus', () => ({ subscriptions: bus.channels.length, received: bus.received }))
-  app.addHook('onClose', async () => {
-    await bus.withdraw()
+  if (link.ready) link.restore().catch(() => {})
+  app.connections.addWelcomeGate({
+    ready: session => clients.clientConnected(session.clientId),
+    abandon: session => clients.clientDisconnected(session.clientId)
   })
-}, { name: 'fanout', fastify: '5.x', dependencies: ['redis', 'connections', 'status'] })
+  app.connections.onClose(session => { if (session.protocol.addressable === true) clients.clientDisconnected(session.clientId) })
+  app.statusReport.section('bus', () => ({ subscriptions: broker.channels.length, received: { room: broker.received, client: clients.received } }))
+  app.addHook('onClose', async () => {
+    // frames queued this turn still go out before this instance's entries do
+    broker.flush()
+    if (!link.ready) return
+    const tx = link.commands.multi()
+    clients.withdraw(tx)
+    presence.withdraw(tx)
+    await tx.exec().catch(() => {})
+  })
+}, { name: 'fanout', fastify: '5.x', dependencies: ['redis', 'connections', 'status', 'metrics'] })

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import cors from '@fastify/cors'
 import type { AddressInfo } from 'node:net'
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import { errorBody } from '../core/errors.js'
 
 export interface CorsOptions {
   /** Exact origins allowed for CORS and for WebSocket upgrades; `*` allows any, only when listed. */
@@ -101,13 +102,13 @@ export default fp<CorsOptions>(async function corsPolicy (app, opts) {
     const origin = request.headers.origin
     if (origin === undefined || policy.allows(origin) || !sameOriginAsHost(origin, request.headers.host)) return done()
     request.log.warn({ event: 'origin.rejected', origin: origin.slice(0, 200), clientKey: request.clientKey, route: request.routeOptions.url ?? 'unmatched' }, 'a same-origin request from an origin that is not this server\'s (DNS rebinding?)')
-    reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'origin not allowed: this server serves its pages from PUBLIC_URL, not from the Host this request names' })
+    reply.code(403).send(errorBody(403, 'forbidden', 'origin not allowed: this server serves its pages from PUBLIC_URL, not from the Host this request names'))
   })
 
   app.decorate('checkUpgradeOrigin', async function checkUpgradeOrigin (request: FastifyRequest, reply: FastifyReply) {
     const origin = request.headers.origin
     if (policy.allows(origin)) return
     request.log.warn({ event: 'connection.rejected', reason: 'origin', origin: origin?.slice(0, 200), clientKey: request.clientKey }, 'upgrade from an origin that is not allowed')
-    return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'origin not allowed' })
+    return reply.code(403).send(errorBody(403, 'forbidden', 'origin not allowed'))
   })
 }, { name: 'cors', fastify: '5.x', dependencies: ['identity'] })

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { Fanout } from '../cluster/index.js'
+import type { ClientDirectory } from '../cluster/index.js'
 import type { DirectMessage } from './inbox.js'
 import { uuid } from '../core/ids.js'
 import type { IdempotencyClaim } from '../store/interface.js'
@@ -20,19 +20,19 @@ export interface SendResult {
 export type DeliverToClient = (clientId: string, frame: string) => number
 
 /**
- * A message goes to the recipient's connections here and, through the fanout,
- * on the other instances; `delivered` counts only connections it reached.
+ * A message goes to the recipient's connections here and, through the client
+ * directory, on the other instances; `delivered` counts only connections it reached.
  * Reached nowhere, it is queued in the inbox.
  */
 export class DirectMessages {
   constructor (
     private readonly local: DeliverToClient,
-    private readonly fanout: Fanout,
+    private readonly clients: ClientDirectory,
     private readonly queue: (clientId: string, m: DirectMessage, claim?: IdempotencyClaim) => Promise<void>,
     private readonly idempotency?: IdempotentWrites
   ) {
     // a frame from another instance for a client whose connection here just closed waits in the inbox
-    fanout.onClientFrame((clientId, frame) => {
+    clients.onClientFrame((clientId, frame) => {
       if (local(clientId, frame) > 0) return
       queue(clientId, JSON.parse(frame) as DirectMessage).catch(() => {})
     })
@@ -42,10 +42,10 @@ export class DirectMessages {
   async deliver (clientId: string, frame: string): Promise<number> {
     const here = this.local(clientId, frame)
     // one instance: nobody else to ask (no promise chain per message)
-    if (this.fanout.kind === 'local') return here
+    if (this.clients.kind === 'local') return here
     // a client connected here still gets the message while the other instances cannot be reached
-    if (here > 0) return here + await this.fanout.publishToClient(clientId, frame).catch(() => 0)
-    return this.fanout.publishToClient(clientId, frame)
+    if (here > 0) return here + await this.clients.publishToClient(clientId, frame).catch(() => 0)
+    return this.clients.publishToClient(clientId, frame)
   }
 
   /**
@@ -59,7 +59,7 @@ export class DirectMessages {
   send (from: string, to: string, text: string, claim?: IdempotencyClaim): Promise<SendResult> {
     const message: DirectMessage = { type: 'message', messageId: uuid(), from, to, text, timestamp: new Date().toISOString() }
     const frame = JSON.stringify(message)
-    if (!(claim && this.idempotency) && this.fanout.kind === 'local') {
+    if (!(claim && this.idempotency) && this.clients.kind === 'local') {
       const delivered = this.local(to, frame)
       if (delivered > 0) return Promise.resolve({ messageId: message.messageId, delivered, queued: false })
     }
@@ -94,7 +94,7 @@ export default fp(async function directMessages (app) {
       metrics?.messagesOutByType.add('message', reached)
       return reached
     },
-    app.fanout,
+    app.clients,
     async (clientId, message, claim) => {
       await app.inbox.push(clientId, message, claim)
       metrics?.inboxQueued.inc()

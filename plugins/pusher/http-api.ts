@@ -3,6 +3,7 @@ import { isPresence, USER_CHANNEL_PREFIX } from './channels/registry.js'
 import type { AppRuntime } from './runtime.js'
 import { verifyRequest } from './signatures.js'
 import { SOCKET_ID } from './ws-protocol.js'
+import { errorBody } from './deps.js'
 
 /** Channels the HTTP API may name: Pusher's set, plus the leading # of #server-to-user-<id>. */
 const API_CHANNEL = /^#?[-a-zA-Z0-9_=@,.;]{1,200}$/
@@ -21,7 +22,8 @@ const STATUS_TEXT: Record<number, [string, string]> = {
   401: ['Unauthorized', 'unauthorized'],
   403: ['Forbidden', 'forbidden'],
   404: ['Not Found', 'not_found'],
-  413: ['Payload Too Large', 'payload_too_large']
+  413: ['Payload Too Large', 'payload_too_large'],
+  503: ['Service Unavailable', 'unavailable']
 }
 
 class ApiError extends Error {
@@ -31,8 +33,8 @@ class ApiError extends Error {
 }
 
 function send (reply: FastifyReply, status: number, message: string) {
-  const [error, code] = STATUS_TEXT[status] ?? ['Error', 'invalid_message']
-  return reply.code(status).send({ statusCode: status, error, code, message })
+  const [, code] = STATUS_TEXT[status] ?? ['Error', 'invalid_message']
+  return reply.code(status).send(errorBody(status, code, message))
 }
 
 declare module 'fastify' {
@@ -111,6 +113,8 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
 
   scope.setErrorHandler((err: Error & { statusCode?: number }, _request, reply) => {
     if (err instanceof ApiError) return send(reply, err.status, err.message)
+    // the other instances cannot be reached (Redis is down): nothing is answered 200 that did not reach them
+    if (err.statusCode === 503) return send(reply, 503, `${err.message}`)
     throw err
   })
 
@@ -119,7 +123,8 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
   scope.post('/apps/:appId/events', { schema: hidden }, async request => {
     const rt = request.pusherApp!
     const e = parseEvent(parseBody(request), '', rt)
-    for (const c of e.channels) rt.trigger(c, e.name, e.data, e.socketId)
+    // answered once every channel's event reached the other instances: 503 when they cannot be reached
+    await Promise.all(e.channels.map(c => rt.trigger(c, e.name, e.data, e.socketId)))
     opts.triggered(e.channels.length)
     if (e.info.size === 0) return {}
     return { channels: Object.fromEntries(await Promise.all(e.channels.map(async c => [c, await rt.info(c, e.info)]))) }
@@ -134,10 +139,12 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     // every event is checked before any is sent: a bad batch sends nothing
     const events = batch.map((raw, i) => parseEvent(raw, `batch[${i}].`, rt))
     let n = 0
+    const sent: Array<Promise<number>> = []
     for (const e of events) {
-      for (const c of e.channels) rt.trigger(c, e.name, e.data, e.socketId)
+      for (const c of e.channels) sent.push(rt.trigger(c, e.name, e.data, e.socketId))
       n += e.channels.length
     }
+    await Promise.all(sent)
     opts.triggered(n)
     if (events.every(e => e.info.size === 0)) return {}
     return { batch: await Promise.all(events.map(e => (e.info.size === 0 ? {} : rt.info(e.channels[0], e.info)))) }
@@ -181,7 +188,7 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
   scope.post('/apps/:appId/users/:userId/terminate_connections', { schema: hidden }, async request => {
     const rt = request.pusherApp!
     const { userId } = request.params as { userId: string }
-    rt.terminateEverywhere(userId)
+    await rt.terminateEverywhere(userId)
     return {}
   })
 }

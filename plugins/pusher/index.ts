@@ -3,15 +3,15 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Counter, Gauge } from 'prom-client'
 import { loadApps, type PusherApp } from './apps.js'
 import pusherHttpApi from './http-api.js'
-import { AppRuntime, TERMINATE, fanoutRoom } from './runtime.js'
-import { LocalClusterState, RedisClusterState } from './cluster.js'
+import { AppRuntime } from './runtime.js'
+import { LocalChannelCache, RedisChannelCache } from './cache.js'
 import type { WebhookOptions } from './webhooks.js'
 import { CLOSE, ERROR, PusherSocket, closeWithin, errorFrame, newSocketId } from './ws-protocol.js'
 import { ConfigError, closeCodeLabel, type CloseReason, type Connection, type SessionProtocol } from './deps.js'
 import { BRIDGE_ORIGIN, bridgedChannel, bridgedRoom, toPusherEvent, toRoomData } from './bridge.js'
 
 export type { PusherApp } from './apps.js'
-export { AppRuntime, fanoutRoom } from './runtime.js'
+export { AppRuntime, pusherNamespace } from './runtime.js'
 
 export interface PusherOptions {
   /** The apps to serve; default: read from app.config (PUSHER_APP_*, PUSHER_APPS_FILE). */
@@ -94,7 +94,6 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
     tally.set(key, (tally.get(key) ?? 0) + n)
   }
 
-  const cluster = app.redisLink ? new RedisClusterState(app.redisLink) : new LocalClusterState()
   const limitCloses = new Counter({ name: 'switchboard_pusher_limit_closes_total', help: 'Pusher connections closed by a limit (4100): slow_consumer (WS_MAX_BUFFERED_BYTES), flood (WS_MESSAGES_PER_SECOND)', labelNames: ['reason'], registers })
   const bridges = new Counter({ name: 'switchboard_pusher_bridged_total', help: 'Messages bridged between native rooms and Pusher channels, by direction (to_room, to_channel) and outcome (bridged, dropped)', labelNames: ['direction', 'outcome'], registers })
   // Pusher → native: an event of a bridged channel becomes a message of its room (stored, with an offset, on every instance)
@@ -113,8 +112,9 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
       activityTimeoutS: cfg.PUSHER_ACTIVITY_TIMEOUT_S,
       pongTimeoutMs: opts.pongTimeoutMs ?? 30000,
       count,
-      fanout: app.fanout,
-      cluster,
+      broker: app.broker,
+      presence: app.presence,
+      cache: app.redisLink ? new RedisChannelCache(app.redisLink, a.id) : new LocalChannelCache(),
       maxDepth: cfg.JSON_MAX_DEPTH,
       messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND,
       bridge: a.bridgeRoomPrefix === undefined ? undefined : (channel, event, data, userId) => toRoom(a, channel, event, data, userId),
@@ -123,41 +123,10 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
     byId.set(a.id, rt)
     byKey.set(a.key, rt)
   }
-  // frames of Pusher channels published on other instances: delivered to this instance's subscribers
-  app.fanout.onRoomFrame((room, payload, exceptSocketId) => {
-    if (!room.startsWith('pusher/')) return
-    const slash = room.indexOf('/', 7)
-    const rt = byId.get(room.slice(7, slash))
-    if (!rt) return
-    const channel = room.slice(slash + 1)
-    if (channel === TERMINATE) {
-      rt.terminate(payload)
-      return
-    }
-    count('out', 'event', rt.registry.broadcast(channel, payload, exceptSocketId))
-  })
-  // after a Redis outage or a lost heartbeat key, this instance's channels and members are written again
-  if (cluster instanceof RedisClusterState) {
-    cluster.restoreFrom(function * () {
-      for (const rt of byId.values()) {
-        for (const ch of rt.registry.all()) {
-          yield { appId: rt.app.id, channel: ch.name, subscriptions: ch.subscribers.size, members: [...ch.members].map(([k, m]) => [k, { userId: m.userId, info: m.info }] as [string, { userId: string | number, info: unknown }]) }
-        }
-      }
-    })
-  }
-  // terminate_connections reaches every instance; crashed instances' entries are swept on each heartbeat
+  // terminate_connections reaches every instance
   for (const rt of byId.values()) {
-    app.fanout.subscribeRoom(fanoutRoom(rt.app.id, TERMINATE)).catch(err => {
-      app.log.warn({ event: 'pusher.fanout_failed', appId: rt.app.id, channel: TERMINATE, reason: (err as Error).message }, 'terminate_connections of other instances will not reach this one')
-    })
-  }
-  if (app.redisLink) {
-    let sweeping = false
-    app.redisLink.onBeat(() => {
-      if (sweeping) return
-      sweeping = true
-      Promise.all([...byId.values()].map(rt => rt.sweepDead())).finally(() => { sweeping = false })
+    rt.listenForTerminations().catch(err => {
+      app.log.warn({ event: 'pusher.fanout_failed', appId: rt.app.id, channel: '#terminate', reason: (err as Error).message }, 'terminate_connections of other instances will not reach this one')
     })
   }
   // native → Pusher: a message published in a bridged room (by a member or the HTTP API, on this instance) is an event of its channel
@@ -174,7 +143,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
           app.log.warn({ event: 'pusher.bridge_dropped', appId: rt.app.id, channel, room: message.room, bytes: Buffer.byteLength(data), maxBytes: rt.app.maxEventPayloadBytes }, 'a room message is larger than the Pusher app\'s maxEventPayloadBytes: not sent to the channel')
           continue
         }
-        rt.deliver(channel, event, data)
+        rt.deliver(channel, event, data).crossed.catch(() => {})
         bridges.inc({ direction: 'to_channel', outcome: 'bridged' })
       }
     })
@@ -270,6 +239,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   await app.register(pusherHttpApi, { byId, triggered: n => triggered.inc(n) })
 
   app.addHook('onClose', async () => {
+    for (const rt of byId.values()) rt.close()
     await Promise.all([...byId.values()].map(rt => rt.webhooks.close()))
   })
 }, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'rooms', 'metrics', 'status', 'connections', 'upgrade-routes', 'fanout', 'redis'] })

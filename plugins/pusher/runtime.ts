@@ -1,20 +1,17 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { PusherApp } from './apps.js'
-import { CACHE_TTL_MS, ChannelRegistry, isCache, isPresence } from './channels/registry.js'
+import { ChannelRegistry, isCache, isPresence, type Member } from './channels/registry.js'
 import { Webhooks, type WebhookOptions } from './webhooks.js'
-import { CLOSE, frame, type AppContext, type PusherSocket } from './ws-protocol.js'
-import type { Fanout } from './deps.js'
-import type { ClusterState } from './cluster.js'
+import { CLOSE, frame, type AppContext, type PresenceMember, type PusherSocket } from './ws-protocol.js'
+import type { ChannelCache } from './cache.js'
+import type { Broker, JoinOutcome, Presence } from './deps.js'
 
-/**
- * The fanout room that carries a Pusher channel's frames between instances. The
- * `/` keeps it apart from every native room (their names cannot contain one).
- */
-export function fanoutRoom (appId: string, channel: string): string {
-  return `pusher/${appId}/${channel}`
+/** The namespace of an app's channels in the broker and in presence. */
+export function pusherNamespace (appId: string): string {
+  return `pusher:${appId}`
 }
 
-/** The fanout "channel" that carries terminate_connections to every instance (no channel name contains `#` but `#server-to-user-`). */
+/** The channel that carries terminate_connections to every instance (no channel name contains `#` but `#server-to-user-`). */
 export const TERMINATE = '#terminate'
 
 export interface RuntimeOptions {
@@ -22,73 +19,87 @@ export interface RuntimeOptions {
   pongTimeoutMs: number
   webhooks?: WebhookOptions
   count: AppContext['count']
-  /** The other instances (app.fanout): channel frames cross through it. */
-  fanout: Fanout
-  /** Occupancy and presence members across instances. */
-  cluster: ClusterState
+  /** Channel frames to and from the other instances. */
+  broker: Broker
+  /** Occupancy and presence members across instances (and the member cap). */
+  presence: Presence
+  /** Cache channels' last events. */
+  cache: ChannelCache
   /** An event sent to the app's subscribers from a Pusher source (HTTP API, client event): the bridge passes it to native rooms. */
   bridge?: (channel: string, event: string, data: string, userId?: string | number) => void
   maxDepth: number
   messagesPerSecond: number
-  /** A channel became occupied or vacant on this instance (metrics, logs). */
-  onChannel?: (app: PusherApp, channel: string, occupied: boolean) => void
 }
 
-/** One app at run time: its registry, open sockets, webhooks, and the triggering the HTTP API does. */
+/**
+ * One app at run time: its registry of local subscriptions, its open
+ * sockets, its webhooks, and what a local change means across the instances:
+ * a channel's first and last subscriber anywhere (occupied, vacated), a user's
+ * first and last socket anywhere (member_added, member_removed), each decided
+ * once by presence; channel frames cross through the broker in the app's own
+ * namespace.
+ */
 export class AppRuntime {
   readonly registry: ChannelRegistry
   readonly sockets = new Set<PusherSocket>()
   readonly webhooks: Webhooks
   readonly ctx: AppContext
+  readonly namespace: string
   /** Channels occupied here: settles once frames published on other instances reach this one. */
   private readonly subscribed = new Map<string, Promise<void>>()
-
-  private readonly cluster: ClusterState
-  private readonly fanout: Fanout
+  /** Channels occupied here: settles once presence said whether the channel is occupied anywhere (and its webhook is queued). */
+  private readonly occupying = new Map<string, Promise<unknown>>()
+  /** A user's first socket here being admitted to a presence channel, so a second one waits for the same answer. */
+  private readonly joining = new Map<string, Promise<JoinOutcome>>()
+  private readonly presence: Presence
+  private readonly broker: Broker
+  private readonly cache: ChannelCache
 
   constructor (readonly app: PusherApp, private readonly log: FastifyBaseLogger, opts: RuntimeOptions) {
-    this.cluster = opts.cluster
-    this.fanout = opts.fanout
+    this.presence = opts.presence
+    this.broker = opts.broker
+    this.cache = opts.cache
+    this.namespace = pusherNamespace(app.id)
     this.webhooks = new Webhooks(app, log, opts.webhooks)
+    const ns = this.namespace
     const hook = (e: Record<string, unknown>) => this.webhooks.add(e)
-    const cluster = opts.cluster
-    // a transition here is the cluster's only when the shared count says so: then its event fires, once
-    const decided = (what: string, channel: string, p: Promise<boolean>, then: () => void) => {
-      p.then(yes => { if (yes) then() }, err => {
-        log.warn({ event: 'pusher.cluster_failed', appId: app.id, channel, step: what, reason: (err as Error).message }, 'a Pusher channel transition could not be counted across instances')
-      })
+    const failed = (step: string, channel: string) => (err: unknown) => {
+      log.warn({ event: 'pusher.cluster_failed', appId: app.id, channel, step, reason: (err as Error).message }, 'a Pusher channel transition could not be counted across instances')
+      return false
     }
     this.registry = new ChannelRegistry({
       occupied: channel => {
-        this.subscribed.set(channel, opts.fanout.subscribeRoom(fanoutRoom(app.id, channel)).catch(err => {
+        this.subscribed.set(channel, opts.broker.subscribe(ns, channel).catch(err => {
           log.warn({ event: 'pusher.fanout_failed', appId: app.id, channel, reason: (err as Error).message }, 'a Pusher channel could not subscribe to the other instances')
         }))
-        opts.onChannel?.(app, channel, true)
-        decided('occupied', channel, cluster.channelJoined(app.id, channel), () => hook({ name: 'channel_occupied', channel }))
+        this.occupying.set(channel, opts.presence.occupy(ns, channel).catch(failed('occupied', channel)).then(first => { if (first) hook({ name: 'channel_occupied', channel }) }))
       },
       vacated: channel => {
         this.subscribed.delete(channel)
-        opts.fanout.unsubscribeRoom(fanoutRoom(app.id, channel))
-        opts.onChannel?.(app, channel, false)
-        decided('vacated', channel, cluster.channelLeft(app.id, channel), () => hook({ name: 'channel_vacated', channel }))
+        this.occupying.delete(channel)
+        opts.broker.unsubscribe(ns, channel)
+        opts.presence.vacate(ns, channel).then(last => { if (last) hook({ name: 'channel_vacated', channel }) })
       },
-      memberAdded: (channel, userKey, member, socketId) => {
-        decided('member_added', channel, cluster.memberJoined(app.id, channel, userKey, { userId: member.userId, info: member.info }), () => {
-          hook({ name: 'member_added', channel, user_id: userKey })
-          const payload = frame('pusher_internal:member_added', { user_id: member.userId, user_info: member.info }, channel)
-          this.ctx.count('out', 'event', this.registry.broadcast(channel, payload, socketId))
-          this.ctx.publish(channel, payload, socketId)
-        })
-      },
-      counted: (channel, n) => cluster.channelCount(app.id, channel, n),
-      memberRemoved: (channel, userKey, member) => {
-        decided('member_removed', channel, cluster.memberLeft(app.id, channel, userKey), () => {
-          hook({ name: 'member_removed', channel, user_id: userKey })
-          const payload = frame('pusher_internal:member_removed', { user_id: member.userId }, channel)
-          this.ctx.count('out', 'event', this.registry.broadcast(channel, payload))
-          this.ctx.publish(channel, payload)
-        })
+      counted: (channel, n) => opts.presence.count(ns, channel, n)
+    })
+    // frames of this app's channels published on other instances: delivered to the subscribers here
+    opts.broker.handle(ns, (channel, payload, exceptSocketId) => {
+      if (channel === TERMINATE) {
+        this.terminate(payload)
+        return
       }
+      this.ctx.count('out', 'event', this.registry.broadcast(channel, payload, exceptSocketId))
+    })
+    // members and subscriptions of a crashed instance: what their removal means fires once, here
+    opts.presence.onGone(ns, (channel, gone, vacated) => {
+      for (const { key, info } of gone) {
+        const member = info as PresenceMember | undefined
+        if (this.registry.hasMember(channel, key)) continue
+        this.webhooks.add({ name: 'member_removed', channel, user_id: key })
+        this.announce(channel, frame('pusher_internal:member_removed', { user_id: member?.userId ?? key }, channel))
+      }
+      if (vacated && this.registry.get(channel) === undefined) this.webhooks.add({ name: 'channel_vacated', channel })
+      log.info({ event: 'pusher.instance_swept', appId: app.id, channel, membersGone: gone.length, vacated }, 'a crashed instance\'s subscriptions and members left a Pusher channel')
     })
     this.ctx = {
       app,
@@ -98,39 +109,86 @@ export class AppRuntime {
       pongTimeoutMs: opts.pongTimeoutMs,
       webhook: hook,
       count: opts.count,
-      members: channel => cluster.members(app.id, channel),
-      cached: async channel => this.registry.cached(channel) ?? await cluster.cached(app.id, channel) ?? undefined,
+      members: channel => opts.presence.members(ns, channel).then(found => new Map([...found].map(([key, info]) => [key, info as PresenceMember]))),
+      cached: channel => this.cache.recall(channel),
       reachable: channel => this.subscribed.get(channel) ?? Promise.resolve(),
-      publish: (channel, payload, exceptSocketId) => opts.fanout.publishToRoom(fanoutRoom(app.id, channel), payload, exceptSocketId),
+      publish: (channel, payload, exceptSocketId) => opts.broker.publish(ns, channel, payload, exceptSocketId),
+      admitMember: (channel, key, member) => this.admitMember(channel, key, member),
+      memberLeft: (channel, key, member) => this.memberLeft(channel, key, member),
+      memberAdded: (channel, key, member, socketId) => this.memberAdded(channel, key, member, socketId),
+      announce: (channel, payload, exceptSocketId) => this.announce(channel, payload, exceptSocketId),
       bridge: opts.bridge ?? (() => {}),
       maxDepth: opts.maxDepth,
       messagesPerSecond: opts.messagesPerSecond
     }
   }
 
-  /** An event from the HTTP API: cached on cache channels, sent to every subscriber but `exceptSocketId`, and to the bridged room. */
-  trigger (channel: string, name: string, data: string, exceptSocketId?: string): number {
-    const n = this.deliver(channel, name, data, exceptSocketId)
+  /**
+   * A user's first socket here asks to join a presence channel: `full` when
+   * the channel has its maximum of members on all instances, `added` when the
+   * user was on no instance (then member_added goes out, once across the cluster).
+   */
+  private admitMember (channel: string, key: string, member: PresenceMember): Promise<JoinOutcome> {
+    const id = `${channel}\n${key}`
+    const pending = this.joining.get(id)
+    if (pending) return pending.then(outcome => outcome === 'full' ? 'full' : 'present')
+    const joined = this.presence.join(this.namespace, channel, key, member, this.app.maxPresenceMembers).finally(() => this.joining.delete(id))
+    this.joining.set(id, joined)
+    return joined
+  }
+
+  /** A user who was on no instance joined with `socketId`: member_added to the others and the webhook, after the channel's occupied one. */
+  private memberAdded (channel: string, key: string, member: PresenceMember, socketId: string): void {
+    this.announce(channel, frame('pusher_internal:member_added', { user_id: member.userId, user_info: member.info }, channel), socketId)
+    const occupied = this.occupying.get(channel) ?? Promise.resolve()
+    occupied.then(() => this.webhooks.add({ name: 'member_added', channel, user_id: key }), () => {})
+  }
+
+  /** A user's last socket here left: member_removed when it is on no instance any more. */
+  private memberLeft (channel: string, key: string, member: Member): void {
+    this.presence.leave(this.namespace, channel, key).then(last => {
+      if (!last) return
+      this.webhooks.add({ name: 'member_removed', channel, user_id: key })
+      this.announce(channel, frame('pusher_internal:member_removed', { user_id: member.userId }, channel))
+    }, () => {})
+  }
+
+  /** A frame to the channel's subscribers here and on every other instance. */
+  announce (channel: string, payload: string, exceptSocketId?: string): void {
+    this.ctx.count('out', 'event', this.registry.broadcast(channel, payload, exceptSocketId))
+    this.ctx.publish(channel, payload, exceptSocketId).catch(() => {})
+  }
+
+  /**
+   * An event from the HTTP API: cached on cache channels, sent to every
+   * subscriber but `exceptSocketId` here, and to the bridged room. Resolves
+   * once it reached the other instances; rejects (503) when it cannot.
+   */
+  async trigger (channel: string, name: string, data: string, exceptSocketId?: string): Promise<number> {
+    const { reached, crossed } = this.deliver(channel, name, data, exceptSocketId)
     this.ctx.bridge(channel, name, data)
-    return n
+    await crossed
+    return reached
+  }
+
+  /** Cache channels held in this process's memory (0 with Redis, which holds them). */
+  get cachedChannels (): number {
+    return this.cache.size
   }
 
   /** An event to the channel's subscribers on every instance (cached on cache channels), without the bridge. */
-  deliver (channel: string, name: string, data: string, exceptSocketId?: string): number {
-    if (isCache(channel)) {
-      this.registry.remember(channel, name, data)
-      this.cluster.remember(this.app.id, channel, name, data, CACHE_TTL_MS)
-    }
+  deliver (channel: string, name: string, data: string, exceptSocketId?: string): { reached: number, crossed: Promise<void> } {
+    if (isCache(channel)) this.cache.remember(channel, { event: name, data })
     const payload = frame(name, data, channel)
-    this.ctx.publish(channel, payload, exceptSocketId)
-    const n = this.registry.broadcast(channel, payload, exceptSocketId)
-    this.ctx.count('out', 'event', n)
-    return n
+    const crossed = this.ctx.publish(channel, payload, exceptSocketId)
+    const reached = this.registry.broadcast(channel, payload, exceptSocketId)
+    this.ctx.count('out', 'event', reached)
+    return { reached, crossed }
   }
 
-  /** A presence channel's members on every instance (this instance's when there is no cluster). */
+  /** A presence channel's members on every instance. */
   async members (channel: string): Promise<Array<{ userId: string | number }>> {
-    const all = new Map<string, { userId: string | number }>(await this.ctx.members(channel) ?? [])
+    const all = new Map<string, { userId: string | number }>(await this.ctx.members(channel))
     for (const [key, m] of this.registry.get(channel)?.members ?? []) all.set(key, m)
     return [...all.values()]
   }
@@ -143,21 +201,21 @@ export class AppRuntime {
     return out
   }
 
-  /** Subscriptions to the channel on every live instance (this instance's without a cluster). */
+  /** Subscriptions to the channel on every live instance. */
   async subscriptionCount (channel: string): Promise<number> {
-    return await this.cluster.subscriptionCount(this.app.id, channel) ?? this.registry.get(channel)?.subscribers.size ?? 0
+    return await this.presence.subscriptions(this.namespace, channel) + (this.registry.get(channel)?.subscribers.size ?? 0)
   }
 
   /** The channels occupied on some live instance, in name order. */
   async channelNames (): Promise<string[]> {
-    const names = new Set(await this.cluster.channels(this.app.id) ?? [])
+    const names = await this.presence.channels(this.namespace)
     for (const ch of this.registry.all()) names.add(ch.name)
     return [...names].sort()
   }
 
   /** A cache channel's last event triggered on any instance, within the cache TTL. */
   async cached (channel: string): Promise<{ event: string, data: string } | undefined> {
-    return await this.ctx.cached(channel)
+    return await this.cache.recall(channel)
   }
 
   /** Closes the user's sockets on this instance with 4009 (pusher-js does not reconnect); returns how many. */
@@ -167,35 +225,21 @@ export class AppRuntime {
     return sockets.length
   }
 
-  /** terminate_connections: the user's sockets here, and on every other instance (through the fanout). */
-  terminateEverywhere (userId: string): number {
-    this.fanout.publishToRoom(fanoutRoom(this.app.id, TERMINATE), userId)
-    return this.terminate(userId)
+  /** terminate_connections: the user's sockets here, and on every other instance; rejects (503) when it cannot reach them. */
+  async terminateEverywhere (userId: string): Promise<number> {
+    const crossed = this.broker.publish(this.namespace, TERMINATE, userId)
+    const n = this.terminate(userId)
+    await crossed
+    return n
   }
 
-  /**
-   * Entries of crashed instances (heartbeat expired) leave Redis; what their
-   * removal means fires here, once across the instances: member_removed (to
-   * subscribers everywhere, and the webhook) for users with no socket left,
-   * channel_vacated for channels with no subscriber left.
-   */
-  async sweepDead (): Promise<void> {
-    let swept
-    try {
-      swept = await this.cluster.sweep(this.app.id)
-    } catch (err) {
-      this.log.warn({ event: 'pusher.cluster_failed', appId: this.app.id, step: 'sweep', reason: (err as Error).message }, 'crashed instances\' Pusher entries could not be swept')
-      return
-    }
-    for (const { channel, gone, vacated } of swept) {
-      for (const { key, member } of gone) {
-        this.webhooks.add({ name: 'member_removed', channel, user_id: key })
-        const payload = frame('pusher_internal:member_removed', { user_id: member.userId }, channel)
-        this.ctx.count('out', 'event', this.registry.broadcast(channel, payload))
-        this.ctx.publish(channel, payload)
-      }
-      if (vacated) this.webhooks.add({ name: 'channel_vacated', channel })
-      if (gone.length > 0 || vacated) this.log.info({ event: 'pusher.instance_swept', appId: this.app.id, channel, membersGone: gone.length, vacated }, 'a crashed instance\'s subscriptions and members left a Pusher channel')
-    }
+  /** The app's cache stops its sweep (the server is closing). */
+  close (): void {
+    this.cache.close()
+  }
+
+  /** Frames of `#terminate` reach this instance from the others. */
+  listenForTerminations (): Promise<void> {
+    return this.broker.subscribe(this.namespace, TERMINATE)
   }
 }

@@ -2,9 +2,12 @@ import { randomInt } from 'node:crypto'
 import type { WebSocket } from 'ws'
 import type { FastifyBaseLogger } from 'fastify'
 import type { PusherApp } from './apps.js'
-import { ChannelRegistry, isCache, isEncrypted, isPresence, isPrivate, USER_CHANNEL_PREFIX, type Subscriber } from './channels/registry.js'
+import { ChannelRegistry, isCache, isEncrypted, isPresence, isPrivate, USER_CHANNEL_PREFIX, type Member, type Subscriber } from './channels/registry.js'
 import { channelAuthString, userAuthString, verifyAuth } from './signatures.js'
-import { jsonDepth, tooDeepField, type Connection } from './deps.js'
+import { jsonDepth, tooDeepField, type Connection, type JoinOutcome } from './deps.js'
+
+/** A presence channel's member as every instance sees it: user_id as given (a number stays a number) and user_info. */
+export interface PresenceMember { userId: string | number, info: unknown }
 
 /** Channel names: Pusher's character set, at most 200 characters. */
 export const CHANNEL_NAME = /^[-a-zA-Z0-9_=@,.;]{1,200}$/
@@ -38,7 +41,9 @@ export const ERROR = {
   /** Over the message rate (WS_MESSAGES_PER_SECOND) or the app's client-event rate. */
   rateLimited: 4301,
   /** Something this connection may not do (a client event on a channel it is not in, or not allowed there). */
-  forbidden: 4009
+  forbidden: 4009,
+  /** The other instances cannot be reached (Redis is down): what was sent reached this instance only. */
+  unavailable: 4302
 } as const
 
 /** What every Pusher socket of an app shares. */
@@ -54,14 +59,22 @@ export interface AppContext {
   webhook (event: Record<string, unknown>): void
   /** Counted per frame in and out (metrics); a broadcast counts its recipients once. */
   count (direction: 'in' | 'out', kind: string, n?: number): void
-  /** A presence channel's members on every instance (null: only this instance's count). */
-  members (channel: string): Promise<Map<string, { userId: string | number, info: unknown }> | null>
+  /** A presence channel's members on the other instances. */
+  members (channel: string): Promise<Map<string, PresenceMember>>
   /** A cache channel's last event, triggered on any instance. */
   cached (channel: string): Promise<{ event: string, data: string } | undefined>
   /** Settles once the channel's frames from other instances reach this one (before subscription_succeeded). */
   reachable (channel: string): Promise<void>
-  /** Sends a channel frame to the other instances' subscribers (the fanout). */
-  publish (channel: string, payload: string, exceptSocketId?: string): void
+  /** Sends a channel frame to the other instances' subscribers; rejects (503) when it cannot reach them. */
+  publish (channel: string, payload: string, exceptSocketId?: string): Promise<void>
+  /** A user's first socket here joins a presence channel: added (first anywhere), present, or full (the member cap, cluster-wide). */
+  admitMember (channel: string, key: string, member: PresenceMember): Promise<JoinOutcome>
+  /** A user's last socket here left a presence channel. */
+  memberLeft (channel: string, key: string, member: Member): void
+  /** A user who was on no instance joined the presence channel with socket `socketId` (it is not told of itself). */
+  memberAdded (channel: string, key: string, member: PresenceMember, socketId: string): void
+  /** A frame to the channel's subscribers here (but `exceptSocketId`) and on every other instance. */
+  announce (channel: string, payload: string, exceptSocketId?: string): void
   /** JSON_MAX_DEPTH: the deepest a frame's fields (and a presence member's info) may nest. */
   maxDepth: number
   /** WS_MESSAGES_PER_SECOND, for the message of a refusal over it. */
@@ -227,7 +240,7 @@ export class PusherSocket implements Subscriber {
   }
 
   private subscribe (data: Record<string, unknown>): void {
-    const { app, registry } = this.ctx
+    const { app } = this.ctx
     const channel = data.channel
     if (typeof channel !== 'string' || channel === '') {
       this.send(errorFrame(ERROR.invalid, 'data.channel: must be a channel name'))
@@ -277,11 +290,7 @@ export class PusherSocket implements Subscriber {
         return
       }
       const key = String(userId)
-      if (!registry.get(channel)?.members.has(key) && registry.memberCount(channel) >= app.maxPresenceMembers) {
-        this.subscriptionError(channel, 4100, `presence channel ${channel} already has its maximum of ${app.maxPresenceMembers} members`, 'LimitReached')
-        return
-      }
-      this.join(channel, { userKey: key, userId }, info)
+      this.joinPresence(channel, key, { userId, info })
       return
     }
     if (isPrivate(channel)) {
@@ -293,10 +302,42 @@ export class PusherSocket implements Subscriber {
     this.join(channel, {})
   }
 
-  private presenceData (channel: string, remote: Map<string, { userId: string | number, info: unknown }> | null = null): { presence: { ids: Array<string | number>, hash: Record<string, unknown>, count: number } } | undefined {
+  /** The member cap is checked here (this instance's members) and by presence (every instance's), before the socket subscribes. */
+  private joinPresence (channel: string, key: string, member: PresenceMember): void {
+    const { app, registry } = this.ctx
+    const full = () => this.subscriptionError(channel, 4100, `presence channel ${channel} already has its maximum of ${app.maxPresenceMembers} members`, 'LimitReached')
+    if (registry.hasMember(channel, key)) {
+      this.join(channel, { userKey: key, userId: member.userId }, member.info)
+      return
+    }
+    if (registry.memberCount(channel) >= app.maxPresenceMembers) return full()
+    // reserved while presence answers, so a second subscribe of the same channel waits for this one
+    const pending: Subscription = { userKey: key, userId: member.userId }
+    this.subscriptions.set(channel, pending)
+    this.ctx.admitMember(channel, key, member).then(outcome => {
+      if (this.subscriptions.get(channel) !== pending) {
+        // unsubscribed or closed meanwhile: give the membership back
+        if (!registry.hasMember(channel, key)) this.ctx.memberLeft(channel, key, { ...member, sockets: 0 })
+        return
+      }
+      if (outcome === 'full') {
+        this.subscriptions.delete(channel)
+        return full()
+      }
+      this.subscriptions.delete(channel)
+      this.join(channel, pending, member.info)
+      if (outcome === 'added') this.ctx.memberAdded(channel, key, member, this.socketId)
+    }, err => {
+      if (this.subscriptions.get(channel) === pending) this.subscriptions.delete(channel)
+      this.ctx.log.warn({ event: 'pusher.cluster_failed', appId: this.ctx.app.id, channel, step: 'member_added', reason: (err as Error).message }, 'a presence member could not be counted across instances')
+      this.subscriptionError(channel, 503, 'The presence channel\'s members cannot be counted across instances right now; retry', 'ServiceUnavailable')
+    })
+  }
+
+  private presenceData (channel: string, remote: Map<string, PresenceMember> | null = null): { presence: { ids: Array<string | number>, hash: Record<string, unknown>, count: number } } | undefined {
     const ch = this.ctx.registry.get(channel)
     if (!ch || !isPresence(channel)) return undefined
-    const all = new Map<string, { userId: string | number, info: unknown }>(remote ?? [])
+    const all = new Map<string, PresenceMember>(remote ?? [])
     for (const [key, m] of ch.members) all.set(key, m)
     const ids: Array<string | number> = []
     const hash: Record<string, unknown> = {}
@@ -321,11 +362,11 @@ export class PusherSocket implements Subscriber {
       if (this.subscriptions.get(channel) === sub) this.subscribed(channel, remote, last)
     }, err => {
       this.ctx.log.warn({ event: 'pusher.cluster_failed', appId: this.ctx.app.id, channel, reason: (err as Error).message }, 'the members or the cached event of other instances could not be read')
-      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, null, this.ctx.registry.cached(channel))
+      if (this.subscriptions.get(channel) === sub) this.subscribed(channel, null, undefined)
     })
   }
 
-  private subscribed (channel: string, remote: Map<string, { userId: string | number, info: unknown }> | null, last: { event: string, data: string } | undefined): void {
+  private subscribed (channel: string, remote: Map<string, PresenceMember> | null, last: { event: string, data: string } | undefined): void {
     this.send(frame('pusher_internal:subscription_succeeded', this.presenceData(channel, remote) ?? {}, channel))
     if (isCache(channel)) {
       if (last) {
@@ -341,7 +382,10 @@ export class PusherSocket implements Subscriber {
     const sub = this.subscriptions.get(channel)
     if (!sub) return
     this.subscriptions.delete(channel)
-    // member_removed goes out through the registry's events (once, cluster-wide)
+    // the user's last socket here: member_removed when it is on no instance any more (decided once, cluster-wide),
+    // asked before the channel's last subscriber here is, so member_removed comes before channel_vacated
+    const member = sub.userKey === undefined ? undefined : this.ctx.registry.get(channel)?.members.get(sub.userKey)
+    if (member !== undefined && member.sockets === 1 && this.ctx.registry.get(channel)?.subscribers.has(this) === true) this.ctx.memberLeft(channel, sub.userKey as string, member)
     this.ctx.registry.unsubscribe(this, channel, sub.userKey)
   }
 
@@ -397,7 +441,9 @@ export class PusherSocket implements Subscriber {
     const userId = sub.userId
     const relayed = frame(event, payload, channel, userId === undefined ? undefined : { user_id: userId })
     this.ctx.count('out', 'client_event', registry.broadcast(channel, relayed, this.socketId))
-    this.ctx.publish(channel, relayed, this.socketId)
+    this.ctx.publish(channel, relayed, this.socketId).catch(() => {
+      this.send(errorFrame(ERROR.unavailable, `Client event ${event.slice(0, 64)} reached this instance's subscribers only: the other instances cannot be reached right now`))
+    })
     this.ctx.bridge(channel, event, payload, userId)
     this.ctx.webhook({ name: 'client_event', channel, event, data: payload, socket_id: this.socketId, ...(userId === undefined ? {} : { user_id: String(userId) }) })
   }

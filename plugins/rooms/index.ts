@@ -36,7 +36,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   // optional: without the metrics plugin nothing is counted
   const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
   // the fanout carries frames and membership to and from the other instances (a no-op on one node)
-  const registry = new RoomRegistry(app.store, app.fanout, {
+  const registry = new RoomRegistry(app.store, app.broker, app.presence, {
     historySize: opts.historySize ?? 100,
     maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50,
     stateMaxBytes: opts.stateMaxBytes ?? 262144,
@@ -99,4 +99,4 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     await app.store.flush()
     app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')
   })
-}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'fanout', 'dispatcher', 'connections', 'status', 'auth'] })
+}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'fanout', 'dispatcher', 'connections', 'status', 'auth', 'metrics'] })

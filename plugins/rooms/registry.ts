@@ -1,6 +1,7 @@
 import { textFrame, type Connection } from '../transport/connections.js'
 import { WsError } from '../transport/dispatcher.js'
-import type { Fanout } from '../cluster/index.js'
+import type { Broker, Presence, Sequence } from '../cluster/index.js'
+import { Sequencer } from '../transport/sequencer.js'
 import {
   DuplicateKeyError, InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type IdempotencyClaim, type RoomMessage, type RoomState, type Store
@@ -24,23 +25,38 @@ export interface RoomRegistryOptions {
    * memory from the stored one, nothing is kept for recovery [true].
    */
   persistMessages?: boolean
+  /** How long a room's message or state frame waits for an earlier one before the gap is filled from the store [500]. */
+  gapMs?: number
 }
+
+/** The namespace of native rooms in the broker and in presence. */
+export const ROOM_NS = 'room'
 
 /** A message published on this instance, and who published it (undefined: a member or the HTTP API). */
 export type PublishedListener = (message: RoomMessage, origin: string | undefined) => void
 
 interface Log {
   error (obj: object, msg: string): void
+  warn (obj: object, msg: string): void
 }
 
-/** A room in memory: who is in it, by client id. */
+/** The ordered streams of a room: its messages by offset, its state by version, each within the room's epoch. */
+type Stream = 'm' | 's'
+
+/** A room in memory: who is in it, by client id, and where its ordered streams are. */
 class Room {
   /** clientId → that client's connections in this room. */
   readonly members = new Map<string, Set<Connection>>()
   /** Connections joining: the room's frames wait here from before the snapshot is read until just after `joined`. */
   readonly joining = new Map<Connection, string[]>()
   emptySince = Date.now()
-  constructor (readonly name: string, public offset = 0, readonly epoch = newEpoch()) {}
+  /** Each stream's sequencer, for the epoch it counts in. */
+  readonly streams = new Map<Stream, { epoch: string, sequencer: Sequencer }>()
+  /** The epoch the store had when the room loaded ('' for a room never written: its first epoch counts from 1). */
+  readonly storedEpoch: string
+  constructor (readonly name: string, public offset = 0, stored: string | undefined = undefined, readonly version = 0, readonly epoch = stored ?? newEpoch()) {
+    this.storedEpoch = stored ?? ''
+  }
 }
 
 export interface JoinedReply {
@@ -78,21 +94,79 @@ export class RoomRegistry {
   private readonly loading = new Map<string, Promise<Room>>()
   private readonly pendingJoins = new WeakMap<Connection, Map<string, Promise<unknown>>>()
   private readonly publishedListeners: PublishedListener[] = []
+  /** Frames from other instances for rooms being loaded here: offered once the room is in memory. */
+  private readonly early = new Map<string, Array<[string, string | undefined, Sequence | undefined]>>()
 
-  constructor (private readonly store: Store, private readonly fanout: Fanout, private readonly opts: RoomRegistryOptions, private readonly log: Log) {
-    fanout.onRoomFrame((room, frame, except) => this.deliverLocally(room, frame, except))
+  constructor (private readonly store: Store, private readonly broker: Broker, private readonly presence: Presence, private readonly opts: RoomRegistryOptions, private readonly log: Log) {
+    broker.handle(ROOM_NS, (room, frame, except, sequence) => this.remoteFrame(room, frame, except, sequence))
     // members of a crashed instance: announced once, by the instance whose sweep removed them
-    fanout.onMembersGone((room, clientIds) => {
-      for (const clientId of clientIds) {
+    presence.onGone(ROOM_NS, (room, gone) => {
+      for (const { key: clientId } of gone) {
         if (!this.rooms.get(room)?.members.has(clientId)) this.broadcast(room, { type: 'presence', room, event: 'leave', clientId })
       }
     })
   }
 
   /** Sends one serialized frame to the room's members here and on the other instances; returns the connections reached here. */
-  deliver (room: string, frame: string, exceptConnectionId?: string): number {
-    this.fanout.publishToRoom(room, frame, exceptConnectionId)
-    return this.deliverLocally(room, frame, exceptConnectionId)
+  deliver (room: string, frame: string, exceptConnectionId?: string, sequence?: { stream: Stream, epoch: string, seq: number }): number {
+    const wire = sequence === undefined ? undefined : { stream: `${sequence.stream}@${sequence.epoch}`, seq: sequence.seq }
+    // a room frame that cannot cross now reaches the other instances' members through the store:
+    // their sequencer fills the gap when the next frame comes (messages), or they rejoin
+    this.broker.publish(ROOM_NS, room, frame, exceptConnectionId, wire).catch(() => {})
+    return this.ordered(room, frame, exceptConnectionId, wire)
+  }
+
+  /** A frame published on another instance: delivered here in its stream's order. */
+  private remoteFrame (name: string, frame: string, except: string | undefined, sequence: Sequence | undefined): void {
+    const loading = this.early.get(name)
+    if (loading !== undefined) {
+      loading.push([frame, except, sequence])
+      return
+    }
+    this.ordered(name, frame, except, sequence)
+  }
+
+  /**
+   * Delivers a frame to the members here; a frame of an ordered stream
+   * (`<stream>@<epoch>:<seq>` on the wire) goes through that stream's
+   * sequencer, so every instance delivers a room's messages by offset and its
+   * state by version, whoever published them. Returns the connections reached
+   * (0 for a frame that waits for an earlier one).
+   */
+  private ordered (name: string, frame: string, except: string | undefined, sequence: Sequence | undefined): number {
+    const room = this.rooms.get(name)
+    if (room === undefined) return 0
+    if (sequence === undefined || this.opts.persistMessages === false) return this.deliverLocally(name, frame, except)
+    const at = sequence.stream.indexOf('@')
+    const stream = sequence.stream.slice(0, at) as Stream
+    const epoch = sequence.stream.slice(at + 1)
+    if (stream !== 'm' && stream !== 's') return this.deliverLocally(name, frame, except)
+    let current = room.streams.get(stream)
+    if (current === undefined || current.epoch !== epoch) {
+      // a new epoch (the store was replaced or flushed) counts from its own start
+      current?.sequencer.stop()
+      // the first frame of the epoch the room loaded in (or of the first epoch of a room never written) counts from the loaded position
+      const known = current === undefined && (epoch === room.storedEpoch || room.storedEpoch === '')
+      const next = known ? (stream === 'm' ? room.offset : room.version) + 1 : sequence.seq
+      current = {
+        epoch,
+        sequencer: new Sequencer(next, (after, upTo) => this.missing(name, stream, after, upTo), {
+          gapMs: this.opts.gapMs,
+          onGap: gap => this.log.warn({ event: 'room.gap', room: name, stream: stream === 'm' ? 'messages' : 'state', ...gap }, gap.skipped > 0 ? 'room frames did not arrive and are no longer in the history: the room went on without them' : 'room frames did not arrive in time: delivered from the store')
+        })
+      }
+      room.streams.set(stream, current)
+    }
+    let reached = 0
+    current.sequencer.offer(sequence.seq, () => { reached = this.deliverLocally(name, frame, except) })
+    return reached
+  }
+
+  /** The room's messages after `after` up to `upTo`, read from the store, to fill a gap (state versions are not kept: none). */
+  private async missing (name: string, stream: Stream, after: number, upTo: number): Promise<Array<[number, () => void]>> {
+    if (stream !== 'm') return []
+    const found = await this.store.loadRoomSince(name, after)
+    return (found?.missed ?? []).filter(m => m.offset <= upTo).map(m => [m.offset, () => { this.deliverLocally(name, JSON.stringify(m)) }])
   }
 
   /**
@@ -113,8 +187,8 @@ export class RoomRegistry {
   }
 
   /** Serializes once and sends the same frame to every member; returns the connections reached here. */
-  broadcast<M extends { type: string }> (room: string, message: M, except?: Connection): number {
-    const recipients = this.deliver(room, JSON.stringify(message), except?.id)
+  broadcast<M extends { type: string }> (room: string, message: M, except?: Connection, sequence?: { stream: Stream, epoch: string, seq: number }): number {
+    const recipients = this.deliver(room, JSON.stringify(message), except?.id, sequence)
     this.opts.onBroadcast?.(message.type, recipients)
     return recipients
   }
@@ -188,16 +262,16 @@ export class RoomRegistry {
     const message = await this.storeCall(name, () => this.store.appendMessage(name, {
       messageId: uuid(), from, data, timestamp: new Date().toISOString()
     }, this.opts.historySize, claim)).finally(() => this.releaseIfNotLoaded(name))
-    const delivered = this.broadcast(name, message)
+    const delivered = this.broadcast(name, message, undefined, { stream: 'm', epoch: message.epoch, seq: message.offset })
     this.published(message, origin)
     return { offset: message.offset, messageId: message.messageId, delivered }
   }
 
   /** With a claim: as `publish`. */
   async update (from: string, name: string, patch: RoomState, baseVersion?: number, claim?: IdempotencyClaim): Promise<{ version: number }> {
-    const { version } = await this.storeCall(name, () => this.store.applyPatch(name, patch, { baseVersion, maxBytes: this.opts.stateMaxBytes, claim }))
+    const { version, epoch } = await this.storeCall(name, () => this.store.applyPatch(name, patch, { baseVersion, maxBytes: this.opts.stateMaxBytes, claim }))
       .finally(() => this.releaseIfNotLoaded(name))
-    this.broadcast(name, { type: 'state', room: name, version, patch, from })
+    this.broadcast(name, { type: 'state', room: name, version, patch, from }, undefined, epoch === undefined ? undefined : { stream: 's', epoch, seq: version })
     return { version }
   }
 
@@ -268,6 +342,7 @@ export class RoomRegistry {
     let evicted = 0
     for (const [name, room] of this.rooms) {
       if (room.members.size === 0 && now - room.emptySince >= this.opts.evictAfterMs) {
+        for (const { sequencer } of room.streams.values()) sequencer.stop()
         this.rooms.delete(name)
         this.store.release(name)
         evicted++
@@ -280,13 +355,13 @@ export class RoomRegistry {
     // subscribed before the snapshot is read, so nothing published after it is missed
     let retained = false
     if (!this.isMember(conn, name)) {
-      await this.storeCall(name, () => this.fanout.subscribeRoom(name))
+      await this.storeCall(name, () => this.broker.subscribe(ROOM_NS, name))
       retained = true
     }
     try {
       return await this.admitRetained(conn, name, since, epoch, () => { retained = false })
     } finally {
-      if (retained) this.fanout.unsubscribeRoom(name)
+      if (retained) this.broker.unsubscribe(ROOM_NS, name)
     }
   }
 
@@ -300,7 +375,7 @@ export class RoomRegistry {
   private async admitRetained (conn: Connection, name: string, since: number | undefined, epoch: string | undefined, keepRetained: () => void): Promise<JoinedReply | undefined> {
     let room = await this.open(name)
     // read before the snapshot: a list of members need not be of the same instant
-    const elsewhere = await this.storeCall(name, () => this.fanout.members(name))
+    const elsewhere = [...(await this.storeCall(name, () => this.presence.members(ROOM_NS, name))).keys()]
     room = await this.open(name)
     const alreadyMember = room.members.get(conn.clientId)?.has(conn) ?? false
     const kept: string[] = []
@@ -340,7 +415,8 @@ export class RoomRegistry {
       this.broadcast(name, { type: 'presence', room: name, event: 'join', clientId: conn.clientId }, conn)
       // a member for every instance before its `joined`, as on one node: a join
       // anywhere after it lists this client; frames meanwhile are kept (joining)
-      await this.fanout.memberJoined(name, conn.clientId)
+      if (room.members.size === 1) await this.presence.occupy(ROOM_NS, name).catch(() => false)
+      await this.presence.join(ROOM_NS, name, conn.clientId, undefined).catch(() => 'present')
     }
     if (room.joining.get(conn) === kept) {
       const offset = snapshot?.offset ?? 0
@@ -394,10 +470,16 @@ export class RoomRegistry {
     let loading = this.loading.get(name)
     if (!loading) {
       loading = this.storeCall(name, () => this.store.loadRoom(name)).then(snapshot => {
-        const loaded = new Room(name, snapshot?.offset ?? 0, snapshot?.epoch)
+        const loaded = new Room(name, snapshot?.offset ?? 0, snapshot?.epoch, snapshot?.version ?? 0)
         this.rooms.set(name, loaded)
+        // frames from other instances that came while the room loaded, in the order they came
+        for (const [frame, except, sequence] of this.early.get(name) ?? []) this.ordered(name, frame, except, sequence)
         return loaded
-      }).finally(() => this.loading.delete(name))
+      }).finally(() => {
+        this.loading.delete(name)
+        this.early.delete(name)
+      })
+      this.early.set(name, [])
       this.loading.set(name, loading)
     }
     return loading
@@ -409,11 +491,14 @@ export class RoomRegistry {
     const connections = room?.members.get(conn.clientId)
     if (!room || !connections?.delete(conn)) return
     room.joining.delete(conn)
-    this.fanout.unsubscribeRoom(name)
+    this.broker.unsubscribe(ROOM_NS, name)
     if (connections.size > 0) return
     room.members.delete(conn.clientId)
-    if (room.members.size === 0) room.emptySince = Date.now()
-    this.fanout.memberLeft(name, conn.clientId)
+    this.presence.leave(ROOM_NS, name, conn.clientId).catch(() => false)
+    if (room.members.size === 0) {
+      room.emptySince = Date.now()
+      this.presence.vacate(ROOM_NS, name).catch(() => false)
+    }
     this.broadcast(name, { type: 'presence', room: name, event: 'leave', clientId: conn.clientId })
   }
 
@@ -428,8 +513,8 @@ export class RoomRegistry {
 
   /** Members here, plus those on the other instances. */
   private async allMembersOf (name: string): Promise<string[]> {
-    const elsewhere = await this.storeCall(name, () => this.fanout.members(name))
-    return [...new Set([...this.membersOf(name), ...elsewhere])]
+    const elsewhere = await this.storeCall(name, () => this.presence.members(ROOM_NS, name))
+    return [...new Set([...this.membersOf(name), ...elsewhere.keys()])]
   }
 
   private deliverLocally (name: string, frame: string, exceptConnectionId?: string): number {

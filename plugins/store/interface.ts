@@ -62,6 +62,8 @@ export interface PatchOptions {
 export interface PatchResult {
   version: number
   state: RoomState
+  /** The room's epoch (versions count within it). */
+  epoch?: string
 }
 
 export interface RoomSummary {

@@ -131,7 +131,7 @@ redis.call('ZADD', KEYS[2] .. ':index', 0, ARGV[1])
 for i = 1, claims do
   idem_put(KEYS[1 + 2 * i], KEYS[2 + 2 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i]), now, tonumber(ARGV[7]))
 end
-return {1, version}`
+return {1, version, redis.call('HGET', KEYS[1], 'epoch')}`
 
 /** Fills the ordered index from the set once (rooms stored before the index existed); marks it done. */
 const BUILD_INDEX = `
@@ -438,6 +438,8 @@ export class RedisStore implements Store {
           continue
         }
         this.heads.set(room, { state, version })
+        // the room's epoch: the frames of its state count versions within it
+        for (const a of accepted) a.result.epoch = String(reply[2])
       }
       for (const { p, result } of accepted) p.resolve(result)
       for (const { p, err } of refused) {

@@ -207,9 +207,10 @@ export class SqliteStore implements Store {
     head.stateJson = json
     const version = ++head.version
     const claim = opts.claim
+    const epoch = head.epoch
     return this.enqueue(room, () => {
       if (claim) this.writeKey(claim, `{"version":${version}}`)
-      return { version, state }
+      return { version, state, epoch }
     })
   }
 

@@ -8,6 +8,7 @@ import type { Principal } from '../core/identity.js'
 import { ClientId } from '../../protocol/schemas.js'
 import { WsError } from '../../protocol/errors.js'
 import { accessTo, allows, maySendAs, mayWrite, type RoomAction } from './access.js'
+import { errorBody } from '../core/errors.js'
 
 export { ADMIN_ROLE, ADMIN_READONLY_ROLE, isAdmin, type RoomAction } from './access.js'
 
@@ -205,5 +206,5 @@ export function refuseUnauthenticated (request: FastifyRequest, reply: FastifyRe
   const failure = request.authFailure ?? new AuthError('missing', 'a bearer token is required')
   request.log.warn({ event: 'auth.rejected', reason: failure.reason, clientKey: request.clientKey, url: request.routeOptions.url }, 'request refused: no valid token')
   return reply.code(401).header('www-authenticate', failure.reason === 'missing' ? 'Bearer' : 'Bearer error="invalid_token"')
-    .send({ statusCode: 401, error: 'Unauthorized', code: 'unauthorized', message: failure.message })
+    .send(errorBody(401, 'unauthorized', failure.message))
 }

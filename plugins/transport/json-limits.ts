@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { depthMessage } from '../../protocol/limits.js'
+import { errorBody } from '../core/errors.js'
 
 export { depthMessage }
 
@@ -72,6 +73,6 @@ export default fp<JsonLimitsOptions>(async function jsonLimits (app, opts) {
       ? (jsonDepth(body, maxDepth) < 0 ? depthMessage('body', maxDepth) : null)
       : tooDeepField(body as Record<string, unknown>, maxDepth)
     if (problem === null) return done()
-    reply.code(400).send({ statusCode: 400, error: 'Bad Request', code: 'invalid_message', message: problem, limit: maxDepth })
+    reply.code(400).send(errorBody(400, 'invalid_message', problem, { limit: maxDepth }))
   })
 }, { name: 'json-limits', fastify: '5.x' })

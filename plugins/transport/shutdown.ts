@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { Connection } from './connections.js'
+import { errorBody } from '../core/errors.js'
 
 export interface ShutdownOptions {
   /** Sent to clients as `reconnectAfterMs` in `server_shutdown` [1000]. */
@@ -65,7 +66,7 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
     if (!app.statusReport.shuttingDown) return done()
     if (request.routeOptions.config.answersWhileClosing === true) return done()
     reply.header('connection', 'close')
-    reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: 'shutting_down', message: 'the server is shutting down' })
+    reply.code(503).send(errorBody(503, 'shutting_down', 'the server is shutting down'))
   })
 
   app.addHook('preClose', async () => {

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, preH
 import type { WebSocket } from 'ws'
 import type { Connection, SessionProtocol } from './connections.js'
 import { refuseUnauthenticated } from './auth.js'
+import { errorBody } from '../core/errors.js'
 
 /**
  * One WebSocket endpoint of a protocol. Every door is declared through this,
@@ -64,7 +65,7 @@ declare module 'fastify' {
 export default fp(async function upgradeRoutes (app) {
   const metrics = app.metrics
   const declare: DeclareUpgradeRoute = function (this: FastifyInstance, route) {
-    const upgradeRequired = { statusCode: 426, error: 'Upgrade Required', code: 'upgrade_required', message: route.usage }
+    const upgradeRequired = errorBody(426, 'upgrade_required', route.usage)
     const requireToken = route.token === 'upgrade' && app.auth.enabled
     this.get<RouteGenericInterface>(route.url, {
       websocket: true,

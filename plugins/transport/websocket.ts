@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
+import { errorBody } from '../core/errors.js'
 
 // Re-exported so the emitted .d.ts imports @fastify/websocket: that import is what
 // loads its type augmentation (`{ websocket: true }` routes, `app.websocketServer`)
@@ -46,6 +47,6 @@ export default fp<WebSocketOptions>(async function websocketTransport (app, opts
 
   app.addHook('onRequest', function refuseUpgradeToHttpRoute (request, reply, done) {
     if (!request.ws || request.routeOptions.config.acceptsUpgrade === true) return done()
-    reply.code(404).send({ statusCode: 404, error: 'Not Found', code: 'not_found', message: 'no WebSocket endpoint at this path; connect to /ws' })
+    reply.code(404).send(errorBody(404, 'not_found', 'no WebSocket endpoint at this path; connect to /ws'))
   })
 }, { name: 'websocket', fastify: '5.x' })

@@ -6,6 +6,7 @@ import { Documents, type DocumentRelay, type Peer } from './documents.js'
 import { DocumentSession, UpdateBudget, permissionDenied } from './connection.js'
 import { DOC_NAME } from './names.js'
 import { HocuspocusConnection } from './hocuspocus.js'
+import { errorBody } from './deps.js'
 
 export { DOC_NAME } from './names.js'
 export { DocumentError, Documents, CollabDocument } from './documents.js'
@@ -23,6 +24,9 @@ declare module 'fastify' {
   }
 }
 
+/** The namespace of documents in the broker and in presence. */
+const YJS_NS = 'yjs'
+
 /** Idle sockets get an empty awareness update this often, under the providers' 30 s watchdog. */
 const KEEPALIVE_MS = 15000
 const EMPTY_AWARENESS = Uint8Array.of(1, 1, 0)
@@ -35,17 +39,27 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
   const cfg = app.config
   const link = app.redisLink
   const store = opts.store ?? (link ? new RedisDocumentStore(link.commands as unknown as RedisCommands, KEY_PREFIX) : new SqliteDocumentStore(cfg.DATA_DIR))
-  // a document's messages cross instances as room frames of a room name no client can use (NUL-prefixed), base64
-  const fanout = app.fanout
-  const ROOM = '\u0000yjs\u0000'
-  const relay: DocumentRelay | undefined = fanout.kind === 'local'
+  // a document's messages cross instances in the broker's `yjs` namespace (base64); its providers'
+  // awareness clients are its members in presence, so a crashed instance's leave everywhere
+  const { broker, presence } = app
+  const relay: DocumentRelay | undefined = broker.kind === 'local'
     ? undefined
     : {
-        subscribe: name => fanout.subscribeRoom(ROOM + name),
-        unsubscribe: name => fanout.unsubscribeRoom(ROOM + name),
-        publish: (name, message) => fanout.publishToRoom(ROOM + name, Buffer.from(message).toString('base64')),
-        memberJoined: (name, client) => fanout.memberJoined(ROOM + name, String(client)),
-        memberLeft: (name, client) => fanout.memberLeft(ROOM + name, String(client))
+        subscribe: async name => {
+          await broker.subscribe(YJS_NS, name)
+          await presence.occupy(YJS_NS, name).catch(() => false)
+        },
+        unsubscribe: name => {
+          broker.unsubscribe(YJS_NS, name)
+          presence.vacate(YJS_NS, name).catch(() => false)
+        },
+        publish: (name, message) => {
+          broker.publish(YJS_NS, name, Buffer.from(message).toString('base64')).catch(err => {
+            app.log.warn({ event: 'yjs.relay_failed', doc: name, reason: (err as Error).message }, 'a document message did not reach the other instances; their editors resync on reconnect')
+          })
+        },
+        memberJoined: (name, client) => { presence.join(YJS_NS, name, String(client), undefined).catch(() => 'present') },
+        memberLeft: (name, client) => { presence.leave(YJS_NS, name, String(client)).catch(() => false) }
       }
   const documents = new Documents({
     store,
@@ -57,21 +71,9 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     compactAfterUpdates: cfg.YJS_COMPACT_AFTER_UPDATES
   })
   app.decorate('yjs', { documents, store })
-  fanout.onMembersGone((room, clients) => {
-    if (room.startsWith(ROOM)) documents.gone(room.slice(ROOM.length), clients)
-  })
-  if (relay) {
-    // the fanout sweeps rooms with members here; a document with only remote awareness is swept here,
-    // so the clients of a dead instance go within its TTL on every instance that has the document
-    const sweep = setInterval(() => {
-      for (const name of documents.names()) fanout.members(ROOM + name).catch(() => {})
-    }, Math.max(100, Math.floor(cfg.REDIS_INSTANCE_TTL_MS / 3)))
-    sweep.unref()
-    app.addHook('onClose', async () => clearInterval(sweep))
-  }
-  fanout.onRoomFrame((room, frame) => {
-    if (room.startsWith(ROOM)) documents.remote(room.slice(ROOM.length), new Uint8Array(Buffer.from(frame, 'base64')))
-  })
+  // awareness clients of a crashed instance: removed once, here, and told to the other instances
+  presence.onGone(YJS_NS, (name, gone) => documents.gone(name, gone.map(g => g.key)))
+  broker.handle(YJS_NS, (name, frame) => documents.remote(name, new Uint8Array(Buffer.from(frame, 'base64'))))
 
   const registers = [app.metrics.registry]
   const updates = new Counter({ name: 'switchboard_yjs_updates_total', help: 'Yjs updates received, by outcome (stored, unchanged, refused code)', labelNames: ['outcome'], registers })
@@ -150,11 +152,11 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     check: async (request, reply) => {
       const name = (request.params as { '*': string })['*']
       if (!DOC_NAME.test(name)) {
-        return reply.code(400).send({ statusCode: 400, error: 'Bad Request', code: 'invalid_document', message: 'document: the name after /yjs/ must be 1 to 128 of A-Z a-z 0-9 _ . : @ / -' })
+        return reply.code(400).send(errorBody(400, 'invalid_document', 'document: the name after /yjs/ must be 1 to 128 of A-Z a-z 0-9 _ . : @ / -'))
       }
       if (accessTo(request.principal, name) === null) {
         request.log.warn({ event: 'yjs.access_denied', doc: name, clientKey: request.clientKey }, 'the token does not give access to this document')
-        return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: `document: the token's rooms claim does not include ${name}` })
+        return reply.code(403).send(errorBody(403, 'forbidden', `document: the token's rooms claim does not include ${name}`))
       }
     },
     accepted (session, request) {

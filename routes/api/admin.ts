@@ -5,6 +5,7 @@ import { ERROR_STATUS, WsError } from '../../protocol/errors.js'
 import { isAdmin, ADMIN_ROLE } from '../../plugins/transport/auth.js'
 import { REASON_MAX_LENGTH } from '../../plugins/admin/index.js'
 import { commonErrors, errorResponse } from './errors.js'
+import { errorBody } from '../../plugins/core/errors.js'
 
 export const CONNECTION_PAGE_DEFAULT = 50
 export const CONNECTION_PAGE_MAX = 500
@@ -61,23 +62,23 @@ async function requireAdmin (request: FastifyRequest, reply: FastifyReply) {
   const principal = request.principal
   if (!principal) {
     return reply.code(401).header('www-authenticate', 'Bearer')
-      .send({ statusCode: 401, error: 'Unauthorized', code: 'unauthorized', message: 'an admin token is required (ADMIN_TOKEN, ADMIN_READONLY_TOKEN or a JWT with role admin)' })
+      .send(errorBody(401, 'unauthorized', 'an admin token is required (ADMIN_TOKEN, ADMIN_READONLY_TOKEN or a JWT with role admin)'))
   }
   if (!isAdmin(principal)) {
-    return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'this token is not an admin token' })
+    return reply.code(403).send(errorBody(403, 'forbidden', 'this token is not an admin token'))
   }
   if (request.routeOptions.config.adminWrite === true && principal.role !== ADMIN_ROLE) {
-    return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'a read-only admin token may not change anything' })
+    return reply.code(403).send(errorBody(403, 'forbidden', 'a read-only admin token may not change anything'))
   }
 }
 
 function sendError (reply: FastifyReply, err: unknown) {
   if (err instanceof WsError) {
-    const [statusCode, error] = ERROR_STATUS[err.code]
-    return reply.code(statusCode).send({ statusCode, error, message: err.message, code: err.code })
+    const [statusCode] = ERROR_STATUS[err.code]
+    return reply.code(statusCode).send(errorBody(statusCode, err.code, err.message))
   }
   const e = err as { statusCode?: number, code?: string, message: string }
-  if (e.statusCode === 503) return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: 'unavailable', message: e.message })
+  if (e.statusCode === 503) return reply.code(503).send(errorBody(503, 'unavailable', e.message))
   throw err
 }
 
@@ -158,7 +159,7 @@ export default async function adminRoutes (app: FastifyInstance) {
       const { disconnected } = await operator.disconnect(target, body?.reason ?? DEFAULT_REASON, who)
       if (disconnected === 0) {
         const what = 'connectionId' in target ? `connection ${target.connectionId}` : `client ${target.clientId}`
-        return reply.code(404).send({ statusCode: 404, error: 'Not Found', code: 'not_found', message: `${what} is not connected to any instance` })
+        return reply.code(404).send(errorBody(404, 'not_found', `${what} is not connected to any instance`))
       }
       return { ok: true as const, disconnected }
     } catch (err) {

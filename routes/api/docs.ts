@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { accessTo, allows } from '../../plugins/transport/index.js'
 import { DOC_NAME, DocumentError, documentJson, ROOT_KINDS, type RootKind } from '../../plugins/yjs/index.js'
 import { commonErrors, errorResponse } from './errors.js'
+import { errorBody } from '../../plugins/core/errors.js'
 // no pattern here: a bad name gets this route's own 400 `invalid_document`, as over WebSocket
 const params = {
   type: 'object',
@@ -16,8 +17,7 @@ const binary = (description: string) => ({ description, content: { 'application/
 const STATUS: Record<DocumentError['code'], number> = { update_too_large: 413, document_too_large: 413, invalid_update: 400, store_failed: 503 }
 
 function error (reply: FastifyReply, statusCode: number, code: string, message: string) {
-  const names: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 413: 'Payload Too Large', 503: 'Service Unavailable' }
-  return reply.code(statusCode).send({ statusCode, error: names[statusCode] ?? 'Error', code, message })
+  return reply.code(statusCode).send(errorBody(statusCode, code, message))
 }
 
 /** Parses `?types=t:text,m:map`; a string naming the bad entry when it is not one. */

@@ -1,7 +1,7 @@
 import type { FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { ErrorRef } from '../../plugins/core/errors.js'
-import { StoreUnavailableError } from '../../plugins/core/errors.js'
+import { errorBody, StoreUnavailableError } from '../../plugins/core/errors.js'
 
 /** Fastify's error shape plus `code`, which every /api error keeps (fields may be added): the shared `Error` schema. */
 export const ErrorBody = ErrorRef
@@ -21,5 +21,5 @@ export const commonErrors = {
 export function sendStoreUnavailable (reply: FastifyReply, err: unknown) {
   if (!(err instanceof StoreUnavailableError)) throw err
   if (!err.reported) reply.log.error({ event: 'store.operation_failed', err }, 'a store operation failed')
-  return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: 'unavailable', message: `${err.message}; retry later` })
+  return reply.code(503).send(errorBody(503, 'unavailable', `${err.message}; retry later`))
 }

@@ -4,6 +4,7 @@ import { ERROR_STATUS, WsError } from '../../protocol/errors.js'
 import { IDEMPOTENCY_KEY_MAX_LENGTH } from '../../protocol/limits.js'
 import type { IdempotencyClaim } from '../../plugins/store/interface.js'
 import { errorResponse } from './errors.js'
+import { errorBody } from '../../plugins/core/errors.js'
 
 /**
  * The `Idempotency-Key` request header (IETF httpapi idempotency-key draft) on
@@ -64,6 +65,6 @@ export async function idempotentResponse (app: FastifyInstance, request: Fastify
 /** A contract error in Fastify's error shape plus `code` and its details (rethrows anything else). */
 export function sendContractError (reply: FastifyReply, err: unknown) {
   if (!(err instanceof WsError)) throw err
-  const [statusCode, error] = ERROR_STATUS[err.code]
-  return reply.code(statusCode).send({ statusCode, error, message: err.message, code: err.code, ...err.extra })
+  const [statusCode] = ERROR_STATUS[err.code]
+  return reply.code(statusCode).send(errorBody(statusCode, err.code, err.message, err.extra))
 }

@@ -6,6 +6,7 @@ import { commonErrors, errorResponse } from './errors.js'
 import { IdempotencyHeaders, idempotencyErrors, idempotentResponse } from './idempotency.js'
 import type { Principal } from '../../plugins/core/identity.js'
 import { ADMIN_ROLE, visibleRooms } from '../../plugins/transport/index.js'
+import { errorBody } from '../../plugins/core/errors.js'
 
 const Params = Type.Object({ room: { ...RoomName, description: 'room name: 1-128 characters of A-Z a-z 0-9 _ . : -' } })
 
@@ -72,8 +73,8 @@ export const SERVER_SENDER = 'server'
 /** Contract errors from the rooms plugin, in Fastify's error shape plus `code` and any details. */
 function sendRoomError (reply: FastifyReply, err: unknown) {
   if (!(err instanceof WsError)) throw err
-  const [statusCode, error] = ERROR_STATUS[err.code]
-  return reply.code(statusCode).send({ statusCode, error, message: err.message, code: err.code, ...err.extra })
+  const [statusCode] = ERROR_STATUS[err.code]
+  return reply.code(statusCode).send(errorBody(statusCode, err.code, err.message, err.extra))
 }
 
 export default async function roomRoutes (app: FastifyInstance) {
@@ -125,7 +126,7 @@ export default async function roomRoutes (app: FastifyInstance) {
     try {
       const room = await app.rooms.describe(request.params.room)
       if (room) return room
-      return reply.code(404).send({ statusCode: 404, error: 'Not Found', code: 'not_found', message: `room ${request.params.room} has never been used` })
+      return reply.code(404).send(errorBody(404, 'not_found', `room ${request.params.room} has never been used`))
     } catch (err) {
       return sendRoomError(reply, err)
     }
@@ -162,11 +163,11 @@ export default async function roomRoutes (app: FastifyInstance) {
     }
   }, async (request, reply) => {
     const from = senderOf(request.principal, request.body.from)
-    if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only publish as its own sub' })
+    if (from === null) return reply.code(403).send(errorBody(403, 'forbidden', 'from: a token may only publish as its own sub'))
     // a message no member could receive over WebSocket is refused up front
     const bytes = Buffer.byteLength(JSON.stringify(request.body.data ?? null))
     if (bytes > app.config.WS_MAX_PAYLOAD) {
-      return reply.code(413).send({ statusCode: 413, error: 'Payload Too Large', code: 'payload_too_large', message: `data: must be at most ${app.config.WS_MAX_PAYLOAD} bytes as JSON (WS_MAX_PAYLOAD), got ${bytes}` })
+      return reply.code(413).send(errorBody(413, 'payload_too_large', `data: must be at most ${app.config.WS_MAX_PAYLOAD} bytes as JSON (WS_MAX_PAYLOAD), got ${bytes}`))
     }
     const { room } = request.params
     const data = request.body.data
@@ -201,7 +202,7 @@ export default async function roomRoutes (app: FastifyInstance) {
     }
   }, async (request, reply) => {
     const from = senderOf(request.principal, request.body.from)
-    if (from === null) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only update as its own sub' })
+    if (from === null) return reply.code(403).send(errorBody(403, 'forbidden', 'from: a token may only update as its own sub'))
     const { room } = request.params
     const { patch, baseVersion } = request.body
     try {

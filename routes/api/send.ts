@@ -4,6 +4,7 @@ import { ClientId, MessageText } from '../../protocol/schemas.js'
 import { commonErrors, errorResponse, sendStoreUnavailable } from './errors.js'
 import { IdempotencyHeaders, idempotencyErrors, idempotentResponse, sendContractError } from './idempotency.js'
 import { WsError } from '../../protocol/errors.js'
+import { errorBody } from '../../plugins/core/errors.js'
 
 const SendBody = Type.Object({
   from: { ...ClientId, description: 'sender shown to the recipient; with a user token, its own sub' },
@@ -37,7 +38,7 @@ export default async function sendRoute (app: FastifyInstance) {
   }, async (request, reply) => {
     const { from, to, text } = request.body
     if (!app.auth.maySendAs(request.principal, from)) {
-      return reply.code(403).send({ statusCode: 403, error: 'Forbidden', code: 'forbidden', message: 'from: a token may only send as its own sub' })
+      return reply.code(403).send(errorBody(403, 'forbidden', 'from: a token may only send as its own sub'))
     }
     try {
       return await idempotentResponse(app, request, reply, { route: 'send', from, to, text },

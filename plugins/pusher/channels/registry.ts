@@ -20,20 +20,15 @@ export class Channel {
   constructor (readonly name: string) {}
 }
 
-/** The registry's events: what webhooks and metrics hear about. */
+/** The registry's local transitions: the runtime turns them into the cluster's (presence) and its events. */
 export interface ChannelEvents {
+  /** The channel's first subscriber here. */
   occupied (channel: string): void
+  /** The channel's last subscriber here left. */
   vacated (channel: string): void
-  /** A user's first socket here joined; `socketId` is that socket (it is not told of itself). */
-  memberAdded (channel: string, userKey: string, member: Member, socketId: string): void
-  /** A user's last socket here left. */
-  memberRemoved (channel: string, userKey: string, member: Member): void
   /** The channel's subscribers here are now `n` (> 0) after a change that was neither occupied nor vacated. */
   counted? (channel: string, n: number): void
 }
-
-/** How long a cache channel keeps its last event [30 min, as Pusher documents]. */
-export const CACHE_TTL_MS = 30 * 60 * 1000
 
 export const isPresence = (name: string) => name.startsWith('presence-')
 export const isPrivate = (name: string) => name.startsWith('private-')
@@ -44,15 +39,14 @@ export const USER_CHANNEL_PREFIX = '#server-to-user-'
 /**
  * The channels of one Pusher app on this instance: who subscribes, presence
  * members counted per user (a user's first socket adds the member, its last
- * removes it), the last event of cache channels, and the sockets signed in as
- * each user. Occupied/vacated/member events are decided here, once per change.
+ * removes it), and the sockets signed in as each user. What a local change
+ * means across the instances is the runtime's (presence).
  */
 export class ChannelRegistry {
   private readonly channels = new Map<string, Channel>()
-  private readonly cache = new Map<string, { event: string, data: string, at: number }>()
   private readonly users = new Map<string, Set<Subscriber>>()
 
-  constructor (private readonly events: ChannelEvents, private readonly now: () => number = Date.now) {}
+  constructor (private readonly events: ChannelEvents) {}
 
   get size (): number {
     return this.channels.size
@@ -66,14 +60,19 @@ export class ChannelRegistry {
     return this.channels.values()
   }
 
-  /** Would `userId` be a new member of a presence channel (for the member cap)? */
+  /** Members of a presence channel here (for the member cap). */
   memberCount (name: string): number {
     return this.channels.get(name)?.members.size ?? 0
   }
 
+  /** Whether the user has a socket here in the presence channel. */
+  hasMember (name: string, userKey: string): boolean {
+    return this.channels.get(name)?.members.has(userKey) ?? false
+  }
+
   /**
    * Adds the subscriber; on a presence channel `member` is its user. Returns
-   * whether this added the user as a new member (so `member_added` goes out).
+   * whether this added the user as a new member here (its first socket).
    */
   subscribe (sub: Subscriber, name: string, member?: { userId: string | number, info: unknown }): boolean {
     let channel = this.channels.get(name)
@@ -93,13 +92,11 @@ export class ChannelRegistry {
       existing.sockets++
       return false
     }
-    const added = { userId: member.userId, info: member.info, sockets: 1 }
-    channel.members.set(key, added)
-    this.events.memberAdded(name, key, added, sub.socketId)
+    channel.members.set(key, { userId: member.userId, info: member.info, sockets: 1 })
     return true
   }
 
-  /** Removes the subscriber; returns the member that left for good (its last socket), if any. */
+  /** Removes the subscriber; returns the member that left here for good (its last socket), if any. */
   unsubscribe (sub: Subscriber, name: string, userKey?: string): Member | undefined {
     const channel = this.channels.get(name)
     if (!channel?.subscribers.delete(sub)) return undefined
@@ -109,7 +106,6 @@ export class ChannelRegistry {
       if (member && --member.sockets === 0) {
         channel.members.delete(userKey)
         gone = member
-        this.events.memberRemoved(name, userKey, member)
       }
     }
     if (channel.subscribers.size === 0) {
@@ -134,21 +130,6 @@ export class ChannelRegistry {
       n++
     }
     return n
-  }
-
-  remember (name: string, event: string, data: string): void {
-    this.cache.set(name, { event, data, at: this.now() })
-  }
-
-  /** The last event of a cache channel, within its TTL. */
-  cached (name: string): { event: string, data: string } | undefined {
-    const entry = this.cache.get(name)
-    if (!entry) return undefined
-    if (this.now() - entry.at > CACHE_TTL_MS) {
-      this.cache.delete(name)
-      return undefined
-    }
-    return entry
   }
 
   signedIn (userId: string, sub: Subscriber): void {

@@ -1,0 +1,196 @@
+import type { ChainableCommander, Redis } from 'ioredis'
+import { KEY_PREFIX, RedisUnavailableError, SWEEP_DEAD_INSTANCES, instanceKey, type RedisLink } from '../core/redis.js'
+
+/** Delivers, here, a direct-message frame sent on another instance to a client connected here. */
+export type ClientFrameHandler = (clientId: string, frame: string) => void
+
+/**
+ * Where each client id has sessions that direct messages reach, across the
+ * instances: a client is made reachable before it is told it is connected, so
+ * a message sent after that is delivered, never queued. One node uses
+ * `LocalClients` (nobody else); with REDIS_URL `RedisClients`.
+ */
+export interface ClientDirectory {
+  readonly kind: 'local' | 'redis'
+  /** Direct-message frames sent from other instances go to `fn`. */
+  onClientFrame (fn: ClientFrameHandler): void
+  /** A session of the client opens here: resolves once a message sent from any instance reaches it. */
+  clientConnected (clientId: string): Promise<void>
+  /** A session of the client closed here (or never opened). */
+  clientDisconnected (clientId: string): void
+  /** Sends a direct-message frame to the client's sessions on other instances; resolves with how many it reached. */
+  publishToClient (clientId: string, frame: string): Promise<number>
+}
+
+/** One instance: nobody else to reach. */
+export class LocalClients implements ClientDirectory {
+  readonly kind = 'local'
+  onClientFrame (): void {}
+  async clientConnected (): Promise<void> {}
+  clientDisconnected (): void {}
+  async publishToClient (): Promise<number> {
+    return 0
+  }
+}
+
+/*
+ * sb:conns:<clientId>     hash serverId → sessions there: `delivered` across instances
+ * sb:ch:server:<serverId> always subscribed: "<origin serverId>\n<clientId>\n<frame>"
+ * Entries of an instance whose heartbeat key expired are ignored and removed
+ * by the script that reads them; this instance rewrites its own when Redis is
+ * back (RedisLink.restore).
+ */
+const serverChannel = (serverId: string) => `${KEY_PREFIX}ch:server:${serverId}`
+const connsKey = (clientId: string) => `${KEY_PREFIX}conns:${clientId}`
+const SERVER_PREFIX = serverChannel('')
+const INSTANCE_PREFIX = instanceKey('')
+
+/**
+ * Publishes to each other live instance holding sessions of the client and
+ * counts those sessions only where the PUBLISH reached a subscriber: an
+ * instance that died (its socket closed) or lost Redis counts 0 and its entry
+ * goes (it rewrites it when it is back).
+ */
+const PUBLISH_TO_CLIENT = SWEEP_DEAD_INSTANCES + `
+local live = sweepDead(KEYS[1], ARGV[1], ARGV[2], function (field) return field end, false)
+local reached = 0
+for _, entry in ipairs(live) do
+  if redis.call('PUBLISH', ARGV[3] .. entry[3], ARGV[4]) > 0 then
+    reached = reached + tonumber(entry[2])
+  else
+    redis.call('HDEL', KEYS[1], entry[1])
+  end
+end
+return reached`
+
+interface Scripts {
+  sbPublishToClient (key: string, me: string, prefix: string, channelPrefix: string, payload: string): Promise<number>
+}
+
+interface Log {
+  warn: (o: object, m: string) => void
+}
+
+/** Client reachability through Redis: this instance's counts are kept here (the truth) and rewritten whenever Redis lost them. */
+export class RedisClients implements ClientDirectory {
+  readonly kind = 'redis'
+  /** Frames received for clients connected here. */
+  received = 0
+  /** clientId → sessions here (what sb:conns holds for this instance). */
+  private readonly local = new Map<string, number>()
+  /** Entries whose write Redis may have missed: rewritten (or removed) by the restore. */
+  private readonly stale = new Set<string>()
+  private restoring: Set<string> | null = null
+  /** Settles once this instance's channel subscription was last attempted: a count is written only after it. */
+  private serverSubscribed: Promise<void>
+  private firstSubscribed: () => void = () => {}
+  private readonly handlers: ClientFrameHandler[] = []
+  private readonly commands: Redis & Scripts
+  private readonly channel: string
+
+  constructor (private readonly link: RedisLink, private readonly count: (direction: 'published' | 'received') => void, private readonly log: Log) {
+    link.commands.defineCommand('sbPublishToClient', { numberOfKeys: 1, lua: PUBLISH_TO_CLIENT })
+    this.commands = link.commands as Redis & Scripts
+    this.channel = serverChannel(link.serverId)
+    this.serverSubscribed = new Promise(resolve => { this.firstSubscribed = resolve })
+    link.subscriber.on('message', (channel: string, payload: string) => { if (channel === this.channel) this.onMessage(payload) })
+    link.addRestorer({ prepare: () => this.resubscribe(), write: tx => this.rewrite(tx), written: ok => this.rewritten(ok) })
+  }
+
+  onClientFrame (fn: ClientFrameHandler): void {
+    this.handlers.push(fn)
+  }
+
+  /**
+   * A session of the client is about to open: counted here, then written to
+   * Redis (and this instance's channel subscribed) before this resolves.
+   * While Redis is down it resolves at once: the restore writes it.
+   */
+  async clientConnected (clientId: string): Promise<void> {
+    this.local.set(clientId, (this.local.get(clientId) ?? 0) + 1)
+    if (!this.link.ready) {
+      this.stale.add(clientId)
+      return
+    }
+    try {
+      await this.serverSubscribed
+      await this.write(clientId)
+    } catch {
+      // marked stale by the write: the restore rewrites it when redis is back
+    }
+  }
+
+  clientDisconnected (clientId: string): void {
+    const n = (this.local.get(clientId) ?? 0) - 1
+    if (n > 0) this.local.set(clientId, n)
+    else this.local.delete(clientId)
+    this.write(clientId).catch(() => {})
+  }
+
+  async publishToClient (clientId: string, frame: string): Promise<number> {
+    if (!this.link.ready) throw new RedisUnavailableError(`redis is ${this.link.status}; the message cannot reach other instances nor be queued; retry later`)
+    try {
+      const reached = await this.commands.sbPublishToClient(connsKey(clientId), this.link.serverId, INSTANCE_PREFIX, SERVER_PREFIX, `${this.link.serverId}\n${clientId}\n${frame}`)
+      this.count('published')
+      return reached
+    } catch (err) {
+      throw new RedisUnavailableError(`redis did not accept the message: ${(err as Error).message}`)
+    }
+  }
+
+  /** On shutdown: this instance's counts leave Redis. */
+  withdraw (tx: ChainableCommander): void {
+    for (const clientId of this.local.keys()) tx.hdel(connsKey(clientId), this.link.serverId)
+  }
+
+  /** Writes the client's count here as it is now (set or removed); a lost write is marked stale for the restore. */
+  private async write (clientId: string): Promise<void> {
+    const n = this.local.get(clientId) ?? 0
+    if (!this.link.ready) {
+      this.stale.add(clientId)
+      throw new RedisUnavailableError(`redis is ${this.link.status}`)
+    }
+    try {
+      if (n > 0) await this.commands.hset(connsKey(clientId), this.link.serverId, n)
+      else await this.commands.hdel(connsKey(clientId), this.link.serverId)
+    } catch (err) {
+      this.stale.add(clientId)
+      this.log.warn({ event: 'bus.write_failed', reason: (err as Error).message }, 'a cluster bookkeeping write failed; it is redone when redis is back')
+      throw err
+    }
+  }
+
+  private onMessage (payload: string): void {
+    const first = payload.indexOf('\n')
+    const second = payload.indexOf('\n', first + 1)
+    if (first < 0 || second < 0 || payload.slice(0, first) === this.link.serverId) return
+    this.count('received')
+    this.received++
+    const clientId = payload.slice(first + 1, second)
+    const frame = payload.slice(second + 1)
+    for (const fn of this.handlers) fn(clientId, frame)
+  }
+
+  private async resubscribe (): Promise<void> {
+    const subscribed = this.link.subscriber.subscribe(this.channel).then(() => undefined)
+    this.serverSubscribed = subscribed.catch(() => {})
+    this.serverSubscribed.then(this.firstSubscribed)
+    await subscribed
+  }
+
+  private rewrite (tx: ChainableCommander): void {
+    for (const [clientId, n] of this.local) tx.hset(connsKey(clientId), this.link.serverId, n)
+    for (const clientId of this.stale) {
+      if (!this.local.has(clientId)) tx.hdel(connsKey(clientId), this.link.serverId)
+    }
+    this.restoring = new Set(this.stale)
+    this.stale.clear()
+  }
+
+  private rewritten (ok: boolean): void {
+    const taken = this.restoring
+    this.restoring = null
+    if (ok || !taken) return
+    for (const clientId of taken) this.stale.add(clientId)
+  }
+}
