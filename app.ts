@@ -3,19 +3,20 @@ import type { Server } from 'node:http'
 import { realpathSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
-import { config, ConfigError, errors, exitOnConfigError, identity, loadConfig, parseOrigins, parseTrustProxy, redis, type Config } from './plugins/core/index.js'
+import { config, ConfigError, errors, exitOnConfigError, identity, loadConfig, metrics, parseOrigins, parseTrustProxy, redis, status, type Config } from './plugins/core/index.js'
 import {
-  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, connections, dispatcher, heartbeat, jsonLimits, limits, pendingConnections, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, websocket, type StaticToken
-} from './plugins/transport/index.js'
+  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, jsonLimits, limits, messageRate, pendingConnections, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, type StaticToken
+} from './plugins/engine/index.js'
+import { dispatcher } from './plugins/native/index.js'
 import store, { type StoreOptions } from './plugins/store/index.js'
-import fanout, { RedisClientSlots } from './plugins/cluster/index.js'
+import cluster, { RedisClientSlots } from './plugins/cluster/index.js'
 import messages from './plugins/messages/index.js'
 import rooms, { type RoomsOptions } from './plugins/rooms/index.js'
 import codeExecution from './plugins/exec/index.js'
 import {
-  clientErrorHandler, EventLogController, listeningEvent, messageRate, metrics, redactUrl, requestLog, status, tracing, type TracingOptions
+  clientErrorHandler, EventLogController, listeningEvent, redactUrl, requestLog, tracing, type TracingOptions
 } from './plugins/observability/index.js'
-import { cors, openapi, rateLimit, webConsole } from './plugins/http/index.js'
+import { cors, openapi, rateLimit, webConsole, websocket } from './plugins/http/index.js'
 import pusher from './plugins/pusher/index.js'
 import admin from './plugins/admin/index.js'
 import healthRoutes from './routes/health.js'
@@ -29,7 +30,7 @@ const pkg = createRequire(import.meta.url)('../package.json') as { version: stri
 
 // The emitted app.d.ts imports @fastify/websocket through this: that import carries its type
 // augmentation (`{ websocket: true }` routes) to a consumer that registers only this plugin.
-export type { WebSocket, WebsocketHandler } from './plugins/transport/index.js'
+export type { WebSocket, WebsocketHandler } from './plugins/http/index.js'
 
 export interface AppOptions {
   /** A ready configuration (tests, embedding); otherwise read from `env`. */
@@ -158,11 +159,10 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(status, { version: pkg.version })
   await fastify.register(metrics)
   await fastify.register(openapi, { version: pkg.version })
-  await fastify.register(connections, { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES, messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, authTimeoutMs: cfg.AUTH_TIMEOUT_MS })
+  await fastify.register(sessions, { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES, messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, authTimeoutMs: cfg.AUTH_TIMEOUT_MS })
   // before the rate limit and the connection limits, which count by the token's sub
   await fastify.register(auth, { secret: cfg.AUTH_SECRET, staticTokens: adminTokens(cfg) })
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
-  await fastify.register(dispatcher, { maxDepth: cfg.JSON_MAX_DEPTH })
   await fastify.register(jsonLimits, { maxDepth: cfg.JSON_MAX_DEPTH })
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
   await fastify.register(cors, { origins: parseOrigins(cfg.CORS_ORIGINS), publicUrl: cfg.PUBLIC_URL })
@@ -179,8 +179,11 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   })
   await fastify.register(heartbeat, { intervalMs: cfg.HEARTBEAT_INTERVAL_MS })
   await fastify.register(upgradeRoutes)
+  // the native protocol (/ws): its dispatcher takes the handlers the features register
+  await fastify.register(dispatcher, { maxDepth: cfg.JSON_MAX_DEPTH })
   // before rooms and direct messages, which deliver through it; after redis, so it withdraws before redis quits
-  await fastify.register(fanout)
+  await fastify.register(cluster)
+  await fastify.register(reachability)
   // onClose runs last-registered-first: rooms flush their writes, then the store closes
   await fastify.register(store, { dataDir: cfg.DATA_DIR, inboxMax: cfg.INBOX_MAX, inboxTtlMs: cfg.INBOX_TTL_MS, idempotencyTtlMs: cfg.IDEMPOTENCY_TTL_MS, idempotencyMaxKeys: cfg.IDEMPOTENCY_MAX_KEYS, ...opts.store })
   await fastify.register(messages, { expireIntervalMs: Math.min(cfg.INBOX_TTL_MS, 60000) })

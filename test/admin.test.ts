@@ -5,7 +5,7 @@ import { TestClient } from './support/ws-client.js'
 import { redisTestOptions } from './support/redis-server.js'
 import { cluster, connect } from './support/cluster-instances.js'
 import { SwitchboardClient } from '../client/index.js'
-import { Auth } from '../plugins/transport/auth.js'
+import { Auth } from '../plugins/engine/auth.js'
 
 const ADMIN_TOKEN = 'admin-token-0123456789abcdef'
 const READONLY_TOKEN = 'readonly-token-0123456789abcdef'

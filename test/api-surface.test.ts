@@ -113,13 +113,13 @@ t.test('/docs/json is usable by a person: tags, summaries, examples, described r
 })
 
 t.test('the plugins are exported folder by folder and work in a bare Fastify app (examples/embed)', async t => {
-  for (const name of ['core', 'transport', 'store', 'cluster', 'messages', 'rooms', 'exec', 'observability', 'http']) {
+  for (const name of ['core', 'observability', 'http', 'store', 'cluster', 'engine', 'native', 'messages', 'rooms', 'exec']) {
     const specifier = `switchboard/plugins/${name}`
     const mod = await import(specifier)
     t.type(mod.default, 'function', `${specifier} exports a plugin`)
   }
-  for (const [specifier, name] of [['core', 'config'], ['transport', 'limits'], ['transport', 'heartbeat'], ['observability', 'status'], ['transport', 'connections'],
-    ['transport', 'dispatcher'], ['transport', 'websocket'], ['observability', 'metrics']]) {
+  for (const [specifier, name] of [['core', 'config'], ['engine', 'limits'], ['engine', 'heartbeat'], ['core', 'status'], ['engine', 'sessions'],
+    ['native', 'dispatcher'], ['http', 'websocket'], ['core', 'metrics']]) {
     const mod = await import(`switchboard/plugins/${specifier}`)
     t.type(mod[name], 'function', `switchboard/plugins/${specifier} exports the ${name} plugin`)
   }

@@ -2,7 +2,7 @@ import t from 'tap'
 import { createSigner } from 'fast-jwt'
 import { build, waitFor } from './support/helper.js'
 import { TestClient, tryUpgrade } from './support/ws-client.js'
-import { accessTo, allows, maySendAs } from '../plugins/transport/access.js'
+import { accessTo, allows, maySendAs } from '../plugins/engine/access.js'
 import { authenticatesInProtocol, concretePath, isPublic, send, spellings, upgrade, watchRoutes, type SeenRoute } from './support/route-spellings.js'
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789'

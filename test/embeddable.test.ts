@@ -1,32 +1,35 @@
 import t from 'tap'
 import Fastify from 'fastify'
-import core from '../plugins/core/index.js'
-import { redis } from '../plugins/core/index.js'
-import { auth, connections, dispatcher, websocket } from '../plugins/transport/index.js'
+import core, { redis } from '../plugins/core/index.js'
+import { tracing } from '../plugins/observability/index.js'
+import { auth, heartbeat, jsonLimits, reachability, sessions } from '../plugins/engine/index.js'
+import { dispatcher } from '../plugins/native/index.js'
+import { websocket } from '../plugins/http/index.js'
 import store from '../plugins/store/index.js'
-import fanout from '../plugins/cluster/index.js'
+import cluster from '../plugins/cluster/index.js'
 import messages from '../plugins/messages/index.js'
 import rooms from '../plugins/rooms/index.js'
-import { metrics, status } from '../plugins/observability/index.js'
 import { tempDir } from './support/helper.js'
 import { TestClient } from './support/ws-client.js'
 
 t.test('rooms and direct messages work in an app of one\'s own that registers the plugins they declare as dependencies', async t => {
   const app = Fastify()
-  await app.register(core, { env: {} })
-  await app.register(status, { version: 'embedded' })
-  await app.register(metrics, { defaultMetrics: false })
-  await app.register(connections)
+  await app.register(core, { env: {}, status: { version: 'embedded' }, metrics: { defaultMetrics: false } })
+  await app.register(tracing)
+  await app.register(sessions)
   await app.register(auth)
-  await app.register(dispatcher)
+  await app.register(heartbeat)
+  await app.register(jsonLimits)
   await app.register(websocket)
+  await app.register(dispatcher)
   await app.register(redis)
-  await app.register(fanout)
+  await app.register(cluster)
+  await app.register(reachability)
   await app.register(store, { dataDir: tempDir(t) })
   await app.register(messages)
   await app.register(rooms)
 
-  app.get('/ws', { websocket: true }, (socket, request) => { app.connections.accept(socket, request) })
+  app.get('/ws', { websocket: true }, (socket, request) => { app.sessions.accept(socket, request) })
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => app.close())
   const address = app.server.address()

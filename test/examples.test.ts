@@ -22,7 +22,7 @@ t.test('examples/echo-bot.mjs answers direct messages (through the package expor
     if (bot.exitCode === null) bot.kill('SIGKILL')
     await exited
   })
-  await waitFor(() => app.connections.ofClient('echo-bot') !== undefined || bot.exitCode !== null, 'the bot to connect')
+  await waitFor(() => app.sessions.ofClient('echo-bot') !== undefined || bot.exitCode !== null, 'the bot to connect')
   t.equal(bot.exitCode, null, `the bot is running ${stderr}`)
 
   const me = new SwitchboardClient({ url, clientId: 'human' })

@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { EventEmitter } from 'node:events'
 import WebSocket from 'ws'
-import { textFrame } from '../plugins/transport/connections.js'
+import { textFrame } from '../plugins/engine/sessions.js'
 import { uuid } from '../plugins/core/ids.js'
 import { build, requestJson } from './support/helper.js'
 import { TestClient } from './support/ws-client.js'

@@ -14,7 +14,7 @@ t.test('a peer that stops answering pings is terminated and frees its slot', asy
   t.equal(closed.code, 1006, 'terminated without a close handshake')
   t.ok(took >= 450, `not before two silent intervals (${took} ms)`)
   t.ok(alive.open, 'a peer that answers pings stays connected')
-  await waitFor(() => app.limits.total === 1 && app.connections.size === 1, 'the dead peer slot to be freed')
+  await waitFor(() => app.limits.total === 1 && app.sessions.size === 1, 'the dead peer slot to be freed')
   t.match(logs().find(l => l.event === 'heartbeat.sweep' && (l.terminated as number) > 0), { terminated: 1 }, 'the sweep logs how many it cleaned')
   await new Promise(resolve => setTimeout(resolve, 1000))
   t.ok(alive.open, 'still connected after several intervals')

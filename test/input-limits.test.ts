@@ -116,13 +116,13 @@ t.test('a client that stops reading is closed with 1013 once its send buffer pas
   const text = 'y'.repeat(30000)
   let sent = 0
   await waitFor(async () => {
-    if (app.connections.sendBuffer.closes > 0) return true
+    if (app.sessions.sendBuffer.closes > 0) return true
     for (let i = 0; i < 50; i++) sender.send({ type: 'send', to: 'stuck', text })
     sent += 50
     await sender.waitFor(m => m.type === 'ack' && sender.all('ack').length >= sent, 'acks', 10000)
-    return app.connections.sendBuffer.closes > 0 || sent > 4000
+    return app.sessions.sendBuffer.closes > 0 || sent > 4000
   }, 'a slow-consumer close', 60000)
-  t.equal(app.connections.sendBuffer.closes, 1, `closed after ${sent} messages of 30 kB`)
+  t.equal(app.sessions.sendBuffer.closes, 1, `closed after ${sent} messages of 30 kB`)
   const line = built.logs().find(l => l.event === 'connection.slow_consumer')
   t.ok(line, 'logged as connection.slow_consumer')
   t.ok((line?.bufferedAmount as number) > 262144 && (line?.bufferedAmount as number) < 262144 + 100000, 'the buffer was at most one frame past the cap')

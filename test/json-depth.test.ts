@@ -1,7 +1,7 @@
 import t from 'tap'
 import { build, requestJson } from './support/helper.js'
 import { TestClient } from './support/ws-client.js'
-import { jsonDepth } from '../plugins/transport/json-limits.js'
+import { jsonDepth } from '../plugins/engine/json-limits.js'
 
 const LEVELS = 10000
 /** `[[[...1...]]]` nested `levels` deep, as JSON text. */

@@ -12,7 +12,7 @@ t.test('with MAX_CONNECTIONS=50 the 51st client is refused with 503 and the othe
   const clients: TestClient[] = []
   t.teardown(() => Promise.all(clients.map(c => c.close())))
   for (let i = 0; i < 50; i++) clients.push(await TestClient.connect(wsUrl, { localAddress: addr(i) }))
-  t.equal(app.connections.size, 50)
+  t.equal(app.sessions.size, 50)
 
   const refused = await tryUpgrade(wsUrl, { localAddress: addr(50) })
   t.equal(refused.status, 503)
@@ -20,7 +20,7 @@ t.test('with MAX_CONNECTIONS=50 the 51st client is refused with 503 and the othe
 
   const pong = await clients[0].request({ type: 'ping' })
   t.equal(pong.type, 'pong', 'existing connections are untouched')
-  t.equal(app.connections.size, 50)
+  t.equal(app.sessions.size, 50)
   const line = logs().find(l => l.event === 'connection.rejected')
   t.match(line, { reason: 'limit_total', limit: 50, current: 50, clientKey: addr(50) }, 'the rejection is logged with the current counts')
 })
@@ -44,14 +44,14 @@ t.test('with MAX_CONNECTIONS_PER_CLIENT=3 the 4th connection from one client key
 t.test('60 concurrent connects never exceed MAX_CONNECTIONS=50', async t => {
   const { wsUrl, app } = await build(t, { MAX_CONNECTIONS: '50', MAX_CONNECTIONS_PER_CLIENT: '3' })
   let peak = 0
-  const sampler = setInterval(() => { peak = Math.max(peak, app.connections.size, app.limits.total) }, 1)
+  const sampler = setInterval(() => { peak = Math.max(peak, app.sessions.size, app.limits.total) }, 1)
   const opened: TestClient[] = []
   t.teardown(() => Promise.all(opened.map(c => c.close())))
   const results = await Promise.all(Array.from({ length: 60 }, (_, i) =>
     TestClient.connect(wsUrl, { localAddress: addr(100 + i) }).then(c => { opened.push(c); return 101 }, (err: Error) => Number(/(\d{3})/.exec(err.message)?.[1] ?? 0))
   ))
   clearInterval(sampler)
-  peak = Math.max(peak, app.connections.size, app.limits.total)
+  peak = Math.max(peak, app.sessions.size, app.limits.total)
   t.equal(results.filter(s => s === 101).length, 50, 'exactly 50 accepted')
   t.equal(results.filter(s => s === 503).length, 10, 'the other 10 refused with 503')
   t.ok(peak <= 50, `never more than 50 slots held (peak ${peak})`)
@@ -67,8 +67,8 @@ t.test('counters return to zero when clients leave, cleanly or abruptly', async 
   clients[1].ws.terminate() // no close frame: an abrupt disconnect
   ;(clients[2].ws as any)._socket.destroy()
   for (const c of clients.slice(3)) c.ws.terminate()
-  await waitFor(() => app.limits.total === 0 && app.connections.size === 0 && app.limits.counter.clients === 0, 'all counters to reach 0')
-  t.equal(app.connections.clientCount, 0)
+  await waitFor(() => app.limits.total === 0 && app.sessions.size === 0 && app.limits.counter.clients === 0, 'all counters to reach 0')
+  t.equal(app.sessions.clientCount, 0)
   const again = await TestClient.connect(wsUrl, { localAddress: addr(200) })
   t.equal(app.limits.total, 1, 'a returning client counts from zero again')
   await again.close()

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { build, waitFor } from './support/helper.js'
 import { TestClient } from './support/ws-client.js'
-import { MessageRate } from '../plugins/observability/message-rate.js'
+import { MessageRate } from '../plugins/engine/message-rate.js'
 
 t.test('the rate is the average of the last one-second slots', async t => {
   let received = 0

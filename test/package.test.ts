@@ -18,7 +18,7 @@ function consumerSource (plugins: string[]): string {
 import fp from 'fastify-plugin'
 import app, { options, type AppOptions } from 'switchboard'
 import { connect, type ClientOptions } from 'switchboard/client'
-import { websocket, type WebSocketOptions } from 'switchboard/plugins/transport'
+import { websocket, type WebSocketOptions } from 'switchboard/plugins/http'
 ${imports}
 
 /** Every plugin module the package exports, loaded. */
@@ -75,7 +75,7 @@ t.test('the npm package as a consumer gets it: packed, installed without optiona
 
   await t.test('the tarball holds the built code, its types, the console, the docs and the licence, nothing else', async t => {
     for (const f of ['package.json', 'README.md', 'LICENSE', 'dist/app.js', 'dist/app.d.ts', 'dist/server.js', 'dist/client/index.js', 'dist/client/index.d.ts',
-      'dist/plugins/transport/websocket.d.ts', 'dist/plugins/exec/sandbox/worker.js', 'dist/protocol/index.js', 'public/index.html', 'public/build/console.js', 'docs/protocol.md']) {
+      'dist/plugins/http/websocket.d.ts', 'dist/plugins/exec/sandbox/worker.js', 'dist/protocol/index.js', 'public/index.html', 'public/build/console.js', 'docs/protocol.md']) {
       t.ok(files.includes(f), f)
     }
     t.same(files.filter(f => !/^(dist\/|public\/|docs\/)/.test(f) && !['package.json', 'README.md', 'LICENSE'].includes(f)), [], 'nothing outside dist/, public/, docs/ and the three top files')
@@ -105,7 +105,7 @@ t.test('the npm package as a consumer gets it: packed, installed without optiona
   const exported = Object.keys((JSON.parse(readFileSync(join(installed, 'switchboard', 'package.json'), 'utf8')) as { exports: Record<string, unknown> }).exports)
   const plugins = exported.filter(k => k.startsWith('./plugins/')).map(k => k.slice('./plugins/'.length)).sort()
   t.same(plugins, readdirSync(join(installed, 'switchboard', 'dist', 'plugins')).sort(), 'one export per plugin folder')
-  t.ok(plugins.includes('transport') && plugins.includes('rooms') && plugins.length >= 9, `${plugins.length} plugin folders`)
+  t.ok(plugins.includes('engine') && plugins.includes('rooms') && plugins.length >= 9, `${plugins.length} plugin folders`)
   writeFileSync(join(dir, 'main.ts'), consumerSource(plugins))
   writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({
     compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, skipLibCheck: false, outDir: 'out', types: ['node'] },

@@ -155,7 +155,7 @@ test('per-app connection quota: past maxConnections a socket gets 4004', async t
 test('a client that does not answer the server ping is closed with 4201 (PusherSocket with a short pong timeout)', async t => {
   const { WebSocketServer } = await import('ws')
   const { PusherSocket } = await import('../plugins/pusher/ws-protocol.js')
-  const { Connection } = await import('../plugins/transport/connections.js')
+  const { Session } = await import('../plugins/engine/sessions.js')
   const { ChannelRegistry } = await import('../plugins/pusher/channels/registry.js')
   const { parseApp } = await import('../plugins/pusher/apps.js')
   const pino = (await import('pino')).default
@@ -165,7 +165,7 @@ test('a client that does not answer the server ping is closed with 4201 (PusherS
   const noop = () => {}
   wss.on('connection', ws => {
     const ctx = { app: parseApp('test', APP), registry: new ChannelRegistry({ occupied: noop, vacated: noop }), log: pino({ level: 'silent' }), activityTimeoutS: 1, pongTimeoutMs: 200, webhook: noop, count: noop, publish: async () => {}, bridge: noop, maxDepth: 64, messagesPerSecond: 50, reachable: async () => {}, cached: async () => undefined, members: async () => new Map(), admitMember: async () => 'added' as const, memberLeft: noop, memberAdded: noop, announce: noop }
-    const s = new PusherSocket(new Connection(ws, 'pusher-1.1', '127.0.0.1', '127.0.0.1'), ctx, '1.1')
+    const s = new PusherSocket(new Session(ws, 'pusher-1.1', '127.0.0.1', '127.0.0.1'), ctx, '1.1')
     ws.on('message', d => s.handle(d.toString()))
     ws.on('close', () => s.closedNow())
     s.start()

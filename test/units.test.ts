@@ -1,9 +1,9 @@
 import t from 'tap'
 import { Type } from '@sinclair/typebox'
-import { ConnectionLimits } from '../plugins/transport/limits.js'
-import { Connection, ConnectionRegistry } from '../plugins/transport/connections.js'
-import { Dispatcher } from '../plugins/transport/dispatcher.js'
-import { Heartbeat } from '../plugins/transport/heartbeat.js'
+import { ConnectionLimits } from '../plugins/engine/limits.js'
+import { Session, SessionRegistry } from '../plugins/engine/sessions.js'
+import { Dispatcher } from '../plugins/native/dispatcher.js'
+import { Heartbeat } from '../plugins/engine/heartbeat.js'
 import { LocalBroker, LocalClients, LocalPresence, type Broker, type ClientDirectory, type Presence } from '../plugins/cluster/index.js'
 import { RoomRegistry } from '../plugins/rooms/registry.js'
 import { SqliteStore } from '../plugins/store/sqlite.js'
@@ -47,7 +47,7 @@ t.test('one instance: the broker, presence and the client directory have nobody 
 
 t.test('Dispatcher: validates, answers with the request id and reports each frame', async t => {
   const pair = await socketPair(t)
-  const conn = new Connection(pair.server, 'alice', 'alice', '127.0.0.1')
+  const conn = new Session(pair.server, 'alice', 'alice', '127.0.0.1')
   const d = new Dispatcher({}, quiet)
   const events: string[] = []
   d.onFrame(e => events.push(e.reply ?? e.error ?? e.type))
@@ -67,11 +67,11 @@ t.test('Dispatcher: validates, answers with the request id and reports each fram
 })
 
 t.test('Heartbeat: pings the live, terminates a connection silent for two intervals', async t => {
-  const registry = new ConnectionRegistry()
+  const registry = new SessionRegistry()
   const live = await socketPair(t)
   const silent = await socketPair(t)
-  const a = new Connection(live.server, 'a', 'a', '127.0.0.1')
-  const b = new Connection(silent.server, 'b', 'b', '127.0.0.1')
+  const a = new Session(live.server, 'a', 'a', '127.0.0.1')
+  const b = new Session(silent.server, 'b', 'b', '127.0.0.1')
   registry.add(a)
   registry.add(b)
   const hb = new Heartbeat(registry, 1000)
@@ -90,8 +90,8 @@ t.test('RoomRegistry over a real SQLite store: join, publish to members, history
   const rooms = new RoomRegistry(store, new LocalBroker(), new LocalPresence(), { historySize: 10, maxRoomsPerConnection: 1, stateMaxBytes: 1024, evictAfterMs: 0 }, quiet)
   const alice = await socketPair(t)
   const bob = await socketPair(t)
-  const a = new Connection(alice.server, 'alice', 'alice', '127.0.0.1')
-  const b = new Connection(bob.server, 'bob', 'bob', '127.0.0.1')
+  const a = new Session(alice.server, 'alice', 'alice', '127.0.0.1')
+  const b = new Session(bob.server, 'bob', 'bob', '127.0.0.1')
 
   t.match(await rooms.join(a, 'lab'), { type: 'joined', room: 'lab', members: ['alice'] })
   await rooms.join(b, 'lab')

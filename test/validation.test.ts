@@ -56,5 +56,5 @@ t.test('a frame over WS_MAX_PAYLOAD closes the connection with 1009', async t =>
   const ok = await TestClient.connect(wsUrl)
   t.teardown(() => ok.close())
   t.equal((await ok.request({ type: 'ping' })).type, 'pong', 'the server is unaffected')
-  t.equal(app.connections.size, 1)
+  t.equal(app.sessions.size, 1)
 })

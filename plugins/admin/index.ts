@@ -56,10 +56,10 @@ export default fp<AdminOptions>(async function admin (app, opts) {
       version: report.version,
       status: report.status,
       uptimeSeconds: report.uptimeSeconds,
-      connections: app.connections.size,
-      clients: app.connections.clientCount,
+      connections: app.sessions.size,
+      clients: app.sessions.clientCount,
       rooms: app.rooms.stats().active,
-      messages: app.hasDecorator('messageRate') ? app.messageRate.report() : { inPerSecond: 0, outPerSecond: 0, windowSeconds: 0 },
+      messages: app.messageRate.report(),
       eventLoopLagMs: live,
       memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
       redis: (report.redis as { status?: string } | undefined)?.status ?? 'disabled',
@@ -67,13 +67,13 @@ export default fp<AdminOptions>(async function admin (app, opts) {
     }
   }
 
-  const operator = new Operator(app.connections, app.clusterRequests, app.serverId, snapshot, app.log)
+  const operator = new Operator(app.sessions, app.clusterRequests, app.serverId, snapshot, app.log)
   app.decorate('admin', { enabled: opts.enabled === true, operator })
   app.addHook('onClose', async () => {
     clearInterval(sample)
     lag.disable()
   })
-}, { name: 'admin', fastify: '5.x', dependencies: ['connections', 'fanout', 'rooms', 'status'] })
+}, { name: 'admin', fastify: '5.x', dependencies: ['sessions', 'cluster', 'rooms', 'status', 'message-rate'] })
 
 function round (n: number): number {
   return Number.isFinite(n) ? Math.round(n * 100) / 100 : 0

@@ -1,5 +1,5 @@
 import type { ClusterRequests } from '../cluster/requests.js'
-import type { Connection, ConnectionRegistry } from '../transport/connections.js'
+import type { Session, SessionRegistry } from '../engine/sessions.js'
 
 /** What an operator sees of one connection, on whichever instance holds it. */
 export interface ConnectionView {
@@ -54,7 +54,7 @@ export interface InstanceSnapshot {
 
 interface LocalPage { connections: ConnectionView[], total: number, more: boolean }
 
-function matches (conn: Connection, serverId: string, f: ConnectionFilter): boolean {
+function matches (conn: Session, serverId: string, f: ConnectionFilter): boolean {
   if (f.serverId !== undefined && f.serverId !== serverId) return false
   if (f.clientId !== undefined && conn.clientId !== f.clientId) return false
   if (f.room !== undefined && ![...channelsOf(conn)].includes(f.room)) return false
@@ -66,11 +66,11 @@ function matches (conn: Connection, serverId: string, f: ConnectionFilter): bool
 }
 
 /** The rooms, Pusher channels or documents a session is in, as its protocol names them. */
-function channelsOf (conn: Connection): Iterable<string> {
+function channelsOf (conn: Session): Iterable<string> {
   return conn.protocol.channels?.(conn) ?? conn.rooms
 }
 
-export function viewOf (conn: Connection, serverId: string): ConnectionView {
+export function viewOf (conn: Session, serverId: string): ConnectionView {
   return {
     connectionId: conn.id,
     clientId: conn.clientId,
@@ -91,7 +91,7 @@ export function viewOf (conn: Connection, serverId: string): ConnectionView {
  */
 export class Operator {
   constructor (
-    private readonly connections: ConnectionRegistry,
+    private readonly connections: SessionRegistry,
     private readonly requests: ClusterRequests,
     private readonly serverId: string,
     snapshot: () => InstanceSnapshot,
@@ -148,7 +148,7 @@ export class Operator {
 
   /** This instance's part of a page: at most `limit` matches after the cursor, and whether more follow. */
   private localPage (query: ConnectionQuery): LocalPage {
-    const found: Connection[] = []
+    const found: Session[] = []
     let total = 0
     for (const conn of this.connections.all()) {
       if (!matches(conn, this.serverId, query)) continue
@@ -161,7 +161,7 @@ export class Operator {
 
   /** Tells each targeted connection here why (`disconnected`), then closes it with 4001. */
   private disconnectHere (target: DisconnectTarget, reason: string, by: string): { disconnected: number } {
-    const targets: Connection[] = []
+    const targets: Session[] = []
     if ('connectionId' in target) {
       const conn = this.connections.get(target.connectionId)
       if (conn) targets.push(conn)

@@ -1,6 +1,41 @@
 import type { Redis } from 'ioredis'
-import type { ClientSlotCounter } from '../transport/limits.js'
 import { KEY_PREFIX, RedisUnavailableError, SWEEP_DEAD_INSTANCES, instanceKey, type RedisLink } from '../core/redis.js'
+
+/**
+ * Where per-client connection counts live. The local one is a Map; a Redis one
+ * counts across instances. `acquire` must check and count atomically.
+ */
+export interface ClientSlotCounter {
+  acquire (clientKey: string, limit: number): Promise<{ ok: boolean, current: number }>
+  release (clientKey: string): Promise<void> | void
+  count (clientKey: string): number | undefined
+  readonly clients: number
+}
+
+export class LocalClientSlots implements ClientSlotCounter {
+  private readonly counts = new Map<string, number>()
+
+  get clients (): number {
+    return this.counts.size
+  }
+
+  async acquire (clientKey: string, limit: number) {
+    const current = this.counts.get(clientKey) ?? 0
+    if (current >= limit) return { ok: false, current }
+    this.counts.set(clientKey, current + 1)
+    return { ok: true, current: current + 1 }
+  }
+
+  release (clientKey: string): void {
+    const current = this.counts.get(clientKey) ?? 0
+    if (current <= 1) this.counts.delete(clientKey)
+    else this.counts.set(clientKey, current - 1)
+  }
+
+  count (clientKey: string): number | undefined {
+    return this.counts.get(clientKey) ?? 0
+  }
+}
 
 /*
  * sb:slots:<clientKey> is a hash serverId → connections that instance holds for

@@ -10,7 +10,8 @@ export { LocalPresence, RedisPresence } from './presence.js'
 export type { Presence, PresenceGoneHandler, JoinOutcome } from './presence.js'
 export { LocalClients, RedisClients } from './clients.js'
 export type { ClientDirectory, ClientFrameHandler } from './clients.js'
-export { RedisClientSlots } from './client-slots.js'
+export { LocalClientSlots, RedisClientSlots } from './client-slots.js'
+export type { ClientSlotCounter } from './client-slots.js'
 export { LocalRequests, RedisRequests } from './requests.js'
 export type { ClusterRequests, InstanceAnswer, RequestHandler } from './requests.js'
 
@@ -29,9 +30,8 @@ declare module 'fastify' {
 
 /**
  * The other instances, chosen once: in memory on one node, through Redis with
- * REDIS_URL. A client is reachable from every instance before its session
- * opens (a message sent after that is delivered, never queued); this
- * instance's entries leave Redis on close.
+ * REDIS_URL. This instance's entries leave Redis on close, after every plugin
+ * registered later (the features, the protocols) has closed.
  */
 export default fp(async function cluster (app) {
   const link = app.redisLink
@@ -55,11 +55,6 @@ export default fp(async function cluster (app) {
   app.decorate('clients', clients)
   app.decorate('clusterRequests', requests)
   if (link.ready) link.restore().catch(() => {})
-  app.connections.addWelcomeGate({
-    ready: session => clients.clientConnected(session.clientId),
-    abandon: session => clients.clientDisconnected(session.clientId)
-  })
-  app.connections.onClose(session => { if (session.protocol.addressable === true) clients.clientDisconnected(session.clientId) })
   app.statusReport.section('bus', () => ({ subscriptions: broker.channels.length, received: { room: broker.received, client: clients.received } }))
   app.addHook('onClose', async () => {
     // frames queued this turn still go out before this instance's entries do
@@ -70,4 +65,4 @@ export default fp(async function cluster (app) {
     presence.withdraw(tx)
     await tx.exec().catch(() => {})
   })
-}, { name: 'fanout', fastify: '5.x', dependencies: ['redis', 'connections', 'status', 'metrics'] })
+}, { name: 'cluster', fastify: '5.x', dependencies: ['redis', 'status', 'metrics'] })

@@ -245,7 +245,7 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
   app.decorate('redisLink', link)
   app.statusReport.section('redis', () => ({ enabled: true, status: link.status }))
   app.statusReport.check('redis', () => link.ready ? null : `redis is ${link.status}`)
-  if (app.hasDecorator('metrics')) app.metrics.collect(() => app.metrics.redisUp.set(link.ready ? 1 : 0))
+  app.metrics.collect(() => app.metrics.redisUp.set(link.ready ? 1 : 0))
 
   // The clients are ours (closeClient false): this plugin quits them in a logged order.
   commands.connect().catch(() => {})
@@ -264,4 +264,4 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
       app.log.info({ event: 'shutdown.step', step, ms: Date.now() - started }, 'redis connection closed')
     }
   })
-}, { name: 'redis', fastify: '5.x', dependencies: ['identity', 'status'] })
+}, { name: 'redis', fastify: '5.x', dependencies: ['identity', 'status', 'metrics'] })

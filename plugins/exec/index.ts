@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { WsError } from '../../protocol/errors.js'
-import type { Connection } from '../transport/connections.js'
+import type { Session } from '../engine/sessions.js'
 import { execFields } from '../../protocol/client-frames.js'
 import { CodeRunner, QueueFullError, type CodeRunnerOptions, type RunOutcome } from './sandbox/runner.js'
 
@@ -30,8 +30,8 @@ declare module 'fastify' {
 export default fp<CodeExecutionOptions>(async function codeExecution (app, opts) {
   const enabled = opts.enabled ?? false
   const runner = enabled ? new CodeRunner(opts) : null
-  const busy = new WeakSet<Connection>()
-  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
+  const busy = new WeakSet<Session>()
+  const metrics = app.metrics
   app.decorate('codeExecution', { enabled, runner })
 
   const broadcast = (room: string, message: ExecResult) => app.rooms.broadcast(room, message)
@@ -79,4 +79,4 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
 
   app.addHook('onReady', async () => runner?.warm())
   app.addHook('onClose', async () => runner?.close())
-}, { name: 'code-execution', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'auth', 'status', 'rooms', 'store'] })
+}, { name: 'code-execution', fastify: '5.x', dependencies: ['sessions', 'dispatcher', 'auth', 'status', 'rooms', 'store', 'metrics'] })

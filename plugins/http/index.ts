@@ -11,6 +11,8 @@ export type { OpenApiOptions } from './openapi.js'
 export { default as webConsole } from './console.js'
 export type { ConsoleOptions } from './console.js'
 export { asyncApiDocument, serverMessageTypes } from './asyncapi.js'
+export { default as websocket } from './websocket.js'
+export type { WebSocketOptions, WebSocket, WebsocketHandler } from './websocket.js'
 export type { AsyncApiInput } from './asyncapi.js'
 
 export interface HttpOptions {

@@ -17,8 +17,8 @@ export interface RateLimitOptions {
  * spelling of the path reached the route; routes outside it are not limited.
  */
 export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
-  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
-  if (app.hasDecorator('statusReport')) app.statusReport.section('rateLimit', () => ({ max: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }))
+  const metrics = app.metrics
+  app.statusReport.section('rateLimit', () => ({ max: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }))
   await app.register(rateLimit, {
     global: true,
     max: opts.max ?? 60,
@@ -34,4 +34,4 @@ export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
       request.log.warn({ event: 'rate_limit.exceeded', clientKey: key, url: request.routeOptions.url, limit: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }, 'HTTP rate limit exceeded')
     }
   })
-}, { name: 'rate-limit', fastify: '5.x', dependencies: ['identity'] })
+}, { name: 'rate-limit', fastify: '5.x', dependencies: ['identity', 'metrics', 'status'] })

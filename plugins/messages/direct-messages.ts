@@ -87,10 +87,10 @@ declare module 'fastify' {
 }
 
 export default fp(async function directMessages (app) {
-  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
+  const metrics = app.metrics
   const dm = new DirectMessages(
     (clientId, frame) => {
-      const reached = app.connections.sendToClient(clientId, frame)
+      const reached = app.sessions.sendToClient(clientId, frame)
       metrics?.messagesOutByType.add('message', reached)
       return reached
     },
@@ -111,7 +111,7 @@ export default fp(async function directMessages (app) {
   })
 
   // Queued messages go out right after `welcome`, oldest first, before any live one.
-  app.connections.onOpen(conn => {
+  app.sessions.onOpen(conn => {
     if (conn.protocol.addressable !== true) return
     conn.hold()
     app.inbox.drain(conn.clientId).then(async queued => {
@@ -128,4 +128,4 @@ export default fp(async function directMessages (app) {
       if (!(err as { reported?: boolean }).reported) app.log.error({ event: 'inbox.drain_failed', clientId: conn.clientId, err }, 'could not read queued messages')
     }).finally(() => conn.release())
   })
-}, { name: 'direct-messages', fastify: '5.x', dependencies: ['connections', 'dispatcher', 'inbox', 'fanout', 'store', 'auth'] })
+}, { name: 'direct-messages', fastify: '5.x', dependencies: ['sessions', 'dispatcher', 'inbox', 'cluster', 'store', 'auth', 'metrics'] })

@@ -13,4 +13,4 @@ export type MessagesOptions = InboxOptions
 export default fp<MessagesOptions>(async function messages (app, opts) {
   await app.register(inbox, opts)
   await app.register(directMessages)
-}, { name: 'messages', fastify: '5.x', dependencies: ['store', 'fanout', 'connections', 'dispatcher'] })
+}, { name: 'messages', fastify: '5.x', dependencies: ['store', 'cluster', 'sessions', 'dispatcher'] })

@@ -4,8 +4,6 @@ import {
   type Context, type Link, type SpanContext, type Tracer, type TracerProvider
 } from '@opentelemetry/api'
 import { importOptional } from '../core/config.js'
-import type { AroundMessage } from '../transport/dispatcher.js'
-import type { BatchTracer } from '../store/interface.js'
 import { pathOf } from './request-log.js'
 
 export interface TracingOptions {
@@ -24,6 +22,21 @@ export interface TracingOptions {
   serviceName?: string
   /** service.version of the built provider's resource. */
   serviceVersion?: string
+}
+
+/**
+ * Runs the handling of one message in a span: the dispatcher of a protocol
+ * calls it with the session, the parsed message and the handler, which it
+ * must call once and resolve after (with the outcome: `ok` or an error code).
+ */
+export type AroundMessage = (session: { readonly id: string }, message: { readonly type: string, readonly room?: unknown }, handle: () => Promise<string>) => Promise<void>
+
+/** Traces store commits: the store captures each writer's context and runs each batch's commit in a span. */
+export interface BatchTracer {
+  /** Called as a write is queued: the caller's trace context, handed back to `trace`. */
+  capture (): unknown
+  /** Runs the commit of one batch in a span; `origins` are the captured contexts of its writes, in order. */
+  trace (origins: unknown[], rooms: number, commit: () => Error | undefined): void
 }
 
 /** What other plugins may use to add spans of their own. */

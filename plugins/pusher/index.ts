@@ -7,7 +7,7 @@ import { AppRuntime } from './runtime.js'
 import { LocalChannelCache, RedisChannelCache } from './cache.js'
 import type { WebhookOptions } from './webhooks.js'
 import { CLOSE, ERROR, PusherSocket, closeWithin, errorFrame, newSocketId } from './ws-protocol.js'
-import { ConfigError, closeCodeLabel, type CloseReason, type Connection, type SessionProtocol } from './deps.js'
+import { ConfigError, closeCodeLabel, type CloseReason, type Session, type SessionProtocol } from './deps.js'
 import { BRIDGE_ORIGIN, bridgedChannel, bridgedRoom, toPusherEvent, toRoomData } from './bridge.js'
 
 export type { PusherApp } from './apps.js'
@@ -162,7 +162,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
 
   // Pusher sockets are engine sessions: the engine owns the message rate, the send-buffer cap, dead peers,
   // shutdown and the admin listing; this protocol says each in Pusher's words and holds what its frames mean.
-  const sockets = new WeakMap<Connection, { rt: AppRuntime, socket: PusherSocket }>()
+  const sockets = new WeakMap<Session, { rt: AppRuntime, socket: PusherSocket }>()
   const protocol: SessionProtocol = {
     name: 'pusher',
     closeCode: reason => CLOSE_FOR[reason],
@@ -242,4 +242,4 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
     for (const rt of byId.values()) rt.close()
     await Promise.all([...byId.values()].map(rt => rt.webhooks.close()))
   })
-}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'rooms', 'metrics', 'status', 'connections', 'upgrade-routes', 'fanout', 'redis'] })
+}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'rooms', 'metrics', 'status', 'sessions', 'upgrade-routes', 'cluster', 'redis'] })

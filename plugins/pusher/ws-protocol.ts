@@ -4,7 +4,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { PusherApp } from './apps.js'
 import { ChannelRegistry, isCache, isEncrypted, isPresence, isPrivate, USER_CHANNEL_PREFIX, type Member, type Subscriber } from './channels/registry.js'
 import { channelAuthString, userAuthString, verifyAuth } from './signatures.js'
-import { jsonDepth, tooDeepField, type Connection, type JoinOutcome } from './deps.js'
+import { jsonDepth, tooDeepField, type Session, type JoinOutcome } from './deps.js'
 
 /** A presence channel's member as every instance sees it: user_id as given (a number stays a number) and user_info. */
 export interface PresenceMember { userId: string | number, info: unknown }
@@ -136,7 +136,7 @@ export class PusherSocket implements Subscriber {
   private windowCount = 0
   private closed = false
 
-  constructor (readonly session: Connection, readonly ctx: AppContext, readonly socketId: string) {}
+  constructor (readonly session: Session, readonly ctx: AppContext, readonly socketId: string) {}
 
   get clientKey (): string {
     return this.session.clientKey

@@ -34,7 +34,7 @@ declare module 'fastify' {
 export default fp<RoomsOptions>(async function rooms (app, opts) {
   const evictAfterMs = opts.evictAfterMs ?? 60000
   // optional: without the metrics plugin nothing is counted
-  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
+  const metrics = app.metrics
   // the fanout carries frames and membership to and from the other instances (a no-op on one node)
   const registry = new RoomRegistry(app.store, app.broker, app.presence, {
     historySize: opts.historySize ?? 100,
@@ -51,7 +51,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   const roomLimits = { maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50, roomHistorySize: opts.historySize ?? 100, roomStateMaxBytes: opts.stateMaxBytes ?? 262144 }
   const idempotency = app.idempotency
   const idempotencyLimits = { idempotencyKeyMaxLength: IDEMPOTENCY_KEY_MAX_LENGTH, idempotencyTtlMs: idempotency.opts.ttlMs, idempotencyMaxKeys: idempotency.opts.maxKeys }
-  app.connections.addWelcomePart(() => ({ limits: { ...roomLimits, ...idempotencyLimits } }))
+  app.dispatcher.addWelcomePart(() => ({ limits: { ...roomLimits, ...idempotencyLimits } }))
 
   app.dispatcher.register('join', JoinFields, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'join')
@@ -78,7 +78,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     return duplicate ? { ...ack, duplicate } : ack
   })
 
-  app.connections.onClose(conn => registry.leaveAll(conn))
+  app.sessions.onClose(conn => registry.leaveAll(conn))
 
   app.statusReport.section('rooms', () => registry.stats())
   metrics?.collect(() => {
@@ -99,4 +99,4 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     await app.store.flush()
     app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')
   })
-}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'fanout', 'dispatcher', 'connections', 'status', 'auth', 'metrics'] })
+}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'cluster', 'dispatcher', 'sessions', 'status', 'auth', 'metrics'] })

@@ -1,7 +1,7 @@
-import { textFrame, type Connection } from '../transport/connections.js'
-import { WsError } from '../transport/dispatcher.js'
+import { textFrame, type Session } from '../engine/sessions.js'
+import { WsError } from '../native/dispatcher.js'
 import type { Broker, Presence, Sequence } from '../cluster/index.js'
-import { Sequencer } from '../transport/sequencer.js'
+import { Sequencer } from '../engine/sequencer.js'
 import {
   DuplicateKeyError, InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type IdempotencyClaim, type RoomMessage, type RoomState, type Store
@@ -46,9 +46,9 @@ type Stream = 'm' | 's'
 /** A room in memory: who is in it, by client id, and where its ordered streams are. */
 class Room {
   /** clientId → that client's connections in this room. */
-  readonly members = new Map<string, Set<Connection>>()
+  readonly members = new Map<string, Set<Session>>()
   /** Connections joining: the room's frames wait here from before the snapshot is read until just after `joined`. */
-  readonly joining = new Map<Connection, string[]>()
+  readonly joining = new Map<Session, string[]>()
   emptySince = Date.now()
   /** Each stream's sequencer, for the epoch it counts in. */
   readonly streams = new Map<Stream, { epoch: string, sequencer: Sequencer }>()
@@ -92,7 +92,7 @@ export interface RoomDescription {
 export class RoomRegistry {
   private readonly rooms = new Map<string, Room>()
   private readonly loading = new Map<string, Promise<Room>>()
-  private readonly pendingJoins = new WeakMap<Connection, Map<string, Promise<unknown>>>()
+  private readonly pendingJoins = new WeakMap<Session, Map<string, Promise<unknown>>>()
   private readonly publishedListeners: PublishedListener[] = []
   /** Frames from other instances for rooms being loaded here: offered once the room is in memory. */
   private readonly early = new Map<string, Array<[string, string | undefined, Sequence | undefined]>>()
@@ -182,12 +182,12 @@ export class RoomRegistry {
     for (const fn of this.publishedListeners) fn(message, origin)
   }
 
-  isMember (conn: Connection, room: string): boolean {
+  isMember (conn: Session, room: string): boolean {
     return this.rooms.get(room)?.members.get(conn.clientId)?.has(conn) ?? false
   }
 
   /** Serializes once and sends the same frame to every member; returns the connections reached here. */
-  broadcast<M extends { type: string }> (room: string, message: M, except?: Connection, sequence?: { stream: Stream, epoch: string, seq: number }): number {
+  broadcast<M extends { type: string }> (room: string, message: M, except?: Session, sequence?: { stream: Stream, epoch: string, seq: number }): number {
     const recipients = this.deliver(room, JSON.stringify(message), except?.id, sequence)
     this.opts.onBroadcast?.(message.type, recipients)
     return recipients
@@ -204,7 +204,7 @@ export class RoomRegistry {
     return { active, members, loaded: this.rooms.size }
   }
 
-  async join (conn: Connection, name: string, since?: number, epoch?: string): Promise<JoinedReply | undefined> {
+  async join (conn: Session, name: string, since?: number, epoch?: string): Promise<JoinedReply | undefined> {
     const pending = this.pendingJoinsOf(conn)
     if (!conn.rooms.has(name) && !pending.has(name)) {
       let count = conn.rooms.size
@@ -224,7 +224,7 @@ export class RoomRegistry {
     }
   }
 
-  async leave (conn: Connection, name: string): Promise<{ type: 'left', room: string }> {
+  async leave (conn: Session, name: string): Promise<{ type: 'left', room: string }> {
     await this.joinSettled(conn, name)
     if (!this.isMember(conn, name)) throw notInRoom(name)
     this.removeMember(conn, name)
@@ -232,12 +232,12 @@ export class RoomRegistry {
   }
 
   /** A connection is gone: it leaves every room it was in. */
-  leaveAll (conn: Connection): void {
+  leaveAll (conn: Session): void {
     for (const name of [...conn.rooms]) this.removeMember(conn, name)
   }
 
   /** Throws `not_in_room` unless the connection is a member (after any join of it still in flight). */
-  async requireMember (conn: Connection, name: string): Promise<void> {
+  async requireMember (conn: Session, name: string): Promise<void> {
     await this.joinSettled(conn, name)
     if (!this.isMember(conn, name)) throw notInRoom(name)
   }
@@ -351,7 +351,7 @@ export class RoomRegistry {
     return evicted
   }
 
-  private async admit (conn: Connection, name: string, since?: number, epoch?: string): Promise<JoinedReply | undefined> {
+  private async admit (conn: Session, name: string, since?: number, epoch?: string): Promise<JoinedReply | undefined> {
     // subscribed before the snapshot is read, so nothing published after it is missed
     let retained = false
     if (!this.isMember(conn, name)) {
@@ -372,7 +372,7 @@ export class RoomRegistry {
    * `joined` (the dispatcher sends it in this turn's microtasks, before any
    * setImmediate), older ones are dropped (they are in the snapshot or `missed`).
    */
-  private async admitRetained (conn: Connection, name: string, since: number | undefined, epoch: string | undefined, keepRetained: () => void): Promise<JoinedReply | undefined> {
+  private async admitRetained (conn: Session, name: string, since: number | undefined, epoch: string | undefined, keepRetained: () => void): Promise<JoinedReply | undefined> {
     let room = await this.open(name)
     // read before the snapshot: a list of members need not be of the same instant
     const elsewhere = [...(await this.storeCall(name, () => this.presence.members(ROOM_NS, name))).keys()]
@@ -451,7 +451,7 @@ export class RoomRegistry {
   }
 
   /** After `joined`: the frames kept during the join that the snapshot did not include, then live delivery. */
-  private endJoin (room: Room, conn: Connection, kept: string[], offset: number, version: number): void {
+  private endJoin (room: Room, conn: Session, kept: string[], offset: number, version: number): void {
     if (room.joining.get(conn) !== kept) return
     room.joining.delete(conn)
     if (!this.isMember(conn, room.name)) return
@@ -485,7 +485,7 @@ export class RoomRegistry {
     return loading
   }
 
-  private removeMember (conn: Connection, name: string): void {
+  private removeMember (conn: Session, name: string): void {
     conn.rooms.delete(name)
     const room = this.rooms.get(name)
     const connections = room?.members.get(conn.clientId)
@@ -540,7 +540,7 @@ export class RoomRegistry {
     return reached
   }
 
-  private pendingJoinsOf (conn: Connection): Map<string, Promise<unknown>> {
+  private pendingJoinsOf (conn: Session): Map<string, Promise<unknown>> {
     let pending = this.pendingJoins.get(conn)
     if (!pending) {
       pending = new Map()
@@ -555,7 +555,7 @@ export class RoomRegistry {
   }
 
   /** Lets a publish sent right after its join wait for that join instead of failing. */
-  private async joinSettled (conn: Connection, name: string): Promise<void> {
+  private async joinSettled (conn: Session, name: string): Promise<void> {
     const joining = this.pendingJoins.get(conn)?.get(name)
     if (joining) await joining.catch(() => undefined)
   }

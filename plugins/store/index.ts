@@ -44,8 +44,8 @@ declare module 'fastify' {
 export default fp<StoreOptions>(async function store (app, opts) {
   let store: Store | undefined
   const health = new StoreHealth(app.log, { probeIntervalMs: opts.probeIntervalMs, probe: () => store?.probeWrite?.() })
-  const link = app.hasDecorator('redisLink') ? app.redisLink : null
-  const metrics = app.hasDecorator('metrics') ? app.metrics : undefined
+  const link = app.redisLink
+  const metrics = app.metrics
   if (link) {
     // REDIS_URL is set: Redis holds rooms and inboxes for every instance
     store = new RedisStore(link.commands, {
@@ -76,7 +76,7 @@ export default fp<StoreOptions>(async function store (app, opts) {
     }
   }
   // tracing registers first: when on, each committed batch gets a span
-  if (app.hasDecorator('tracing')) store.batchTracer = app.tracing.batchTracer?.(store.kind)
+  store.batchTracer = app.tracing.batchTracer?.(store.kind)
   const opened: Store = store
   app.decorate('store', opened)
   app.decorate('storeHealth', health)
@@ -98,4 +98,4 @@ export default fp<StoreOptions>(async function store (app, opts) {
     await opened.close()
     app.log.info({ event: 'shutdown.step', step: 'store_closed', kind: opened.kind, ms: Date.now() - started }, 'store closed')
   })
-}, { name: 'store', fastify: '5.x', dependencies: ['status'] })
+}, { name: 'store', fastify: '5.x', dependencies: ['status', 'metrics', 'tracing', 'redis'] })

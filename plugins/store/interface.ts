@@ -1,6 +1,8 @@
 import type { DirectMessage } from '../../protocol/frames.js'
 
 export { StoreUnavailableError } from '../core/errors.js'
+import type { BatchTracer } from '../observability/tracing.js'
+export type { BatchTracer }
 
 export { InvalidPatchError, type RoomState } from '../../protocol/merge-patch.js'
 import type { RoomState } from '../../protocol/merge-patch.js'
@@ -140,14 +142,6 @@ export interface IdempotencyStore {
   remember (claim: IdempotencyClaim, result: unknown): Promise<void>
   /** Drops expired records everywhere; returns how many (Redis expires them itself: 0). */
   expire (now?: number): Promise<number>
-}
-
-/** Traces store commits (installed by the tracing plugin; absent, commits run bare). */
-export interface BatchTracer {
-  /** Called as a write is queued: the caller's trace context, handed back to `trace`. */
-  capture (): unknown
-  /** Runs the commit of one batch in a span; `origins` are the captured contexts of its writes, in order. */
-  trace (origins: unknown[], rooms: number, commit: () => Error | undefined): void
 }
 
 /**

@@ -1,7 +1,7 @@
 import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import type { FastifyBaseLogger } from 'fastify'
-import { accessTo, type Connection, type Principal } from './deps.js'
+import { accessTo, type Session, type Principal } from './deps.js'
 import { DOC_NAME } from './names.js'
 import type { Documents, Peer } from './documents.js'
 import { DocumentSession, UpdateBudget, type DocumentSessionEvents } from './connection.js'
@@ -54,7 +54,7 @@ export class HocuspocusConnection {
   private readonly attached = new Map<string, Attached>()
   private readonly budget: UpdateBudget
 
-  constructor (private readonly session: Connection, private readonly opts: HocuspocusOptions) {
+  constructor (private readonly session: Session, private readonly opts: HocuspocusOptions) {
     this.budget = new UpdateBudget(opts.updatesPerSecond)
   }
 

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge } from 'prom-client'
-import { accessTo, CLOSE_CODES, KEY_PREFIX, type CloseReason, type Connection, type SessionProtocol } from './deps.js'
+import { accessTo, CLOSE_CODES, KEY_PREFIX, type CloseReason, type Session, type SessionProtocol } from './deps.js'
 import { RedisDocumentStore, SqliteDocumentStore, type DocumentStore, type RedisCommands } from './store.js'
 import { Documents, type DocumentRelay, type Peer } from './documents.js'
 import { DocumentSession, UpdateBudget, permissionDenied } from './connection.js'
@@ -86,17 +86,17 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     registers,
     collect () {
       this.reset()
-      for (const protocol of ['y-websocket', 'hocuspocus']) this.set({ protocol }, app.connections.countsByProtocol().get(protocol) ?? 0)
+      for (const protocol of ['y-websocket', 'hocuspocus']) this.set({ protocol }, app.sessions.countsByProtocol().get(protocol) ?? 0)
     }
   })
-  const sessionCount = () => (app.connections.countsByProtocol().get('y-websocket') ?? 0) + (app.connections.countsByProtocol().get('hocuspocus') ?? 0)
+  const sessionCount = () => (app.sessions.countsByProtocol().get('y-websocket') ?? 0) + (app.sessions.countsByProtocol().get('hocuspocus') ?? 0)
   app.statusReport.section('yjs', () => ({ documents: documents.size, sockets: sessionCount(), store: store.kind }))
 
   function refusedUpdate (protocol: string, doc: string, clientId: string | null, code: string, reason: string): void {
     updates.inc({ outcome: code })
     app.log.info({ event: 'yjs.update_refused', protocol, doc, clientId, code, reason }, 'Yjs update refused')
   }
-  function eventsFor (protocol: string, doc: string, clientId: string | null, session: Connection) {
+  function eventsFor (protocol: string, doc: string, clientId: string | null, session: Session) {
     return {
       refused: (code: string, reason: string) => refusedUpdate(protocol, doc, clientId, code, reason),
       acked: (saved: boolean) => { updates.inc({ outcome: saved ? 'stored' : 'unchanged' }) },
@@ -116,11 +116,11 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
       default: return CLOSE_CODES[reason]
     }
   }
-  const overRate = (session: Connection) => session.close('flood', 'over the message rate (WS_MESSAGES_PER_SECOND): reconnect and resync')
+  const overRate = (session: Session) => session.close('flood', 'over the message rate (WS_MESSAGES_PER_SECOND): reconnect and resync')
 
   // y-websocket: one document per socket, named by the path
   interface YWebsocketState { name: string, peer: Peer, session: DocumentSession | null, early: Uint8Array[], left: boolean }
-  const yws = new WeakMap<Connection, YWebsocketState>()
+  const yws = new WeakMap<Session, YWebsocketState>()
   const yWebsocket: SessionProtocol = {
     name: 'y-websocket',
     closeCode,
@@ -194,7 +194,7 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
   })
 
   // Hocuspocus: one socket, many documents, each with its own Auth message (the token is checked there)
-  const hocus = new WeakMap<Connection, HocuspocusConnection>()
+  const hocus = new WeakMap<Session, HocuspocusConnection>()
   const hocuspocus: SessionProtocol = {
     name: 'hocuspocus',
     authenticatesInBand: true,
@@ -222,7 +222,7 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
         maxDocuments: cfg.YJS_MAX_DOCUMENTS_PER_CONNECTION,
         updatesPerSecond: cfg.YJS_UPDATES_PER_SECOND,
         maxQueuedBytes: cfg.WS_MAX_PAYLOAD,
-        authenticated: principal => app.connections.authenticated(session, principal),
+        authenticated: principal => app.sessions.authenticated(session, principal),
         events: (doc, clientId) => eventsFor('hocuspocus', doc, clientId, session)
       })
       hocus.set(session, conn)
@@ -235,7 +235,7 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
   // Idle providers get an empty awareness update under their 30 s watchdog (Hocuspocus: one per open document)
   const keepalive = setInterval(() => {
     const idleSince = Date.now() - KEEPALIVE_MS + 1000
-    for (const session of app.connections.all()) {
+    for (const session of app.sessions.all()) {
       if (session.lastSentAt > idleSince || !session.open) continue
       if (session.protocol === yWebsocket) session.sendBinary(EMPTY_AWARENESS)
       else if (session.protocol === hocuspocus) hocus.get(session)?.keepalive()
@@ -249,4 +249,4 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     await documents.close()
     await store.close()
   })
-}, { name: 'yjs', fastify: '5.x', dependencies: ['config', 'auth', 'connections', 'upgrade-routes', 'metrics', 'status', 'redis', 'fanout'] })
+}, { name: 'yjs', fastify: '5.x', dependencies: ['config', 'auth', 'sessions', 'upgrade-routes', 'metrics', 'status', 'redis', 'cluster'] })

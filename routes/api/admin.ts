@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Type, type Static } from '@sinclair/typebox'
 import { ClientId, RoomName } from '../../protocol/schemas.js'
 import { ERROR_STATUS, WsError } from '../../protocol/errors.js'
-import { isAdmin, ADMIN_ROLE } from '../../plugins/transport/auth.js'
+import { isAdmin, ADMIN_ROLE } from '../../plugins/engine/auth.js'
 import { REASON_MAX_LENGTH } from '../../plugins/admin/index.js'
 import { commonErrors, errorResponse } from './errors.js'
 import { errorBody } from '../../plugins/core/errors.js'
@@ -88,7 +88,7 @@ function sendError (reply: FastifyReply, err: unknown) {
  * decided here, for every route of this context, after the token was verified.
  */
 export default async function adminRoutes (app: FastifyInstance) {
-  if (!app.hasDecorator('admin') || !app.admin.enabled) return
+  if (!app.admin.enabled) return
   const operator = app.admin.operator
   app.addHook('preParsing', requireAdmin)
   // the body of an action is optional: none is `{}` (the default reason)

@@ -1,6 +1,6 @@
 import * as Y from 'yjs'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { accessTo, allows } from '../../plugins/transport/index.js'
+import { accessTo, allows } from '../../plugins/engine/index.js'
 import { DOC_NAME, DocumentError, documentJson, ROOT_KINDS, type RootKind } from '../../plugins/yjs/index.js'
 import { commonErrors, errorResponse } from './errors.js'
 import { errorBody } from '../../plugins/core/errors.js'

@@ -5,7 +5,7 @@ import { ERROR_STATUS, WsError } from '../../protocol/errors.js'
 import { commonErrors, errorResponse } from './errors.js'
 import { IdempotencyHeaders, idempotencyErrors, idempotentResponse } from './idempotency.js'
 import type { Principal } from '../../plugins/core/identity.js'
-import { ADMIN_ROLE, visibleRooms } from '../../plugins/transport/index.js'
+import { ADMIN_ROLE, visibleRooms } from '../../plugins/engine/index.js'
 import { errorBody } from '../../plugins/core/errors.js'
 
 const Params = Type.Object({ room: { ...RoomName, description: 'room name: 1-128 characters of A-Z a-z 0-9 _ . : -' } })

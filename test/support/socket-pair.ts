@@ -14,7 +14,7 @@ export interface SocketPair {
 
 /**
  * A real WebSocket connection on 127.0.0.1 for the plain classes' tests: the
- * server side is what a Connection wraps, the client side records what arrives.
+ * server side is what a Session wraps, the client side records what arrives.
  */
 export async function socketPair (t: TestContext): Promise<SocketPair> {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' })

@@ -64,7 +64,6 @@ declare module 'fastify' {
 export default fp<JsonLimitsOptions>(async function jsonLimits (app, opts) {
   const maxDepth = opts.maxDepth ?? DEFAULT_JSON_MAX_DEPTH
   app.decorate('jsonLimits', { maxDepth })
-  if (app.hasDecorator('connections')) app.connections.addWelcomePart(() => ({ limits: { jsonMaxDepth: maxDepth } }))
   // a callback hook: no promise and microtask per request
   app.addHook('preValidation', function refuseDeepBody (request, reply, done) {
     const body = request.body

@@ -13,6 +13,10 @@ export interface WebSocketOptions {
 }
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /** The WebSocket server's limits (WS_MAX_PAYLOAD), for the protocols that announce them. */
+    websocketLimits: { maxPayload: number }
+  }
   interface FastifyContextConfig {
     /** Set on WebSocket routes when they are declared: the only routes an upgrade request may reach. */
     acceptsUpgrade?: boolean
@@ -29,7 +33,7 @@ declare module 'fastify' {
  */
 export default fp<WebSocketOptions>(async function websocketTransport (app, opts) {
   const maxPayload = opts.maxPayload ?? 65536
-  if (app.hasDecorator('connections')) app.connections.addWelcomePart(() => ({ limits: { maxPayload } }))
+  app.decorate('websocketLimits', { maxPayload })
   await app.register(websocket, {
     options: {
       maxPayload,

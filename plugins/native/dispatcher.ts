@@ -1,20 +1,24 @@
 import fp from 'fastify-plugin'
 import type { TProperties, Static, TObject } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
-import { CLOSE_CODES, type Connection, type SessionProtocol } from './connections.js'
+import { CLOSE_CODES, type Session, type SessionProtocol } from '../engine/sessions.js'
 import { parseJson, typeboxMessage } from '../core/errors.js'
-import { DEFAULT_JSON_MAX_DEPTH, tooDeepField } from './json-limits.js'
+import { DEFAULT_JSON_MAX_DEPTH, tooDeepField } from '../engine/json-limits.js'
 import { StoreUnavailableError } from '../core/errors.js'
 
 import { WsError, type ErrorCode } from '../../protocol/errors.js'
 import { ClientId, RequestId } from '../../protocol/schemas.js'
-import { clientFrame } from '../../protocol/client-frames.js'
+import { clientFrame, PingFields } from '../../protocol/client-frames.js'
+import type { Welcome } from '../../protocol/frames.js'
+
+/** A plugin's part of the `welcome` frame: top-level fields and/or `limits` entries. */
+export type WelcomePart = () => Partial<Omit<Welcome, 'limits'>> & { limits?: Welcome['limits'] }
 
 export { WsError, RequestId, type ErrorCode }
 
 /** Handlers return the direct reply (the dispatcher adds the request's `id`), or nothing. */
 export type MessageHandler<P extends TProperties> =
-  (conn: Connection, message: Static<TObject<P>> & { type: string, id?: string | number }) => unknown
+  (conn: Session, message: Static<TObject<P>> & { type: string, id?: string | number }) => unknown
 
 /** What observers are told about one frame (the same object every time, so reporting allocates nothing). */
 export interface DispatchEvent { readonly type: string, readonly error?: ErrorCode, readonly reply?: string }
@@ -45,7 +49,7 @@ export type MessageOutcome = 'ok' | ErrorCode
  * Runs the handling of one message of a known type (tracing wraps it in a span).
  * It must call `handle` once and resolve after it.
  */
-export type AroundMessage = (conn: Connection, message: RoutedMessage, handle: () => Promise<MessageOutcome>) => Promise<void>
+export type AroundMessage = (conn: Session, message: RoutedMessage, handle: () => Promise<MessageOutcome>) => Promise<void>
 
 /**
  * The native protocol's codec: parse → validate → handler → reply (the
@@ -63,12 +67,29 @@ export class Dispatcher {
   private readonly errorEvents = new Map<ErrorCode, DispatchEvent>()
   /** Wraps the handling of every message of a registered type; unset, messages run bare. */
   readonly around?: AroundMessage
+  private readonly welcomeParts: WelcomePart[] = []
 
   constructor (opts: DispatcherOptions & { rate?: { messagesPerSecond: number, burst: number } }, private readonly log: { error: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void }) {
     this.rate = opts.rate?.messagesPerSecond ?? 50
     this.burst = opts.rate?.burst ?? this.rate * 2
     this.maxDepth = opts.maxDepth ?? DEFAULT_JSON_MAX_DEPTH
     this.around = opts.around
+  }
+
+  /** Adds fields to every `welcome` (a feature's limits), read when each welcome is sent. */
+  addWelcomePart (part: WelcomePart): void {
+    this.welcomeParts.push(part)
+  }
+
+  /** The `welcome` frame of a session: who it is, where, and every part the plugins added. */
+  welcome (conn: Session, serverId: string): Welcome {
+    const frame: Welcome = { type: 'welcome', clientId: conn.clientId, connectionId: conn.id, serverId, timestamp: new Date().toISOString(), heartbeatIntervalMs: 0, limits: {} }
+    for (const part of this.welcomeParts) {
+      const { limits, ...fields } = part()
+      Object.assign(frame, fields)
+      if (limits) Object.assign(frame.limits, limits)
+    }
+    return frame
   }
 
   /** Calls `fn` with the type (or error code) of every frame handled, and of every reply. */
@@ -93,7 +114,7 @@ export class Dispatcher {
   }
 
   /** Resolves with the outcome (undefined for a frame dropped unanswered, or when a wrapper ran it). */
-  handle (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): Promise<MessageOutcome | undefined> {
+  handle (conn: Session, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): Promise<MessageOutcome | undefined> {
     let route: ReturnType<Dispatcher['route']>
     try {
       route = this.route(conn, data, isBinary)
@@ -111,7 +132,7 @@ export class Dispatcher {
    * answered with an error (or dropped: undefined). Synchronous, so a frame
    * costs one promise (its handler's), not one per layer.
    */
-  private route (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): [Route, RoutedMessage, string | number | undefined] | MessageOutcome | undefined {
+  private route (conn: Session, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): [Route, RoutedMessage, string | number | undefined] | MessageOutcome | undefined {
     if (isBinary) return this.fail(conn, undefined, 'invalid_message', 'binary frames are not supported; send JSON text')
 
     let message: unknown
@@ -138,7 +159,7 @@ export class Dispatcher {
   }
 
   /** Validates a message of a known type and runs its handler; resolves with the outcome. */
-  private async run (conn: Connection, route: Route, msg: RoutedMessage, id: string | number | undefined): Promise<MessageOutcome> {
+  private async run (conn: Session, route: Route, msg: RoutedMessage, id: string | number | undefined): Promise<MessageOutcome> {
     if (!route.check.Check(msg)) {
       return this.fail(conn, id, 'invalid_message', typeboxMessage(route.check.Errors(msg).First()))
     }
@@ -172,16 +193,16 @@ export class Dispatcher {
   }
 
   /** A frame over the message rate (the registry dropped it): `rate_limited`, naming the request. */
-  refuseOverRate (conn: Connection, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+  refuseOverRate (conn: Session, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
     this.fail(conn, requestIdOf(data, isBinary), 'rate_limited', `more than ${this.rate} messages per second`)
   }
 
   /** A frame whose handling failed outside a handler: `internal_error`, the connection stays. */
-  failed (conn: Connection): void {
+  failed (conn: Session): void {
     this.fail(conn, undefined, 'internal_error', 'the server could not handle this message')
   }
 
-  private fail (conn: Connection, id: string | number | undefined, code: ErrorCode, message: string, extra?: Record<string, unknown>): ErrorCode {
+  private fail (conn: Session, id: string | number | undefined, code: ErrorCode, message: string, extra?: Record<string, unknown>): ErrorCode {
     let event = this.errorEvents.get(code)
     if (event === undefined) {
       event = Object.freeze({ type: 'error', error: code })
@@ -213,27 +234,22 @@ declare module 'fastify' {
 }
 
 export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
-  // tracing registers first: when on, each message runs inside its span
-  const around = app.hasDecorator('tracing') ? app.tracing.aroundMessage : undefined
-  const d = new Dispatcher({ around, ...opts, rate: app.connections.rate }, app.log)
-  // metrics subscribe when the metrics plugin is there; the dispatcher works without them
-  if (app.hasDecorator('metrics')) {
-    const m = app.metrics
-    d.onFrame(event => {
-      if (event.reply !== undefined) return m.messagesOutByType.add(event.reply)
-      if (event.error === undefined) return m.messagesInByType.add(event.type)
-      m.messagesOutByType.add('error')
-      m.errors.inc({ code: event.error })
-      if (event.error === 'rate_limited') m.rateLimited.inc({ transport: 'ws' })
-    })
-  }
+  // with tracing on, each message runs inside its span
+  const d = new Dispatcher({ around: app.tracing.aroundMessage, ...opts, rate: app.sessions.rate }, app.log)
+  const m = app.metrics
+  d.onFrame(event => {
+    if (event.reply !== undefined) return m.messagesOutByType.add(event.reply)
+    if (event.error === undefined) return m.messagesInByType.add(event.type)
+    m.messagesOutByType.add('error')
+    m.errors.inc({ code: event.error })
+  })
   app.decorate('dispatcher', d)
-  const registry = app.connections
+  const registry = app.sessions
   const native: SessionProtocol = {
     name: 'switchboard',
     addressable: true,
     closeCode: reason => CLOSE_CODES[reason],
-    open: conn => { conn.send(registry.welcome(conn)) },
+    open: conn => { conn.send(d.welcome(conn, registry.serverId)) },
     frame: (conn, data, isBinary) => d.handle(conn, data as Buffer, isBinary),
     rateLimited: (conn, data, isBinary) => d.refuseOverRate(conn, data as Buffer, isBinary),
     failed: conn => d.failed(conn),
@@ -246,10 +262,18 @@ export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
   }
   app.decorate('nativeProtocol', native)
   registry.acceptByDefault(native)
-  // the bounds `welcome` announces are read from the schemas it validates with, once every handler is registered
+
+  d.register('ping', PingFields, () => ({ type: 'pong', timestamp: new Date().toISOString() }))
+
+  // what the engine and the transport bound, as the welcome announces it
+  d.addWelcomePart(() => ({
+    heartbeatIntervalMs: app.heartbeat.intervalMs,
+    limits: { maxPayload: app.websocketLimits.maxPayload, jsonMaxDepth: app.jsonLimits.maxDepth }
+  }))
+  // the bounds of the frames, read from the schemas they are validated with, once every handler is registered
   let fieldLimits: Record<string, number | string | undefined> | undefined
   const fieldOf = (type: string, name: string) => d.schemas.get(type)?.properties[name]
-  app.connections.addWelcomePart(() => {
+  d.addWelcomePart(() => {
     fieldLimits ??= {
       messagesPerSecond: d.rate,
       messageBurst: d.burst,
@@ -263,4 +287,4 @@ export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
     }
     return { limits: fieldLimits }
   })
-}, { name: 'dispatcher', fastify: '5.x', dependencies: ['connections'] })
+}, { name: 'dispatcher', fastify: '5.x', dependencies: ['sessions', 'heartbeat', 'json-limits', 'websocket', 'tracing', 'metrics'] })

@@ -5,10 +5,9 @@ import type { Socket } from 'node:net'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
 import type { Principal } from '../core/identity.js'
-import type { Welcome } from '../../protocol/frames.js'
 import { CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN } from '../../protocol/limits.js'
 import { MessageBucket } from './message-bucket.js'
-import { closeCodeLabel } from '../observability/metrics.js'
+import { closeCodeLabel } from '../core/metrics.js'
 
 const clientIdPattern = new RegExp(CLIENT_ID_PATTERN)
 
@@ -39,23 +38,23 @@ export interface SessionProtocol {
   /** The close code for an engine decision. */
   closeCode (reason: CloseReason): number
   /** After the open gates: the protocol's hello (native `welcome`, Pusher `connection_established`, ...). */
-  open? (session: Connection): void
+  open? (session: Session): void
   /** One frame within the message rate. A throw (or a rejection) is caught, logged and answered by `failed`. */
-  frame (session: Connection, data: RawData, isBinary: boolean): unknown
+  frame (session: Session, data: RawData, isBinary: boolean): unknown
   /** A frame over the message rate, dropped: the protocol's refusal (sustained flooding closes with `closeCode('flood')`). */
-  rateLimited (session: Connection, data: RawData, isBinary: boolean): void
+  rateLimited (session: Session, data: RawData, isBinary: boolean): void
   /** A frame whose handling threw: the protocol's answer (the session stays open unless it closes it). */
-  failed? (session: Connection, err: unknown): void
+  failed? (session: Session, err: unknown): void
   /** The words before a close the engine decided for `reason` (other than shutdown and admin, which have their own). */
-  closing? (session: Connection, reason: CloseReason, code: number, message: string): void
+  closing? (session: Session, reason: CloseReason, code: number, message: string): void
   /** The words before the shutdown close (the engine then closes with `closeCode('shutdown')` and the reason returned, if any). */
-  goodbye? (session: Connection, notice: ShutdownNotice): string | undefined
+  goodbye? (session: Session, notice: ShutdownNotice): string | undefined
   /** The words before an operator's disconnect (the engine then closes with `closeCode('admin')`). */
-  disconnected? (session: Connection, reason: string): void
+  disconnected? (session: Session, reason: string): void
   /** The session is gone (after every engine listener ran). */
-  closed? (session: Connection): void
+  closed? (session: Session): void
   /** What the admin listing shows as the session's channels (rooms, Pusher channels, documents). */
-  channels? (session: Connection): Iterable<string>
+  channels? (session: Session): Iterable<string>
 }
 
 /** The protocol of sessions accepted before any protocol registered as the default: frames are dropped. */
@@ -91,7 +90,7 @@ export class SendBufferPolicy {
     readonly maxBufferedBytes = Infinity,
     /** How long a closed slow consumer gets to read the close frame before it is terminated. */
     readonly terminateAfterMs = 2000,
-    readonly onClose?: (conn: Connection, bufferedAmount: number) => void
+    readonly onClose?: (conn: Session, bufferedAmount: number) => void
   ) {}
 }
 
@@ -149,7 +148,7 @@ export class SendTurns {
   /** The current event-loop turn, as this registry counts them. */
   turn = 0
   private ending = false
-  private readonly corked: Connection[] = []
+  private readonly corked: Session[] = []
 
   /** Called for every frame: the first one of a turn schedules its end. */
   sending (): void {
@@ -159,7 +158,7 @@ export class SendTurns {
   }
 
   /** A connection corked for this turn: uncorked when it ends. */
-  corkedUntilEnd (conn: Connection): void {
+  corkedUntilEnd (conn: Session): void {
     this.corked.push(conn)
   }
 
@@ -175,7 +174,7 @@ export class SendTurns {
 const CORK_MAX_BYTES = 16384
 
 /** One accepted WebSocket session, of any protocol, as every other plugin sees it. */
-export class Connection {
+export class Session {
   readonly id = randomUUID()
   readonly openedAt = Date.now()
   lastSeen = Date.now()
@@ -344,12 +343,10 @@ export class Connection {
   }
 }
 
-type Listener = (conn: Connection) => void
+type Listener = (conn: Session) => void
 
-/** A plugin's part of the `welcome` frame: top-level fields and/or `limits` entries. */
-export type WelcomePart = () => Partial<Omit<Welcome, 'limits'>> & { limits?: Welcome['limits'] }
 /** Runs before an addressable session opens (the cluster makes the client reachable); `abandon` undoes it for a socket that closed first. */
-export interface WelcomeGate { ready (conn: Connection): Promise<void>, abandon (conn: Connection): void }
+export interface WelcomeGate { ready (conn: Session): Promise<void>, abandon (conn: Session): void }
 
 /** The message rate every session of a registry gets (WS_MESSAGES_PER_SECOND). */
 export interface MessageRateLimits {
@@ -363,9 +360,9 @@ export interface MessageRateLimits {
 
 export interface RegistryEvents {
   /** A frame over the rate was refused ('limited') or the session was closed for flooding ('flood'). */
-  rateLimited? (conn: Connection, outcome: 'limited' | 'flood'): void
+  rateLimited? (conn: Session, outcome: 'limited' | 'flood'): void
   /** A session closed, with the code its peer or the server gave. */
-  closed? (conn: Connection, code: number): void
+  closed? (conn: Session, code: number): void
 }
 
 /** Longest delay a Node timer takes; later expiries are re-armed. */
@@ -378,26 +375,25 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  * `sendBuffer`), token expiry, the shutdown notice, an operator's disconnect,
  * and handler failures that never escape to the process.
  */
-export class ConnectionRegistry {
+export class SessionRegistry {
   /** Frames received and sent by all sessions since start. */
   readonly traffic: Traffic = { framesOut: 0, framesIn: 0 }
   /** This registry's event-loop turns: its connections cork and uncork together, apart from any other app's. */
   readonly turns = new SendTurns()
-  private readonly byId = new Map<string, Connection>()
-  private readonly byClient = new Map<string, Set<Connection>>()
+  private readonly byId = new Map<string, Session>()
+  private readonly byClient = new Map<string, Set<Session>>()
   private readonly openListeners: Listener[] = []
   private readonly closeListeners: Listener[] = []
-  private readonly welcomeParts: WelcomePart[] = []
   private readonly welcomeGates: WelcomeGate[] = []
-  private readonly expiries = new Map<Connection, NodeJS.Timeout>()
-  private readonly authDeadlines = new Map<Connection, NodeJS.Timeout>()
+  private readonly expiries = new Map<Session, NodeJS.Timeout>()
+  private readonly authDeadlines = new Map<Session, NodeJS.Timeout>()
   private readonly protocols = new Map<string, number>()
   readonly rate: MessageRateLimits
   private defaultProtocol: SessionProtocol = bare
 
   constructor (
     readonly sendBuffer: SendBufferPolicy = new SendBufferPolicy(),
-    /** Names this instance in `welcome`. */
+    /** Names this instance (the native `welcome` says it). */
     readonly serverId: string = randomUUID(),
     private readonly log?: FastifyBaseLogger,
     rate: Partial<MessageRateLimits> = {},
@@ -415,11 +411,6 @@ export class ConnectionRegistry {
     this.defaultProtocol = protocol
   }
 
-  /** Adds fields to every `welcome` (heartbeat interval, limits), read when each welcome is sent. */
-  addWelcomePart (part: WelcomePart): void {
-    this.welcomeParts.push(part)
-  }
-
   /** Holds the open of every addressable session until `gate.ready` resolves for it. */
   addWelcomeGate (gate: WelcomeGate): void {
     this.welcomeGates.push(gate)
@@ -433,7 +424,7 @@ export class ConnectionRegistry {
    * engine's route helper, and so can any Fastify app that registers these
    * plugins (examples/embed).
    */
-  accept (socket: WebSocket, request: FastifyRequest, opts: { clientId?: string, protocol?: SessionProtocol } = {}): Connection {
+  accept (socket: WebSocket, request: FastifyRequest, opts: { clientId?: string, protocol?: SessionProtocol } = {}): Session {
     // Nothing holds the upgrade's HTTP objects once the connection is open: the ServerResponse
     // stays attached to the TCP socket, and @fastify/websocket's own 'error' listener closes
     // over the request and reply. Left as they are, they keep about 2 KB per connection
@@ -447,7 +438,7 @@ export class ConnectionRegistry {
     const valid = typeof asked === 'string' && asked.length <= CLIENT_ID_MAX_LENGTH && clientIdPattern.test(asked) ? asked : undefined
     const clientId = request.principal?.sub ?? opts.clientId ?? valid ?? `anon-${randomUUID()}`
     const protocol = opts.protocol ?? this.defaultProtocol
-    const conn = new Connection(socket, clientId, request.clientKey, request.ip, protocol)
+    const conn = new Session(socket, clientId, request.clientKey, request.ip, protocol)
     conn.principal = request.principal
     conn.turns = this.turns
     conn.sendBuffer = this.sendBuffer
@@ -502,7 +493,7 @@ export class ConnectionRegistry {
    * then the protocol's handler; whatever it throws is logged and answered
    * here, never left to reach the process.
    */
-  private frame (conn: Connection, data: RawData, isBinary: boolean): void {
+  private frame (conn: Session, data: RawData, isBinary: boolean): void {
     conn.lastSeen = Date.now()
     // frames still arriving after a close get no reply (and no log line each)
     if (conn.socket.readyState !== 1) return
@@ -533,22 +524,11 @@ export class ConnectionRegistry {
   }
 
   /** A protocol handler threw: logged once here, answered by the protocol, the session and the process go on. */
-  private failed (conn: Connection, err: unknown): void {
+  private failed (conn: Session, err: unknown): void {
     this.log?.error({ event: 'session.frame_failed', protocol: conn.protocol.name, connectionId: conn.id, clientKey: conn.clientKey, err }, 'a frame could not be handled')
     try {
       conn.protocol.failed?.(conn, err)
     } catch {}
-  }
-
-  /** The `welcome` frame for a connection: who it is, where, and every part the plugins added. */
-  welcome (conn: Connection): Welcome {
-    const frame: Welcome = { type: 'welcome', clientId: conn.clientId, connectionId: conn.id, serverId: this.serverId, timestamp: new Date().toISOString(), heartbeatIntervalMs: 0, limits: {} }
-    for (const part of this.welcomeParts) {
-      const { limits, ...fields } = part()
-      Object.assign(frame, fields)
-      if (limits) Object.assign(frame.limits, limits)
-    }
-    return frame
   }
 
   /**
@@ -556,7 +536,7 @@ export class ConnectionRegistry {
    * does per document): it becomes its principal if it had none, and the
    * session closes at the earliest `exp` of its tokens.
    */
-  authenticated (conn: Connection, principal: Principal | null): void {
+  authenticated (conn: Session, principal: Principal | null): void {
     clearTimeout(this.authDeadlines.get(conn))
     this.authDeadlines.delete(conn)
     if (principal === null) return
@@ -566,7 +546,7 @@ export class ConnectionRegistry {
     if (this.byId.has(conn.id)) this.armExpiry(conn)
   }
 
-  private armExpiry (conn: Connection): void {
+  private armExpiry (conn: Session): void {
     clearTimeout(this.expiries.get(conn))
     const exp = conn.expiresAt
     if (exp === undefined) return
@@ -583,7 +563,7 @@ export class ConnectionRegistry {
   }
 
   /** Tells the session why in its protocol's words, then closes it with the protocol's operator code. */
-  disconnect (conn: Connection, reason: string): void {
+  disconnect (conn: Session, reason: string): void {
     try {
       conn.protocol.disconnected?.(conn, reason)
     } catch {}
@@ -591,7 +571,7 @@ export class ConnectionRegistry {
   }
 
   /** Tells the session the server is going away in its protocol's words, then closes it with the protocol's shutdown code. */
-  goodbye (conn: Connection, notice: ShutdownNotice): void {
+  goodbye (conn: Session, notice: ShutdownNotice): void {
     conn.release()
     let reason: string | undefined
     try {
@@ -614,20 +594,20 @@ export class ConnectionRegistry {
     return this.protocols
   }
 
-  all (): IterableIterator<Connection> {
+  all (): IterableIterator<Session> {
     return this.byId.values()
   }
 
-  get (connectionId: string): Connection | undefined {
+  get (connectionId: string): Session | undefined {
     return this.byId.get(connectionId)
   }
 
   /** The client's addressable sessions (those direct messages reach). */
-  ofClient (clientId: string): ReadonlySet<Connection> | undefined {
+  ofClient (clientId: string): ReadonlySet<Session> | undefined {
     return this.byClient.get(clientId)
   }
 
-  add (conn: Connection): void {
+  add (conn: Session): void {
     conn.sendBuffer = this.sendBuffer
     conn.traffic = this.traffic
     conn.turns = this.turns
@@ -656,7 +636,7 @@ export class ConnectionRegistry {
     for (const fn of this.openListeners) fn(conn)
   }
 
-  remove (conn: Connection): void {
+  remove (conn: Session): void {
     if (!this.byId.delete(conn.id)) return
     const name = conn.protocol.name
     const left = (this.protocols.get(name) ?? 1) - 1
@@ -706,11 +686,12 @@ export class ConnectionRegistry {
 
 declare module 'fastify' {
   interface FastifyInstance {
-    connections: ConnectionRegistry
+    /** Every live session of this instance, of every protocol. */
+    sessions: SessionRegistry
   }
 }
 
-export interface ConnectionsOptions {
+export interface SessionsOptions {
   /** Bytes a connection's send buffer may hold before it is closed with its protocol's slow-consumer code [1048576]. */
   maxBufferedBytes?: number
   /** WS_MESSAGES_PER_SECOND: frames per second each session may send, every protocol alike (burst = 2x) [50]. */
@@ -721,14 +702,14 @@ export interface ConnectionsOptions {
   authTimeoutMs?: number
 }
 
-export default fp<ConnectionsOptions>(async function connections (app, opts) {
+export default fp<SessionsOptions>(async function sessions (app, opts) {
   const metrics = app.metrics
   const policy = new SendBufferPolicy(opts.maxBufferedBytes ?? 1048576, 2000, (conn, bufferedAmount) => {
     metrics.slowConsumerCloses.inc()
     metrics.sessionSlowConsumerCloses.inc({ protocol: conn.protocol.name })
     app.log.warn({ event: 'connection.slow_consumer', protocol: conn.protocol.name, connectionId: conn.id, clientId: conn.clientId, clientKey: conn.clientKey, bufferedAmount, limit: policy.maxBufferedBytes }, 'closing a connection that does not read its messages')
   })
-  const registry = new ConnectionRegistry(policy, app.serverId, app.log, { messagesPerSecond: opts.messagesPerSecond, floodCloseMs: opts.floodCloseMs }, {
+  const registry = new SessionRegistry(policy, app.serverId, app.log, { messagesPerSecond: opts.messagesPerSecond, floodCloseMs: opts.floodCloseMs }, {
     rateLimited: (conn, outcome) => {
       metrics.rateLimited.inc({ transport: 'ws' })
       metrics.sessionRateLimited.inc({ protocol: conn.protocol.name, outcome })
@@ -738,7 +719,7 @@ export default fp<ConnectionsOptions>(async function connections (app, opts) {
       metrics.sessionCloses.inc({ protocol: conn.protocol.name, code: closeCodeLabel(code) })
     }
   }, opts.authTimeoutMs)
-  app.decorate('connections', registry)
+  app.decorate('sessions', registry)
   metrics.collect(() => {
     metrics.connections.set(registry.size)
     metrics.sessions.reset()
@@ -752,4 +733,4 @@ export default fp<ConnectionsOptions>(async function connections (app, opts) {
     slowConsumerCloses: policy.closes
   }))
   app.addHook('onClose', async () => registry.clear())
-}, { name: 'connections', fastify: '5.x', dependencies: ['identity', 'metrics', 'status'] })
+}, { name: 'sessions', fastify: '5.x', dependencies: ['identity', 'metrics', 'status'] })

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, preHandlerAsyncHookHandler, RouteGenericInterface } from 'fastify'
 import type { WebSocket } from 'ws'
-import type { Connection, SessionProtocol } from './connections.js'
+import type { Session, SessionProtocol } from './sessions.js'
 import { refuseUnauthenticated } from './auth.js'
 import { errorBody } from '../core/errors.js'
 
@@ -37,7 +37,7 @@ export interface UpgradeRoute<R extends RouteGenericInterface = RouteGenericInte
   /** The session's client id, when the protocol names it (a token's `sub` always wins). */
   clientId?: (request: FastifyRequest<R>) => string | undefined
   /** The session is accepted: attach the protocol's state; none of its frames is handled before this returns. */
-  accepted: (session: Connection, request: FastifyRequest<R>) => void
+  accepted: (session: Session, request: FastifyRequest<R>) => void
 }
 
 /** What the upgrade was refused for, as the rejection metric labels it. */
@@ -90,9 +90,9 @@ export default fp(async function upgradeRoutes (app) {
     }, (socket, request) => {
       const typed = request as FastifyRequest<any>
       if (route.admit !== undefined && !route.admit(socket, typed)) return
-      const session = app.connections.accept(socket, request, { protocol: route.protocol, clientId: route.clientId?.(typed) })
+      const session = app.sessions.accept(socket, request, { protocol: route.protocol, clientId: route.clientId?.(typed) })
       route.accepted(session, typed)
     })
   }
   app.decorate('upgradeRoute', declare)
-}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['connections', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket'] })
+}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['sessions', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket'] })

@@ -48,7 +48,7 @@ declare module 'fastify' {
 
 /** Adds `messages: { inPerSecond, outPerSecond }` to /api/status. */
 export default fp<MessageRateOptions>(async function messageRate (app, opts) {
-  const traffic = app.connections.traffic
+  const traffic = app.sessions.traffic
   const rate = new MessageRate(() => traffic.framesIn, () => traffic.framesOut, opts.windowSeconds ?? 5)
   app.decorate('messageRate', rate)
   app.statusReport.section('messages', () => rate.report())
@@ -59,4 +59,4 @@ export default fp<MessageRateOptions>(async function messageRate (app, opts) {
     timer.unref()
   })
   app.addHook('onClose', async () => clearInterval(timer))
-}, { name: 'message-rate', fastify: '5.x', dependencies: ['connections', 'status'] })
+}, { name: 'message-rate', fastify: '5.x', dependencies: ['sessions', 'status'] })

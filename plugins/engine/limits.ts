@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import { LocalClientSlots, type ClientSlotCounter } from '../cluster/client-slots.js'
 
 export interface LimitsOptions {
   /** WebSocket connections this instance accepts [1000]. */
@@ -8,42 +9,6 @@ export interface LimitsOptions {
   maxPerClient?: number
   /** Where per-client counts live [a local Map]; with REDIS_URL, app.ts passes the Redis one (plugins/cluster/client-slots.ts). */
   counter?: ClientSlotCounter
-}
-
-/**
- * Where per-client connection counts live. The local one is a Map; a Redis one
- * counts across instances. `acquire` must check and count atomically.
- */
-export interface ClientSlotCounter {
-  acquire (clientKey: string, limit: number): Promise<{ ok: boolean, current: number }>
-  release (clientKey: string): Promise<void> | void
-  count (clientKey: string): number | undefined
-  readonly clients: number
-}
-
-export class LocalClientSlots implements ClientSlotCounter {
-  private readonly counts = new Map<string, number>()
-
-  get clients (): number {
-    return this.counts.size
-  }
-
-  async acquire (clientKey: string, limit: number) {
-    const current = this.counts.get(clientKey) ?? 0
-    if (current >= limit) return { ok: false, current }
-    this.counts.set(clientKey, current + 1)
-    return { ok: true, current: current + 1 }
-  }
-
-  release (clientKey: string): void {
-    const current = this.counts.get(clientKey) ?? 0
-    if (current <= 1) this.counts.delete(clientKey)
-    else this.counts.set(clientKey, current - 1)
-  }
-
-  count (clientKey: string): number | undefined {
-    return this.counts.get(clientKey) ?? 0
-  }
 }
 
 export type SlotResult =
@@ -115,7 +80,7 @@ declare module 'fastify' {
 export default fp<LimitsOptions>(async function limits (app, opts) {
   const limits = new ConnectionLimits(opts)
   app.decorate('limits', limits)
-  if (app.hasDecorator('statusReport')) app.statusReport.section('connections', () => ({ max: limits.maxConnections, perClientMax: limits.maxPerClient }))
+  app.statusReport.section('connections', () => ({ max: limits.maxConnections, perClientMax: limits.maxPerClient }))
 
   app.decorate('acquireConnectionSlot', async function acquireConnectionSlot (request: FastifyRequest, reply: FastifyReply) {
     const clientKey = request.clientKey
@@ -139,4 +104,4 @@ export default fp<LimitsOptions>(async function limits (app, opts) {
     // failed handshake, a clean close, an abrupt disconnect or a termination.
     request.raw.socket.once('close', result.release)
   })
-}, { name: 'limits', fastify: '5.x', dependencies: ['identity'] })
+}, { name: 'limits', fastify: '5.x', dependencies: ['identity', 'status'] })

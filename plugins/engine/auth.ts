@@ -183,7 +183,7 @@ export default fp<AuthOptions>(async function auth (app, opts) {
     }
     done()
   })
-}, { name: 'auth', fastify: '5.x', dependencies: ['identity', 'connections'] })
+}, { name: 'auth', fastify: '5.x', dependencies: ['identity', 'sessions'] })
 
 /**
  * Registered inside the encapsulated context that holds the protected routes:

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { Connection } from './connections.js'
+import type { Session } from './sessions.js'
 import { errorBody } from '../core/errors.js'
 
 export interface ShutdownOptions {
@@ -20,7 +20,7 @@ declare module 'fastify' {
   }
 }
 
-function closed (conn: Connection): Promise<void> {
+function closed (conn: Session): Promise<void> {
   if (conn.socket.readyState === 3) return Promise.resolve()
   return new Promise(resolve => conn.socket.once('close', () => resolve()))
 }
@@ -37,10 +37,10 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
   let startedAt = 0
 
   app.decorate('disconnectAll', async function disconnectAll (reason: string) {
-    const conns = [...app.connections.all()]
+    const conns = [...app.sessions.all()]
     const notice = { reason, reconnectAfterMs, timestamp: new Date().toISOString() }
     const gone = Promise.all(conns.map(closed))
-    for (const conn of conns) app.connections.goodbye(conn, notice)
+    for (const conn of conns) app.sessions.goodbye(conn, notice)
     let timer: NodeJS.Timeout | undefined
     const timedOut = await Promise.race([
       gone.then(() => false),
@@ -59,7 +59,7 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
     }
   })
 
-  // Once shutdown starts, new work is refused with 503 (Connection: close), upgrades included;
+  // Once shutdown starts, new work is refused with 503 (Session: close), upgrades included;
   // routes that say `answersWhileClosing` (liveness, readiness) stay answerable so orchestrators see the state.
   // A callback hook, not an async one: it runs for every request and almost always just passes.
   app.addHook('onRequest', function refuseWhileShuttingDown (request, reply, done) {
@@ -72,7 +72,7 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
   app.addHook('preClose', async () => {
     startedAt = Date.now()
     app.statusReport.beginShutdown()
-    const count = app.connections.size
+    const count = app.sessions.size
     app.log.info({ event: 'shutdown.step', step: 'notify_clients', connections: count }, 'telling clients the server is shutting down')
     await app.disconnectAll('server_shutdown')
     app.log.info({ event: 'shutdown.step', step: 'clients_closed', connections: count, ms: Date.now() - startedAt }, 'clients closed')
@@ -84,4 +84,4 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
   app.addHook('onClose', async () => {
     app.log.info({ event: 'shutdown.step', step: 'done', ms: Date.now() - startedAt }, 'shutdown complete')
   })
-}, { name: 'shutdown', fastify: '5.x', dependencies: ['connections', 'status'] })
+}, { name: 'shutdown', fastify: '5.x', dependencies: ['sessions', 'status'] })

@@ -1,6 +1,5 @@
 import fp from 'fastify-plugin'
-import type { Connection, ConnectionRegistry } from './connections.js'
-import { PingFields } from '../../protocol/client-frames.js'
+import type { Session, SessionRegistry } from './sessions.js'
 
 export interface HeartbeatOptions {
   /** Server ping frames every this many ms; a connection silent for 2 intervals is terminated [30000]. */
@@ -18,11 +17,11 @@ const SLICES = 20
  */
 export class Heartbeat {
   private timer: NodeJS.Timeout | undefined
-  private round: IterableIterator<Connection> | null = null
+  private round: IterableIterator<Session> | null = null
   private roundCleaned = 0
   terminated = 0
 
-  constructor (private readonly connections: ConnectionRegistry, readonly intervalMs: number) {}
+  constructor (private readonly connections: SessionRegistry, readonly intervalMs: number) {}
 
   /** Runs one slice per tick; `onSweep` hears about each completed round (one interval). */
   start (onSweep: (cleaned: number, alive: number) => void): void {
@@ -67,7 +66,7 @@ export class Heartbeat {
   }
 
   /** Pings a live connection or terminates a silent one (true). */
-  private visit (conn: Connection, now: number): boolean {
+  private visit (conn: Session, now: number): boolean {
     if (conn.lastSeen < now - 2 * this.intervalMs) {
       conn.socket.terminate()
       return true
@@ -77,7 +76,7 @@ export class Heartbeat {
   }
 
   /** Wires the activity a connection shows into its `lastSeen`. */
-  watch (conn: Connection): void {
+  watch (conn: Session): void {
     conn.socket.on('pong', () => { conn.lastSeen = Date.now() })
   }
 }
@@ -89,12 +88,9 @@ declare module 'fastify' {
 }
 
 export default fp<HeartbeatOptions>(async function heartbeat (app, opts) {
-  const hb = new Heartbeat(app.connections, opts.intervalMs ?? 30000)
+  const hb = new Heartbeat(app.sessions, opts.intervalMs ?? 30000)
   app.decorate('heartbeat', hb)
-  app.connections.addWelcomePart(() => ({ heartbeatIntervalMs: hb.intervalMs }))
-  app.connections.onOpen(conn => hb.watch(conn))
-
-  app.dispatcher.register('ping', PingFields, () => ({ type: 'pong', timestamp: new Date().toISOString() }))
+  app.sessions.onOpen(conn => hb.watch(conn))
 
   app.addHook('onReady', async () => {
     hb.start((cleaned, alive) => {
@@ -103,4 +99,4 @@ export default fp<HeartbeatOptions>(async function heartbeat (app, opts) {
     })
   })
   app.addHook('onClose', async () => hb.stop())
-}, { name: 'heartbeat', fastify: '5.x', dependencies: ['connections', 'dispatcher'] })
+}, { name: 'heartbeat', fastify: '5.x', dependencies: ['sessions'] })

@@ -133,15 +133,13 @@ const LOG_INTERVAL_MS = 10000
 export default fp<PendingConnectionsOptions>(async function pendingConnections (app, opts) {
   const pending = new PendingConnections(opts)
   app.decorate('pendingConnections', pending)
-  if (app.hasDecorator('statusReport')) {
-    app.statusReport.section('pendingConnections', () => ({
-      current: pending.size,
-      max: pending.maxTotal,
-      perClientMax: pending.maxPerClient,
-      timeoutMs: pending.timeoutMs,
-      closed: { ...pending.closed }
-    }))
-  }
+  app.statusReport.section('pendingConnections', () => ({
+    current: pending.size,
+    max: pending.maxTotal,
+    perClientMax: pending.maxPerClient,
+    timeoutMs: pending.timeoutMs,
+    closed: { ...pending.closed }
+  }))
 
   let loggedAt = 0
   pending.onClosed = (outcome, address) => {
@@ -172,4 +170,4 @@ export default fp<PendingConnectionsOptions>(async function pendingConnections (
     app.server.off('upgrade', onUpgrade)
     pending.clear()
   })
-}, { name: 'pending-connections', fastify: '5.x' })
+}, { name: 'pending-connections', fastify: '5.x', dependencies: ['status'] })
