@@ -232,9 +232,13 @@ function short (frames: unknown[]): string {
   return JSON.stringify(frames, (_k, v) => v instanceof Uint8Array ? `<${v.length} bytes>` : v).slice(0, 600)
 }
 
-/** Opens a WebSocket from `address`; rejects with the HTTP status when the upgrade is refused. */
-async function connectSocket (url: string, address: string): Promise<WebSocket> {
-  const ws = new WebSocket(url, { localAddress: address })
+/** Starts a WebSocket from `address`: the caller wraps it (so no frame is missed) and waits for `upgraded`. */
+function startSocket (url: string, address: string): WebSocket {
+  return new WebSocket(url, { localAddress: address })
+}
+
+/** Resolves once the socket is open; rejects with the HTTP status (`statusCode`) when the upgrade is refused. */
+async function upgraded (ws: WebSocket, url: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve())
     ws.once('unexpected-response', (_req, res) => {
@@ -243,7 +247,6 @@ async function connectSocket (url: string, address: string): Promise<WebSocket> 
     })
     ws.once('error', reject)
   })
-  return ws
 }
 
 async function httpJson (server: ServerTarget, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number, body: any }> {
@@ -311,6 +314,9 @@ export class SwitchboardConnection extends DoorConnection {
 /** A Pusher protocol 7 connection; `resource` names its private channel `private-<resource>`. */
 export class PusherConnection extends DoorConnection {
   socketId = ''
+  /** Pings sent and pongs received: the n-th pong answers the n-th ping. */
+  private pings = 0
+  private pongs = 0
 
   get channel (): string {
     return `private-${this.resource}`
@@ -322,6 +328,7 @@ export class PusherConnection extends DoorConnection {
     if (typeof msg.data === 'string') {
       try { msg.parsed = JSON.parse(msg.data) } catch {}
     }
+    if (msg.event === 'pusher:pong') msg.ordinal = ++this.pongs
     return msg
   }
 
@@ -333,10 +340,12 @@ export class PusherConnection extends DoorConnection {
 
   protected sendProbe (): (frame: any) => boolean {
     this.sendEvent('pusher:ping', {})
-    return f => f?.event === 'pusher:pong'
+    const n = this.pings
+    return f => f?.event === 'pusher:pong' && f.ordinal === n
   }
 
   sendEvent (event: string, data: unknown, channel?: string): void {
+    if (event === 'pusher:ping' && this.open) this.pings++
     this.send(JSON.stringify({ event, data, ...(channel === undefined ? {} : { channel }) }))
   }
 
@@ -406,16 +415,31 @@ export function logOf (update: Uint8Array): string[] {
   return log
 }
 
-interface YFrame { doc?: string, type: number, sub?: number, payload?: Uint8Array, reason?: string, value?: number, text?: string }
+interface YFrame { doc?: string, type: number, sub?: number, payload?: Uint8Array, reason?: string, value?: number, text?: string, ordinal?: number }
 
 /** What y-websocket and Hocuspocus connections share: a local Y.Doc whose edits become updates, and the sync messages. */
 export abstract class YjsConnection extends DoorConnection {
   /** The connection's own document: `write` pushes to its `log` array and sends the change. */
   readonly local = new Y.Doc()
   private awarenessClock = 0
+  /** Sync steps 1 sent and steps 2 received for the document: the n-th step 2 answers the n-th step 1. */
+  private steps1 = 0
+  private steps2 = 0
 
-  /** Sends a y-websocket-level message (Hocuspocus prefixes the document name). */
-  abstract sendMessage (message: Uint8Array): void
+  /** Sends a y-websocket-level message of the document (Hocuspocus prefixes its name). */
+  sendMessage (message: Uint8Array): void {
+    if (!this.open) return
+    if (message[0] === YType.sync && message[1] === SyncSub.step1) this.steps1++
+    this.sendFramed(message)
+  }
+
+  protected abstract sendFramed (message: Uint8Array): void
+
+  /** Numbers the server's steps 2 of the document as they arrive. */
+  protected numbered (frame: YFrame): YFrame {
+    if (this.ours(frame) && frame.type === YType.sync && frame.sub === SyncSub.step2) frame.ordinal = ++this.steps2
+    return frame
+  }
   /** Whether a decoded frame belongs to this connection's document. */
   protected abstract ours (frame: YFrame): boolean
 
@@ -436,7 +460,8 @@ export abstract class YjsConnection extends DoorConnection {
 
   protected sendProbe (): (frame: any) => boolean {
     this.sendMessage(syncMessage(SyncSub.step1, EMPTY_STATE_VECTOR))
-    return (f: YFrame) => this.ours(f) && f.type === YType.sync && f.sub === SyncSub.step2
+    const n = this.steps1
+    return (f: YFrame) => f.ordinal === n
   }
 
   /** The whole document as the server holds it: its answer (step 2) to a sync step 1 with an empty state vector. */
@@ -476,7 +501,7 @@ export abstract class YjsConnection extends DoorConnection {
 
 /** A /yjs/<doc> connection: y-websocket framing; `resource` is the document. */
 export class YWebsocketConnection extends YjsConnection {
-  sendMessage (message: Uint8Array): void {
+  protected sendFramed (message: Uint8Array): void {
     this.send(message, true)
   }
 
@@ -486,7 +511,7 @@ export class YWebsocketConnection extends YjsConnection {
 
   protected decode (data: Buffer, isBinary: boolean): unknown {
     if (!isBinary) return { type: -1, text: data.toString() }
-    return this.decodeMessage(decoding.createDecoder(new Uint8Array(data)), { type: -1 })
+    return this.numbered(this.decodeMessage(decoding.createDecoder(new Uint8Array(data)), { type: -1 }))
   }
 
   /** y-websocket's auth message "permission denied": type 2, sub 0, a reason. */
@@ -518,7 +543,7 @@ export class HocuspocusConnection extends YjsConnection {
   /** What the server said when it authenticated the document: 'read-write' or 'readonly'. */
   scope = ''
 
-  sendMessage (message: Uint8Array): void {
+  protected sendFramed (message: Uint8Array): void {
     this.sendFor(this.resource, message)
   }
 
@@ -538,7 +563,7 @@ export class HocuspocusConnection extends YjsConnection {
     if (!isBinary) return { type: -1, text: data.toString() }
     const decoder = decoding.createDecoder(new Uint8Array(data))
     const doc = decoding.readVarString(decoder)
-    return this.decodeMessage(decoder, { doc, type: -1 })
+    return this.numbered(this.decodeMessage(decoder, { doc, type: -1 }))
   }
 
   /** Hocuspocus's Auth permission-denied: type 2, sub 1, a reason, for one document. */
@@ -598,8 +623,10 @@ export interface HostileFrame {
   binary: boolean
   /** The field the refusal must name. */
   field?: string
-  /** The limit the refusal must name (switchboard: also its `limit` field). */
+  /** The limit the refusal must name. */
   limit?: number
+  /** Nested past JSON_MAX_DEPTH: switchboard's refusal carries the limit in its `limit` field too. */
+  tooDeep?: boolean
   /** The exact refusal code expected, where the contract fixes it. */
   code?: string | number
   /** Hocuspocus: the document the refusal must be for (the frame names it). */
@@ -724,8 +751,10 @@ export const switchboard: Door = {
   async open (server, opts = {}) {
     const address = opts.address ?? freshAddress()
     const resource = opts.resource ?? freshName('room')
-    const ws = await connectSocket(this.url(server, opts), address)
+    const url = this.url(server, opts)
+    const ws = startSocket(url, address)
     const conn = new SwitchboardConnection(this, ws, server, address, resource, opts.token)
+    await upgraded(ws, url)
     conn.welcome = await conn.next(f => f?.type === 'welcome', 'welcome')
     if (opts.setUp !== false) {
       const joined = await conn.request({ type: 'join', room: resource })
@@ -736,7 +765,7 @@ export const switchboard: Door = {
   hostileFrames (conn) {
     const D = deepJson()
     const room = JSON.stringify(conn.resource)
-    const deep = (name: string, field: string, text: string): HostileFrame => ({ name: `${field} 30,000 levels deep (${name})`, data: text, binary: false, field, limit: JSON_DEPTH_LIMIT, code: 'invalid_message' })
+    const deep = (name: string, field: string, text: string): HostileFrame => ({ name: `${field} 30,000 levels deep (${name})`, data: text, binary: false, field, limit: JSON_DEPTH_LIMIT, tooDeep: true, code: 'invalid_message' })
     return [
       deep('publish', 'data', `{"type":"publish","room":${room},"data":${D}}`),
       deep('publish', 'room', `{"type":"publish","room":${D},"data":1}`),
@@ -757,7 +786,8 @@ export const switchboard: Door = {
   badInputProblem (refusal, frame) {
     if (refusal.code !== 'invalid_message') return `code ${JSON.stringify(refusal.code)}, not invalid_message`
     if (frame.field && !new RegExp(`\\b${frame.field}\\b`).test(refusal.message)) return `the message does not name ${frame.field}: ${refusal.message}`
-    if (frame.limit !== undefined && refusal.limit !== frame.limit) return `limit ${JSON.stringify(refusal.limit)}, not ${frame.limit}`
+    if (frame.limit !== undefined && !refusal.message.includes(String(frame.limit))) return `the message does not name the limit ${frame.limit}: ${refusal.message}`
+    if (frame.tooDeep && refusal.limit !== frame.limit) return `limit ${JSON.stringify(refusal.limit)}, not ${String(frame.limit)}`
     return null
   },
   oversizedFrame (conn, maxPayload) {
@@ -813,8 +843,10 @@ export const pusher: Door = {
   async open (server, opts = {}) {
     const address = opts.address ?? freshAddress()
     const resource = opts.resource ?? freshName('channel')
-    const ws = await connectSocket(this.url(server, opts), address)
+    const url = this.url(server, opts)
+    const ws = startSocket(url, address)
     const conn = new PusherConnection(this, ws, server, address, resource, opts.token)
+    await upgraded(ws, url)
     const established = await conn.next(f => f?.event === 'pusher:connection_established', 'connection_established')
     conn.socketId = established.parsed.socket_id
     if (opts.setUp !== false) {
@@ -1013,8 +1045,10 @@ export const yWebsocket: Door = {
   async open (server, opts = {}) {
     const address = opts.address ?? freshAddress()
     const resource = opts.resource ?? freshName('doc')
-    const ws = await connectSocket(this.url(server, { ...opts, resource }), address)
+    const url = this.url(server, { ...opts, resource })
+    const ws = startSocket(url, address)
     const conn = new YWebsocketConnection(this, ws, server, address, resource, opts.token)
+    await upgraded(ws, url)
     // the server greets with its sync step 1 once the document is loaded
     if (opts.setUp !== false) await conn.next((f: YFrame) => f.type === YType.sync && f.sub === SyncSub.step1, 'the server\'s sync step 1')
     return conn
@@ -1068,8 +1102,10 @@ export const hocuspocus: Door = {
   async open (server, opts = {}) {
     const address = opts.address ?? freshAddress()
     const resource = opts.resource ?? freshName('doc')
-    const ws = await connectSocket(this.url(server, opts), address)
+    const url = this.url(server, opts)
+    const ws = startSocket(url, address)
     const conn = new HocuspocusConnection(this, ws, server, address, resource, opts.token)
+    await upgraded(ws, url)
     if (opts.setUp !== false) {
       const from = conn.frames.length
       conn.scope = await conn.authenticate(resource, opts.token)
