@@ -116,9 +116,25 @@ class Arena {
     return this.server.proc.exitCode !== null || this.server.proc.signalCode !== null
   }
 
+  /** Alive and serving: /health 200, and /ready 200 (503 once an uncaught error started a shutdown). */
+  async alive (): Promise<boolean> {
+    return !this.exited && await statusOf(this.server, '/health') === 200 && await statusOf(this.server, '/ready') === 200
+  }
+
+  /** How the process ended, once it has (killed if it has not after `ms`). */
+  async ended (ms = 30000): Promise<{ code: number | null, signal: string | null }> {
+    let timer: NodeJS.Timeout | undefined
+    const exit = await Promise.race([this.server.exited, new Promise<null>(resolve => { timer = setTimeout(resolve, ms, null) })])
+    clearTimeout(timer)
+    if (exit) return exit
+    this.server.proc.kill('SIGKILL')
+    return await this.server.exited
+  }
+
   /** A live server and open bystanders for the next frame. */
   async ready (): Promise<void> {
-    if (this.exited) {
+    if (!await this.alive()) {
+      await this.ended()
       for (const b of this.bystanders) await b.close()
       await this.start()
       return
@@ -144,7 +160,9 @@ t.test(CASES.badInput, async t => {
     await arena.start()
     t.teardown(() => arena.close())
     // the frames name the connection's resource (room, channel, document): built again for each connection, on a fresh one
-    const names = door.hostileFrames(await opened(t, door, arena.server)).map(f => f.name)
+    const first = await door.open(arena.server)
+    const names = door.hostileFrames(first).map(f => f.name)
+    await first.close()
     for (const [i, name] of names.entries()) {
       await t.test(name, async t => {
         await arena.ready()
@@ -160,12 +178,12 @@ t.test(CASES.badInput, async t => {
         const answer = await conn.answerTo(() => conn.send(frame.data, frame.binary))
         t.ok(answer.refusal, `refused with ${door.name}'s refusal${answer.closed ? ` (closed ${answer.closed.code} ${answer.closed.reason} instead)` : answer.refusal ? '' : ' (taken without one: the probe after it was answered first)'}`)
         if (answer.refusal) t.equal(door.badInputProblem(answer.refusal, frame), null, `the refusal is the contract's: ${JSON.stringify(answer.refusal)}`)
-        if (arena.exited || await statusOf(server, '/health') !== 200) {
-          const exit = await Promise.race([server.exited, new Promise(resolve => setTimeout(resolve, 5000, null))])
-          t.fail(`the process is alive (GET /health 200); it exited: ${JSON.stringify(exit)}`)
+        if (!await arena.alive()) {
+          const lines = server.logs().filter(l => l.level >= 50).map(l => `${String(l.event ?? '')} ${String(l.err?.message ?? l.msg ?? '').slice(0, 120)}`)
+          t.fail(`the process is alive (GET /health and /ready 200); it went down, and exited with ${JSON.stringify(await arena.ended())}; its errors: ${JSON.stringify(lines.slice(0, 3))}`)
           return
         }
-        t.pass('the process is alive: GET /health 200')
+        t.pass('the process is alive: GET /health and /ready 200')
         t.equal(answer.closed, null, 'the hostile connection is not closed')
         if (!answer.closed) await check(t, 'the hostile connection is still served', () => conn.alive())
         for (const b of arena.bystanders) await check(t, `a bystander on ${b.door.name} still writes and reads it back`, () => b.write(arena.tag()))

@@ -730,7 +730,12 @@ export interface RealEditor {
 export async function realClientLog (door: Door, t: TestContext, server: ServerTarget, resource: string, token?: string): Promise<string[]> {
   if (!door.realEditor) throw new Error(`${door.name} has no real client here`)
   const editor = door.realEditor(t, server, resource, token)
-  await waitFor(() => editor.synced(), `a ${door.name} provider to sync ${resource}`, WAIT_MS, 20)
+  // a socket closed before the sync is a failure of its own (the provider would retry for ever)
+  await waitFor(() => editor.synced() || editor.closeCodes.length > 0, `a ${door.name} provider to sync ${resource}`, WAIT_MS, 20)
+  if (!editor.synced()) {
+    editor.destroy()
+    throw new Error(`the ${door.name} provider's socket was closed with ${editor.closeCodes.join(', ')} before it synced ${resource}`)
+  }
   const log = editor.doc.getArray<string>('log').toArray()
   editor.destroy()
   return log
@@ -868,7 +873,7 @@ export const pusher: Door = {
       deep('pusher:subscribe of a presence channel', 'channel_data', `{"event":"pusher:subscribe","data":{"channel":"presence-other","auth":"x","channel_data":${D}}}`),
       deep('pusher:signin', 'user_data', `{"event":"pusher:signin","data":{"auth":"x","user_data":${D}}}`),
       deep('pusher:subscribe, the whole data', 'data', `{"event":"pusher:subscribe","data":${D}}`),
-      deep('a field no frame has', 'meta', `{"event":"pusher:ping","data":{},"meta":${D}}`),
+      deep('a field no frame has', 'meta', `{"event":"client-x","channel":${channel},"data":{},"meta":${D}}`),
       { name: 'the frame itself 30,000 levels deep', data: D, binary: false, code: 4300 },
       { name: 'malformed JSON', data: `{"event":"client-x","channel":${channel},"data":`, binary: false, code: 4300 },
       { name: 'a binary frame', data: Buffer.from(`{"event":"client-x","channel":${channel},"data":{}}`), binary: true }
