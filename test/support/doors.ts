@@ -722,6 +722,8 @@ export interface RealEditor {
   doc: Y.Doc
   /** The close codes its socket got so far. */
   closeCodes: number[]
+  /** Why the server denied it the document, each time it did (Hocuspocus's authenticationFailed). */
+  denied: string[]
   synced (): boolean
   destroy (): void
 }
@@ -731,10 +733,10 @@ export async function realClientLog (door: Door, t: TestContext, server: ServerT
   if (!door.realEditor) throw new Error(`${door.name} has no real client here`)
   const editor = door.realEditor(t, server, resource, token)
   // a socket closed before the sync is a failure of its own (the provider would retry for ever)
-  await waitFor(() => editor.synced() || editor.closeCodes.length > 0, `a ${door.name} provider to sync ${resource}`, WAIT_MS, 20)
+  await waitFor(() => editor.synced() || editor.closeCodes.length > 0 || editor.denied.length > 0, `a ${door.name} provider to sync ${resource}`, WAIT_MS, 20)
   if (!editor.synced()) {
     editor.destroy()
-    throw new Error(`the ${door.name} provider's socket was closed with ${editor.closeCodes.join(', ')} before it synced ${resource}`)
+    throw new Error(`the ${door.name} provider was ${editor.denied.length > 0 ? `denied the document (${editor.denied.join(', ')})` : `closed with ${editor.closeCodes.join(', ')}`} before it synced ${resource}`)
   }
   const log = editor.doc.getArray<string>('log').toArray()
   editor.destroy()
@@ -1090,7 +1092,7 @@ export const yWebsocket: Door = {
     const editor = yEditor(t, server.url, resource, token ? { token } : {})
     const closeCodes: number[] = []
     editor.provider.on('connection-close', (event: { code: number } | null) => { if (event) closeCodes.push(event.code) })
-    return { doc: editor.doc, closeCodes, synced: () => editor.provider.synced, destroy: () => editor.provider.destroy() }
+    return { doc: editor.doc, closeCodes, denied: [], synced: () => editor.provider.synced, destroy: () => editor.provider.destroy() }
   }
 }
 
@@ -1179,10 +1181,12 @@ export const hocuspocus: Door = {
     const provider = new HocuspocusProvider({ websocketProvider: socket, name: resource, document: doc, token: token ?? null })
     provider.attach()
     const closeCodes: number[] = []
+    const denied: string[] = []
     provider.on('close', ({ event }: { event: { code: number } }) => closeCodes.push(event.code))
+    provider.on('authenticationFailed', ({ reason }: { reason: string }) => denied.push(reason))
     const destroy = () => { provider.destroy(); socket.destroy() }
     t.teardown(() => { destroy(); doc.destroy() })
-    return { doc, closeCodes, synced: () => provider.synced && !provider.hasUnsyncedChanges, destroy }
+    return { doc, closeCodes, denied, synced: () => provider.synced && !provider.hasUnsyncedChanges, destroy }
   }
 }
 
