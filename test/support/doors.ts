@@ -73,10 +73,13 @@ export interface OpenOptions {
 }
 
 let hosts = 0
-/** A loopback address no other connection of this process used: a distinct client key in open mode. */
+/**
+ * A loopback address (127.0.x.y, x from 1: the other tests use 127.0.0.x) no
+ * other connection of this process used: a distinct client key in open mode.
+ */
 export function freshAddress (): string {
-  hosts++
-  return `127.1.${Math.floor(hosts / 250)}.${(hosts % 250) + 1}`
+  const n = hosts++
+  return `127.0.${1 + Math.floor(n / 250)}.${(n % 250) + 1}`
 }
 
 let names = 0
