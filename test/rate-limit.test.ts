@@ -86,3 +86,24 @@ t.test('every spelling of every HTTP API route the router accepts counts against
   t.equal((await send(port, 'GET', '/api/v1/st%61tus', {}, from)).status, 429, 'the 3rd request, whatever its spelling, is over the limit')
   t.equal((await send(port, 'GET', '/health', {}, from)).status, 200, '/health is not limited')
 })
+
+t.test('one budget for the whole HTTP API: with RATE_LIMIT_MAX=3 the 4th request of a client key is 429, whether it hits /api/v1/status or /api/v1/docs/:doc (issue 26, row 15)', async t => {
+  const { url } = await build(t, { RATE_LIMIT_MAX: '3', RATE_LIMIT_WINDOW_MS: '60000' })
+  const statusOf = async (path: string, localAddress: string) => {
+    const { request } = await import('node:http')
+    return await new Promise<number>((resolve, reject) => {
+      const req = request(`${url}${path}`, { localAddress }, res => { res.resume(); resolve(res.statusCode ?? 0) })
+      req.on('error', reject)
+      req.end()
+    })
+  }
+  const first = []
+  for (let i = 0; i < 3; i++) first.push(await statusOf('/api/v1/status', '127.0.0.81'))
+  t.same(first, [200, 200, 200], 'three requests to /api/v1/status')
+  t.equal(await statusOf('/api/v1/docs/x', '127.0.0.81'), 429, 'the 4th, to /api/v1/docs/x, is 429')
+
+  const second = []
+  for (let i = 0; i < 3; i++) second.push(await statusOf('/api/v1/docs/x', '127.0.0.82'))
+  t.same(second, [200, 200, 200], 'another client key: three requests to /api/v1/docs/x')
+  t.equal(await statusOf('/api/v1/status', '127.0.0.82'), 429, 'the 4th, to /api/v1/status, is 429')
+})

@@ -1,0 +1,1211 @@
+// The doors of the guarantee matrix (test/guarantees.test.ts): one descriptor
+// per protocol a client may connect through. A case of the matrix only uses
+// what a descriptor offers (open a connection, make an acknowledged write and
+// read it back, its hostile frames, what its refusal and its close codes look
+// like), so a new protocol is covered by adding one descriptor here.
+import WebSocket from 'ws'
+import type { Socket } from 'node:net'
+import { createHmac } from 'node:crypto'
+import * as Y from 'yjs'
+import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
+import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
+import { APP, APP_ENV, sdkFor } from './pusher-clients.js'
+import { yEditor } from './yjs-editors.js'
+import { waitFor, type TestContext } from './helper.js'
+import { documentView, type ServerTarget } from './observation.js'
+
+export type { ServerTarget } from './observation.js'
+
+export type DoorName = 'switchboard' | 'pusher' | 'y-websocket' | 'hocuspocus'
+
+/** The cases of the matrix, by their letter in issue 26's list (deliverable 5). */
+export const CASES = {
+  badInput: 'a. crash-proof bad input',
+  size: 'b. frame and field size',
+  rate: 'c. message rate',
+  sendBuffer: 'd. send-buffer cap',
+  deadPeer: 'e. dead peer',
+  tokenExpiry: 'f. token expiry',
+  readOnly: 'g. read-only never writes',
+  shutdown: 'h. graceful shutdown, nothing acked lost',
+  admin: 'i. admin visibility and metrics',
+  storeFailure: 'j. store failure',
+  clusterCaps: 'k. cluster-wide caps',
+  order: 'l. per-channel order across instances',
+  isolated: 'm. a write that cannot cross instances is refused'
+} as const
+export type CaseName = keyof typeof CASES
+
+/** How long any one wait of the matrix lasts before it fails (generous: the suite runs under CPU hogs). */
+export const WAIT_MS = 15000
+
+export interface Closed { code: number, reason: string }
+
+/** A protocol's refusal of a frame, as the client sees it. */
+export interface Refusal {
+  /** switchboard: the error `code`; pusher: `data.code`; Yjs: 'permission_denied'. */
+  code: string | number | null | undefined
+  message: string
+  /** switchboard: the `limit` field of the error. */
+  limit?: number
+  /** hocuspocus: the document the refusal is for. */
+  doc?: string
+}
+
+/** What the server answered to a frame: its refusal, or nothing before the probe's reply (refusal null), or a close. */
+export interface Answer {
+  refusal: Refusal | null
+  closed: Closed | null
+  /** Everything received after the frame was sent. */
+  frames: unknown[]
+}
+
+export interface OpenOptions {
+  /** A Switchboard token (JWT or admin token): `?token=` on the upgrade, or the Hocuspocus Auth message. */
+  token?: string
+  /** Source address (127.x.y.z), the client key in open mode [a fresh one per connection]. */
+  address?: string
+  /** The room, channel (`private-<resource>`) or document the connection works on [a fresh name]. */
+  resource?: string
+  /** Join the room / subscribe the channel / wait for the document's sync once open [true]. */
+  setUp?: boolean
+}
+
+let hosts = 0
+/**
+ * A loopback address (127.0.x.y, x from 1: the other tests use 127.0.0.x) no
+ * other connection of this process used: a distinct client key in open mode.
+ */
+export function freshAddress (): string {
+  const n = hosts++
+  return `127.0.${1 + Math.floor(n / 250)}.${(n % 250) + 1}`
+}
+
+let names = 0
+/** A room / channel / document name no other test of this process used. */
+export function freshName (prefix = 'm'): string {
+  names++
+  return `${prefix}-${process.pid}-${names}`
+}
+
+/** `[[[…]]]` nested `levels` deep, as JSON text (60 KB for 30,000 levels). */
+export function deepJson (levels = 30000): string {
+  return '['.repeat(levels) + ']'.repeat(levels)
+}
+
+/**
+ * One WebSocket connection through a door: every frame it received (decoded),
+ * its close, its TCP socket (to pause it), and the door's operations on it.
+ */
+export abstract class DoorConnection {
+  readonly frames: any[] = []
+  closedWith: Closed | null = null
+  readonly closed: Promise<Closed>
+  private waiters: Array<() => void> = []
+
+  constructor (readonly door: Door, readonly ws: WebSocket, readonly server: ServerTarget, readonly address: string, readonly resource: string, readonly token?: string) {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      let frame: unknown
+      try {
+        frame = this.decode(data, isBinary)
+      } catch (err) {
+        frame = { undecodable: (err as Error).message, bytes: data.length }
+      }
+      this.frames.push(frame)
+      this.wake()
+    })
+    ws.on('error', () => {})
+    this.closed = new Promise(resolve => ws.once('close', (code: number, reason: Buffer) => {
+      this.closedWith = { code, reason: reason.toString() }
+      resolve(this.closedWith)
+      this.wake()
+    }))
+  }
+
+  private wake (): void {
+    for (const w of this.waiters.splice(0)) w()
+  }
+
+  protected abstract decode (data: Buffer, isBinary: boolean): unknown
+  /** This door's refusal, if the frame is one. */
+  abstract refusalOf (frame: any): Refusal | null
+  /** Sends a request whose reply shows every earlier frame was handled; returns a matcher of that reply. */
+  protected abstract sendProbe (): (frame: any) => boolean
+  /** An acknowledged write of `tag` to the resource; throws (with what the server said) when it is not acknowledged. */
+  abstract write (tag: string): Promise<void>
+  /** The tags the server holds for the resource (read back), or null for a door that stores nothing. */
+  abstract stored (): Promise<string[] | null>
+
+  get open (): boolean {
+    return this.ws.readyState === WebSocket.OPEN
+  }
+
+  /** The TCP socket under the WebSocket: pause it and the client neither reads nor answers pings. */
+  get tcp (): Socket {
+    return (this.ws as unknown as { _socket: Socket })._socket
+  }
+
+  send (data: string | Uint8Array, binary = typeof data !== 'string'): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(data, { binary })
+  }
+
+  /** The first frame from index `from` on that matches; rejects on close or after `timeoutMs`. */
+  async next (match: (frame: any) => boolean, what: string, from = 0, timeoutMs = WAIT_MS): Promise<any> {
+    const until = Date.now() + timeoutMs
+    for (;;) {
+      for (let i = from; i < this.frames.length; i++) if (match(this.frames[i])) return this.frames[i]
+      if (this.closedWith) throw new Error(`${this.door.name}: closed (${this.closedWith.code} ${this.closedWith.reason}) while waiting for ${what}`)
+      const left = until - Date.now()
+      if (left <= 0) throw new Error(`${this.door.name}: timed out waiting for ${what}; last frames ${short(this.frames.slice(-3))}`)
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(resolve, left)
+        this.waiters.push(() => { clearTimeout(timer); resolve() })
+      })
+    }
+  }
+
+  /** Resolves once `condition` holds (checked on every frame and at the close); rejects on close or after `timeoutMs`. */
+  async waitUntil (condition: () => boolean, what: string, timeoutMs = WAIT_MS): Promise<void> {
+    const until = Date.now() + timeoutMs
+    for (;;) {
+      if (condition()) return
+      if (this.closedWith) throw new Error(`${this.door.name}: closed (${this.closedWith.code} ${this.closedWith.reason}) while waiting for ${what}`)
+      const left = until - Date.now()
+      if (left <= 0) throw new Error(`${this.door.name}: timed out waiting for ${what}`)
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(resolve, left)
+        this.waiters.push(() => { clearTimeout(timer); resolve() })
+      })
+    }
+  }
+
+  /** A round trip: resolves once the server answered a request sent now (so it handled every frame before it). */
+  async roundTrip (timeoutMs = WAIT_MS): Promise<void> {
+    const from = this.frames.length
+    const isReply = this.sendProbe()
+    await this.next(isReply, 'the reply to a probe', from, timeoutMs)
+  }
+
+  /** Resolves once the server answered on this socket: it is open and served. */
+  async alive (): Promise<void> {
+    await this.roundTrip()
+  }
+
+  /**
+   * Sends what `send` sends, then a probe, and reports the answer: this door's
+   * refusal if one came before the probe's reply, or null when the probe's
+   * reply came first (the frame was taken without a refusal), or the close.
+   */
+  async answerTo (send: () => void, timeoutMs = WAIT_MS): Promise<Answer> {
+    const from = this.frames.length
+    send()
+    const isReply = this.sendProbe()
+    const until = Date.now() + timeoutMs
+    for (;;) {
+      for (let i = from; i < this.frames.length; i++) {
+        const refusal = this.refusalOf(this.frames[i])
+        if (refusal) return { refusal, closed: null, frames: this.frames.slice(from) }
+        if (isReply(this.frames[i])) return { refusal: null, closed: null, frames: this.frames.slice(from) }
+      }
+      if (this.closedWith) return { refusal: null, closed: this.closedWith, frames: this.frames.slice(from) }
+      const left = until - Date.now()
+      if (left <= 0) throw new Error(`${this.door.name}: no refusal, reply or close within ${timeoutMs} ms; got ${short(this.frames.slice(from))}`)
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(resolve, left)
+        this.waiters.push(() => { clearTimeout(timer); resolve() })
+      })
+    }
+  }
+
+  /** The refusals received from index `from` on. */
+  refusalsSince (from = 0): Refusal[] {
+    return this.frames.slice(from).map(f => this.refusalOf(f)).filter((r): r is Refusal => r !== null)
+  }
+
+  async close (): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return
+    if (this.tcp?.isPaused()) this.tcp.resume()
+    this.ws.terminate()
+    await this.closed
+  }
+}
+
+function short (frames: unknown[]): string {
+  return JSON.stringify(frames, (_k, v) => v instanceof Uint8Array ? `<${v.length} bytes>` : v).slice(0, 600)
+}
+
+/** Starts a WebSocket from `address`: the caller wraps it (so no frame is missed) and waits for `upgraded`. */
+function startSocket (url: string, address: string): WebSocket {
+  return new WebSocket(url, { localAddress: address })
+}
+
+/** Resolves once the socket is open; rejects with the HTTP status (`statusCode`) when the upgrade is refused. */
+async function upgraded (ws: WebSocket, url: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve())
+    ws.once('unexpected-response', (_req, res) => {
+      reject(Object.assign(new Error(`upgrade of ${url.replace(/token=[^&]+/, 'token=…')} refused with ${res.statusCode}`), { statusCode: res.statusCode }))
+      res.resume()
+    })
+    ws.once('error', reject)
+  })
+}
+
+async function httpJson (server: ServerTarget, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number, body: any }> {
+  const res = await fetch(`${server.url}${path}`, {
+    method,
+    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body)
+  })
+  const text = await res.text()
+  let parsed: unknown = text
+  try { parsed = JSON.parse(text) } catch {}
+  return { status: res.status, body: parsed }
+}
+
+// ---------------------------------------------------------------- switchboard
+
+/** The tags of a room's history (GET /api/rooms/:room/history; none for a room never used). */
+async function roomHistoryTags (server: ServerTarget, room: string, token?: string): Promise<string[]> {
+  const res = await httpJson(server, 'GET', `/api/rooms/${room}/history?limit=1000`, undefined, token)
+  if (res.status === 404) return []
+  if (res.status !== 200) throw new Error(`GET /api/rooms/${room}/history answered ${res.status}: ${JSON.stringify(res.body)}`)
+  return (res.body.messages as Array<{ data?: { tag?: string } }>).map(m => m.data?.tag ?? JSON.stringify(m.data))
+}
+
+/** A /ws connection: native JSON frames; `resource` is a room it joined. */
+export class SwitchboardConnection extends DoorConnection {
+  welcome: any = null
+  private ids = 0
+
+  protected decode (data: Buffer): unknown {
+    return JSON.parse(data.toString())
+  }
+
+  refusalOf (frame: any): Refusal | null {
+    if (frame?.type !== 'error') return null
+    return { code: frame.code, message: String(frame.message ?? ''), ...(frame.limit === undefined ? {} : { limit: frame.limit }) }
+  }
+
+  protected sendProbe (): (frame: any) => boolean {
+    const id = `probe-${++this.ids}`
+    this.send(JSON.stringify({ type: 'ping', id }))
+    return f => f?.type === 'pong' && f.id === id
+  }
+
+  /** Sends a request with a fresh id; resolves with the reply carrying it (ack, joined or error). */
+  async request (msg: Record<string, unknown>, timeoutMs = WAIT_MS): Promise<any> {
+    const id = `r-${++this.ids}`
+    const from = this.frames.length
+    this.send(JSON.stringify({ ...msg, id }))
+    return await this.next(f => f?.id === id, `the reply to ${String(msg.type)}`, from, timeoutMs)
+  }
+
+  async write (tag: string): Promise<void> {
+    const reply = await this.request({ type: 'publish', room: this.resource, data: { tag } })
+    if (reply.type !== 'ack') throw new Error(`switchboard: publish not acknowledged: ${JSON.stringify(reply)}`)
+  }
+
+  async stored (): Promise<string[]> {
+    return await roomHistoryTags(this.server, this.resource, this.token)
+  }
+}
+
+// --------------------------------------------------------------------- pusher
+
+/** A Pusher protocol 7 connection; `resource` names its private channel `private-<resource>`. */
+export class PusherConnection extends DoorConnection {
+  socketId = ''
+  /** Pings sent and pongs received: the n-th pong answers the n-th ping. */
+  private pings = 0
+  private pongs = 0
+
+  get channel (): string {
+    return `private-${this.resource}`
+  }
+
+  protected decode (data: Buffer, isBinary: boolean): unknown {
+    if (isBinary) return { binary: data.length }
+    const msg = JSON.parse(data.toString())
+    if (typeof msg.data === 'string') {
+      try { msg.parsed = JSON.parse(msg.data) } catch {}
+    }
+    if (msg.event === 'pusher:pong') msg.ordinal = ++this.pongs
+    return msg
+  }
+
+  refusalOf (frame: any): Refusal | null {
+    if (frame?.event !== 'pusher:error') return null
+    const data = frame.parsed ?? frame.data ?? {}
+    return { code: data.code, message: String(data.message ?? '') }
+  }
+
+  protected sendProbe (): (frame: any) => boolean {
+    this.sendEvent('pusher:ping', {})
+    const n = this.pings
+    return f => f?.event === 'pusher:pong' && f.ordinal === n
+  }
+
+  sendEvent (event: string, data: unknown, channel?: string): void {
+    if (event === 'pusher:ping' && this.open) this.pings++
+    this.send(JSON.stringify({ event, data, ...(channel === undefined ? {} : { channel }) }))
+  }
+
+  /** `<key>:<HMAC-SHA256 of socket_id:channel[:channel_data]>`, as the app's auth endpoint signs it. */
+  signature (channel: string, channelData?: string): string {
+    const text = channelData === undefined ? `${this.socketId}:${channel}` : `${this.socketId}:${channel}:${channelData}`
+    return `${APP.key}:${createHmac('sha256', APP.secret).update(text).digest('hex')}`
+  }
+
+  /** Subscribes (signed for private- and presence- channels); resolves with subscription_succeeded or subscription_error. */
+  async subscribe (channel: string, channelData?: string): Promise<any> {
+    const from = this.frames.length
+    const signed = channel.startsWith('private-') || channel.startsWith('presence-')
+    this.sendEvent('pusher:subscribe', { channel, ...(signed ? { auth: this.signature(channel, channelData) } : {}), ...(channelData === undefined ? {} : { channel_data: channelData }) })
+    return await this.next(f => f?.channel === channel && (f.event === 'pusher_internal:subscription_succeeded' || f.event === 'pusher:subscription_error'), `the answer to subscribing ${channel}`, from)
+  }
+
+  /** A trigger through the signed HTTP API (the `pusher` SDK): 200 is the write's acknowledgement, its arrival here the read-back. */
+  async write (tag: string): Promise<void> {
+    const from = this.frames.length
+    await sdkFor(this.server.port).trigger(this.channel, 'matrix-write', { tag })
+    await this.next(f => f?.event === 'matrix-write' && f.channel === this.channel && f.parsed?.tag === tag, `the triggered event ${tag}`, from)
+  }
+
+  async stored (): Promise<null> {
+    return null
+  }
+}
+
+// ----------------------------------------------------------------------- Yjs
+
+/** Yjs message types as y-websocket numbers them (Hocuspocus uses the same after the document name). */
+export const YType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3, stateless: 5, broadcastStateless: 6, close: 7, syncStatus: 8 } as const
+export const SyncSub = { step1: 0, step2: 1, update: 2 } as const
+
+/** A y-websocket-level sync message: type 0, the sub-type, the payload as a varUint8Array. */
+export function syncMessage (sub: number, payload: Uint8Array): Uint8Array {
+  const enc = encoding.createEncoder()
+  encoding.writeVarUint(enc, YType.sync)
+  encoding.writeVarUint(enc, sub)
+  encoding.writeVarUint8Array(enc, payload)
+  return encoding.toUint8Array(enc)
+}
+
+/** An awareness message for one client whose state is the JSON text `stateJson`. */
+export function awarenessMessage (clientId: number, clock: number, stateJson: string): Uint8Array {
+  const update = encoding.createEncoder()
+  encoding.writeVarUint(update, 1)
+  encoding.writeVarUint(update, clientId)
+  encoding.writeVarUint(update, clock)
+  encoding.writeVarString(update, stateJson)
+  const enc = encoding.createEncoder()
+  encoding.writeVarUint(enc, YType.awareness)
+  encoding.writeVarUint8Array(enc, encoding.toUint8Array(update))
+  return encoding.toUint8Array(enc)
+}
+
+/** An empty state vector: a sync step 1 with it asks for the whole document. */
+const EMPTY_STATE_VECTOR = Uint8Array.of(0)
+
+/** The `log` array of a document held in one Yjs update. */
+export function logOf (update: Uint8Array): string[] {
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, update)
+  const log = doc.getArray<string>('log').toArray()
+  doc.destroy()
+  return log
+}
+
+interface YFrame { doc?: string, type: number, sub?: number, payload?: Uint8Array, reason?: string, value?: number, text?: string, ordinal?: number }
+
+/** What y-websocket and Hocuspocus connections share: a local Y.Doc whose edits become updates, and the sync messages. */
+export abstract class YjsConnection extends DoorConnection {
+  /** The connection's own document: `write` pushes to its `log` array and sends the change. */
+  readonly local = new Y.Doc()
+  private awarenessClock = 0
+  /** Sync steps 1 sent and steps 2 received for the document: the n-th step 2 answers the n-th step 1. */
+  private steps1 = 0
+  private steps2 = 0
+
+  /** Sends a y-websocket-level message of the document (Hocuspocus prefixes its name). */
+  sendMessage (message: Uint8Array): void {
+    if (!this.open) return
+    if (message[0] === YType.sync && message[1] === SyncSub.step1) this.steps1++
+    this.sendFramed(message)
+  }
+
+  protected abstract sendFramed (message: Uint8Array): void
+
+  /** Numbers the server's steps 2 of the document as they arrive. */
+  protected numbered (frame: YFrame): YFrame {
+    if (this.ours(frame) && frame.type === YType.sync && frame.sub === SyncSub.step2) frame.ordinal = ++this.steps2
+    return frame
+  }
+  /** Whether a decoded frame belongs to this connection's document. */
+  protected abstract ours (frame: YFrame): boolean
+
+  /** The update that pushes `tag` to the `log` array of the local document. */
+  updateFor (tag: string): Uint8Array {
+    const before = Y.encodeStateVector(this.local)
+    this.local.getArray<string>('log').push([tag])
+    return Y.encodeStateAsUpdate(this.local, before)
+  }
+
+  sendUpdate (tag: string, sub: number = SyncSub.update): void {
+    this.sendMessage(syncMessage(sub, this.updateFor(tag)))
+  }
+
+  sendAwareness (stateJson: string): void {
+    this.sendMessage(awarenessMessage(this.local.clientID, ++this.awarenessClock, stateJson))
+  }
+
+  protected sendProbe (): (frame: any) => boolean {
+    this.sendMessage(syncMessage(SyncSub.step1, EMPTY_STATE_VECTOR))
+    const n = this.steps1
+    return (f: YFrame) => f.ordinal === n
+  }
+
+  /** The whole document as the server holds it: its answer (step 2) to a sync step 1 with an empty state vector. */
+  async fullState (): Promise<Uint8Array> {
+    const from = this.frames.length
+    const isReply = this.sendProbe()
+    const reply = await this.next(isReply, 'the document (sync step 2)', from)
+    return reply.payload
+  }
+
+  async stored (): Promise<string[]> {
+    return logOf(await this.fullState())
+  }
+
+  /** Sends an update of `tag` and reports how it was answered. */
+  abstract attemptUpdate (tag: string): Promise<WriteOutcome>
+
+  /** Decodes one y-websocket-level message (after the document name, for Hocuspocus). */
+  protected decodeMessage (decoder: decoding.Decoder, frame: YFrame): YFrame {
+    frame.type = decoding.readVarUint(decoder)
+    if (frame.type === YType.sync) {
+      frame.sub = decoding.readVarUint(decoder)
+      frame.payload = decoding.readVarUint8Array(decoder)
+    } else if (frame.type === YType.awareness) {
+      frame.payload = decoding.readVarUint8Array(decoder)
+    } else if (frame.type === YType.auth) {
+      frame.sub = decoding.readVarUint(decoder)
+      if (decoding.hasContent(decoder)) frame.reason = decoding.readVarString(decoder)
+    } else if (frame.type === YType.stateless || frame.type === YType.close) {
+      frame.text = decoding.readVarString(decoder)
+    } else if (frame.type === YType.syncStatus) {
+      frame.value = decoding.readVarInt(decoder)
+    }
+    return frame
+  }
+}
+
+/** A /yjs/<doc> connection: y-websocket framing; `resource` is the document. */
+export class YWebsocketConnection extends YjsConnection {
+  protected sendFramed (message: Uint8Array): void {
+    this.send(message, true)
+  }
+
+  protected ours (): boolean {
+    return true
+  }
+
+  protected decode (data: Buffer, isBinary: boolean): unknown {
+    if (!isBinary) return { type: -1, text: data.toString() }
+    return this.numbered(this.decodeMessage(decoding.createDecoder(new Uint8Array(data)), { type: -1 }))
+  }
+
+  /** y-websocket's auth message "permission denied": type 2, sub 0, a reason. */
+  refusalOf (frame: YFrame): Refusal | null {
+    if (frame?.type !== YType.auth || frame.sub !== 0) return null
+    return { code: 'permission_denied', message: frame.reason ?? '' }
+  }
+
+  /** y-websocket has no acknowledgement: the write is acknowledged once the server's copy (read back) holds it. */
+  async write (tag: string): Promise<void> {
+    const outcome = await this.attemptUpdate(tag)
+    if (!outcome.acknowledged) throw new Error(`y-websocket: update ${tag} not acknowledged: ${outcome.message}`)
+  }
+
+  /** Refused: permission denied before the read-back; acknowledged: the read-back holds it. */
+  async attemptUpdate (tag: string): Promise<WriteOutcome> {
+    const answer = await this.answerTo(() => this.sendUpdate(tag))
+    if (answer.refusal) return { acknowledged: false, code: answer.refusal.code, message: answer.refusal.message }
+    if (answer.closed) return { acknowledged: false, code: `closed ${answer.closed.code}`, message: answer.closed.reason }
+    const reply = answer.frames.find((f: any) => f.type === YType.sync && f.sub === SyncSub.step2) as YFrame
+    if (logOf(reply.payload!).includes(tag)) return { acknowledged: true, message: 'in the document read back' }
+    return { acknowledged: false, code: null, message: 'no refusal, and the document read back does not hold it' }
+  }
+}
+
+/** A /collab connection: Hocuspocus framing (document name, then the y-websocket message); `resource` is its document. */
+export class HocuspocusConnection extends YjsConnection {
+  private extra = 0
+  /** What the server said when it authenticated the document: 'read-write' or 'readonly'. */
+  scope = ''
+
+  protected sendFramed (message: Uint8Array): void {
+    this.sendFor(this.resource, message)
+  }
+
+  /** A message of `doc` on this socket. */
+  sendFor (doc: string, message: Uint8Array): void {
+    const enc = encoding.createEncoder()
+    encoding.writeVarString(enc, doc)
+    encoding.writeUint8Array(enc, message)
+    this.send(encoding.toUint8Array(enc), true)
+  }
+
+  protected ours (frame: YFrame): boolean {
+    return frame.doc === this.resource
+  }
+
+  protected decode (data: Buffer, isBinary: boolean): unknown {
+    if (!isBinary) return { type: -1, text: data.toString() }
+    const decoder = decoding.createDecoder(new Uint8Array(data))
+    const doc = decoding.readVarString(decoder)
+    return this.numbered(this.decodeMessage(decoder, { doc, type: -1 }))
+  }
+
+  /** Hocuspocus's Auth permission-denied: type 2, sub 1, a reason, for one document. */
+  refusalOf (frame: YFrame): Refusal | null {
+    if (frame?.type !== YType.auth || frame.sub !== 1) return null
+    return { code: 'permission_denied', message: frame.reason ?? '', doc: frame.doc }
+  }
+
+  /** Sends the Auth message of `doc`; resolves with the scope once authenticated, throws with the reason when denied. */
+  async authenticate (doc: string, token: string | undefined): Promise<string> {
+    const from = this.frames.length
+    const enc = encoding.createEncoder()
+    encoding.writeVarUint(enc, YType.auth)
+    encoding.writeVarUint(enc, 0)
+    encoding.writeVarString(enc, token ?? '')
+    this.sendFor(doc, encoding.toUint8Array(enc))
+    const answer = await this.next((f: YFrame) => f.doc === doc && f.type === YType.auth && (f.sub === 1 || f.sub === 2), `the Auth answer for ${doc}`, from)
+    if (answer.sub === 1) throw Object.assign(new Error(`hocuspocus: ${doc} denied: ${answer.reason}`), { denied: answer.reason })
+    return answer.reason ?? ''
+  }
+
+  /** The socket answers: an Auth for a fresh document gets its answer (authenticated or denied), then that document is closed. */
+  override async alive (): Promise<void> {
+    const doc = `${this.resource}-alive-${++this.extra}`
+    try {
+      await this.authenticate(doc, this.token)
+    } catch (err) {
+      if ((err as { denied?: string }).denied === undefined) throw err
+    }
+    this.sendFor(doc, Uint8Array.of(YType.close))
+  }
+
+  /** Acknowledged by SyncStatus (type 8) 1, which the server sends once the update is committed. */
+  async write (tag: string): Promise<void> {
+    const outcome = await this.attemptUpdate(tag)
+    if (!outcome.acknowledged) throw new Error(`hocuspocus: update ${tag} not acknowledged: ${outcome.message}`)
+  }
+
+  /** SyncStatus 1: acknowledged; SyncStatus 0 ("not saved") or permission denied: refused; the probe's reply first: taken without an answer. */
+  async attemptUpdate (tag: string): Promise<WriteOutcome> {
+    const from = this.frames.length
+    this.sendUpdate(tag)
+    const isReply = this.sendProbe()
+    const answer = await this.next((f: YFrame) => this.refusalOf(f) !== null || (this.ours(f) && f.type === YType.syncStatus) || isReply(f), `an answer to update ${tag}`, from)
+    const refusal = this.refusalOf(answer)
+    if (refusal) return { acknowledged: false, code: refusal.code, message: refusal.message }
+    if (answer.type === YType.syncStatus) return answer.value === 1 ? { acknowledged: true, message: 'SyncStatus 1' } : { acknowledged: false, code: 'not_saved', message: `SyncStatus ${String(answer.value)}` }
+    return { acknowledged: false, code: null, message: 'no SyncStatus and no refusal before the reply to a later sync step 1' }
+  }
+}
+
+// ------------------------------------------------------------------ the doors
+
+export interface HostileFrame {
+  name: string
+  data: string | Uint8Array
+  binary: boolean
+  /** The field the refusal must name. */
+  field?: string
+  /** The limit the refusal must name. */
+  limit?: number
+  /** Nested past JSON_MAX_DEPTH: switchboard's refusal carries the limit in its `limit` field too. */
+  tooDeep?: boolean
+  /** The exact refusal code expected, where the contract fixes it. */
+  code?: string | number
+  /** Hocuspocus: the document the refusal must be for (the frame names it). */
+  forDocument?: string
+}
+
+/** How a write was answered. */
+export interface WriteOutcome {
+  acknowledged: boolean
+  /** The refusal's code (switchboard error code, HTTP status, 'permission_denied', 'not_saved'), when refused. */
+  code?: string | number | null
+  message: string
+}
+
+export interface WriteAttempt {
+  name: string
+  attempt (tag: string): Promise<WriteOutcome>
+}
+
+export interface CloseCodes {
+  /** A frame over WS_MAX_PAYLOAD. */
+  tooLarge: number
+  /** Sustained flooding over WS_MESSAGES_PER_SECOND. */
+  flood: number
+  /** The Switchboard token expired (doors that carry one). */
+  tokenExpired?: number
+  /** Graceful shutdown. */
+  shutdown: number
+}
+
+/** Limits the matrix servers are started with, for the field-limit frames. */
+export interface FieldLimits {
+  textMaxLength: number
+  maxEventPayloadBytes: number
+  yjsMaxUpdateBytes: number
+}
+
+/** One way of flooding a connection with messages. */
+export interface Flood {
+  name: string
+  /** Sends `n` messages at once. */
+  send (conn: DoorConnection, n: number): void
+}
+
+export interface Door {
+  readonly name: DoorName
+  /** What the server's environment needs for this door. */
+  readonly env: Record<string, string>
+  /** Cases that do not apply to this door, and why (printed as a comment of the matrix). */
+  readonly notApplicable: Partial<Record<CaseName, string>>
+  readonly closeCodes: CloseCodes
+  /** The WebSocket URL of a connection (before any set-up frame). */
+  url (server: ServerTarget, opts?: OpenOptions): string
+  /** Opens a connection; throws with `statusCode` when the upgrade is refused, with `denied` when Hocuspocus denies the document. */
+  open (server: ServerTarget, opts?: OpenOptions): Promise<DoorConnection>
+  /** Frames a hostile client sends; each must be refused with this door's refusal, never crash or store anything. */
+  hostileFrames (conn: DoorConnection): HostileFrame[]
+  /** Whether a refusal is the one the contract asks for bad input: null when it is, else what is wrong. */
+  badInputProblem (refusal: Refusal, frame: HostileFrame): string | null
+  /** A frame of more than `maxPayload` bytes. */
+  oversizedFrame (conn: DoorConnection, maxPayload: number): { data: string | Uint8Array, binary: boolean }
+  /** A frame with one field over its configured limit, naming them. */
+  overFieldLimit (conn: DoorConnection, limits: FieldLimits): HostileFrame
+  /** The refusal of a frame over the message rate, when the door has one (JSON doors); null: flooding only closes. */
+  readonly rateRefusal: ((r: Refusal) => boolean) | null
+  /** Ways of flooding a connection: every kind of message counts against the rate. */
+  readonly floods: Flood[]
+  /**
+   * Prepares a lot for the server to send `conn` (which the test then stops reading):
+   * resolves with a function that makes the server send it one more batch.
+   */
+  loadFor (conn: DoorConnection): Promise<() => Promise<void>>
+  /** The writes a client of this door makes on its resource, the first the ordinary one (read-only principals try them all). */
+  writeAttempts (conn: DoorConnection): WriteAttempt[]
+  /** The refusal of a write a read-only principal may not make. */
+  isForbidden (outcome: WriteOutcome): boolean
+  /** The refusal of a write the store cannot take, or that cannot reach the other instances. */
+  isUnavailable (outcome: WriteOutcome): boolean
+  /** A frame that relays another client's write to this connection. */
+  isRelayedWrite (frame: any): boolean
+  /** What the server holds of `resource` (the tags written), read over HTTP; null for a door that stores nothing. */
+  readStored (server: ServerTarget, resource: string, token?: string): Promise<string[] | null>
+  /** A message a peer broadcasts to the others without writing (Hocuspocus's stateless broadcast), where the door has one. */
+  readonly peerBroadcast: { send (conn: DoorConnection, payload: string): void, received (frame: any, payload: string): boolean } | null
+  /** What the door says before it closes at shutdown (besides the close code), when it says anything. */
+  readonly shutdownNotice: ((frame: any) => boolean) | null
+  /** The door's real client library (where a user's behaviour matters): an editor of `resource`, destroyed at teardown. */
+  readonly realEditor: ((t: TestContext, server: ServerTarget, resource: string, token?: string) => RealEditor) | null
+}
+
+/** A real provider (y-websocket's WebsocketProvider, @hocuspocus/provider) on a Y.Doc. */
+export interface RealEditor {
+  doc: Y.Doc
+  /** The close codes its socket got so far. */
+  closeCodes: number[]
+  /** Why the server denied it the document, each time it did (Hocuspocus's authenticationFailed). */
+  denied: string[]
+  synced (): boolean
+  destroy (): void
+}
+
+/** The `log` a real editor of `resource` sees once synced. */
+export async function realClientLog (door: Door, t: TestContext, server: ServerTarget, resource: string, token?: string): Promise<string[]> {
+  if (!door.realEditor) throw new Error(`${door.name} has no real client here`)
+  const editor = door.realEditor(t, server, resource, token)
+  // a socket closed before the sync is a failure of its own (the provider would retry for ever)
+  await waitFor(() => editor.synced() || editor.closeCodes.length > 0 || editor.denied.length > 0, `a ${door.name} provider to sync ${resource}`, WAIT_MS, 20)
+  if (!editor.synced()) {
+    editor.destroy()
+    throw new Error(`the ${door.name} provider was ${editor.denied.length > 0 ? `denied the document (${editor.denied.join(', ')})` : `closed with ${editor.closeCodes.join(', ')}`} before it synced ${resource}`)
+  }
+  const log = editor.doc.getArray<string>('log').toArray()
+  editor.destroy()
+  return log
+}
+
+const JSON_DEPTH_LIMIT = 64
+
+export const switchboard: Door = {
+  name: 'switchboard',
+  env: {},
+  notApplicable: {},
+  closeCodes: { tooLarge: 1009, flood: 1008, tokenExpired: 1008, shutdown: 1001 },
+  url (server, opts = {}) {
+    const url = new URL(`${server.url.replace(/^http/, 'ws')}/ws`)
+    if (opts.token) url.searchParams.set('token', opts.token)
+    return url.toString()
+  },
+  async open (server, opts = {}) {
+    const address = opts.address ?? freshAddress()
+    const resource = opts.resource ?? freshName('room')
+    const url = this.url(server, opts)
+    const ws = startSocket(url, address)
+    const conn = new SwitchboardConnection(this, ws, server, address, resource, opts.token)
+    await upgraded(ws, url)
+    conn.welcome = await conn.next(f => f?.type === 'welcome', 'welcome')
+    if (opts.setUp !== false) {
+      const joined = await conn.request({ type: 'join', room: resource })
+      if (joined.type !== 'joined') throw new Error(`switchboard: join ${resource} refused: ${JSON.stringify(joined)}`)
+    }
+    return conn
+  },
+  hostileFrames (conn) {
+    const D = deepJson()
+    const room = JSON.stringify(conn.resource)
+    const deep = (name: string, field: string, text: string): HostileFrame => ({ name: `${field} 30,000 levels deep (${name})`, data: text, binary: false, field, limit: JSON_DEPTH_LIMIT, tooDeep: true, code: 'invalid_message' })
+    return [
+      deep('publish', 'data', `{"type":"publish","room":${room},"data":${D}}`),
+      deep('publish', 'room', `{"type":"publish","room":${D},"data":1}`),
+      deep('update', 'patch', `{"type":"update","room":${room},"patch":${D}}`),
+      deep('send', 'text', `{"type":"send","to":"nobody","text":${D}}`),
+      deep('send', 'to', `{"type":"send","to":${D},"text":"hi"}`),
+      deep('join', 'since', `{"type":"join","room":"elsewhere","since":${D}}`),
+      deep('exec', 'code', `{"type":"exec","room":${room},"code":${D}}`),
+      deep('publish', 'idempotencyKey', `{"type":"publish","room":${room},"data":1,"idempotencyKey":${D}}`),
+      deep('ping', 'id', `{"type":"ping","id":${D}}`),
+      deep('any frame', 'type', `{"type":${D}}`),
+      deep('a field no frame has', 'meta', `{"type":"ping","meta":${D}}`),
+      { name: 'the frame itself 30,000 levels deep', data: D, binary: false, code: 'invalid_message' },
+      { name: 'malformed JSON', data: `{"type":"publish","room":${room},"data":`, binary: false, code: 'invalid_message' },
+      { name: 'a binary frame', data: Buffer.from(`{"type":"publish","room":${room},"data":"binary"}`), binary: true, code: 'invalid_message' }
+    ]
+  },
+  badInputProblem (refusal, frame) {
+    if (refusal.code !== 'invalid_message') return `code ${JSON.stringify(refusal.code)}, not invalid_message`
+    if (frame.field && !new RegExp(`\\b${frame.field}\\b`).test(refusal.message)) return `the message does not name ${frame.field}: ${refusal.message}`
+    if (frame.limit !== undefined && !refusal.message.includes(String(frame.limit))) return `the message does not name the limit ${frame.limit}: ${refusal.message}`
+    if (frame.tooDeep && refusal.limit !== frame.limit) return `limit ${JSON.stringify(refusal.limit)}, not ${String(frame.limit)}`
+    return null
+  },
+  oversizedFrame (conn, maxPayload) {
+    return { data: JSON.stringify({ type: 'publish', room: conn.resource, data: 'x'.repeat(maxPayload) }), binary: false }
+  },
+  overFieldLimit (_conn, limits) {
+    return { name: `send text of ${limits.textMaxLength + 1} characters`, data: JSON.stringify({ type: 'send', to: 'nobody', text: 'x'.repeat(limits.textMaxLength + 1) }), binary: false, field: 'text', limit: limits.textMaxLength, code: 'invalid_message' }
+  },
+  rateRefusal: r => r.code === 'rate_limited',
+  floods: [{ name: 'ping', send (conn, n) { for (let i = 0; i < n; i++) conn.send(JSON.stringify({ type: 'ping' })) } }],
+  async loadFor (conn) {
+    const sender = await switchboard.open(conn.server, { resource: conn.resource }) as SwitchboardConnection
+    const data = 'y'.repeat(30000)
+    return async () => {
+      const replies = Array.from({ length: 20 }, () => sender.request({ type: 'publish', room: conn.resource, data }))
+      for (const reply of await Promise.all(replies)) if (reply.type !== 'ack') throw new Error(`the sender's publish failed: ${JSON.stringify(reply)}`)
+    }
+  },
+  writeAttempts (conn) {
+    const sb = conn as SwitchboardConnection
+    const room = conn.resource
+    const outcome = async (msg: Record<string, unknown>): Promise<WriteOutcome> => {
+      const reply = await sb.request(msg)
+      return reply.type === 'ack' ? { acknowledged: true, message: JSON.stringify(reply) } : { acknowledged: false, code: reply.code, message: String(reply.message ?? JSON.stringify(reply)) }
+    }
+    return [
+      { name: 'publish', attempt: tag => outcome({ type: 'publish', room, data: { tag } }) },
+      { name: 'update', attempt: tag => outcome({ type: 'update', room, patch: { [tag]: true } }) },
+      { name: 'exec', attempt: () => outcome({ type: 'exec', room, code: '1 + 1' }) }
+    ]
+  },
+  isForbidden: o => !o.acknowledged && o.code === 'forbidden',
+  isUnavailable: o => !o.acknowledged && o.code === 'unavailable',
+  isRelayedWrite: f => f?.type === 'room_message' || f?.type === 'state' || f?.type === 'exec_result' || f?.type === 'message',
+  readStored: (server, resource, token) => roomHistoryTags(server, resource, token),
+  peerBroadcast: null,
+  shutdownNotice: f => f?.type === 'server_shutdown',
+  realEditor: null
+}
+
+export const pusher: Door = {
+  name: 'pusher',
+  env: APP_ENV,
+  notApplicable: {
+    tokenExpiry: 'Pusher clients carry no Switchboard token (the app key and channel signatures authorize them): nothing expires',
+    readOnly: 'Pusher clients carry no Switchboard token or rooms claim: what they may do is the app\'s channel signatures',
+    storeFailure: 'Pusher events are relayed, not stored in the SQLite store: no write of this door waits on it'
+  },
+  closeCodes: { tooLarge: 1009, flood: 4100, shutdown: 4200 },
+  url (server) {
+    return `${server.url.replace(/^http/, 'ws')}/app/${APP.key}?protocol=7`
+  },
+  async open (server, opts = {}) {
+    const address = opts.address ?? freshAddress()
+    const resource = opts.resource ?? freshName('channel')
+    const url = this.url(server, opts)
+    const ws = startSocket(url, address)
+    const conn = new PusherConnection(this, ws, server, address, resource, opts.token)
+    await upgraded(ws, url)
+    const established = await conn.next(f => f?.event === 'pusher:connection_established', 'connection_established')
+    conn.socketId = established.parsed.socket_id
+    if (opts.setUp !== false) {
+      const answer = await conn.subscribe(conn.channel)
+      if (answer.event !== 'pusher_internal:subscription_succeeded') throw new Error(`pusher: subscribing ${conn.channel} refused: ${JSON.stringify(answer)}`)
+    }
+    return conn
+  },
+  hostileFrames (conn) {
+    const D = deepJson()
+    const channel = JSON.stringify((conn as PusherConnection).channel)
+    const deep = (name: string, field: string, text: string): HostileFrame => ({ name: `${field} 30,000 levels deep (${name})`, data: text, binary: false, field, code: 4300 })
+    return [
+      deep('client event, row 1', 'channel', `{"event":"client-x","channel":${D},"data":{}}`),
+      deep('client event on its own private channel, row 2', 'data', `{"event":"client-x","channel":${channel},"data":${D}}`),
+      deep('any frame', 'event', `{"event":${D},"data":{}}`),
+      deep('pusher:subscribe', 'channel', `{"event":"pusher:subscribe","data":{"channel":${D}}}`),
+      deep('pusher:subscribe', 'auth', `{"event":"pusher:subscribe","data":{"channel":"private-other","auth":${D}}}`),
+      deep('pusher:subscribe of a presence channel', 'channel_data', `{"event":"pusher:subscribe","data":{"channel":"presence-other","auth":"x","channel_data":${D}}}`),
+      deep('pusher:signin', 'user_data', `{"event":"pusher:signin","data":{"auth":"x","user_data":${D}}}`),
+      deep('pusher:subscribe, the whole data', 'data', `{"event":"pusher:subscribe","data":${D}}`),
+      deep('a field no frame has', 'meta', `{"event":"client-x","channel":${channel},"data":{},"meta":${D}}`),
+      { name: 'the frame itself 30,000 levels deep', data: D, binary: false, code: 4300 },
+      { name: 'malformed JSON', data: `{"event":"client-x","channel":${channel},"data":`, binary: false, code: 4300 },
+      { name: 'a binary frame', data: Buffer.from(`{"event":"client-x","channel":${channel},"data":{}}`), binary: true }
+    ]
+  },
+  badInputProblem (refusal, frame) {
+    if (typeof refusal.code !== 'number') return `data.code is ${JSON.stringify(refusal.code)}, not a number`
+    if (frame.code !== undefined && refusal.code !== frame.code) return `data.code ${refusal.code}, not ${String(frame.code)}`
+    if (frame.field && !new RegExp(`\\b${frame.field}\\b`).test(refusal.message)) return `the message does not name ${frame.field}: ${refusal.message}`
+    if (frame.limit !== undefined && !refusal.message.includes(String(frame.limit))) return `the message does not name the limit ${frame.limit}: ${refusal.message}`
+    return null
+  },
+  oversizedFrame (conn, maxPayload) {
+    return { data: JSON.stringify({ event: 'client-big', channel: (conn as PusherConnection).channel, data: 'x'.repeat(maxPayload) }), binary: false }
+  },
+  overFieldLimit (conn, limits) {
+    return { name: `client event data of ${limits.maxEventPayloadBytes + 1} bytes`, data: JSON.stringify({ event: 'client-big', channel: (conn as PusherConnection).channel, data: 'x'.repeat(limits.maxEventPayloadBytes + 1) }), binary: false, field: 'data', limit: limits.maxEventPayloadBytes, code: 4300 }
+  },
+  rateRefusal: r => r.code === 4301,
+  floods: [{ name: 'pusher:ping', send (conn, n) { for (let i = 0; i < n; i++) (conn as PusherConnection).sendEvent('pusher:ping', {}) } }],
+  async loadFor (conn) {
+    const sdk = sdkFor(conn.server.port)
+    const data = 'z'.repeat(10000)
+    const channel = (conn as PusherConnection).channel
+    return async () => {
+      await sdk.triggerBatch(Array.from({ length: 10 }, () => ({ channel, name: 'chunk', data })))
+    }
+  },
+  writeAttempts (conn) {
+    const channel = (conn as PusherConnection).channel
+    return [{
+      name: 'trigger (signed HTTP API)',
+      async attempt (tag) {
+        try {
+          await sdkFor(conn.server.port).trigger(channel, 'matrix-write', { tag })
+          return { acknowledged: true, message: '200' }
+        } catch (err) {
+          const e = err as { status?: number, body?: string, message: string }
+          return { acknowledged: false, code: e.status ?? null, message: e.body ?? e.message }
+        }
+      }
+    }]
+  },
+  isForbidden: o => !o.acknowledged && o.code === 403,
+  isUnavailable: o => !o.acknowledged && o.code === 503,
+  isRelayedWrite: f => typeof f?.event === 'string' && !f.event.startsWith('pusher'),
+  readStored: async () => null,
+  peerBroadcast: null,
+  shutdownNotice: f => f?.event === 'pusher:error' && (f.parsed ?? f.data)?.code === 4200,
+  realEditor: null
+}
+
+/** 14-byte updates that Y.parseUpdateMeta accepts and Y.applyUpdate throws on (found by fuzzing with seed 26). */
+export const UNAPPLIABLE_UPDATES = ['000b9487e0e477c2495cd1de66fb', '00094f6e7fe82d9baa09fb6e0edd', '00ef41b04cfe4c9d9131d97c2ad1']
+
+/** A seeded PRNG (mulberry32): the fuzzing is the same on every run. */
+export function seededRandom (seed: number): () => number {
+  let a = seed
+  return () => {
+    a |= 0
+    a = a + 0x6D2B79F5 | 0
+    let x = Math.imul(a ^ a >>> 15, 1 | a)
+    x = x + Math.imul(x ^ x >>> 7, 61 | x) ^ x
+    return ((x ^ x >>> 14) >>> 0) / 4294967296
+  }
+}
+
+/** Fuzzes random 14-byte strings (seeded) for `count` updates that parseUpdateMeta accepts and applyUpdate throws on. */
+export function fuzzUnappliableUpdates (seed: number, count: number, maxTries = 200000): Uint8Array[] {
+  const random = seededRandom(seed)
+  const found: Uint8Array[] = []
+  for (let tries = 0; tries < maxTries && found.length < count; tries++) {
+    const update = Uint8Array.from({ length: 14 }, () => Math.floor(random() * 256))
+    try { Y.parseUpdateMeta(update) } catch { continue }
+    try {
+      Y.applyUpdate(new Y.Doc(), update)
+    } catch {
+      found.push(update)
+    }
+  }
+  return found
+}
+
+/** The hostile y-websocket-level messages both Yjs doors get (Hocuspocus prefixes each with its document name). */
+function yjsHostileMessages (): Array<Omit<HostileFrame, 'binary'> & { data: Uint8Array }> {
+  const fromHex = (hex: string) => new Uint8Array(Buffer.from(hex, 'hex'))
+  const unappliable = [...UNAPPLIABLE_UPDATES.map(fromHex), ...fuzzUnappliableUpdates(2026, 3)]
+  const bytes = (...b: number[]) => Uint8Array.from(b)
+  return [
+    { name: 'an empty message', data: bytes() },
+    { name: 'a truncated message type (varint)', data: bytes(0x80) },
+    { name: 'a sync message with a truncated sub-type', data: bytes(YType.sync, 0x80) },
+    { name: 'a sync step 1 whose length runs past the frame', data: bytes(YType.sync, SyncSub.step1, 5, 1) },
+    { name: 'a sync step 1 with a truncated state vector', data: syncMessage(SyncSub.step1, bytes(5, 0x80)) },
+    { name: 'an update whose length varint is truncated', data: bytes(YType.sync, SyncSub.update, 0x80) },
+    { name: 'an update that is not a Yjs update', data: syncMessage(SyncSub.update, bytes(0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3)) },
+    ...unappliable.flatMap((u, i) => [
+      { name: `an unappliable 14-byte update ${Buffer.from(u).toString('hex')} as update (row 3${i >= UNAPPLIABLE_UPDATES.length ? ', fuzzed' : ''})`, data: syncMessage(SyncSub.update, u) },
+      { name: `an unappliable 14-byte update ${Buffer.from(u).toString('hex')} as sync step 2 (row 3${i >= UNAPPLIABLE_UPDATES.length ? ', fuzzed' : ''})`, data: syncMessage(SyncSub.step2, u), field: 'update' }
+    ]),
+    { name: 'an awareness message with a truncated length', data: bytes(YType.awareness, 0x80) },
+    { name: 'an awareness state that is not JSON', data: awarenessMessage(424242, 1, '{"user":') },
+    { name: 'an awareness state 30,000 levels deep', data: awarenessMessage(424243, 1, deepJson()), field: 'awareness' }
+  ]
+}
+
+function yjsBadInputProblem (refusal: Refusal, frame: HostileFrame): string | null {
+  if (refusal.code !== 'permission_denied') return `not a permission-denied message: ${JSON.stringify(refusal)}`
+  if (refusal.message === '') return 'the permission-denied message has no reason'
+  if (frame.forDocument !== undefined && refusal.doc !== frame.forDocument) return `denied document ${JSON.stringify(refusal.doc)}, not ${frame.forDocument}`
+  if (frame.field && !new RegExp(`\\b${frame.field}\\b`).test(refusal.message)) return `the reason does not name ${frame.field}: ${refusal.message}`
+  if (frame.limit !== undefined && !refusal.message.includes(String(frame.limit))) return `the reason does not name the limit ${frame.limit}: ${refusal.message}`
+  return null
+}
+
+/** An update relayed from another peer (y-websocket sends committed updates as sync sub-type 2). */
+function yjsRelayedWrite (f: YFrame): boolean {
+  return f?.type === YType.sync && f.sub === SyncSub.update
+}
+
+async function yjsReadStored (server: ServerTarget, resource: string, token?: string): Promise<string[]> {
+  const view = await documentView(server, resource, token)
+  if (view.status !== 200) throw new Error(`GET /api/docs/${resource}/update answered ${view.status}`)
+  return view.log as string[]
+}
+
+/** A Yjs write refused: permission denied, or (Hocuspocus) SyncStatus 0, "not saved". */
+function yjsRefused (o: WriteOutcome): boolean {
+  return !o.acknowledged && (o.code === 'permission_denied' || o.code === 'not_saved')
+}
+
+/** Y updates of about `bytes` in all, in pieces under the update limit: a document that big. */
+async function growDocument (writer: YjsConnection, bytes: number): Promise<void> {
+  const piece = 40000
+  for (let i = 0; i * piece < bytes; i++) {
+    const before = Y.encodeStateVector(writer.local)
+    writer.local.getText('bulk').insert(0, String.fromCharCode(97 + (i % 26)).repeat(piece))
+    writer.sendMessage(syncMessage(SyncSub.update, Y.encodeStateAsUpdate(writer.local, before)))
+  }
+  await writer.write('grown')
+}
+
+function yjsFloods (): Flood[] {
+  return [
+    { name: 'empty sync step 1, repeated (row 4)', send (conn, n) { for (let i = 0; i < n; i++) (conn as YjsConnection).sendMessage(syncMessage(SyncSub.step1, EMPTY_STATE_VECTOR)) } },
+    { name: 'changes sent as sync step 2 (row 8)', send (conn, n) { for (let i = 0; i < n; i++) (conn as YjsConnection).sendUpdate(`step2-${i}`, SyncSub.step2) } },
+    { name: 'updates', send (conn, n) { for (let i = 0; i < n; i++) (conn as YjsConnection).sendUpdate(`update-${i}`) } },
+    { name: 'awareness', send (conn, n) { for (let i = 0; i < n; i++) (conn as YjsConnection).sendAwareness(JSON.stringify({ cursor: i })) } }
+  ]
+}
+
+async function yjsLoadFor (door: Door, conn: DoorConnection): Promise<() => Promise<void>> {
+  const writer = await door.open(conn.server, { resource: conn.resource }) as YjsConnection
+  await growDocument(writer, 200000)
+  await writer.close()
+  const y = conn as YjsConnection
+  return async () => {
+    for (let i = 0; i < 10; i++) y.sendMessage(syncMessage(SyncSub.step1, EMPTY_STATE_VECTOR))
+  }
+}
+
+export const yWebsocket: Door = {
+  name: 'y-websocket',
+  env: {},
+  notApplicable: {
+    order: 'Yjs updates commute: a document converges whatever order its updates arrive in (test/yjs.cluster.test.ts)'
+  },
+  closeCodes: { tooLarge: 1009, flood: 1013, tokenExpired: 1008, shutdown: 1012 },
+  url (server, opts = {}) {
+    const url = new URL(`${server.url.replace(/^http/, 'ws')}/yjs/${opts.resource ?? ''}`)
+    if (opts.token) url.searchParams.set('token', opts.token)
+    return url.toString()
+  },
+  async open (server, opts = {}) {
+    const address = opts.address ?? freshAddress()
+    const resource = opts.resource ?? freshName('doc')
+    const url = this.url(server, { ...opts, resource })
+    const ws = startSocket(url, address)
+    const conn = new YWebsocketConnection(this, ws, server, address, resource, opts.token)
+    await upgraded(ws, url)
+    // the server greets with its sync step 1 once the document is loaded
+    if (opts.setUp !== false) await conn.next((f: YFrame) => f.type === YType.sync && f.sub === SyncSub.step1, 'the server\'s sync step 1')
+    return conn
+  },
+  hostileFrames () {
+    return [
+      { name: 'a text frame', data: '{"type":"update"}', binary: false },
+      ...yjsHostileMessages().map(m => ({ ...m, binary: true }))
+    ]
+  },
+  badInputProblem: (refusal, frame) => yjsBadInputProblem(refusal, frame),
+  oversizedFrame (_conn, maxPayload) {
+    return { data: syncMessage(SyncSub.update, new Uint8Array(maxPayload)), binary: true }
+  },
+  overFieldLimit (conn, limits) {
+    const y = conn as YjsConnection
+    const before = Y.encodeStateVector(y.local)
+    y.local.getText('big').insert(0, 'x'.repeat(limits.yjsMaxUpdateBytes + 100))
+    return { name: `an update of more than ${limits.yjsMaxUpdateBytes} bytes`, data: syncMessage(SyncSub.update, Y.encodeStateAsUpdate(y.local, before)), binary: true, field: 'update', limit: limits.yjsMaxUpdateBytes }
+  },
+  rateRefusal: null,
+  floods: yjsFloods(),
+  loadFor (conn) { return yjsLoadFor(yWebsocket, conn) },
+  writeAttempts (conn) {
+    return [{ name: 'update', attempt: tag => (conn as YjsConnection).attemptUpdate(tag) }]
+  },
+  isForbidden: yjsRefused,
+  isUnavailable: yjsRefused,
+  isRelayedWrite: yjsRelayedWrite,
+  readStored: yjsReadStored,
+  peerBroadcast: null,
+  shutdownNotice: null,
+  realEditor (t, server, resource, token) {
+    const editor = yEditor(t, server.url, resource, token ? { token } : {})
+    const closeCodes: number[] = []
+    editor.provider.on('connection-close', (event: { code: number } | null) => { if (event) closeCodes.push(event.code) })
+    return { doc: editor.doc, closeCodes, denied: [], synced: () => editor.provider.synced, destroy: () => editor.provider.destroy() }
+  }
+}
+
+export const hocuspocus: Door = {
+  name: 'hocuspocus',
+  env: {},
+  notApplicable: {
+    order: 'Yjs updates commute: a document converges whatever order its updates arrive in (test/yjs.cluster.test.ts)'
+  },
+  closeCodes: { tooLarge: 1009, flood: 1013, tokenExpired: 1008, shutdown: 1012 },
+  url (server) {
+    return `${server.url.replace(/^http/, 'ws')}/collab`
+  },
+  async open (server, opts = {}) {
+    const address = opts.address ?? freshAddress()
+    const resource = opts.resource ?? freshName('doc')
+    const url = this.url(server, opts)
+    const ws = startSocket(url, address)
+    const conn = new HocuspocusConnection(this, ws, server, address, resource, opts.token)
+    await upgraded(ws, url)
+    if (opts.setUp !== false) {
+      const from = conn.frames.length
+      conn.scope = await conn.authenticate(resource, opts.token)
+      await conn.next((f: YFrame) => f.doc === resource && f.type === YType.sync && f.sub === SyncSub.step1, 'the server\'s sync step 1', from)
+    }
+    return conn
+  },
+  hostileFrames (conn) {
+    const h = conn as HocuspocusConnection
+    const name = encoding.createEncoder()
+    encoding.writeVarString(name, h.resource)
+    const prefix = encoding.toUint8Array(name)
+    const withName = (m: Uint8Array) => Uint8Array.from([...prefix, ...m])
+    const auth = encoding.createEncoder()
+    encoding.writeVarUint(auth, YType.auth)
+    encoding.writeVarUint(auth, 0)
+    encoding.writeVarUint(auth, 40)
+    encoding.writeUint8(auth, 0x61)
+    return [
+      { name: 'a text frame', data: 'hello', binary: false },
+      { name: 'an empty binary frame', data: new Uint8Array(0), binary: true },
+      { name: 'a truncated document-name length (varint)', data: Uint8Array.of(0x85), binary: true },
+      { name: 'a document name that runs past the frame', data: Uint8Array.of(10, 0x61), binary: true },
+      { name: 'an Auth message with a truncated token', data: withName(encoding.toUint8Array(auth)), binary: true, forDocument: h.resource },
+      { name: 'a stateless broadcast with a truncated payload', data: withName(Uint8Array.of(YType.broadcastStateless, 0x85)), binary: true },
+      ...yjsHostileMessages().filter(m => m.data.length > 0).map(m => ({ ...m, data: withName(m.data), binary: true, forDocument: h.resource }))
+    ]
+  },
+  badInputProblem: (refusal, frame) => yjsBadInputProblem(refusal, frame),
+  oversizedFrame (conn, maxPayload) {
+    const enc = encoding.createEncoder()
+    encoding.writeVarString(enc, conn.resource)
+    encoding.writeUint8Array(enc, syncMessage(SyncSub.update, new Uint8Array(maxPayload)))
+    return { data: encoding.toUint8Array(enc), binary: true }
+  },
+  overFieldLimit (conn, limits) {
+    const frame = yWebsocket.overFieldLimit(conn, limits)
+    const enc = encoding.createEncoder()
+    encoding.writeVarString(enc, conn.resource)
+    encoding.writeUint8Array(enc, frame.data as Uint8Array)
+    return { ...frame, data: encoding.toUint8Array(enc), forDocument: conn.resource }
+  },
+  rateRefusal: null,
+  floods: yjsFloods(),
+  loadFor (conn) { return yjsLoadFor(hocuspocus, conn) },
+  writeAttempts (conn) {
+    return [{ name: 'update', attempt: tag => (conn as YjsConnection).attemptUpdate(tag) }]
+  },
+  isForbidden: yjsRefused,
+  isUnavailable: yjsRefused,
+  isRelayedWrite: yjsRelayedWrite,
+  readStored: yjsReadStored,
+  peerBroadcast: {
+    send (conn, payload) {
+      const enc = encoding.createEncoder()
+      encoding.writeVarUint(enc, YType.broadcastStateless)
+      encoding.writeVarString(enc, payload)
+      ;(conn as YjsConnection).sendMessage(encoding.toUint8Array(enc))
+    },
+    received: (f: YFrame, payload) => f.type === YType.stateless && f.text === payload
+  },
+  shutdownNotice: null,
+  realEditor (t, server, resource, token) {
+    const doc = new Y.Doc()
+    const socket = new HocuspocusProviderWebsocket({ url: `${server.url.replace(/^http/, 'ws')}/collab`, WebSocketPolyfill: WebSocket as any })
+    const provider = new HocuspocusProvider({ websocketProvider: socket, name: resource, document: doc, token: token ?? null })
+    provider.attach()
+    const closeCodes: number[] = []
+    const denied: string[] = []
+    provider.on('close', ({ event }: { event: { code: number } }) => closeCodes.push(event.code))
+    provider.on('authenticationFailed', ({ reason }: { reason: string }) => denied.push(reason))
+    const destroy = () => { provider.destroy(); socket.destroy() }
+    t.teardown(() => { destroy(); doc.destroy() })
+    return { doc, closeCodes, denied, synced: () => provider.synced && !provider.hasUnsyncedChanges, destroy }
+  }
+}
+
+/** Every door of the service, in the order the matrix reports them. */
+export const DOORS: Door[] = [switchboard, pusher, yWebsocket, hocuspocus]
+
+/** The environment every door needs. */
+export function doorsEnv (): Record<string, string> {
+  return Object.assign({}, ...DOORS.map(d => d.env))
+}
+
+/** The not-applicable map as readable lines, for a test comment. */
+export function notApplicableTable (): string {
+  const lines = ['cases that do not apply, per door:']
+  for (const door of DOORS) {
+    for (const [c, why] of Object.entries(door.notApplicable)) lines.push(`  ${door.name} / ${CASES[c as CaseName]}: ${why}`)
+  }
+  return lines.join('\n')
+}
