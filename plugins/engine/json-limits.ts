@@ -34,15 +34,58 @@ export function jsonDepth (value: unknown, limit: number): number {
 }
 
 /**
- * The first field of an object (a WebSocket message, an HTTP body) whose value
- * nests deeper than `limit`, with the message to answer; null when all fit.
- * The object itself is the envelope: its fields get the whole limit each.
+ * How deep a JSON text nests, or -1 as soon as it passes `limit`, read from
+ * the text without parsing it (a state machine over brackets and strings):
+ * for JSON that is checked before anything parses or re-serializes it.
  */
-export function tooDeepField (fields: Record<string, unknown>, limit: number): string | null {
+export function jsonTextDepth (text: string, limit: number): number {
+  let depth = 0
+  let deepest = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 0x5c) i++ // backslash: skip the escaped character
+      else if (c === 0x22) inString = false
+      continue
+    }
+    if (c === 0x22) inString = true
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > limit) return -1
+      if (depth > deepest) deepest = depth
+    } else if (c === 0x5d || c === 0x7d) depth--
+  }
+  return deepest
+}
+
+/**
+ * The path of the first field whose value nests deeper than `limit`; with
+ * `levels` 2, one level into an object whose own field is the culprit
+ * (`data.channel` of a Pusher frame, not just `data`); null when all fit.
+ */
+export function tooDeepPath (fields: Record<string, unknown>, limit: number, levels = 1): string | null {
   for (const key of Object.keys(fields)) {
-    if (jsonDepth(fields[key], limit) < 0) return depthMessage(key.slice(0, 64), limit)
+    const value = fields[key]
+    if (jsonDepth(value, limit) >= 0) continue
+    const name = key.slice(0, 64)
+    if (levels > 1 && value !== null && typeof value === 'object' && !Array.isArray(value) && limit > 1) {
+      const inner = tooDeepPath(value as Record<string, unknown>, limit - 1, levels - 1)
+      if (inner !== null) return `${name}.${inner}`
+    }
+    return name
   }
   return null
+}
+
+/**
+ * The first field of an object (a WebSocket message, an HTTP body) whose value
+ * nests deeper than `limit`, with the message to answer naming its path;
+ * null when all fit. The object itself is the envelope: its fields get the
+ * whole limit each.
+ */
+export function tooDeepField (fields: Record<string, unknown>, limit: number, levels = 1): string | null {
+  const path = tooDeepPath(fields, limit, levels)
+  return path === null ? null : depthMessage(path, limit)
 }
 
 export interface JsonLimitsOptions {

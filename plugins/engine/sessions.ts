@@ -720,10 +720,13 @@ export default fp<SessionsOptions>(async function sessions (app, opts) {
     }
   }, opts.authTimeoutMs)
   app.decorate('sessions', registry)
+  // every protocol that ever had a session keeps its series (at 0 when it has none)
+  const seen = new Set<string>()
   metrics.collect(() => {
     metrics.connections.set(registry.size)
-    metrics.sessions.reset()
-    for (const [protocol, n] of registry.countsByProtocol()) metrics.sessions.set({ protocol }, n)
+    const counts = registry.countsByProtocol()
+    for (const protocol of counts.keys()) seen.add(protocol)
+    for (const protocol of seen) metrics.sessions.set({ protocol }, counts.get(protocol) ?? 0)
   })
   app.statusReport.section('connections', () => ({
     total: registry.size,

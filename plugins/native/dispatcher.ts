@@ -146,15 +146,15 @@ export class Dispatcher {
     }
     const msg = message as Record<string, unknown>
     const id = typeof msg.id === 'string' || typeof msg.id === 'number' ? msg.id : undefined
+    // before anything reads a field: the walks of validation and handlers (merge patch, JSON.stringify) recurse
+    const tooDeep = tooDeepField(msg, this.maxDepth)
+    if (tooDeep !== null) return this.fail(conn, id, 'invalid_message', tooDeep, { limit: this.maxDepth })
     if (typeof msg.type !== 'string') return this.fail(conn, id, 'invalid_message', 'type: must be a string naming the message type')
     const route = this.routes.get(msg.type)
     if (!route) {
       const known = this.types
       return this.fail(conn, id, 'unknown_type', `type: unknown message type ${JSON.stringify(msg.type.slice(0, 64))}; known types: ${known.join(', ')}`, { knownTypes: known })
     }
-    // before validation and handlers, whose walks (merge patch, JSON.stringify) recurse
-    const tooDeep = tooDeepField(msg, this.maxDepth)
-    if (tooDeep !== null) return this.fail(conn, id, 'invalid_message', tooDeep, { limit: this.maxDepth })
     return [route, msg as RoutedMessage, id]
   }
 

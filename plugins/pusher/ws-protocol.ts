@@ -201,7 +201,8 @@ export class PusherSocket implements Subscriber {
       this.send(errorFrame(ERROR.invalid, 'message: must be a JSON object with a string "event"'))
       return
     }
-    const tooDeep = tooDeepField(msg as Record<string, unknown>, this.ctx.maxDepth)
+    // named down to the field of `data` that is too deep (data.channel, data.auth, ...)
+    const tooDeep = tooDeepField(msg as Record<string, unknown>, this.ctx.maxDepth, 2)
     if (tooDeep !== null) {
       this.send(errorFrame(ERROR.invalid, tooDeep))
       return

@@ -71,7 +71,7 @@ export class DocumentSession {
     try {
       type = decoding.readVarUint(decoder)
     } catch {
-      this.events.refused('invalid_message', 'message: empty')
+      this.events.refused('invalid_message', 'message: must start with a message type (varint)')
       return
     }
     switch (type) {
@@ -81,8 +81,8 @@ export class DocumentSession {
         try {
           update = decoding.readVarUint8Array(decoder)
           this.doc.applyAwareness(update, this.peer)
-        } catch {
-          this.events.refused('invalid_message', 'awareness: not an awareness update')
+        } catch (err) {
+          this.events.refused('invalid_message', err instanceof DocumentError ? err.message : 'awareness: not an awareness update')
         }
         return
       }

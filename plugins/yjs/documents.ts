@@ -5,6 +5,7 @@ import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import type { FastifyBaseLogger } from 'fastify'
 import type { DocumentStore } from './store.js'
+import { jsonTextDepth } from './deps.js'
 
 /** Message types shared by y-websocket and Hocuspocus (after Hocuspocus's document name). */
 export const MessageType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3 } as const
@@ -57,6 +58,39 @@ export interface DocumentsOptions {
   unloadAfterMs: number
   /** Updates appended after which the document is compacted into a snapshot. */
   compactAfterUpdates: number
+  /** JSON_MAX_DEPTH: the deepest an awareness state may nest [64]. */
+  maxJsonDepth?: number
+}
+
+/**
+ * Reads an awareness update the way y-protocols does (count, then client id,
+ * clock and JSON state each) and refuses one whose state is not JSON or nests
+ * deeper than `maxDepth`: it would be parsed and re-serialized for every peer.
+ */
+function checkAwareness (update: Uint8Array, maxDepth: number): void {
+  const decoder = decoding.createDecoder(update)
+  let count: number
+  try {
+    count = decoding.readVarUint(decoder)
+  } catch {
+    throw new DocumentError('invalid_update', 'awareness: not an awareness update (truncated)')
+  }
+  for (let n = 0; n < count; n++) {
+    let state: string
+    try {
+      decoding.readVarUint(decoder)
+      decoding.readVarUint(decoder)
+      state = decoding.readVarString(decoder)
+    } catch {
+      throw new DocumentError('invalid_update', 'awareness: not an awareness update (truncated)')
+    }
+    if (jsonTextDepth(state, maxDepth) < 0) throw new DocumentError('invalid_update', `awareness: a state nests deeper than ${maxDepth} levels (limit ${maxDepth}, JSON_MAX_DEPTH)`)
+    try {
+      JSON.parse(state)
+    } catch {
+      throw new DocumentError('invalid_update', 'awareness: a state is not JSON')
+    }
+  }
 }
 
 function messageOf (write: (enc: encoding.Encoder) => void): Uint8Array {
@@ -186,7 +220,9 @@ export class CollabDocument {
     return isEmptyUpdate(update) || Y.snapshotContainsUpdate(Y.snapshot(this.doc), update)
   }
 
+  /** A peer's awareness update, checked before it is applied (throws DocumentError naming what is wrong). */
   applyAwareness (update: Uint8Array, peer: Peer): void {
+    checkAwareness(update, this.opts.maxJsonDepth ?? 64)
     awarenessProtocol.applyAwarenessUpdate(this.awareness, update, peer)
   }
 

@@ -16,8 +16,8 @@ const MAX_QUEUED = 64
 export interface HocuspocusOptions {
   documents: Documents
   log: FastifyBaseLogger
-  /** Verifies a token (throws when it is refused); null in open mode (every token accepted, no principal). */
-  verify: ((token: string) => Principal) | null
+  /** The principal of a token: throws when it is refused; null for an anonymous client (open mode). */
+  verify: (token: string) => Principal | null
   maxDocuments: number
   updatesPerSecond: number
   /** Bytes the messages queued before a document's Auth may take in all (WS_MAX_PAYLOAD). */
@@ -72,7 +72,9 @@ export class HocuspocusConnection {
     for (const key of this.attached.keys()) this.send(framed(key, enc => { encoding.writeVarUint(enc, HocuspocusType.awareness); encoding.writeVarUint8Array(enc, Uint8Array.of(0)) }))
   }
 
-  handle (data: Uint8Array): void {
+  /** One frame; `isBinary` false: a text frame, which the protocol has none of. */
+  handle (data: Uint8Array, isBinary = true): void {
+    if (!isBinary) return this.refuse('', 'message: must be a binary frame')
     if (data.length === 1 && data[0] === HocuspocusType.pong) return
     const decoder = decoding.createDecoder(data)
     let key: string
@@ -81,8 +83,7 @@ export class HocuspocusConnection {
       key = decoding.readVarString(decoder)
       type = decoding.peekVarUint(decoder)
     } catch {
-      this.opts.log.info({ event: 'yjs.update_refused', protocol: 'hocuspocus', code: 'invalid_message', reason: 'message: must start with a document name and a type' }, 'Yjs message refused')
-      return
+      return this.refuse('', 'message: must start with a document name and a message type')
     }
     const body = data.subarray(decoder.pos)
     // 4.x `sessionAwareness`: "name\0session" routes to the document `name`
@@ -122,7 +123,7 @@ export class HocuspocusConnection {
     }
     if (entry.session) {
       if (type === HocuspocusType.stateless) return // no server hook: accepted and dropped
-      if (type === HocuspocusType.broadcastStateless) return this.broadcastStateless(entry, body)
+      if (type === HocuspocusType.broadcastStateless) return this.broadcastStateless(key, entry, body)
       entry.session.handle(body)
       return
     }
@@ -136,16 +137,31 @@ export class HocuspocusConnection {
   }
 
   /** A stateless message to every peer of the document; a read-only peer may not broadcast. */
-  private broadcastStateless (entry: Attached, body: Uint8Array): void {
-    if (entry.peer?.readOnly === true) {
-      this.opts.log.info({ event: 'yjs.update_refused', protocol: 'hocuspocus', doc: entry.name, code: 'read_only', reason: 'broadcastStateless: this token gives read-only access to the document' }, 'Yjs message refused')
-      return
-    }
+  private broadcastStateless (key: string, entry: Attached, body: Uint8Array): void {
+    if (entry.peer?.readOnly === true) return this.refuse(key, 'broadcastStateless: this token gives read-only access to the document')
     const decoder = decoding.createDecoder(body)
     decoding.readVarUint(decoder)
     let payload: string
-    try { payload = decoding.readVarString(decoder) } catch { return }
+    try {
+      payload = decoding.readVarString(decoder)
+    } catch {
+      return this.refuse(key, 'broadcastStateless: the payload must be a string')
+    }
     for (const peer of entry.session!.doc.peers) peer.stateless?.(payload)
+  }
+
+  /**
+   * Refuses one message of a document in the protocol's words (an Auth
+   * permission-denied naming why), without closing the document: what the
+   * provider sends next is handled as usual.
+   */
+  private refuse (key: string, reason: string): void {
+    this.opts.log.info({ event: 'yjs.update_refused', protocol: 'hocuspocus', doc: key.split('\0')[0], code: 'invalid_message', reason }, 'Yjs message refused')
+    this.send(framed(key, enc => {
+      encoding.writeVarUint(enc, HocuspocusType.auth)
+      encoding.writeVarUint(enc, AuthSub.permissionDenied)
+      encoding.writeVarString(enc, reason)
+    }))
   }
 
   private deny (key: string, reason: string): void {
@@ -161,13 +177,11 @@ export class HocuspocusConnection {
 
   private authenticate (key: string, entry: Attached, token: string): void {
     if (!DOC_NAME.test(entry.name)) return this.deny(key, 'document: the name must be 1 to 128 of A-Z a-z 0-9 _ . : @ / -')
-    let principal: Principal | null = null
-    if (this.opts.verify) {
-      try {
-        principal = this.opts.verify(token)
-      } catch (err) {
-        return this.deny(key, `token: ${(err as Error).message}`)
-      }
+    let principal: Principal | null
+    try {
+      principal = this.opts.verify(token)
+    } catch (err) {
+      return this.deny(key, `token: ${(err as Error).message}`)
     }
     const access = accessTo(principal, entry.name)
     if (access === null) return this.deny(key, `document: the token's rooms claim does not include ${entry.name}`)
@@ -201,6 +215,10 @@ export class HocuspocusConnection {
       }
       entry.session = new DocumentSession(doc, peer, this.budget, {
         ...events,
+        refused: (code, reason) => {
+          events.refused(code, reason)
+          this.refuse(key, reason)
+        },
         acked: saved => {
           events.acked(saved)
           send(Uint8Array.of(HocuspocusType.syncStatus, saved ? 1 : 0))

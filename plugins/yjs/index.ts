@@ -68,7 +68,8 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     maxUpdateBytes: cfg.YJS_MAX_UPDATE_BYTES,
     maxDocumentBytes: cfg.YJS_MAX_DOCUMENT_BYTES,
     unloadAfterMs: cfg.YJS_UNLOAD_AFTER_MS,
-    compactAfterUpdates: cfg.YJS_COMPACT_AFTER_UPDATES
+    compactAfterUpdates: cfg.YJS_COMPACT_AFTER_UPDATES,
+    maxJsonDepth: cfg.JSON_MAX_DEPTH
   })
   app.decorate('yjs', { documents, store })
   // awareness clients of a crashed instance: removed once, here, and told to the other instances
@@ -124,9 +125,13 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
   const yWebsocket: SessionProtocol = {
     name: 'y-websocket',
     closeCode,
-    frame: (conn, data) => {
+    frame: (conn, data, isBinary) => {
       const state = yws.get(conn)
       if (!state) return
+      if (!isBinary) {
+        conn.sendBinary(permissionDenied('message: must be a binary frame (y-websocket messages are binary)'))
+        return
+      }
       const buffer = data as Buffer
       const message = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)
       if (state.session) state.session.handle(message)
@@ -199,9 +204,9 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     name: 'hocuspocus',
     authenticatesInBand: true,
     closeCode,
-    frame: (conn, data) => {
+    frame: (conn, data, isBinary) => {
       const buffer = data as Buffer
-      hocus.get(conn)?.handle(new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength))
+      hocus.get(conn)?.handle(new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength), isBinary)
     },
     rateLimited: overRate,
     closed: conn => hocus.get(conn)?.closed(),
@@ -218,7 +223,8 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
       const conn = new HocuspocusConnection(session, {
         documents,
         log: app.log,
-        verify: auth.enabled ? token => auth.verify(token) : null,
+        // the operator's static tokens (ADMIN_READONLY_TOKEN: read-only) in any mode, JWTs in auth mode
+        verify: token => auth.staticPrincipal(token) ?? (auth.enabled ? auth.verify(token) : null),
         maxDocuments: cfg.YJS_MAX_DOCUMENTS_PER_CONNECTION,
         updatesPerSecond: cfg.YJS_UPDATES_PER_SECOND,
         maxQueuedBytes: cfg.WS_MAX_PAYLOAD,
