@@ -32,7 +32,7 @@ t.test('npm run start:cli listens where HOST and PORT say, nowhere else', async 
 })
 
 t.test('bare fastify start with a HOST it would not honour stops with one line, exit 1', async t => {
-  const { code, stderr } = await runUntilExit({ HOST: '127.0.0.2', DATA_DIR: tempDir(t) }, 15000, { args: [fastifyCli, 'start', '-o', 'dist/app.js'], cwd: root })
+  const { code, stderr } = await runUntilExit(t, { HOST: '127.0.0.2', DATA_DIR: tempDir(t) }, { args: [fastifyCli, 'start', '-o', 'dist/app.js'], cwd: root })
   t.equal(code, 1)
   const lines = stderr.trim().split('\n')
   t.equal(lines.length, 1, `one line: ${stderr}`)
@@ -41,11 +41,11 @@ t.test('bare fastify start with a HOST it would not honour stops with one line, 
 
 t.test('a bad variable under fastify start prints the same one line as npm start and exits 1', async t => {
   for (const env of [{ PORT: 'abc' }, { LOG_LEVEL: 'loud' }] as Array<Record<string, string>>) {
-    const plain = await runUntilExit({ ...env, DATA_DIR: tempDir(t) })
+    const plain = await runUntilExit(t, { ...env, DATA_DIR: tempDir(t) })
     t.equal(plain.code, 1, `node dist/server.js with ${JSON.stringify(env)}`)
     t.match(plain.stderr, /^Invalid configuration: \S+ must be .*\n$/, 'npm start prints one line')
     for (const args of [['start', '-o', 'dist/app.js'], ['start', 'dist/app.js']]) {
-      const cli = await runUntilExit({ ...env, DATA_DIR: tempDir(t) }, 15000, { args: [fastifyCli, ...args], cwd: root })
+      const cli = await runUntilExit(t, { ...env, DATA_DIR: tempDir(t) }, { args: [fastifyCli, ...args], cwd: root })
       t.equal(cli.code, 1, `fastify ${args.join(' ')}: exit 1`)
       t.equal(cli.stderr, plain.stderr, `fastify ${args.join(' ')}: the same line`)
       t.notMatch(cli.output, /^\s+at /m, 'no stack trace')

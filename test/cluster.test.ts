@@ -123,7 +123,7 @@ t.test('2 x 500 concurrent updates and publishes to one room through two instanc
   }
   const [acksA, acksB] = await Promise.all([sendAll(clientA, 'a'), sendAll(clientB, 'b')])
   const all = [...acksA, ...acksB]
-  t.equal(all.filter(r => r.type === 'error').length, 0, 'no request failed')
+  t.same(all.filter(r => r.type === 'error'), [], 'no request failed')
   const versions = all.filter(r => r.version !== undefined).map(r => r.version).sort((x, y) => x - y)
   const offsets = all.filter(r => r.offset !== undefined).map(r => r.offset).sort((x, y) => x - y)
   t.same(versions, Array.from({ length: 2 * N }, (_, i) => i + 1), 'versions 1..1000, each once')
