@@ -1,20 +1,9 @@
 import { test } from 'tap'
-import { execFile } from 'node:child_process'
-import { readFileSync, readdirSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
-import { tempDir } from './support/helper.js'
-
-const run = promisify(execFile)
-const runner = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'run.js')
+import { tinyBench } from './support/bench-run.js'
 
 // S9 (Pusher fan-out next to native) and S10 (Yjs against @hocuspocus/server) run their own scripts: both yield figures
 test('S9 and S10: the Pusher and Yjs scenarios run inside the harness and record their figures', async t => {
-  const out = tempDir(t, 'switchboard-bench-smoke-s9-')
-  await run(process.execPath, [runner, '--tiny', '--no-docs', '--only', 'S9,S10', '--out', out])
-  const file = readdirSync(out).find(f => f.startsWith('latest-tiny'))
-  const results = JSON.parse(readFileSync(join(out, file as string), 'utf8'))
+  const results = await tinyBench(t, ['--only', 'S9,S10'])
   for (const name of ['pusher', 'native']) {
     const r = results.scenarios.S9.servers[name]
     t.equal(r.ok, true, `S9 ${name} ran: ${r.error ?? ''}`)

@@ -1,24 +1,12 @@
 import { test } from 'tap'
-import { execFile } from 'node:child_process'
-import { readFileSync, readdirSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
-import { tempDir } from './support/helper.js'
-
-const run = promisify(execFile)
-const runner = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'run.js')
+import { tinyBench } from './support/bench-run.js'
 
 // One scenario group per file: each run starts several servers, and under load a
 // file of all three outlasted tap's per-file timeout (.taprc). No deadline of its
 // own: the run ends when the harness exits.
 // Only that the harness works end to end: every server starts, takes load and yields figures.
 test('the quick benchmark harness runs every server with tiny parameters and records numbers', async t => {
-  const out = tempDir(t, 'switchboard-bench-smoke-')
-  await run(process.execPath, [runner, '--tiny', '--no-docs', '--only', 'S1,S2,S6', '--out', out])
-  const file = readdirSync(out).find(f => f.startsWith('latest-tiny'))
-  t.ok(file, 'a results file is written')
-  const results = JSON.parse(readFileSync(join(out, file as string), 'utf8'))
+  const results = await tinyBench(t, ['--only', 'S1,S2,S6'])
 
   const s1 = results.scenarios.S1.servers
   t.same(Object.keys(s1).sort(), ['raw-ws', 'socket.io', 'switchboard'])

@@ -12,7 +12,7 @@ t.test('defaults follow the contract', async t => {
     LOG_LEVEL: 'info',
     MAX_CONNECTIONS: 1000,
     MAX_CONNECTIONS_PER_CLIENT: 10,
-    CORS_ORIGINS: 'http://localhost:3000,http://localhost:5000',
+    CORS_ORIGINS: 'http://localhost:3000,http://localhost:5000,http://127.0.0.1:3000,http://127.0.0.1:5000',
     RATE_LIMIT_MAX: 60,
     RATE_LIMIT_WINDOW_MS: 60000,
     WS_MAX_PAYLOAD: 65536,

@@ -86,8 +86,8 @@ export async function startServer (t: TestContext, env: Record<string, string>, 
  * with its exit code and output once it exits. A process that does not exit is
  * killed at teardown (the test's own timeout ends the wait).
  */
-export async function runUntilExit (t: TestContext, env: Record<string, string>, opts: { args?: string[], cwd?: string } = {}): Promise<{ code: number | null, output: string, stderr: string }> {
-  const proc = spawn(process.execPath, opts.args ?? [join(root, 'dist', 'server.js')], {
+export async function runUntilExit (t: TestContext, env: Record<string, string>, opts: { args?: string[], command?: string, cwd?: string } = {}): Promise<{ code: number | null, output: string, stderr: string }> {
+  const proc = spawn(opts.command ?? process.execPath, opts.args ?? [join(root, 'dist', 'server.js')], {
     cwd: opts.cwd,
     env: { PATH: process.env.PATH ?? '', PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
