@@ -39,7 +39,13 @@ const HistoryQuery = Type.Object({
 })
 const HistoryPage = Type.Object({
   messages: Type.Array(Type.Object({
-    type: Type.Literal('room_message'), room: Type.String(), offset: Offset, messageId: Type.String(), from: Type.String(), data: Type.Unknown(), timestamp: Type.String(),
+    type: Type.Literal('room_message'),
+    room: Type.String(),
+    offset: Offset,
+    messageId: Type.String(),
+    from: Type.String(),
+    data: Type.Unknown(),
+    timestamp: Type.String(),
     epoch: Type.String({ description: 'the room\'s epoch, as in every room_message: offsets count within it' })
   })),
   nextBefore: Type.Optional(Type.Integer({ description: 'present when older kept messages exist: pass it back as `before`' }))
