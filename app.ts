@@ -15,7 +15,7 @@ import codeExecution from './plugins/exec/index.js'
 import {
   clientErrorHandler, EventLogController, listeningEvent, messageRate, metrics, redactUrl, requestLog, status, tracing, type TracingOptions
 } from './plugins/observability/index.js'
-import { cors, openapi, rateLimit, webConsole } from './plugins/http/index.js'
+import { cors, openapi, pages, rateLimit } from './plugins/http/index.js'
 import pusher from './plugins/pusher/index.js'
 import admin from './plugins/admin/index.js'
 import healthRoutes from './routes/health.js'
@@ -236,7 +236,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
       await apiScope.register(api, { prefix: '/api/v1' })
     })
   })
-  await fastify.register(webConsole)
+  await fastify.register(pages, {})
   // collaborative Yjs documents: its own routes and store (registered last, so it flushes before the others close)
   await fastify.register(yjs)
 }

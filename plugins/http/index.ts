@@ -10,6 +10,8 @@ export { default as openapi } from './openapi.js'
 export type { OpenApiOptions } from './openapi.js'
 export { default as webConsole } from './console.js'
 export type { ConsoleOptions } from './console.js'
+export { default as securityHeaders, PAGE_CSP_DIRECTIVES } from './security-headers.js'
+export { default as pages } from './pages.js'
 export { asyncApiDocument, serverMessageTypes } from './asyncapi.js'
 export type { AsyncApiInput } from './asyncapi.js'
 
