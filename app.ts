@@ -8,7 +8,7 @@ import {
   ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, jsonLimits, limits, messageRate, pendingConnections, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, type StaticToken
 } from './plugins/engine/index.js'
 import { dispatcher } from './plugins/native/index.js'
-import store, { type StoreOptions } from './plugins/store/index.js'
+import store, { StoreOpenError, type StoreOptions } from './plugins/store/index.js'
 import cluster, { RedisClientSlots } from './plugins/cluster/index.js'
 import messages from './plugins/messages/index.js'
 import rooms, { type RoomsOptions } from './plugins/rooms/index.js'
@@ -16,7 +16,7 @@ import codeExecution from './plugins/exec/index.js'
 import {
   clientErrorHandler, EventLogController, listeningEvent, redactUrl, requestLog, tracing, type TracingOptions
 } from './plugins/observability/index.js'
-import { cors, openapi, rateLimit, webConsole, websocket } from './plugins/http/index.js'
+import { cors, openapi, pages, rateLimit, websocket } from './plugins/http/index.js'
 import pusher from './plugins/pusher/index.js'
 import admin from './plugins/admin/index.js'
 import healthRoutes from './routes/health.js'
@@ -111,15 +111,32 @@ const fastifyCli = startedByFastifyCli()
 /**
  * fastify-cli listens where -a/--address or FASTIFY_ADDRESS say, else on
  * localhost (0.0.0.0 in a container); it never reads HOST and no server option
- * changes that. Under it, an explicit HOST that the bound addresses do not match
- * stops the process with one line instead of serving somewhere else.
+ * changes that. Under it, an explicit HOST that the bound address does not
+ * match stops the process with one line instead of serving somewhere else. The
+ * check runs on the socket's own 'listening' event, ahead of Fastify's handler
+ * of it, so "Server listening" is never logged for an address that is refused.
  */
 function checkFastifyCliAddress (fastify: FastifyInstance, host: string): void {
-  fastify.addHook('onListen', async function () {
-    const bound = fastify.addresses().map(a => typeof a === 'string' ? a : a.address)
-    if (isIP(host) === 0 || bound.every(a => a === host)) return
-    exitOnConfigError(new ConfigError(`Invalid configuration: HOST is ${host} but fastify-cli listens on ${bound.join(', ')} (it reads -a/--address or FASTIFY_ADDRESS, not HOST): run fastify start -a ${host}, as npm run start:cli does`))
+  fastify.server.prependOnceListener('listening', () => {
+    const address = fastify.server.address()
+    const bound = typeof address === 'object' && address !== null ? address.address : String(address)
+    if (isIP(host) === 0 || bound === host) return
+    exitOnConfigError(new ConfigError(`Invalid configuration: HOST is ${host} but fastify-cli listens on ${bound} (it reads -a/--address or FASTIFY_ADDRESS, not HOST): run fastify start -a ${host}, as npm run start:cli does`))
   })
+}
+
+/**
+ * Under fastify-cli, a refusal while the app registers (DATA_DIR held by
+ * another process, a feature without its optional package) rejects fastify-cli's
+ * start promise, which nothing handles: Node would print the whole stack. It is
+ * the same one line as `npm start` instead; anything else is rethrown as before.
+ */
+function exitOnStartupRefusal (err: unknown): never {
+  if (err instanceof StoreOpenError) {
+    process.stderr.write(`${err.message}\n`)
+    process.exit(1)
+  }
+  exitOnConfigError(err)
 }
 
 function optionsFromEnvironment (): FastifyHttpOptions<Server> {
@@ -135,6 +152,8 @@ function optionsFromEnvironment (): FastifyHttpOptions<Server> {
 
 /** Server options for `fastify start -o dist/app.js`; under fastify-cli a bad variable exits with one line. */
 export const options = optionsFromEnvironment()
+// until the app is ready: afterwards close-with-grace, which fastify-cli installs, handles what is left
+if (fastifyCli) process.on('unhandledRejection', exitOnStartupRefusal)
 
 /** ADMIN_TOKEN and ADMIN_READONLY_TOKEN as the principals they stand for (plugins/admin). */
 function adminTokens (cfg: Config): StaticToken[] {
@@ -149,6 +168,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   const cfg = opts?.config ?? loadConfig(env)
 
   await fastify.register(config, { config: cfg })
+  if (fastifyCli) fastify.addHook('onReady', async () => { process.off('unhandledRejection', exitOnStartupRefusal) })
   if (fastifyCli && env.HOST?.trim()) checkFastifyCliAddress(fastify, cfg.HOST)
   // before every route: validation wording, the JSON body parser and error codes apply to all of them
   await fastify.register(errors)
@@ -223,5 +243,5 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
       await apiScope.register(api, { prefix: '/api/v1' })
     })
   })
-  await fastify.register(webConsole)
+  await fastify.register(pages, {})
 }

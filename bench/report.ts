@@ -1,4 +1,4 @@
-/** Turns a benchmark run into the Markdown section of docs/benchmarks.md and an SVG chart. */
+/** Turns a benchmark run into the Markdown section of docs/benchmarks-notebook.md and an SVG chart. */
 import type { StepResult } from './generator.js'
 
 export interface BenchResults {
@@ -71,7 +71,7 @@ export function targets (res: BenchResults): Target[] {
     const rps = (name: string) => s('S6', name)?.ok ? s('S6', name).requestsPerSecond : undefined
     const vs = ratio(rps('switchboard'), rps('fastify-hello'))
     out.push({ scenario: 'S6', target: 'requests/s ≥ 0.8× bare Fastify', measured: `${f(vs, 2)}×`, ok: check(vs, v => v >= 0.8) })
-    // one generator core cannot saturate bare Fastify (docs/benchmarks.md, S6): the capacity comparison is the CPU per request
+    // one generator core cannot saturate bare Fastify (docs/benchmarks-notebook.md, S6): the capacity comparison is the CPU per request
     const cpu = (name: string) => s('S6', name)?.ok ? s('S6', name).serverCpuUsPerRequest : undefined
     const cpuVs = ratio(cpu('fastify-hello'), cpu('switchboard'))
     out.push({ scenario: 'S6', target: 'server CPU per request, bare Fastify ÷ Switchboard (≥ 0.8 is the same bar)', measured: `${f(cpuVs, 2)} (${f(cpu('switchboard'), 1)} vs ${f(cpu('fastify-hello'), 1)} µs)`, ok: check(cpuVs, v => v >= 0.8) })

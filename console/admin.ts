@@ -138,6 +138,13 @@ async function refreshInstances (): Promise<void> {
   }
 }
 
+/** The first 8 characters of a server id, as the connections table and the instance filter show it; the whole id on hover. */
+function serverIdCell (serverId: string): HTMLElement {
+  const td = cell(serverId.slice(0, 8), 'mono')
+  td.title = serverId
+  return td
+}
+
 function renderInstances (instances: Instance[]): void {
   instances.sort((a, b) => a.serverId < b.serverId ? -1 : 1)
   $('#instance-count').textContent = String(instances.length)
@@ -145,7 +152,7 @@ function renderInstances (instances: Instance[]): void {
     const row = el('tr')
     row.dataset.serverId = i.serverId
     row.append(
-      cell(i.serverId, 'mono'), cell(i.version), cell(duration(i.uptimeSeconds)), cell(`${i.connections} (${i.clients} clients)`, 'connections'),
+      serverIdCell(i.serverId), cell(i.version), cell(duration(i.uptimeSeconds)), cell(`${i.connections} (${i.clients} clients)`, 'connections'),
       cell(String(i.rooms)), cell(`${i.messages.inPerSecond}, ${i.messages.outPerSecond}`),
       cell(`${i.eventLoopLagMs.mean} ms, ${i.eventLoopLagMs.p99} ms`), cell(`${Math.round(i.memory.rssBytes / 1048576)} MB`), cell(i.redis)
     )
@@ -208,7 +215,7 @@ function renderConnections (connections: ConnectionView[]): void {
     row.dataset.connectionId = c.connectionId
     row.dataset.clientId = c.clientId
     row.append(
-      cell(c.clientId, 'client'), cell(c.connectionId.slice(0, 8), 'mono'), cell(c.serverId.slice(0, 8), 'mono'), cell(c.remoteAddress),
+      cell(c.clientId, 'client'), cell(c.connectionId.slice(0, 8), 'mono'), serverIdCell(c.serverId), cell(c.remoteAddress),
       cell(new Date(c.openedAt).toLocaleTimeString([], { hour12: false })), cell(c.rooms.join(', ')), cell(`${c.bufferedBytes} B`)
     )
     if (!readOnly) {
@@ -362,4 +369,22 @@ document.addEventListener('visibilitychange', () => {
   }
 })
 
-if (token) signIn().catch(() => {})
+/**
+ * On load, before any form: /api/status says whether the admin API exists. Off
+ * (no ADMIN_TOKEN, ADMIN_READONLY_TOKEN or auth mode), the page says so and how
+ * to turn it on; there is nothing to sign in to. A status it cannot read (auth
+ * mode asks a token for it, and auth mode has the admin API) leads to sign-in.
+ */
+async function start (): Promise<void> {
+  const status = await fetch('/api/status').then(res => res.ok ? res.json() as Promise<{ admin?: { enabled?: boolean } }> : undefined, () => undefined)
+  if (status?.admin?.enabled === false) {
+    sessionBadge.textContent = 'Admin API off'
+    $('#admin-off').hidden = false
+    return
+  }
+  sessionBadge.textContent = 'Signed out'
+  $('#sign-in').hidden = false
+  if (token) await signIn()
+}
+
+start().catch(() => {})

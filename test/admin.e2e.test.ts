@@ -13,6 +13,15 @@ const READONLY_TOKEN = 'readonly-token-0123456789abcdef'
 // screenshots go to test-results/; UPDATE_SCREENSHOTS=1 refreshes the ones docs/ and README show
 const SHOTS = process.env.UPDATE_SCREENSHOTS === '1' ? join(root, 'docs') : join(root, 'test-results')
 
+/** Pixels of horizontal overflow: of the page, and of each table's scrolling wrapper (0 = it fits). */
+async function overflow (page: Page): Promise<{ page: number, tables: number[] }> {
+  // a string: the test is compiled without the DOM library
+  return page.evaluate(`({
+    page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    tables: [...document.querySelectorAll('.table-wrap')].map(w => w.scrollWidth - w.clientWidth)
+  })`)
+}
+
 async function adminApi (url: string, path: string): Promise<any> {
   const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
   return res.json()
@@ -29,7 +38,7 @@ t.test('the admin page in headless Chromium: two instances on Redis, their conne
   for (const text of ['deploy starts at 10:00', 'staging is green', 'rolling out']) await ann.request({ type: 'publish', room: 'lobby', data: { text } })
 
   const context = await chromium.launchPersistentContext(tempDir(t, 'switchboard-chromium-'), {
-    executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1400, height: 1000 }
+    executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 1000 }
   })
   t.teardown(() => context.close())
   const pageErrors: string[] = []
@@ -70,6 +79,9 @@ t.test('the admin page in headless Chromium: two instances on Redis, their conne
     t.equal(await admin.locator('#connection-total').textContent(), '2', 'victor on B and ann on A')
     t.equal(await admin.locator('#chart-connections canvas').count(), 1, 'the connections chart is drawn')
     t.equal(await admin.locator('#chart-lag canvas').count(), 1, 'and the lag chart')
+    t.same(await overflow(admin), { page: 0, tables: [0, 0] }, 'at 1280 px both tables fit: no horizontal scrolling, in the page or in a table')
+    t.ok(await admin.getByRole('columnheader', { name: 'Redis' }).isVisible(), 'the instances table\'s last column (Redis) is in view')
+    await admin.screenshot({ path: join(SHOTS, 'admin-1280.png'), fullPage: true })
   })
 
   await t.test('filters and the disconnect button: victor is told why and stays disconnected', async t => {

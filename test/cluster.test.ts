@@ -112,17 +112,30 @@ t.test('2 x 500 concurrent updates and publishes to one room through two instanc
   await clientB.request({ type: 'join', room: 'busy' })
 
   const N = 500
+  // `unavailable` is the one refusal a client retries ("retry later"): on a loaded
+  // machine a Redis command can outlast its 5 s timeout in this burst of 2,000
+  // fsynced writes. A refused write was not applied, so its retry must not
+  // duplicate it: the offsets and versions below are still 1..1000, each once.
+  let retried = 0
+  const requestUntilCommitted = async (client: TestClient, msg: Record<string, unknown>): Promise<Record<string, any>> => {
+    for (;;) {
+      const reply = await client.request(msg)
+      if (reply.type !== 'error' || reply.code !== 'unavailable') return reply
+      retried++
+    }
+  }
   const sendAll = async (client: TestClient, tag: string) => {
     const acks: Array<Promise<Record<string, any>>> = []
     for (let i = 0; i < N; i++) {
-      acks.push(client.request({ type: 'update', room: 'busy', patch: { [`${tag}${i}`]: i } }, 30000))
-      acks.push(client.request({ type: 'publish', room: 'busy', data: `${tag}${i}` }, 30000))
+      acks.push(requestUntilCommitted(client, { type: 'update', room: 'busy', patch: { [`${tag}${i}`]: i } }))
+      acks.push(requestUntilCommitted(client, { type: 'publish', room: 'busy', data: `${tag}${i}` }))
     }
     return Promise.all(acks)
   }
   const [acksA, acksB] = await Promise.all([sendAll(clientA, 'a'), sendAll(clientB, 'b')])
   const all = [...acksA, ...acksB]
-  t.equal(all.filter(r => r.type === 'error').length, 0, 'no request failed')
+  t.same(all.filter(r => r.type === 'error'), [], 'no request failed')
+  if (retried > 0) t.comment(`${retried} request(s) answered unavailable (Redis command timeout under load) and retried`)
   const versions = all.filter(r => r.version !== undefined).map(r => r.version).sort((x, y) => x - y)
   const offsets = all.filter(r => r.offset !== undefined).map(r => r.offset).sort((x, y) => x - y)
   t.same(versions, Array.from({ length: 2 * N }, (_, i) => i + 1), 'versions 1..1000, each once')

@@ -22,8 +22,17 @@ t.test('examples/echo-bot.mjs answers direct messages (through the package expor
     if (bot.exitCode === null) bot.kill('SIGKILL')
     await exited
   })
-  await waitFor(() => app.sessions.ofClient('echo-bot') !== undefined || bot.exitCode !== null, 'the bot to connect')
-  t.equal(bot.exitCode, null, `the bot is running ${stderr}`)
+  // the bot says bot.ready once its client is connected (or it exits): the event, however long Node takes to start
+  const ready = await new Promise<boolean>(resolve => {
+    let out = ''
+    bot.stdout.on('data', (c: Buffer) => {
+      out += c.toString()
+      if (out.includes('"event":"bot.ready"')) resolve(true)
+    })
+    exited.then(() => resolve(false))
+  })
+  t.ok(ready, `the bot is running ${stderr}`)
+  t.ok(app.sessions.ofClient('echo-bot'), 'the server holds the bot\'s connection')
 
   const me = new SwitchboardClient({ url, clientId: 'human' })
   t.teardown(() => me.close())

@@ -105,7 +105,7 @@ class Arena {
   constructor (private readonly t: Test, private readonly env: Record<string, string>) {}
 
   async start (): Promise<void> {
-    this.server = await startServer(this.t, { ...this.env, DATA_DIR: tempDir(this.t) }, { startTimeoutMs: 60000 })
+    this.server = await startServer(this.t, { ...this.env, DATA_DIR: tempDir(this.t) }, {})
     this.bystanders = []
     for (const door of DOORS) this.bystanders.push(await door.open(this.server))
     this.baselineDocuments = await documentsInMemory(this.server) ?? 0
@@ -310,7 +310,7 @@ t.test(CASES.rate, async t => {
 // ------------------------------------------------------------------------- d
 
 t.test(CASES.sendBuffer, async t => {
-  const server = await startServer(t, { ...BASE_ENV, DATA_DIR: tempDir(t), WS_MAX_BUFFERED_BYTES: '65536', WS_MESSAGES_PER_SECOND: '10000' }, { startTimeoutMs: 60000 })
+  const server = await startServer(t, { ...BASE_ENV, DATA_DIR: tempDir(t), WS_MAX_BUFFERED_BYTES: '65536', WS_MESSAGES_PER_SECOND: '10000' }, {})
   await eachDoor(t, 'sendBuffer', async (t, door) => {
     const conn = await opened(t, door, server)
     const labels = { protocol: door.name }
@@ -341,7 +341,7 @@ t.test(CASES.sendBuffer, async t => {
 
 t.test(CASES.deadPeer, async t => {
   // a child process: a 200 ms heartbeat must not depend on the test's own event loop, which also answers the pings
-  const server = await startServer(t, { ...BASE_ENV, DATA_DIR: tempDir(t), HEARTBEAT_INTERVAL_MS: '200' }, { startTimeoutMs: 60000 })
+  const server = await startServer(t, { ...BASE_ENV, DATA_DIR: tempDir(t), HEARTBEAT_INTERVAL_MS: '200' }, {})
   await eachDoor(t, 'deadPeer', async (t, door) => {
     const labels = { protocol: door.name }
     const before = await metric(server, 'switchboard_connections', labels) ?? 0
@@ -465,7 +465,7 @@ t.test(CASES.readOnly, async t => {
 t.test(CASES.shutdown, async t => {
   const dataDir = tempDir(t)
   const env = { ...BASE_ENV, DATA_DIR: dataDir }
-  const first = await startServer(t, env, { startTimeoutMs: 60000 })
+  const first = await startServer(t, env, {})
   const room = freshName('kept')
   const native = await opened(t, DOORS[0], first, { resource: room }) as SwitchboardConnection
   const tags = Array.from({ length: 20 }, (_, i) => `acked-${i}`)
@@ -499,7 +499,7 @@ t.test(CASES.shutdown, async t => {
   const exit = await Promise.race([first.exited, new Promise<null>(resolve => setTimeout(resolve, 30000, null))])
   t.same(exit, { code: 0, signal: null }, 'the process exits 0')
 
-  const second = await startServer(t, env, { startTimeoutMs: 60000 })
+  const second = await startServer(t, env, {})
   const kept: Record<string, [string, string[]]> = { switchboard: [room, tags], 'y-websocket': [yDoc, yTags], hocuspocus: [hDoc, hTags] }
   await eachDoor(t, 'shutdown', async (t, door) => {
     for (const conn of conns.find(([d]) => d === door)![1]) {

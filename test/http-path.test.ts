@@ -2,7 +2,7 @@
  * What every HTTP request goes through, pinned from the outside: CORS headers
  * with and without an Origin, preflights, rate-limit headers, the duration
  * histogram's labels and the http.request log line. The hot path of
- * `POST /api/send` is tuned for speed (docs/benchmarks.md, S6); these say it
+ * `POST /api/send` is tuned for speed (docs/benchmarks-notebook.md, S6); these say it
  * still behaves the same.
  */
 import t from 'tap'

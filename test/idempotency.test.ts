@@ -199,7 +199,7 @@ t.test('the same key across two instances on one Redis', redisTestOptions(), asy
 for (const store of stores) {
   t.test(`${store.name}: kill -9 between the write and its ack`, store.opts, async t => {
     const env: Record<string, string> = { DATA_DIR: tempDir(t), ...await store.env(t) }
-    const first = await startServer(t, env, { startTimeoutMs: 60000 })
+    const first = await startServer(t, env)
     const watcher = await connect(t, first.wsUrl, 'watcher')
     await watcher.request({ type: 'join', room: 'crash' })
     const writer = await TestClient.connect(first.wsUrl, { clientId: 'writer' })
@@ -211,7 +211,7 @@ for (const store of stores) {
     await first.exited
     writer.ws.terminate()
 
-    const second = await startServer(t, env, { startTimeoutMs: 60000 })
+    const second = await startServer(t, env)
     const retry = await connect(t, second.wsUrl, 'writer')
     await retry.request({ type: 'join', room: 'crash' })
     const reply = await retry.request({ type: 'publish', room: 'crash', data: { n: 1 }, idempotencyKey: 'crash-1' })

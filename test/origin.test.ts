@@ -21,6 +21,16 @@ t.test('a listed origin, the server\'s own origin and a client without Origin ar
   t.equal((await tryUpgrade(wsUrl)).status, 101, 'no Origin header (a non-browser client)')
 })
 
+t.test('by default the examples\' pages may connect, under either loopback name', async t => {
+  const { wsUrl, url } = await build(t)
+  for (const origin of ['http://localhost:3000', 'http://localhost:5000', 'http://127.0.0.1:3000', 'http://127.0.0.1:5000']) {
+    t.equal((await tryUpgrade(wsUrl, { headers: { origin } })).status, 101, `${origin}: upgraded`)
+    const preflight = await fetch(`${url}/api/send`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST' } })
+    t.equal(preflight.headers.get('access-control-allow-origin'), origin, `${origin}: CORS allowed`)
+  }
+  t.equal((await tryUpgrade(wsUrl, { headers: { origin: 'http://127.0.0.1:8080' } })).status, 403, 'another port is not')
+})
+
 /** One request with a Host and Origin of the test's choosing (fetch does not let a page, or a test, set Host). */
 function rawRequest (port: number, method: string, path: string, headers: Record<string, string>): Promise<{ status: number, body: any, headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {

@@ -155,7 +155,7 @@ t.test('the npm package as a consumer gets it: packed, installed without optiona
       [{ ENABLE_CODE_EXECUTION: 'true' }, 'Invalid configuration: ENABLE_CODE_EXECUTION=true needs the optional package quickjs-emscripten, which is not installed (npm install quickjs-emscripten)'],
       [{ OTEL_TRACES_ENABLED: 'true' }, /^Invalid configuration: tracing \(OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_ENABLED=true\) needs the optional package @opentelemetry\/[a-z-]+, which is not installed \(npm install @opentelemetry\/[a-z-]+\)$/]
     ] as const) {
-      const { code, output, stderr } = await runUntilExit({ ...env, DATA_DIR: tempDir(t, 'switchboard-consumer-data-') }, 15000, { args: [server], cwd: dir })
+      const { code, output, stderr } = await runUntilExit(t, { ...env, DATA_DIR: tempDir(t, 'switchboard-consumer-data-') }, { args: [server], cwd: dir })
       t.equal(code, 1, `${Object.keys(env)[0]}: exit code 1`)
       // stdout has the log lines of the plugins registered before; stderr has the error, alone
       const lines = stderr.trim().split('\n')

@@ -113,7 +113,7 @@ t.test('queued direct messages survive a kill -9', async t => {
 t.test('the server refuses to start on a database file it cannot use', async t => {
   const dataDir = tempDir(t)
   writeFileSync(join(dataDir, DATABASE_FILE), 'not a database '.repeat(500))
-  const { code, output } = await runUntilExit({ DATA_DIR: dataDir })
+  const { code, output } = await runUntilExit(t, { DATA_DIR: dataDir })
   t.equal(code, 1)
   t.match(output, /store\.open_failed/)
   t.match(output, /not a database/)

@@ -22,7 +22,7 @@ t.test('two instances on Redis: editors on each converge byte for byte, awarenes
   await waitFor(() => [...b.provider.awareness.getStates().values()].some(s => s.user === 'a-on-one'), 'a\'s awareness to reach b on the other instance')
 
   // an instance started now loads the document from Redis (snapshot + tail), compacted by both
-  const three = await startServer(t, { ...clusterEnv(redis, { REDIS_INSTANCE_TTL_MS: '2000' }), DATA_DIR: tempDir(t) }, { startTimeoutMs: 60000 })
+  const three = await startServer(t, { ...clusterEnv(redis, { REDIS_INSTANCE_TTL_MS: '2000' }), DATA_DIR: tempDir(t) })
   const c = yEditor(t, three.url, 'cluster/doc')
   await synced(c)
   t.ok(stateOf(c.doc).equals(stateOf(a.doc)), 'the late instance serves the same document, byte for byte')

@@ -129,7 +129,7 @@ t.test('Hocuspocus auth: a bad token is denied, a read-only token syncs but its 
 
 t.test('examples/collab/editor.mjs: its two editors see each other\'s edits', async t => {
   const { url } = await build(t)
-  const { stdout } = await run(process.execPath, [fileURLToPath(new URL('../../examples/collab/editor.mjs', import.meta.url)), url.replace(/^http/, 'ws'), 'example/doc'], { timeout: 30000 })
+  const { stdout } = await run(process.execPath, [fileURLToPath(new URL('../../examples/collab/editor.mjs', import.meta.url)), url.replace(/^http/, 'ws'), 'example/doc'])
   t.match(stdout, /y-websocket sees: \[y-websocket [^\]]+\] {2}\{ lastEditor: 'hocuspocus' \}/)
   t.match(stdout, /hocuspocus sees: {2}\[y-websocket [^\]]+\] {2}\{ lastEditor: 'hocuspocus' \}/)
 })

@@ -16,8 +16,15 @@ const text = doc.getText('t')
 const provider = new WebsocketProvider(`${server}/yjs`, name, doc, { params: token ? { token } : {} })
 const area = document.getElementById('editor')
 const status = document.getElementById('status')
-provider.on('status', ({ status: s }) => { status.textContent = s })
+let state = 'connecting'
+provider.on('status', ({ status: s }) => { state = s; status.textContent = s })
 provider.on('sync', synced => { if (synced) status.textContent = 'synced' })
+// a socket closed before it opened: the browser hides why (a refused upgrade is code 1006), so say what it usually is
+provider.on('connection-close', event => {
+  if (state !== 'connecting') return
+  status.textContent = `cannot connect to ${server} (close code ${event?.code ?? 'none'}); retrying. ` +
+    `Is the server running, and is this page's origin (${location.origin}) in its CORS_ORIGINS?`
+})
 
 // local typing: the smallest change between the text and the textarea, as one Yjs transaction
 area.addEventListener('input', () => {

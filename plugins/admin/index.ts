@@ -69,6 +69,8 @@ export default fp<AdminOptions>(async function admin (app, opts) {
 
   const operator = new Operator(app.sessions, app.clusterRequests, app.serverId, snapshot, app.log)
   app.decorate('admin', { enabled: opts.enabled === true, operator })
+  // the page at /admin reads it before offering a sign-in form: off, there is nothing to sign in to
+  app.statusReport.section('admin', () => ({ enabled: opts.enabled === true }))
   app.addHook('onClose', async () => {
     clearInterval(sample)
     lag.disable()

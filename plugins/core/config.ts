@@ -18,7 +18,7 @@ export const ConfigSchema = Type.Object({
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
   MAX_CONNECTIONS: Int(1, 1000),
   MAX_CONNECTIONS_PER_CLIENT: Int(1, 10),
-  CORS_ORIGINS: Type.String({ default: 'http://localhost:3000,http://localhost:5000' }),
+  CORS_ORIGINS: Type.String({ default: 'http://localhost:3000,http://localhost:5000,http://127.0.0.1:3000,http://127.0.0.1:5000' }),
   RATE_LIMIT_MAX: Int(1, 60),
   RATE_LIMIT_WINDOW_MS: Int(1, 60000),
   WS_MAX_PAYLOAD: Int(64, 65536),

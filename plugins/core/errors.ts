@@ -21,7 +21,7 @@ export type HttpErrorCode =
 /** What each HTTP-only code means (a code added to HttpErrorCode without a line here fails to compile). */
 export const HTTP_ERROR_CODES: Record<HttpErrorCode, string> = {
   unauthorized: '401: auth mode and no valid token (missing, malformed, expired, wrong signature)',
-  not_found: '404: a room never used, or an upgrade to a path that is not a WebSocket endpoint',
+  not_found: '404: a room never used, a route that does not exist, or an upgrade to a path that is not a WebSocket endpoint',
   payload_too_large: '413: the body is over the HTTP body limit, or a publish\'s `data` is over WS_MAX_PAYLOAD',
   unsupported_media_type: '415: a body whose content-type is neither application/json nor text/plain',
   connection_limit_exceeded: 'an upgrade refused: 503 (`scope: total`, MAX_CONNECTIONS) or 429 (`scope: client`, MAX_CONNECTIONS_PER_CLIENT), with `limit` and `current`',
@@ -265,6 +265,10 @@ export default fp(async function errors (app) {
   app.setErrorHandler((err: FastifyError, request) => {
     normalize(err, request)
     throw err
+  })
+  // an unknown route answers in the same shape, with its code; the path without its query (which may hold a token)
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send(errorBody(404, 'not_found', `Route ${request.method}:${request.url.split('?')[0]} not found`))
   })
 }, { name: 'errors', fastify: '5.x' })
 

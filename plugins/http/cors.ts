@@ -87,7 +87,7 @@ export default fp<CorsOptions>(async function corsPolicy (app, opts) {
     }
     return own
   }
-  const policy = new OriginPolicy(opts.origins ?? ['http://localhost:3000', 'http://localhost:5000'], ownOrigins)
+  const policy = new OriginPolicy(opts.origins ?? ['http://localhost:3000', 'http://localhost:5000', 'http://127.0.0.1:3000', 'http://127.0.0.1:5000'], ownOrigins)
   app.decorate('origins', policy)
 
   await app.register(cors, {

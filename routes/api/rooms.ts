@@ -40,10 +40,17 @@ const HistoryQuery = Type.Object({
 })
 const HistoryPage = Type.Object({
   messages: Type.Array(Type.Object({
-    type: Type.Literal('room_message'), room: Type.String(), offset: Offset, messageId: Type.String(), from: Type.String(), data: Type.Unknown(), timestamp: Type.String()
+    type: Type.Literal('room_message'),
+    room: Type.String(),
+    offset: Offset,
+    messageId: Type.String(),
+    from: Type.String(),
+    data: Type.Unknown(),
+    timestamp: Type.String(),
+    epoch: Type.String({ description: 'the room\'s epoch, as in every room_message: offsets count within it' })
   })),
   nextBefore: Type.Optional(Type.Integer({ description: 'present when older kept messages exist: pass it back as `before`' }))
-}, { description: 'Kept messages of the room (at most ROOM_HISTORY_SIZE are kept), oldest first', examples: [{ messages: [{ type: 'room_message', room: 'doc', offset: 12, messageId: '3c9a1f52-7a55-4a49-8c61-2f4b0b7e2d90', from: 'alice', data: { text: 'hi' }, timestamp: '2026-12-01T10:00:00.000Z' }] }] })
+}, { description: 'Kept messages of the room (at most ROOM_HISTORY_SIZE are kept), oldest first', examples: [{ messages: [{ type: 'room_message', room: 'doc', offset: 12, messageId: '3c9a1f52-7a55-4a49-8c61-2f4b0b7e2d90', from: 'alice', data: { text: 'hi' }, timestamp: '2026-12-01T10:00:00.000Z', epoch: '9f86d081884c7d65' }] }] })
 
 const PublishBody = Type.Object({
   from: Type.Optional({ ...ClientId, description: 'sender shown to members [server]; with a user token, its own sub' }),

@@ -12,6 +12,7 @@ export const StatusBody = Type.Object({
   redis: Type.Object({ enabled: Type.Boolean(), status: Type.String() }, Open),
   rateLimit: Type.Object({ max: Type.Integer(), windowMs: Type.Integer() }, Open),
   codeExecution: Type.Object({ enabled: Type.Boolean() }, Open),
+  admin: Type.Optional(Type.Object({ enabled: Type.Boolean({ description: 'whether the admin API (/api/admin/*) exists: ADMIN_TOKEN, ADMIN_READONLY_TOKEN or auth mode' }) }, Open)),
   problems: Type.Optional(Type.Array(Type.String()))
 }, { ...Open, description: 'This instance; `status` is `degraded` when a dependency (Redis) is down, with the reasons in `problems`' })
 

@@ -13,7 +13,7 @@ export async function cluster (t: TestContext, n: number, extra: Record<string, 
   const redis = await startRedis(t)
   const instances: ServerProcess[] = []
   // a generous start bound: these suites run under CPU hogs, where loading the server alone can pass 15 s
-  for (let i = 0; i < n; i++) instances.push(await startServer(t, { ...clusterEnv(redis, extra), DATA_DIR: tempDir(t) }, { startTimeoutMs: 60000 }))
+  for (let i = 0; i < n; i++) instances.push(await startServer(t, { ...clusterEnv(redis, extra), DATA_DIR: tempDir(t) }))
   return { redis, instances }
 }
 

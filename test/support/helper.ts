@@ -67,10 +67,13 @@ export async function build (t: TestContext, env: Record<string, string> = {}, o
 }
 
 /**
- * Resolves when `check` holds, polling every `intervalMs`; rejects with `what` after `timeoutMs`.
+ * Resolves when `check` holds, polling every `intervalMs`. Without `timeoutMs`
+ * it waits as long as the test runs: a wait that never ends is reported by
+ * tap's test timeout (.taprc), while a fixed deadline here would only fail a
+ * loaded machine. Pass `timeoutMs` where the time itself is what is checked.
  * A check that makes HTTP requests polls at 100 ms or more, so it cannot trip the service's own rate limit.
  */
-export async function waitFor (check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000, intervalMs = 10): Promise<void> {
+export async function waitFor (check: () => boolean | Promise<boolean>, what: string, timeoutMs = Infinity, intervalMs = 10): Promise<void> {
   const until = Date.now() + timeoutMs
   while (!(await check())) {
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)

@@ -35,9 +35,12 @@ export async function freePort (): Promise<number> {
 
 /**
  * Runs the built server (`node dist/server.js`, or another command) as a child
- * process and resolves once it logs `server.listening`. Killed at teardown.
+ * process and resolves once it logs `server.listening`, or rejects when it exits
+ * first. There is no start deadline: a loaded machine may take long to start
+ * Node, and a server that never starts is caught by the test's own timeout.
+ * Killed at teardown.
  */
-export async function startServer (t: TestContext, env: Record<string, string>, opts: { args?: string[], command?: string, readyPattern?: RegExp, startTimeoutMs?: number } = {}): Promise<ServerProcess> {
+export async function startServer (t: TestContext, env: Record<string, string>, opts: { args?: string[], command?: string, readyPattern?: RegExp } = {}): Promise<ServerProcess> {
   const proc = spawn(opts.command ?? process.execPath, opts.args ?? [join(root, 'dist', 'server.js')], {
     cwd: root,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: '0', LOG_LEVEL: 'info', ...env },
@@ -56,17 +59,15 @@ export async function startServer (t: TestContext, env: Record<string, string>, 
   })
   const ready = opts.readyPattern ?? /"event":"server\.listening"[^\n]*"port":(\d+)/
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}${err}`)), opts.startTimeoutMs ?? 15000)
     const check = () => {
       const m = ready.exec(out)
       if (m) {
-        clearTimeout(timer)
         proc.stdout!.off('data', check)
         resolve(Number(m[1]))
       }
     }
     proc.stdout!.on('data', check)
-    exited.then(({ code }) => { clearTimeout(timer); reject(new Error(`server exited with ${code} before listening: ${out}${err}`)) })
+    exited.then(({ code, signal }) => reject(new Error(`server exited with ${code ?? signal} before listening: ${out}${err}`)))
   })
   return {
     proc,
@@ -80,9 +81,13 @@ export async function startServer (t: TestContext, env: Record<string, string>, 
   }
 }
 
-/** Runs the built server (or `args`) expecting it to refuse to start; resolves with its exit code and output. */
-export async function runUntilExit (env: Record<string, string>, timeoutMs = 15000, opts: { args?: string[], cwd?: string } = {}): Promise<{ code: number | null, output: string, stderr: string }> {
-  const proc = spawn(process.execPath, opts.args ?? [join(root, 'dist', 'server.js')], {
+/**
+ * Runs the built server (or `args`) expecting it to refuse to start; resolves
+ * with its exit code and output once it exits. A process that does not exit is
+ * killed at teardown (the test's own timeout ends the wait).
+ */
+export async function runUntilExit (t: TestContext, env: Record<string, string>, opts: { args?: string[], command?: string, cwd?: string } = {}): Promise<{ code: number | null, output: string, stderr: string }> {
+  const proc = spawn(opts.command ?? process.execPath, opts.args ?? [join(root, 'dist', 'server.js')], {
     cwd: opts.cwd,
     env: { PATH: process.env.PATH ?? '', PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
@@ -91,8 +96,12 @@ export async function runUntilExit (env: Record<string, string>, timeoutMs = 150
   let stderr = ''
   proc.stdout!.on('data', (c: Buffer) => { output += c.toString() })
   proc.stderr!.on('data', (c: Buffer) => { output += c.toString(); stderr += c.toString() })
-  const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs)
-  const code = await new Promise<number | null>(resolve => proc.once('exit', c => resolve(c)))
-  clearTimeout(timer)
-  return { code, output, stderr }
+  const exited = new Promise<number | null>(resolve => proc.once('exit', c => resolve(c)))
+  t.teardown(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGKILL')
+      await exited
+    }
+  })
+  return { code: await exited, output, stderr }
 }

@@ -68,9 +68,10 @@ export function pusherClient (t: TestContext, port: number, opts: { sdk?: Pusher
   return client
 }
 
-export function once<T = any> (target: { bind (ev: string, fn: (x: T, meta?: any) => void): void }, event: string, timeoutMs = 10000): Promise<T> {
+/** The next `event` of a pusher-js object; no deadline unless `timeoutMs` is given (tap's test timeout reports a hang). */
+export function once<T = any> (target: { bind (ev: string, fn: (x: T, meta?: any) => void): void }, event: string, timeoutMs = Infinity): Promise<T> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), timeoutMs)
+    const timer = Number.isFinite(timeoutMs) ? setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), timeoutMs) : undefined
     let done = false
     target.bind(event, (x: T) => {
       if (done) return
@@ -128,8 +129,8 @@ export class RawPusher {
     this.ws.send(JSON.stringify({ event, data, ...(channel === undefined ? {} : { channel }) }))
   }
 
-  /** The first frame (from `from` on) that matches. */
-  async next (match: (f: Record<string, any>) => boolean, what: string, from = 0, timeoutMs = 10000): Promise<Record<string, any>> {
+  /** The first frame (from `from` on) that matches; fails when the socket closes first, no deadline unless `timeoutMs` is given. */
+  async next (match: (f: Record<string, any>) => boolean, what: string, from = 0, timeoutMs = Infinity): Promise<Record<string, any>> {
     const until = Date.now() + timeoutMs
     for (;;) {
       const found = this.frames.slice(from).find(match)
@@ -137,7 +138,8 @@ export class RawPusher {
       if (this.ws.readyState === WebSocket.CLOSED) throw new Error(`closed before ${what}`)
       if (Date.now() > until) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.frames).slice(0, 800)}`)
       await new Promise<void>(resolve => {
-        const timer = setTimeout(resolve, until - Date.now())
+        const left = until - Date.now()
+        const timer = Number.isFinite(left) ? setTimeout(resolve, left) : undefined
         this.waiters.push(() => { clearTimeout(timer); resolve() })
       })
     }

@@ -33,15 +33,15 @@ export interface RedisServer {
   cli: (...args: string[]) => string
 }
 
-async function listening (port: number, timeoutMs = 10000): Promise<void> {
-  const until = Date.now() + timeoutMs
+/** Resolves once redis-server accepts connections on `port`; rejects if the process exits first. No deadline: a loaded machine starts it late. */
+async function listening (port: number, proc: ChildProcess): Promise<void> {
   for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`redis-server exited (${proc.exitCode ?? proc.signalCode}) before listening on ${port}`)
     const ok = await new Promise<boolean>(resolve => {
       const socket = createConnection({ port, host: '127.0.0.1' }, () => { socket.end(); resolve(true) })
       socket.once('error', () => resolve(false))
     })
     if (ok) return
-    if (Date.now() > until) throw new Error(`redis-server did not listen on ${port}`)
     await new Promise(resolve => setTimeout(resolve, 50))
   }
 }
@@ -60,7 +60,7 @@ export async function startRedis (t: TestContext): Promise<RedisServer> {
       '--appendonly', 'yes', '--appendfsync', 'always', '--logfile', ''], { stdio: 'ignore' })
     const p = proc
     exited = new Promise(resolve => p.once('exit', () => resolve()))
-    await listening(port)
+    await listening(port, p)
   }
   const kill = async () => {
     if (proc && proc.exitCode === null && proc.signalCode === null) {

@@ -64,19 +64,24 @@ export class TestClient {
   }
 
   /** Sends with a fresh id and resolves with the reply carrying that id (ack or error). */
-  async request (msg: Msg, timeoutMs = 5000): Promise<Msg> {
+  async request (msg: Msg, timeoutMs = Infinity): Promise<Msg> {
     const id = `r${this.nextId++}`
     this.send({ ...msg, id })
     return this.waitFor(m => m.id === id, `reply to ${msg.type} ${id}`, timeoutMs, true)
   }
 
   /** The next message of `type` not yet taken by `next`. */
-  async next (type: string, timeoutMs = 5000): Promise<Msg> {
+  async next (type: string, timeoutMs = Infinity): Promise<Msg> {
     return this.waitFor(m => m.type === type, type, timeoutMs)
   }
 
-  /** Waits for a message matching `match`; by default only after the cursor, consuming it. */
-  async waitFor (match: (m: Msg) => boolean, what: string, timeoutMs = 5000, anywhere = false): Promise<Msg> {
+  /**
+   * Waits for a message matching `match`; by default only after the cursor,
+   * consuming it. It fails when the connection closes first; without
+   * `timeoutMs` it has no deadline of its own (tap's test timeout reports a
+   * hang, and a loaded machine is not a failure).
+   */
+  async waitFor (match: (m: Msg) => boolean, what: string, timeoutMs = Infinity, anywhere = false): Promise<Msg> {
     const until = Date.now() + timeoutMs
     for (;;) {
       const from = anywhere ? 0 : this.cursor
@@ -90,7 +95,7 @@ export class TestClient {
       const left = until - Date.now()
       if (left <= 0) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.received.slice(-5))}`)
       await new Promise<void>(resolve => {
-        const timer = setTimeout(resolve, left)
+        const timer = Number.isFinite(left) ? setTimeout(resolve, left) : undefined
         this.waiters.push(() => { clearTimeout(timer); resolve() })
       })
     }

@@ -28,7 +28,7 @@ export function yEditor (t: TestContext, base: string, name: string, params: Rec
 }
 
 /** Resolves once the provider has received the server's step 2 on its current socket. */
-export async function synced (editor: Editor, what = 'the provider to sync', timeoutMs = 15000): Promise<void> {
+export async function synced (editor: Editor, what = 'the provider to sync', timeoutMs = Infinity): Promise<void> {
   await waitFor(() => editor.provider.synced, what, timeoutMs)
 }
 
@@ -38,7 +38,7 @@ export function stateOf (doc: Y.Doc): Buffer {
 }
 
 /** Resolves once every editor holds the same state (state vectors and full updates byte for byte). */
-export async function converged (editors: Array<{ doc: Y.Doc }>, what = 'the editors to converge', timeoutMs = 15000): Promise<void> {
+export async function converged (editors: Array<{ doc: Y.Doc }>, what = 'the editors to converge', timeoutMs = Infinity): Promise<void> {
   await waitFor(() => {
     const first = stateOf(editors[0].doc)
     const sv = Buffer.from(Y.encodeStateVector(editors[0].doc))
