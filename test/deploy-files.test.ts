@@ -55,7 +55,7 @@ t.test('docker-compose.yml runs two app replicas on one Redis behind a WebSocket
   const conf = readFileSync(join(root, mount!.split(':')[0]), 'utf8')
   t.match(conf, /server app:5001/, 'it balances over the app service')
   t.match(conf, /proxy_set_header Upgrade \$http_upgrade/, 'it passes WebSocket upgrades')
-  t.match(conf, /proxy_set_header Session \$connection_upgrade/)
+  t.match(conf, /proxy_set_header Connection \$connection_upgrade/)
   t.match(conf, /proxy_http_version 1\.1/)
   t.equal(app.environment.TRUST_PROXY, '1', 'the app trusts the one proxy hop for client addresses')
 

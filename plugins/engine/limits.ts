@@ -80,7 +80,7 @@ declare module 'fastify' {
 export default fp<LimitsOptions>(async function limits (app, opts) {
   const limits = new ConnectionLimits(opts)
   app.decorate('limits', limits)
-  app.statusReport.section('sessions', () => ({ max: limits.maxConnections, perClientMax: limits.maxPerClient }))
+  app.statusReport.section('connections', () => ({ max: limits.maxConnections, perClientMax: limits.maxPerClient }))
 
   app.decorate('acquireConnectionSlot', async function acquireConnectionSlot (request: FastifyRequest, reply: FastifyReply) {
     const clientKey = request.clientKey

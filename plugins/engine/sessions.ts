@@ -728,7 +728,7 @@ export default fp<SessionsOptions>(async function sessions (app, opts) {
     for (const protocol of counts.keys()) seen.add(protocol)
     for (const protocol of seen) metrics.sessions.set({ protocol }, counts.get(protocol) ?? 0)
   })
-  app.statusReport.section('sessions', () => ({
+  app.statusReport.section('connections', () => ({
     total: registry.size,
     clients: registry.clientCount,
     byProtocol: Object.fromEntries(registry.countsByProtocol()),

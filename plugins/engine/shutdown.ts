@@ -59,7 +59,7 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
     }
   })
 
-  // Once shutdown starts, new work is refused with 503 (Session: close), upgrades included;
+  // Once shutdown starts, new work is refused with 503 (Connection: close), upgrades included;
   // routes that say `answersWhileClosing` (liveness, readiness) stay answerable so orchestrators see the state.
   // A callback hook, not an async one: it runs for every request and almost always just passes.
   app.addHook('onRequest', function refuseWhileShuttingDown (request, reply, done) {
