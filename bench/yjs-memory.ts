@@ -2,7 +2,7 @@
  * Memory of the Yjs documents registry (plugins/yjs): heap per open document
  * and heap after 10,000 documents were opened, edited and closed:
  *   npm run bench:yjs-memory [-- --open 1000 --cycles 10000 --text 1024]
- * Straight on the registry and the SQLite document store (no sockets): the
+ * Straight on the registry and the SQLite store (no sockets): the
  * figure is what the server holds per document, not per connection.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -13,7 +13,7 @@ import pino from 'pino'
 import * as Y from 'yjs'
 import type { FastifyBaseLogger } from 'fastify'
 import { Documents, type Peer } from '../plugins/yjs/documents.js'
-import { SqliteDocumentStore } from '../plugins/yjs/store.js'
+import { SqliteStore } from '../plugins/store/sqlite.js'
 
 const { values } = parseArgs({
   options: {
@@ -44,10 +44,11 @@ function textUpdate (): Uint8Array {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'yjs-memory-'))
-const store = new SqliteDocumentStore(dir)
+const log = pino({ level: 'silent' })
+const store = SqliteStore.open({ dataDir: dir, groupCommit: true, inboxMax: 100, inboxTtlMs: 86400000, log })
 const documents = new Documents({
-  store,
-  log: pino({ level: 'silent' }) as unknown as FastifyBaseLogger,
+  store: store.documents,
+  log: log as unknown as FastifyBaseLogger,
   maxUpdateBytes: 1 << 20,
   maxDocumentBytes: 1 << 22,
   unloadAfterMs: 0,

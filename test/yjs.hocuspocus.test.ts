@@ -36,7 +36,7 @@ function hEditor (t: TestContext, base: string, name: string, token?: string, we
 
 /** What the store holds for a document, replayed into a fresh Y.Doc (read with a second SQLite connection). */
 function stored (dataDir: string, name: string): Y.Doc {
-  const db = new Database(join(dataDir, 'docs.sqlite'), { readonly: true })
+  const db = new Database(join(dataDir, 'switchboard.db'), { readonly: true })
   const doc = new Y.Doc()
   const snap = db.prepare('SELECT data FROM ydoc_snapshot WHERE name = ?').get(name) as { data: Buffer } | undefined
   if (snap) Y.applyUpdate(doc, snap.data)

@@ -3,7 +3,8 @@ import * as Y from 'yjs'
 import { createSigner } from 'fast-jwt'
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
-import { build, waitFor } from './support/helper.js'
+import { existsSync } from 'node:fs'
+import { build, tempDir, waitFor } from './support/helper.js'
 import { tryUpgrade } from './support/ws-client.js'
 import { converged, stateOf, synced, syncedPair, yEditor } from './support/yjs-editors.js'
 
@@ -59,7 +60,7 @@ t.test('documents survive a restart of the app: snapshot plus tail, compacted', 
   a.provider.destroy()
   b.provider.destroy()
   await first.app.close()
-  const db = new Database(join(first.dataDir, 'docs.sqlite'), { readonly: true })
+  const db = new Database(join(first.dataDir, 'switchboard.db'), { readonly: true })
   const snapshots = (db.prepare('SELECT count(*) AS n FROM ydoc_snapshot WHERE name = ?').get('restart-doc') as { n: number }).n
   const tail = (db.prepare('SELECT count(*) AS n FROM ydoc_update WHERE name = ?').get('restart-doc') as { n: number }).n
   db.close()
@@ -185,19 +186,74 @@ t.test('YJS_MAX_DOCUMENT_BYTES refuses the update that would pass it; over YJS_U
   t.match(metrics, /switchboard_yjs_updates_total\{outcome="document_too_large"\} 1/)
 })
 
-t.test('a document that cannot be loaded leaves nothing in memory; the connection is closed with 1011 and the next document works', async t => {
+t.test('a document whose stored snapshot Yjs cannot apply (stored by an earlier version) still loads without it, with one logged error', async t => {
   const { url, app, dataDir, logs } = await build(t)
-  const db = new Database(join(dataDir, 'docs.sqlite'))
+  const good = new Y.Doc()
+  good.getText('t').insert(0, 'kept')
+  const db = new Database(join(dataDir, 'switchboard.db'))
   db.prepare('INSERT INTO ydoc_snapshot (name, data, up_to) VALUES (?, ?, 0)').run('broken', Buffer.from([0xff, 0xff, 0xff, 0x01]))
+  db.prepare('INSERT INTO ydoc_update (name, data) VALUES (?, ?)').run('broken', Buffer.from(Y.encodeStateAsUpdate(good)))
   db.close()
-  const broken = yEditor(t, url, 'broken')
+  const editor = yEditor(t, url, 'broken')
+  await synced(editor)
+  await waitFor(() => editor.text.toString() === 'kept', 'the good update to reach the editor')
+  t.equal(app.yjs.documents.size, 1, 'the document is loaded')
+  const skipped = logs().filter(l => l.event === 'yjs.update_skipped' && l.doc === 'broken')
+  t.equal(skipped.length, 1, 'one error names the skipped part')
+  t.equal(skipped[0]?.updateId, 'snapshot')
+  editor.text.insert(4, '!')
+  const check = new Database(join(dataDir, 'switchboard.db'), { readonly: true })
+  t.teardown(() => check.close())
+  const count = () => (check.prepare('SELECT count(*) AS n FROM ydoc_update WHERE name = ?').get('broken') as { n: number }).n
+  await waitFor(() => count() === 2, 'the new edit to be stored')
+  const res = await fetch(`${url}/api/docs/broken?types=t:text`)
+  t.same((await res.json() as { roots: unknown }).roots, { t: 'kept!' }, 'read back over HTTP')
+})
+
+t.test('a document that cannot be read leaves nothing in memory; the connection is closed with 1011 and the document works once the store does', async t => {
+  const { url, app, dataDir, logs } = await build(t)
+  const db = new Database(join(dataDir, 'switchboard.db'))
+  t.teardown(() => db.close())
+  db.exec('ALTER TABLE ydoc_update RENAME TO ydoc_update_away')
+  const broken = yEditor(t, url, 'unreadable')
   const codes: number[] = []
   broken.provider.on('connection-close', (event: { code: number } | null) => { if (event) codes.push(event.code) })
   await waitFor(() => codes.includes(1011), 'the connection to be closed with 1011')
   broken.provider.disconnect()
   t.equal(app.yjs.documents.size, 0, 'no half-loaded document kept')
-  t.ok(logs().some(l => l.event === 'yjs.load_failed' && l.doc === 'broken'))
-  const fine = yEditor(t, url, 'fine')
+  t.ok(logs().some(l => l.event === 'yjs.load_failed' && l.doc === 'unreadable'))
+  db.exec('ALTER TABLE ydoc_update_away RENAME TO ydoc_update')
+  const fine = yEditor(t, url, 'unreadable')
   await synced(fine)
   t.equal(app.yjs.documents.size, 1)
+})
+
+t.test('documents kept by an earlier version in DATA_DIR/docs.sqlite are imported into the store once, and that file is renamed, not deleted', async t => {
+  const dataDir = tempDir(t)
+  const before = new Y.Doc()
+  before.getText('t').insert(0, 'from the old file')
+  const legacy = new Database(join(dataDir, 'docs.sqlite'))
+  legacy.pragma('journal_mode = WAL')
+  legacy.exec(`CREATE TABLE ydoc_snapshot (name TEXT PRIMARY KEY, data BLOB NOT NULL, up_to INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE ydoc_update (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, data BLOB NOT NULL);`)
+  legacy.prepare('INSERT INTO ydoc_snapshot (name, data, up_to) VALUES (?, ?, 0)').run('old-doc', Buffer.from(Y.encodeStateAsUpdate(before)))
+  const stateVector = Y.encodeStateVector(before)
+  before.getText('t').insert(0, '> ')
+  legacy.prepare('INSERT INTO ydoc_update (name, data) VALUES (?, ?)').run('old-doc', Buffer.from(Y.encodeStateAsUpdate(before, stateVector)))
+  legacy.close()
+
+  const first = await build(t, {}, { dataDir })
+  const res = await fetch(`${first.url}/api/docs/old-doc?types=t:text`)
+  t.same((await res.json() as { roots: unknown }).roots, { t: '> from the old file' }, 'the document reads as it was')
+  const imported = first.logs().filter(l => l.event === 'store.documents_imported')
+  t.equal(imported.length, 1, 'the import is logged')
+  t.match(imported[0], { snapshots: 1, updates: 1 })
+  t.notOk(existsSync(join(dataDir, 'docs.sqlite')), 'docs.sqlite is no longer read')
+  t.ok(existsSync(join(dataDir, 'docs.sqlite.imported')), 'it is kept as docs.sqlite.imported')
+  await first.app.close()
+
+  const second = await build(t, {}, { dataDir })
+  const again = await fetch(`${second.url}/api/docs/old-doc?types=t:text`)
+  t.same((await again.json() as { roots: unknown }).roots, { t: '> from the old file' }, 'after a restart, from the store')
+  t.equal(second.logs().filter(l => l.event === 'store.documents_imported').length, 0, 'imported once')
 })

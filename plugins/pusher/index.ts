@@ -4,7 +4,7 @@ import { Counter, Gauge } from 'prom-client'
 import { loadApps, type PusherApp } from './apps.js'
 import pusherHttpApi from './http-api.js'
 import { AppRuntime } from './runtime.js'
-import { LocalChannelCache, RedisChannelCache } from './cache.js'
+import { ChannelCache } from './cache.js'
 import type { WebhookOptions } from './webhooks.js'
 import { CLOSE, ERROR, PusherSocket, closeWithin, errorFrame, newSocketId } from './ws-protocol.js'
 import { ConfigError, closeCodeLabel, type CloseReason, type Session, type SessionProtocol } from './deps.js'
@@ -114,7 +114,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
       count,
       broker: app.broker,
       presence: app.presence,
-      cache: app.redisLink ? new RedisChannelCache(app.redisLink, a.id) : new LocalChannelCache(),
+      cache: new ChannelCache(app.store.lastEvents, a.id),
       maxDepth: cfg.JSON_MAX_DEPTH,
       messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND,
       bridge: a.bridgeRoomPrefix === undefined ? undefined : (channel, event, data, userId) => toRoom(a, channel, event, data, userId),
@@ -239,7 +239,6 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   await app.register(pusherHttpApi, { byId, triggered: n => triggered.inc(n) })
 
   app.addHook('onClose', async () => {
-    for (const rt of byId.values()) rt.close()
     await Promise.all([...byId.values()].map(rt => rt.webhooks.close()))
   })
-}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'rooms', 'metrics', 'status', 'sessions', 'upgrade-routes', 'cluster', 'redis'] })
+}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'rooms', 'metrics', 'status', 'sessions', 'upgrade-routes', 'cluster', 'store'] })

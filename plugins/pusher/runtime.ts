@@ -171,16 +171,12 @@ export class AppRuntime {
     return reached
   }
 
-  /** Cache channels held in this process's memory (0 with Redis, which holds them). */
-  get cachedChannels (): number {
-    return this.cache.size
-  }
-
   /** An event to the channel's subscribers on every instance (cached on cache channels), without the bridge. */
   deliver (channel: string, name: string, data: string, exceptSocketId?: string): { reached: number, crossed: Promise<void> } {
-    if (isCache(channel)) this.cache.remember(channel, { event: name, data })
     const payload = frame(name, data, channel)
-    const crossed = this.ctx.publish(channel, payload, exceptSocketId)
+    // a cache channel's event is answered once it is the channel's last event in the store too
+    const published = this.ctx.publish(channel, payload, exceptSocketId)
+    const crossed = isCache(channel) ? Promise.all([published, this.cache.remember(channel, { event: name, data })]).then(() => {}) : published
     const reached = this.registry.broadcast(channel, payload, exceptSocketId)
     this.ctx.count('out', 'event', reached)
     return { reached, crossed }
@@ -231,11 +227,6 @@ export class AppRuntime {
     const n = this.terminate(userId)
     await crossed
     return n
-  }
-
-  /** The app's cache stops its sweep (the server is closing). */
-  close (): void {
-    this.cache.close()
   }
 
   /** Frames of `#terminate` reach this instance from the others. */

@@ -10,6 +10,8 @@ export { StoreHealth, storeFailureReason } from './health.js'
 export type { StoreHealthOptions } from './health.js'
 export { SqliteStore, StoreOpenError } from './sqlite.js'
 export { RedisStore } from './redis.js'
+export { RedisDocumentStore } from './documents.js'
+export { RedisLastEvents } from './last-events.js'
 export { IdempotentWrites, type IdempotentOutcome } from './idempotency.js'
 
 export interface StoreOptions {
@@ -87,6 +89,9 @@ export default fp<StoreOptions>(async function store (app, opts) {
       if (dropped > 0) app.log.info({ event: 'idempotency.expired', dropped }, 'expired idempotency keys')
     }, err => {
       if (!(err as { reported?: boolean }).reported) app.log.error({ event: 'idempotency.expire_failed', err }, 'idempotency key expiry failed')
+    })
+    opened.lastEvents.expire().catch(err => {
+      if (!(err as { reported?: boolean }).reported) app.log.error({ event: 'last_events.expire_failed', err }, 'expiring last events failed')
     })
   }, opts.idempotencyExpireIntervalMs ?? Math.min(ttlMs, 60000)).unref()
   app.statusReport.section('store', () => ({ kind: opened.kind, writable: health.problem === null, ...(health.problem === null ? {} : { reason: health.problem }) }))

@@ -1,4 +1,8 @@
 import type { DirectMessage } from '../../protocol/frames.js'
+import type { DocumentStore } from './documents.js'
+import type { LastEventStore } from './last-events.js'
+export type { DocumentStore, StoredDocument } from './documents.js'
+export type { LastEventStore } from './last-events.js'
 
 export { StoreUnavailableError } from '../core/errors.js'
 import type { BatchTracer } from '../observability/tracing.js'
@@ -158,6 +162,10 @@ export interface Store {
   readonly inbox: InboxStore
   /** Idempotency records of writes. */
   readonly idempotency: IdempotencyStore
+  /** Yjs documents (snapshot and update log), committed like every other write. */
+  readonly documents: DocumentStore
+  /** The last event of channels that keep one (Pusher cache channels), expiring. */
+  readonly lastEvents: LastEventStore
   /** Wraps each committed batch in a span (set by the store plugin itself when tracing is on). */
   batchTracer?: BatchTracer
 

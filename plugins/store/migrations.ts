@@ -74,6 +74,28 @@ export const MIGRATIONS: ReadonlyArray<{ version: number, description: string, s
       );
       CREATE INDEX idempotency_by_owner ON idempotency_keys (owner, expires_at);
       CREATE INDEX idempotency_by_expiry ON idempotency_keys (expires_at);`
+  },
+  {
+    version: 7,
+    description: 'Yjs documents: a snapshot per document and the updates appended after it',
+    // the tables and columns of the separate docs.sqlite of earlier versions, which the store imports once
+    sql: `
+      CREATE TABLE ydoc_snapshot (name TEXT PRIMARY KEY, data BLOB NOT NULL, up_to INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE ydoc_update (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, data BLOB NOT NULL);
+      CREATE INDEX ydoc_update_name ON ydoc_update (name, id);`
+  },
+  {
+    version: 8,
+    description: 'the last event of channels that keep one (Pusher cache channels), until it expires',
+    sql: `
+      CREATE TABLE last_events (
+        ns         TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (ns, name)
+      ) WITHOUT ROWID;
+      CREATE INDEX last_events_by_expiry ON last_events (expires_at);`
   }
 ]
 

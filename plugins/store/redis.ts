@@ -9,6 +9,9 @@ import {
   type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store, type RoomPage, ROOM_NAME_END, type InboxStore,
   DuplicateKeyError, type IdempotencyClaim, type IdempotencyRecord, type IdempotencyStore
 } from './interface.js'
+import type { DocumentStore, LastEventStore } from './interface.js'
+import { RedisDocumentStore } from './documents.js'
+import { RedisLastEvents } from './last-events.js'
 
 export interface RedisStoreOptions {
   inboxMax: number
@@ -29,6 +32,9 @@ export interface RedisStoreOptions {
  *   sb:idem:<owner>         hash  idempotency key → {"hash","result"} of the write it keyed
  *   sb:idem:<owner>:exp     zset  the same keys scored by expiry: swept and capped by each write of
  *                                 the owner; both keys expire with the owner's newest record
+ *   sb:ydoc:{<doc>}:snap|upto|seq|log   a Yjs document: snapshot, the update id it covers, the id
+ *                                 counter and the hash of updates after the snapshot (documents.ts)
+ *   sb:pusher:{<app>:<channel>}:c        a Pusher cache channel's last event, expiring (last-events.ts)
  *
  * Every write is one Lua script: Redis runs it alone, so the read of the
  * current offset/version and the write of the next one cannot interleave with
@@ -249,6 +255,8 @@ export class RedisStore implements Store {
   readonly kind = 'redis'
   readonly inbox: InboxStore
   readonly idempotency: IdempotencyStore
+  readonly documents: DocumentStore
+  readonly lastEvents: LastEventStore
   /** Compare-and-set retries caused by other instances, for measurements. */
   readonly counters = { patchRetries: 0 }
   private readonly client: Client
@@ -274,6 +282,9 @@ export class RedisStore implements Store {
     this.client = redis as Client
     this.inbox = this.createInbox()
     this.idempotency = this.createIdempotency()
+    const call = <T>(op: () => Promise<T>) => this.call(op)
+    this.documents = new RedisDocumentStore(redis, KEY_PREFIX, call)
+    this.lastEvents = new RedisLastEvents(redis, KEY_PREFIX, call)
   }
 
   async loadRoom (room: string): Promise<RoomSnapshot | null> {

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { DATABASE_FILE, StoreLock, StoreOpenError } from './lock.js'
 import { migrate, schemaVersion } from './migrations.js'
@@ -17,6 +17,7 @@ import {
 import { storeFailureReason, type StoreHealth } from './health.js'
 import { DuplicateKeyError, type IdempotencyClaim, type IdempotencyRecord, type IdempotencyStore } from './interface.js'
 import { newEpoch } from './room-state.js'
+import type { DocumentStore, LastEventStore, StoredDocument } from './interface.js'
 
 interface Log {
   info (obj: object, msg: string): void
@@ -61,6 +62,8 @@ export class SqliteStore implements Store {
   readonly kind = 'sqlite'
   readonly inbox: InboxStore
   readonly idempotency: IdempotencyStore
+  readonly documents: DocumentStore
+  readonly lastEvents: LastEventStore
   readonly path: string
   /** Counters for status and the benchmark. */
   readonly counters = { commits: 0, writes: 0, failedCommits: 0 }
@@ -107,10 +110,22 @@ export class SqliteStore implements Store {
       // the owner's oldest records, read from the (owner, expires_at) index: O(log n) per write at the cap
       keyTrim: db.prepare(`DELETE FROM idempotency_keys WHERE owner = ? AND key IN (
         SELECT key FROM idempotency_keys WHERE owner = ? ORDER BY expires_at LIMIT ?)`),
-      keyExpire: db.prepare('DELETE FROM idempotency_keys WHERE expires_at <= ?')
+      keyExpire: db.prepare('DELETE FROM idempotency_keys WHERE expires_at <= ?'),
+      docSnapshot: db.prepare<[string], { data: Buffer }>('SELECT data FROM ydoc_snapshot WHERE name = ?'),
+      docUpdates: db.prepare<[string], { id: number, data: Buffer }>('SELECT id, data FROM ydoc_update WHERE name = ? ORDER BY id'),
+      docAppend: db.prepare('INSERT INTO ydoc_update (name, data) VALUES (?, ?)'),
+      docSaveSnapshot: db.prepare(`INSERT INTO ydoc_snapshot (name, data, up_to) VALUES (?, ?, ?)
+        ON CONFLICT (name) DO UPDATE SET data = excluded.data, up_to = excluded.up_to`),
+      docDropUpdates: db.prepare('DELETE FROM ydoc_update WHERE name = ? AND id <= ?'),
+      lastRead: db.prepare<[string, string, number], { value: string }>('SELECT value FROM last_events WHERE ns = ? AND name = ? AND expires_at > ?'),
+      lastWrite: db.prepare(`INSERT INTO last_events (ns, name, value, expires_at) VALUES (?, ?, ?, ?)
+        ON CONFLICT (ns, name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`),
+      lastExpire: db.prepare('DELETE FROM last_events WHERE expires_at <= ?')
     }
     this.inbox = this.createInbox()
     this.idempotency = this.createIdempotency()
+    this.documents = this.createDocuments()
+    this.lastEvents = this.createLastEvents()
     this.transaction = db.transaction((queue: PendingWrite[], dirty: Set<string>, now: string) => {
       this.trims = new Map()
       const out = queue.map(write => write.run())
@@ -154,6 +169,7 @@ export class SqliteStore implements Store {
       if (integrity !== 'ok') throw new StoreOpenError(`the SQLite store at ${file} failed PRAGMA integrity_check: ${String(integrity)}`)
       const applied = migrate(db)
       if (applied.length > 0) opts.log.info({ event: 'store.migrated', file, applied }, 'applied schema migrations')
+      importLegacyDocuments(db, dir, opts.log)
     } catch (err) {
       db.close()
       lock.release()
@@ -365,6 +381,41 @@ export class SqliteStore implements Store {
     }
   }
 
+  private createDocuments (): DocumentStore {
+    const s = this.statements
+    return {
+      load: async (name: string): Promise<StoredDocument> => this.read(() => {
+        const snapshot = s.docSnapshot.get(name)
+        const rows = s.docUpdates.all(name)
+        let bytes = snapshot?.data.length ?? 0
+        for (const row of rows) bytes += row.data.length
+        return {
+          snapshot: snapshot ? new Uint8Array(snapshot.data) : null,
+          updates: rows.map(row => new Uint8Array(row.data)),
+          ids: rows.map(row => row.id),
+          lastId: rows.at(-1)?.id ?? 0,
+          bytes
+        }
+      }),
+      append: async (name: string, update: Uint8Array) => this.enqueue(null, () => Number(s.docAppend.run(name, update).lastInsertRowid)),
+      compact: async (name: string, snapshot: Uint8Array, upToId: number) => this.enqueue(null, () => {
+        s.docSaveSnapshot.run(name, snapshot, upToId)
+        s.docDropUpdates.run(name, upToId)
+      })
+    }
+  }
+
+  private createLastEvents (): LastEventStore {
+    const s = this.statements
+    return {
+      remember: async (ns: string, name: string, value: string, ttlMs: number) => this.enqueue(null, () => {
+        s.lastWrite.run(ns, name, value, Date.now() + ttlMs)
+      }),
+      recall: async (ns: string, name: string) => this.read(() => s.lastRead.get(ns, name, Date.now())?.value ?? null),
+      expire: async (now = Date.now()) => this.enqueue(null, () => s.lastExpire.run(now).changes)
+    }
+  }
+
   private createInbox (): InboxStore {
     const { inboxMax: max, inboxTtlMs: ttlMs } = this.opts
     const s = this.statements
@@ -392,6 +443,43 @@ export class SqliteStore implements Store {
       expire: async (now = Date.now()) => this.enqueue(null, () => s.inboxExpire.run(now).changes)
     }
   }
+}
+
+/** The file where earlier versions kept Yjs documents, apart from the store. */
+export const LEGACY_DOCUMENTS_FILE = 'docs.sqlite'
+
+/**
+ * Earlier versions kept Yjs documents in DATA_DIR/docs.sqlite, outside the
+ * store's lock, health and migrations. Its documents are copied into the
+ * store once (one transaction), then the file is renamed `docs.sqlite.imported`
+ * so the copy is never repeated and nothing is deleted.
+ */
+function importLegacyDocuments (db: Database.Database, dir: string, log: Log): void {
+  const legacy = join(dir, LEGACY_DOCUMENTS_FILE)
+  if (!existsSync(legacy)) return
+  // its own connection first: what its WAL holds goes into the file before it is attached
+  const old = new Database(legacy)
+  let tables: string[]
+  try {
+    old.pragma('wal_checkpoint(TRUNCATE)')
+    tables = old.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('ydoc_snapshot', 'ydoc_update')").all().map(row => row.name)
+  } finally {
+    old.close()
+  }
+  let documents = 0
+  let updates = 0
+  db.exec(`ATTACH DATABASE '${legacy.replaceAll("'", "''")}' AS legacy`)
+  try {
+    db.transaction(() => {
+      if (tables.includes('ydoc_snapshot')) documents = db.prepare('INSERT OR IGNORE INTO ydoc_snapshot (name, data, up_to) SELECT name, data, up_to FROM legacy.ydoc_snapshot').run().changes
+      if (tables.includes('ydoc_update')) updates = db.prepare('INSERT OR IGNORE INTO ydoc_update (id, name, data) SELECT id, name, data FROM legacy.ydoc_update').run().changes
+    })()
+  } finally {
+    db.exec('DETACH DATABASE legacy')
+  }
+  renameSync(legacy, `${legacy}.imported`)
+  for (const suffix of ['-wal', '-shm']) rmSync(legacy + suffix, { force: true })
+  log.info({ event: 'store.documents_imported', file: legacy, snapshots: documents, updates, renamedTo: `${legacy}.imported` }, 'imported the Yjs documents of an earlier version into the store')
 }
 
 function toMessage (room: string, row: MessageRow, epoch: string): RoomMessage {

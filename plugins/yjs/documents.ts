@@ -4,8 +4,7 @@ import * as syncProtocol from 'y-protocols/sync'
 import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import type { FastifyBaseLogger } from 'fastify'
-import type { DocumentStore } from './store.js'
-import { jsonTextDepth } from './deps.js'
+import { jsonTextDepth, type DocumentStore, type StoredDocument } from './deps.js'
 
 /** Message types shared by y-websocket and Hocuspocus (after Hocuspocus's document name). */
 export const MessageType = { sync: 0, awareness: 1, auth: 2, queryAwareness: 3 } as const
@@ -21,6 +20,15 @@ export interface Peer {
 
 /** Origin of what another instance sent: relayed to every local peer, never published again. */
 export const REMOTE = Symbol('remote instance')
+
+/**
+ * The origin of an update applied before it is committed: what it changed is
+ * held here, and relayed only once the update is in the store.
+ */
+class Held {
+  readonly messages: Uint8Array[] = []
+  constructor (readonly peer: Peer | null) {}
+}
 
 /** Where committed updates and awareness changes go to reach the other instances. */
 export interface DocumentRelay {
@@ -105,32 +113,29 @@ function isEmptyUpdate (update: Uint8Array): boolean {
 }
 
 /**
- * A document in memory: its Y.Doc (garbage collected, the source of the
- * snapshots), its awareness, its peers. Updates are applied one at a time,
- * each committed to the store before it is applied and relayed.
+ * A document in memory: its Y.Doc (garbage collected), its awareness, its
+ * peers. Updates are handled one at a time: applied (so an update Yjs cannot
+ * apply is refused before it is stored), committed, and only then relayed.
+ * When an applied update cannot be kept (the store refused it), the Y.Doc is
+ * rebuilt from the store, so memory never holds what the store does not.
  */
 export class CollabDocument {
-  readonly doc = new Y.Doc()
-  readonly awareness = new awarenessProtocol.Awareness(this.doc)
+  private ydoc = new Y.Doc()
+  readonly awareness = new awarenessProtocol.Awareness(this.ydoc)
   readonly peers = new Set<Peer>()
   /** Awareness client ids each peer announced, removed when it leaves. */
   private readonly clientsOf = new Map<Peer, Set<number>>()
   private chain: Promise<unknown> = Promise.resolve()
   private sinceCompaction = 0
+  /** Memory holds an update the store refused and could not yet be rebuilt from the store. */
+  private diverged = false
   lastId = 0
   bytes = 0
   unloadTimer: NodeJS.Timeout | null = null
 
   constructor (readonly name: string, private readonly opts: DocumentsOptions) {
     this.awareness.setLocalState(null)
-    this.doc.on('update', (update: Uint8Array, origin: unknown) => {
-      const message = messageOf(enc => {
-        encoding.writeVarUint(enc, MessageType.sync)
-        syncProtocol.writeUpdate(enc, update)
-      })
-      for (const peer of this.peers) if (peer !== origin) peer.send(message)
-      if (origin !== REMOTE && origin !== 'store') this.opts.relay?.publish(this.name, message)
-    })
+    this.watch(this.ydoc)
     this.awareness.on('update', ({ added, updated, removed }: { added: number[], updated: number[], removed: number[] }, origin: unknown) => {
       const changed = [...added, ...updated, ...removed]
       if (origin && this.peers.has(origin as Peer)) {
@@ -156,12 +161,64 @@ export class CollabDocument {
     })
   }
 
-  /** Replays what the store holds. */
-  load (stored: { snapshot: Uint8Array | null, updates: Uint8Array[], lastId: number, bytes: number }): void {
-    this.doc.transact(() => {
-      if (stored.snapshot) Y.applyUpdate(this.doc, stored.snapshot)
-      for (const update of stored.updates) Y.applyUpdate(this.doc, update)
-    }, 'store')
+  /** The document's content (replaced, never mutated behind the peers' backs, when an update is rolled back). */
+  get doc (): Y.Doc {
+    return this.ydoc
+  }
+
+  /** Relays what changes the Y.Doc: at once, or once committed for an update being committed (Held). */
+  private watch (ydoc: Y.Doc): void {
+    ydoc.on('update', (update: Uint8Array, origin: unknown) => {
+      if (origin === 'store') return
+      const message = messageOf(enc => {
+        encoding.writeVarUint(enc, MessageType.sync)
+        syncProtocol.writeUpdate(enc, update)
+      })
+      if (origin instanceof Held) {
+        origin.messages.push(message)
+        return
+      }
+      for (const peer of this.peers) if (peer !== origin) peer.send(message)
+      if (origin !== REMOTE) this.opts.relay?.publish(this.name, message)
+    })
+  }
+
+  /**
+   * Replays what the store holds. A stored update that Yjs cannot apply (an
+   * earlier version stored such updates unchecked) is skipped with one logged
+   * error, so the document still loads.
+   */
+  load (stored: StoredDocument): void {
+    try {
+      this.ydoc.transact(() => {
+        if (stored.snapshot) Y.applyUpdate(this.ydoc, stored.snapshot)
+        for (const update of stored.updates) Y.applyUpdate(this.ydoc, update)
+      }, 'store')
+    } catch {
+      // applied one by one on a fresh Y.Doc, so that a partial apply leaves nothing behind
+      this.replace(replay(stored, (index, err) => {
+        this.opts.log.error({ event: 'yjs.update_skipped', doc: this.name, updateId: index < 0 ? 'snapshot' : stored.ids[index], bytes: index < 0 ? stored.snapshot?.length : stored.updates[index].length, reason: (err as Error).message }, 'a stored update cannot be applied: skipped')
+      }))
+    }
+    this.lastId = stored.lastId
+    this.bytes = stored.bytes
+    this.sinceCompaction = stored.updates.length
+  }
+
+  private replace (ydoc: Y.Doc): void {
+    const old = this.ydoc
+    this.ydoc = ydoc
+    this.watch(ydoc)
+    // the awareness keeps its states and its reference to the first Y.Doc (only its client id): not destroyed
+    if (old !== ydoc && old !== this.awareness.doc) old.destroy()
+  }
+
+  /** Rebuilds the Y.Doc from the store: what memory applied and the store did not commit is gone. */
+  private async reload (): Promise<void> {
+    const stored = await this.opts.store.load(this.name)
+    this.replace(replay(stored, (index, err) => {
+      this.opts.log.error({ event: 'yjs.update_skipped', doc: this.name, updateId: index < 0 ? 'snapshot' : stored.ids[index], reason: (err as Error).message }, 'a stored update cannot be applied: skipped')
+    }))
     this.lastId = stored.lastId
     this.bytes = stored.bytes
     this.sinceCompaction = stored.updates.length
@@ -217,7 +274,7 @@ export class CollabDocument {
 
   /** Whether the update adds nothing to the document. */
   contains (update: Uint8Array): boolean {
-    return isEmptyUpdate(update) || Y.snapshotContainsUpdate(Y.snapshot(this.doc), update)
+    return isEmptyUpdate(update) || Y.snapshotContainsUpdate(Y.snapshot(this.ydoc), update)
   }
 
   /** A peer's awareness update, checked before it is applied (throws DocumentError naming what is wrong). */
@@ -237,33 +294,76 @@ export class CollabDocument {
   }
 
   /**
-   * `checkContained`: first check whether the document already has it all (a
-   * step 2 after a reconnect usually does). That costs a snapshot of the whole
-   * document, so a provider's live updates (always new) skip it.
+   * Applies the update (with what it changes held back), commits it, then
+   * relays what it changed. An update Yjs cannot apply is refused before
+   * anything is stored; one the store refuses is rolled back by rebuilding the
+   * Y.Doc from the store. `checkContained`: a step 2 after a reconnect usually
+   * adds nothing, which only matters (a snapshot of the whole document) when
+   * the document is at its size limit.
    */
   private async commit (update: Uint8Array, origin: Peer | null, checkContained: boolean): Promise<boolean> {
     const { maxUpdateBytes, maxDocumentBytes } = this.opts
     if (update.length > maxUpdateBytes) throw new DocumentError('update_too_large', `update: ${update.length} bytes, over the limit of ${maxUpdateBytes} (YJS_MAX_UPDATE_BYTES)`)
     if (isEmptyUpdate(update)) return false
+    if (this.diverged) {
+      await this.rollBack()
+      if (this.diverged) throw new DocumentError('store_failed', 'the document cannot be read from the store; the update was not applied')
+    }
     try {
       Y.parseUpdateMeta(update)
-      if (checkContained && Y.snapshotContainsUpdate(Y.snapshot(this.doc), update)) return false
     } catch {
       throw new DocumentError('invalid_update', 'update: not a Yjs update (v1 encoding)')
     }
-    if (this.bytes + update.length > maxDocumentBytes) throw new DocumentError('document_too_large', `document: ${this.bytes + update.length} bytes with this update, over the limit of ${maxDocumentBytes} (YJS_MAX_DOCUMENT_BYTES)`)
+    if (this.bytes + update.length > maxDocumentBytes) {
+      let contained = false
+      if (checkContained) try { contained = Y.snapshotContainsUpdate(Y.snapshot(this.ydoc), update) } catch {}
+      if (contained) return false
+      throw new DocumentError('document_too_large', `document: ${this.bytes + update.length} bytes with this update, over the limit of ${maxDocumentBytes} (YJS_MAX_DOCUMENT_BYTES)`)
+    }
+    const store = this.ydoc.store
+    const pendingBefore = [store.pendingStructs, store.pendingDs]
+    const held = new Held(origin)
+    try {
+      Y.applyUpdate(this.ydoc, update, held)
+    } catch (err) {
+      if (held.messages.length > 0 || store.pendingStructs !== pendingBefore[0] || store.pendingDs !== pendingBefore[1]) await this.rollBack()
+      this.opts.log.warn({ event: 'yjs.update_unappliable', doc: this.name, bytes: update.length, reason: (err as Error).message }, 'an update Yjs cannot apply was refused')
+      throw new DocumentError('invalid_update', `update: Yjs cannot apply it (${(err as Error).message})`)
+    }
+    // nothing new and nothing waiting for a missing dependency: already in the document
+    if (held.messages.length === 0 && store.pendingStructs === pendingBefore[0] && store.pendingDs === pendingBefore[1]) return false
     let id: number
     try {
       id = await this.opts.store.append(this.name, update)
     } catch (err) {
       this.opts.log.error({ event: 'yjs.store_failed', doc: this.name, err }, 'could not commit a document update')
+      await this.rollBack()
       throw new DocumentError('store_failed', 'the update could not be stored; it was not applied')
     }
     this.lastId = id
     this.bytes += update.length
-    Y.applyUpdate(this.doc, update, origin)
+    for (const message of held.messages) {
+      for (const peer of this.peers) if (peer !== origin) peer.send(message)
+      this.opts.relay?.publish(this.name, message)
+    }
     if (++this.sinceCompaction >= this.opts.compactAfterUpdates) await this.compact()
     return true
+  }
+
+  /**
+   * Forgets an applied update that was not committed, by rebuilding the Y.Doc
+   * from the store. When the store cannot be read either (Redis down), the
+   * document stays `diverged`: every write is refused until a rebuild succeeds,
+   * tried again on each write.
+   */
+  private async rollBack (): Promise<void> {
+    try {
+      await this.reload()
+      this.diverged = false
+    } catch (err) {
+      if (!this.diverged) this.opts.log.error({ event: 'yjs.rollback_failed', doc: this.name, reason: (err as Error).message }, 'could not rebuild a document from the store: its writes are refused until it can')
+      this.diverged = true
+    }
   }
 
   /**
@@ -276,9 +376,7 @@ export class CollabDocument {
     if (this.sinceCompaction === 0) return
     try {
       const stored = await this.opts.store.load(this.name)
-      const fresh = new Y.Doc()
-      if (stored.snapshot) Y.applyUpdate(fresh, stored.snapshot)
-      for (const update of stored.updates) Y.applyUpdate(fresh, update)
+      const fresh = replay(stored, () => {})
       const snapshot = Y.encodeStateAsUpdate(fresh)
       fresh.destroy()
       await this.opts.store.compact(this.name, snapshot, stored.lastId)
@@ -294,7 +392,7 @@ export class CollabDocument {
   /** An update committed and published by another instance: applied and relayed here, not stored again. */
   applyRemote (update: Uint8Array): void {
     try {
-      Y.applyUpdate(this.doc, update, REMOTE)
+      Y.applyUpdate(this.ydoc, update, REMOTE)
     } catch (err) {
       this.opts.log.warn({ event: 'yjs.message_failed', doc: this.name, err }, 'an update from another instance could not be applied')
     }
@@ -312,7 +410,36 @@ export class CollabDocument {
     this.chain = run
     await run
     this.awareness.destroy()
-    this.doc.destroy()
+    this.ydoc.destroy()
+  }
+}
+
+/**
+ * A fresh Y.Doc holding what the store holds. An update that throws is told
+ * to `skipped` (index -1: the snapshot) and left out: the Y.Doc is built again
+ * without it, so a partial apply leaves nothing behind.
+ */
+function replay (stored: StoredDocument, skipped: (index: number, err: unknown) => void): Y.Doc {
+  const parts = stored.snapshot ? [stored.snapshot, ...stored.updates] : stored.updates
+  const first = stored.snapshot ? -1 : 0
+  const bad = new Set<number>()
+  for (;;) {
+    const ydoc = new Y.Doc()
+    let current = -1
+    try {
+      ydoc.transact(() => {
+        for (let i = 0; i < parts.length; i++) {
+          if (bad.has(i)) continue
+          current = i
+          Y.applyUpdate(ydoc, parts[i], 'store')
+        }
+      }, 'store')
+      return ydoc
+    } catch (err) {
+      ydoc.destroy()
+      bad.add(current)
+      skipped(current + first, err)
+    }
   }
 }
 

@@ -81,9 +81,13 @@ export class HocuspocusConnection {
     let type: number
     try {
       key = decoding.readVarString(decoder)
-      type = decoding.peekVarUint(decoder)
     } catch {
       return this.refuse('', 'message: must start with a document name and a message type')
+    }
+    try {
+      type = decoding.peekVarUint(decoder)
+    } catch {
+      return this.refuse(key, 'message: must have a message type (varint) after the document name')
     }
     const body = data.subarray(decoder.pos)
     // 4.x `sessionAwareness`: "name\0session" routes to the document `name`

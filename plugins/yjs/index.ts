@@ -1,7 +1,6 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge } from 'prom-client'
-import { accessTo, CLOSE_CODES, KEY_PREFIX, type CloseReason, type Session, type SessionProtocol } from './deps.js'
-import { RedisDocumentStore, SqliteDocumentStore, type DocumentStore, type RedisCommands } from './store.js'
+import { accessTo, CLOSE_CODES, type CloseReason, type Session, type SessionProtocol } from './deps.js'
 import { Documents, type DocumentRelay, type Peer } from './documents.js'
 import { DocumentSession, UpdateBudget, permissionDenied } from './connection.js'
 import { DOC_NAME } from './names.js'
@@ -12,15 +11,10 @@ export { DOC_NAME } from './names.js'
 export { DocumentError, Documents, CollabDocument } from './documents.js'
 export { documentJson, ROOT_KINDS, type RootKind } from './json.js'
 
-export interface YjsOptions {
-  /** The store to use [SQLite in DATA_DIR/docs.sqlite]. */
-  store?: DocumentStore
-}
-
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Collaborative Yjs documents: the ones in memory and their store. */
-    yjs: { documents: Documents, store: DocumentStore }
+    /** Collaborative Yjs documents: the ones in memory (stored in `app.store.documents`). */
+    yjs: { documents: Documents }
   }
 }
 
@@ -33,12 +27,11 @@ const EMPTY_AWARENESS = Uint8Array.of(1, 1, 0)
 
 /**
  * Yjs documents over y-websocket (`/yjs/<name>`) and Hocuspocus (`/collab`),
- * one store for both. Every update is committed before it is relayed.
+ * kept in the service's store. Every update is applied, then committed, then relayed.
  */
-export default fp<YjsOptions>(async function yjs (app, opts) {
+export default fp(async function yjs (app) {
   const cfg = app.config
-  const link = app.redisLink
-  const store = opts.store ?? (link ? new RedisDocumentStore(link.commands as unknown as RedisCommands, KEY_PREFIX) : new SqliteDocumentStore(cfg.DATA_DIR))
+  const store = app.store.documents
   // a document's messages cross instances in the broker's `yjs` namespace (base64); its providers'
   // awareness clients are its members in presence, so a crashed instance's leave everywhere
   const { broker, presence } = app
@@ -71,7 +64,7 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     compactAfterUpdates: cfg.YJS_COMPACT_AFTER_UPDATES,
     maxJsonDepth: cfg.JSON_MAX_DEPTH
   })
-  app.decorate('yjs', { documents, store })
+  app.decorate('yjs', { documents })
   // awareness clients of a crashed instance: removed once, here, and told to the other instances
   presence.onGone(YJS_NS, (name, gone) => documents.gone(name, gone.map(g => g.key)))
   broker.handle(YJS_NS, (name, frame) => documents.remote(name, new Uint8Array(Buffer.from(frame, 'base64'))))
@@ -91,7 +84,7 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
     }
   })
   const sessionCount = () => (app.sessions.countsByProtocol().get('y-websocket') ?? 0) + (app.sessions.countsByProtocol().get('hocuspocus') ?? 0)
-  app.statusReport.section('yjs', () => ({ documents: documents.size, sockets: sessionCount(), store: store.kind }))
+  app.statusReport.section('yjs', () => ({ documents: documents.size, sockets: sessionCount(), store: app.store.kind }))
 
   function refusedUpdate (protocol: string, doc: string, clientId: string | null, code: string, reason: string): void {
     updates.inc({ outcome: code })
@@ -249,10 +242,10 @@ export default fp<YjsOptions>(async function yjs (app, opts) {
   }, KEEPALIVE_MS)
   keepalive.unref()
 
-  // The engine closes the sessions at shutdown (1012, providers reconnect); then documents flush, then the store closes.
+  // The engine closes the sessions at shutdown (1012, providers reconnect); then documents flush
+  // (this hook runs before the store's, which closes the store after them)
   app.addHook('onClose', async () => {
     clearInterval(keepalive)
     await documents.close()
-    await store.close()
   })
-}, { name: 'yjs', fastify: '5.x', dependencies: ['config', 'auth', 'sessions', 'upgrade-routes', 'metrics', 'status', 'redis', 'cluster'] })
+}, { name: 'yjs', fastify: '5.x', dependencies: ['config', 'auth', 'sessions', 'upgrade-routes', 'metrics', 'status', 'store', 'cluster'] })
