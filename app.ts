@@ -3,9 +3,9 @@ import type { Server } from 'node:http'
 import { realpathSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
-import { config, ConfigError, errors, exitOnConfigError, identity, loadConfig, metrics, parseOrigins, parseTrustProxy, redis, status, type Config } from './plugins/core/index.js'
+import { authAlgorithms, config, ConfigError, errors, exitOnConfigError, identity, loadConfig, metrics, parseOrigins, parseTrustProxy, redis, status, type Config } from './plugins/core/index.js'
 import {
-  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, jsonLimits, limits, messageRate, pendingConnections, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, type StaticToken
+  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, jsonLimits, limits, messageRate, pendingConnections, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, parsePublicKey, type AuthOptions, type StaticToken
 } from './plugins/engine/index.js'
 import { dispatcher } from './plugins/native/index.js'
 import store, { StoreOpenError, type StoreOptions } from './plugins/store/index.js'
@@ -163,6 +163,37 @@ function adminTokens (cfg: Config): StaticToken[] {
   return tokens
 }
 
+/** The auth plugin's options from the AUTH_* variables; an unreadable AUTH_PUBLIC_KEY is a ConfigError. */
+function authOptions (cfg: Config, staticTokens: StaticToken[]): AuthOptions {
+  const { secret, asymmetric } = authAlgorithms(cfg)
+  if (cfg.AUTH_PUBLIC_KEY !== undefined) {
+    try {
+      parsePublicKey(cfg.AUTH_PUBLIC_KEY)
+    } catch {
+      throw new ConfigError('Invalid configuration: AUTH_PUBLIC_KEY must be a PEM public key ("-----BEGIN PUBLIC KEY-----" or a certificate)')
+    }
+  }
+  const hasPublic = cfg.AUTH_JWKS_URL !== undefined || cfg.AUTH_PUBLIC_KEY !== undefined
+  return {
+    secret: cfg.AUTH_SECRET,
+    allowSecret: secret,
+    staticTokens,
+    clockSkewS: cfg.AUTH_CLOCK_SKEW_S,
+    publicKeys: hasPublic
+      ? {
+          jwksUrl: cfg.AUTH_JWKS_URL,
+          publicKey: cfg.AUTH_PUBLIC_KEY,
+          algorithms: asymmetric,
+          issuer: cfg.AUTH_ISSUER,
+          audience: cfg.AUTH_AUDIENCE?.split(',').map(s => s.trim()).filter(Boolean),
+          clockSkewS: cfg.AUTH_CLOCK_SKEW_S,
+          refreshMs: cfg.AUTH_JWKS_REFRESH_MS,
+          cooldownMs: cfg.AUTH_JWKS_COOLDOWN_MS
+        }
+      : undefined
+  }
+}
+
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   const env = opts?.env ?? process.env
   const cfg = opts?.config ?? loadConfig(env)
@@ -181,7 +212,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(openapi, { version: pkg.version })
   await fastify.register(sessions, { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES, messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, authTimeoutMs: cfg.AUTH_TIMEOUT_MS })
   // before the rate limit and the connection limits, which count by the token's sub
-  await fastify.register(auth, { secret: cfg.AUTH_SECRET, staticTokens: adminTokens(cfg) })
+  await fastify.register(auth, authOptions(cfg, adminTokens(cfg)))
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
   await fastify.register(jsonLimits, { maxDepth: cfg.JSON_MAX_DEPTH })
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
@@ -221,7 +252,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   })
   await fastify.register(messageRate)
   // the operator's views and actions; its routes exist when an admin token is configured or auth mode is on
-  await fastify.register(admin, { enabled: cfg.ADMIN_TOKEN !== undefined || cfg.ADMIN_READONLY_TOKEN !== undefined || cfg.AUTH_SECRET !== undefined })
+  await fastify.register(admin, { enabled: cfg.ADMIN_TOKEN !== undefined || cfg.ADMIN_READONLY_TOKEN !== undefined || fastify.auth.enabled })
   // the Pusher Channels protocol: outside the token-protected context (apps authenticate by key and signatures), with /ws's Origin check and connection limits
   await fastify.register(pusher)
 

@@ -52,6 +52,22 @@ export const ConfigSchema = Type.Object({
   /** Idempotency keys remembered per client id (per client key over HTTP); the oldest go first. */
   IDEMPOTENCY_MAX_KEYS: Int(1, 1000, 100000),
   AUTH_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  /** A JSON Web Key Set (an OIDC provider's jwks_uri): asymmetric tokens (RS*, PS*, ES*, EdDSA) are verified with its keys. */
+  AUTH_JWKS_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** One PEM public key (SPKI "BEGIN PUBLIC KEY" or a certificate) for asymmetric tokens; `\n` escapes are read as newlines. */
+  AUTH_PUBLIC_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  /** Comma list of accepted token algorithms; default: HS256 with AUTH_SECRET, and every asymmetric one with a public key source. */
+  AUTH_ALGORITHMS: Type.Optional(Type.String({ minLength: 1 })),
+  /** The `iss` asymmetric tokens must carry. */
+  AUTH_ISSUER: Type.Optional(Type.String({ minLength: 1 })),
+  /** Comma list: an asymmetric token's `aud` must include one of them. */
+  AUTH_AUDIENCE: Type.Optional(Type.String({ minLength: 1 })),
+  /** Seconds of tolerance on exp and nbf (clocks of the issuer and this server differ). */
+  AUTH_CLOCK_SKEW_S: Int(0, 0, 300),
+  /** How often the JWKS is fetched again (a failure keeps the keys held). */
+  AUTH_JWKS_REFRESH_MS: Int(1000, 600000),
+  /** At most one JWKS fetch caused by tokens (an unknown kid) per this long, whatever its outcome. */
+  AUTH_JWKS_COOLDOWN_MS: Int(0, 30000),
   /** How long a connection of a protocol that authenticates in its own frames (Hocuspocus) has to do so before it is closed. */
   AUTH_TIMEOUT_MS: Int(100, 10000),
   /** Bearer secret of the operator's API (`/api/admin/*`, the page at /admin); unset, with no auth mode, = those routes answer 404. */
@@ -168,12 +184,43 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   if (error) fail(error.path.replace(/^\//, ''))
   const config = converted as Config
   parseTrustProxy(config.TRUST_PROXY)
+  authAlgorithms(config)
   if (config.PUBLIC_URL !== undefined && !URL.canParse(config.PUBLIC_URL)) fail('PUBLIC_URL')
   if (config.HTTP_HEADERS_TIMEOUT_MS > config.HTTP_REQUEST_TIMEOUT_MS) {
     throw new ConfigError(`Invalid configuration: HTTP_HEADERS_TIMEOUT_MS must be <= HTTP_REQUEST_TIMEOUT_MS (got ${config.HTTP_HEADERS_TIMEOUT_MS} > ${config.HTTP_REQUEST_TIMEOUT_MS})`)
   }
   return config
 }
+
+/** The algorithms a token may be signed with, from AUTH_ALGORITHMS or the key sources configured; throws a ConfigError naming the setting. */
+export function authAlgorithms (config: Pick<Config, 'AUTH_SECRET' | 'AUTH_JWKS_URL' | 'AUTH_PUBLIC_KEY' | 'AUTH_ALGORITHMS'>): { secret: boolean, asymmetric: string[] } {
+  const hasPublic = config.AUTH_JWKS_URL !== undefined || config.AUTH_PUBLIC_KEY !== undefined
+  if (config.AUTH_JWKS_URL !== undefined && config.AUTH_PUBLIC_KEY !== undefined) {
+    throw new ConfigError('Invalid configuration: set one of AUTH_JWKS_URL and AUTH_PUBLIC_KEY, not both')
+  }
+  if (config.AUTH_JWKS_URL !== undefined && !URL.canParse(config.AUTH_JWKS_URL)) {
+    throw new ConfigError(`Invalid configuration: AUTH_JWKS_URL must be an http:// or https:// URL (got ${JSON.stringify(config.AUTH_JWKS_URL)})`)
+  }
+  if (config.AUTH_ALGORITHMS === undefined) {
+    return { secret: config.AUTH_SECRET !== undefined, asymmetric: hasPublic ? [...ASYMMETRIC] : [] }
+  }
+  const names = config.AUTH_ALGORITHMS.split(',').map(s => s.trim()).filter(Boolean)
+  for (const name of names) {
+    if (name !== 'HS256' && !(ASYMMETRIC as readonly string[]).includes(name)) {
+      throw new ConfigError(`Invalid configuration: AUTH_ALGORITHMS must list some of HS256, ${ASYMMETRIC.join(', ')} (got ${JSON.stringify(name)})`)
+    }
+  }
+  const secret = names.includes('HS256')
+  const asymmetric = names.filter(n => n !== 'HS256')
+  if (secret && config.AUTH_SECRET === undefined) throw new ConfigError('Invalid configuration: AUTH_ALGORITHMS lists HS256, which needs AUTH_SECRET')
+  if (asymmetric.length > 0 && !hasPublic) throw new ConfigError(`Invalid configuration: AUTH_ALGORITHMS lists ${asymmetric[0]}, which needs AUTH_JWKS_URL or AUTH_PUBLIC_KEY`)
+  if (!secret && asymmetric.length === 0) throw new ConfigError('Invalid configuration: AUTH_ALGORITHMS must list at least one algorithm (got none)')
+  if (hasPublic && asymmetric.length === 0) throw new ConfigError('Invalid configuration: AUTH_ALGORITHMS lists no asymmetric algorithm, so AUTH_JWKS_URL or AUTH_PUBLIC_KEY would verify nothing')
+  return { secret, asymmetric }
+}
+
+/** Asymmetric algorithms AUTH_ALGORITHMS may name (kept in step with plugins/engine/token-keys.ts). */
+const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const
 
 /** TRUST_PROXY: false, true, a hop count, or a comma list of addresses/CIDRs. */
 export function parseTrustProxy (value: string): TrustProxy {

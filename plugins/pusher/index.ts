@@ -58,8 +58,8 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   const apps = opts.apps ?? loadApps(cfg)
   // a bridged private channel's only native gate is the token's rooms claim: there must be tokens
   const open = apps.find(a => a.bridgePrivate)
-  if (open && cfg.AUTH_SECRET === undefined) {
-    throw new ConfigError(`Invalid configuration: Pusher app ${open.id}: bridgePrivate (PUSHER_BRIDGE_PRIVATE) needs AUTH_SECRET, or every native client could read and write its private and presence channels`)
+  if (open && !app.auth.enabled) {
+    throw new ConfigError(`Invalid configuration: Pusher app ${open.id}: bridgePrivate (PUSHER_BRIDGE_PRIVATE) needs AUTH_SECRET (or AUTH_JWKS_URL or AUTH_PUBLIC_KEY), or every native client could read and write its private and presence channels`)
   }
   const byId = new Map<string, AppRuntime>()
   const byKey = new Map<string, AppRuntime>()
@@ -241,4 +241,4 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   app.addHook('onClose', async () => {
     await Promise.all([...byId.values()].map(rt => rt.webhooks.close()))
   })
-}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'rooms', 'metrics', 'status', 'sessions', 'upgrade-routes', 'cluster', 'store'] })
+}, { name: 'pusher', fastify: '5.x', dependencies: ['config', 'rooms', 'metrics', 'status', 'sessions', 'upgrade-routes', 'auth', 'cluster', 'store'] })

@@ -16,8 +16,8 @@ const MAX_QUEUED = 64
 export interface HocuspocusOptions {
   documents: Documents
   log: FastifyBaseLogger
-  /** The principal of a token: throws when it is refused; null for an anonymous client (open mode). */
-  verify: (token: string) => Principal | null
+  /** The principal of a token: rejects when it is refused; null for an anonymous client (open mode). */
+  verify: (token: string) => Promise<Principal | null>
   maxDocuments: number
   updatesPerSecond: number
   /** Bytes the messages queued before a document's Auth may take in all (WS_MAX_PAYLOAD). */
@@ -36,6 +36,8 @@ interface Attached {
   session: DocumentSession | null
   peer: Peer | null
   closed: boolean
+  /** Its Auth message is being verified (an asymmetric token waits for its key). */
+  verifying: boolean
 }
 
 function framed (routingKey: string, write: (enc: encoding.Encoder) => void): Uint8Array {
@@ -105,10 +107,10 @@ export class HocuspocusConnection {
       }
       if (sub !== AuthSub.token) return
       // authenticated, or being authenticated: a second Auth (a token refresh) changes nothing here
-      if (entry?.peer) return
+      if (entry?.peer || entry?.verifying === true) return
       if (!entry) {
         if (this.attached.size >= this.opts.maxDocuments) return this.deny(key, `documents: at most ${this.opts.maxDocuments} per connection (YJS_MAX_DOCUMENTS_PER_CONNECTION)`)
-        entry = { name, queue: [], queuedBytes: 0, session: null, peer: null, closed: false }
+        entry = { name, queue: [], queuedBytes: 0, session: null, peer: null, closed: false, verifying: false }
         this.attached.set(key, entry)
       }
       this.authenticate(key, entry, token)
@@ -117,7 +119,7 @@ export class HocuspocusConnection {
     if (!entry) {
       if (type === HocuspocusType.close) return
       if (this.attached.size >= this.opts.maxDocuments) return this.deny(key, `documents: at most ${this.opts.maxDocuments} per connection (YJS_MAX_DOCUMENTS_PER_CONNECTION)`)
-      entry = { name, queue: [], queuedBytes: 0, session: null, peer: null, closed: false }
+      entry = { name, queue: [], queuedBytes: 0, session: null, peer: null, closed: false, verifying: false }
       this.attached.set(key, entry)
     }
     if (type === HocuspocusType.close) {
@@ -181,12 +183,18 @@ export class HocuspocusConnection {
 
   private authenticate (key: string, entry: Attached, token: string): void {
     if (!DOC_NAME.test(entry.name)) return this.deny(key, 'document: the name must be 1 to 128 of A-Z a-z 0-9 _ . : @ / -')
-    let principal: Principal | null
-    try {
-      principal = this.opts.verify(token)
-    } catch (err) {
-      return this.deny(key, `token: ${(err as Error).message}`)
-    }
+    entry.verifying = true
+    // messages of the document meanwhile are queued (entry.queue), as before an Auth
+    this.opts.verify(token).then(principal => {
+      entry.verifying = false
+      if (!entry.closed && this.attached.get(key) === entry) this.authenticated(key, entry, principal)
+    }, err => {
+      entry.verifying = false
+      if (!entry.closed && this.attached.get(key) === entry) this.deny(key, `token: ${(err as Error).message}`)
+    })
+  }
+
+  private authenticated (key: string, entry: Attached, principal: Principal | null): void {
     const access = accessTo(principal, entry.name)
     if (access === null) return this.deny(key, `document: the token's rooms claim does not include ${entry.name}`)
     this.opts.authenticated(principal)

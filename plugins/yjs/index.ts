@@ -217,7 +217,7 @@ export default fp(async function yjs (app) {
         documents,
         log: app.log,
         // the operator's static tokens (ADMIN_READONLY_TOKEN: read-only) in any mode, JWTs in auth mode
-        verify: token => auth.staticPrincipal(token) ?? (auth.enabled ? auth.verify(token) : null),
+        verify: async token => auth.staticPrincipal(token) ?? (auth.enabled ? await auth.verify(token) : null),
         maxDocuments: cfg.YJS_MAX_DOCUMENTS_PER_CONNECTION,
         updatesPerSecond: cfg.YJS_UPDATES_PER_SECOND,
         maxQueuedBytes: cfg.WS_MAX_PAYLOAD,
