@@ -210,7 +210,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(status, { version: pkg.version })
   await fastify.register(metrics)
   await fastify.register(openapi, { version: pkg.version })
-  await fastify.register(sessions, { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES, messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, authTimeoutMs: cfg.AUTH_TIMEOUT_MS })
+  await fastify.register(sessions, { maxBufferedBytes: cfg.WS_MAX_BUFFERED_BYTES, messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND, authTimeoutMs: cfg.AUTH_TIMEOUT_MS, expiryNoticeMs: cfg.AUTH_EXPIRY_NOTICE_MS })
   // before the rate limit and the connection limits, which count by the token's sub
   await fastify.register(auth, authOptions(cfg, adminTokens(cfg)))
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })

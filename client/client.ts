@@ -4,7 +4,7 @@ import { Room, type GapEvent, type RecoveredEvent } from './room.js'
 import {
   SwitchboardError,
   type DirectMessage, type JsonObject, type Joined, type PublishAck, type RoomMessage,
-  type SendAck, type ServerError, type ServerShutdown, type Welcome
+  type SendAck, type ServerError, type ServerShutdown, type Welcome, type TokenExpiring, type RefreshAck
 } from '../protocol/frames.js'
 
 /** The part of the WebSocket API the client uses: the browser's, Node 22's global and `ws` all have it. */
@@ -31,6 +31,13 @@ export interface ClientOptions {
   clientId?: string
   /** A JWT for auth mode; sent as `?token=` because browsers cannot set upgrade headers. */
   token?: string
+  /**
+   * Returns a fresh token (from your backend or identity provider). Called when
+   * the server says the token expires soon (`token_expiring`): the client sends
+   * `refresh` and the connection lives on, rooms and all. Called too before a
+   * (re)connect when there is no token or the one held has expired.
+   */
+  getToken?: () => string | Promise<string>
   /** A request without a reply after this long rejects with `request_timeout` [10000]. */
   requestTimeoutMs?: number
   /** Requests held while disconnected (or paced); the next one rejects with `queue_full` [1000]. */
@@ -61,9 +68,13 @@ export interface ClientEvents {
   recovered: RecoveredEvent
   gap: GapEvent
   reset: { room: string, previousOffset: number, offset: number }
+  /** The server says the token expires soon; with `getToken` the client refreshes it by itself. */
+  token_expiring: TokenExpiring
+  /** A `refresh` was accepted: the connection now expires at `expiresAt` (null: never). */
+  token_refreshed: { expiresAt: string | null }
 }
 
-type Kind = 'ping' | 'send' | 'join' | 'leave' | 'publish' | 'update' | 'exec'
+type Kind = 'ping' | 'send' | 'join' | 'leave' | 'publish' | 'update' | 'exec' | 'refresh'
 
 /** The writes: each gets an `idempotencyKey`, and one in flight at a drop is resent with it. */
 const WRITES: ReadonlySet<string> = new Set(['send', 'publish', 'update', 'exec'])
@@ -101,6 +112,18 @@ function now (): number {
   return typeof performance !== 'undefined' ? performance.now() : Date.now()
 }
 
+/** Whether a JWT's `exp` has passed (a token that cannot be read counts as valid: the server decides). */
+function expired (token: string): boolean {
+  try {
+    const part = token.split('.')[1] ?? ''
+    const json = typeof atob === 'function' ? atob(part.replace(/-/g, '+').replace(/_/g, '/')) : ''
+    const exp = (JSON.parse(json) as { exp?: unknown }).exp
+    return typeof exp === 'number' && exp * 1000 <= Date.now()
+  } catch {
+    return false
+  }
+}
+
 function wsUrl (base: string, clientId?: string, token?: string): string {
   const url = new URL(base)
   if (url.protocol === 'http:') url.protocol = 'ws:'
@@ -124,7 +147,7 @@ async function defaultWebSocket (): Promise<WebSocketConstructor> {
  * it delivered, and holds requests made while it is away.
  */
 export class SwitchboardClient extends Emitter<ClientEvents> {
-  readonly options: Required<Omit<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'reconnect'>> & Pick<ClientOptions, 'clientId' | 'token' | 'WebSocket'>
+  readonly options: Required<Omit<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'reconnect' | 'getToken'>> & Pick<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'getToken'>
   private readonly backoff: BackoffOptions
   private readonly maxAttempts: number
   private readonly reconnectEnabled: boolean
@@ -155,6 +178,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       url: opts.url,
       clientId: opts.clientId,
       token: opts.token,
+      getToken: opts.getToken,
       requestTimeoutMs: opts.requestTimeoutMs ?? 10000,
       maxQueuedRequests: opts.maxQueuedRequests ?? 1000,
       WebSocket: opts.WebSocket,
@@ -200,6 +224,20 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   /** Sends a direct message; resolves with the server's ack. */
   send (to: string, text: string): Promise<SendAck> {
     return this.request<SendAck>({ type: 'send', to, text })
+  }
+
+  /**
+   * Replaces the connection's token without reconnecting (`refresh`): with
+   * `token`, or else one from `getToken`. Rooms the new token no longer allows
+   * are left (their `left` event carries a `forbidden` error).
+   */
+  async refresh (token?: string): Promise<RefreshAck> {
+    const fresh = token ?? await this.options.getToken?.()
+    if (fresh === undefined) throw new SwitchboardError('invalid_message', 'refresh needs a token, or the getToken option')
+    const ack = await this.enqueue('refresh', { type: 'refresh', token: fresh }) as unknown as RefreshAck
+    this.options.token = fresh
+    this.emit('token_refreshed', { expiresAt: ack.expiresAt })
+    return ack
   }
 
   /** Resolves with the round-trip time in milliseconds. */
@@ -270,6 +308,17 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   private async open (initial: boolean): Promise<Welcome> {
     const Ctor = this.options.WebSocket ?? await defaultWebSocket()
+    const getToken = this.options.getToken
+    if (getToken !== undefined && (this.options.token === undefined || expired(this.options.token))) {
+      try {
+        this.options.token = await getToken()
+      } catch (err) {
+        if (initial) throw new SwitchboardError('connect_failed', `getToken failed: ${(err as Error).message}`)
+        // a reconnect tries again with backoff, like a refused connection
+        this.onDisconnect(4000, 'getToken failed', false)
+        throw err
+      }
+    }
     if (this.userClosed) throw new SwitchboardError('client_closed', 'the client was closed')
     const socket = new Ctor(wsUrl(this.options.url, this.options.clientId, this.options.token))
     this.socket = socket
@@ -482,6 +531,18 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         this.ready = false
         this.emit('server_shutdown', this.shutdownNotice)
         break
+      case 'token_expiring':
+        this.emit('token_expiring', msg as unknown as TokenExpiring)
+        if (this.options.getToken !== undefined) this.refresh().catch(err => this.emit('error', err instanceof SwitchboardError ? err : new SwitchboardError('unauthorized', `refresh failed: ${(err as Error).message}`)))
+        break
+      case 'left': {
+        // the server left a room for us: the refreshed token no longer allows it
+        const room = this.rooms.get(String(msg.room))
+        if (room === undefined) break
+        this.rooms.delete(room.name)
+        room.fail(new SwitchboardError('forbidden', `the refreshed token no longer allows room ${room.name}`))
+        break
+      }
       case 'history_cleared':
         this.emit('history_cleared', msg as unknown as ClientEvents['history_cleared'])
         break

@@ -27,6 +27,8 @@ export const LeaveFields = { room: RoomName }
 export const PublishFields = { room: RoomName, data: Type.Unknown(), idempotencyKey }
 /** `update`: an RFC 7396 merge patch, optionally only at `baseVersion`. */
 export const UpdateFields = { room: RoomName, patch: StatePatch, baseVersion: Type.Optional(Version), idempotencyKey }
+/** `refresh`: a fresh token for this connection (same `sub`); answered `ack` with its expiry. */
+export const RefreshFields = { token: Type.String({ minLength: 1, maxLength: 8192 }) }
 /** `code`'s longest length when not configured, in characters. */
 export const EXEC_CODE_MAX_LENGTH = 16384
 /** `exec`: `code` up to `maxCodeLength` characters (configurable, hence a function). */
@@ -42,5 +44,6 @@ export const CLIENT_FRAMES: Record<string, TProperties> = {
   leave: LeaveFields,
   publish: PublishFields,
   update: UpdateFields,
+  refresh: RefreshFields,
   exec: execFields()
 }

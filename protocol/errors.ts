@@ -3,7 +3,7 @@ export type ErrorCode =
   | 'invalid_message' | 'unknown_type' | 'not_in_room' | 'room_limit' | 'rate_limited'
   | 'version_conflict' | 'forbidden' | 'code_execution_disabled' | 'exec_timeout'
   | 'exec_failed' | 'state_too_large' | 'unavailable' | 'internal_error'
-  | 'idempotency_conflict' | 'idempotency_in_progress'
+  | 'idempotency_conflict' | 'idempotency_in_progress' | 'unauthorized'
 
 /**
  * The HTTP status (and its reason phrase) each code answers with when an HTTP
@@ -25,7 +25,8 @@ export const ERROR_STATUS: Record<ErrorCode, readonly [number, string]> = {
   internal_error: [500, 'Internal Server Error'],
   // as the IETF httpapi idempotency-key draft answers them
   idempotency_conflict: [422, 'Unprocessable Entity'],
-  idempotency_in_progress: [409, 'Conflict']
+  idempotency_in_progress: [409, 'Conflict'],
+  unauthorized: [401, 'Unauthorized']
 }
 
 /** Thrown by a handler (WebSocket or HTTP) to answer the request with a contract error. */

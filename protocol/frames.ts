@@ -30,6 +30,21 @@ export interface Welcome {
     idempotencyMaxKeys?: number
     [limit: string]: number | string | undefined
   }
+  /** When the connection's token expires (ISO 8601); absent without one or without `exp`. */
+  tokenExpiresAt?: string
+}
+
+/** The token expires soon: refresh it (the client does with `getToken`). */
+export interface TokenExpiring {
+  type: 'token_expiring'
+  expiresAt: string
+  inMs: number
+}
+
+/** Reply to `refresh`. */
+export interface RefreshAck {
+  type: 'ack'
+  expiresAt: string | null
 }
 
 export interface DirectMessage {

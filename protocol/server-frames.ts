@@ -42,7 +42,8 @@ export const ERROR_CODES: Record<ErrorCode, string> = {
   unavailable: 'the store could not load or commit; nothing changed, retry later',
   internal_error: 'an unexpected server failure; nothing is known to have changed',
   idempotency_conflict: '`idempotencyKey` was already used by this client id, within IDEMPOTENCY_TTL_MS, for a request with another body; nothing was applied',
-  idempotency_in_progress: 'HTTP only: a request with this `Idempotency-Key` is still being handled; retry after it finished (409)'
+  idempotency_in_progress: 'HTTP only: a request with this `Idempotency-Key` is still being handled; retry after it finished (409)',
+  unauthorized: 'a token the server refuses: a `refresh` (the connection keeps its current token; `reason` names the cause as a word), or over HTTP (401) auth mode and no valid token (missing, malformed, expired, wrong signature, issuer, audience, algorithm, unknown key)'
 }
 
 export const WelcomeFrame = Type.Object({
@@ -69,7 +70,8 @@ export const WelcomeFrame = Type.Object({
     idempotencyKeyMaxLength: Type.Integer({ description: 'characters of an `idempotencyKey`' }),
     idempotencyTtlMs: Type.Integer({ description: 'how long a key is remembered (IDEMPOTENCY_TTL_MS)' }),
     idempotencyMaxKeys: Type.Integer({ description: 'keys remembered per client id (IDEMPOTENCY_MAX_KEYS); the oldest go first' })
-  }, Open)
+  }, Open),
+  tokenExpiresAt: Type.Optional(Type.String({ format: 'date-time', description: 'when the connection\'s token expires (its `exp`): send `refresh` before, or it is closed with 1008' }))
 }, Open)
 export const PongFrame = Type.Object({ type: Type.Literal('pong'), timestamp: Timestamp, id: Id }, Open)
 const Duplicate = Type.Optional(Type.Literal(true, { description: 'a repeat of an `idempotencyKey`: nothing was applied again, this is the original reply' }))
@@ -91,7 +93,22 @@ export const JoinedFrame = Type.Object({
   reason: Type.Optional(Type.Literal('epoch_changed', { description: 'with `recovered: false`: `since` counted in another epoch (the store was replaced); `missed` starts at the new history' })),
   id: Id
 }, Open)
-export const LeftFrame = Type.Object({ type: Type.Literal('left'), room: Room, id: Id }, Open)
+export const LeftFrame = Type.Object({
+  type: Type.Literal('left'),
+  room: Room,
+  reason: Type.Optional(Type.Literal('token_refreshed', { description: 'without `id`: the server left the room for the client, because its refreshed token no longer allows it' })),
+  id: Id
+}, Open)
+export const AckRefreshFrame = Type.Object({
+  type: Type.Literal('ack'),
+  expiresAt: Type.Union([Timestamp, Type.Null()], { description: 'when the new token expires; null: it has no `exp`' }),
+  id: Id
+}, Open)
+export const TokenExpiringFrame = Type.Object({
+  type: Type.Literal('token_expiring'),
+  expiresAt: Timestamp,
+  inMs: Type.Integer({ minimum: 0, description: 'milliseconds left when it was sent' })
+}, Open)
 export const PresenceFrame = Type.Object({ type: Type.Literal('presence'), room: Room, event: Type.Union([Type.Literal('join'), Type.Literal('leave')]), clientId: Type.String() }, Open)
 export const StateFrame = Type.Object({ type: Type.Literal('state'), room: Room, version: Type.Integer({ minimum: 1 }), patch: Type.Record(Type.String(), Type.Unknown()), from: Type.String() }, Open)
 export const ExecResultFrame = Type.Object({
@@ -124,7 +141,9 @@ export const SERVER_FRAMES: Record<string, { summary: string, payload: TObject }
   ackExec: { summary: 'Reply to exec: accepted; members get exec_result', payload: AckExecFrame },
   message: { summary: 'A direct message, to every connection of `to`', payload: MessageFrame },
   joined: { summary: 'Reply to join: a snapshot of the room and what was missed since `since`', payload: JoinedFrame },
-  left: { summary: 'Reply to leave', payload: LeftFrame },
+  left: { summary: 'Reply to leave; or, without `id` and with `reason: "token_refreshed"`, a room the refreshed token no longer allows', payload: LeftFrame },
+  ackRefresh: { summary: 'Reply to refresh: the new token replaced the old one; the connection now expires at `expiresAt`', payload: AckRefreshFrame },
+  token_expiring: { summary: 'The connection\'s token expires soon (AUTH_EXPIRY_NOTICE_MS before): send `refresh` with a fresh one, or it is closed with 1008 at `expiresAt`', payload: TokenExpiringFrame },
   presence: { summary: 'To the other members: a client\'s first connection joined, or its last one left', payload: PresenceFrame },
   room_message: { summary: 'A published message, to every member (sender included)', payload: RoomMessageFrame },
   state: { summary: 'A state change, to every member: the patch as sent', payload: StateFrame },

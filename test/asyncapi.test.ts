@@ -2,6 +2,7 @@ import t from 'tap'
 import { Parser } from '@asyncapi/parser'
 import { Value } from '@sinclair/typebox/value'
 import { FormatRegistry } from '@sinclair/typebox'
+import { createSigner } from 'fast-jwt'
 import { build } from './support/helper.js'
 import { TestClient, type Msg } from './support/ws-client.js'
 import type { Static } from '@sinclair/typebox'
@@ -28,8 +29,10 @@ const staticTypesFit: [
   Fits<Static<typeof S.AckPublishFrame>, F.PublishAck>,
   Fits<Static<typeof S.AckUpdateFrame>, F.UpdateAck>,
   Fits<Static<typeof S.DisconnectedFrame>, F.Disconnected>,
-  Fits<Static<typeof S.HistoryClearedFrame>, F.HistoryCleared>
-] = [true, true, true, true, true, true, true, true, true, true, true, true, true]
+  Fits<Static<typeof S.HistoryClearedFrame>, F.HistoryCleared>,
+  Fits<Static<typeof S.TokenExpiringFrame>, F.TokenExpiring>,
+  Fits<Static<typeof S.AckRefreshFrame>, F.RefreshAck>
+] = [true, true, true, true, true, true, true, true, true, true, true, true, true, true, true]
 
 t.test('/docs/asyncapi.json is a valid AsyncAPI 3 document of the dispatcher\'s message types', async t => {
   const { url, app } = await build(t)
@@ -89,13 +92,23 @@ t.test('what the server sends matches the documented schemas', async t => {
   const dave = await TestClient.connect(wsUrl, { clientId: 'dave' })
   await fetch(`${url}/api/admin/clients/dave/disconnect`, { method: 'POST', headers: admin })
   await dave.closed
+  // in auth mode: a short token is warned, refreshed with narrower rooms, and a room is left for it
+  const secret = 'asyncapi-secret-that-is-long-enough-0123456789'
+  const sign = createSigner({ key: secret, algorithm: 'HS256' })
+  const authed = await build(t, { AUTH_SECRET: secret })
+  const erin = await TestClient.connect(authed.wsUrl, { token: sign({ sub: 'erin', exp: Math.floor(Date.now() / 1000) + 4, rooms: ['a', 'b'] }) })
+  await erin.request({ type: 'join', room: 'b' })
+  await erin.next('token_expiring')
+  await erin.request({ type: 'refresh', token: sign({ sub: 'erin', rooms: ['a'] }) })
+  await erin.waitFor(m => m.type === 'left' && m.reason === 'token_refreshed', 'a room left for the refreshed token')
+  await erin.close()
   const closing = app.close()
   await Promise.all([alice, bob, carol].map(c => c.next('server_shutdown')))
   await closing
 
   const shapes = Object.entries(SERVER_FRAMES)
   const seen = new Set<string>()
-  for (const m of [...alice.received, ...bob.received, ...carol.received, ...dave.received] as Msg[]) {
+  for (const m of [...alice.received, ...bob.received, ...carol.received, ...dave.received, ...erin.received] as Msg[]) {
     const candidates = shapes.filter(([, s]) => s.payload.properties.type.const === m.type)
     t.ok(candidates.length > 0, `${m.type} is a documented server message`)
     const fits = candidates.filter(([, s]) => Value.Check(s.payload, m))

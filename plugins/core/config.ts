@@ -68,6 +68,8 @@ export const ConfigSchema = Type.Object({
   AUTH_JWKS_REFRESH_MS: Int(1000, 600000),
   /** At most one JWKS fetch caused by tokens (an unknown kid) per this long, whatever its outcome. */
   AUTH_JWKS_COOLDOWN_MS: Int(0, 30000),
+  /** How long before a connection's token expires it is told so (native `token_expiring`), to refresh it; half the token's remaining life when that is shorter. */
+  AUTH_EXPIRY_NOTICE_MS: Int(0, 60000),
   /** How long a connection of a protocol that authenticates in its own frames (Hocuspocus) has to do so before it is closed. */
   AUTH_TIMEOUT_MS: Int(100, 10000),
   /** Bearer secret of the operator's API (`/api/admin/*`, the page at /admin); unset, with no auth mode, = those routes answer 404. */

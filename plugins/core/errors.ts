@@ -15,12 +15,11 @@ import type { FastifyError, FastifyRequest } from 'fastify'
 
 /** Codes an HTTP reply may carry besides the WebSocket ones (ErrorCode in dispatcher.ts). */
 export type HttpErrorCode =
-  | 'unauthorized' | 'not_found' | 'payload_too_large' | 'unsupported_media_type'
+  | 'not_found' | 'payload_too_large' | 'unsupported_media_type'
   | 'connection_limit_exceeded' | 'shutting_down' | 'method_not_allowed' | 'request_timeout' | 'uri_too_long' | 'upgrade_required'
 
 /** What each HTTP-only code means (a code added to HttpErrorCode without a line here fails to compile). */
 export const HTTP_ERROR_CODES: Record<HttpErrorCode, string> = {
-  unauthorized: '401: auth mode and no valid token (missing, malformed, expired, wrong signature)',
   not_found: '404: a room never used, a route that does not exist, or an upgrade to a path that is not a WebSocket endpoint',
   payload_too_large: '413: the body is over the HTTP body limit, or a publish\'s `data` is over WS_MAX_PAYLOAD',
   unsupported_media_type: '415: a body whose content-type is neither application/json nor text/plain',

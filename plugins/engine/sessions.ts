@@ -8,6 +8,7 @@ import type { Principal } from '../core/identity.js'
 import { CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN } from '../../protocol/limits.js'
 import { MessageBucket } from './message-bucket.js'
 import { closeCodeLabel } from '../core/metrics.js'
+import { WsError } from '../../protocol/errors.js'
 
 const clientIdPattern = new RegExp(CLIENT_ID_PATTERN)
 
@@ -49,6 +50,13 @@ export interface SessionProtocol {
   closing? (session: Session, reason: CloseReason, code: number, message: string): void
   /** The words before the shutdown close (the engine then closes with `closeCode('shutdown')` and the reason returned, if any). */
   goodbye? (session: Session, notice: ShutdownNotice): string | undefined
+  /**
+   * The session's token expires at `expiresAt` (seconds) soon (the registry's
+   * `expiryNoticeMs` before, or half its remaining life if that is shorter):
+   * the protocol asks its client for a fresh one (native: `token_expiring`).
+   * A protocol without it has its sessions closed at expiry unwarned.
+   */
+  expiring? (session: Session, expiresAt: number): void
   /** The words before an operator's disconnect (the engine then closes with `closeCode('admin')`). */
   disconnected? (session: Session, reason: string): void
   /** The session is gone (after every engine listener ran). */
@@ -184,8 +192,10 @@ export class Session {
   readonly rooms = new Set<string>()
   /** The verified token's claims (set by the upgrade route); null in open mode. */
   principal: Principal | null = null
-  /** The earliest `exp` (seconds) of the tokens this session authenticated with; it is closed then. */
+  /** The earliest `exp` (seconds) of the tokens this session authenticated with (or of its refreshed token); it is closed then. */
   expiresAt: number | undefined
+  /** When (ms) the protocol is told the token is about to expire; undefined once told. */
+  expiryNoticeAt: number | undefined
   /** The message-rate bucket (WS_MESSAGES_PER_SECOND), set by the registry that accepted it. */
   bucket: MessageBucket | null = null
   /** Set by the registry this connection is added to. */
@@ -388,7 +398,10 @@ export class SessionRegistry {
   private readonly expiries = new Map<Session, NodeJS.Timeout>()
   private readonly authDeadlines = new Map<Session, NodeJS.Timeout>()
   private readonly protocols = new Map<string, number>()
+  private readonly refreshListeners: Listener[] = []
   readonly rate: MessageRateLimits
+  /** How long before its token's `exp` a session's protocol is told (`expiring`) [60000]; half the token's remaining life when that is shorter. */
+  expiryNoticeMs = 60000
   private defaultProtocol: SessionProtocol = bare
 
   constructor (
@@ -542,22 +555,68 @@ export class SessionRegistry {
     if (principal === null) return
     conn.principal ??= principal
     if (principal.exp === undefined || (conn.expiresAt !== undefined && conn.expiresAt <= principal.exp)) return
-    conn.expiresAt = principal.exp
+    this.setExpiry(conn, principal.exp)
     if (this.byId.has(conn.id)) this.armExpiry(conn)
+  }
+
+  /**
+   * A live session proved a fresh token (the native `refresh` frame): the new
+   * principal replaces the old one, and so does its expiry (a token without
+   * `exp` lifts it), with a new notice before it. The client id cannot
+   * change: a token for another `sub` is refused with `forbidden`. The
+   * features then re-check what the new claims allow (onRefresh: the rooms
+   * plugin leaves the rooms no longer allowed).
+   */
+  refresh (conn: Session, principal: Principal): void {
+    if (principal.sub !== conn.clientId) throw new WsError('forbidden', `refresh: the token's sub must be this connection's client id ${conn.clientId}`)
+    conn.principal = principal
+    clearTimeout(this.expiries.get(conn))
+    this.expiries.delete(conn)
+    conn.expiresAt = undefined
+    conn.expiryNoticeAt = undefined
+    if (principal.exp !== undefined) {
+      this.setExpiry(conn, principal.exp)
+      if (this.byId.has(conn.id)) this.armExpiry(conn)
+    }
+    this.log?.info({ event: 'auth.token_refreshed', protocol: conn.protocol.name, connectionId: conn.id, clientId: conn.clientId, exp: principal.exp }, 'token refreshed')
+    for (const fn of this.refreshListeners) fn(conn)
+  }
+
+  /** Runs after a session's token was replaced by `refresh` (its new principal is set). */
+  onRefresh (fn: Listener): void {
+    this.refreshListeners.push(fn)
+  }
+
+  private setExpiry (conn: Session, exp: number): void {
+    conn.expiresAt = exp
+    if (conn.protocol.expiring === undefined) return
+    const left = exp * 1000 - Date.now()
+    conn.expiryNoticeAt = exp * 1000 - Math.min(this.expiryNoticeMs, Math.floor(left / 2))
   }
 
   private armExpiry (conn: Session): void {
     clearTimeout(this.expiries.get(conn))
     const exp = conn.expiresAt
     if (exp === undefined) return
-    const delay = exp * 1000 - Date.now()
+    const now = Date.now()
+    const delay = exp * 1000 - now
     if (delay <= 0) {
       this.expiries.delete(conn)
       this.log?.info({ event: 'auth.token_expired', protocol: conn.protocol.name, connectionId: conn.id, clientId: conn.clientId }, 'token expired: closing the connection')
       conn.close('token_expired', 'token expired')
       return
     }
-    const timer = setTimeout(() => this.armExpiry(conn), Math.min(delay, MAX_TIMER_MS))
+    const noticeAt = conn.expiryNoticeAt
+    if (noticeAt !== undefined && noticeAt <= now) {
+      conn.expiryNoticeAt = undefined
+      try {
+        conn.protocol.expiring?.(conn, exp)
+      } catch (err) {
+        this.failed(conn, err)
+      }
+    }
+    const next = conn.expiryNoticeAt === undefined ? delay : Math.min(delay, conn.expiryNoticeAt - now)
+    const timer = setTimeout(() => this.armExpiry(conn), Math.min(next, MAX_TIMER_MS))
     timer.unref()
     this.expiries.set(conn, timer)
   }
@@ -622,7 +681,7 @@ export class SessionRegistry {
       }
       set.add(conn)
     }
-    if (conn.principal?.exp !== undefined && (conn.expiresAt === undefined || conn.principal.exp < conn.expiresAt)) conn.expiresAt = conn.principal.exp
+    if (conn.principal?.exp !== undefined && (conn.expiresAt === undefined || conn.principal.exp < conn.expiresAt)) this.setExpiry(conn, conn.principal.exp)
     if (conn.expiresAt !== undefined) this.armExpiry(conn)
     if (conn.protocol.authenticatesInBand === true && !this.authDeadlines.has(conn)) {
       const deadline = setTimeout(() => {
@@ -700,6 +759,8 @@ export interface SessionsOptions {
   floodCloseMs?: number
   /** AUTH_TIMEOUT_MS: how long a session of an in-band authenticating protocol (Hocuspocus) has to authenticate [10000]. */
   authTimeoutMs?: number
+  /** AUTH_EXPIRY_NOTICE_MS: how long before its token expires a session is told (native `token_expiring`) [60000]. */
+  expiryNoticeMs?: number
 }
 
 export default fp<SessionsOptions>(async function sessions (app, opts) {
@@ -719,6 +780,7 @@ export default fp<SessionsOptions>(async function sessions (app, opts) {
       metrics.sessionCloses.inc({ protocol: conn.protocol.name, code: closeCodeLabel(code) })
     }
   }, opts.authTimeoutMs)
+  if (opts.expiryNoticeMs !== undefined) registry.expiryNoticeMs = opts.expiryNoticeMs
   app.decorate('sessions', registry)
   // every protocol that ever had a session keeps its series (at 0 when it has none)
   const seen = new Set<string>()

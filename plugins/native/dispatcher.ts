@@ -89,6 +89,7 @@ export class Dispatcher {
       Object.assign(frame, fields)
       if (limits) Object.assign(frame.limits, limits)
     }
+    if (conn.expiresAt !== undefined) frame.tokenExpiresAt = new Date(conn.expiresAt * 1000).toISOString()
     return frame
   }
 
@@ -258,6 +259,7 @@ export default fp<DispatcherOptions>(async function dispatcher (app, opts) {
       return undefined
     },
     disconnected: (conn, reason) => { conn.send({ type: 'disconnected', reason, timestamp: new Date().toISOString() }) },
+    expiring: (conn, expiresAt) => { conn.send({ type: 'token_expiring', expiresAt: new Date(expiresAt * 1000).toISOString(), inMs: Math.max(0, expiresAt * 1000 - Date.now()) }) },
     channels: conn => conn.rooms
   }
   app.decorate('nativeProtocol', native)

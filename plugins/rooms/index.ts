@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { RoomRegistry } from './registry.js'
+import { accessTo } from '../engine/access.js'
 
 import { RoomName, StatePatch, Offset, Version } from '../../protocol/schemas.js'
 import { JoinFields, LeaveFields, PublishFields, UpdateFields } from '../../protocol/client-frames.js'
@@ -79,6 +80,13 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   })
 
   app.sessions.onClose(conn => registry.leaveAll(conn))
+  // a refreshed token may allow fewer rooms: those are left (the others see a presence leave), and the client is told
+  app.sessions.onRefresh(conn => {
+    for (const room of [...conn.rooms]) {
+      if (accessTo(conn.principal, room) !== null) continue
+      if (registry.evict(conn, room)) conn.send({ type: 'left', room, reason: 'token_refreshed' })
+    }
+  })
 
   app.statusReport.section('rooms', () => registry.stats())
   metrics?.collect(() => {

@@ -231,6 +231,13 @@ export class RoomRegistry {
     return { type: 'left', room: name }
   }
 
+  /** The connection leaves a room at once, if it is a member (its refreshed token no longer allows it); the others see its presence leave. */
+  evict (conn: Session, name: string): boolean {
+    if (!this.isMember(conn, name)) return false
+    this.removeMember(conn, name)
+    return true
+  }
+
   /** A connection is gone: it leaves every room it was in. */
   leaveAll (conn: Session): void {
     for (const name of [...conn.rooms]) this.removeMember(conn, name)
