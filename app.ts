@@ -3,7 +3,7 @@ import type { Server } from 'node:http'
 import { realpathSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
-import { authAlgorithms, config, ConfigError, errors, exitOnConfigError, identity, loadConfig, metrics, parseOrigins, parseTrustProxy, redis, status, type Config } from './plugins/core/index.js'
+import { authAlgorithms, config, webhookEvents, ConfigError, errors, exitOnConfigError, identity, loadConfig, metrics, parseOrigins, parseTrustProxy, redis, status, type Config } from './plugins/core/index.js'
 import {
   ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, jsonLimits, limits, messageRate, pendingConnections, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, parsePublicKey, type AuthOptions, type StaticToken
 } from './plugins/engine/index.js'
@@ -242,6 +242,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     historySize: cfg.ROOM_HISTORY_SIZE,
     maxRoomsPerConnection: cfg.MAX_ROOMS_PER_CONNECTION,
     stateMaxBytes: cfg.ROOM_STATE_MAX_BYTES,
+    webhooks: cfg.WEBHOOK_URL === undefined ? undefined : { url: cfg.WEBHOOK_URL, secret: cfg.WEBHOOK_SECRET ?? '', events: webhookEvents(cfg), batchMs: cfg.WEBHOOK_BATCH_MS },
     ...opts.rooms
   })
   // after rooms: exec results are broadcast to room members

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { webhookKey } from './webhook-signature.js'
 
 const Int = (min: number, def: number, max = Number.MAX_SAFE_INTEGER) =>
   Type.Integer({ minimum: min, maximum: max, default: def })
@@ -76,6 +77,14 @@ export const ConfigSchema = Type.Object({
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
   /** Bearer secret that may read every admin route and act on none. */
   ADMIN_READONLY_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
+  /** Native room webhooks (room_occupied, room_vacated, member_joined, member_left, message_published), signed as Standard Webhooks. */
+  WEBHOOK_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** The Standard Webhooks secret: whsec_ and base64 of 24 to 64 random bytes; required with WEBHOOK_URL. */
+  WEBHOOK_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  /** Comma list of the events sent [room_occupied,room_vacated,member_joined,member_left]; add message_published for every room message. */
+  WEBHOOK_EVENTS: Type.String({ minLength: 1, default: 'room_occupied,room_vacated,member_joined,member_left' }),
+  /** Events gathered this long go out as one request. */
+  WEBHOOK_BATCH_MS: Int(0, 250, 60000),
   TRUST_PROXY: Type.String({ default: 'false' }),
   ENABLE_CODE_EXECUTION: Bool(false),
   EXEC_TIMEOUT_MS: Int(10, 1000),
@@ -187,6 +196,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   const config = converted as Config
   parseTrustProxy(config.TRUST_PROXY)
   authAlgorithms(config)
+  webhookEvents(config)
   if (config.PUBLIC_URL !== undefined && !URL.canParse(config.PUBLIC_URL)) fail('PUBLIC_URL')
   if (config.HTTP_HEADERS_TIMEOUT_MS > config.HTTP_REQUEST_TIMEOUT_MS) {
     throw new ConfigError(`Invalid configuration: HTTP_HEADERS_TIMEOUT_MS must be <= HTTP_REQUEST_TIMEOUT_MS (got ${config.HTTP_HEADERS_TIMEOUT_MS} > ${config.HTTP_REQUEST_TIMEOUT_MS})`)
@@ -219,6 +229,25 @@ export function authAlgorithms (config: Pick<Config, 'AUTH_SECRET' | 'AUTH_JWKS_
   if (!secret && asymmetric.length === 0) throw new ConfigError('Invalid configuration: AUTH_ALGORITHMS must list at least one algorithm (got none)')
   if (hasPublic && asymmetric.length === 0) throw new ConfigError('Invalid configuration: AUTH_ALGORITHMS lists no asymmetric algorithm, so AUTH_JWKS_URL or AUTH_PUBLIC_KEY would verify nothing')
   return { secret, asymmetric }
+}
+
+/** The native webhook events WEBHOOK_EVENTS may name. */
+export const WEBHOOK_EVENT_NAMES = ['room_occupied', 'room_vacated', 'member_joined', 'member_left', 'message_published'] as const
+
+/** The native webhook events to send (none without WEBHOOK_URL); throws a ConfigError naming the setting. */
+export function webhookEvents (config: Pick<Config, 'WEBHOOK_URL' | 'WEBHOOK_SECRET' | 'WEBHOOK_EVENTS'>): Set<string> {
+  if (config.WEBHOOK_URL === undefined) return new Set()
+  if (config.WEBHOOK_SECRET === undefined) throw new ConfigError('Invalid configuration: WEBHOOK_URL needs WEBHOOK_SECRET (whsec_ and base64 of 24 to 64 random bytes), which signs every webhook')
+  try {
+    webhookKey(config.WEBHOOK_SECRET)
+  } catch (err) {
+    throw new ConfigError(`Invalid configuration: WEBHOOK_SECRET ${(err as Error).message}`)
+  }
+  const names = config.WEBHOOK_EVENTS.split(',').map(s => s.trim()).filter(Boolean)
+  for (const name of names) {
+    if (!(WEBHOOK_EVENT_NAMES as readonly string[]).includes(name)) throw new ConfigError(`Invalid configuration: WEBHOOK_EVENTS must list some of ${WEBHOOK_EVENT_NAMES.join(', ')} (got ${JSON.stringify(name)})`)
+  }
+  return new Set(names)
 }
 
 /** Asymmetric algorithms AUTH_ALGORITHMS may name (kept in step with plugins/engine/token-keys.ts). */

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { RoomRegistry } from './registry.js'
 import { accessTo } from '../engine/access.js'
+import { WebhookSender } from '../engine/webhooks.js'
 
 import { RoomName, StatePatch, Offset, Version } from '../../protocol/schemas.js'
 import { JoinFields, LeaveFields, PublishFields, UpdateFields } from '../../protocol/client-frames.js'
@@ -24,6 +25,12 @@ export interface RoomsOptions {
    * not wait for a commit). For measurements and throwaway rooms [true].
    */
   persistMessages?: boolean
+  /**
+   * Native webhooks (WEBHOOK_URL, WEBHOOK_SECRET, WEBHOOK_EVENTS,
+   * WEBHOOK_BATCH_MS): membership transitions, each sent once across the
+   * instances, and optionally every published message.
+   */
+  webhooks?: { url: string, secret: string, events: ReadonlySet<string>, batchMs?: number, retryBaseMs?: number, attempts?: number }
 }
 
 declare module 'fastify' {
@@ -37,6 +44,10 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   // optional: without the metrics plugin nothing is counted
   const metrics = app.metrics
   // the fanout carries frames and membership to and from the other instances (a no-op on one node)
+  const hooks = opts.webhooks
+  const sender = hooks === undefined || hooks.events.size === 0
+    ? null
+    : new WebhookSender({ url: hooks.url, secret: hooks.secret, batchMs: hooks.batchMs, retryBaseMs: hooks.retryBaseMs, attempts: hooks.attempts, source: 'native', log: app.log })
   const registry = new RoomRegistry(app.store, app.broker, app.presence, {
     historySize: opts.historySize ?? 100,
     maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50,
@@ -46,8 +57,15 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
       metrics?.fanout.observe(recipients)
       metrics?.messagesOutByType.add(type, recipients)
     },
-    persistMessages: opts.persistMessages ?? true
+    persistMessages: opts.persistMessages ?? true,
+    onMembership: sender === null
+      ? undefined
+      : event => { if (hooks?.events.has(event.type) === true) sender.add({ ...event, timestamp: new Date().toISOString() }) }
   }, app.log)
+  if (sender !== null && hooks?.events.has('message_published') === true) {
+    // the instance that published sends it: once per message
+    registry.onPublished(m => sender.add({ type: 'message_published', room: m.room, offset: m.offset, messageId: m.messageId, from: m.from, data: m.data, timestamp: m.timestamp }))
+  }
   app.decorate('rooms', registry)
   const roomLimits = { maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50, roomHistorySize: opts.historySize ?? 100, roomStateMaxBytes: opts.stateMaxBytes ?? 262144 }
   const idempotency = app.idempotency
@@ -103,6 +121,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   // Registered after the store, so this runs before the store closes.
   app.addHook('onClose', async () => {
     clearInterval(sweeper)
+    await sender?.close()
     const started = Date.now()
     await app.store.flush()
     app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')

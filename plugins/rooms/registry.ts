@@ -27,7 +27,18 @@ export interface RoomRegistryOptions {
   persistMessages?: boolean
   /** How long a room's message or state frame waits for an earlier one before the gap is filled from the store [500]. */
   gapMs?: number
+  /**
+   * Told each membership transition decided across the instances (presence):
+   * a room's first member anywhere (`room_occupied`), a client's first
+   * connection in it anywhere (`member_joined`), its last one
+   * (`member_left`, also for the members of a crashed instance), the room's
+   * last member anywhere (`room_vacated`). Each fires on one instance only.
+   */
+  onMembership?: (event: MembershipEvent) => void
 }
+
+/** A membership transition of a native room, cluster-wide (the native webhooks). */
+export interface MembershipEvent { type: 'room_occupied' | 'room_vacated' | 'member_joined' | 'member_left', room: string, clientId?: string }
 
 /** The namespace of native rooms in the broker and in presence. */
 export const ROOM_NS = 'room'
@@ -100,10 +111,12 @@ export class RoomRegistry {
   constructor (private readonly store: Store, private readonly broker: Broker, private readonly presence: Presence, private readonly opts: RoomRegistryOptions, private readonly log: Log) {
     broker.handle(ROOM_NS, (room, frame, except, sequence) => this.remoteFrame(room, frame, except, sequence))
     // members of a crashed instance: announced once, by the instance whose sweep removed them
-    presence.onGone(ROOM_NS, (room, gone) => {
+    presence.onGone(ROOM_NS, (room, gone, vacated) => {
       for (const { key: clientId } of gone) {
         if (!this.rooms.get(room)?.members.has(clientId)) this.broadcast(room, { type: 'presence', room, event: 'leave', clientId })
+        this.opts.onMembership?.({ type: 'member_left', room, clientId })
       }
+      if (vacated) this.opts.onMembership?.({ type: 'room_vacated', room })
     })
   }
 
@@ -422,8 +435,8 @@ export class RoomRegistry {
       this.broadcast(name, { type: 'presence', room: name, event: 'join', clientId: conn.clientId }, conn)
       // a member for every instance before its `joined`, as on one node: a join
       // anywhere after it lists this client; frames meanwhile are kept (joining)
-      if (room.members.size === 1) await this.presence.occupy(ROOM_NS, name).catch(() => false)
-      await this.presence.join(ROOM_NS, name, conn.clientId, undefined).catch(() => 'present')
+      if (room.members.size === 1 && await this.presence.occupy(ROOM_NS, name).catch(() => false)) this.opts.onMembership?.({ type: 'room_occupied', room: name })
+      if (await this.presence.join(ROOM_NS, name, conn.clientId, undefined).catch(() => 'present') === 'added') this.opts.onMembership?.({ type: 'member_joined', room: name, clientId: conn.clientId })
     }
     if (room.joining.get(conn) === kept) {
       const offset = snapshot?.offset ?? 0
@@ -501,10 +514,12 @@ export class RoomRegistry {
     this.broker.unsubscribe(ROOM_NS, name)
     if (connections.size > 0) return
     room.members.delete(conn.clientId)
-    this.presence.leave(ROOM_NS, name, conn.clientId).catch(() => false)
+    const membership = this.opts.onMembership
+    const clientId = conn.clientId
+    this.presence.leave(ROOM_NS, name, clientId).then(last => { if (last) membership?.({ type: 'member_left', room: name, clientId }) }, () => false)
     if (room.members.size === 0) {
       room.emptySince = Date.now()
-      this.presence.vacate(ROOM_NS, name).catch(() => false)
+      this.presence.vacate(ROOM_NS, name).then(last => { if (last) membership?.({ type: 'room_vacated', room: name }) }, () => false)
     }
     this.broadcast(name, { type: 'presence', room: name, event: 'leave', clientId: conn.clientId })
   }
