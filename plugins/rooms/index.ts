@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import { RoomRegistry } from './registry.js'
 import { accessTo } from '../engine/access.js'
-import { WebhookSender } from '../engine/webhooks.js'
+import { standardWebhooks, WebhookSender } from '../engine/webhooks.js'
 
 import { RoomName, StatePatch, Offset, Version } from '../../protocol/schemas.js'
 import { JoinFields, LeaveFields, PublishFields, UpdateFields } from '../../protocol/client-frames.js'
@@ -47,7 +47,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   const hooks = opts.webhooks
   const sender = hooks === undefined || hooks.events.size === 0
     ? null
-    : new WebhookSender({ url: hooks.url, secret: hooks.secret, batchMs: hooks.batchMs, retryBaseMs: hooks.retryBaseMs, attempts: hooks.attempts, source: 'native', log: app.log })
+    : new WebhookSender({ urls: [hooks.url], encode: standardWebhooks(hooks.secret), batchMs: hooks.batchMs, retryBaseMs: hooks.retryBaseMs, attempts: hooks.attempts, log: app.log, logFields: { source: 'native' } })
   const registry = new RoomRegistry(app.store, app.broker, app.presence, {
     historySize: opts.historySize ?? 100,
     maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50,
@@ -74,7 +74,10 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
 
   app.dispatcher.register('join', JoinFields, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'join')
-    return registry.join(conn, msg.room, msg.since, msg.epoch)
+    const joined = await registry.join(conn, msg.room, msg.since, msg.epoch)
+    // a refresh while the join was in flight may have narrowed the rooms claim: the join is undone
+    if (accessTo(conn.principal, msg.room) === null && registry.evict(conn, msg.room)) app.auth.authorize(conn.principal, msg.room, 'join')
+    return joined
   })
 
   app.dispatcher.register('leave', LeaveFields, async (conn, msg) => registry.leave(conn, msg.room))
