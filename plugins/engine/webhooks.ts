@@ -4,46 +4,60 @@ import type { FastifyBaseLogger } from 'fastify'
 
 export { signWebhook, webhookKey }
 
+/** One batch as it goes out: its body, and its headers for an attempt made at `timestampS` (signatures are per attempt). */
+export interface WebhookRequest { body: string, headers: (timestampS: number) => Record<string, string> }
+
 export interface WebhookSenderOptions {
-  url: string
-  /** The Standard Webhooks secret (`whsec_...`). */
-  secret: string
+  /** Every batch goes to each of them (each with its own retries). */
+  urls: string[]
   /** Events gathered this long go out as one request [250]. */
   batchMs?: number
-  /** Attempts per batch, the first included [5]. */
+  /** The request of a batch; `id` is the batch's, the same for each retry. */
+  encode: (events: Array<Record<string, unknown>>, id: string) => WebhookRequest
+  /** Attempts per batch and URL, the first included [5]. */
   attempts?: number
   /** Delay before the first retry; doubled each time [1000]. */
   retryBaseMs?: number
   /** Per-request timeout [5000]. */
   timeoutMs?: number
-  /** Names the sender in logs (`native`). */
-  source: string
   log: FastifyBaseLogger
+  /** The log events of a retry and of a batch given up, and fields every such line carries (`{ source: 'native' }`, `{ appId }`). */
+  logEvents?: { retry: string, failed: string }
+  logFields?: Record<string, unknown>
   /** Told of each delivery outcome (metrics). */
   outcome?: (outcome: 'delivered' | 'retried' | 'failed') => void
 }
 
 /**
- * Webhooks signed as the Standard Webhooks specification says
- * (`webhook-id`, `webhook-timestamp`, `webhook-signature` headers), so its
- * libraries (`standardwebhooks`) verify them. Events gathered for `batchMs`
- * go out as one POST `{type: "switchboard.events", timestamp, data: {events}}`;
- * a non-2xx answer or a network error is retried with exponential backoff,
- * with the same `webhook-id` (receivers deduplicate by it) and a fresh
- * timestamp and signature. Which events fire, and fire once across
- * instances, is the caller's (presence transitions).
+ * A batch as the Standard Webhooks specification wants it: the body
+ * `{type: "switchboard.events", timestamp, data: {events}}` and the headers
+ * `webhook-id`, `webhook-timestamp`, `webhook-signature`, so its libraries
+ * (`standardwebhooks`) verify it. Throws on a secret that is not one.
+ */
+export function standardWebhooks (secret: string): WebhookSenderOptions['encode'] {
+  const key = webhookKey(secret)
+  return (events, id) => {
+    const body = JSON.stringify({ type: 'switchboard.events', timestamp: new Date().toISOString(), data: { events } })
+    return { body, headers: timestampS => ({ 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestampS), 'webhook-signature': signWebhook(key, id, timestampS, body) }) }
+  }
+}
+
+/**
+ * The engine's webhook delivery, for every protocol (native rooms, Pusher
+ * apps): events gathered for `batchMs` go out as one POST to every URL, in
+ * the protocol's encoding (`encode`); a non-2xx answer or a network error is
+ * retried with exponential backoff, under the same batch id and a fresh
+ * signature. Which events fire, and that each fires once across instances,
+ * is the caller's (presence transitions).
  */
 export class WebhookSender {
   private queue: Array<Record<string, unknown>> = []
   private timer: NodeJS.Timeout | undefined
   private readonly inFlight = new Set<Promise<void>>()
   private readonly retries = new Map<NodeJS.Timeout, () => void>()
-  private readonly key: Buffer
   private closing = false
 
-  constructor (private readonly opts: WebhookSenderOptions) {
-    this.key = webhookKey(opts.secret)
-  }
+  constructor (private readonly opts: WebhookSenderOptions) {}
 
   add (event: Record<string, unknown>): void {
     this.queue.push(event)
@@ -54,23 +68,25 @@ export class WebhookSender {
     clearTimeout(this.timer)
     this.timer = undefined
     if (this.queue.length === 0) return
-    const body = JSON.stringify({ type: 'switchboard.events', timestamp: new Date().toISOString(), data: { events: this.queue } })
+    const id = `msg_${randomUUID()}`
+    const request = this.opts.encode(this.queue, id)
     this.queue = []
-    const p = this.deliver(`msg_${randomUUID()}`, body, 1)
-    this.inFlight.add(p)
-    p.finally(() => this.inFlight.delete(p)).catch(() => {})
+    for (const url of this.opts.urls) {
+      const p = this.deliver(url, id, request, 1)
+      this.inFlight.add(p)
+      p.finally(() => this.inFlight.delete(p)).catch(() => {})
+    }
   }
 
-  private async deliver (id: string, body: string, attempt: number): Promise<void> {
+  private async deliver (url: string, id: string, request: WebhookRequest, attempt: number): Promise<void> {
     const attempts = this.opts.attempts ?? 5
     let status: number | undefined
     let error: string | undefined
     try {
-      const timestamp = Math.floor(Date.now() / 1000)
-      const res = await fetch(this.opts.url, {
+      const res = await fetch(url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': signWebhook(this.key, id, timestamp, body) },
-        body,
+        headers: request.headers(Math.floor(Date.now() / 1000)),
+        body: request.body,
         redirect: 'manual',
         signal: AbortSignal.timeout(this.opts.timeoutMs ?? 5000)
       })
@@ -83,16 +99,17 @@ export class WebhookSender {
     } catch (err) {
       error = (err as Error).message
     }
-    const target = new URL(this.opts.url)
+    const target = new URL(url)
     const where = `${target.origin}${target.pathname}`
+    const events = this.opts.logEvents ?? { retry: 'webhook.retry', failed: 'webhook.failed' }
     if (attempt >= attempts || this.closing) {
       this.opts.outcome?.('failed')
-      this.opts.log.warn({ event: 'webhook.failed', source: this.opts.source, url: where, webhookId: id, status, error, attempts: attempt }, 'a webhook could not be delivered')
+      this.opts.log.warn({ event: events.failed, ...this.opts.logFields, url: where, webhookId: id, status, error, attempts: attempt }, 'a webhook could not be delivered')
       return
     }
     this.opts.outcome?.('retried')
     const delay = (this.opts.retryBaseMs ?? 1000) * 2 ** (attempt - 1)
-    this.opts.log.info({ event: 'webhook.retry', source: this.opts.source, url: where, webhookId: id, status, error, attempt, delayMs: delay }, 'retrying a webhook')
+    this.opts.log.info({ event: events.retry, ...this.opts.logFields, url: where, webhookId: id, status, error, attempt, delayMs: delay }, 'retrying a webhook')
     await new Promise<void>(resolve => {
       const t = setTimeout(() => {
         this.retries.delete(t)
@@ -104,7 +121,7 @@ export class WebhookSender {
       this.opts.outcome?.('failed')
       return
     }
-    return await this.deliver(id, body, attempt + 1)
+    return await this.deliver(url, id, request, attempt + 1)
   }
 
   /** Sends what is queued once and waits for the requests in flight; retries stop. */
