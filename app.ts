@@ -37,8 +37,8 @@ export interface AppOptions {
   config?: Config
   /** Environment to read the configuration from [process.env]. */
   env?: Record<string, string | undefined>
-  /** Room tuning that has no environment variable (eviction delay, sweep interval, message persistence). */
-  rooms?: Pick<RoomsOptions, 'evictAfterMs' | 'sweepIntervalMs' | 'persistMessages'>
+  /** Room tuning that has no environment variable (eviction delay, sweep interval, message persistence; webhooks with their retry base and outbox staleness). */
+  rooms?: Pick<RoomsOptions, 'evictAfterMs' | 'sweepIntervalMs' | 'persistMessages' | 'webhooks'>
   /** Store tuning that has no environment variable (group commit on or off, for measurements). */
   store?: Pick<StoreOptions, 'groupCommit' | 'probeIntervalMs'>
   /** Tracing options over those read from the environment (a `tracerProvider` for tests). */

@@ -3,9 +3,9 @@ import http from 'node:http'
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { Webhook } from 'standardwebhooks'
-import { build, waitFor, type TestContext } from './support/helper.js'
+import { build, tempDir, waitFor, type TestContext } from './support/helper.js'
 import { TestClient } from './support/ws-client.js'
-import { redisTestOptions } from './support/redis-server.js'
+import { redisTestOptions, startRedis } from './support/redis-server.js'
 import { cluster, connect } from './support/cluster-instances.js'
 
 const SECRET = `whsec_${randomBytes(32).toString('base64')}`
@@ -19,7 +19,7 @@ interface Event { type: string, room: string, clientId?: string, [field: string]
  * receiver deduplicates).
  */
 async function receiver (t: TestContext, failEach = 0) {
-  const state = { requests: 0, invalid: 0, accepted: new Map<string, Event[]>(), statuses: new Map<string, number[]>() }
+  const state = { requests: 0, invalid: 0, failEach, accepted: new Map<string, Event[]>(), statuses: new Map<string, number[]>() }
   const verifier = new Webhook(SECRET)
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = []
@@ -38,7 +38,7 @@ async function receiver (t: TestContext, failEach = 0) {
       const id = String(req.headers['webhook-id'])
       const statuses = state.statuses.get(id) ?? []
       state.statuses.set(id, statuses)
-      if (statuses.length < failEach) {
+      if (statuses.length < state.failEach) {
         statuses.push(500)
         res.writeHead(500).end('not now')
         return
@@ -88,6 +88,47 @@ t.test('a receiver that fails twice gets each batch on the third attempt, same w
   for (const [id, statuses] of hooks.state.statuses) t.same(statuses, [500, 500, 204], `batch ${id}: two refused attempts, then accepted under the same webhook-id`)
   t.same(hooks.events().map(e => e.type).sort(), ['message_published', 'room_occupied'], 'only the events asked for, once each')
   t.match(hooks.events().find(e => e.type === 'message_published'), { room: 'news', offset: 1, from: 'alice', data: { headline: 'hi' }, messageId: String })
+})
+
+t.test('batches not delivered by a shutdown are kept in the store and sent after the restart, under the same webhook-id', async t => {
+  const hooks = await receiver(t, Infinity)
+  const dataDir = tempDir(t)
+  const env = { WEBHOOK_URL: hooks.url, WEBHOOK_SECRET: SECRET, WEBHOOK_BATCH_MS: '20' }
+  const first = await build(t, env, { dataDir })
+  const alice = await TestClient.connect(first.wsUrl, { clientId: 'alice' })
+  await alice.request({ type: 'join', room: 'kept' })
+  await waitFor(() => hooks.state.statuses.size > 0, 'a refused attempt')
+  await alice.close()
+  await first.app.close()
+  t.equal(hooks.events().length, 0, 'nothing was accepted before the restart')
+  const refused = new Set(hooks.state.statuses.keys())
+
+  hooks.state.failEach = 0
+  const second = await build(t, env, { dataDir })
+  await waitFor(() => hooks.events().some(e => e.type === 'room_vacated'), 'the kept batches, sent again', Infinity, 50)
+  t.same(hooks.events().map(key).sort(), ['member_joined kept alice', 'member_left kept alice', 'room_occupied kept', 'room_vacated kept'], 'every event once')
+  for (const id of hooks.state.accepted.keys()) t.ok(refused.has(id), `batch ${id} came under the id it had before the restart`)
+  t.ok(second.logs().some(l => l.event === 'webhook.resumed'), 'the restart says it sent them again')
+  t.equal(hooks.state.invalid, 0)
+})
+
+t.test('with Redis, the batches a stopped instance kept are sent by the next one to look (staleMs)', redisTestOptions(), async t => {
+  const redis = await startRedis(t)
+  const hooks = await receiver(t, Infinity)
+  // staleMs 0: the next instance claims them at once (the default, 60 s, leaves a live instance time to finish its retries)
+  const webhooks = { url: hooks.url, secret: SECRET, events: new Set(['room_occupied', 'member_joined']), batchMs: 20, staleMs: 0 }
+  const first = await build(t, { REDIS_URL: redis.url }, { app: { rooms: { webhooks } } })
+  const alice = await TestClient.connect(first.wsUrl, { clientId: 'alice' })
+  await alice.request({ type: 'join', room: 'kept' })
+  await waitFor(() => hooks.state.statuses.size > 0, 'a refused attempt')
+  await alice.close()
+  await first.app.close()
+  const refused = new Set(hooks.state.statuses.keys())
+  hooks.state.failEach = 0
+  await build(t, { REDIS_URL: redis.url }, { app: { rooms: { webhooks } } })
+  await waitFor(() => hooks.events().length >= 2, 'the kept batch, sent by the next instance', Infinity, 50)
+  t.same(hooks.events().map(key), ['room_occupied kept', 'member_joined kept alice'], 'every event once')
+  for (const id of hooks.state.accepted.keys()) t.ok(refused.has(id), 'under the id it had before')
 })
 
 t.test('bad webhook settings stop the start naming them', async t => {

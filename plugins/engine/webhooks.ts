@@ -4,16 +4,32 @@ import type { FastifyBaseLogger } from 'fastify'
 
 export { signWebhook, webhookKey }
 
-/** One batch as it goes out: its body, and its headers for an attempt made at `timestampS` (signatures are per attempt). */
-export interface WebhookRequest { body: string, headers: (timestampS: number) => Record<string, string> }
+/** A protocol's webhook encoding: a batch's body, and its headers for an attempt made at `timestampS` (signatures are per attempt). */
+export interface WebhookRequest {
+  body: (events: Array<Record<string, unknown>>, id: string) => string
+  headers: (body: string, id: string, timestampS: number) => Record<string, string>
+}
+
+/** Where batches wait until delivered or given up, so a restart resends them (the store's outbox). */
+export interface WebhookOutbox {
+  put (ns: string, id: string, value: string): Promise<void>
+  remove (ns: string, id: string): Promise<void>
+  claim (ns: string, staleMs: number): Promise<Array<{ id: string, value: string }>>
+}
 
 export interface WebhookSenderOptions {
   /** Every batch goes to each of them (each with its own retries). */
   urls: string[]
   /** Events gathered this long go out as one request [250]. */
   batchMs?: number
-  /** The request of a batch; `id` is the batch's, the same for each retry. */
-  encode: (events: Array<Record<string, unknown>>, id: string) => WebhookRequest
+  /** The protocol's encoding of a batch; `id` is the batch's, the same for each retry. */
+  encode: WebhookRequest
+  /**
+   * Keeps each batch and URL in the store until delivered or given up, so a
+   * restart (or another instance, for a crashed one: entries older than
+   * `staleMs` [60000]) sends it again, under the same id.
+   */
+  outbox?: { store: WebhookOutbox, ns: string, staleMs?: number }
   /** Attempts per batch and URL, the first included [5]. */
   attempts?: number
   /** Delay before the first retry; doubled each time [1000]. */
@@ -34,13 +50,16 @@ export interface WebhookSenderOptions {
  * `webhook-id`, `webhook-timestamp`, `webhook-signature`, so its libraries
  * (`standardwebhooks`) verify it. Throws on a secret that is not one.
  */
-export function standardWebhooks (secret: string): WebhookSenderOptions['encode'] {
+export function standardWebhooks (secret: string): WebhookRequest {
   const key = webhookKey(secret)
-  return (events, id) => {
-    const body = JSON.stringify({ type: 'switchboard.events', timestamp: new Date().toISOString(), data: { events } })
-    return { body, headers: timestampS => ({ 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestampS), 'webhook-signature': signWebhook(key, id, timestampS, body) }) }
+  return {
+    body: events => JSON.stringify({ type: 'switchboard.events', timestamp: new Date().toISOString(), data: { events } }),
+    headers: (body, id, timestampS) => ({ 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(timestampS), 'webhook-signature': signWebhook(key, id, timestampS, body) })
   }
 }
+
+/** What the outbox keeps of one batch for one URL. */
+interface Kept { url: string, id: string, body: string }
 
 /**
  * The engine's webhook delivery, for every protocol (native rooms, Pusher
@@ -56,6 +75,7 @@ export class WebhookSender {
   private readonly inFlight = new Set<Promise<void>>()
   private readonly retries = new Map<NodeJS.Timeout, () => void>()
   private closing = false
+  private resumer: NodeJS.Timeout | undefined
 
   constructor (private readonly opts: WebhookSenderOptions) {}
 
@@ -69,24 +89,56 @@ export class WebhookSender {
     this.timer = undefined
     if (this.queue.length === 0) return
     const id = `msg_${randomUUID()}`
-    const request = this.opts.encode(this.queue, id)
+    const body = this.opts.encode.body(this.queue, id)
     this.queue = []
-    for (const url of this.opts.urls) {
-      const p = this.deliver(url, id, request, 1)
-      this.inFlight.add(p)
-      p.finally(() => this.inFlight.delete(p)).catch(() => {})
-    }
+    for (const url of this.opts.urls) this.start({ url, id, body }, true)
   }
 
-  private async deliver (url: string, id: string, request: WebhookRequest, attempt: number): Promise<void> {
+  /**
+   * Sends again the batches an earlier run (or a crashed instance) left in the
+   * outbox; with Redis, looks again every `staleMs`. Call once at start.
+   */
+  async resume (): Promise<number> {
+    const outbox = this.opts.outbox
+    if (outbox === undefined) return 0
+    const staleMs = outbox.staleMs ?? 60000
+    this.resumer ??= setInterval(() => { this.resume().catch(() => {}) }, Math.max(staleMs, 1000))
+    this.resumer.unref()
+    let entries: Array<{ id: string, value: string }>
+    try {
+      entries = await outbox.store.claim(outbox.ns, staleMs)
+    } catch (err) {
+      this.opts.log.warn({ event: 'webhook.outbox_failed', ...this.opts.logFields, error: (err as Error).message }, 'could not read the webhooks kept in the store')
+      return 0
+    }
+    for (const entry of entries) this.start(JSON.parse(entry.value) as Kept, false)
+    if (entries.length > 0) this.opts.log.info({ event: 'webhook.resumed', ...this.opts.logFields, batches: entries.length }, 'sending again the webhooks kept in the store')
+    return entries.length
+  }
+
+  private start (kept: Kept, fresh: boolean): void {
+    const outbox = this.opts.outbox
+    const key = `${kept.id} ${kept.url}`
+    // kept before the first attempt, removed once delivered or given up
+    const stored = outbox !== undefined && fresh ? outbox.store.put(outbox.ns, key, JSON.stringify(kept)).catch(() => {}) : Promise.resolve()
+    const p = this.deliver(kept.url, kept.id, kept.body, 1).then(async done => {
+      await stored
+      if (done && outbox !== undefined) await outbox.store.remove(outbox.ns, key).catch(() => {})
+    })
+    this.inFlight.add(p)
+    p.finally(() => this.inFlight.delete(p)).catch(() => {})
+  }
+
+  /** true when the batch is settled (delivered, or given up); false when the shutdown interrupted it (the outbox keeps it). */
+  private async deliver (url: string, id: string, body: string, attempt: number): Promise<boolean> {
     const attempts = this.opts.attempts ?? 5
     let status: number | undefined
     let error: string | undefined
     try {
       const res = await fetch(url, {
         method: 'POST',
-        headers: request.headers(Math.floor(Date.now() / 1000)),
-        body: request.body,
+        headers: this.opts.encode.headers(body, id, Math.floor(Date.now() / 1000)),
+        body,
         redirect: 'manual',
         signal: AbortSignal.timeout(this.opts.timeoutMs ?? 5000)
       })
@@ -94,7 +146,7 @@ export class WebhookSender {
       await res.arrayBuffer().catch(() => undefined)
       if (res.ok) {
         this.opts.outcome?.('delivered')
-        return
+        return true
       }
     } catch (err) {
       error = (err as Error).message
@@ -102,10 +154,11 @@ export class WebhookSender {
     const target = new URL(url)
     const where = `${target.origin}${target.pathname}`
     const events = this.opts.logEvents ?? { retry: 'webhook.retry', failed: 'webhook.failed' }
+    if (this.closing && this.opts.outbox !== undefined) return false
     if (attempt >= attempts || this.closing) {
       this.opts.outcome?.('failed')
       this.opts.log.warn({ event: events.failed, ...this.opts.logFields, url: where, webhookId: id, status, error, attempts: attempt }, 'a webhook could not be delivered')
-      return
+      return true
     }
     this.opts.outcome?.('retried')
     const delay = (this.opts.retryBaseMs ?? 1000) * 2 ** (attempt - 1)
@@ -118,14 +171,16 @@ export class WebhookSender {
       this.retries.set(t, resolve)
     })
     if (this.closing) {
+      if (this.opts.outbox !== undefined) return false
       this.opts.outcome?.('failed')
-      return
+      return true
     }
-    return await this.deliver(url, id, request, attempt + 1)
+    return await this.deliver(url, id, body, attempt + 1)
   }
 
-  /** Sends what is queued once and waits for the requests in flight; retries stop. */
+  /** Sends what is queued once and waits for the requests in flight; retries stop (with an outbox, what is not delivered stays there for the next start). */
   async close (): Promise<void> {
+    clearInterval(this.resumer)
     this.flush()
     this.closing = true
     for (const [t, resolve] of this.retries) {

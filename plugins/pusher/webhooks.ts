@@ -31,10 +31,9 @@ export class Webhooks {
       : new WebhookSender({
         urls: app.webhooks,
         batchMs: app.webhookBatchMs,
-        encode: events => {
-          const body = JSON.stringify({ time_ms: Date.now(), events })
-          const headers = { 'Content-Type': 'application/json', 'X-Pusher-Key': app.key, 'X-Pusher-Signature': sign(app.secret, body) }
-          return { body, headers: () => headers }
+        encode: {
+          body: events => JSON.stringify({ time_ms: Date.now(), events }),
+          headers: body => ({ 'Content-Type': 'application/json', 'X-Pusher-Key': app.key, 'X-Pusher-Signature': sign(app.secret, body) })
         },
         attempts: opts.attempts,
         retryBaseMs: opts.retryBaseMs,

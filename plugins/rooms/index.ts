@@ -30,7 +30,7 @@ export interface RoomsOptions {
    * WEBHOOK_BATCH_MS): membership transitions, each sent once across the
    * instances, and optionally every published message.
    */
-  webhooks?: { url: string, secret: string, events: ReadonlySet<string>, batchMs?: number, retryBaseMs?: number, attempts?: number }
+  webhooks?: { url: string, secret: string, events: ReadonlySet<string>, batchMs?: number, retryBaseMs?: number, attempts?: number, staleMs?: number }
 }
 
 declare module 'fastify' {
@@ -47,7 +47,18 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   const hooks = opts.webhooks
   const sender = hooks === undefined || hooks.events.size === 0
     ? null
-    : new WebhookSender({ urls: [hooks.url], encode: standardWebhooks(hooks.secret), batchMs: hooks.batchMs, retryBaseMs: hooks.retryBaseMs, attempts: hooks.attempts, log: app.log, logFields: { source: 'native' } })
+    : new WebhookSender({
+      urls: [hooks.url],
+      encode: standardWebhooks(hooks.secret),
+      batchMs: hooks.batchMs,
+      retryBaseMs: hooks.retryBaseMs,
+      attempts: hooks.attempts,
+      // kept in the store until delivered: a restart (or, with Redis, another instance after a crash) sends them again
+      outbox: { store: app.store.outbox, ns: 'webhooks:native', staleMs: hooks.staleMs },
+      log: app.log,
+      logFields: { source: 'native' }
+    })
+  sender?.resume().catch(() => {})
   const registry = new RoomRegistry(app.store, app.broker, app.presence, {
     historySize: opts.historySize ?? 100,
     maxRoomsPerConnection: opts.maxRoomsPerConnection ?? 50,

@@ -1,8 +1,10 @@
 import type { DirectMessage } from '../../protocol/frames.js'
 import type { DocumentStore } from './documents.js'
 import type { LastEventStore } from './last-events.js'
+import type { OutboxStore } from './outbox.js'
 export type { DocumentStore, StoredDocument } from './documents.js'
 export type { LastEventStore } from './last-events.js'
+export type { OutboxStore } from './outbox.js'
 
 export { StoreUnavailableError } from '../core/errors.js'
 import type { BatchTracer } from '../observability/tracing.js'
@@ -166,6 +168,8 @@ export interface Store {
   readonly documents: DocumentStore
   /** The last event of channels that keep one (Pusher cache channels), expiring. */
   readonly lastEvents: LastEventStore
+  /** Requests waiting to be delivered (webhook batches), kept across restarts. */
+  readonly outbox: OutboxStore
   /** Wraps each committed batch in a span (set by the store plugin itself when tracing is on). */
   batchTracer?: BatchTracer
 

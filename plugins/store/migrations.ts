@@ -96,6 +96,19 @@ export const MIGRATIONS: ReadonlyArray<{ version: number, description: string, s
         PRIMARY KEY (ns, name)
       ) WITHOUT ROWID;
       CREATE INDEX last_events_by_expiry ON last_events (expires_at);`
+  },
+  {
+    version: 9,
+    description: 'requests waiting to be delivered (webhook batches), kept across a restart',
+    sql: `
+      CREATE TABLE outbox (
+        ns         TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        owner      TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (ns, id)
+      ) WITHOUT ROWID;`
   }
 ]
 

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis'
+import { randomUUID } from 'node:crypto'
 import type { DirectMessage } from '../../protocol/frames.js'
 import { applyMergePatch } from '../../protocol/merge-patch.js'
 import { newEpoch, parseState, patchedState, recoveryWindow } from './room-state.js'
@@ -9,9 +10,10 @@ import {
   type RoomSnapshotWithHistory, type RoomState, type RoomSummary, type Store, type RoomPage, ROOM_NAME_END, type InboxStore,
   DuplicateKeyError, type IdempotencyClaim, type IdempotencyRecord, type IdempotencyStore
 } from './interface.js'
-import type { DocumentStore, LastEventStore } from './interface.js'
+import type { DocumentStore, LastEventStore, OutboxStore } from './interface.js'
 import { RedisDocumentStore } from './documents.js'
 import { RedisLastEvents } from './last-events.js'
+import { RedisOutbox } from './outbox.js'
 
 export interface RedisStoreOptions {
   inboxMax: number
@@ -257,6 +259,7 @@ export class RedisStore implements Store {
   readonly idempotency: IdempotencyStore
   readonly documents: DocumentStore
   readonly lastEvents: LastEventStore
+  readonly outbox: OutboxStore
   /** Compare-and-set retries caused by other instances, for measurements. */
   readonly counters = { patchRetries: 0 }
   private readonly client: Client
@@ -285,6 +288,7 @@ export class RedisStore implements Store {
     const call = <T>(op: () => Promise<T>) => this.call(op)
     this.documents = new RedisDocumentStore(redis, KEY_PREFIX, call)
     this.lastEvents = new RedisLastEvents(redis, KEY_PREFIX, call)
+    this.outbox = new RedisOutbox(redis, KEY_PREFIX, randomUUID(), call)
   }
 
   async loadRoom (room: string): Promise<RoomSnapshot | null> {

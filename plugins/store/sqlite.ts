@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3'
+import { randomUUID } from 'node:crypto'
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { DATABASE_FILE, StoreLock, StoreOpenError } from './lock.js'
@@ -17,7 +18,7 @@ import {
 import { storeFailureReason, type StoreHealth } from './health.js'
 import { DuplicateKeyError, type IdempotencyClaim, type IdempotencyRecord, type IdempotencyStore } from './interface.js'
 import { newEpoch } from './room-state.js'
-import type { DocumentStore, LastEventStore, StoredDocument } from './interface.js'
+import type { DocumentStore, LastEventStore, OutboxStore, StoredDocument } from './interface.js'
 
 interface Log {
   info (obj: object, msg: string): void
@@ -64,6 +65,7 @@ export class SqliteStore implements Store {
   readonly idempotency: IdempotencyStore
   readonly documents: DocumentStore
   readonly lastEvents: LastEventStore
+  readonly outbox: OutboxStore
   readonly path: string
   /** Counters for status and the benchmark. */
   readonly counters = { commits: 0, writes: 0, failedCommits: 0 }
@@ -120,12 +122,17 @@ export class SqliteStore implements Store {
       lastRead: db.prepare<[string, string, number], { value: string }>('SELECT value FROM last_events WHERE ns = ? AND name = ? AND expires_at > ?'),
       lastWrite: db.prepare(`INSERT INTO last_events (ns, name, value, expires_at) VALUES (?, ?, ?, ?)
         ON CONFLICT (ns, name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`),
-      lastExpire: db.prepare('DELETE FROM last_events WHERE expires_at <= ?')
+      lastExpire: db.prepare('DELETE FROM last_events WHERE expires_at <= ?'),
+      outboxPut: db.prepare('INSERT OR REPLACE INTO outbox (ns, id, value, owner, created_at) VALUES (?, ?, ?, ?, ?)'),
+      outboxRemove: db.prepare('DELETE FROM outbox WHERE ns = ? AND id = ?'),
+      outboxOthers: db.prepare<[string, string], { id: string, value: string }>('SELECT id, value FROM outbox WHERE ns = ? AND owner != ? ORDER BY created_at'),
+      outboxTake: db.prepare('UPDATE outbox SET owner = ? WHERE ns = ? AND owner != ?')
     }
     this.inbox = this.createInbox()
     this.idempotency = this.createIdempotency()
     this.documents = this.createDocuments()
     this.lastEvents = this.createLastEvents()
+    this.outbox = this.createOutbox()
     this.transaction = db.transaction((queue: PendingWrite[], dirty: Set<string>, now: string) => {
       this.trims = new Map()
       const out = queue.map(write => write.run())
@@ -401,6 +408,21 @@ export class SqliteStore implements Store {
       compact: async (name: string, snapshot: Uint8Array, upToId: number) => this.enqueue(null, () => {
         s.docSaveSnapshot.run(name, snapshot, upToId)
         s.docDropUpdates.run(name, upToId)
+      })
+    }
+  }
+
+  /** One process holds a data directory (its lock): every entry of another owner is an earlier run's, claimed at once. */
+  private createOutbox (): OutboxStore {
+    const s = this.statements
+    const owner = randomUUID()
+    return {
+      put: async (ns: string, id: string, value: string) => this.enqueue(null, () => { s.outboxPut.run(ns, id, value, owner, Date.now()) }),
+      remove: async (ns: string, id: string) => this.enqueue(null, () => { s.outboxRemove.run(ns, id) }),
+      claim: async (ns: string) => this.enqueue(null, () => {
+        const rows = s.outboxOthers.all(ns, owner)
+        s.outboxTake.run(owner, ns, owner)
+        return rows
       })
     }
   }
