@@ -1,7 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { PusherApp } from './apps.js'
 import { sign } from './signatures.js'
-import { WebhookSender } from './deps.js'
 
 export interface WebhookOptions {
   /** Attempts per batch and URL, the first included [5]. */
@@ -15,50 +14,97 @@ export interface WebhookOptions {
 }
 
 /**
- * The webhooks of one app, delivered by the engine's WebhookSender (batching,
- * retries with backoff) in Pusher's encoding: events gathered for
- * `webhookBatchMs` go out as one POST ({time_ms, events}) to every URL,
- * signed with the app's secret (X-Pusher-Key, X-Pusher-Signature).
- * Content-Type is exactly application/json: the Pusher SDKs' validation
- * requires it.
+ * The webhooks of one app: events gathered for `webhookBatchMs` go out as one
+ * signed POST ({time_ms, events}) to every URL; a non-2xx answer or a network
+ * error is retried with exponential backoff. Content-Type is exactly
+ * application/json: the Pusher SDKs' validation requires it.
  */
 export class Webhooks {
-  private readonly sender: WebhookSender | null
+  private queue: Array<Record<string, unknown>> = []
+  private timer: NodeJS.Timeout | undefined
+  private readonly inFlight = new Set<Promise<void>>()
+  private readonly retries = new Map<NodeJS.Timeout, () => void>()
+  private closing = false
 
-  constructor (app: PusherApp, log: FastifyBaseLogger, opts: WebhookOptions = {}) {
-    this.sender = app.webhooks.length === 0
-      ? null
-      : new WebhookSender({
-        urls: app.webhooks,
-        batchMs: app.webhookBatchMs,
-        encode: {
-          body: events => JSON.stringify({ time_ms: Date.now(), events }),
-          headers: body => ({ 'Content-Type': 'application/json', 'X-Pusher-Key': app.key, 'X-Pusher-Signature': sign(app.secret, body) })
-        },
-        attempts: opts.attempts,
-        retryBaseMs: opts.retryBaseMs,
-        timeoutMs: opts.timeoutMs,
-        outcome: opts.outcome,
-        log,
-        logEvents: { retry: 'pusher.webhook_retry', failed: 'pusher.webhook_failed' },
-        logFields: { appId: app.id }
-      })
-  }
+  constructor (private readonly app: PusherApp, private readonly log: FastifyBaseLogger, private readonly opts: WebhookOptions = {}) {}
 
   get enabled (): boolean {
-    return this.sender !== null
+    return this.app.webhooks.length > 0
   }
 
   add (event: Record<string, unknown>): void {
-    this.sender?.add(event)
+    if (!this.enabled) return
+    this.queue.push(event)
+    this.timer ??= setTimeout(() => this.flush(), this.app.webhookBatchMs)
   }
 
   flush (): void {
-    this.sender?.flush()
+    clearTimeout(this.timer)
+    this.timer = undefined
+    if (this.queue.length === 0) return
+    const body = JSON.stringify({ time_ms: Date.now(), events: this.queue })
+    this.queue = []
+    for (const url of this.app.webhooks) this.track(this.deliver(url, body, 1))
+  }
+
+  private track (p: Promise<void>): void {
+    this.inFlight.add(p)
+    p.finally(() => this.inFlight.delete(p)).catch(() => {})
+  }
+
+  private async deliver (url: string, body: string, attempt: number): Promise<void> {
+    const attempts = this.opts.attempts ?? 5
+    let status: number | undefined
+    let error: string | undefined
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-Pusher-Key': this.app.key, 'X-Pusher-Signature': sign(this.app.secret, body) },
+        body,
+        signal: AbortSignal.timeout(this.opts.timeoutMs ?? 5000)
+      })
+      status = res.status
+      await res.arrayBuffer().catch(() => undefined)
+      if (res.ok) {
+        this.opts.outcome?.('delivered')
+        return
+      }
+    } catch (err) {
+      error = (err as Error).message
+    }
+    const target = new URL(url)
+    const where = `${target.origin}${target.pathname}`
+    if (attempt >= attempts || this.closing) {
+      this.opts.outcome?.('failed')
+      this.log.warn({ event: 'pusher.webhook_failed', appId: this.app.id, url: where, status, error, attempts: attempt }, 'a Pusher webhook could not be delivered')
+      return
+    }
+    this.opts.outcome?.('retried')
+    const delay = (this.opts.retryBaseMs ?? 1000) * 2 ** (attempt - 1)
+    this.log.info({ event: 'pusher.webhook_retry', appId: this.app.id, url: where, status, error, attempt, delayMs: delay }, 'retrying a Pusher webhook')
+    await new Promise<void>(resolve => {
+      const t = setTimeout(() => {
+        this.retries.delete(t)
+        resolve()
+      }, delay)
+      this.retries.set(t, resolve)
+    })
+    if (this.closing) {
+      this.opts.outcome?.('failed')
+      return
+    }
+    return this.deliver(url, body, attempt + 1)
   }
 
   /** Sends what is queued once and waits for the requests in flight; retries stop. */
   async close (): Promise<void> {
-    await this.sender?.close()
+    this.flush()
+    this.closing = true
+    for (const [t, resolve] of this.retries) {
+      clearTimeout(t)
+      resolve()
+    }
+    this.retries.clear()
+    await Promise.allSettled([...this.inFlight])
   }
 }
