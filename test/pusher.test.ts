@@ -164,7 +164,7 @@ test('a client that does not answer the server ping is closed with 4201 (PusherS
   await new Promise(resolve => wss.once('listening', resolve))
   const noop = () => {}
   wss.on('connection', ws => {
-    const ctx = { app: parseApp('test', APP), registry: new ChannelRegistry({ occupied: noop, vacated: noop }), log: pino({ level: 'silent' }), activityTimeoutS: 1, pongTimeoutMs: 200, webhook: noop, count: noop, publish: async () => {}, bridge: noop, maxDepth: 64, messagesPerSecond: 50, reachable: async () => {}, cached: async () => undefined, members: async () => new Map(), admitMember: async () => 'added' as const, memberLeft: noop, memberAdded: noop, announce: noop }
+    const ctx = { app: parseApp('test', APP), registry: new ChannelRegistry({ occupied: noop, vacated: noop }), log: pino({ level: 'silent' }), activityTimeoutS: 1, pongTimeoutMs: 200, webhook: noop, count: noop, publish: async () => {}, bridge: noop, maxDepth: 64, messagesPerSecond: 50, reachable: async () => {}, userReachable: async () => {}, cached: async () => undefined, members: async () => new Map(), admitMember: async () => 'added' as const, memberLeft: noop, memberAdded: noop, announce: noop }
     const s = new PusherSocket(new Session(ws, 'pusher-1.1', '127.0.0.1', '127.0.0.1'), ctx, '1.1')
     ws.on('message', d => s.handle(d.toString()))
     ws.on('close', () => s.closedNow())

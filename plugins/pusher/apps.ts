@@ -24,6 +24,10 @@ export interface PusherApp {
   bridgeRoomPrefix?: string
   /** private- and presence- channels are bridged too [false]; encrypted ones never are. */
   bridgePrivate: boolean
+  /** A connection must sign in (or subscribe to a private- or presence- channel) within `userAuthenticationTimeout`, or it is closed with 4009 [false]. */
+  enableUserAuthentication: boolean
+  /** Milliseconds a connection has to sign in when `enableUserAuthentication` is on [30000]. */
+  userAuthenticationTimeout: number
 }
 
 const DEFAULTS = {
@@ -32,7 +36,8 @@ const DEFAULTS = {
   maxClientEventsPerSecond: 10,
   maxEventPayloadBytes: 10240,
   maxPresenceMembers: 100,
-  webhookBatchMs: 250
+  webhookBatchMs: 250,
+  userAuthenticationTimeout: 30000
 }
 
 export interface PusherAppsEnv {
@@ -52,9 +57,31 @@ function fail (where: string, field: string, what: string, got: unknown): never 
 const ID = /^[A-Za-z0-9_.-]{1,64}$/
 const BRIDGE_PREFIX = /^[A-Za-z0-9_.:-]{1,64}$/
 
-function positiveInt (where: string, raw: Record<string, unknown>, field: keyof typeof DEFAULTS): number {
-  const value = raw[field] ?? DEFAULTS[field]
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) fail(where, field, 'an integer >= 1', value)
+/**
+ * The value of a field under its name or one of the names Soketi's app
+ * managers accept for it (PascalCase, snake_case), so an apps file carries over.
+ */
+function pick (raw: Record<string, unknown>, field: string, aliases: string[] = []): { name: string, value: unknown } {
+  for (const name of [field, ...aliases]) if (raw[name] !== undefined && raw[name] !== null) return { name, value: raw[name] }
+  return { name: field, value: undefined }
+}
+
+/** Soketi's other spellings of each field (PascalCase for DynamoDB, snake_case for SQL). */
+function spellings (field: string): string[] {
+  return [field[0].toUpperCase() + field.slice(1), field.replace(/[A-Z]/g, c => `_${c.toLowerCase()}`)]
+}
+
+function positiveInt (where: string, raw: Record<string, unknown>, field: keyof typeof DEFAULTS, aliases: string[] = []): number {
+  const found = pick(raw, field, [...aliases, ...spellings(field)])
+  const value = found.value ?? DEFAULTS[field]
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) fail(where, found.name, 'an integer >= 1', value)
+  return value
+}
+
+function flag (where: string, raw: Record<string, unknown>, field: string, fallback: boolean): boolean {
+  const found = pick(raw, field, spellings(field))
+  const value = found.value ?? fallback
+  if (typeof value !== 'boolean') fail(where, found.name, 'true or false', value)
   return value
 }
 
@@ -89,7 +116,9 @@ export function parseApp (where: string, raw: Record<string, unknown>): PusherAp
     webhooks: webhooks as string[],
     webhookBatchMs: positiveInt(where, raw, 'webhookBatchMs'),
     ...(prefix === undefined ? {} : { bridgeRoomPrefix: prefix as string }),
-    bridgePrivate
+    bridgePrivate,
+    enableUserAuthentication: flag(where, raw, 'enableUserAuthentication', false),
+    userAuthenticationTimeout: positiveInt(where, raw, 'userAuthenticationTimeout')
   }
 }
 

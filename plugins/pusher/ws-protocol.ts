@@ -65,6 +65,8 @@ export interface AppContext {
   cached (channel: string): Promise<{ event: string, data: string } | undefined>
   /** Settles once the channel's frames from other instances reach this one (before subscription_succeeded). */
   reachable (channel: string): Promise<void>
+  /** Settles once events sent to the user on other instances reach this one (before signin_success). */
+  userReachable (userId: string): Promise<void>
   /** Sends a channel frame to the other instances' subscribers; rejects (503) when it cannot reach them. */
   publish (channel: string, payload: string, exceptSocketId?: string): Promise<void>
   /** A user's first socket here joins a presence channel: added (first anywhere), present, or full (the member cap, cluster-wide). */
@@ -132,6 +134,8 @@ export class PusherSocket implements Subscriber {
   user: string | undefined
   private pingTimer: NodeJS.Timeout | undefined
   private pongTimer: NodeJS.Timeout | undefined
+  /** enableUserAuthentication: closes the connection with 4009 unless it signs in (or is authorized on a channel) in time. */
+  private signinTimer: NodeJS.Timeout | undefined
   private windowStart = 0
   private windowCount = 0
   private closed = false
@@ -166,6 +170,19 @@ export class PusherSocket implements Subscriber {
   start (): void {
     this.send(frame('pusher:connection_established', { socket_id: this.socketId, activity_timeout: this.ctx.activityTimeoutS }))
     this.armActivity()
+    const { app } = this.ctx
+    if (app.enableUserAuthentication) {
+      this.signinTimer = setTimeout(() => {
+        this.signinTimer = undefined
+        this.refuse(CLOSE.unauthorized, `Connection not authorized: sign in (pusher:signin) or subscribe to a private- or presence- channel within ${app.userAuthenticationTimeout} ms (userAuthenticationTimeout)`)
+      }, app.userAuthenticationTimeout)
+    }
+  }
+
+  /** Signed in or authorized on a private or presence channel: the sign-in deadline is met. */
+  private authorized (): void {
+    clearTimeout(this.signinTimer)
+    this.signinTimer = undefined
   }
 
   /** Any frame from the client is activity: the ping waits another activity timeout. */
@@ -273,6 +290,7 @@ export class PusherSocket implements Subscriber {
         this.subscriptionError(channel, 401, `Invalid signature: expected HMAC SHA256 hex digest of ${this.socketId}:${channel}:<channel_data> with the app secret, as "<key>:<signature>"`)
         return
       }
+      this.authorized()
       let member: { user_id?: unknown, user_info?: unknown }
       try {
         member = JSON.parse(channelData)
@@ -299,6 +317,7 @@ export class PusherSocket implements Subscriber {
         this.subscriptionError(channel, 401, `Invalid signature: expected HMAC SHA256 hex digest of ${this.socketId}:${channel} with the app secret, as "<key>:<signature>"`)
         return
       }
+      this.authorized()
     }
     this.join(channel, {})
   }
@@ -399,14 +418,21 @@ export class PusherSocket implements Subscriber {
         id = (JSON.parse(userData) as { id?: unknown })?.id
       } catch {}
     }
-    if (typeof id !== 'string' || id === '') {
-      this.refuse(CLOSE.unauthorized, 'Invalid signin: user_data must be signed JSON with a non-empty string id')
+    // a number is an id too (Laravel and others sign {"id":1}): the user is String(id), as in #server-to-user-<id>
+    if (typeof id === 'number' && Number.isFinite(id)) id = String(id)
+    if (typeof id !== 'string' || id === '' || id.length > MAX_USER_ID_LENGTH) {
+      this.refuse(CLOSE.unauthorized, `Invalid signin: user_data must be signed JSON with an id (a non-empty string or a number, at most ${MAX_USER_ID_LENGTH} characters)`)
       return
     }
+    this.authorized()
     if (this.user !== undefined) registry.signedOut(this.user, this)
     this.user = id
     registry.signedIn(id, this)
-    this.send(frame('pusher:signin_success', { user_data: userData }))
+    // signin_success once an event sent to the user on any instance reaches this socket
+    const user = id
+    this.ctx.userReachable(id).then(() => {
+      if (this.user === user && !this.closed) this.send(frame('pusher:signin_success', { user_data: userData }))
+    }, () => {})
   }
 
   private clientEvent (event: string, channel: unknown, data: unknown): void {
@@ -455,6 +481,7 @@ export class PusherSocket implements Subscriber {
     this.closed = true
     clearTimeout(this.pingTimer)
     clearTimeout(this.pongTimer)
+    clearTimeout(this.signinTimer)
     for (const channel of [...this.subscriptions.keys()]) this.unsubscribe(channel)
     if (this.user !== undefined) this.ctx.registry.signedOut(this.user, this)
   }

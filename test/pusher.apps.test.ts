@@ -1,0 +1,101 @@
+// Per-app settings of the Pusher protocol (PUSHER_APPS_FILE, with the field names Soketi's app managers use),
+// each checked with the real pusher-js and the real `pusher` server SDK against a listening server.
+import { test } from 'tap'
+import { writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { build, tempDir, type TestContext } from './support/helper.js'
+import { APP, RawPusher, connected, holdFayeSocket, once, pusherClient, sdkFor } from './support/pusher-clients.js'
+
+const require = createRequire(import.meta.url)
+/** The SDK's own user signature (authenticateUser without its string-id check: PHP and Laravel sign numeric ids). */
+const { getSocketSignatureForUser } = require('pusher/lib/auth') as { getSocketSignatureForUser (token: unknown, socketId: string, userData: unknown): { auth: string, user_data: string } }
+
+/** A server whose one app is APP with `settings` (an entry of PUSHER_APPS_FILE). */
+async function serve (t: TestContext, settings: Record<string, unknown> = {}, env: Record<string, string> = {}) {
+  const file = `${tempDir(t)}/apps.json`
+  writeFileSync(file, JSON.stringify({ apps: [{ ...APP, ...settings }] }))
+  return await build(t, { PUSHER_APPS_FILE: file, ...env })
+}
+
+test('user authentication: an event sent to the user right after signin_success reaches every signed-in socket, subscribed to #server-to-user- or not', async t => {
+  const s = await serve(t)
+  const sdk = sdkFor(s.port)
+  const a = pusherClient(t, s.port, { sdk, user: { id: 'ann' } })
+  const b = pusherClient(t, s.port, { sdk, user: { id: 'ann' } })
+  await Promise.all([connected(a), connected(b)])
+  const gotA = once(a.user as never, 'hello')
+  const gotB = once(b.user as never, 'hello')
+  a.signin()
+  b.signin()
+  await a.user.signinDonePromise
+  await b.user.signinDonePromise
+  // at once: pusher-js has only just sent its subscription to #server-to-user-ann
+  await sdk.sendToUser('ann', 'hello', { n: 1 })
+  t.same(await gotA, { n: 1 })
+  t.same(await gotB, { n: 1 })
+
+  // a raw socket signed in and never subscribed gets it once; so does the one that subscribed, once too
+  const raw = await RawPusher.open(t, s.port, `/app/${APP.key}?protocol=7`)
+  const id = await raw.established()
+  raw.send('pusher:signin', getSocketSignatureForUser((sdk as unknown as { config: { token: unknown } }).config.token, id, { id: 'ann' }))
+  await raw.next(f => f.event === 'pusher:signin_success', 'signin_success')
+  const from = raw.frames.length
+  await sdk.sendToUser('ann', 'again', { n: 2 })
+  t.match(await raw.next(f => f.event === 'again', 'the user event', from), { channel: '#server-to-user-ann', parsed: { n: 2 } })
+  await sdk.sendToUser('ann', 'third', { n: 3 })
+  await raw.next(f => f.event === 'third', 'a later event', from)
+  t.equal(raw.frames.slice(from).filter(f => f.event === 'again').length, 1, 'delivered once')
+})
+
+test('user authentication: user_data with a numeric id signs in, and events to the user reach it', async t => {
+  const s = await serve(t)
+  const sdk = sdkFor(s.port)
+  const raw = await RawPusher.open(t, s.port, `/app/${APP.key}?protocol=7`)
+  const id = await raw.established()
+  const signed = getSocketSignatureForUser((sdk as unknown as { config: { token: unknown } }).config.token, id, { id: 1, user_info: { name: 'Taylor' } })
+  t.equal(signed.user_data, '{"id":1,"user_info":{"name":"Taylor"}}')
+  raw.send('pusher:signin', signed)
+  t.match(await raw.next(f => f.event === 'pusher:signin_success', 'signin_success'), { parsed: { user_data: signed.user_data } })
+  await sdk.sendToUser('1', 'notify', { ok: true })
+  t.match(await raw.next(f => f.event === 'notify', 'the event to user 1'), { channel: '#server-to-user-1', parsed: { ok: true } })
+  // terminate_connections finds the user by the same id
+  await sdk.terminateUserConnections('1')
+  t.match(await raw.closed, { code: 4009 })
+})
+
+test('enableUserAuthentication: a connection that does not sign in within userAuthenticationTimeout is closed with 4009; signing in or a private subscription keeps it', async t => {
+  // a deadline a loaded machine meets for a local sign-in; the silent socket is opened after the others, so its close proves theirs passed
+  const s = await serve(t, { enableUserAuthentication: true, userAuthenticationTimeout: 3000 })
+  const sdk = sdkFor(s.port)
+  const signedIn = await RawPusher.open(t, s.port, `/app/${APP.key}?protocol=7`)
+  const private_ = await RawPusher.open(t, s.port, `/app/${APP.key}?protocol=7`)
+  const id1 = await signedIn.established()
+  const id2 = await private_.established()
+  signedIn.send('pusher:signin', sdk.authenticateUser(id1, { id: 'u' }))
+  private_.send('pusher:subscribe', { channel: 'private-x', auth: sdk.authorizeChannel(id2, 'private-x').auth })
+  // pusher-js: signin() right after connecting keeps the connection; without it, it is closed and stays closed
+  const c = pusherClient(t, s.port, { sdk, user: { id: 'js' } })
+  c.signin()
+  await signedIn.next(f => f.event === 'pusher:signin_success', 'signed in')
+  await private_.next(f => f.event === 'pusher_internal:subscription_succeeded', 'subscribed')
+  await c.user.signinDonePromise
+  const d = pusherClient(t, s.port, { sdk })
+  const dGone = once(d.connection, 'disconnected')
+  await connected(d)
+  const release = holdFayeSocket(d)
+  const idle = await RawPusher.open(t, s.port, `/app/${APP.key}?protocol=7`)
+  await idle.established()
+  t.match(await idle.closed, { code: 4009 }, 'a silent connection is closed with 4009')
+  t.match(idle.frames.at(-1), { event: 'pusher:error', data: { code: 4009, message: /within 3000 ms \(userAuthenticationTimeout\)/ } })
+  await dGone
+  release()
+  // both were open past the deadline: a frame after it is still answered
+  signedIn.send('pusher:ping', {})
+  private_.send('pusher:ping', {})
+  await signedIn.next(f => f.event === 'pusher:pong', 'pong')
+  await private_.next(f => f.event === 'pusher:pong', 'pong')
+  t.equal(signedIn.ws.readyState, 1)
+  t.equal(private_.ws.readyState, 1)
+  t.equal(c.connection.state, 'connected', 'pusher-js signed in: still connected')
+  t.not(d.connection.state, 'connected', 'pusher-js without signin: closed, not reconnected')
+})
