@@ -99,3 +99,83 @@ test('enableUserAuthentication: a connection that does not sign in within userAu
   t.equal(c.connection.state, 'connected', 'pusher-js signed in: still connected')
   t.not(d.connection.state, 'connected', 'pusher-js without signin: closed, not reconnected')
 })
+
+/** The SDK's rejection, as status and body. */
+async function refusal (p: Promise<unknown>): Promise<{ status: number, body: string }> {
+  try {
+    await p
+  } catch (err) {
+    const e = err as { status?: number, body?: string }
+    return { status: e.status ?? 0, body: e.body ?? '' }
+  }
+  throw new Error('the request was not refused')
+}
+
+test('channel names: at most 164 characters by default (Pusher\'s limit): pusher-js gets a 164-character channel, and subscription_error for 165; the HTTP API refuses 165', async t => {
+  const s = await serve(t)
+  const sdk = sdkFor(s.port)
+  const c = pusherClient(t, s.port, { sdk })
+  await connected(c)
+  const ok = c.subscribe('c'.repeat(164))
+  await once(ok, 'pusher:subscription_succeeded')
+  const long = c.subscribe('c'.repeat(165))
+  t.match(await once(long, 'pusher:subscription_error'), { type: 'LimitReached', status: 4009, error: /longer than the allowed 164 characters/ })
+  const got = once(ok, 'news')
+  await sdk.trigger('c'.repeat(164), 'news', { n: 1 })
+  t.same(await got, { n: 1 })
+  t.match(await refusal(sdk.trigger('c'.repeat(165), 'news', {})), { status: 400, body: /channels\[0\]: the channel name is longer than the allowed 164 characters \(maxChannelNameLength; got 165\)/ })
+  // the signed-in user's channel is bounded by the user id instead
+  t.equal((await sdk.sendToUser('u'.repeat(128), 'e', {})).status, 200)
+})
+
+test('per-app limits under Soketi\'s names: event name, data size, channels per trigger, batch size, presence member size, channel name, request body', async t => {
+  const s = await serve(t, {
+    maxEventNameLength: 12,
+    maxEventPayloadInKb: 1,
+    maxEventChannelsAtOnce: 2,
+    maxEventBatchSize: 2,
+    maxPresenceMemberSizeInKb: 0.05,
+    maxChannelNameLength: 20,
+    maxRequestBodyBytes: 1500
+  })
+  const sdk = sdkFor(s.port)
+  const e12 = 'e'.repeat(12)
+  t.equal((await sdk.trigger(['a', 'b'], e12, 'x'.repeat(1000))).status, 200, 'at the limits')
+  t.match(await refusal(sdk.trigger('a', 'e'.repeat(13), {})), { status: 400, body: /name: must be a string of 1 to 12 characters \(maxEventNameLength\)/ })
+  t.match(await refusal(sdk.trigger('a', 'e', 'x'.repeat(1025))), { status: 413, body: /data: at most 1024 bytes \(maxEventPayloadBytes; got 1025\)/ })
+  t.match(await refusal(sdk.trigger(['a', 'b', 'c'], 'e', {})), { status: 400, body: /channels: at most 2 channels per event \(maxEventChannelsAtOnce; got 3\)/ })
+  t.match(await refusal(sdk.triggerBatch([{ channel: 'a', name: 'e', data: '1' }, { channel: 'a', name: 'e', data: '2' }, { channel: 'a', name: 'e', data: '3' }])), { status: 400, body: /batch: at most 2 events \(maxEventBatchSize; got 3\)/ })
+  t.match(await refusal(sdk.triggerBatch([{ channel: 'a', name: 'e', data: 'x'.repeat(1000) }, { channel: 'a', name: 'e', data: 'y'.repeat(1000) }])), { status: 413, body: /body: at most 1500 bytes \(maxRequestBodyBytes/ })
+  t.match(await refusal(sdk.trigger('c'.repeat(21), 'e', {})), { status: 400, body: /longer than the allowed 20 characters/ })
+
+  // over the WebSocket: presence member info (56 bytes > 0.05 KB = 51 bytes), channel name, client event name and data
+  const big = pusherClient(t, s.port, { sdk, presence: () => ({ user_id: 'big', user_info: { name: 'n'.repeat(45) } }) })
+  const small = pusherClient(t, s.port, { sdk, presence: () => ({ user_id: 'small', user_info: { n: 1 } }) })
+  await Promise.all([connected(big), connected(small)])
+  t.match(await once(big.subscribe('presence-room'), 'pusher:subscription_error'), { status: 400, error: /user_info: at most 51 bytes of JSON \(maxPresenceMemberBytes\)/ })
+  const room = small.subscribe('presence-room')
+  await once(room, 'pusher:subscription_succeeded')
+  t.match(await once(small.subscribe('c'.repeat(21)), 'pusher:subscription_error'), { type: 'LimitReached', status: 4009 })
+  const raw = await RawPusher.open(t, s.port, `/app/${APP.key}?protocol=7`)
+  const id = await raw.established()
+  raw.send('pusher:subscribe', { channel: 'private-x', auth: sdk.authorizeChannel(id, 'private-x').auth })
+  await raw.next(f => f.event === 'pusher_internal:subscription_succeeded', 'subscribed')
+  raw.send('client-' + 'n'.repeat(6), {}, 'private-x')
+  t.match(await raw.next(f => f.event === 'pusher:error', 'name refused'), { data: { code: 4300, message: /longer than the allowed 12 characters \(maxEventNameLength\)/ } })
+  const from = raw.frames.length
+  raw.send('client-ok', 'x'.repeat(1025), 'private-x')
+  t.match(await raw.next(f => f.event === 'pusher:error', 'data refused', from), { data: { code: 4300, message: /data: at most 1024 bytes/ } })
+  t.equal(raw.ws.readyState, 1, 'the connection stays')
+})
+
+test('Soketi apps files carry over: PascalCase and snake_case spellings, and errors name the field as written', async t => {
+  const { parseApp } = await import('../plugins/pusher/apps.js')
+  const app = parseApp('t', { ...APP, max_event_payload_in_kb: 2, MaxEventBatchSize: 5, max_presence_members_per_channel: 7, enable_user_authentication: true })
+  t.equal(app.maxEventPayloadBytes, 2048)
+  t.equal(app.maxEventBatchSize, 5)
+  t.equal(app.maxPresenceMembers, 7)
+  t.equal(app.enableUserAuthentication, true)
+  t.same([app.maxChannelNameLength, app.maxEventNameLength, app.maxEventChannelsAtOnce, app.maxPresenceMemberBytes, app.maxEventPayloadBytes === 2048], [164, 200, 100, 1024, true], 'Pusher\'s defaults for the others')
+  t.throws(() => parseApp('PUSHER_APPS_FILE apps[0]', { ...APP, max_event_batch_size: 0 }), /apps\[0\]: max_event_batch_size must be an integer >= 1 \(got 0\)/)
+  t.throws(() => parseApp('PUSHER_APPS_FILE apps[0]', { ...APP, maxEventPayloadInKb: 'big' }), /maxEventPayloadInKb must be a number of kilobytes > 0/)
+})

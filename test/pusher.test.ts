@@ -103,7 +103,7 @@ test('the protocol refuses with its close codes; ping is answered; bad frames ge
   c.ws.send('not json')
   t.match(await c.next(f => f.event === 'pusher:error', 'error'), { data: { code: 4300, message: /must be JSON/ } })
   c.send('pusher:subscribe', { channel: 'bad channel!' })
-  t.match(await c.next(f => f.event === 'pusher:subscription_error', 'subscription error'), { channel: 'bad channel!', data: { status: 400, error: /channel: must be 1 to 200 characters/ } })
+  t.match(await c.next(f => f.event === 'pusher:subscription_error', 'subscription error'), { channel: 'bad channel!', data: { status: 400, error: /channel: must be 1 to 164 characters/ } })
   c.send('pusher:subscribe', { channel: 'presence-x', auth: `${APP.key}:x` })
   t.match(await c.next(f => f.event === 'pusher:subscription_error' && f.channel === 'presence-x', 'presence error'), { data: { status: 400, error: /channel_data/ } })
   c.send('pusher:subscribe', { channel: 'open' })

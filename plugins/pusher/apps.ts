@@ -12,10 +12,22 @@ export interface PusherApp {
   maxConnections: number
   /** `client-*` events one connection may send per second; more get `pusher:error` 4301 [10]. */
   maxClientEventsPerSecond: number
-  /** Bytes of an event's `data` [10240]. */
+  /** Bytes of an event's `data` [10240] (Soketi: maxEventPayloadInKb). */
   maxEventPayloadBytes: number
-  /** Members of one presence channel [100]. */
+  /** Members of one presence channel [100] (Soketi: maxPresenceMembersPerChannel). */
   maxPresenceMembers: number
+  /** Bytes of a presence member's user_info, serialized [1024] (Soketi: maxPresenceMemberSizeInKb). */
+  maxPresenceMemberBytes: number
+  /** Characters of a channel name, prefix included [164, Pusher's limit]. */
+  maxChannelNameLength: number
+  /** Characters of an event name [200]. */
+  maxEventNameLength: number
+  /** Channels one HTTP trigger may name [100]. */
+  maxEventChannelsAtOnce: number
+  /** Events of one HTTP batch [10]. */
+  maxEventBatchSize: number
+  /** Bytes of an HTTP API request body [1048576]. */
+  maxRequestBodyBytes: number
   /** Webhook endpoints; empty = no webhooks. */
   webhooks: string[]
   /** How long webhook events are gathered into one request [250]. */
@@ -36,6 +48,12 @@ const DEFAULTS = {
   maxClientEventsPerSecond: 10,
   maxEventPayloadBytes: 10240,
   maxPresenceMembers: 100,
+  maxPresenceMemberBytes: 1024,
+  maxChannelNameLength: 164,
+  maxEventNameLength: 200,
+  maxEventChannelsAtOnce: 100,
+  maxEventBatchSize: 10,
+  maxRequestBodyBytes: 1048576,
   webhookBatchMs: 250,
   userAuthenticationTimeout: 30000
 }
@@ -78,6 +96,19 @@ function positiveInt (where: string, raw: Record<string, unknown>, field: keyof 
   return value
 }
 
+/**
+ * A size in bytes, given in bytes under `field` or in kilobytes (1024 bytes,
+ * fractions allowed) under Soketi's `kbField`.
+ */
+function bytes (where: string, raw: Record<string, unknown>, field: keyof typeof DEFAULTS, kbField: string): number {
+  const kb = pick(raw, kbField, spellings(kbField))
+  if (kb.value !== undefined && pick(raw, field, spellings(field)).value === undefined) {
+    if (typeof kb.value !== 'number' || !(kb.value > 0) || !Number.isFinite(kb.value)) fail(where, kb.name, 'a number of kilobytes > 0', kb.value)
+    return Math.max(1, Math.floor(kb.value * 1024))
+  }
+  return positiveInt(where, raw, field)
+}
+
 function flag (where: string, raw: Record<string, unknown>, field: string, fallback: boolean): boolean {
   const found = pick(raw, field, spellings(field))
   const value = found.value ?? fallback
@@ -111,8 +142,14 @@ export function parseApp (where: string, raw: Record<string, unknown>): PusherAp
     enableClientMessages: enable,
     maxConnections: positiveInt(where, raw, 'maxConnections'),
     maxClientEventsPerSecond: positiveInt(where, raw, 'maxClientEventsPerSecond'),
-    maxEventPayloadBytes: positiveInt(where, raw, 'maxEventPayloadBytes'),
-    maxPresenceMembers: positiveInt(where, raw, 'maxPresenceMembers'),
+    maxEventPayloadBytes: bytes(where, raw, 'maxEventPayloadBytes', 'maxEventPayloadInKb'),
+    maxPresenceMembers: positiveInt(where, raw, 'maxPresenceMembers', ['maxPresenceMembersPerChannel', 'MaxPresenceMembersPerChannel', 'max_presence_members_per_channel']),
+    maxPresenceMemberBytes: bytes(where, raw, 'maxPresenceMemberBytes', 'maxPresenceMemberSizeInKb'),
+    maxChannelNameLength: positiveInt(where, raw, 'maxChannelNameLength'),
+    maxEventNameLength: positiveInt(where, raw, 'maxEventNameLength'),
+    maxEventChannelsAtOnce: positiveInt(where, raw, 'maxEventChannelsAtOnce'),
+    maxEventBatchSize: positiveInt(where, raw, 'maxEventBatchSize'),
+    maxRequestBodyBytes: positiveInt(where, raw, 'maxRequestBodyBytes'),
     webhooks: webhooks as string[],
     webhookBatchMs: positiveInt(where, raw, 'webhookBatchMs'),
     ...(prefix === undefined ? {} : { bridgeRoomPrefix: prefix as string }),

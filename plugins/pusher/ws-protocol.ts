@@ -9,12 +9,13 @@ import { jsonDepth, tooDeepField, type Session, type JoinOutcome } from './deps.
 /** A presence channel's member as every instance sees it: user_id as given (a number stays a number) and user_info. */
 export interface PresenceMember { userId: string | number, info: unknown }
 
-/** Channel names: Pusher's character set, at most 200 characters. */
-export const CHANNEL_NAME = /^[-a-zA-Z0-9_=@,.;]{1,200}$/
+/** Channel names: Pusher's character set (their length is the app's maxChannelNameLength). */
+export const CHANNEL_NAME = /^[-a-zA-Z0-9_=@,.;]+$/
 export const SOCKET_ID = /^\d+\.\d+$/
-/** Longest presence user_id and user_info (serialized) a subscription may carry. */
+/** Longest presence user_id (and signed-in user id) a connection may carry. */
 export const MAX_USER_ID_LENGTH = 128
-export const MAX_USER_INFO_BYTES = 1024
+/** The longest event name any frame may carry, whatever an app's maxEventNameLength. */
+const MAX_FRAME_EVENT_LENGTH = 200
 
 /** Close codes of protocol 7 used here (pusher-js: 4000-4099 never reconnect, 4100-4199 back off, 4200-4299 reconnect at once). */
 export const CLOSE = {
@@ -224,8 +225,9 @@ export class PusherSocket implements Subscriber {
       this.send(errorFrame(ERROR.invalid, tooDeep))
       return
     }
-    if (typeof msg.event !== 'string' || msg.event === '' || msg.event.length > 200) {
-      this.send(errorFrame(ERROR.invalid, 'event: must be a string of 1 to 200 characters'))
+    const maxEvent = Math.max(this.ctx.app.maxEventNameLength, MAX_FRAME_EVENT_LENGTH)
+    if (typeof msg.event !== 'string' || msg.event === '' || msg.event.length > maxEvent) {
+      this.send(errorFrame(ERROR.invalid, `event: must be a string of 1 to ${maxEvent} characters`))
       return
     }
     this.ctx.count('in', msg.event.startsWith('client-') ? 'client_event' : msg.event)
@@ -276,8 +278,12 @@ export class PusherSocket implements Subscriber {
       this.join(channel, {})
       return
     }
+    if (channel.length > app.maxChannelNameLength) {
+      this.subscriptionError(channel, 4009, `The channel name is longer than the allowed ${app.maxChannelNameLength} characters (maxChannelNameLength; got ${channel.length})`, 'LimitReached')
+      return
+    }
     if (!CHANNEL_NAME.test(channel)) {
-      this.subscriptionError(channel, 400, 'channel: must be 1 to 200 characters of A-Z a-z 0-9 _ - = @ , . ;', 'InvalidChannelName')
+      this.subscriptionError(channel, 400, `channel: must be 1 to ${app.maxChannelNameLength} characters of A-Z a-z 0-9 _ - = @ , . ;`, 'InvalidChannelName')
       return
     }
     if (isPresence(channel)) {
@@ -304,8 +310,8 @@ export class PusherSocket implements Subscriber {
         return
       }
       const info = member.user_info ?? {}
-      if (jsonDepth(info, this.ctx.maxDepth) < 0 || Buffer.byteLength(JSON.stringify(info)) > MAX_USER_INFO_BYTES) {
-        this.subscriptionError(channel, 400, `channel_data.user_info: at most ${MAX_USER_INFO_BYTES} bytes of JSON`)
+      if (jsonDepth(info, this.ctx.maxDepth) < 0 || Buffer.byteLength(JSON.stringify(info)) > app.maxPresenceMemberBytes) {
+        this.subscriptionError(channel, 400, `channel_data.user_info: at most ${app.maxPresenceMemberBytes} bytes of JSON (maxPresenceMemberBytes)`)
         return
       }
       const key = String(userId)
@@ -459,9 +465,13 @@ export class PusherSocket implements Subscriber {
       this.send(errorFrame(ERROR.rateLimited, `Client event rejected: at most ${app.maxClientEventsPerSecond} client events per second per connection`))
       return
     }
+    if (event.length > app.maxEventNameLength) {
+      this.send(errorFrame(ERROR.invalid, `Client event rejected: event: the name is longer than the allowed ${app.maxEventNameLength} characters (maxEventNameLength)`))
+      return
+    }
     const payload = typeof data === 'string' ? data : JSON.stringify(data ?? {})
     if (Buffer.byteLength(payload) > app.maxEventPayloadBytes) {
-      this.send(errorFrame(ERROR.invalid, `Client event rejected: data: at most ${app.maxEventPayloadBytes} bytes`))
+      this.send(errorFrame(ERROR.invalid, `Client event rejected: data: at most ${app.maxEventPayloadBytes} bytes (maxEventPayloadBytes)`))
       return
     }
     const sub = this.subscriptions.get(channel)!
