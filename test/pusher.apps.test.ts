@@ -3,7 +3,7 @@
 import { test } from 'tap'
 import { writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { build, tempDir, type TestContext } from './support/helper.js'
+import { build, tempDir, waitFor, type TestContext } from './support/helper.js'
 import { APP, RawPusher, connected, holdFayeSocket, once, pusherClient, sdkFor } from './support/pusher-clients.js'
 
 const require = createRequire(import.meta.url)
@@ -178,4 +178,41 @@ test('Soketi apps files carry over: PascalCase and snake_case spellings, and err
   t.same([app.maxChannelNameLength, app.maxEventNameLength, app.maxEventChannelsAtOnce, app.maxPresenceMemberBytes, app.maxEventPayloadBytes === 2048], [164, 200, 100, 1024, true], 'Pusher\'s defaults for the others')
   t.throws(() => parseApp('PUSHER_APPS_FILE apps[0]', { ...APP, max_event_batch_size: 0 }), /apps\[0\]: max_event_batch_size must be an integer >= 1 \(got 0\)/)
   t.throws(() => parseApp('PUSHER_APPS_FILE apps[0]', { ...APP, maxEventPayloadInKb: 'big' }), /maxEventPayloadInKb must be a number of kilobytes > 0/)
+})
+
+test('per-app switches: a disabled app refuses connections with 4003 (an unknown key is 4001); enableClientMessages: false refuses client events with 4009', async t => {
+  const file = `${tempDir(t)}/apps.json`
+  const off = { id: 'off', key: 'off-key', secret: 'off-secret', enabled: false }
+  writeFileSync(file, JSON.stringify({ apps: [{ ...APP, enable_client_messages: false }, off] }))
+  const s = await build(t, { PUSHER_APPS_FILE: file })
+
+  const disabled = await RawPusher.open(t, s.port, `/app/${off.key}?protocol=7`)
+  t.match(await disabled.closed, { code: 4003 })
+  t.match(disabled.frames, [{ event: 'pusher:error', data: { code: 4003, message: 'The app is not enabled.' } }])
+  const unknown = await RawPusher.open(t, s.port, '/app/nobody?protocol=7')
+  t.match(await unknown.closed, { code: 4001 })
+  // pusher-js is told, and does not reconnect (4000-4099)
+  const js = pusherClient(t, s.port, { key: off.key })
+  const states: string[] = []
+  js.connection.bind('state_change', ({ current }: { current: string }) => states.push(current))
+  await waitFor(() => states.includes('disconnected') || states.includes('failed'), 'pusher-js to give up')
+  t.notOk(states.includes('connected'), `pusher-js never connected (${states.join(' → ')})`)
+
+  const sdk = sdkFor(s.port)
+  const a = pusherClient(t, s.port, { sdk })
+  const b = pusherClient(t, s.port, { sdk })
+  await Promise.all([connected(a), connected(b)])
+  const [ax, bx] = [a.subscribe('private-x'), b.subscribe('private-x')]
+  await Promise.all([once(ax, 'pusher:subscription_succeeded'), once(bx, 'pusher:subscription_succeeded')])
+  const got: unknown[] = []
+  bx.bind('client-typing', (d: unknown) => got.push(d))
+  const refused = once(a.connection, 'error')
+  ax.trigger('client-typing', { who: 'a' })
+  t.match(await refused, { type: 'PusherError', data: { code: 4009, message: /client events are not enabled for this app/ } })
+  // an event triggered after it arrives; the client event never did
+  const marker = once(bx, 'marker')
+  await sdk.trigger('private-x', 'marker', {})
+  await marker
+  t.same(got, [])
+  t.equal(a.connection.state, 'connected')
 })

@@ -6,6 +6,8 @@ export interface PusherApp {
   id: string
   key: string
   secret: string
+  /** Connections are accepted [true]; a disabled app's are refused with 4003 (its HTTP API still answers). */
+  enabled: boolean
   /** Clients may send `client-*` events on private and presence channels [true]. */
   enableClientMessages: boolean
   /** Open Pusher connections this app accepts on this instance; past it a new one is closed with 4004 [1000]. */
@@ -126,8 +128,6 @@ export function parseApp (where: string, raw: Record<string, unknown>): PusherAp
   if (!Array.isArray(webhooks) || !webhooks.every(u => typeof u === 'string' && /^https?:\/\//.test(u) && URL.canParse(u))) {
     fail(where, 'webhooks', 'a list of http:// or https:// URLs', webhooks)
   }
-  const enable = raw.enableClientMessages ?? DEFAULTS.enableClientMessages
-  if (typeof enable !== 'boolean') fail(where, 'enableClientMessages', 'true or false', enable)
   const prefix = raw.bridgeRoomPrefix
   if (prefix !== undefined && (typeof prefix !== 'string' || !BRIDGE_PREFIX.test(prefix))) {
     fail(where, 'bridgeRoomPrefix', 'a native room name prefix: 1 to 64 of A-Z a-z 0-9 _ . : -', prefix)
@@ -139,7 +139,8 @@ export function parseApp (where: string, raw: Record<string, unknown>): PusherAp
     id: raw.id as string,
     key: raw.key as string,
     secret: raw.secret as string,
-    enableClientMessages: enable,
+    enabled: flag(where, raw, 'enabled', true),
+    enableClientMessages: flag(where, raw, 'enableClientMessages', DEFAULTS.enableClientMessages),
     maxConnections: positiveInt(where, raw, 'maxConnections'),
     maxClientEventsPerSecond: positiveInt(where, raw, 'maxClientEventsPerSecond'),
     maxEventPayloadBytes: bytes(where, raw, 'maxEventPayloadBytes', 'maxEventPayloadInKb'),

@@ -20,6 +20,8 @@ const MAX_FRAME_EVENT_LENGTH = 200
 /** Close codes of protocol 7 used here (pusher-js: 4000-4099 never reconnect, 4100-4199 back off, 4200-4299 reconnect at once). */
 export const CLOSE = {
   unknownApp: 4001,
+  /** The app is disabled (`enabled: false`): pusher-js does not reconnect. */
+  appDisabled: 4003,
   overQuota: 4004,
   invalidVersion: 4006,
   unsupportedProtocol: 4007,
