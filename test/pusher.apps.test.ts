@@ -4,7 +4,7 @@ import { test } from 'tap'
 import { writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { build, tempDir, waitFor, type TestContext } from './support/helper.js'
-import { APP, RawPusher, connected, holdFayeSocket, once, pusherClient, sdkFor } from './support/pusher-clients.js'
+import { APP, RawPusher, connected, holdFayeSocket, once, pusherClient, receiver, sdkFor } from './support/pusher-clients.js'
 
 const require = createRequire(import.meta.url)
 /** The SDK's own user signature (authenticateUser without its string-id check: PHP and Laravel sign numeric ids). */
@@ -176,6 +176,8 @@ test('Soketi apps files carry over: PascalCase and snake_case spellings, and err
   t.equal(app.maxPresenceMembers, 7)
   t.equal(app.enableUserAuthentication, true)
   t.same([app.maxChannelNameLength, app.maxEventNameLength, app.maxEventChannelsAtOnce, app.maxPresenceMemberBytes, app.maxEventPayloadBytes === 2048], [164, 200, 100, 1024, true], 'Pusher\'s defaults for the others')
+  const unlimited = parseApp('t', { ...APP, maxConnections: -1, MaxClientEventsPerSecond: -1 })
+  t.same([unlimited.maxConnections, unlimited.maxClientEventsPerSecond], [Infinity, Infinity], 'Soketi\'s -1: no limit')
   t.throws(() => parseApp('PUSHER_APPS_FILE apps[0]', { ...APP, max_event_batch_size: 0 }), /apps\[0\]: max_event_batch_size must be an integer >= 1 \(got 0\)/)
   t.throws(() => parseApp('PUSHER_APPS_FILE apps[0]', { ...APP, maxEventPayloadInKb: 'big' }), /maxEventPayloadInKb must be a number of kilobytes > 0/)
 })
@@ -215,4 +217,63 @@ test('per-app switches: a disabled app refuses connections with 4003 (an unknown
   await marker
   t.same(got, [])
   t.equal(a.connection.state, 'connected')
+})
+
+test('webhooks per URL (Soketi\'s format): event_types, a channel-name prefix or suffix filter, custom headers; webhookBatchMs 0 sends each event alone', async t => {
+  const occupied = await receiver(t)
+  const team = await receiver(t)
+  const hooks = await receiver(t)
+  const s = await serve(t, {
+    webhookBatchMs: 0,
+    webhooks: [
+      { url: occupied.url, event_types: ['channel_occupied'] },
+      { url: team.url, event_types: ['member_added', 'member_removed'], filter: { channel_name_starts_with: 'presence-team' } },
+      { url: hooks.url, headers: { 'X-Api-Token': 'tok-123' }, filter: { channel_name_ends_with: '-hooks' } }
+    ]
+  })
+  const sdk = sdkFor(s.port)
+  const c = pusherClient(t, s.port, { sdk, presence: () => ({ user_id: 'ann' }) })
+  await connected(c)
+  for (const ch of ['news', 'presence-team-1', 'presence-other', 'x-hooks']) await once(c.subscribe(ch), 'pusher:subscription_succeeded')
+  await waitFor(() => occupied.events().length === 4 && team.events().length === 1 && hooks.events().length === 1, 'each URL to get its events')
+  t.same(occupied.events().sort(), ['channel_occupied:news', 'channel_occupied:presence-other', 'channel_occupied:presence-team-1', 'channel_occupied:x-hooks'])
+  t.same(team.events(), ['member_added:presence-team-1:ann'], 'member events of presence-team* only')
+  t.same(hooks.events(), ['channel_occupied:x-hooks'])
+  t.ok(occupied.batches.every(b => b.events.length === 1), 'one event per request')
+  t.equal(hooks.batches[0].headers['x-api-token'], 'tok-123', 'the custom header is sent')
+  t.ok([occupied, team, hooks].every(r => r.batches.every(b => b.valid)), 'signed: the SDK validates every request')
+
+  c.unsubscribe('presence-team-1')
+  await waitFor(() => team.events().length === 2, 'member_removed')
+  c.unsubscribe('x-hooks')
+  await waitFor(() => hooks.events().length === 2, 'vacated')
+  t.same(team.events(), ['member_added:presence-team-1:ann', 'member_removed:presence-team-1:ann'])
+  t.same(hooks.events(), ['channel_occupied:x-hooks', 'channel_vacated:x-hooks'])
+  t.equal(occupied.events().length, 4, 'no vacated to the channel_occupied URL')
+})
+
+test('webhooks batched per URL: events of one window go in one request, each URL with only the events it asked for', async t => {
+  const all = await receiver(t)
+  const members = await receiver(t)
+  const s = await serve(t, { webhookBatchMs: 100, webhooks: [all.url, { url: members.url, event_types: ['member_added'] }] })
+  const c = pusherClient(t, s.port, { sdk: sdkFor(s.port), presence: () => ({ user_id: 'bo' }) })
+  await connected(c)
+  await once(c.subscribe('presence-z'), 'pusher:subscription_succeeded')
+  await waitFor(() => all.events().length === 2 && members.events().length === 1, 'the batches')
+  t.same(all.batches.map(b => b.events.map(e => e.name)), [['channel_occupied', 'member_added']], 'one request with both events')
+  t.same(members.batches.map(b => b.events.map(e => e.name)), [['member_added']])
+})
+
+test('webhook settings are checked at start-up, naming the field', async t => {
+  const { parseApp } = await import('../plugins/pusher/apps.js')
+  const where = 'PUSHER_APPS_FILE apps[0]'
+  t.throws(() => parseApp(where, { ...APP, webhooks: [{ url: 'ftp://x' }] }), /apps\[0\]: webhooks\[0\]\.url must be an http:\/\/ or https:\/\/ URL/)
+  t.throws(() => parseApp(where, { ...APP, webhooks: [{ url: 'http://x', event_types: ['channel_created'] }] }), /webhooks\[0\]\.event_types must be a non-empty list of channel_occupied, channel_vacated/)
+  t.throws(() => parseApp(where, { ...APP, webhooks: ['http://x', { url: 'http://y', headers: { 'X-Pusher-Signature': 'forged' } }] }), /webhooks\[1\]\.headers\.X-Pusher-Signature must be absent/)
+  let message = ''
+  try { parseApp(where, { ...APP, webhooks: [{ url: 'http://x', headers: { 'X-Token': 'secret\r\nEvil: 1' } }] }) } catch (err) { message = (err as Error).message }
+  t.match(message, /headers\.X-Token must be a string of at most 4096 characters without CR, LF or NUL/)
+  t.notMatch(message, /secret/, 'a header value is never echoed')
+  t.throws(() => parseApp(where, { ...APP, webhooks: [{ lambda_function: 'f', event_types: ['client_event'] }] }), /Lambda webhooks are not supported/)
+  t.throws(() => parseApp(where, { ...APP, webhookBatchMs: -1 }), /webhookBatchMs must be an integer >= 0/)
 })

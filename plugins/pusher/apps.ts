@@ -1,6 +1,21 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError } from './deps.js'
 
+/** The webhook event names an endpoint may ask for (`event_types`). */
+export const WEBHOOK_EVENTS = ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed', 'client_event', 'cache_miss'] as const
+
+/** One webhook endpoint: where, with which extra headers, for which events and channels. */
+export interface WebhookTarget {
+  url: string
+  /** Sent with every request to this URL (the signature headers and Content-Type are the server's). */
+  headers: Record<string, string>
+  /** The events this URL receives; null: every event. */
+  eventTypes: ReadonlySet<string> | null
+  /** Only events of channels whose name starts / ends with these. */
+  channelPrefix?: string
+  channelSuffix?: string
+}
+
 /** One Pusher app: its credentials, its limits and where its webhooks go. */
 export interface PusherApp {
   id: string
@@ -31,8 +46,8 @@ export interface PusherApp {
   /** Bytes of an HTTP API request body [1048576]. */
   maxRequestBodyBytes: number
   /** Webhook endpoints; empty = no webhooks. */
-  webhooks: string[]
-  /** How long webhook events are gathered into one request [250]. */
+  webhooks: WebhookTarget[]
+  /** How long webhook events are gathered into one request per URL [250]; 0: one request per event. */
   webhookBatchMs: number
   /** Native room `<prefix><channel>` is the app's channel `<channel>` (bridge.ts); undefined: no bridge. */
   bridgeRoomPrefix?: string
@@ -111,10 +126,72 @@ function bytes (where: string, raw: Record<string, unknown>, field: keyof typeof
   return positiveInt(where, raw, field)
 }
 
+/** A limit Soketi writes -1 for when there is none (maxConnections, maxClientEventsPerSecond): -1 is no limit. */
+function limitOrNone (where: string, raw: Record<string, unknown>, field: keyof typeof DEFAULTS): number {
+  const found = pick(raw, field, spellings(field))
+  if (found.value === -1) return Infinity
+  const value = found.value ?? DEFAULTS[field]
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) fail(where, found.name, 'an integer >= 1, or -1 for no limit', value)
+  return value
+}
+
 function flag (where: string, raw: Record<string, unknown>, field: string, fallback: boolean): boolean {
   const found = pick(raw, field, spellings(field))
   const value = found.value ?? fallback
   if (typeof value !== 'boolean') fail(where, found.name, 'true or false', value)
+  return value
+}
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$/
+/** Headers the server sets itself on every webhook request. */
+const OWN_HEADERS = new Set(['content-type', 'content-length', 'x-pusher-key', 'x-pusher-signature', 'host'])
+
+/** A webhook endpoint: a URL, or Soketi's object {url, headers, event_types, filter: {channel_name_starts_with, channel_name_ends_with}}. */
+function parseWebhook (where: string, at: string, raw: unknown): WebhookTarget {
+  const isUrl = (u: unknown): u is string => typeof u === 'string' && /^https?:\/\//.test(u) && URL.canParse(u)
+  if (typeof raw === 'string') {
+    if (!isUrl(raw)) fail(where, at, 'an http:// or https:// URL', raw)
+    return { url: raw, headers: {}, eventTypes: null }
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail(where, at, 'a URL or an object {url, event_types, filter, headers}', raw)
+  const w = raw as Record<string, unknown>
+  if (w.lambda_function !== undefined || w.lambda !== undefined) fail(where, `${at}.lambda_function`, 'absent: AWS Lambda webhooks are not supported (give a url)', w.lambda_function ?? w.lambda)
+  if (!isUrl(w.url)) fail(where, `${at}.url`, 'an http:// or https:// URL', w.url)
+  const headers: Record<string, string> = {}
+  if (w.headers !== undefined) {
+    if (w.headers === null || typeof w.headers !== 'object' || Array.isArray(w.headers)) fail(where, `${at}.headers`, 'an object of header names to string values', w.headers)
+    for (const [name, value] of Object.entries(w.headers as Record<string, unknown>)) {
+      if (!HEADER_NAME.test(name)) fail(where, `${at}.headers`, 'header names of 1 to 128 token characters', name)
+      if (OWN_HEADERS.has(name.toLowerCase())) fail(where, `${at}.headers.${name}`, 'absent: the server sets it (Content-Type, X-Pusher-Key, X-Pusher-Signature)', name)
+      // the value itself is never echoed: headers often carry secrets
+      if (typeof value !== 'string' || /[\r\n\0]/.test(value) || value.length > 4096) fail(where, `${at}.headers.${name}`, 'a string of at most 4096 characters without CR, LF or NUL', typeof value === 'string' ? '(value not shown)' : value)
+      headers[name] = value
+    }
+  }
+  let eventTypes: Set<string> | null = null
+  const types = w.event_types ?? w.eventTypes
+  if (types !== undefined) {
+    if (!Array.isArray(types) || types.length === 0 || !types.every(e => (WEBHOOK_EVENTS as readonly unknown[]).includes(e))) fail(where, `${at}.event_types`, `a non-empty list of ${WEBHOOK_EVENTS.join(', ')}`, types)
+    eventTypes = new Set(types as string[])
+  }
+  const out: WebhookTarget = { url: w.url, headers, eventTypes }
+  if (w.filter !== undefined) {
+    if (w.filter === null || typeof w.filter !== 'object' || Array.isArray(w.filter)) fail(where, `${at}.filter`, 'an object {channel_name_starts_with, channel_name_ends_with}', w.filter)
+    const f = w.filter as Record<string, unknown>
+    for (const [key, field] of [['channel_name_starts_with', 'channelPrefix'], ['channel_name_ends_with', 'channelSuffix']] as const) {
+      const v = f[key]
+      if (v === undefined) continue
+      if (typeof v !== 'string' || v === '' || v.length > 200) fail(where, `${at}.filter.${key}`, 'a string of 1 to 200 characters', v)
+      out[field] = v
+    }
+  }
+  return out
+}
+
+function batchMs (where: string, raw: Record<string, unknown>): number {
+  const found = pick(raw, 'webhookBatchMs', spellings('webhookBatchMs'))
+  const value = found.value ?? DEFAULTS.webhookBatchMs
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) fail(where, found.name, 'an integer >= 0 (0: one request per event)', value)
   return value
 }
 
@@ -124,10 +201,9 @@ export function parseApp (where: string, raw: Record<string, unknown>): PusherAp
     const value = raw[field]
     if (typeof value !== 'string' || !ID.test(value)) fail(where, field, 'a string of 1 to 64 letters, digits, _ . -', value)
   }
-  const webhooks = raw.webhooks ?? []
-  if (!Array.isArray(webhooks) || !webhooks.every(u => typeof u === 'string' && /^https?:\/\//.test(u) && URL.canParse(u))) {
-    fail(where, 'webhooks', 'a list of http:// or https:// URLs', webhooks)
-  }
+  const webhooks = pick(raw, 'webhooks', ['Webhooks']).value ?? []
+  if (!Array.isArray(webhooks)) fail(where, 'webhooks', 'a list of URLs or of {url, event_types, filter, headers}', webhooks)
+  const targets = webhooks.map((w, i) => parseWebhook(where, `webhooks[${i}]`, w))
   const prefix = raw.bridgeRoomPrefix
   if (prefix !== undefined && (typeof prefix !== 'string' || !BRIDGE_PREFIX.test(prefix))) {
     fail(where, 'bridgeRoomPrefix', 'a native room name prefix: 1 to 64 of A-Z a-z 0-9 _ . : -', prefix)
@@ -141,8 +217,8 @@ export function parseApp (where: string, raw: Record<string, unknown>): PusherAp
     secret: raw.secret as string,
     enabled: flag(where, raw, 'enabled', true),
     enableClientMessages: flag(where, raw, 'enableClientMessages', DEFAULTS.enableClientMessages),
-    maxConnections: positiveInt(where, raw, 'maxConnections'),
-    maxClientEventsPerSecond: positiveInt(where, raw, 'maxClientEventsPerSecond'),
+    maxConnections: limitOrNone(where, raw, 'maxConnections'),
+    maxClientEventsPerSecond: limitOrNone(where, raw, 'maxClientEventsPerSecond'),
     maxEventPayloadBytes: bytes(where, raw, 'maxEventPayloadBytes', 'maxEventPayloadInKb'),
     maxPresenceMembers: positiveInt(where, raw, 'maxPresenceMembers', ['maxPresenceMembersPerChannel', 'MaxPresenceMembersPerChannel', 'max_presence_members_per_channel']),
     maxPresenceMemberBytes: bytes(where, raw, 'maxPresenceMemberBytes', 'maxPresenceMemberSizeInKb'),
@@ -151,8 +227,8 @@ export function parseApp (where: string, raw: Record<string, unknown>): PusherAp
     maxEventChannelsAtOnce: positiveInt(where, raw, 'maxEventChannelsAtOnce'),
     maxEventBatchSize: positiveInt(where, raw, 'maxEventBatchSize'),
     maxRequestBodyBytes: positiveInt(where, raw, 'maxRequestBodyBytes'),
-    webhooks: webhooks as string[],
-    webhookBatchMs: positiveInt(where, raw, 'webhookBatchMs'),
+    webhooks: targets,
+    webhookBatchMs: batchMs(where, raw),
     ...(prefix === undefined ? {} : { bridgeRoomPrefix: prefix as string }),
     bridgePrivate,
     enableUserAuthentication: flag(where, raw, 'enableUserAuthentication', false),
