@@ -161,7 +161,7 @@ test('per-app limits under Soketi\'s names: event name, data size, channels per 
   raw.send('pusher:subscribe', { channel: 'private-x', auth: sdk.authorizeChannel(id, 'private-x').auth })
   await raw.next(f => f.event === 'pusher_internal:subscription_succeeded', 'subscribed')
   raw.send('client-' + 'n'.repeat(6), {}, 'private-x')
-  t.match(await raw.next(f => f.event === 'pusher:error', 'name refused'), { data: { code: 4300, message: /longer than the allowed 12 characters \(maxEventNameLength\)/ } })
+  t.match(await raw.next(f => f.event === 'pusher:error', 'name refused'), { channel: 'private-x', data: { code: 4300, message: /longer than the allowed 12 characters \(maxEventNameLength\)/ } }, 'a refused client event names its channel and a numeric code')
   const from = raw.frames.length
   raw.send('client-ok', 'x'.repeat(1025), 'private-x')
   t.match(await raw.next(f => f.event === 'pusher:error', 'data refused', from), { data: { code: 4300, message: /data: at most 1024 bytes/ } })

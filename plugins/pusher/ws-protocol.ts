@@ -105,8 +105,9 @@ export function frame (event: string, data?: unknown, channel?: string, extra?: 
   })
 }
 
-export function errorFrame (code: number, message: string): string {
-  return JSON.stringify({ event: 'pusher:error', data: { code, message } })
+/** `pusher:error` with its numeric code; `channel` names the channel a refused client event was for. */
+export function errorFrame (code: number, message: string, channel?: string): string {
+  return JSON.stringify({ event: 'pusher:error', ...(channel === undefined ? {} : { channel }), data: { code, message } })
 }
 
 /** How long a closed peer gets to answer the close frame before it is terminated (ws would wait 30 s). */
@@ -447,15 +448,15 @@ export class PusherSocket implements Subscriber {
     const { app, registry } = this.ctx
     if (typeof channel !== 'string' || !this.subscriptions.has(channel)) {
       const named = typeof channel === 'string' ? `channel ${channel.slice(0, 200)}` : 'the channel named (channel: must be a string)'
-      this.send(errorFrame(ERROR.forbidden, `Client event rejected: ${event.slice(0, 64)}: the connection is not subscribed to ${named}`))
+      this.send(errorFrame(ERROR.forbidden, `Client event rejected: ${event.slice(0, 64)}: the connection is not subscribed to ${named}`, typeof channel === 'string' && channel.length <= 200 ? channel : undefined))
       return
     }
     if (!app.enableClientMessages) {
-      this.send(errorFrame(ERROR.forbidden, 'Client event rejected: client events are not enabled for this app'))
+      this.send(errorFrame(ERROR.forbidden, 'Client event rejected: client events are not enabled for this app', channel))
       return
     }
     if (isEncrypted(channel) || !(isPrivate(channel) || isPresence(channel))) {
-      this.send(errorFrame(ERROR.forbidden, `Client event rejected: client events are only allowed on private- and presence- channels, not on ${isEncrypted(channel) ? 'private-encrypted-' : 'public'} channels`))
+      this.send(errorFrame(ERROR.forbidden, `Client event rejected: client events are only allowed on private- and presence- channels, not on ${isEncrypted(channel) ? 'private-encrypted-' : 'public'} channels`, channel))
       return
     }
     const now = Date.now()
@@ -464,16 +465,16 @@ export class PusherSocket implements Subscriber {
       this.windowCount = 0
     }
     if (++this.windowCount > app.maxClientEventsPerSecond) {
-      this.send(errorFrame(ERROR.rateLimited, `Client event rejected: at most ${app.maxClientEventsPerSecond} client events per second per connection`))
+      this.send(errorFrame(ERROR.rateLimited, `Client event rejected: at most ${app.maxClientEventsPerSecond} client events per second per connection`, channel))
       return
     }
     if (event.length > app.maxEventNameLength) {
-      this.send(errorFrame(ERROR.invalid, `Client event rejected: event: the name is longer than the allowed ${app.maxEventNameLength} characters (maxEventNameLength)`))
+      this.send(errorFrame(ERROR.invalid, `Client event rejected: event: the name is longer than the allowed ${app.maxEventNameLength} characters (maxEventNameLength)`, channel))
       return
     }
     const payload = typeof data === 'string' ? data : JSON.stringify(data ?? {})
     if (Buffer.byteLength(payload) > app.maxEventPayloadBytes) {
-      this.send(errorFrame(ERROR.invalid, `Client event rejected: data: at most ${app.maxEventPayloadBytes} bytes (maxEventPayloadBytes)`))
+      this.send(errorFrame(ERROR.invalid, `Client event rejected: data: at most ${app.maxEventPayloadBytes} bytes (maxEventPayloadBytes)`, channel))
       return
     }
     const sub = this.subscriptions.get(channel)!
@@ -481,7 +482,7 @@ export class PusherSocket implements Subscriber {
     const relayed = frame(event, payload, channel, userId === undefined ? undefined : { user_id: userId })
     this.ctx.count('out', 'client_event', registry.broadcast(channel, relayed, this.socketId))
     this.ctx.publish(channel, relayed, this.socketId).catch(() => {
-      this.send(errorFrame(ERROR.unavailable, `Client event ${event.slice(0, 64)} reached this instance's subscribers only: the other instances cannot be reached right now`))
+      this.send(errorFrame(ERROR.unavailable, `Client event ${event.slice(0, 64)} reached this instance's subscribers only: the other instances cannot be reached right now`, channel))
     })
     this.ctx.bridge(channel, event, payload, userId)
     this.ctx.webhook({ name: 'client_event', channel, event, data: payload, socket_id: this.socketId, ...(userId === undefined ? {} : { user_id: String(userId) }) })
