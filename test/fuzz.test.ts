@@ -1,20 +1,11 @@
 import t from 'tap'
 import { build } from './support/helper.js'
 import { TestClient } from './support/ws-client.js'
-
-/** A small deterministic PRNG (mulberry32), so a failure can be replayed from its seed. */
-function prng (seed: number) {
-  return () => {
-    seed |= 0
-    seed = seed + 0x6D2B79F5 | 0
-    let r = Math.imul(seed ^ seed >>> 15, 1 | seed)
-    r = r + Math.imul(r ^ r >>> 7, 61 | r) ^ r
-    return ((r ^ r >>> 14) >>> 0) / 4294967296
-  }
-}
+import { seededRandom } from './support/doors.js'
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261126)
-const random = prng(SEED)
+// deterministic, so a failure can be replayed from its seed
+const random = seededRandom(SEED)
 const pick = <T>(list: T[]): T => list[Math.floor(random() * list.length)]
 const int = (n: number) => Math.floor(random() * n)
 

@@ -331,7 +331,8 @@ t.test(CASES.sendBuffer, async t => {
     }, 'the server to close the connection that does not read', 180000, 0)
     t.comment(`${batches} batches sent while the client did not read`)
     await check(t, `switchboard_slow_consumer_closes_total{protocol="${door.name}"} grew from ${closesBefore}`, () => waitFor(async () => (await metric(server, 'switchboard_slow_consumer_closes_total', labels) ?? 0) > closesBefore, 'the counter to grow', 5000, 100))
-    t.ok(logged(), `logged as connection.slow_consumer with protocol ${door.name}`)
+    // the child's log lines arrive over its stdout pipe, which can lag behind an HTTP answer: wait for the line
+    await check(t, `logged as connection.slow_consumer with protocol ${door.name}`, () => waitFor(logged, 'the connection.slow_consumer log line'))
     if (wasListed) await check(t, 'the connection left GET /api/admin/connections', () => waitFor(async () => !await isListed(), 'the connection to leave the listing', WAIT_MS, 100))
     t.equal(await statusOf(server, '/health'), 200, 'the process is fine')
   })

@@ -50,7 +50,7 @@ test('HTTP API through the real SDK: events with socket_id exclusion and info, b
   // errors as Pusher answers them: status and a message naming the field
   t.match(await refusal(sdk.get({ path: '/channels', params: { info: 'user_count' } })), { status: 400, body: /user_count is only available with filter_by_prefix=presence-/ })
   t.match(await refusal(sdk.get({ path: '/channels/news/users' })), { status: 400, body: /presence- channels/ })
-  t.match(await refusal(post(sdk, '/events', { name: 'x', data: 'y', channels: Array.from({ length: 101 }, (_, i) => `c${i}`) })), { status: 400, body: /at most 100 channels per event \(got 101\)/ })
+  t.match(await refusal(post(sdk, '/events', { name: 'x', data: 'y', channels: Array.from({ length: 101 }, (_, i) => `c${i}`) })), { status: 400, body: /at most 100 channels per event \(maxEventChannelsAtOnce; got 101\)/ })
   t.match(await refusal(post(sdk, '/events', { name: 'x', data: 'y'.repeat(10241), channels: ['news'] })), { status: 413, body: /data: at most 10240 bytes/ })
   t.match(await refusal(post(sdk, '/events', { name: 'pusher:x', data: 'y', channels: ['news'] })), { status: 400, body: /reserved/ })
   t.match(await refusal(post(sdk, '/batch_events', { batch: Array.from({ length: 11 }, () => ({ name: 'x', data: 'y', channel: 'news' })) })), { status: 400, body: /at most 10 events/ })

@@ -81,3 +81,18 @@ test('two instances: presence members and webhooks are cluster-wide; occupied, m
   ], 'each event once across both instances')
   t.ok(hooks.batches.every(b => b.valid))
 })
+
+test('two instances: an event sent to a user right after signin_success reaches its signed-in sockets on the other instance', redisTestOptions(), async t => {
+  const redis = await startRedis(t)
+  const env = { ...APP_ENV, REDIS_URL: redis.url }
+  const [s1, s2] = await Promise.all([build(t, env), build(t, env)])
+  const sdk1 = sdkFor(s1.port)
+  const a = pusherClient(t, s2.port, { sdk: sdkFor(s2.port), user: { id: 'ann' } })
+  await connected(a)
+  const got = once(a.user as never, 'hello')
+  a.signin()
+  await a.user.signinDonePromise
+  // triggered on instance 1, where ann has no socket: instance 2 listens for ann since her sign-in
+  await sdk1.sendToUser('ann', 'hello', { from: 1 })
+  t.same(await got, { from: 1 })
+})

@@ -26,13 +26,13 @@ test('apps: none without configuration, one from PUSHER_APP_*, several from PUSH
   t.same(loadApps(loadConfig({})), [])
   t.throws(() => loadApps(loadConfig({ PUSHER_APP_ID: 'a', PUSHER_APP_KEY: 'k' })), /PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET must be set together/)
   const one = loadApps(loadConfig({ ...APP_ENV, PUSHER_WEBHOOK_URL: 'http://127.0.0.1:9/hook' }))
-  t.match(one, [{ id: APP.id, key: APP.key, secret: APP.secret, webhooks: ['http://127.0.0.1:9/hook'], maxClientEventsPerSecond: 10 }])
+  t.match(one, [{ id: APP.id, key: APP.key, secret: APP.secret, webhooks: [{ url: 'http://127.0.0.1:9/hook', headers: {}, eventTypes: null }], maxClientEventsPerSecond: 10 }])
   const dir = tempDir(t)
   const file = join(dir, 'apps.json')
   writeFileSync(file, JSON.stringify({ apps: [{ id: 'a1', key: 'k1', secret: 's1', maxConnections: 5 }, { id: 'a2', key: 'k2', secret: 's2', webhooks: ['https://example.com/h'] }] }))
-  t.match(loadApps(loadConfig({ PUSHER_APPS_FILE: file })), [{ id: 'a1', maxConnections: 5, webhooks: [] }, { id: 'a2', webhooks: ['https://example.com/h'] }])
+  t.match(loadApps(loadConfig({ PUSHER_APPS_FILE: file })), [{ id: 'a1', maxConnections: 5, webhooks: [] }, { id: 'a2', webhooks: [{ url: 'https://example.com/h', headers: {}, eventTypes: null }] }])
   writeFileSync(file, JSON.stringify([{ id: 'a1', key: 'k1', secret: 's1', maxConnections: 0 }]))
-  t.throws(() => loadApps(loadConfig({ PUSHER_APPS_FILE: file })), /apps\[0\]: maxConnections must be an integer >= 1 \(got 0\)/)
+  t.throws(() => loadApps(loadConfig({ PUSHER_APPS_FILE: file })), /apps\[0\]: maxConnections must be an integer >= 1, or -1 for no limit \(got 0\)/)
   writeFileSync(file, JSON.stringify([{ id: 'a1', key: 'k1', secret: 's1' }, { id: 'a1', key: 'k2', secret: 's2' }]))
   t.throws(() => loadApps(loadConfig({ PUSHER_APPS_FILE: file })), /app id a1 is defined twice/)
 })
@@ -103,7 +103,7 @@ test('the protocol refuses with its close codes; ping is answered; bad frames ge
   c.ws.send('not json')
   t.match(await c.next(f => f.event === 'pusher:error', 'error'), { data: { code: 4300, message: /must be JSON/ } })
   c.send('pusher:subscribe', { channel: 'bad channel!' })
-  t.match(await c.next(f => f.event === 'pusher:subscription_error', 'subscription error'), { channel: 'bad channel!', data: { status: 400, error: /channel: must be 1 to 200 characters/ } })
+  t.match(await c.next(f => f.event === 'pusher:subscription_error', 'subscription error'), { channel: 'bad channel!', data: { status: 400, error: /channel: must be 1 to 164 characters/ } })
   c.send('pusher:subscribe', { channel: 'presence-x', auth: `${APP.key}:x` })
   t.match(await c.next(f => f.event === 'pusher:subscription_error' && f.channel === 'presence-x', 'presence error'), { data: { status: 400, error: /channel_data/ } })
   c.send('pusher:subscribe', { channel: 'open' })
@@ -164,7 +164,7 @@ test('a client that does not answer the server ping is closed with 4201 (PusherS
   await new Promise(resolve => wss.once('listening', resolve))
   const noop = () => {}
   wss.on('connection', ws => {
-    const ctx = { app: parseApp('test', APP), registry: new ChannelRegistry({ occupied: noop, vacated: noop }), log: pino({ level: 'silent' }), activityTimeoutS: 1, pongTimeoutMs: 200, webhook: noop, count: noop, publish: async () => {}, bridge: noop, maxDepth: 64, messagesPerSecond: 50, reachable: async () => {}, cached: async () => undefined, members: async () => new Map(), admitMember: async () => 'added' as const, memberLeft: noop, memberAdded: noop, announce: noop }
+    const ctx = { app: parseApp('test', APP), registry: new ChannelRegistry({ occupied: noop, vacated: noop }), log: pino({ level: 'silent' }), activityTimeoutS: 1, pongTimeoutMs: 200, webhook: noop, count: noop, publish: async () => {}, bridge: noop, maxDepth: 64, messagesPerSecond: 50, reachable: async () => {}, userReachable: async () => {}, cached: async () => undefined, members: async () => new Map(), admitMember: async () => 'added' as const, memberLeft: noop, memberAdded: noop, announce: noop }
     const s = new PusherSocket(new Session(ws, 'pusher-1.1', '127.0.0.1', '127.0.0.1'), ctx, '1.1')
     ws.on('message', d => s.handle(d.toString()))
     ws.on('close', () => s.closedNow())

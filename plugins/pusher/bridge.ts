@@ -36,7 +36,7 @@ export function bridgedChannel (app: PusherApp, room: string): string | undefine
   const prefix = app.bridgeRoomPrefix
   if (prefix === undefined || !room.startsWith(prefix)) return undefined
   const channel = room.slice(prefix.length)
-  if (!CHANNEL_NAME.test(channel) || bridgedRoom(app, channel) !== room) return undefined
+  if (channel.length > app.maxChannelNameLength || !CHANNEL_NAME.test(channel) || bridgedRoom(app, channel) !== room) return undefined
   return channel
 }
 

@@ -2,14 +2,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { isPresence, USER_CHANNEL_PREFIX } from './channels/registry.js'
 import type { AppRuntime } from './runtime.js'
 import { verifyRequest } from './signatures.js'
-import { SOCKET_ID } from './ws-protocol.js'
+import { MAX_USER_ID_LENGTH, SOCKET_ID } from './ws-protocol.js'
 import { errorBody } from './deps.js'
 
 /** Channels the HTTP API may name: Pusher's set, plus the leading # of #server-to-user-<id>. */
-const API_CHANNEL = /^#?[-a-zA-Z0-9_=@,.;]{1,200}$/
-export const MAX_CHANNELS_PER_EVENT = 100
-export const MAX_BATCH_SIZE = 10
-export const MAX_EVENT_NAME_LENGTH = 200
+const API_CHANNEL = /^#?[-a-zA-Z0-9_=@,.;]+$/
+/** #server-to-user-<id>: bounded by the user id's length, not by maxChannelNameLength. */
+const USER_CHANNEL_MAX_LENGTH = USER_CHANNEL_PREFIX.length + MAX_USER_ID_LENGTH
 
 export interface HttpApiOptions {
   byId: Map<string, AppRuntime>
@@ -54,15 +53,18 @@ function parseInfo (value: unknown): Set<string> {
 function parseEvent (raw: unknown, where: string, rt: AppRuntime): EventInput {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ApiError(400, `${where}: must be a JSON object`)
   const e = raw as Record<string, unknown>
-  if (typeof e.name !== 'string' || e.name === '' || e.name.length > MAX_EVENT_NAME_LENGTH) throw new ApiError(400, `${where}name: must be a string of 1 to ${MAX_EVENT_NAME_LENGTH} characters`)
+  const { app } = rt
+  if (typeof e.name !== 'string' || e.name === '' || e.name.length > app.maxEventNameLength) throw new ApiError(400, `${where}name: must be a string of 1 to ${app.maxEventNameLength} characters (maxEventNameLength)`)
   if (e.name.startsWith('pusher:') || e.name.startsWith('pusher_internal:')) throw new ApiError(400, `${where}name: must not start with pusher: or pusher_internal: (reserved)`)
   if (typeof e.data !== 'string') throw new ApiError(400, `${where}data: must be a string (the SDKs JSON-encode objects)`)
-  if (Buffer.byteLength(e.data) > rt.app.maxEventPayloadBytes) throw new ApiError(413, `${where}data: at most ${rt.app.maxEventPayloadBytes} bytes (got ${Buffer.byteLength(e.data)})`)
+  if (Buffer.byteLength(e.data) > app.maxEventPayloadBytes) throw new ApiError(413, `${where}data: at most ${app.maxEventPayloadBytes} bytes (maxEventPayloadBytes; got ${Buffer.byteLength(e.data)})`)
   const channels = e.channels ?? (e.channel === undefined ? undefined : [e.channel])
   if (!Array.isArray(channels) || channels.length === 0) throw new ApiError(400, `${where}channels: must be a non-empty list of channel names (or channel: one name)`)
-  if (channels.length > MAX_CHANNELS_PER_EVENT) throw new ApiError(400, `${where}channels: at most ${MAX_CHANNELS_PER_EVENT} channels per event (got ${channels.length})`)
+  if (channels.length > app.maxEventChannelsAtOnce) throw new ApiError(400, `${where}channels: at most ${app.maxEventChannelsAtOnce} channels per event (maxEventChannelsAtOnce; got ${channels.length})`)
   channels.forEach((c, i) => {
-    if (typeof c !== 'string' || !API_CHANNEL.test(c)) throw new ApiError(400, `${where}channels[${i}]: must be 1 to 200 characters of A-Z a-z 0-9 _ - = @ , . ; (a leading # only for #server-to-user-)`)
+    if (typeof c !== 'string' || !API_CHANNEL.test(c)) throw new ApiError(400, `${where}channels[${i}]: must be 1 to ${app.maxChannelNameLength} characters of A-Z a-z 0-9 _ - = @ , . ; (a leading # only for #server-to-user-)`)
+    const max = c.startsWith(USER_CHANNEL_PREFIX) ? USER_CHANNEL_MAX_LENGTH : app.maxChannelNameLength
+    if (c.length > max) throw new ApiError(400, `${where}channels[${i}]: the channel name is longer than the allowed ${max} characters (${c.startsWith(USER_CHANNEL_PREFIX) ? 'a user id is at most ' + MAX_USER_ID_LENGTH : 'maxChannelNameLength'}; got ${c.length})`)
   })
   if (e.socket_id !== undefined && (typeof e.socket_id !== 'string' || !SOCKET_ID.test(e.socket_id))) throw new ApiError(400, `${where}socket_id: must look like 1234.5678`)
   return { name: e.name, data: e.data, channels: channels as string[], socketId: e.socket_id as string | undefined, info: parseInfo(e.info) }
@@ -84,6 +86,8 @@ function parseBody (request: FastifyRequest): unknown {
  * request's signature for the app named by :appId before it runs.
  */
 export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpApiOptions) {
+  // bodies up to the largest app's maxRequestBodyBytes are read; each app's own limit is checked before its signature
+  const bodyLimit = Math.max(...[...opts.byId.values()].map(rt => rt.app.maxRequestBodyBytes))
   scope.removeContentTypeParser('application/json')
   scope.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => done(null, body))
 
@@ -91,6 +95,8 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     const { appId } = request.params as { appId: string }
     const rt = opts.byId.get(appId)
     if (!rt) return send(reply, 404, `Unknown app id ${appId.slice(0, 64)}`)
+    const size = typeof request.body === 'string' ? Buffer.byteLength(request.body) : 0
+    if (size > rt.app.maxRequestBodyBytes) return send(reply, 413, `body: at most ${rt.app.maxRequestBodyBytes} bytes (maxRequestBodyBytes; got ${size})`)
     const query: Record<string, string> = {}
     for (const [k, v] of Object.entries(request.query as Record<string, unknown>)) {
       if (typeof v === 'string') query[k] = v
@@ -115,12 +121,13 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     if (err instanceof ApiError) return send(reply, err.status, err.message)
     // the other instances cannot be reached (Redis is down): nothing is answered 200 that did not reach them
     if (err.statusCode === 503) return send(reply, 503, `${err.message}`)
+    if (err.statusCode === 413) return send(reply, 413, `body: at most ${bodyLimit} bytes (maxRequestBodyBytes)`)
     throw err
   })
 
   const hidden = { hide: true }
 
-  scope.post('/apps/:appId/events', { schema: hidden }, async request => {
+  scope.post('/apps/:appId/events', { schema: hidden, bodyLimit }, async request => {
     const rt = request.pusherApp!
     const e = parseEvent(parseBody(request), '', rt)
     // answered once every channel's event reached the other instances: 503 when they cannot be reached
@@ -130,12 +137,12 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     return { channels: Object.fromEntries(await Promise.all(e.channels.map(async c => [c, await rt.info(c, e.info)]))) }
   })
 
-  scope.post('/apps/:appId/batch_events', { schema: hidden }, async request => {
+  scope.post('/apps/:appId/batch_events', { schema: hidden, bodyLimit }, async request => {
     const rt = request.pusherApp!
     const body = parseBody(request) as { batch?: unknown }
     const batch = body?.batch
     if (!Array.isArray(batch) || batch.length === 0) throw new ApiError(400, 'batch: must be a non-empty list of events')
-    if (batch.length > MAX_BATCH_SIZE) throw new ApiError(400, `batch: at most ${MAX_BATCH_SIZE} events (got ${batch.length})`)
+    if (batch.length > rt.app.maxEventBatchSize) throw new ApiError(400, `batch: at most ${rt.app.maxEventBatchSize} events (maxEventBatchSize; got ${batch.length})`)
     // every event is checked before any is sent: a bad batch sends nothing
     const events = batch.map((raw, i) => parseEvent(raw, `batch[${i}].`, rt))
     let n = 0
@@ -185,7 +192,7 @@ export default async function pusherHttpApi (scope: FastifyInstance, opts: HttpA
     return { users: (await rt.members(channel)).map(m => ({ id: m.userId })) }
   })
 
-  scope.post('/apps/:appId/users/:userId/terminate_connections', { schema: hidden }, async request => {
+  scope.post('/apps/:appId/users/:userId/terminate_connections', { schema: hidden, bodyLimit }, async request => {
     const rt = request.pusherApp!
     const { userId } = request.params as { userId: string }
     await rt.terminateEverywhere(userId)

@@ -197,6 +197,7 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
   const refusal = (request: FastifyRequest<{ Params: { key: string }, Querystring: { protocol?: string } }>): [number, string] | null => {
     const rt = byKey.get(request.params.key)
     if (!rt) return [CLOSE.unknownApp, `App key ${request.params.key.slice(0, 64)} does not exist.`]
+    if (!rt.app.enabled) return [CLOSE.appDisabled, 'The app is not enabled.']
     const version = request.query.protocol
     if (version === undefined) return [CLOSE.noProtocol, 'No protocol version supplied: connect with ?protocol=7']
     if (!/^\d+$/.test(version)) return [CLOSE.invalidVersion, 'Invalid version string format: protocol must be an integer']

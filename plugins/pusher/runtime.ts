@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { PusherApp } from './apps.js'
-import { ChannelRegistry, isCache, isPresence, type Member } from './channels/registry.js'
+import { ChannelRegistry, isCache, isPresence, USER_CHANNEL_PREFIX, type Member } from './channels/registry.js'
 import { Webhooks, type WebhookOptions } from './webhooks.js'
 import { CLOSE, frame, type AppContext, type PresenceMember, type PusherSocket } from './ws-protocol.js'
 import type { ChannelCache } from './cache.js'
@@ -51,6 +51,8 @@ export class AppRuntime {
   private readonly occupying = new Map<string, Promise<unknown>>()
   /** A user's first socket here being admitted to a presence channel, so a second one waits for the same answer. */
   private readonly joining = new Map<string, Promise<JoinOutcome>>()
+  /** Users signed in here, while this instance listens for their events from the others. */
+  private readonly users = new Map<string, Promise<void>>()
   private readonly presence: Presence
   private readonly broker: Broker
   private readonly cache: ChannelCache
@@ -80,7 +82,19 @@ export class AppRuntime {
         opts.broker.unsubscribe(ns, channel)
         opts.presence.vacate(ns, channel).then(last => { if (last) hook({ name: 'channel_vacated', channel }) })
       },
-      counted: (channel, n) => opts.presence.count(ns, channel, n)
+      counted: (channel, n) => opts.presence.count(ns, channel, n),
+      // events to a user reach the instances where it is signed in, subscribed to its channel or not
+      userArrived: userId => {
+        const listening = opts.broker.subscribe(ns, USER_CHANNEL_PREFIX + userId).catch(err => {
+          // a failed subscribe gives its count back: nothing to unsubscribe when the user leaves
+          if (this.users.get(userId) === listening) this.users.delete(userId)
+          log.warn({ event: 'pusher.fanout_failed', appId: app.id, channel: USER_CHANNEL_PREFIX, reason: (err as Error).message }, 'events sent to a signed-in user on other instances will not reach this one')
+        })
+        this.users.set(userId, listening)
+      },
+      userLeft: userId => {
+        if (this.users.delete(userId)) opts.broker.unsubscribe(ns, USER_CHANNEL_PREFIX + userId)
+      }
     })
     // frames of this app's channels published on other instances: delivered to the subscribers here
     opts.broker.handle(ns, (channel, payload, exceptSocketId) => {
@@ -112,6 +126,7 @@ export class AppRuntime {
       members: channel => opts.presence.members(ns, channel).then(found => new Map([...found].map(([key, info]) => [key, info as PresenceMember]))),
       cached: channel => this.cache.recall(channel),
       reachable: channel => this.subscribed.get(channel) ?? Promise.resolve(),
+      userReachable: userId => this.users.get(userId) ?? Promise.resolve(),
       publish: (channel, payload, exceptSocketId) => opts.broker.publish(ns, channel, payload, exceptSocketId),
       admitMember: (channel, key, member) => this.admitMember(channel, key, member),
       memberLeft: (channel, key, member) => this.memberLeft(channel, key, member),

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { PusherApp } from './apps.js'
+import type { PusherApp, WebhookTarget } from './apps.js'
 import { sign } from './signatures.js'
 
 export interface WebhookOptions {
@@ -13,11 +13,22 @@ export interface WebhookOptions {
   outcome?: (outcome: 'delivered' | 'retried' | 'failed') => void
 }
 
+/** Whether a webhook endpoint asked for this event (its `event_types` and channel-name filter). */
+export function wants (target: WebhookTarget, event: Record<string, unknown>): boolean {
+  if (target.eventTypes !== null && !target.eventTypes.has(event.name as string)) return false
+  const channel = typeof event.channel === 'string' ? event.channel : ''
+  if (target.channelPrefix !== undefined && !channel.startsWith(target.channelPrefix)) return false
+  if (target.channelSuffix !== undefined && !channel.endsWith(target.channelSuffix)) return false
+  return true
+}
+
 /**
  * The webhooks of one app: events gathered for `webhookBatchMs` go out as one
- * signed POST ({time_ms, events}) to every URL; a non-2xx answer or a network
- * error is retried with exponential backoff. Content-Type is exactly
- * application/json: the Pusher SDKs' validation requires it.
+ * signed POST ({time_ms, events}) to each URL, holding the events that URL
+ * asked for (none: no request); with `webhookBatchMs` 0 each event is a
+ * request of its own. A non-2xx answer or a network error is retried with
+ * exponential backoff. Content-Type is exactly application/json: the Pusher
+ * SDKs' validation requires it.
  */
 export class Webhooks {
   private queue: Array<Record<string, unknown>> = []
@@ -33,18 +44,23 @@ export class Webhooks {
   }
 
   add (event: Record<string, unknown>): void {
-    if (!this.enabled) return
+    if (!this.enabled || !this.app.webhooks.some(target => wants(target, event))) return
     this.queue.push(event)
-    this.timer ??= setTimeout(() => this.flush(), this.app.webhookBatchMs)
+    if (this.app.webhookBatchMs === 0) this.flush()
+    else this.timer ??= setTimeout(() => this.flush(), this.app.webhookBatchMs)
   }
 
   flush (): void {
     clearTimeout(this.timer)
     this.timer = undefined
     if (this.queue.length === 0) return
-    const body = JSON.stringify({ time_ms: Date.now(), events: this.queue })
+    const events = this.queue
+    const now = Date.now()
     this.queue = []
-    for (const url of this.app.webhooks) this.track(this.deliver(url, body, 1))
+    for (const target of this.app.webhooks) {
+      const mine = events.filter(e => wants(target, e))
+      if (mine.length > 0) this.track(this.deliver(target, JSON.stringify({ time_ms: now, events: mine }), 1))
+    }
   }
 
   private track (p: Promise<void>): void {
@@ -52,14 +68,15 @@ export class Webhooks {
     p.finally(() => this.inFlight.delete(p)).catch(() => {})
   }
 
-  private async deliver (url: string, body: string, attempt: number): Promise<void> {
+  private async deliver (target: WebhookTarget, body: string, attempt: number): Promise<void> {
+    const url = target.url
     const attempts = this.opts.attempts ?? 5
     let status: number | undefined
     let error: string | undefined
     try {
       const res = await fetch(url, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'X-Pusher-Key': this.app.key, 'X-Pusher-Signature': sign(this.app.secret, body) },
+        headers: { ...target.headers, 'Content-Type': 'application/json', 'X-Pusher-Key': this.app.key, 'X-Pusher-Signature': sign(this.app.secret, body) },
         body,
         signal: AbortSignal.timeout(this.opts.timeoutMs ?? 5000)
       })
@@ -72,8 +89,8 @@ export class Webhooks {
     } catch (err) {
       error = (err as Error).message
     }
-    const target = new URL(url)
-    const where = `${target.origin}${target.pathname}`
+    const parsed = new URL(url)
+    const where = `${parsed.origin}${parsed.pathname}`
     if (attempt >= attempts || this.closing) {
       this.opts.outcome?.('failed')
       this.log.warn({ event: 'pusher.webhook_failed', appId: this.app.id, url: where, status, error, attempts: attempt }, 'a Pusher webhook could not be delivered')
@@ -93,7 +110,7 @@ export class Webhooks {
       this.opts.outcome?.('failed')
       return
     }
-    return this.deliver(url, body, attempt + 1)
+    return this.deliver(target, body, attempt + 1)
   }
 
   /** Sends what is queued once and waits for the requests in flight; retries stop. */

@@ -9,16 +9,19 @@ import { jsonDepth, tooDeepField, type Session, type JoinOutcome } from './deps.
 /** A presence channel's member as every instance sees it: user_id as given (a number stays a number) and user_info. */
 export interface PresenceMember { userId: string | number, info: unknown }
 
-/** Channel names: Pusher's character set, at most 200 characters. */
-export const CHANNEL_NAME = /^[-a-zA-Z0-9_=@,.;]{1,200}$/
+/** Channel names: Pusher's character set (their length is the app's maxChannelNameLength). */
+export const CHANNEL_NAME = /^[-a-zA-Z0-9_=@,.;]+$/
 export const SOCKET_ID = /^\d+\.\d+$/
-/** Longest presence user_id and user_info (serialized) a subscription may carry. */
+/** Longest presence user_id (and signed-in user id) a connection may carry. */
 export const MAX_USER_ID_LENGTH = 128
-export const MAX_USER_INFO_BYTES = 1024
+/** The longest event name any frame may carry, whatever an app's maxEventNameLength. */
+const MAX_FRAME_EVENT_LENGTH = 200
 
 /** Close codes of protocol 7 used here (pusher-js: 4000-4099 never reconnect, 4100-4199 back off, 4200-4299 reconnect at once). */
 export const CLOSE = {
   unknownApp: 4001,
+  /** The app is disabled (`enabled: false`): pusher-js does not reconnect. */
+  appDisabled: 4003,
   overQuota: 4004,
   invalidVersion: 4006,
   unsupportedProtocol: 4007,
@@ -65,6 +68,8 @@ export interface AppContext {
   cached (channel: string): Promise<{ event: string, data: string } | undefined>
   /** Settles once the channel's frames from other instances reach this one (before subscription_succeeded). */
   reachable (channel: string): Promise<void>
+  /** Settles once events sent to the user on other instances reach this one (before signin_success). */
+  userReachable (userId: string): Promise<void>
   /** Sends a channel frame to the other instances' subscribers; rejects (503) when it cannot reach them. */
   publish (channel: string, payload: string, exceptSocketId?: string): Promise<void>
   /** A user's first socket here joins a presence channel: added (first anywhere), present, or full (the member cap, cluster-wide). */
@@ -100,8 +105,9 @@ export function frame (event: string, data?: unknown, channel?: string, extra?: 
   })
 }
 
-export function errorFrame (code: number, message: string): string {
-  return JSON.stringify({ event: 'pusher:error', data: { code, message } })
+/** `pusher:error` with its numeric code; `channel` names the channel a refused client event was for. */
+export function errorFrame (code: number, message: string, channel?: string): string {
+  return JSON.stringify({ event: 'pusher:error', ...(channel === undefined ? {} : { channel }), data: { code, message } })
 }
 
 /** How long a closed peer gets to answer the close frame before it is terminated (ws would wait 30 s). */
@@ -132,6 +138,8 @@ export class PusherSocket implements Subscriber {
   user: string | undefined
   private pingTimer: NodeJS.Timeout | undefined
   private pongTimer: NodeJS.Timeout | undefined
+  /** enableUserAuthentication: closes the connection with 4009 unless it signs in (or is authorized on a channel) in time. */
+  private signinTimer: NodeJS.Timeout | undefined
   private windowStart = 0
   private windowCount = 0
   private closed = false
@@ -166,6 +174,19 @@ export class PusherSocket implements Subscriber {
   start (): void {
     this.send(frame('pusher:connection_established', { socket_id: this.socketId, activity_timeout: this.ctx.activityTimeoutS }))
     this.armActivity()
+    const { app } = this.ctx
+    if (app.enableUserAuthentication) {
+      this.signinTimer = setTimeout(() => {
+        this.signinTimer = undefined
+        this.refuse(CLOSE.unauthorized, `Connection not authorized: sign in (pusher:signin) or subscribe to a private- or presence- channel within ${app.userAuthenticationTimeout} ms (userAuthenticationTimeout)`)
+      }, app.userAuthenticationTimeout)
+    }
+  }
+
+  /** Signed in or authorized on a private or presence channel: the sign-in deadline is met. */
+  private authorized (): void {
+    clearTimeout(this.signinTimer)
+    this.signinTimer = undefined
   }
 
   /** Any frame from the client is activity: the ping waits another activity timeout. */
@@ -207,8 +228,9 @@ export class PusherSocket implements Subscriber {
       this.send(errorFrame(ERROR.invalid, tooDeep))
       return
     }
-    if (typeof msg.event !== 'string' || msg.event === '' || msg.event.length > 200) {
-      this.send(errorFrame(ERROR.invalid, 'event: must be a string of 1 to 200 characters'))
+    const maxEvent = Math.max(this.ctx.app.maxEventNameLength, MAX_FRAME_EVENT_LENGTH)
+    if (typeof msg.event !== 'string' || msg.event === '' || msg.event.length > maxEvent) {
+      this.send(errorFrame(ERROR.invalid, `event: must be a string of 1 to ${maxEvent} characters`))
       return
     }
     this.ctx.count('in', msg.event.startsWith('client-') ? 'client_event' : msg.event)
@@ -259,8 +281,12 @@ export class PusherSocket implements Subscriber {
       this.join(channel, {})
       return
     }
+    if (channel.length > app.maxChannelNameLength) {
+      this.subscriptionError(channel, 4009, `The channel name is longer than the allowed ${app.maxChannelNameLength} characters (maxChannelNameLength; got ${channel.length})`, 'LimitReached')
+      return
+    }
     if (!CHANNEL_NAME.test(channel)) {
-      this.subscriptionError(channel, 400, 'channel: must be 1 to 200 characters of A-Z a-z 0-9 _ - = @ , . ;', 'InvalidChannelName')
+      this.subscriptionError(channel, 400, `channel: must be 1 to ${app.maxChannelNameLength} characters of A-Z a-z 0-9 _ - = @ , . ;`, 'InvalidChannelName')
       return
     }
     if (isPresence(channel)) {
@@ -273,6 +299,7 @@ export class PusherSocket implements Subscriber {
         this.subscriptionError(channel, 401, `Invalid signature: expected HMAC SHA256 hex digest of ${this.socketId}:${channel}:<channel_data> with the app secret, as "<key>:<signature>"`)
         return
       }
+      this.authorized()
       let member: { user_id?: unknown, user_info?: unknown }
       try {
         member = JSON.parse(channelData)
@@ -286,8 +313,8 @@ export class PusherSocket implements Subscriber {
         return
       }
       const info = member.user_info ?? {}
-      if (jsonDepth(info, this.ctx.maxDepth) < 0 || Buffer.byteLength(JSON.stringify(info)) > MAX_USER_INFO_BYTES) {
-        this.subscriptionError(channel, 400, `channel_data.user_info: at most ${MAX_USER_INFO_BYTES} bytes of JSON`)
+      if (jsonDepth(info, this.ctx.maxDepth) < 0 || Buffer.byteLength(JSON.stringify(info)) > app.maxPresenceMemberBytes) {
+        this.subscriptionError(channel, 400, `channel_data.user_info: at most ${app.maxPresenceMemberBytes} bytes of JSON (maxPresenceMemberBytes)`)
         return
       }
       const key = String(userId)
@@ -299,6 +326,7 @@ export class PusherSocket implements Subscriber {
         this.subscriptionError(channel, 401, `Invalid signature: expected HMAC SHA256 hex digest of ${this.socketId}:${channel} with the app secret, as "<key>:<signature>"`)
         return
       }
+      this.authorized()
     }
     this.join(channel, {})
   }
@@ -399,29 +427,36 @@ export class PusherSocket implements Subscriber {
         id = (JSON.parse(userData) as { id?: unknown })?.id
       } catch {}
     }
-    if (typeof id !== 'string' || id === '') {
-      this.refuse(CLOSE.unauthorized, 'Invalid signin: user_data must be signed JSON with a non-empty string id')
+    // a number is an id too (Laravel and others sign {"id":1}): the user is String(id), as in #server-to-user-<id>
+    if (typeof id === 'number' && Number.isFinite(id)) id = String(id)
+    if (typeof id !== 'string' || id === '' || id.length > MAX_USER_ID_LENGTH) {
+      this.refuse(CLOSE.unauthorized, `Invalid signin: user_data must be signed JSON with an id (a non-empty string or a number, at most ${MAX_USER_ID_LENGTH} characters)`)
       return
     }
+    this.authorized()
     if (this.user !== undefined) registry.signedOut(this.user, this)
     this.user = id
     registry.signedIn(id, this)
-    this.send(frame('pusher:signin_success', { user_data: userData }))
+    // signin_success once an event sent to the user on any instance reaches this socket
+    const user = id
+    this.ctx.userReachable(id).then(() => {
+      if (this.user === user && !this.closed) this.send(frame('pusher:signin_success', { user_data: userData }))
+    }, () => {})
   }
 
   private clientEvent (event: string, channel: unknown, data: unknown): void {
     const { app, registry } = this.ctx
     if (typeof channel !== 'string' || !this.subscriptions.has(channel)) {
       const named = typeof channel === 'string' ? `channel ${channel.slice(0, 200)}` : 'the channel named (channel: must be a string)'
-      this.send(errorFrame(ERROR.forbidden, `Client event rejected: ${event.slice(0, 64)}: the connection is not subscribed to ${named}`))
+      this.send(errorFrame(ERROR.forbidden, `Client event rejected: ${event.slice(0, 64)}: the connection is not subscribed to ${named}`, typeof channel === 'string' && channel.length <= 200 ? channel : undefined))
       return
     }
     if (!app.enableClientMessages) {
-      this.send(errorFrame(ERROR.forbidden, 'Client event rejected: client events are not enabled for this app'))
+      this.send(errorFrame(ERROR.forbidden, 'Client event rejected: client events are not enabled for this app', channel))
       return
     }
     if (isEncrypted(channel) || !(isPrivate(channel) || isPresence(channel))) {
-      this.send(errorFrame(ERROR.forbidden, `Client event rejected: client events are only allowed on private- and presence- channels, not on ${isEncrypted(channel) ? 'private-encrypted-' : 'public'} channels`))
+      this.send(errorFrame(ERROR.forbidden, `Client event rejected: client events are only allowed on private- and presence- channels, not on ${isEncrypted(channel) ? 'private-encrypted-' : 'public'} channels`, channel))
       return
     }
     const now = Date.now()
@@ -430,12 +465,16 @@ export class PusherSocket implements Subscriber {
       this.windowCount = 0
     }
     if (++this.windowCount > app.maxClientEventsPerSecond) {
-      this.send(errorFrame(ERROR.rateLimited, `Client event rejected: at most ${app.maxClientEventsPerSecond} client events per second per connection`))
+      this.send(errorFrame(ERROR.rateLimited, `Client event rejected: at most ${app.maxClientEventsPerSecond} client events per second per connection`, channel))
+      return
+    }
+    if (event.length > app.maxEventNameLength) {
+      this.send(errorFrame(ERROR.invalid, `Client event rejected: event: the name is longer than the allowed ${app.maxEventNameLength} characters (maxEventNameLength)`, channel))
       return
     }
     const payload = typeof data === 'string' ? data : JSON.stringify(data ?? {})
     if (Buffer.byteLength(payload) > app.maxEventPayloadBytes) {
-      this.send(errorFrame(ERROR.invalid, `Client event rejected: data: at most ${app.maxEventPayloadBytes} bytes`))
+      this.send(errorFrame(ERROR.invalid, `Client event rejected: data: at most ${app.maxEventPayloadBytes} bytes (maxEventPayloadBytes)`, channel))
       return
     }
     const sub = this.subscriptions.get(channel)!
@@ -443,7 +482,7 @@ export class PusherSocket implements Subscriber {
     const relayed = frame(event, payload, channel, userId === undefined ? undefined : { user_id: userId })
     this.ctx.count('out', 'client_event', registry.broadcast(channel, relayed, this.socketId))
     this.ctx.publish(channel, relayed, this.socketId).catch(() => {
-      this.send(errorFrame(ERROR.unavailable, `Client event ${event.slice(0, 64)} reached this instance's subscribers only: the other instances cannot be reached right now`))
+      this.send(errorFrame(ERROR.unavailable, `Client event ${event.slice(0, 64)} reached this instance's subscribers only: the other instances cannot be reached right now`, channel))
     })
     this.ctx.bridge(channel, event, payload, userId)
     this.ctx.webhook({ name: 'client_event', channel, event, data: payload, socket_id: this.socketId, ...(userId === undefined ? {} : { user_id: String(userId) }) })
@@ -455,6 +494,7 @@ export class PusherSocket implements Subscriber {
     this.closed = true
     clearTimeout(this.pingTimer)
     clearTimeout(this.pongTimer)
+    clearTimeout(this.signinTimer)
     for (const channel of [...this.subscriptions.keys()]) this.unsubscribe(channel)
     if (this.user !== undefined) this.ctx.registry.signedOut(this.user, this)
   }

@@ -16,6 +16,12 @@ export interface Peer {
   readonly readOnly: boolean
   /** A Hocuspocus stateless payload broadcast to the document (y-websocket has no such message). */
   stateless?: (payload: string) => void
+  /**
+   * Send this peer its own committed updates back (y-websocket 4 counts a local
+   * edit as confirmed only when the server returns it, as the reference server
+   * does by broadcasting to every connection). Off for Hocuspocus: SyncStatus acks.
+   */
+  readonly echo?: boolean
 }
 
 /** Origin of what another instance sent: relayed to every local peer, never published again. */
@@ -317,7 +323,10 @@ export class CollabDocument {
     if (this.bytes + update.length > maxDocumentBytes) {
       let contained = false
       if (checkContained) try { contained = Y.snapshotContainsUpdate(Y.snapshot(this.ydoc), update) } catch {}
-      if (contained) return false
+      if (contained) {
+        this.confirm(update, origin)
+        return false
+      }
       throw new DocumentError('document_too_large', `document: ${this.bytes + update.length} bytes with this update, over the limit of ${maxDocumentBytes} (YJS_MAX_DOCUMENT_BYTES)`)
     }
     const store = this.ydoc.store
@@ -331,7 +340,10 @@ export class CollabDocument {
       throw new DocumentError('invalid_update', `update: Yjs cannot apply it (${(err as Error).message})`)
     }
     // nothing new and nothing waiting for a missing dependency: already in the document
-    if (held.messages.length === 0 && store.pendingStructs === pendingBefore[0] && store.pendingDs === pendingBefore[1]) return false
+    if (held.messages.length === 0 && store.pendingStructs === pendingBefore[0] && store.pendingDs === pendingBefore[1]) {
+      this.confirm(update, origin)
+      return false
+    }
     let id: number
     try {
       id = await this.opts.store.append(this.name, update)
@@ -343,11 +355,23 @@ export class CollabDocument {
     this.lastId = id
     this.bytes += update.length
     for (const message of held.messages) {
-      for (const peer of this.peers) if (peer !== origin) peer.send(message)
+      for (const peer of this.peers) if (peer !== origin || peer.echo === true) peer.send(message)
       this.opts.relay?.publish(this.name, message)
     }
     if (++this.sinceCompaction >= this.opts.compactAfterUpdates) await this.compact()
     return true
+  }
+
+  /**
+   * An update the document already held, sent back to an echo peer as it
+   * came: its content is stored, and the provider waits to see it returned.
+   */
+  private confirm (update: Uint8Array, origin: Peer | null): void {
+    if (origin?.echo !== true || !this.peers.has(origin)) return
+    origin.send(messageOf(enc => {
+      encoding.writeVarUint(enc, MessageType.sync)
+      syncProtocol.writeUpdate(enc, update)
+    }))
   }
 
   /**

@@ -163,7 +163,8 @@ export default fp(async function yjs (app) {
       const clientId = request.principal?.sub ?? null
       const log = app.log
       session.socket.binaryType = 'nodebuffer'
-      const peer: Peer = { send: m => { session.sendBinary(m) }, readOnly }
+      // echo: the y-websocket 4 provider confirms a local edit when it comes back (the reference server's broadcast)
+      const peer: Peer = { send: m => { session.sendBinary(m) }, readOnly, echo: true }
       const state: YWebsocketState = { name, peer, session: null, early: [], left: false }
       yws.set(session, state)
       session.socket.once('close', code => {

@@ -1040,6 +1040,19 @@ async function yjsLoadFor (door: Door, conn: DoorConnection): Promise<() => Prom
   }
 }
 
+/** What both Yjs doors share: how a write is attempted and how its refusal and its effects are seen. */
+const yjsDoorCommon = {
+  rateRefusal: null,
+  floods: yjsFloods(),
+  writeAttempts (conn: DoorConnection) {
+    return [{ name: 'update', attempt: (tag: string) => (conn as YjsConnection).attemptUpdate(tag) }]
+  },
+  isForbidden: yjsRefused,
+  isUnavailable: yjsRefused,
+  isRelayedWrite: yjsRelayedWrite,
+  readStored: yjsReadStored
+} satisfies Partial<Door>
+
 export const yWebsocket: Door = {
   name: 'y-websocket',
   env: {},
@@ -1079,16 +1092,8 @@ export const yWebsocket: Door = {
     y.local.getText('big').insert(0, 'x'.repeat(limits.yjsMaxUpdateBytes + 100))
     return { name: `an update of more than ${limits.yjsMaxUpdateBytes} bytes`, data: syncMessage(SyncSub.update, Y.encodeStateAsUpdate(y.local, before)), binary: true, field: 'update', limit: limits.yjsMaxUpdateBytes }
   },
-  rateRefusal: null,
-  floods: yjsFloods(),
+  ...yjsDoorCommon,
   loadFor (conn) { return yjsLoadFor(yWebsocket, conn) },
-  writeAttempts (conn) {
-    return [{ name: 'update', attempt: tag => (conn as YjsConnection).attemptUpdate(tag) }]
-  },
-  isForbidden: yjsRefused,
-  isUnavailable: yjsRefused,
-  isRelayedWrite: yjsRelayedWrite,
-  readStored: yjsReadStored,
   peerBroadcast: null,
   shutdownNotice: null,
   realEditor (t, server, resource, token) {
@@ -1158,16 +1163,8 @@ export const hocuspocus: Door = {
     encoding.writeUint8Array(enc, frame.data as Uint8Array)
     return { ...frame, data: encoding.toUint8Array(enc), forDocument: conn.resource }
   },
-  rateRefusal: null,
-  floods: yjsFloods(),
+  ...yjsDoorCommon,
   loadFor (conn) { return yjsLoadFor(hocuspocus, conn) },
-  writeAttempts (conn) {
-    return [{ name: 'update', attempt: tag => (conn as YjsConnection).attemptUpdate(tag) }]
-  },
-  isForbidden: yjsRefused,
-  isUnavailable: yjsRefused,
-  isRelayedWrite: yjsRelayedWrite,
-  readStored: yjsReadStored,
   peerBroadcast: {
     send (conn, payload) {
       const enc = encoding.createEncoder()

@@ -165,7 +165,7 @@ export function holdFayeSocket (client: PusherClient): () => void {
 
 /** A webhook receiver: a real HTTP server; each request's validity is judged by the SDK's own webhook check. */
 export async function receiver (t: { teardown (fn: () => unknown): void }) {
-  const batches: Array<{ valid: boolean, events: Array<Record<string, unknown>> }> = []
+  const batches: Array<{ valid: boolean, events: Array<Record<string, unknown>>, headers: Record<string, string | string[] | undefined> }> = []
   let failFirst = 0
   const server = createServer((req: IncomingMessage, res) => {
     let body = ''
@@ -178,7 +178,7 @@ export async function receiver (t: { teardown (fn: () => unknown): void }) {
         return
       }
       const hook = new Sdk({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1' }).webhook({ headers: req.headers as Record<string, string>, rawBody: body })
-      batches.push({ valid: hook.isValid(), events: hook.getEvents() as unknown as Array<Record<string, unknown>> })
+      batches.push({ valid: hook.isValid(), events: hook.getEvents() as unknown as Array<Record<string, unknown>>, headers: req.headers })
       res.end()
     })
   })

@@ -28,6 +28,10 @@ export interface ChannelEvents {
   vacated (channel: string): void
   /** The channel's subscribers here are now `n` (> 0) after a change that was neither occupied nor vacated. */
   counted? (channel: string, n: number): void
+  /** The user's first socket here signed in: events to the user reach this instance from now on. */
+  userArrived? (userId: string): void
+  /** The user's last socket here signed out or closed. */
+  userLeft? (userId: string): void
 }
 
 export const isPresence = (name: string) => name.startsWith('presence-')
@@ -117,15 +121,26 @@ export class ChannelRegistry {
     return gone
   }
 
-  /** Sends one serialized frame to every subscriber of the channel but `exceptSocketId`; returns how many it reached. */
+  /**
+   * Sends one serialized frame to every subscriber of the channel but
+   * `exceptSocketId`; returns how many it reached. `#server-to-user-<id>` also
+   * reaches the sockets signed in as the user that have not subscribed to it
+   * (yet): Pusher delivers events to a user's signed-in connections.
+   */
   broadcast (name: string, payload: string, exceptSocketId?: string): number {
     const channel = this.channels.get(name)
-    if (!channel) return 0
+    const user = name.startsWith(USER_CHANNEL_PREFIX) ? this.users.get(name.slice(USER_CHANNEL_PREFIX.length)) : undefined
+    if (!channel && !user) return 0
     // framed once for every subscriber: given a string, ws would encode it and build a header per socket
     const frame = textFrame(payload)
     let n = 0
-    for (const sub of channel.subscribers) {
+    for (const sub of channel?.subscribers ?? []) {
       if (sub.socketId === exceptSocketId) continue
+      sub.sendFrame(frame)
+      n++
+    }
+    for (const sub of user ?? []) {
+      if (sub.socketId === exceptSocketId || channel?.subscribers.has(sub) === true) continue
       sub.sendFrame(frame)
       n++
     }
@@ -137,15 +152,18 @@ export class ChannelRegistry {
     if (!set) {
       set = new Set()
       this.users.set(userId, set)
+      this.events.userArrived?.(userId)
     }
     set.add(sub)
   }
 
   signedOut (userId: string, sub: Subscriber): void {
     const set = this.users.get(userId)
-    if (!set) return
-    set.delete(sub)
-    if (set.size === 0) this.users.delete(userId)
+    if (!set?.delete(sub)) return
+    if (set.size === 0) {
+      this.users.delete(userId)
+      this.events.userLeft?.(userId)
+    }
   }
 
   socketsOf (userId: string): Subscriber[] {
