@@ -81,7 +81,9 @@ export class WebhookSender {
 
   add (event: Record<string, unknown>): void {
     this.queue.push(event)
-    this.timer ??= setTimeout(() => this.flush(), this.opts.batchMs ?? 250)
+    // batchMs 0: each event is a request of its own
+    if (this.opts.batchMs === 0) this.flush()
+    else this.timer ??= setTimeout(() => this.flush(), this.opts.batchMs ?? 250)
   }
 
   flush (): void {

@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { PusherApp, WebhookTarget } from './apps.js'
 import { sign } from './signatures.js'
+import { WebhookSender } from './deps.js'
 
 export interface WebhookOptions {
   /** Attempts per batch and URL, the first included [5]. */
@@ -23,105 +24,52 @@ export function wants (target: WebhookTarget, event: Record<string, unknown>): b
 }
 
 /**
- * The webhooks of one app: events gathered for `webhookBatchMs` go out as one
- * signed POST ({time_ms, events}) to each URL, holding the events that URL
- * asked for (none: no request); with `webhookBatchMs` 0 each event is a
- * request of its own. A non-2xx answer or a network error is retried with
- * exponential backoff. Content-Type is exactly application/json: the Pusher
- * SDKs' validation requires it.
+ * The webhooks of one app, delivered by the engine's WebhookSender (batching,
+ * retries with exponential backoff), one sender per URL, in Pusher's encoding:
+ * events gathered for `webhookBatchMs` go out as one signed POST
+ * ({time_ms, events}) to each URL, holding the events that URL asked for
+ * (none: no request); with `webhookBatchMs` 0 each event is a request of its
+ * own. Content-Type is exactly application/json: the Pusher SDKs' validation
+ * requires it.
  */
 export class Webhooks {
-  private queue: Array<Record<string, unknown>> = []
-  private timer: NodeJS.Timeout | undefined
-  private readonly inFlight = new Set<Promise<void>>()
-  private readonly retries = new Map<NodeJS.Timeout, () => void>()
-  private closing = false
+  private readonly senders: Array<{ target: WebhookTarget, sender: WebhookSender }>
 
-  constructor (private readonly app: PusherApp, private readonly log: FastifyBaseLogger, private readonly opts: WebhookOptions = {}) {}
+  constructor (app: PusherApp, log: FastifyBaseLogger, opts: WebhookOptions = {}) {
+    this.senders = app.webhooks.map(target => ({
+      target,
+      sender: new WebhookSender({
+        urls: [target.url],
+        batchMs: app.webhookBatchMs,
+        encode: {
+          body: events => JSON.stringify({ time_ms: Date.now(), events }),
+          headers: body => ({ ...target.headers, 'Content-Type': 'application/json', 'X-Pusher-Key': app.key, 'X-Pusher-Signature': sign(app.secret, body) })
+        },
+        attempts: opts.attempts,
+        retryBaseMs: opts.retryBaseMs,
+        timeoutMs: opts.timeoutMs,
+        outcome: opts.outcome,
+        log,
+        logEvents: { retry: 'pusher.webhook_retry', failed: 'pusher.webhook_failed' },
+        logFields: { appId: app.id }
+      })
+    }))
+  }
 
   get enabled (): boolean {
-    return this.app.webhooks.length > 0
+    return this.senders.length > 0
   }
 
   add (event: Record<string, unknown>): void {
-    if (!this.enabled || !this.app.webhooks.some(target => wants(target, event))) return
-    this.queue.push(event)
-    if (this.app.webhookBatchMs === 0) this.flush()
-    else this.timer ??= setTimeout(() => this.flush(), this.app.webhookBatchMs)
+    for (const { target, sender } of this.senders) if (wants(target, event)) sender.add(event)
   }
 
   flush (): void {
-    clearTimeout(this.timer)
-    this.timer = undefined
-    if (this.queue.length === 0) return
-    const events = this.queue
-    const now = Date.now()
-    this.queue = []
-    for (const target of this.app.webhooks) {
-      const mine = events.filter(e => wants(target, e))
-      if (mine.length > 0) this.track(this.deliver(target, JSON.stringify({ time_ms: now, events: mine }), 1))
-    }
-  }
-
-  private track (p: Promise<void>): void {
-    this.inFlight.add(p)
-    p.finally(() => this.inFlight.delete(p)).catch(() => {})
-  }
-
-  private async deliver (target: WebhookTarget, body: string, attempt: number): Promise<void> {
-    const url = target.url
-    const attempts = this.opts.attempts ?? 5
-    let status: number | undefined
-    let error: string | undefined
-    try {
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: { ...target.headers, 'Content-Type': 'application/json', 'X-Pusher-Key': this.app.key, 'X-Pusher-Signature': sign(this.app.secret, body) },
-        body,
-        signal: AbortSignal.timeout(this.opts.timeoutMs ?? 5000)
-      })
-      status = res.status
-      await res.arrayBuffer().catch(() => undefined)
-      if (res.ok) {
-        this.opts.outcome?.('delivered')
-        return
-      }
-    } catch (err) {
-      error = (err as Error).message
-    }
-    const parsed = new URL(url)
-    const where = `${parsed.origin}${parsed.pathname}`
-    if (attempt >= attempts || this.closing) {
-      this.opts.outcome?.('failed')
-      this.log.warn({ event: 'pusher.webhook_failed', appId: this.app.id, url: where, status, error, attempts: attempt }, 'a Pusher webhook could not be delivered')
-      return
-    }
-    this.opts.outcome?.('retried')
-    const delay = (this.opts.retryBaseMs ?? 1000) * 2 ** (attempt - 1)
-    this.log.info({ event: 'pusher.webhook_retry', appId: this.app.id, url: where, status, error, attempt, delayMs: delay }, 'retrying a Pusher webhook')
-    await new Promise<void>(resolve => {
-      const t = setTimeout(() => {
-        this.retries.delete(t)
-        resolve()
-      }, delay)
-      this.retries.set(t, resolve)
-    })
-    if (this.closing) {
-      this.opts.outcome?.('failed')
-      return
-    }
-    return this.deliver(target, body, attempt + 1)
+    for (const { sender } of this.senders) sender.flush()
   }
 
   /** Sends what is queued once and waits for the requests in flight; retries stop. */
   async close (): Promise<void> {
-    this.flush()
-    this.closing = true
-    for (const [t, resolve] of this.retries) {
-      clearTimeout(t)
-      resolve()
-    }
-    this.retries.clear()
-    await Promise.allSettled([...this.inFlight])
+    await Promise.all(this.senders.map(async ({ sender }) => await sender.close()))
   }
 }
