@@ -1,17 +1,6 @@
 import { test } from 'tap'
 import { build } from './support/helper.js'
-import { APP, APP_ENV, connected, holdFayeSocket, once, pusherClient, sdkFor, subscribed, type PusherChannel } from './support/pusher-clients.js'
-
-/** A RequestError of the SDK: what a backend sees of a refused call. */
-async function refusal (p: Promise<unknown>): Promise<{ status: number, body: string }> {
-  try {
-    await p
-  } catch (err) {
-    const e = err as { status?: number, body?: string }
-    return { status: e.status ?? 0, body: e.body ?? '' }
-  }
-  throw new Error('the call was accepted')
-}
+import { APP, APP_ENV, connected, holdFayeSocket, once, pusherClient, refusal, sdkFor, subscribed, type PusherChannel } from './support/pusher-clients.js'
 
 test('HTTP API through the real SDK: events with socket_id exclusion and info, batches, channel queries, users, terminate_connections', async t => {
   const s = await build(t, APP_ENV)

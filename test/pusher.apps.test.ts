@@ -4,7 +4,7 @@ import { test } from 'tap'
 import { writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { build, tempDir, waitFor, type TestContext } from './support/helper.js'
-import { APP, RawPusher, connected, holdFayeSocket, once, pusherClient, receiver, sdkFor } from './support/pusher-clients.js'
+import { APP, RawPusher, connected, holdFayeSocket, once, pusherClient, receiver, refusal, sdkFor } from './support/pusher-clients.js'
 
 const require = createRequire(import.meta.url)
 /** The SDK's own user signature (authenticateUser without its string-id check: PHP and Laravel sign numeric ids). */
@@ -99,17 +99,6 @@ test('enableUserAuthentication: a connection that does not sign in within userAu
   t.equal(c.connection.state, 'connected', 'pusher-js signed in: still connected')
   t.not(d.connection.state, 'connected', 'pusher-js without signin: closed, not reconnected')
 })
-
-/** The SDK's rejection, as status and body. */
-async function refusal (p: Promise<unknown>): Promise<{ status: number, body: string }> {
-  try {
-    await p
-  } catch (err) {
-    const e = err as { status?: number, body?: string }
-    return { status: e.status ?? 0, body: e.body ?? '' }
-  }
-  throw new Error('the request was not refused')
-}
 
 test('channel names: at most 164 characters by default (Pusher\'s limit): pusher-js gets a 164-character channel, and subscription_error for 165; the HTTP API refuses 165', async t => {
   const s = await serve(t)

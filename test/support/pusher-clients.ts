@@ -191,3 +191,14 @@ export async function receiver (t: { teardown (fn: () => unknown): void }) {
     events: () => batches.flatMap(b => b.events.map(e => `${e.name}:${e.channel}${e.user_id === undefined ? '' : `:${e.user_id}`}`))
   }
 }
+
+/** A RequestError of the server SDK, as a backend sees a refused call: its status and body (throws when the call was accepted). */
+export async function refusal (p: Promise<unknown>): Promise<{ status: number, body: string }> {
+  try {
+    await p
+  } catch (err) {
+    const e = err as { status?: number, body?: string }
+    return { status: e.status ?? 0, body: e.body ?? '' }
+  }
+  throw new Error('the call was accepted')
+}
