@@ -4,7 +4,7 @@ import * as Y14 from '@y/y'
 import { WebsocketProvider, messageSync } from '@y/websocket'
 import * as decoding from 'lib0/decoding'
 import { build, waitFor, type TestContext } from './support/helper.js'
-import { converged, synced, yEditor } from './support/yjs-editors.js'
+import { converged, synced, syncedPair, yEditor } from './support/yjs-editors.js'
 
 /**
  * An editor on the y-websocket 4 provider (`@y/websocket`, over `@y/y` 14).
@@ -104,10 +104,7 @@ t.test('y-websocket 4: edits made offline are confirmed once uploaded after the 
 
 t.test('y-websocket 3.x providers get their own edits back harmlessly and converge', async t => {
   const { url } = await build(t)
-  const a = yEditor(t, url, 'v3/echo')
-  const b = yEditor(t, url, 'v3/echo')
-  await synced(a)
-  await synced(b)
+  const [a, b] = await syncedPair(t, url, 'v3/echo')
   for (let i = 0; i < 10; i++) a.text.insert(a.text.length, `${i}`)
   b.map.set('k', 1)
   await converged([a, b])
