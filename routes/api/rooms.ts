@@ -180,7 +180,7 @@ export default async function roomRoutes (app: FastifyInstance) {
     const data = request.body.data
     try {
       return await idempotentResponse(app, request, reply, { route: 'publish', room, from, data },
-        async claim => ({ ok: true as const, ...await app.rooms.publish(from, room, data, { claim }) }),
+        async claim => ({ ok: true as const, ...await app.rooms.publish(from, room, data, { claim, by: { connectionId: null, protocol: 'http' } }) }),
         result => ({ ok: true, offset: result.offset, messageId: result.messageId, delivered: 0 }))
     } catch (err) {
       return sendRoomError(reply, err)
