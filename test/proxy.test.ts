@@ -155,6 +155,18 @@ t.test('the connect hook refuses an upgrade with 403 and the backend\'s code; wh
   t.ok(metrics.values.some(v => v.labels.reason === 'proxy' && v.value === 1), `the refusal is counted as reason proxy: ${JSON.stringify(metrics.values)}`)
 })
 
+t.test('the connect hook is asked at every door: a y-websocket upgrade names its protocol and can be refused', async t => {
+  const be = await backend(t, ({ body }) => body.protocol === 'switchboard' ? { json: { allow: true } } : { json: { allow: false, code: 'native_only' } })
+  const { wsUrl } = await build(t, { ...hooksAt(be.base, ['connect']), PROXY_SECRET: SECRET })
+  const refused = await tryUpgrade(wsUrl.replace(/\/ws$/, '/yjs/notes'))
+  t.equal(refused.status, 403)
+  t.match(refused.body, { code: 'forbidden', hook: 'connect', reason: 'native_only' })
+  t.match(be.of('connect')[0].body, { hook: 'connect', protocol: 'y-websocket' })
+  const native = await TestClient.connect(wsUrl)
+  t.match(native.welcome.clientId, /^anon-/, 'the native door is allowed; its generated client id is the one the backend was told')
+  t.equal(be.of('connect')[1].body.clientId, native.welcome.clientId)
+})
+
 t.test('a slow backend times out: deny refuses with unavailable, allow goes on; the connection and server survive', async t => {
   const be = await backend(t, () => 'hold')
   const denying = await build(t, { ...hooksAt(be.base, ['join', 'publish', 'connect']), PROXY_SECRET: SECRET, PROXY_TIMEOUT_MS: '150', PROXY_CONNECT_ON_FAILURE: 'allow' })

@@ -66,15 +66,14 @@ declare module 'fastify' {
 /** The upgrade preamble every door shares (see UpgradeRoute). */
 export default fp(async function upgradeRoutes (app) {
   const metrics = app.metrics
-  // optional: an app that registers the engine's plugins one by one may leave the backend hooks out
-  const hooks = app.hasDecorator('proxy') ? app.proxy : undefined
+  const hooks = app.proxy
   /** Upgrades the connect hook refused (the rejection metric's reason `proxy`). */
   const refusedByHook = new WeakSet<FastifyRequest>()
   const declare: DeclareUpgradeRoute = function (this: FastifyInstance, route) {
     const upgradeRequired = errorBody(426, 'upgrade_required', route.usage)
     const requireToken = route.token === 'upgrade' && app.auth.enabled
     // last: a refused, over-limit or unauthenticated upgrade never reaches the backend
-    const connectHook: preHandlerAsyncHookHandler | undefined = hooks?.has('connect') === true
+    const connectHook: preHandlerAsyncHookHandler | undefined = hooks.has('connect')
       ? async function connectHook (request: FastifyRequest, reply: FastifyReply) {
         const clientId = requestedClientId(request, route.clientId?.(request as FastifyRequest<any>)) ?? anonymousClientId()
         // marked before: the refusal's response may be finished (onResponse) before the hook returns
@@ -107,11 +106,11 @@ export default fp(async function upgradeRoutes (app) {
     }, (socket, request) => {
       const typed = request as FastifyRequest<any>
       if (route.admit !== undefined && !route.admit(socket, typed)) return
-      const grant = hooks?.grantOf(request)
+      const grant = hooks.grantOf(request)
       const session = app.sessions.accept(socket, request, { protocol: route.protocol, clientId: grant?.clientId ?? route.clientId?.(typed), connectionId: grant?.connectionId })
-      hooks?.attach(session, grant)
+      hooks.attach(session, grant)
       route.accepted(session, typed)
     })
   }
   app.decorate('upgradeRoute', declare)
-}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['sessions', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket'] })
+}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['sessions', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket', 'proxy'] })

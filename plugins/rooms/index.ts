@@ -43,9 +43,8 @@ declare module 'fastify' {
 }
 
 /** The backend's join and publish hooks (PROXY_JOIN_URL, PROXY_PUBLISH_URL) as the registry asks them. */
-function backendHooks (proxy: ProxyHooks | undefined): RoomHooks {
-  const client = proxy?.client
-  if (client === undefined) return {}
+function backendHooks (proxy: ProxyHooks): RoomHooks {
+  const client = proxy.client
   const callerOf = (conn: Session) => ({ clientId: conn.clientId, connectionId: conn.id, protocol: conn.protocol.name })
   return {
     join: client.has('join')
@@ -96,7 +95,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
       metrics?.messagesOutByType.add(type, recipients)
     },
     persistMessages: opts.persistMessages ?? true,
-    hooks: backendHooks(app.hasDecorator('proxy') ? app.proxy : undefined),
+    hooks: backendHooks(app.proxy),
     onMembership: sender === null
       ? undefined
       : event => { if (hooks?.events.has(event.type) === true) sender.add({ ...event, timestamp: new Date().toISOString() }) }
@@ -140,8 +139,8 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   })
 
   // the rooms the connect hook named: joined for the client once it is welcomed, each answered with `joined` (no `id`)
-  const proxy = app.hasDecorator('proxy') ? app.proxy : undefined
-  if (proxy?.has('connect') === true) {
+  const proxy = app.proxy
+  if (proxy.has('connect')) {
     app.sessions.onOpen(conn => {
       const rooms = conn.protocol === app.nativeProtocol ? proxy.sessionGrant(conn)?.rooms : undefined
       if (rooms === undefined || rooms.length === 0) return
@@ -187,4 +186,4 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     await app.store.flush()
     app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')
   })
-}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'cluster', 'dispatcher', 'sessions', 'status', 'auth', 'metrics'] })
+}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'cluster', 'dispatcher', 'sessions', 'status', 'auth', 'metrics', 'proxy'] })
