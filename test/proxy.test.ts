@@ -3,6 +3,7 @@ import http from 'node:http'
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { Webhook } from 'standardwebhooks'
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import { build, requestJson, type TestContext } from './support/helper.js'
 import { TestClient, tryUpgrade } from './support/ws-client.js'
 
@@ -113,6 +114,21 @@ t.test('join and publish hooks: allow with data, deny naming the hook, rewrite w
   t.ok(be.calls.every(c => /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/.test(String(c.headers.traceparent))), 'every request carries a W3C traceparent')
   t.ok(logs().some(l => l.event === 'proxy.denied' && l.hook === 'join' && l.code === 'not_a_member'), 'a refusal is logged as proxy.denied')
   t.notOk(JSON.stringify(logs()).includes(SECRET.slice(6)), 'the secret is never logged')
+})
+
+t.test('with tracing on, each hook call is a client span inside the message\'s trace, and its context is the traceparent the backend gets', async t => {
+  const exporter = new InMemorySpanExporter()
+  const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })
+  const be = await backend(t, () => ({ json: { allow: true } }))
+  const { wsUrl } = await build(t, { ...hooksAt(be.base, ['join']), PROXY_SECRET: SECRET }, { app: { tracing: { tracerProvider } } })
+  const client = await TestClient.connect(wsUrl, { clientId: 'tracy' })
+  await client.request({ type: 'join', room: 'traced' })
+  const span = exporter.getFinishedSpans().find(s => s.name === 'proxy join')
+  t.ok(span, 'a proxy join span')
+  const message = exporter.getFinishedSpans().find(s => s.name === 'ws join')
+  t.equal(span?.spanContext().traceId, message?.spanContext().traceId, 'in the trace of the join message')
+  t.equal(be.of('join')[0].headers.traceparent, `00-${span?.spanContext().traceId}-${span?.spanContext().spanId}-01`, 'the backend gets the span\'s context')
+  t.equal(span?.attributes['switchboard.proxy.outcome'], 'allowed')
 })
 
 t.test('the HTTP API publish asks the publish hook: a rewrite is stored, a refusal answers 403', async t => {
