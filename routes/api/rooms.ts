@@ -162,7 +162,7 @@ export default async function roomRoutes (app: FastifyInstance) {
     schema: {
       tags: ['rooms'],
       summary: 'Publish to a room',
-      description: 'Server-side publish: every member gets `{"type":"room_message",...}` with the next offset, and the message enters the room\'s history. Answered after the commit.',
+      description: 'Server-side publish: every member gets `{"type":"room_message",...}` with the next offset, and the message enters the room\'s history. Answered after the commit. With PROXY_PUBLISH_URL the application backend is asked first: it may refuse (403 `forbidden`, `hook`, `reason`) or rewrite `data`; when it fails, 503 `unavailable` (PROXY_PUBLISH_ON_FAILURE=deny, the default).',
       params: Params,
       headers: IdempotencyHeaders,
       body: PublishBody,
