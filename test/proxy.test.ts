@@ -6,6 +6,7 @@ import { Webhook } from 'standardwebhooks'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import { build, requestJson, type TestContext } from './support/helper.js'
 import { TestClient, tryUpgrade } from './support/ws-client.js'
+import { SwitchboardClient, SwitchboardError } from '../client/index.js'
 
 const SECRET = `whsec_${randomBytes(32).toString('base64')}`
 
@@ -254,6 +255,15 @@ t.test('rpc: a round trip, a refusal with the backend\'s code, bounds on method 
   t.match(await client.request({ type: 'rpc', method: 'bad method!' }), { type: 'error', code: 'invalid_message', message: /method/ })
   t.match(await client.request({ type: 'rpc' }), { type: 'error', code: 'invalid_message', message: /method/ })
   t.equal(be.of('rpc').length, 2, 'invalid frames never reach the backend')
+
+  // the TypeScript client: rpc() resolves with the backend's data, a refusal rejects with its code
+  const sdk = new SwitchboardClient({ url: wsUrl.replace(/^ws/, 'http'), clientId: 'sdk' })
+  t.teardown(() => sdk.close())
+  await sdk.connect()
+  t.same(await sdk.rpc('users.get', { id: 8 }), { echo: { id: 8 }, method: 'users.get' })
+  const err = await sdk.rpc('admin.only').catch((e: unknown) => e) as SwitchboardError
+  t.ok(err instanceof SwitchboardError)
+  t.match(err, { code: 'forbidden', details: { hook: 'rpc', reason: 'not_admin' } })
 
   const plain = await build(t)
   const other = await TestClient.connect(plain.wsUrl)
