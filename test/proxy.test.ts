@@ -1,6 +1,7 @@
 import t from 'tap'
 import http from 'node:http'
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { Webhook } from 'standardwebhooks'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
@@ -115,6 +116,8 @@ t.test('join and publish hooks: allow with data, deny naming the hook, rewrite w
   t.ok(be.calls.every(c => /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/.test(String(c.headers.traceparent))), 'every request carries a W3C traceparent')
   t.ok(logs().some(l => l.event === 'proxy.denied' && l.hook === 'join' && l.code === 'not_a_member'), 'a refusal is logged as proxy.denied')
   t.notOk(JSON.stringify(logs()).includes(SECRET.slice(6)), 'the secret is never logged')
+  const catalogue = readFileSync(new URL('../../docs/operations.md', import.meta.url), 'utf8')
+  for (const event of new Set(logs().map(l => String(l.event)).filter(e => e.startsWith('proxy.')))) t.ok(catalogue.includes(`| \`${event}\` |`), `${event} is in the log event catalogue`)
 })
 
 t.test('with tracing on, each hook call is a client span inside the message\'s trace, and its context is the traceparent the backend gets', async t => {
