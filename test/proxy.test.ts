@@ -12,7 +12,7 @@ import { SwitchboardClient, SwitchboardError } from '../client/index.js'
 const SECRET = `whsec_${randomBytes(32).toString('base64')}`
 
 /** One request as the backend got it: the parsed body, its headers, and whether its signature verified. */
-interface Call { path: string, body: Record<string, any>, headers: http.IncomingHttpHeaders, verified: boolean }
+interface Call { path: string, body: Record<string, any>, raw: string, headers: http.IncomingHttpHeaders, verified: boolean }
 
 /** What the backend does with a request: a JSON answer, raw bytes, or nothing at all (it holds the request open). */
 type Answer = { json: unknown, status?: number } | { raw: string | Buffer, status?: number } | 'hold'
@@ -37,7 +37,7 @@ async function backend (t: TestContext, answer: (call: Call) => Answer) {
       } catch {
         verified = false
       }
-      const call = { path: req.url ?? '', body: JSON.parse(text), headers: req.headers, verified }
+      const call = { path: req.url ?? '', body: JSON.parse(text), raw: text, headers: req.headers, verified }
       calls.push(call)
       const a = answer(call)
       if (a === 'hold') {
@@ -113,6 +113,9 @@ t.test('join and publish hooks: allow with data, deny naming the hook, rewrite w
   const publish = be.of('publish')[0]
   t.match(publish.body, { hook: 'publish', clientId: 'alice', connectionId: alice.welcome.connectionId, protocol: 'switchboard', room: 'lobby', data: { text: 'hello' }, idempotencyKey: 'k-1' })
   t.ok(be.calls.every(c => c.verified), 'every request verifies with the standardwebhooks library and the shared secret')
+  const other = new Webhook(`whsec_${randomBytes(32).toString('base64')}`)
+  t.throws(() => other.verify(join.raw, join.headers as Record<string, string>), 'another secret does not verify it')
+  t.throws(() => new Webhook(SECRET).verify(join.raw.replace('lobby', 'lobbx'), join.headers as Record<string, string>), 'a changed body does not verify')
   t.ok(be.calls.every(c => /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/.test(String(c.headers.traceparent))), 'every request carries a W3C traceparent')
   t.ok(logs().some(l => l.event === 'proxy.denied' && l.hook === 'join' && l.code === 'not_a_member'), 'a refusal is logged as proxy.denied')
   t.notOk(JSON.stringify(logs()).includes(SECRET.slice(6)), 'the secret is never logged')
