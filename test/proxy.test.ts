@@ -190,6 +190,22 @@ t.test('the connect hook is asked at every door: a y-websocket upgrade names its
   t.equal(be.of('connect')[1].body.clientId, native.welcome.clientId)
 })
 
+t.test('at the Pusher door the connect hook may refuse or allow, and cannot rename the socket: its id stays a Pusher socket id', async t => {
+  const be = await backend(t, ({ body }) => body.headers.cookie === 'no' ? { json: { allow: false, code: 'banned' } } : { json: { allow: true, clientId: 'user-42' } })
+  const { wsUrl, logs } = await build(t, { ...hooksAt(be.base, ['connect']), PROXY_SECRET: SECRET, PUSHER_APP_ID: 'app', PUSHER_APP_KEY: 'key', PUSHER_APP_SECRET: 'secret' })
+  const pusherUrl = wsUrl.replace(/\/ws$/, '/app/key')
+  const refused = await tryUpgrade(pusherUrl, { headers: { cookie: 'no' }, query: { protocol: '7' } })
+  t.equal(refused.status, 403)
+  t.match(refused.body, { code: 'forbidden', hook: 'connect', reason: 'banned' })
+  const client = await TestClient.connect(`${pusherUrl}?protocol=7`, { waitWelcome: false })
+  const established = await client.waitFor(m => m.event === 'pusher:connection_established', 'connection_established')
+  const socketId = JSON.parse(established.data).socket_id
+  t.match(socketId, /^\d+\.\d+$/, 'a Pusher socket id')
+  const asked = be.of('connect').find(c => c.body.protocol === 'pusher' && c.body.headers.cookie !== 'no')
+  t.equal(asked?.body.clientId, `pusher-${socketId}`, 'the backend was told the socket\'s client id')
+  t.ok(logs().some(l => l.event === 'proxy.client_id_ignored' && l.protocol === 'pusher'), 'the rename is ignored and logged')
+})
+
 t.test('a slow backend times out: deny refuses with unavailable, allow goes on; the connection and server survive', async t => {
   const be = await backend(t, () => 'hold')
   const denying = await build(t, { ...hooksAt(be.base, ['join', 'publish', 'connect']), PROXY_SECRET: SECRET, PROXY_TIMEOUT_MS: '150', PROXY_CONNECT_ON_FAILURE: 'allow' })

@@ -339,7 +339,7 @@ export class ProxyHooks {
    * slot is held): 403 with the backend's code and message when it refuses,
    * 503 `unavailable` when it fails under the `deny` policy. Resolves true when it refused (the reply is sent).
    */
-  async connect (request: FastifyRequest, reply: FastifyReply, caller: ProxyCaller): Promise<boolean> {
+  async connect (request: FastifyRequest, reply: FastifyReply, caller: ProxyCaller, renamable = true): Promise<boolean> {
     const headers = request.headers
     const decision = await this.client.call('connect', caller, {
       // what a backend authenticates a browser with, and where it connects from
@@ -355,9 +355,9 @@ export class ProxyHooks {
     }
     const answer = decision.answer
     let clientId = answer.clientId
-    if (clientId !== undefined && request.principal !== null && clientId !== request.principal.sub) {
-      // the token names the client: the backend may not rename it
-      this.log.warn({ event: 'proxy.client_id_ignored', hook: 'connect', connectionId: caller.connectionId, clientId: caller.clientId }, 'the connect hook named another client id than the token\'s sub: the token\'s is kept')
+    if (clientId !== undefined && clientId !== caller.clientId && (!renamable || request.principal !== null)) {
+      // the token (or the protocol) names the client: the backend may not rename it
+      this.log.warn({ event: 'proxy.client_id_ignored', hook: 'connect', connectionId: caller.connectionId, clientId: caller.clientId, protocol: caller.protocol }, `the connect hook named another client id than the ${request.principal !== null ? 'token\'s sub' : 'protocol\'s own'}: that one is kept`)
       clientId = undefined
     }
     this.byRequest.set(request, { connectionId: caller.connectionId as string, clientId: clientId ?? caller.clientId, rooms: answer.rooms, data: answer.data })

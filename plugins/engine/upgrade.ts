@@ -75,10 +75,12 @@ export default fp(async function upgradeRoutes (app) {
     // last: a refused, over-limit or unauthenticated upgrade never reaches the backend
     const connectHook: preHandlerAsyncHookHandler | undefined = hooks.has('connect')
       ? async function connectHook (request: FastifyRequest, reply: FastifyReply) {
-        const clientId = requestedClientId(request, route.clientId?.(request as FastifyRequest<any>)) ?? anonymousClientId()
+        // a protocol that names its sessions itself (Pusher's socket ids) keeps its name: the backend may not rename it
+        const own = route.clientId?.(request as FastifyRequest<any>)
+        const clientId = requestedClientId(request, own) ?? anonymousClientId()
         // marked before: the refusal's response may be finished (onResponse) before the hook returns
         refusedByHook.add(request)
-        if (await hooks.connect(request, reply, { clientId, connectionId: randomUUID(), protocol: route.protocol.name })) return reply
+        if (await hooks.connect(request, reply, { clientId, connectionId: randomUUID(), protocol: route.protocol.name }, own === undefined)) return reply
         refusedByHook.delete(request)
       }
       : undefined
