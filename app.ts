@@ -3,11 +3,11 @@ import type { Server } from 'node:http'
 import { realpathSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
-import { authAlgorithms, config, webhookEvents, ConfigError, errors, exitOnConfigError, identity, loadConfig, metrics, parseOrigins, parseTrustProxy, redis, status, type Config } from './plugins/core/index.js'
+import { authAlgorithms, config, proxySecret, webhookEvents, ConfigError, errors, exitOnConfigError, identity, loadConfig, metrics, parseOrigins, parseTrustProxy, redis, status, type Config } from './plugins/core/index.js'
 import {
-  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, jsonLimits, limits, messageRate, pendingConnections, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, parsePublicKey, type AuthOptions, type StaticToken
+  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, jsonLimits, limits, messageRate, pendingConnections, proxy, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, parsePublicKey, type AuthOptions, type ProxyOptions, type StaticToken
 } from './plugins/engine/index.js'
-import { dispatcher } from './plugins/native/index.js'
+import { dispatcher, nativeBackend } from './plugins/native/index.js'
 import store, { StoreOpenError, type StoreOptions } from './plugins/store/index.js'
 import cluster, { RedisClientSlots } from './plugins/cluster/index.js'
 import messages from './plugins/messages/index.js'
@@ -194,6 +194,18 @@ function authOptions (cfg: Config, staticTokens: StaticToken[]): AuthOptions {
   }
 }
 
+/** The proxy plugin's options from the PROXY_* variables. */
+function proxyOptions (cfg: Config): ProxyOptions {
+  return {
+    urls: { connect: cfg.PROXY_CONNECT_URL, join: cfg.PROXY_JOIN_URL, publish: cfg.PROXY_PUBLISH_URL, rpc: cfg.PROXY_RPC_URL },
+    secret: proxySecret(cfg),
+    timeoutMs: cfg.PROXY_TIMEOUT_MS,
+    maxResponseBytes: cfg.PROXY_MAX_RESPONSE_BYTES,
+    maxDepth: cfg.JSON_MAX_DEPTH,
+    onFailure: { connect: cfg.PROXY_CONNECT_ON_FAILURE, join: cfg.PROXY_JOIN_ON_FAILURE, publish: cfg.PROXY_PUBLISH_ON_FAILURE }
+  }
+}
+
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   const env = opts?.env ?? process.env
   const cfg = opts?.config ?? loadConfig(env)
@@ -229,9 +241,13 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     trustedPeer: trustedPeerOf(cfg.TRUST_PROXY)
   })
   await fastify.register(heartbeat, { intervalMs: cfg.HEARTBEAT_INTERVAL_MS })
+  // the application's backend hooks (PROXY_*_URL): before the upgrade routes, which ask the connect hook
+  await fastify.register(proxy, proxyOptions(cfg))
   await fastify.register(upgradeRoutes)
   // the native protocol (/ws): its dispatcher takes the handlers the features register
   await fastify.register(dispatcher, { maxDepth: cfg.JSON_MAX_DEPTH })
+  // the backend hooks' native frame (rpc) and the connect hook's welcome data
+  await fastify.register(nativeBackend)
   // before rooms and direct messages, which deliver through it; after redis, so it withdraws before redis quits
   await fastify.register(cluster)
   await fastify.register(reachability)

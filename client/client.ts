@@ -74,7 +74,7 @@ export interface ClientEvents {
   token_refreshed: { expiresAt: string | null }
 }
 
-type Kind = 'ping' | 'send' | 'join' | 'leave' | 'publish' | 'update' | 'exec' | 'refresh'
+type Kind = 'ping' | 'send' | 'join' | 'leave' | 'publish' | 'update' | 'exec' | 'refresh' | 'rpc'
 
 /** The writes: each gets an `idempotencyKey`, and one in flight at a drop is resent with it. */
 const WRITES: ReadonlySet<string> = new Set(['send', 'publish', 'update', 'exec'])
@@ -238,6 +238,18 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.options.token = fresh
     this.emit('token_refreshed', { expiresAt: ack.expiresAt })
     return ack
+  }
+
+  /**
+   * Calls the application's backend (`rpc`, PROXY_RPC_URL on the server):
+   * resolves with its answer's `data`; a refusal rejects with `forbidden`
+   * (`details.reason` is the backend's code), a failed backend with
+   * `unavailable`. A call in flight when the connection drops rejects with
+   * `disconnected` and is not sent again (the backend may have run it).
+   */
+  async rpc<T = unknown> (method: string, data?: unknown): Promise<T> {
+    const reply = await this.enqueue('rpc', data === undefined ? { type: 'rpc', method } : { type: 'rpc', method, data })
+    return reply.data as T
   }
 
   /** Resolves with the round-trip time in milliseconds. */

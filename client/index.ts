@@ -7,7 +7,7 @@ export type { RoomEvents, StateEvent, PresenceEvent, GapEvent, RecoveredEvent } 
 export { SwitchboardError } from '../protocol/frames.js'
 export type {
   Welcome, DirectMessage, RoomMessage, StateChange, Presence, ExecResult, Joined,
-  ServerShutdown, SendAck, PublishAck, UpdateAck, JsonObject, RequestId, ExecError, TokenExpiring, RefreshAck
+  ServerShutdown, SendAck, PublishAck, UpdateAck, JsonObject, RequestId, ExecError, TokenExpiring, RefreshAck, RpcResult
 } from '../protocol/frames.js'
 export { backoffCeiling, backoffDelay, shutdownDelay, defaultBackoff } from './backoff.js'
 export type { BackoffOptions } from './backoff.js'

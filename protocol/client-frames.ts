@@ -1,4 +1,5 @@
 import { Type, type TObject, type TProperties } from '@sinclair/typebox'
+import { RPC_METHOD_MAX_LENGTH, RPC_METHOD_PATTERN } from './limits.js'
 import { ClientId, Epoch, IdempotencyKey, MessageText, Offset, RequestId, RoomName, StatePatch, Version } from './schemas.js'
 
 /**
@@ -29,6 +30,8 @@ export const PublishFields = { room: RoomName, data: Type.Unknown(), idempotency
 export const UpdateFields = { room: RoomName, patch: StatePatch, baseVersion: Type.Optional(Version), idempotencyKey }
 /** `refresh`: a fresh token for this connection (same `sub`); answered `ack` with its expiry. */
 export const RefreshFields = { token: Type.String({ minLength: 1, maxLength: 8192 }) }
+/** `rpc`: a call of the application's backend (PROXY_RPC_URL), answered `rpc_result` with its `data`. */
+export const RpcFields = { method: Type.String({ minLength: 1, maxLength: RPC_METHOD_MAX_LENGTH, pattern: RPC_METHOD_PATTERN }), data: Type.Optional(Type.Unknown()) }
 /** `code`'s longest length when not configured, in characters. */
 export const EXEC_CODE_MAX_LENGTH = 16384
 /** `exec`: `code` up to `maxCodeLength` characters (configurable, hence a function). */
@@ -45,5 +48,6 @@ export const CLIENT_FRAMES: Record<string, TProperties> = {
   publish: PublishFields,
   update: UpdateFields,
   refresh: RefreshFields,
+  rpc: RpcFields,
   exec: execFields()
 }

@@ -32,6 +32,8 @@ export interface Welcome {
   }
   /** When the connection's token expires (ISO 8601); absent without one or without `exp`. */
   tokenExpiresAt?: string
+  /** What the application's connect hook gave this connection (PROXY_CONNECT_URL). */
+  data?: unknown
 }
 
 /** The token expires soon: refresh it (the client does with `getToken`). */
@@ -45,6 +47,13 @@ export interface TokenExpiring {
 export interface RefreshAck {
   type: 'ack'
   expiresAt: string | null
+}
+
+/** Reply to `rpc`: the application backend's answer (PROXY_RPC_URL). */
+export interface RpcResult<T = unknown> {
+  type: 'rpc_result'
+  data: T
+  id?: RequestId
 }
 
 export interface DirectMessage {
@@ -113,6 +122,8 @@ export interface Joined<T = unknown> {
   epoch: string
   /** With `recovered: false`: `epoch_changed` when `since` counted in another epoch. */
   reason?: 'epoch_changed'
+  /** What the application's join hook gave this client for the room (PROXY_JOIN_URL). */
+  data?: unknown
 }
 
 export interface ServerShutdown {

@@ -13,6 +13,12 @@ export const REQUEST_ID_MAX_LENGTH = 128
 /** A write's `idempotencyKey` (and the HTTP `Idempotency-Key` header), in characters. */
 export const IDEMPOTENCY_KEY_MAX_LENGTH = 128
 
+/** An `rpc` frame's `method`: 1-128 characters of [A-Za-z0-9_.:/-]. */
+export const RPC_METHOD_PATTERN = '^[A-Za-z0-9_.:/-]+$'
+export const RPC_METHOD_MAX_LENGTH = 128
+/** An `rpc` frame's `data`, in bytes of JSON. */
+export const RPC_DATA_MAX_BYTES = 65536
+
 /** The error text for a value nested past the limit, naming the field. */
 export function depthMessage (field: string, limit: number): string {
   return `${field}: nesting deeper than ${limit} levels (limit ${limit})`

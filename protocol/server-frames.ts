@@ -34,12 +34,12 @@ export const ERROR_CODES: Record<ErrorCode, string> = {
   room_limit: 'the connection is already in `limit` rooms (MAX_ROOMS_PER_CONNECTION)',
   rate_limited: 'more than WS_MESSAGES_PER_SECOND messages per second (burst 2x); sustained flooding closes with 1008',
   version_conflict: '`baseVersion` is not the room\'s version; `currentVersion` says which it is',
-  forbidden: 'the token\'s `rooms` claim does not allow this room',
+  forbidden: 'the token\'s `rooms` claim does not allow this room, or a backend hook refused (`hook` names it, `reason` is its code)',
   code_execution_disabled: '`exec` on a server without ENABLE_CODE_EXECUTION',
   exec_timeout: 'the code ran longer than EXEC_TIMEOUT_MS',
   exec_failed: 'the code threw or ran out of memory (EXEC_MEMORY_MB)',
   state_too_large: 'the state after the patch would exceed ROOM_STATE_MAX_BYTES; `bytes` and `maxBytes` say by how much',
-  unavailable: 'the store could not load or commit; nothing changed, retry later',
+  unavailable: 'the store could not load or commit, or a backend hook (PROXY_*_URL) failed (`hook` names it); nothing changed, retry later',
   internal_error: 'an unexpected server failure; nothing is known to have changed',
   idempotency_conflict: '`idempotencyKey` was already used by this client id, within IDEMPOTENCY_TTL_MS, for a request with another body; nothing was applied',
   idempotency_in_progress: 'HTTP only: a request with this `Idempotency-Key` is still being handled; retry after it finished (409)',
@@ -71,7 +71,8 @@ export const WelcomeFrame = Type.Object({
     idempotencyTtlMs: Type.Integer({ description: 'how long a key is remembered (IDEMPOTENCY_TTL_MS)' }),
     idempotencyMaxKeys: Type.Integer({ description: 'keys remembered per client id (IDEMPOTENCY_MAX_KEYS); the oldest go first' })
   }, Open),
-  tokenExpiresAt: Type.Optional(Type.String({ format: 'date-time', description: 'when the connection\'s token expires (its `exp`): send `refresh` before, or it is closed with 1008' }))
+  tokenExpiresAt: Type.Optional(Type.String({ format: 'date-time', description: 'when the connection\'s token expires (its `exp`): send `refresh` before, or it is closed with 1008' })),
+  data: Type.Optional(Type.Unknown({ description: 'what the application\'s connect hook (PROXY_CONNECT_URL) gave this connection' }))
 }, Open)
 export const PongFrame = Type.Object({ type: Type.Literal('pong'), timestamp: Timestamp, id: Id }, Open)
 const Duplicate = Type.Optional(Type.Literal(true, { description: 'a repeat of an `idempotencyKey`: nothing was applied again, this is the original reply' }))
@@ -91,6 +92,12 @@ export const JoinedFrame = Type.Object({
   recovered: Type.Boolean({ description: 'true when `missed` is complete' }),
   epoch: Type.String({ description: 'the room\'s epoch; empty for a room never written' }),
   reason: Type.Optional(Type.Literal('epoch_changed', { description: 'with `recovered: false`: `since` counted in another epoch (the store was replaced); `missed` starts at the new history' })),
+  data: Type.Optional(Type.Unknown({ description: 'what the application\'s join hook (PROXY_JOIN_URL) gave this client for the room' })),
+  id: Id
+}, Open)
+export const RpcResultFrame = Type.Object({
+  type: Type.Literal('rpc_result'),
+  data: Type.Unknown({ description: 'the application backend\'s answer (PROXY_RPC_URL); null when it gave none' }),
   id: Id
 }, Open)
 export const LeftFrame = Type.Object({
@@ -141,6 +148,7 @@ export const SERVER_FRAMES: Record<string, { summary: string, payload: TObject }
   ackExec: { summary: 'Reply to exec: accepted; members get exec_result', payload: AckExecFrame },
   message: { summary: 'A direct message, to every connection of `to`', payload: MessageFrame },
   joined: { summary: 'Reply to join: a snapshot of the room and what was missed since `since`', payload: JoinedFrame },
+  rpc_result: { summary: 'Reply to rpc: the application backend\'s answer', payload: RpcResultFrame },
   left: { summary: 'Reply to leave; or, without `id` and with `reason: "token_refreshed"`, a room the refreshed token no longer allows', payload: LeftFrame },
   ackRefresh: { summary: 'Reply to refresh: the new token replaced the old one; the connection now expires at `expiresAt`', payload: AckRefreshFrame },
   token_expiring: { summary: 'The connection\'s token expires soon (AUTH_EXPIRY_NOTICE_MS before): send `refresh` with a fresh one, or it is closed with 1008 at `expiresAt`', payload: TokenExpiringFrame },

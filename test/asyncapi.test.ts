@@ -3,6 +3,9 @@ import { Parser } from '@asyncapi/parser'
 import { Value } from '@sinclair/typebox/value'
 import { FormatRegistry } from '@sinclair/typebox'
 import { createSigner } from 'fast-jwt'
+import http from 'node:http'
+import { randomBytes } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
 import { build } from './support/helper.js'
 import { TestClient, type Msg } from './support/ws-client.js'
 import type { Static } from '@sinclair/typebox'
@@ -31,8 +34,9 @@ const staticTypesFit: [
   Fits<Static<typeof S.DisconnectedFrame>, F.Disconnected>,
   Fits<Static<typeof S.HistoryClearedFrame>, F.HistoryCleared>,
   Fits<Static<typeof S.TokenExpiringFrame>, F.TokenExpiring>,
-  Fits<Static<typeof S.AckRefreshFrame>, F.RefreshAck>
-] = [true, true, true, true, true, true, true, true, true, true, true, true, true, true, true]
+  Fits<Static<typeof S.AckRefreshFrame>, F.RefreshAck>,
+  Fits<Static<typeof S.RpcResultFrame>, F.RpcResult>
+] = [true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true]
 
 t.test('/docs/asyncapi.json is a valid AsyncAPI 3 document of the dispatcher\'s message types', async t => {
   const { url, app } = await build(t)
@@ -68,12 +72,28 @@ t.test('/docs/asyncapi.json is a valid AsyncAPI 3 document of the dispatcher\'s 
 t.test('what the server sends matches the documented schemas', async t => {
   // the contract's timestamps: ISO 8601, UTC, milliseconds
   FormatRegistry.Set('date-time', v => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(v) && !Number.isNaN(Date.parse(v)))
-  const { wsUrl, url, app } = await build(t, { ENABLE_CODE_EXECUTION: 'true', ADMIN_TOKEN: 'asyncapi-admin-token-0123456789' })
+  // an application backend that allows everything and gives data (welcome, joined, rpc_result)
+  const backend = http.createServer((req, res) => {
+    req.resume()
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ allow: true, data: { from: 'backend' } })))
+  })
+  await new Promise<void>(resolve => backend.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>(resolve => backend.close(() => resolve())))
+  const hooks = `http://127.0.0.1:${(backend.address() as AddressInfo).port}`
+  const { wsUrl, url, app } = await build(t, {
+    ENABLE_CODE_EXECUTION: 'true',
+    ADMIN_TOKEN: 'asyncapi-admin-token-0123456789',
+    PROXY_CONNECT_URL: `${hooks}/connect`,
+    PROXY_JOIN_URL: `${hooks}/join`,
+    PROXY_RPC_URL: `${hooks}/rpc`,
+    PROXY_SECRET: `whsec_${randomBytes(32).toString('base64')}`
+  })
   const admin = { authorization: 'Bearer asyncapi-admin-token-0123456789' }
   const bob = await TestClient.connect(wsUrl, { clientId: 'bob' })
   const alice = await TestClient.connect(wsUrl, { clientId: 'alice' })
   await bob.request({ type: 'join', room: 'doc' })
   await alice.request({ type: 'ping' })
+  await alice.request({ type: 'rpc', method: 'profile.get', data: { id: 1 } })
   await alice.request({ type: 'send', to: 'bob', text: 'hi' })
   await alice.request({ type: 'join', room: 'doc' })
   await alice.request({ type: 'publish', room: 'doc', data: { n: 1 } })

@@ -2,7 +2,7 @@ import t from 'tap'
 import Fastify from 'fastify'
 import core, { redis } from '../plugins/core/index.js'
 import { tracing } from '../plugins/observability/index.js'
-import { auth, heartbeat, jsonLimits, reachability, sessions } from '../plugins/engine/index.js'
+import { auth, heartbeat, jsonLimits, proxy, reachability, sessions } from '../plugins/engine/index.js'
 import { dispatcher } from '../plugins/native/index.js'
 import { websocket } from '../plugins/http/index.js'
 import store from '../plugins/store/index.js'
@@ -20,6 +20,8 @@ t.test('rooms and direct messages work in an app of one\'s own that registers th
   await app.register(auth)
   await app.register(heartbeat)
   await app.register(jsonLimits)
+  // the application backend's hooks: none configured, every join and publish goes through
+  await app.register(proxy)
   await app.register(websocket)
   await app.register(dispatcher)
   await app.register(redis)

@@ -6,6 +6,7 @@ import { webhookKey } from './webhook-signature.js'
 const Int = (min: number, def: number, max = Number.MAX_SAFE_INTEGER) =>
   Type.Integer({ minimum: min, maximum: max, default: def })
 const Bool = (def: boolean) => Type.Boolean({ default: def })
+const Policy = () => Type.Union([Type.Literal('deny'), Type.Literal('allow')], { default: 'deny' })
 
 /**
  * Every environment variable of the wire contract, with its default.
@@ -85,6 +86,25 @@ export const ConfigSchema = Type.Object({
   WEBHOOK_EVENTS: Type.String({ minLength: 1, default: 'room_occupied,room_vacated,member_joined,member_left' }),
   /** Events gathered this long go out as one request. */
   WEBHOOK_BATCH_MS: Int(0, 250, 60000),
+  // Proxy hooks (plugins/engine/proxy.ts, docs/integration.md): the application's backend decides
+  /** Asked at every upgrade: allow (optionally naming the client id, rooms to join, welcome `data`) or refuse (403). */
+  PROXY_CONNECT_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** Asked at every join: allow (optionally with `data` for `joined`) or refuse (`forbidden`). */
+  PROXY_JOIN_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** Asked before every publish is stored: allow, refuse, or rewrite `data`. */
+  PROXY_PUBLISH_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** Answers the native `rpc` frame. */
+  PROXY_RPC_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** Per backend request, the answer included. */
+  PROXY_TIMEOUT_MS: Int(1, 3000, 60000),
+  /** Standard Webhooks secret signing every hook request (whsec_ and base64 of 24 to 64 bytes); WEBHOOK_SECRET when unset. */
+  PROXY_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  /** Largest backend answer in bytes; bigger counts as a failure. */
+  PROXY_MAX_RESPONSE_BYTES: Int(64, 65536, 16777216),
+  /** What a failed hook (down, timeout, bad answer) decides: deny or allow. */
+  PROXY_CONNECT_ON_FAILURE: Policy(),
+  PROXY_JOIN_ON_FAILURE: Policy(),
+  PROXY_PUBLISH_ON_FAILURE: Policy(),
   TRUST_PROXY: Type.String({ default: 'false' }),
   ENABLE_CODE_EXECUTION: Bool(false),
   EXEC_TIMEOUT_MS: Int(10, 1000),
@@ -197,6 +217,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   parseTrustProxy(config.TRUST_PROXY)
   authAlgorithms(config)
   webhookEvents(config)
+  proxySecret(config)
   if (config.PUBLIC_URL !== undefined && !URL.canParse(config.PUBLIC_URL)) fail('PUBLIC_URL')
   if (config.HTTP_HEADERS_TIMEOUT_MS > config.HTTP_REQUEST_TIMEOUT_MS) {
     throw new ConfigError(`Invalid configuration: HTTP_HEADERS_TIMEOUT_MS must be <= HTTP_REQUEST_TIMEOUT_MS (got ${config.HTTP_HEADERS_TIMEOUT_MS} > ${config.HTTP_REQUEST_TIMEOUT_MS})`)
@@ -248,6 +269,29 @@ export function webhookEvents (config: Pick<Config, 'WEBHOOK_URL' | 'WEBHOOK_SEC
     if (!(WEBHOOK_EVENT_NAMES as readonly string[]).includes(name)) throw new ConfigError(`Invalid configuration: WEBHOOK_EVENTS must list some of ${WEBHOOK_EVENT_NAMES.join(', ')} (got ${JSON.stringify(name)})`)
   }
   return new Set(names)
+}
+
+/**
+ * The secret signing the proxy hooks' requests: PROXY_SECRET, else
+ * WEBHOOK_SECRET; undefined without any PROXY_*_URL. Throws a ConfigError
+ * when a URL is set without one, or for a secret that is not one.
+ */
+export function proxySecret (config: Pick<Config, 'PROXY_CONNECT_URL' | 'PROXY_JOIN_URL' | 'PROXY_PUBLISH_URL' | 'PROXY_RPC_URL' | 'PROXY_SECRET' | 'WEBHOOK_SECRET'>): string | undefined {
+  const named = (['PROXY_CONNECT_URL', 'PROXY_JOIN_URL', 'PROXY_PUBLISH_URL', 'PROXY_RPC_URL'] as const).find(k => config[k] !== undefined)
+  if (named === undefined) return undefined
+  for (const key of ['PROXY_CONNECT_URL', 'PROXY_JOIN_URL', 'PROXY_PUBLISH_URL', 'PROXY_RPC_URL'] as const) {
+    const url = config[key]
+    if (url !== undefined && !URL.canParse(url)) throw new ConfigError(`Invalid configuration: ${key} must be an http:// or https:// URL (got ${JSON.stringify(url)})`)
+  }
+  const secret = config.PROXY_SECRET ?? config.WEBHOOK_SECRET
+  const which = config.PROXY_SECRET !== undefined ? 'PROXY_SECRET' : 'WEBHOOK_SECRET'
+  if (secret === undefined) throw new ConfigError(`Invalid configuration: ${named} needs PROXY_SECRET (or WEBHOOK_SECRET): whsec_ and base64 of 24 to 64 random bytes, which signs every hook request`)
+  try {
+    webhookKey(secret)
+  } catch (err) {
+    throw new ConfigError(`Invalid configuration: ${which} ${(err as Error).message}`)
+  }
+  return secret
 }
 
 /** Asymmetric algorithms AUTH_ALGORITHMS may name (kept in step with plugins/engine/token-keys.ts). */

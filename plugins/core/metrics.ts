@@ -67,6 +67,8 @@ export class Metrics {
   readonly inboxDelivered: Counter
   readonly execRuns: Counter<'outcome'>
   readonly execSeconds: Histogram<'outcome'>
+  /** Backend hook calls (PROXY_*_URL), by hook and outcome (allowed, denied, timeout, unreachable, http_error, invalid). */
+  readonly proxyDuration: Histogram<'hook' | 'outcome'>
   readonly redisUp: Gauge
   readonly pubsubMessages: Counter<'direction'>
   readonly slowConsumerCloses: Counter
@@ -88,7 +90,7 @@ export class Metrics {
     this.httpDuration = new Histogram({ name: `${p}http_request_duration_seconds`, help: 'HTTP request duration by route and status', labelNames: ['method', 'route', 'status_code'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers })
     this.connections = new Gauge({ name: `${p}ws_connections`, help: 'Open WebSocket connections', registers })
     this.connectionAttempts = new Counter({ name: `${p}ws_connection_attempts_total`, help: 'WebSocket upgrade requests received', registers })
-    this.connectionRejections = new Counter({ name: `${p}ws_connection_rejections_total`, help: 'Upgrades refused, by reason (total, client, origin, auth, shutdown, invalid)', labelNames: ['reason'], registers })
+    this.connectionRejections = new Counter({ name: `${p}ws_connection_rejections_total`, help: 'Upgrades refused, by reason (total, client, origin, auth, shutdown, invalid, proxy: the connect hook)', labelNames: ['reason'], registers })
     this.connectionCloses = new Counter({ name: `${p}ws_connection_closes_total`, help: 'Closed WebSocket connections by close code', labelNames: ['code'], registers })
     this.messagesIn = new Counter({ name: `${p}ws_messages_in_total`, help: 'Valid WebSocket messages received, by type', labelNames: ['type'], registers, collect: () => this.messagesInByType.flush() })
     this.messagesOut = new Counter({ name: `${p}ws_messages_out_total`, help: 'WebSocket messages sent, by type (a broadcast counts each recipient)', labelNames: ['type'], registers, collect: () => this.messagesOutByType.flush() })
@@ -105,6 +107,7 @@ export class Metrics {
     this.inboxDelivered = new Counter({ name: `${p}inbox_delivered_total`, help: 'Queued direct messages delivered on reconnect', registers })
     this.execRuns = new Counter({ name: `${p}exec_runs_total`, help: 'Sandboxed code runs by outcome', labelNames: ['outcome'], registers })
     this.execSeconds = new Histogram({ name: `${p}exec_duration_seconds`, help: 'Sandboxed code run duration', labelNames: ['outcome'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers })
+    this.proxyDuration = new Histogram({ name: `${p}proxy_request_duration_seconds`, help: 'Backend hook calls (PROXY_*_URL): duration by hook and outcome', labelNames: ['hook', 'outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers })
     this.redisUp = new Gauge({ name: `${p}redis_up`, help: '1 when Redis is ready; 0 when it is down or connecting, and always 0 without REDIS_URL', registers })
     this.pubsubMessages = new Counter({ name: `${p}redis_pubsub_messages_total`, help: 'Redis pub/sub messages, by direction (published, received)', labelNames: ['direction'], registers })
     this.slowConsumerCloses = new Counter({ name: `${p}ws_slow_consumer_closes_total`, help: 'Connections closed because their send buffer passed the cap', registers })

@@ -8,6 +8,7 @@ import pendingConnections, { type PendingConnectionsOptions } from './pending-co
 import heartbeat, { type HeartbeatOptions } from './heartbeat.js'
 import upgradeRoutes from './upgrade.js'
 import messageRate from './message-rate.js'
+import proxy, { type ProxyOptions } from './proxy.js'
 
 export { default as sessions, Session, SessionRegistry, SendBufferPolicy, textFrame, binaryFrame, CLOSE_CODES } from './sessions.js'
 export type { SessionsOptions, Traffic, SessionProtocol, CloseReason, ShutdownNotice, MessageRateLimits } from './sessions.js'
@@ -18,6 +19,8 @@ export type { RoomAction } from './auth.js'
 export type { AuthOptions, AuthFailure, StaticToken } from './auth.js'
 export { PublicKeys, KeyError, parsePublicKey, ASYMMETRIC_ALGORITHMS, SECRET_ALGORITHM, JWKS_MAX_BYTES } from './token-keys.js'
 export type { PublicKeyOptions } from './token-keys.js'
+export { default as proxy, ProxyClient, ProxyHooks, PROXY_HOOKS, PROXY_URL_VARIABLE, CONNECT_ROOMS_MAX, proxyError } from './proxy.js'
+export type { ProxyOptions, ProxyHook, ProxyCaller, ProxyDecision, ProxyOutcome, FailurePolicy, ConnectGrant, ProxyRefused } from './proxy.js'
 export { WebhookSender, standardWebhooks, signWebhook, webhookKey } from './webhooks.js'
 export type { WebhookSenderOptions, WebhookRequest, WebhookOutbox } from './webhooks.js'
 export { default as shutdown } from './shutdown.js'
@@ -47,12 +50,14 @@ export interface EngineOptions {
   limits: LimitsOptions
   pendingConnections?: PendingConnectionsOptions
   heartbeat?: HeartbeatOptions
+  /** The backend hooks (none without URLs). */
+  proxy?: ProxyOptions
 }
 
 /**
  * The engine in one registration, in app.ts's order: the session registry,
  * tokens, shutdown, JSON limits, connection and handshake limits, the
- * heartbeat, the upgrade routes and the message rate. Needs `core` (config,
+ * heartbeat, the backend hooks, the upgrade routes and the message rate. Needs `core` (config,
  * identity, status, metrics) and `http` (cors, websocket).
  */
 export default fp<EngineOptions>(async function engine (app, opts) {
@@ -63,6 +68,7 @@ export default fp<EngineOptions>(async function engine (app, opts) {
   await app.register(limits, opts.limits)
   await app.register(pendingConnections, opts.pendingConnections ?? {})
   await app.register(heartbeat, opts.heartbeat ?? {})
+  await app.register(proxy, opts.proxy ?? {})
   await app.register(upgradeRoutes)
   await app.register(messageRate)
-}, { name: 'engine', fastify: '5.x', dependencies: ['config', 'identity', 'status', 'metrics', 'cors', 'websocket'] })
+}, { name: 'engine', fastify: '5.x', dependencies: ['config', 'identity', 'status', 'metrics', 'tracing', 'cors', 'websocket'] })

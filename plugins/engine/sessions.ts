@@ -183,7 +183,8 @@ const CORK_MAX_BYTES = 16384
 
 /** One accepted WebSocket session, of any protocol, as every other plugin sees it. */
 export class Session {
-  readonly id = randomUUID()
+  /** The connection id (the `welcome`'s `connectionId`). */
+  readonly id: string
   readonly openedAt = Date.now()
   lastSeen = Date.now()
   /** When a frame was last written to it (a protocol's keepalive sends only to idle sessions). */
@@ -219,8 +220,12 @@ export class Session {
     readonly clientId: string,
     readonly clientKey: string,
     readonly remoteAddress: string,
-    readonly protocol: SessionProtocol = bare
-  ) {}
+    readonly protocol: SessionProtocol = bare,
+    /** Chosen before the session exists (the connect hook names it to the backend); a fresh one otherwise. */
+    id?: string
+  ) {
+    this.id = id ?? randomUUID()
+  }
 
   get open (): boolean {
     return this.socket.readyState === 1
@@ -379,6 +384,22 @@ export interface RegistryEvents {
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
+ * The client id an upgrade asks for: the token's sub, else the host's choice
+ * (a protocol's, the connect hook's), else `?clientId=` when it is a valid
+ * client id; undefined when none names one (the session gets an anonymous id).
+ */
+export function requestedClientId (request: FastifyRequest, chosen?: string): string | undefined {
+  const asked = (request.query as { clientId?: unknown } | undefined)?.clientId
+  const valid = typeof asked === 'string' && asked.length <= CLIENT_ID_MAX_LENGTH && clientIdPattern.test(asked) ? asked : undefined
+  return request.principal?.sub ?? chosen ?? valid
+}
+
+/** A generated client id, for a connection nobody named. */
+export function anonymousClientId (): string {
+  return `anon-${randomUUID()}`
+}
+
+/**
  * Every live session of this instance, of every protocol: by id, and by
  * client id for the ones reached by client id. The registry owns what every
  * protocol gets alike: the message rate, the send-buffer cap (each session's
@@ -437,7 +458,7 @@ export class SessionRegistry {
    * engine's route helper, and so can any Fastify app that registers these
    * plugins (examples/embed).
    */
-  accept (socket: WebSocket, request: FastifyRequest, opts: { clientId?: string, protocol?: SessionProtocol } = {}): Session {
+  accept (socket: WebSocket, request: FastifyRequest, opts: { clientId?: string, protocol?: SessionProtocol, connectionId?: string } = {}): Session {
     // Nothing holds the upgrade's HTTP objects once the connection is open: the ServerResponse
     // stays attached to the TCP socket, and @fastify/websocket's own 'error' listener closes
     // over the request and reply. Left as they are, they keep about 2 KB per connection
@@ -446,12 +467,9 @@ export class SessionRegistry {
     const raw = request.raw.socket as Socket & { _httpMessage?: ServerResponse | null }
     raw._httpMessage?.detachSocket(raw)
     socket.removeAllListeners('error')
-    // the token's sub, else the host's choice, else ?clientId= when it is a valid client id, else an anonymous one
-    const asked = (request.query as { clientId?: unknown } | undefined)?.clientId
-    const valid = typeof asked === 'string' && asked.length <= CLIENT_ID_MAX_LENGTH && clientIdPattern.test(asked) ? asked : undefined
-    const clientId = request.principal?.sub ?? opts.clientId ?? valid ?? `anon-${randomUUID()}`
+    const clientId = requestedClientId(request, opts.clientId) ?? anonymousClientId()
     const protocol = opts.protocol ?? this.defaultProtocol
-    const conn = new Session(socket, clientId, request.clientKey, request.ip, protocol)
+    const conn = new Session(socket, clientId, request.clientKey, request.ip, protocol, opts.connectionId)
     conn.principal = request.principal
     conn.turns = this.turns
     conn.sendBuffer = this.sendBuffer

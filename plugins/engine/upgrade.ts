@@ -1,7 +1,8 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, preHandlerAsyncHookHandler, RouteGenericInterface } from 'fastify'
+import { randomUUID } from 'node:crypto'
 import type { WebSocket } from 'ws'
-import type { Session, SessionProtocol } from './sessions.js'
+import { anonymousClientId, requestedClientId, type Session, type SessionProtocol } from './sessions.js'
 import { refuseUnauthenticated } from './auth.js'
 import { errorBody } from '../core/errors.js'
 
@@ -11,7 +12,8 @@ import { errorBody } from '../core/errors.js'
  * answered 426, the Origin is checked, the token (where the protocol carries
  * one at the upgrade) is required in auth mode, the protocol's own checks run,
  * then a connection slot is taken (total and per client key, cluster-wide with
- * Redis), and the socket becomes a session of the engine.
+ * Redis), the backend's connect hook is asked (PROXY_CONNECT_URL, when set),
+ * and the socket becomes a session of the engine.
  */
 export interface UpgradeRoute<R extends RouteGenericInterface = RouteGenericInterface> {
   url: string
@@ -64,9 +66,25 @@ declare module 'fastify' {
 /** The upgrade preamble every door shares (see UpgradeRoute). */
 export default fp(async function upgradeRoutes (app) {
   const metrics = app.metrics
+  const hooks = app.proxy
+  /** Upgrades the connect hook refused (the rejection metric's reason `proxy`). */
+  const refusedByHook = new WeakSet<FastifyRequest>()
   const declare: DeclareUpgradeRoute = function (this: FastifyInstance, route) {
     const upgradeRequired = errorBody(426, 'upgrade_required', route.usage)
     const requireToken = route.token === 'upgrade' && app.auth.enabled
+    // last: a refused, over-limit or unauthenticated upgrade never reaches the backend
+    const connectHook: preHandlerAsyncHookHandler | undefined = hooks.has('connect')
+      ? async function connectHook (request: FastifyRequest, reply: FastifyReply) {
+        // a protocol that names its sessions itself (Pusher's socket ids) keeps its name: the backend may not rename it
+        const own = route.clientId?.(request as FastifyRequest<any>)
+        const clientId = requestedClientId(request, own) ?? anonymousClientId()
+        // marked before: the refusal's response may be finished (onResponse) before the hook returns
+        refusedByHook.add(request)
+        if (await hooks.connect(request, reply, { clientId, connectionId: randomUUID(), protocol: route.protocol.name }, own === undefined)) return reply
+        refusedByHook.delete(request)
+      }
+      : undefined
+    const preHandler = [...(route.check === undefined ? [] : [route.check]), app.acquireConnectionSlot, ...(connectHook === undefined ? [] : [connectHook])]
     this.get<RouteGenericInterface>(route.url, {
       websocket: true,
       config: { tokenInQuery: route.token === 'upgrade' },
@@ -77,7 +95,7 @@ export default fp(async function upgradeRoutes (app) {
       },
       onResponse: async (request: FastifyRequest, reply: FastifyReply) => {
         // only refused upgrades get here: an accepted one is hijacked
-        if (request.ws && reply.statusCode >= 400) metrics.connectionRejections.inc({ reason: rejectionReason(reply.statusCode, app.statusReport.shuttingDown) })
+        if (request.ws && reply.statusCode >= 400) metrics.connectionRejections.inc({ reason: refusedByHook.has(request) ? 'proxy' : rejectionReason(reply.statusCode, app.statusReport.shuttingDown) })
       },
       preValidation: [
         app.checkUpgradeOrigin,
@@ -85,14 +103,16 @@ export default fp(async function upgradeRoutes (app) {
           if (requireToken && request.principal === null) return refuseUnauthenticated(request, reply)
         }
       ],
-      // after the protocol's checks, so a refused request never holds a slot
-      preHandler: route.check === undefined ? [app.acquireConnectionSlot] : [route.check, app.acquireConnectionSlot]
+      // the slot after the protocol's checks, so a refused request never holds one
+      preHandler
     }, (socket, request) => {
       const typed = request as FastifyRequest<any>
       if (route.admit !== undefined && !route.admit(socket, typed)) return
-      const session = app.sessions.accept(socket, request, { protocol: route.protocol, clientId: route.clientId?.(typed) })
+      const grant = hooks.grantOf(request)
+      const session = app.sessions.accept(socket, request, { protocol: route.protocol, clientId: grant?.clientId ?? route.clientId?.(typed), connectionId: grant?.connectionId })
+      hooks.attach(session, grant)
       route.accepted(session, typed)
     })
   }
   app.decorate('upgradeRoute', declare)
-}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['sessions', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket'] })
+}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['sessions', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket', 'proxy'] })

@@ -19,7 +19,9 @@ const REPLIES: Record<string, string[]> = {
   leave: ['left'],
   publish: ['ackPublish'],
   update: ['ackUpdate'],
-  exec: ['ackExec']
+  exec: ['ackExec'],
+  refresh: ['ackRefresh'],
+  rpc: ['rpc_result']
 }
 
 const SUMMARIES: Record<string, string> = {
@@ -29,7 +31,8 @@ const SUMMARIES: Record<string, string> = {
   leave: 'Leave a room',
   publish: 'Publish `data` to a room the connection has joined',
   update: 'Apply an RFC 7396 JSON Merge Patch to a room\'s state, optionally only at `baseVersion`',
-  exec: 'Run JavaScript in the sandbox; every member gets exec_result (ENABLE_CODE_EXECUTION)'
+  exec: 'Run JavaScript in the sandbox; every member gets exec_result (ENABLE_CODE_EXECUTION)',
+  rpc: 'Call the application backend (PROXY_RPC_URL) with `method` and `data`; answered rpc_result with its `data`'
 }
 
 /** A TypeBox schema as plain JSON (no symbol keys). */

@@ -11,8 +11,8 @@ import { ClientId, RequestId } from '../../protocol/schemas.js'
 import { clientFrame, PingFields } from '../../protocol/client-frames.js'
 import type { Welcome } from '../../protocol/frames.js'
 
-/** A plugin's part of the `welcome` frame: top-level fields and/or `limits` entries. */
-export type WelcomePart = () => Partial<Omit<Welcome, 'limits'>> & { limits?: Welcome['limits'] }
+/** A plugin's part of the `welcome` frame of a session: top-level fields and/or `limits` entries. */
+export type WelcomePart = (conn: Session) => Partial<Omit<Welcome, 'limits'>> & { limits?: Welcome['limits'] }
 
 export { WsError, RequestId, type ErrorCode }
 
@@ -85,7 +85,7 @@ export class Dispatcher {
   welcome (conn: Session, serverId: string): Welcome {
     const frame: Welcome = { type: 'welcome', clientId: conn.clientId, connectionId: conn.id, serverId, timestamp: new Date().toISOString(), heartbeatIntervalMs: 0, limits: {} }
     for (const part of this.welcomeParts) {
-      const { limits, ...fields } = part()
+      const { limits, ...fields } = part(conn)
       Object.assign(frame, fields)
       if (limits) Object.assign(frame.limits, limits)
     }

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import dispatcher, { type DispatcherOptions } from './dispatcher.js'
 
 export { default as dispatcher, Dispatcher, RequestId } from './dispatcher.js'
+export { default as nativeBackend } from './backend.js'
 export type { DispatcherOptions, MessageHandler, AroundMessage, DispatchEvent, RoutedMessage, MessageOutcome } from './dispatcher.js'
 
 /**

@@ -1,6 +1,9 @@
 import fp from 'fastify-plugin'
-import { RoomRegistry } from './registry.js'
+import { RoomRegistry, type RoomHooks } from './registry.js'
 import { accessTo } from '../engine/access.js'
+import { proxyError, type ProxyHooks } from '../engine/proxy.js'
+import type { Session } from '../engine/sessions.js'
+import { WsError } from '../../protocol/errors.js'
 import { standardWebhooks, WebhookSender } from '../engine/webhooks.js'
 
 import { RoomName, StatePatch, Offset, Version } from '../../protocol/schemas.js'
@@ -39,6 +42,29 @@ declare module 'fastify' {
   }
 }
 
+/** The backend's join and publish hooks (PROXY_JOIN_URL, PROXY_PUBLISH_URL) as the registry asks them. */
+function backendHooks (proxy: ProxyHooks): RoomHooks {
+  const client = proxy.client
+  const callerOf = (conn: Session) => ({ clientId: conn.clientId, connectionId: conn.id, protocol: conn.protocol.name })
+  return {
+    join: client.has('join')
+      ? async (conn, room) => {
+        const decision = await client.call('join', callerOf(conn), { room })
+        if (!decision.allowed) throw proxyError('join', decision, `join ${room}`)
+        return decision.answer.data
+      }
+      : undefined,
+    publish: client.has('publish')
+      ? async (caller, room, data, idempotencyKey) => {
+        const decision = await client.call('publish', caller, { room, data, ...(idempotencyKey === undefined ? {} : { idempotencyKey }) })
+        if (!decision.allowed) throw proxyError('publish', decision, `publish to ${room}`)
+        // present: the backend's rewrite is what is stored and broadcast
+        return 'data' in decision.answer ? decision.answer.data : data
+      }
+      : undefined
+  }
+}
+
 export default fp<RoomsOptions>(async function rooms (app, opts) {
   const evictAfterMs = opts.evictAfterMs ?? 60000
   // optional: without the metrics plugin nothing is counted
@@ -69,6 +95,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
       metrics?.messagesOutByType.add(type, recipients)
     },
     persistMessages: opts.persistMessages ?? true,
+    hooks: backendHooks(app.proxy),
     onMembership: sender === null
       ? undefined
       : event => { if (hooks?.events.has(event.type) === true) sender.add({ ...event, timestamp: new Date().toISOString() }) }
@@ -97,7 +124,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     app.auth.authorize(conn.principal, msg.room, 'publish')
     await registry.requireMember(conn, msg.room)
     const { value, duplicate } = await idempotency.run(`ws:${conn.clientId}`, msg.idempotencyKey, { type: 'publish', room: msg.room, data: msg.data },
-      async claim => registry.publish(conn.clientId, msg.room, msg.data, { claim }), result => result as { offset: number, messageId: string })
+      async claim => registry.publish(conn.clientId, msg.room, msg.data, { claim, by: { connectionId: conn.id, protocol: conn.protocol.name } }), result => result as { offset: number, messageId: string })
     const ack = { type: 'ack', room: msg.room, offset: value.offset, messageId: value.messageId }
     return duplicate ? { ...ack, duplicate } : ack
   })
@@ -110,6 +137,25 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     const ack = { type: 'ack', room: msg.room, version: value.version }
     return duplicate ? { ...ack, duplicate } : ack
   })
+
+  // the rooms the connect hook named: joined for the client once it is welcomed, each answered with `joined` (no `id`)
+  const proxy = app.proxy
+  if (proxy.has('connect')) {
+    app.sessions.onOpen(conn => {
+      const rooms = conn.protocol === app.nativeProtocol ? proxy.sessionGrant(conn)?.rooms : undefined
+      if (rooms === undefined || rooms.length === 0) return
+      for (const room of rooms) {
+        (async () => {
+          app.auth.authorize(conn.principal, room, 'join')
+          const joined = await registry.join(conn, room, undefined, undefined, { hook: false })
+          if (joined !== undefined) conn.send(joined)
+        })().catch(err => {
+          const e = err instanceof WsError ? err : new WsError('unavailable', `room ${room} is unavailable; retry later`)
+          conn.send({ type: 'error', code: e.code, message: `join ${room} (named by the connect hook): ${e.message}`, room, ...e.extra })
+        })
+      }
+    })
+  }
 
   app.sessions.onClose(conn => registry.leaveAll(conn))
   // a refreshed token may allow fewer rooms: those are left (the others see a presence leave), and the client is told
@@ -140,4 +186,4 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
     await app.store.flush()
     app.log.info({ event: 'shutdown.step', step: 'rooms_flushed', ms: Date.now() - started }, 'pending room writes committed')
   })
-}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'cluster', 'dispatcher', 'sessions', 'status', 'auth', 'metrics'] })
+}, { name: 'rooms', fastify: '5.x', dependencies: ['store', 'cluster', 'dispatcher', 'sessions', 'status', 'auth', 'metrics', 'proxy'] })

@@ -35,6 +35,22 @@ export interface RoomRegistryOptions {
    * last member anywhere (`room_vacated`). Each fires on one instance only.
    */
   onMembership?: (event: MembershipEvent) => void
+  /** The application backend's say on joins and publishes (the proxy hooks), asked here for every door. */
+  hooks?: RoomHooks
+}
+
+/** Who publishes, as the publish hook is told: a connection of a door, or the HTTP API (no connection). */
+export interface PublishCaller { connectionId: string | null, protocol: string }
+
+/**
+ * Hooks on the registry's joins and publishes, whichever door they come
+ * through; each may throw a WsError to refuse.
+ */
+export interface RoomHooks {
+  /** Before a join: resolves with data for `joined` (undefined: none). */
+  join?: (conn: Session, room: string) => Promise<unknown>
+  /** Before a publish is stored: resolves with the data to store and broadcast (the one given, or a rewrite). */
+  publish?: (caller: PublishCaller & { clientId: string }, room: string, data: unknown, idempotencyKey: string | undefined) => Promise<unknown>
 }
 
 /** A membership transition of a native room, cluster-wide (the native webhooks). */
@@ -83,6 +99,8 @@ export interface JoinedReply {
   epoch: string
   /** With `recovered: false`: the client's `since` counted in another epoch. */
   reason?: 'epoch_changed'
+  /** What the join hook gave this client for the room. */
+  data?: unknown
 }
 
 export interface RoomDescription {
@@ -217,7 +235,8 @@ export class RoomRegistry {
     return { active, members, loaded: this.rooms.size }
   }
 
-  async join (conn: Session, name: string, since?: number, epoch?: string): Promise<JoinedReply | undefined> {
+  /** `hook: false`: a join the backend already decided (the connect hook's rooms), not asked again. */
+  async join (conn: Session, name: string, since?: number, epoch?: string, opts: { hook?: boolean } = {}): Promise<JoinedReply | undefined> {
     const pending = this.pendingJoinsOf(conn)
     if (!conn.rooms.has(name) && !pending.has(name)) {
       let count = conn.rooms.size
@@ -226,7 +245,9 @@ export class RoomRegistry {
         throw new WsError('room_limit', `a connection may be in at most ${this.opts.maxRoomsPerConnection} rooms`, { limit: this.opts.maxRoomsPerConnection })
       }
     }
-    const joining = this.admit(conn, name, since, epoch)
+    const hook = opts.hook === false ? undefined : this.opts.hooks?.join
+    // a publish right after the join waits for it, the hook's answer included
+    const joining = hook === undefined ? this.admit(conn, name, since, epoch) : this.admitHooked(hook, conn, name, since, epoch)
     pending.set(name, joining)
     try {
       return await joining
@@ -235,6 +256,15 @@ export class RoomRegistry {
       // an idle connection keeps no empty Map (S1: bytes per connection)
       if (pending.size === 0 && this.pendingJoins.get(conn) === pending) this.pendingJoins.delete(conn)
     }
+  }
+
+  /** The join hook first (it may refuse, or give data for `joined`), then the join. */
+  private async admitHooked (hook: NonNullable<RoomHooks['join']>, conn: Session, name: string, since: number | undefined, epoch: string | undefined): Promise<JoinedReply | undefined> {
+    const data = await hook(conn, name)
+    if (!conn.open) return undefined
+    const reply = await this.admit(conn, name, since, epoch)
+    if (reply !== undefined && data !== undefined) reply.data = data
+    return reply
   }
 
   async leave (conn: Session, name: string): Promise<{ type: 'left', room: string }> {
@@ -264,11 +294,20 @@ export class RoomRegistry {
 
   /**
    * `origin`: who publishes, told to onPublished listeners (a bridge names itself; members and the HTTP API do not).
+   * `by`: the connection (or the HTTP API) publishing, for the publish hook, which is asked
+   * before anything is stored unless a bridge publishes (its door asked already).
    * With a `claim`, the store commits its idempotency record with the message, or
    * throws DuplicateKeyError (nothing published) when the key was used.
    */
-  async publish (from: string, name: string, data: unknown, opts: { claim?: IdempotencyClaim, origin?: string } = {}): Promise<{ offset: number, messageId: string, delivered: number }> {
+  async publish (from: string, name: string, data: unknown, opts: { claim?: IdempotencyClaim, origin?: string, by?: PublishCaller } = {}): Promise<{ offset: number, messageId: string, delivered: number }> {
     const { claim, origin } = opts
+    const hook = this.opts.hooks?.publish
+    if (hook !== undefined && origin === undefined) {
+      // a repeat of a used key is answered from its record, not asked of the backend again (the commit still checks atomically)
+      if (claim) await this.storeCall(name, () => this.refuseUsed(claim))
+      const by = opts.by ?? { connectionId: null, protocol: 'http' }
+      data = await hook({ clientId: from, ...by }, name, data, claim?.key)
+    }
     const room = this.opts.persistMessages === false ? this.rooms.get(name) : undefined
     if (room) {
       // nothing is committed for these rooms: the record is written on its own, after the broadcast

@@ -162,7 +162,7 @@ export default async function roomRoutes (app: FastifyInstance) {
     schema: {
       tags: ['rooms'],
       summary: 'Publish to a room',
-      description: 'Server-side publish: every member gets `{"type":"room_message",...}` with the next offset, and the message enters the room\'s history. Answered after the commit.',
+      description: 'Server-side publish: every member gets `{"type":"room_message",...}` with the next offset, and the message enters the room\'s history. Answered after the commit. With PROXY_PUBLISH_URL the application backend is asked first: it may refuse (403 `forbidden`, `hook`, `reason`) or rewrite `data`; when it fails, 503 `unavailable` (PROXY_PUBLISH_ON_FAILURE=deny, the default).',
       params: Params,
       headers: IdempotencyHeaders,
       body: PublishBody,
@@ -180,7 +180,7 @@ export default async function roomRoutes (app: FastifyInstance) {
     const data = request.body.data
     try {
       return await idempotentResponse(app, request, reply, { route: 'publish', room, from, data },
-        async claim => ({ ok: true as const, ...await app.rooms.publish(from, room, data, { claim }) }),
+        async claim => ({ ok: true as const, ...await app.rooms.publish(from, room, data, { claim, by: { connectionId: null, protocol: 'http' } }) }),
         result => ({ ok: true, offset: result.offset, messageId: result.messageId, delivered: 0 }))
     } catch (err) {
       return sendRoomError(reply, err)
