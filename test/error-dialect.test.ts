@@ -87,7 +87,7 @@ t.test('unknown_type lists the known types', async t => {
   const err = await c.request({ type: 'teleport' })
   t.match(err, { type: 'error', code: 'unknown_type', message: /"teleport"/ })
   t.same(err.knownTypes, app.dispatcher.types, 'knownTypes is the dispatcher registry')
-  t.same([...err.knownTypes].sort(), ['exec', 'join', 'leave', 'ping', 'publish', 'refresh', 'send', 'update'])
+  t.same([...err.knownTypes].sort(), ['exec', 'join', 'leave', 'ping', 'publish', 'refresh', 'rpc', 'send', 'update'])
   for (const type of err.knownTypes) t.match(err.message, new RegExp(`\\b${type}\\b`), `the message names ${type}`)
 })
 
