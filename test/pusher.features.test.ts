@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import Echo from 'laravel-echo'
-import { build, waitFor } from './support/helper.js'
+import { build, tempDir, waitFor } from './support/helper.js'
 import { APP, APP_ENV, RawPusher, connected, receiver, once, pusherClient, sdkFor, subscribed } from './support/pusher-clients.js'
 
 const MASTER_KEY = Buffer.alloc(32, 7).toString('base64')
@@ -155,6 +155,29 @@ test('webhooks: signed, batched, retried, once per transition, vacated only when
   t.ok(hooks.batches.every(b => b.valid), 'every request passes the SDK webhook validation (X-Pusher-Key, X-Pusher-Signature, Content-Type)')
   const client = hooks.batches.flatMap(b => b.events).find(e => e.name === 'client_event')
   t.match(client, { event: 'client-wave', data: '{"hi":1}', socket_id: /^\d+\.\d+$/, user_id: 'a' })
+})
+
+test('webhook batches not delivered when the server stops are kept in the store and sent after the restart, once', async t => {
+  const hooks = await receiver(t)
+  hooks.failNext(Infinity)
+  const dataDir = tempDir(t)
+  const env = { ...APP_ENV, PUSHER_WEBHOOK_URL: hooks.url }
+  const first = await build(t, env, { dataDir })
+  const raw = await RawPusher.open(t, first.port, `/app/${APP.key}?protocol=7`)
+  await raw.established()
+  raw.send('pusher:subscribe', { channel: 'kept' })
+  await raw.next(f => f.event === 'pusher_internal:subscription_succeeded', 'subscribed')
+  await waitFor(() => hooks.refused() > 0, 'a refused delivery of channel_occupied')
+  await first.app.close()
+  t.equal(hooks.batches.length, 0, 'nothing was accepted before the restart')
+
+  hooks.failNext(0)
+  const second = await build(t, env, { dataDir })
+  await waitFor(() => hooks.events().includes('channel_occupied:kept'), 'the kept batch, sent again by the restarted server')
+  t.equal(hooks.events().filter(e => e === 'channel_occupied:kept').length, 1, 'channel_occupied arrives once')
+  t.ok(hooks.events().every(e => e === 'channel_occupied:kept' || e === 'channel_vacated:kept'), 'only what the first run queued')
+  t.ok(hooks.batches.every(b => b.valid), 'signed for the SDK as at the first attempt')
+  t.ok(second.logs().some(l => l.event === 'webhook.resumed' && l.appId === APP.id), 'the restart says it sent them again')
 })
 
 // pusher-js itself is not used here: told 4200 it reconnects at once (its 'retry' close action), to a server that is

@@ -118,10 +118,12 @@ export default fp<PusherOptions>(async function pusher (app: FastifyInstance, op
       maxDepth: cfg.JSON_MAX_DEPTH,
       messagesPerSecond: cfg.WS_MESSAGES_PER_SECOND,
       bridge: a.bridgeRoomPrefix === undefined ? undefined : (channel, event, data, userId) => toRoom(a, channel, event, data, userId),
-      webhooks: { ...opts.webhooks, outcome: outcome => webhooks.inc({ outcome }) }
+      webhooks: { ...opts.webhooks, outbox: app.store.outbox, outcome: outcome => webhooks.inc({ outcome }) }
     })
     byId.set(a.id, rt)
     byKey.set(a.key, rt)
+    // batches an earlier run left undelivered (kept in the store) go out again
+    rt.webhooks.resume().catch(() => {})
   }
   // terminate_connections reaches every instance
   for (const rt of byId.values()) {

@@ -1,7 +1,8 @@
+import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { PusherApp, WebhookTarget } from './apps.js'
 import { sign } from './signatures.js'
-import { WebhookSender } from './deps.js'
+import { WebhookSender, type WebhookOutbox } from './deps.js'
 
 export interface WebhookOptions {
   /** Attempts per batch and URL, the first included [5]. */
@@ -12,6 +13,14 @@ export interface WebhookOptions {
   timeoutMs?: number
   /** Told of each delivery outcome (metrics). */
   outcome?: (outcome: 'delivered' | 'retried' | 'failed') => void
+  /**
+   * The store's outbox: each batch is kept there until delivered or given up,
+   * so a restart (or, with Redis, another instance once `staleMs` passed)
+   * sends it again under the same batch; unset, batches live in memory only.
+   */
+  outbox?: WebhookOutbox
+  /** With an outbox shared by instances (Redis): how old another instance's kept batch must be before this one sends it [60000]. */
+  outboxStaleMs?: number
 }
 
 /** Whether a webhook endpoint asked for this event (its `event_types` and channel-name filter). */
@@ -49,6 +58,8 @@ export class Webhooks {
         retryBaseMs: opts.retryBaseMs,
         timeoutMs: opts.timeoutMs,
         outcome: opts.outcome,
+        // one namespace per app and endpoint: a restart resends a batch only to the URL it was for
+        outbox: opts.outbox === undefined ? undefined : { store: opts.outbox, staleMs: opts.outboxStaleMs, ns: `webhooks:pusher:${app.id}:${createHash('sha256').update(target.url).digest('hex').slice(0, 16)}` },
         log,
         logEvents: { retry: 'pusher.webhook_retry', failed: 'pusher.webhook_failed' },
         logFields: { appId: app.id }
@@ -68,7 +79,12 @@ export class Webhooks {
     for (const { sender } of this.senders) sender.flush()
   }
 
-  /** Sends what is queued once and waits for the requests in flight; retries stop. */
+  /** Sends again the batches an earlier run (or a stopped instance) kept in the outbox; call once at start. */
+  async resume (): Promise<void> {
+    await Promise.all(this.senders.map(async ({ sender }) => await sender.resume()))
+  }
+
+  /** Sends what is queued once and waits for the requests in flight; retries stop (the outbox keeps what is not delivered). */
   async close (): Promise<void> {
     await Promise.all(this.senders.map(async ({ sender }) => await sender.close()))
   }

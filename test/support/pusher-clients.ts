@@ -167,12 +167,14 @@ export function holdFayeSocket (client: PusherClient): () => void {
 export async function receiver (t: { teardown (fn: () => unknown): void }) {
   const batches: Array<{ valid: boolean, events: Array<Record<string, unknown>>, headers: Record<string, string | string[] | undefined> }> = []
   let failFirst = 0
+  let refused = 0
   const server = createServer((req: IncomingMessage, res) => {
     let body = ''
     req.on('data', c => { body += c })
     req.on('end', () => {
       if (failFirst > 0) {
         failFirst--
+        refused++
         res.statusCode = 503
         res.end()
         return
@@ -188,6 +190,8 @@ export async function receiver (t: { teardown (fn: () => unknown): void }) {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
     batches,
     failNext (n: number) { failFirst = n },
+    /** Requests answered 503 (by failNext) so far. */
+    refused: () => refused,
     events: () => batches.flatMap(b => b.events.map(e => `${e.name}:${e.channel}${e.user_id === undefined ? '' : `:${e.user_id}`}`))
   }
 }
