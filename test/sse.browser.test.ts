@@ -35,6 +35,7 @@ t.test('the browser\'s own EventSource reconnects through a server restart and r
     es.onopen = () => { window.opens++ }
     const keep = e => {
       const m = JSON.parse(e.data)
+      if (m.type === 'joined') window.joined = (window.joined || 0) + 1
       if (m.type === 'room_message') window.received.push(m.data)
       else for (const missed of m.missed) window.received.push(missed.data)
     }
@@ -43,7 +44,8 @@ t.test('the browser\'s own EventSource reconnects through a server restart and r
     es.addEventListener('room_message', keep)
     window.es = es
   })()`)
-  await page.waitForFunction('window.opens === 1')
+  // a new stream starts live once its room is joined: nothing published before that is its
+  await page.waitForFunction('window.opens === 1 && window.joined === 1')
   const total = 100
   let n = 0
   for (; n < 50; n++) t.equal(await publish(first.url, n), 200)
