@@ -8,6 +8,7 @@ import {
   ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, jsonLimits, limits, messageRate, pendingConnections, proxy, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, parsePublicKey, type AuthOptions, type ProxyOptions, type StaticToken
 } from './plugins/engine/index.js'
 import { dispatcher, nativeBackend } from './plugins/native/index.js'
+import httpStreams from './plugins/sse/index.js'
 import store, { StoreOpenError, type StoreOptions } from './plugins/store/index.js'
 import cluster, { RedisClientSlots } from './plugins/cluster/index.js'
 import messages from './plugins/messages/index.js'
@@ -22,6 +23,7 @@ import admin from './plugins/admin/index.js'
 import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import wsRoute from './routes/ws.js'
+import sseRoutes from './routes/sse.js'
 import asyncApiRoute from './routes/asyncapi.js'
 import api from './routes/api/index.js'
 import yjs from './plugins/yjs/index.js'
@@ -268,6 +270,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     memoryMb: cfg.EXEC_MEMORY_MB
   })
   await fastify.register(messageRate)
+  // SSE and HTTP streaming (/sse, /stream): sessions of the engine that join rooms and get direct messages as /ws does
+  await fastify.register(httpStreams)
   // the operator's views and actions; its routes exist when an admin token is configured or auth mode is on
   await fastify.register(admin, { enabled: cfg.ADMIN_TOKEN !== undefined || cfg.ADMIN_READONLY_TOKEN !== undefined || fastify.auth.enabled })
   // the Pusher Channels protocol: outside the token-protected context (apps authenticate by key and signatures), with /ws's Origin check and connection limits
@@ -287,6 +291,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     await scope.register(wsRoute)
     await scope.register(async function httpApi (apiScope) {
       await apiScope.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS, redis: fastify.redisLink?.commands })
+      // the streams (/sse, /stream) are plain HTTP requests: each open counts against the same budget (a reconnect loop included)
+      await apiScope.register(sseRoutes)
       await apiScope.register(api, { prefix: '/api', aliasOf: '/api/v1' })
       await apiScope.register(api, { prefix: '/api/v1' })
     })

@@ -139,3 +139,20 @@ t.test('what the server sends matches the documented schemas', async t => {
   // the real check is the compile-time one above; this line reports it
   t.ok(staticTypesFit.every(Boolean), 'protocol/frames.ts types accept what the schemas accept')
 })
+
+t.test('the AsyncAPI document describes the streams (/sse, /stream): the /ws frames as events, plus reset and close', async t => {
+  const { url } = await build(t)
+  const doc = await (await fetch(`${url}/docs/asyncapi.json`)).json() as any
+  for (const channel of ['sse', 'stream']) {
+    const c = doc.channels[channel]
+    t.equal(c.address, `/${channel}`)
+    t.same(c.servers, [{ $ref: '#/servers/http' }], `${channel}: served over plain HTTP`)
+    for (const name of ['welcome', 'message', 'joined', 'room_message', 'state', 'presence', 'server_shutdown', 'disconnected']) {
+      t.same(c.messages[name], { $ref: `#/channels/ws/messages/${name}` }, `${channel}: ${name} is the /ws frame`)
+      t.match(doc.operations[`${channel}_${name}`], { action: 'send', channel: { $ref: `#/channels/${channel}` } })
+    }
+    t.match(c.messages.reset, { name: 'reset', payload: { properties: { recovered: {} } } }, `${channel}: reset carries the joined frame`)
+    t.match(c.messages.close, { name: 'close', payload: { properties: { reason: {}, code: {} } } }, `${channel}: close says why`)
+  }
+  t.match(doc.channels.sse.description, /Last-Event-ID/)
+})

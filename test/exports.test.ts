@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { root } from './support/process.js'
 
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { exports: Record<string, string | { types: string, default: string }> }
-const FOLDERS = ['core', 'engine', 'native', 'store', 'cluster', 'messages', 'rooms', 'exec', 'observability', 'http', 'pusher', 'yjs', 'admin']
+const FOLDERS = ['core', 'engine', 'native', 'store', 'cluster', 'messages', 'rooms', 'exec', 'observability', 'http', 'pusher', 'yjs', 'sse', 'admin']
 
 t.test('the package exports the app, the client, the protocol, the server and one plugin per folder, nothing internal', async t => {
   t.same(Object.keys(pkg.exports), ['.', './client', './protocol', './server', ...FOLDERS.map(f => `./plugins/${f}`), './package.json'])

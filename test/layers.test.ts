@@ -22,8 +22,8 @@ const LAYERS: Array<{ rank: number, folders: string[], what: string }> = [
   { rank: 7, folders: ['plugins/native'], what: 'the native protocol\'s codec (/ws)' },
   { rank: 8, folders: ['plugins/messages', 'plugins/rooms'], what: 'features: direct messages and inboxes, rooms with state, history and presence' },
   { rank: 8.5, folders: ['plugins/exec'], what: 'code execution in a room (built on rooms)' },
-  // protocol adapters: other projects' wire protocols (Pusher, Yjs), built on every layer below; never on each other
-  { rank: 9, folders: ['plugins/pusher', 'plugins/yjs'], what: 'protocol adapters' },
+  // protocol adapters: other projects' wire protocols (Pusher, Yjs) and other transports (SSE, NDJSON), built on every layer below; never on each other
+  { rank: 9, folders: ['plugins/pusher', 'plugins/yjs', 'plugins/sse'], what: 'protocol adapters' },
   { rank: 10, folders: ['plugins/admin'], what: 'the operator\'s views and actions over every other plugin\'s decorators' },
   { rank: 11, folders: ['routes'], what: 'routes' },
   { rank: 12, folders: ['app.ts'], what: 'the app plugin' },

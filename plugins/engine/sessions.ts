@@ -107,8 +107,33 @@ const unbounded = new SendBufferPolicy()
 /** Frame counters shared by every connection of a registry (read by the message-rate plugin). */
 export interface Traffic { framesOut: number, framesIn: number }
 
-/** The TCP socket under a `ws` WebSocket (its `_socket`), when there is one. */
-interface RawSocket { cork (): void, uncork (): void, write (chunk: Buffer): boolean, destroyed: boolean, writableEnded: boolean }
+/**
+ * Where a session's frames are written: the TCP socket under a `ws` WebSocket
+ * (its `_socket`, frames written as built), or an HTTP stream's encoder
+ * (plugins/engine/http-stream.ts), which turns each frame back into its
+ * payload and writes it in the stream's format.
+ */
+export interface FrameSink { cork (): void, uncork (): void, write (frame: Buffer): boolean, destroyed: boolean, writableEnded: boolean }
+
+/**
+ * What the engine uses of a session's connection: a `ws` WebSocket, or an
+ * HTTP response held open as a stream (SSE, NDJSON: http-stream.ts) that
+ * behaves the same way (readyState 0-3, bytes not yet read by the peer, a
+ * close that says a code, a ping the heartbeat sends, a 'close' event).
+ */
+export interface SessionSocket {
+  /** 0 connecting, 1 open, 2 closing, 3 closed (WebSocket's values). */
+  readonly readyState: number
+  /** Bytes written to it that the peer has not read yet (past the kernel's buffers). */
+  readonly bufferedAmount: number
+  close (code?: number, reason?: string): void
+  terminate (): void
+  /** The heartbeat's keepalive (a WebSocket ping; a comment line on an HTTP stream). */
+  ping (): void
+  on (event: 'close', listener: (code: number, reason: Buffer) => void): this
+  on (event: 'pong', listener: () => void): this
+  once (event: 'close', listener: (code: number, reason: Buffer) => void): this
+}
 
 /**
  * An unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2) in one Buffer:
@@ -181,7 +206,11 @@ export class SendTurns {
 /** A turn's frames for one peer are written early past this many bytes (a big frame goes at once). */
 const CORK_MAX_BYTES = 16384
 
-/** One accepted WebSocket session, of any protocol, as every other plugin sees it. */
+/**
+ * One accepted session, of any protocol, as every other plugin sees it: over a
+ * WebSocket (this class), or over an HTTP stream (StreamSession in
+ * http-stream.ts, which only changes where frames are written: `sink`).
+ */
 export class Session {
   /** The connection id (the `welcome`'s `connectionId`). */
   readonly id: string
@@ -208,7 +237,7 @@ export class Session {
   /** The turns of the registry that accepted it (cork state is per registry, so per app); its own until then. */
   turns: SendTurns = new SendTurns()
   /** The TCP socket while it is corked for this turn, and the bytes sent to it since. */
-  private corkedSocket: RawSocket | null = null
+  private corkedSocket: FrameSink | null = null
   private corkedBytes = 0
   /** The turn of the last frame sent: a second frame in the same turn corks. */
   private sentInTurn = -1
@@ -216,7 +245,7 @@ export class Session {
   private closing = false
 
   constructor (
-    readonly socket: WebSocket,
+    readonly socket: SessionSocket,
     readonly clientId: string,
     readonly clientKey: string,
     readonly remoteAddress: string,
@@ -292,7 +321,7 @@ export class Session {
     } else {
       this.sentInTurn = turns.turn
     }
-    const raw = this.rawSocket()
+    const raw = this.sink()
     if (raw === undefined) return false
     raw.write(frame)
     this.lastSentAt = Date.now()
@@ -308,15 +337,15 @@ export class Session {
     return true
   }
 
-  /** The TCP socket `ws` writes to, while it can still take writes. */
-  private rawSocket (): RawSocket | undefined {
-    const raw = (this.socket as unknown as { _socket?: RawSocket | null })._socket
+  /** Where frames are written, while it can still take writes: here the TCP socket `ws` writes to. */
+  protected sink (): FrameSink | undefined {
+    const raw = (this.socket as unknown as { _socket?: FrameSink | null })._socket
     if (raw == null || raw.destroyed || raw.writableEnded) return undefined
     return raw
   }
 
   private cork (): void {
-    const raw = this.rawSocket()
+    const raw = this.sink()
     if (raw === undefined) return
     raw.cork()
     this.corkedSocket = raw
@@ -467,9 +496,34 @@ export class SessionRegistry {
     const raw = request.raw.socket as Socket & { _httpMessage?: ServerResponse | null }
     raw._httpMessage?.detachSocket(raw)
     socket.removeAllListeners('error')
-    const clientId = requestedClientId(request, opts.clientId) ?? anonymousClientId()
     const protocol = opts.protocol ?? this.defaultProtocol
-    const conn = new Session(socket, clientId, request.clientKey, request.ip, protocol, opts.connectionId)
+    const conn = new Session(socket, this.clientIdOf(request, opts.clientId), request.clientKey, request.ip, protocol, opts.connectionId)
+    const frame = this.adopt(conn, request)
+    socket.on('message', frame)
+    socket.on('error', err => {
+      this.log?.debug({ event: 'connection.error', protocol: protocol.name, connectionId: conn.id, err }, 'connection error')
+      // ws has already queued its close frame (1002, 1007, 1009): write it out, then end the socket
+      conn.uncork()
+      socket.terminate()
+    })
+    return conn
+  }
+
+  /** A session's client id: the token's sub, else the host's choice, else ?clientId= when it is a valid client id, else an anonymous one. */
+  clientIdOf (request: FastifyRequest, chosen?: string): string {
+    return requestedClientId(request, chosen) ?? anonymousClientId()
+  }
+
+  /**
+   * Makes a new session on any transport (a WebSocket: `accept`; an HTTP
+   * stream: http-stream.ts) one of this registry's: its principal, rate and
+   * caps, the open gates (addressable sessions), the add and the protocol's
+   * hello, the close listener. Returns where its incoming frames go (frames
+   * before the open are kept until it).
+   */
+  adopt (conn: Session, request: FastifyRequest): (data: RawData, isBinary: boolean) => void {
+    const protocol = conn.protocol
+    const clientId = conn.clientId
     conn.principal = request.principal
     conn.turns = this.turns
     conn.sendBuffer = this.sendBuffer
@@ -480,23 +534,13 @@ export class SessionRegistry {
 
     // frames sent before the open (a pipelining client) are handled once the session is registered
     let early: Array<[RawData, boolean]> | null = []
-    socket.on('message', (data, isBinary) => {
-      if (early) early.push([data, isBinary])
-      else this.frame(conn, data, isBinary)
-    })
-    socket.on('close', (code, reason) => {
+    conn.socket.on('close', (code, reason) => {
       // passed the gates but never added: give the registrations back here
       if (early) for (const gate of gates) gate.abandon(conn)
       early = null
       this.remove(conn)
       this.events.closed?.(conn, code)
       log?.info({ event: 'connection.close', protocol: protocol.name, connectionId: conn.id, clientId, clientKey: conn.clientKey, code, reason: reason.toString().slice(0, 120), durationMs: Date.now() - conn.openedAt }, 'connection closed')
-    })
-    socket.on('error', err => {
-      log?.debug({ event: 'connection.error', protocol: protocol.name, connectionId: conn.id, err }, 'connection error')
-      // ws has already queued its close frame (1002, 1007, 1009): write it out, then end the socket
-      conn.uncork()
-      socket.terminate()
     })
 
     // reachable from every instance before the open: a message sent after it is delivered, never queued
@@ -514,9 +558,12 @@ export class SessionRegistry {
       for (const [data, isBinary] of pending) this.frame(conn, data, isBinary)
     }, err => {
       log?.error({ event: 'ws.dispatch_failed', protocol: protocol.name, connectionId: conn.id, err }, 'could not register the connection')
-      socket.terminate()
+      conn.socket.terminate()
     })
-    return conn
+    return (data, isBinary) => {
+      if (early) early.push([data, isBinary])
+      else this.frame(conn, data, isBinary)
+    }
   }
 
   /**

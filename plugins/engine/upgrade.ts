@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, preH
 import { randomUUID } from 'node:crypto'
 import type { WebSocket } from 'ws'
 import { anonymousClientId, requestedClientId, type Session, type SessionProtocol } from './sessions.js'
+import { acceptStream, type StreamEncoder, type StreamSession } from './http-stream.js'
 import { refuseUnauthenticated } from './auth.js'
 import { errorBody } from '../core/errors.js'
 
@@ -42,6 +43,26 @@ export interface UpgradeRoute<R extends RouteGenericInterface = RouteGenericInte
   accepted: (session: Session, request: FastifyRequest<R>) => void
 }
 
+/**
+ * One HTTP streaming endpoint of a protocol (SSE, NDJSON): a GET answered by
+ * a response held open as a session. It passes the same preamble as an
+ * upgrade (origin, token from the header or `?token=`, the protocol's checks,
+ * a connection slot), in the same order, from the same code.
+ */
+export interface StreamRoute<R extends RouteGenericInterface = RouteGenericInterface> {
+  url: string
+  protocol: SessionProtocol
+  schema?: FastifySchema
+  /** The protocol's checks of the request (its query, access), after the origin and token: reply to refuse. */
+  check?: preHandlerAsyncHookHandler
+  /** The session's encoder (its format, and any per-session state it keeps). */
+  encoder: (request: FastifyRequest<R>) => StreamEncoder
+  /** More response headers. */
+  headers?: Record<string, string>
+  /** The session is accepted: attach the protocol's state before its hello. */
+  accepted: (session: StreamSession, request: FastifyRequest<R>) => void
+}
+
 /** What the upgrade was refused for, as the rejection metric labels it. */
 function rejectionReason (status: number, shuttingDown: boolean): string {
   switch (status) {
@@ -55,11 +76,14 @@ function rejectionReason (status: number, shuttingDown: boolean): string {
 }
 
 export type DeclareUpgradeRoute = <R extends RouteGenericInterface = RouteGenericInterface>(this: FastifyInstance, route: UpgradeRoute<R>) => void
+export type DeclareStreamRoute = <R extends RouteGenericInterface = RouteGenericInterface>(this: FastifyInstance, route: StreamRoute<R>) => void
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Declares a WebSocket endpoint of a protocol on this instance (every door's upgrade preamble, in one place). */
     upgradeRoute: DeclareUpgradeRoute
+    /** Declares an HTTP streaming endpoint of a protocol (SSE, NDJSON), with the upgrade's preamble. */
+    streamRoute: DeclareStreamRoute
   }
 }
 
@@ -67,24 +91,44 @@ declare module 'fastify' {
 export default fp(async function upgradeRoutes (app) {
   const metrics = app.metrics
   const hooks = app.proxy
-  /** Upgrades the connect hook refused (the rejection metric's reason `proxy`). */
+  /** Upgrades and streams the connect hook refused (the rejection metric's reason `proxy`). */
   const refusedByHook = new WeakSet<FastifyRequest>()
-  const declare: DeclareUpgradeRoute = function (this: FastifyInstance, route) {
-    const upgradeRequired = errorBody(426, 'upgrade_required', route.usage)
-    const requireToken = route.token === 'upgrade' && app.auth.enabled
-    // last: a refused, over-limit or unauthenticated upgrade never reaches the backend
+  /**
+   * Every door's checks, in order: origin and token (preValidation), then the
+   * protocol's, then a connection slot, then the backend's connect hook
+   * (preHandler). `own`: the client id a protocol names itself.
+   */
+  const preamble = (token: boolean, check: preHandlerAsyncHookHandler | undefined, protocol: SessionProtocol, own?: (request: FastifyRequest) => string | undefined) => {
+    const requireToken = token && app.auth.enabled
+    // last: a refused, over-limit or unauthenticated request never reaches the backend
     const connectHook: preHandlerAsyncHookHandler | undefined = hooks.has('connect')
       ? async function connectHook (request: FastifyRequest, reply: FastifyReply) {
         // a protocol that names its sessions itself (Pusher's socket ids) keeps its name: the backend may not rename it
-        const own = route.clientId?.(request as FastifyRequest<any>)
-        const clientId = requestedClientId(request, own) ?? anonymousClientId()
+        const named = own?.(request)
+        const clientId = requestedClientId(request, named) ?? anonymousClientId()
         // marked before: the refusal's response may be finished (onResponse) before the hook returns
         refusedByHook.add(request)
-        if (await hooks.connect(request, reply, { clientId, connectionId: randomUUID(), protocol: route.protocol.name }, own === undefined)) return reply
+        if (await hooks.connect(request, reply, { clientId, connectionId: randomUUID(), protocol: protocol.name }, named === undefined)) return reply
         refusedByHook.delete(request)
       }
       : undefined
-    const preHandler = [...(route.check === undefined ? [] : [route.check]), app.acquireConnectionSlot, ...(connectHook === undefined ? [] : [connectHook])]
+    return {
+      preValidation: [
+        app.checkUpgradeOrigin,
+        async (request: FastifyRequest, reply: FastifyReply) => {
+          if (requireToken && request.principal === null) return refuseUnauthenticated(request, reply)
+        }
+      ],
+      // the slot after the protocol's checks, so a refused request never holds one
+      preHandler: [...(check === undefined ? [] : [check]), app.acquireConnectionSlot, ...(connectHook === undefined ? [] : [connectHook])]
+    }
+  }
+  const rejected = (request: FastifyRequest, reply: FastifyReply) => {
+    metrics.connectionRejections.inc({ reason: refusedByHook.has(request) ? 'proxy' : rejectionReason(reply.statusCode, app.statusReport.shuttingDown) })
+  }
+
+  const declare: DeclareUpgradeRoute = function (this: FastifyInstance, route) {
+    const upgradeRequired = errorBody(426, 'upgrade_required', route.usage)
     this.get<RouteGenericInterface>(route.url, {
       websocket: true,
       config: { tokenInQuery: route.token === 'upgrade' },
@@ -95,24 +139,41 @@ export default fp(async function upgradeRoutes (app) {
       },
       onResponse: async (request: FastifyRequest, reply: FastifyReply) => {
         // only refused upgrades get here: an accepted one is hijacked
-        if (request.ws && reply.statusCode >= 400) metrics.connectionRejections.inc({ reason: refusedByHook.has(request) ? 'proxy' : rejectionReason(reply.statusCode, app.statusReport.shuttingDown) })
+        if (request.ws && reply.statusCode >= 400) rejected(request, reply)
       },
-      preValidation: [
-        app.checkUpgradeOrigin,
-        async (request: FastifyRequest, reply: FastifyReply) => {
-          if (requireToken && request.principal === null) return refuseUnauthenticated(request, reply)
-        }
-      ],
-      // the slot after the protocol's checks, so a refused request never holds one
-      preHandler
+      ...preamble(route.token === 'upgrade', route.check, route.protocol, route.clientId as ((request: FastifyRequest) => string | undefined) | undefined)
     }, (socket, request) => {
       const typed = request as FastifyRequest<any>
       if (route.admit !== undefined && !route.admit(socket, typed)) return
+      // every door's binary frames arrive as Buffers (ws's default, said once here)
+      socket.binaryType = 'nodebuffer'
       const grant = hooks.grantOf(request)
       const session = app.sessions.accept(socket, request, { protocol: route.protocol, clientId: grant?.clientId ?? route.clientId?.(typed), connectionId: grant?.connectionId })
       hooks.attach(session, grant)
       route.accepted(session, typed)
     })
   }
+
+  const declareStream: DeclareStreamRoute = function (this: FastifyInstance, route) {
+    this.get<RouteGenericInterface>(route.url, {
+      // a stream has no head to give
+      exposeHeadRoute: false,
+      config: { tokenInQuery: true },
+      schema: route.schema,
+      onRequest: async () => { metrics.connectionAttempts.inc() },
+      onResponse: async (request: FastifyRequest, reply: FastifyReply) => {
+        // only refused requests get here: an accepted stream is hijacked
+        if (reply.statusCode >= 400) rejected(request, reply)
+      },
+      ...preamble(true, route.check, route.protocol)
+    }, async (request, reply) => {
+      const typed = request as FastifyRequest<any>
+      const grant = hooks.grantOf(request)
+      const session = acceptStream(app.sessions, request, reply, { protocol: route.protocol, encoder: route.encoder(typed), keepaliveMs: app.heartbeat.intervalMs, headers: route.headers, clientId: grant?.clientId, connectionId: grant?.connectionId })
+      hooks.attach(session, grant)
+      route.accepted(session, typed)
+    })
+  }
+  app.decorate('streamRoute', declareStream)
   app.decorate('upgradeRoute', declare)
-}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['sessions', 'auth', 'cors', 'limits', 'metrics', 'status', 'websocket', 'proxy'] })
+}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['sessions', 'auth', 'cors', 'limits', 'heartbeat', 'metrics', 'status', 'websocket', 'proxy'] })

@@ -1,4 +1,4 @@
-import type { TObject, TSchema } from '@sinclair/typebox'
+import { Type, type TObject, type TSchema } from '@sinclair/typebox'
 import { ClientId } from '../../protocol/schemas.js'
 import { SERVER_FRAMES } from '../../protocol/server-frames.js'
 
@@ -35,6 +35,14 @@ const SUMMARIES: Record<string, string> = {
   rpc: 'Call the application backend (PROXY_RPC_URL) with `method` and `data`; answered rpc_result with its `data`'
 }
 
+/** The last event of a stream the server ends (token expiry, slow consumer, flooding). */
+const StreamClose = Type.Object({
+  type: Type.Literal('close'),
+  reason: Type.String({ description: 'token_expired, slow_consumer or flood' }),
+  code: Type.Integer({ description: 'the close code /ws would use (1008, 1013)' }),
+  message: Type.String()
+}, { additionalProperties: true })
+
 /** A TypeBox schema as plain JSON (no symbol keys). */
 const plain = (schema: TSchema): Record<string, unknown> => JSON.parse(JSON.stringify(schema))
 
@@ -70,6 +78,24 @@ export function asyncApiDocument ({ clientMessages, version, host }: AsyncApiInp
   for (const name of pushed) {
     operations[`send_${name}`] = { action: 'send', channel: { $ref: '#/channels/ws' }, summary: SERVER_FRAMES[name].summary, messages: [ref(name)] }
   }
+  // the receive-only streams (/sse, /stream): each event is a /ws frame, named by its type
+  const streamed = ['welcome', 'message', 'joined', 'presence', 'room_message', 'state', 'history_cleared', 'exec_result', 'token_expiring', 'server_shutdown', 'disconnected', 'error']
+  const streamChannel = (address: string, title: string, description: string) => {
+    const channelMessages: Record<string, unknown> = {}
+    for (const name of streamed) channelMessages[name] = ref(name)
+    channelMessages.reset = { name: 'reset', title: 'reset', summary: 'Instead of `joined`: the resume position in this room cannot be continued (another epoch, or messages no longer kept); the data is the `joined` frame with `recovered: false`', payload: plain(SERVER_FRAMES.joined.payload) }
+    channelMessages.close = { name: 'close', title: 'close', summary: 'The server ends the stream: `reason` token_expired, slow_consumer or flood, with the `code` /ws would close with', payload: plain(StreamClose) }
+    return { address, title, description, servers: [{ $ref: '#/servers/http' }], messages: channelMessages }
+  }
+  const channelsOfStreams = {
+    sse: streamChannel('/sse', 'Server-Sent Events', 'GET /sse?rooms=a,b (text/event-stream). Each event: `id` (the stream\'s position in every listed room, `room:epoch:offset` entries; send it back as Last-Event-ID or ?lastEventId= to resume exactly after it), `event` (the frame type; `error` is named `stream_error`), `data` (the /ws frame\'s JSON). Comment lines are keepalives. Refused before the stream with the upgrade\'s HTTP errors (400 naming the field, 401, 403, 429/503).'),
+    stream: streamChannel('/stream', 'HTTP streaming (NDJSON)', 'GET /stream?rooms=a,b: the same events as /sse, one `{"id","event","data"}` JSON object a line over a chunked response; empty lines are keepalives; resumed with ?lastEventId=.')
+  }
+  for (const channel of Object.keys(channelsOfStreams)) {
+    for (const name of [...streamed, 'reset', 'close']) {
+      operations[`${channel}_${name}`] = { action: 'send', channel: { $ref: `#/channels/${channel}` }, messages: [{ $ref: `#/channels/${channel}/messages/${name}` }] }
+    }
+  }
   return {
     asyncapi: '3.0.0',
     info: {
@@ -88,11 +114,18 @@ export function asyncApiDocument ({ clientMessages, version, host }: AsyncApiInp
         pathname: '/ws',
         description: 'This instance. Use wss:// behind a TLS proxy.',
         security: [{ $ref: '#/components/securitySchemes/bearer' }, { $ref: '#/components/securitySchemes/queryToken' }]
+      },
+      http: {
+        host,
+        protocol: 'http',
+        description: 'This instance over plain HTTP: the receive-only streams /sse and /stream (writes go to the HTTP API). Use https:// behind a TLS proxy.',
+        security: [{ $ref: '#/components/securitySchemes/bearer' }, { $ref: '#/components/securitySchemes/queryToken' }]
       }
     },
     channels: {
       ws: {
         address: '/ws',
+        servers: [{ $ref: '#/servers/switchboard' }],
         title: 'The WebSocket connection',
         description: 'Every message type travels on the one connection. Upgrade refusals (before 101): 403 origin, 401 token, ' +
           '503 or 429 connection_limit_exceeded, 503 shutting down, 400 for a bad clientId.',
@@ -110,7 +143,8 @@ export function asyncApiDocument ({ clientMessages, version, host }: AsyncApiInp
             bindingVersion: '0.1.0'
           }
         }
-      }
+      },
+      ...channelsOfStreams
     },
     operations,
     components: {

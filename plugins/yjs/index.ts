@@ -162,7 +162,6 @@ export default fp(async function yjs (app) {
       const readOnly = accessTo(request.principal, name) === 'read'
       const clientId = request.principal?.sub ?? null
       const log = app.log
-      session.socket.binaryType = 'nodebuffer'
       // echo: the y-websocket 4 provider confirms a local edit when it comes back (the reference server's broadcast)
       const peer: Peer = { send: m => { session.sendBinary(m) }, readOnly, echo: true }
       const state: YWebsocketState = { name, peer, session: null, early: [], left: false }
@@ -212,7 +211,6 @@ export default fp(async function yjs (app) {
     token: 'in-band',
     usage: '/collab is a WebSocket endpoint for Yjs providers: connect with a WebSocket client (Connection: Upgrade, Upgrade: websocket)',
     accepted (session) {
-      session.socket.binaryType = 'nodebuffer'
       const auth = app.auth
       const conn = new HocuspocusConnection(session, {
         documents,

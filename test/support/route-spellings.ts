@@ -40,6 +40,11 @@ export function watchRoutes (seen: SeenRoute[]) {
         seen.push({ method, url: route.url ?? route.path, websocket: Boolean((route as { websocket?: boolean }).websocket || (route as { wsHandler?: unknown }).wsHandler) })
       }
     })
+    // from the start: a stream (/sse, /stream) is hijacked and sends the headers set so far, without onSend
+    server.addHook('onRequest', (request, reply, done) => {
+      reply.header('x-test-route', request.routeOptions.url ?? 'unmatched')
+      done()
+    })
     server.addHook('onSend', async (request, reply) => {
       reply.header('x-test-route', request.routeOptions.url ?? 'unmatched')
     })
@@ -96,9 +101,17 @@ export function send (port: number, method: string, target: string, headers: Rec
   return new Promise((resolve, reject) => {
     const hasBody = method === 'POST' || method === 'PATCH' || method === 'PUT'
     const req = http.request({ host: '127.0.0.1', port, method, path: target, localAddress, agent: false, headers: hasBody ? { 'content-type': 'application/json', ...headers } : headers }, res => {
+      const answer = { status: res.statusCode ?? 0, route: String(res.headers['x-test-route'] ?? '') }
+      // a stream (SSE, NDJSON) is answered once its headers came: it has no end
+      if (res.statusCode === 200 && /^(text\/event-stream|application\/x-ndjson)/.test(String(res.headers['content-type']))) {
+        req.destroy()
+        resolve(answer)
+        return
+      }
       res.resume()
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, route: String(res.headers['x-test-route'] ?? '') }))
+      res.on('end', () => resolve(answer))
     })
+    // after a stream's destroy, its error comes once the promise is settled: a no-op
     req.on('error', reject)
     req.end(hasBody ? '{}' : undefined)
   })
