@@ -7,6 +7,7 @@ import { Webhook } from 'standardwebhooks'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import { build, requestJson, type TestContext } from './support/helper.js'
 import { TestClient, tryUpgrade } from './support/ws-client.js'
+import { StreamReader } from './support/stream-clients.js'
 import { SwitchboardClient, SwitchboardError } from '../client/index.js'
 
 const SECRET = `whsec_${randomBytes(32).toString('base64')}`
@@ -188,6 +189,30 @@ t.test('the connect hook is asked at every door: a y-websocket upgrade names its
   const native = await TestClient.connect(wsUrl)
   t.match(native.welcome.clientId, /^anon-/, 'the native door is allowed; its generated client id is the one the backend was told')
   t.equal(be.of('connect')[1].body.clientId, native.welcome.clientId)
+})
+
+t.test('a stream (GET /stream) passes the connect hook at its open and the join hook for each listed room', async t => {
+  const be = await backend(t, ({ body }) => {
+    if (body.hook === 'connect') return body.headers.cookie === 'session=good' ? { json: { allow: true, clientId: 'user-7', data: { plan: 'free' } } } : { json: { allow: false, code: 'no_session', message: 'log in first' } }
+    if (body.hook === 'join') return body.room === 'secret' ? { json: { allow: false, code: 'not_a_member', message: 'members only' } } : { json: { allow: true } }
+    return { json: { allow: true } }
+  })
+  const { url } = await build(t, { ...hooksAt(be.base, ['connect', 'join']), PROXY_SECRET: SECRET })
+
+  const refused = new StreamReader(`${url}/stream?rooms=lobby`, { headers: { cookie: 'session=bad' } })
+  t.teardown(() => refused.close())
+  t.match(await refused.refusal(), { code: 'forbidden', hook: 'connect', reason: 'no_session', message: /log in first/ })
+  t.equal(refused.status, 403, 'a refused stream never starts')
+
+  const stream = new StreamReader(`${url}/stream?rooms=lobby,secret`, { headers: { cookie: 'session=good' } })
+  t.teardown(() => stream.close())
+  const welcome = await stream.log.next('welcome')
+  t.equal(welcome.data.clientId, 'user-7', 'the backend named the stream\'s client')
+  t.same(welcome.data.data, { plan: 'free' }, 'the connect hook\'s data is in welcome')
+  t.match((await stream.log.next('joined')).data, { room: 'lobby' }, 'an allowed room is joined')
+  t.match((await stream.log.next('error')).data, { room: 'secret', code: 'forbidden', message: /join hook \(PROXY_JOIN_URL\): members only/ }, 'a refused room is told on the stream, which goes on')
+  t.match(be.of('connect')[1].body, { hook: 'connect', protocol: 'stream', connectionId: welcome.data.connectionId })
+  t.same(be.of('join').map(c => c.body.room).sort(), ['lobby', 'secret'])
 })
 
 t.test('at the Pusher door the connect hook may refuse or allow, and cannot rename the socket: its id stays a Pusher socket id', async t => {
