@@ -8,15 +8,11 @@
  * as many events go through POST /api/v1/rooms/:room/publish. For each: HTTP
  * events/s, deliveries/s, and server CPU time per delivery (pidusage).
  */
-import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { fileURLToPath } from 'node:url'
 import pidusage from 'pidusage'
 import WebSocket from 'ws'
+import { startBenchServer, type BenchServer } from './server-process.js'
 import type PusherServer from 'pusher'
 
 const require = createRequire(import.meta.url)
@@ -34,39 +30,8 @@ const EVENTS = Number(values.events)
 const INFLIGHT = Number(values.inflight)
 const APP = { appId: 'bench', key: 'bench-key', secret: 'bench-secret' }
 
-async function startServer (): Promise<{ port: number, pid: number, stop: () => void }> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-pusher-'))
-  const server = fileURLToPath(new URL('../server.js', import.meta.url))
-  const child = spawn(process.execPath, [server], {
-    env: {
-      ...process.env,
-      HOST: '127.0.0.1',
-      PORT: '0',
-      LOG_LEVEL: 'info',
-      DATA_DIR: dataDir,
-      MAX_CONNECTIONS: '30000',
-      MAX_CONNECTIONS_PER_CLIENT: '30000',
-      MAX_PENDING_CONNECTIONS: '30000',
-      MAX_PENDING_CONNECTIONS_PER_CLIENT: '30000',
-      RATE_LIMIT_MAX: '100000000',
-      PUSHER_APPS_FILE: '',
-      PUSHER_APP_ID: APP.appId,
-      PUSHER_APP_KEY: APP.key,
-      PUSHER_APP_SECRET: APP.secret
-    },
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  const port = await new Promise<number>((resolve, reject) => {
-    let buf = ''
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString()
-      const m = /"event":"server.listening"[^\n]*"port":(\d+)/.exec(buf)
-      if (m) resolve(Number(m[1]))
-    })
-    child.once('exit', code => reject(new Error(`server exited ${code}`)))
-  })
-  child.stdout!.resume()
-  return { port, pid: child.pid!, stop: () => { child.kill('SIGTERM'); rmSync(dataDir, { recursive: true, force: true }) } }
+async function startServer (): Promise<BenchServer> {
+  return await startBenchServer('pusher', { PUSHER_APPS_FILE: '', PUSHER_APP_ID: APP.appId, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret })
 }
 
 function open (url: string): Promise<WebSocket> {

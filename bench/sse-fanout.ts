@@ -8,15 +8,11 @@
  * publishes/s, deliveries/s, and the server's CPU time per delivery
  * (pidusage), and the ratio of each stream's CPU per delivery to /ws's.
  */
-import { spawn } from 'node:child_process'
 import http from 'node:http'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { fileURLToPath } from 'node:url'
 import pidusage from 'pidusage'
 import WebSocket from 'ws'
+import { startBenchServer, type BenchServer } from './server-process.js'
 
 const { values } = parseArgs({
   options: {
@@ -30,35 +26,8 @@ const EVENTS = Number(values.events)
 const INFLIGHT = Number(values.inflight)
 const MARK = '"type":"room_message"'
 
-async function startServer (): Promise<{ port: number, pid: number, stop: () => void }> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-sse-'))
-  const server = fileURLToPath(new URL('../server.js', import.meta.url))
-  const child = spawn(process.execPath, [server], {
-    env: {
-      ...process.env,
-      HOST: '127.0.0.1',
-      PORT: '0',
-      LOG_LEVEL: 'info',
-      DATA_DIR: dataDir,
-      MAX_CONNECTIONS: '30000',
-      MAX_CONNECTIONS_PER_CLIENT: '30000',
-      MAX_PENDING_CONNECTIONS: '30000',
-      MAX_PENDING_CONNECTIONS_PER_CLIENT: '30000',
-      RATE_LIMIT_MAX: '100000000'
-    },
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  const port = await new Promise<number>((resolve, reject) => {
-    let buf = ''
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString()
-      const m = /"event":"server.listening"[^\n]*"port":(\d+)/.exec(buf)
-      if (m) resolve(Number(m[1]))
-    })
-    child.once('exit', code => reject(new Error(`server exited ${code}`)))
-  })
-  child.stdout!.resume()
-  return { port, pid: child.pid!, stop: () => { child.kill('SIGTERM'); rmSync(dataDir, { recursive: true, force: true }) } }
+async function startServer (): Promise<BenchServer> {
+  return await startBenchServer('sse')
 }
 
 /** One subscriber: counts the room messages it receives; `close` ends it. */
