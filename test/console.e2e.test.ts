@@ -2,20 +2,11 @@ import t from 'tap'
 import { existsSync, mkdirSync } from 'node:fs'
 import { chromium, type Page } from 'playwright-core'
 import { build, tempDir } from './support/helper.js'
-import { prerequisiteOptions } from './support/prerequisites.js'
+import { browserTestOptions, CHROMIUM, CHROMIUM_ARGS } from './support/prerequisites.js'
 
-/** Debian's chromium by default; CHROMIUM_PATH points elsewhere (or, to check the skip, at nothing). */
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
 const SHOTS = 'test-results'
 
-t.test('the web console in headless Chromium: two clients, a direct message, a room, a shared state patch, the status view', prerequisiteOptions({
-  present: existsSync(CHROMIUM),
-  missing: `Chromium is not installed at ${CHROMIUM}`,
-  tests: 'the browser tests',
-  install: 'apt-get install chromium, or set CHROMIUM_PATH',
-  requireVar: 'REQUIRE_BROWSER'
-}), async t => {
+t.test('the web console in headless Chromium: two clients, a direct message, a room, a shared state patch, the status view', browserTestOptions(existsSync(CHROMIUM)), async t => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); .ci/run does this`)
   // each page polls /api/status; two pages share one client key, so give them room under the HTTP rate limit
   const { url } = await build(t, { RATE_LIMIT_MAX: '1000' })
@@ -24,7 +15,7 @@ t.test('the web console in headless Chromium: two clients, a direct message, a r
   const context = await chromium.launchPersistentContext(tempDir(t, 'switchboard-chromium-'), {
     executablePath: CHROMIUM,
     headless: true,
-    args: ARGS,
+    args: CHROMIUM_ARGS,
     viewport: { width: 1280, height: 900 }
   })
   t.teardown(() => context.close())

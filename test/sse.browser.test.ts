@@ -3,26 +3,16 @@ import { existsSync } from 'node:fs'
 import { chromium } from 'playwright-core'
 import { tempDir } from './support/helper.js'
 import { freePort, startServer } from './support/process.js'
-import { prerequisiteOptions } from './support/prerequisites.js'
-
-/** Debian's chromium by default; CHROMIUM_PATH points elsewhere. */
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
+import { browserTestOptions, CHROMIUM, CHROMIUM_ARGS } from './support/prerequisites.js'
 
 const publish = (url: string, data: number) =>
   fetch(`${url}/api/rooms/feed/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ data }) }).then(res => res.status)
 
-t.test('the browser\'s own EventSource reconnects through a server restart and resumes by Last-Event-ID: 0 gaps, 0 duplicates', prerequisiteOptions({
-  present: existsSync(CHROMIUM),
-  missing: `Chromium is not installed at ${CHROMIUM}`,
-  tests: 'the browser tests',
-  install: 'apt-get install chromium, or set CHROMIUM_PATH',
-  requireVar: 'REQUIRE_BROWSER'
-}), async t => {
+t.test('the browser\'s own EventSource reconnects through a server restart and resumes by Last-Event-ID: 0 gaps, 0 duplicates', browserTestOptions(existsSync(CHROMIUM)), async t => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); .ci/run does this`)
   const env = { DATA_DIR: tempDir(t), PORT: String(await freePort()), RATE_LIMIT_MAX: '100000', SHUTDOWN_GRACE_MS: '5000' }
   const first = await startServer(t, env)
-  const context = await chromium.launchPersistentContext(tempDir(t, 'switchboard-chromium-'), { executablePath: CHROMIUM, headless: true, args: ARGS, bypassCSP: true })
+  const context = await chromium.launchPersistentContext(tempDir(t, 'switchboard-chromium-'), { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, bypassCSP: true })
   t.teardown(() => context.close())
   const page = await context.newPage()
   page.setDefaultTimeout(0) // tap's timeout ends a wait that never ends
