@@ -598,6 +598,10 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         room.fail(new SwitchboardError('forbidden', `the refreshed token no longer allows room ${room.name}`))
         break
       }
+      case 'joined':
+        // a stream transport reopened its stream (for another room's join or leave): this room resumed on it
+        this.rooms.get(String(msg.room))?.applyJoined(msg as unknown as Joined<never>)
+        break
       case 'history_cleared':
         this.emit('history_cleared', msg as unknown as ClientEvents['history_cleared'])
         break

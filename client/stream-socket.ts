@@ -245,10 +245,9 @@ export class StreamSocket implements WebSocketLike {
         const room = String(data.room)
         const id = this.joins.get(room)
         this.joins.delete(room)
-        if (id !== undefined) return this.deliver({ ...data, type: 'joined', id })
-        // a room carried over to a reopened stream: what it missed meanwhile, once (the client drops repeats by offset)
-        for (const m of (data.missed as JsonObject[] | undefined) ?? []) this.deliver(m)
-        return
+        // a room carried over to a reopened stream gets its `joined` too, without an id: the client
+        // applies it as a rejoin (state, members, what it missed meanwhile, a reset), dropping repeats by offset
+        return this.deliver(id !== undefined ? { ...data, type: 'joined', id } : { ...data, type: 'joined' })
       }
       case 'close':
         return this.close(typeof data.code === 'number' ? data.code : 1006, String(data.reason ?? data.message ?? ''))

@@ -156,3 +156,36 @@ t.test('transports: [\'stream\'] uses the HTTP stream without a proxy: join, sta
 
   await t.rejects(dave.request({ type: 'exec', room: 'a', code: '1' }), { code: 'unsupported' }, 'exec needs a WebSocket')
 })
+
+t.test('with a global EventSource (as in a browser) the fallback is SSE, and a join of a second room resumes the first', async t => {
+  const { EventSource } = await import('eventsource')
+  const g = globalThis as { EventSource?: unknown }
+  const before = g.EventSource
+  g.EventSource = EventSource
+  t.teardown(() => { g.EventSource = before })
+  const port = await freePort()
+  await startServerOnPort(t, port, { DATA_DIR: tempDir(t), RATE_LIMIT_MAX: '100000' })
+  const proxy = await noUpgradeProxy(t, port)
+  const frank = new SwitchboardClient({ url: proxy.url, clientId: 'frank', reconnect })
+  const grace = new SwitchboardClient({ url: `http://127.0.0.1:${port}`, clientId: 'grace', reconnect })
+  t.teardown(() => Promise.all([frank.close(), grace.close()]))
+  await frank.connect()
+  await grace.connect()
+  t.equal(frank.transport, 'sse', 'SSE comes before the NDJSON stream when EventSource exists')
+
+  const one = await frank.join<string>('one')
+  const got: string[] = []
+  one.on('message', m => got.push(m.data))
+  const graceOne = await grace.join<string>('one')
+  await graceOne.publish('first')
+  await waitFor(() => got.includes('first'), 'a message over SSE')
+  await graceOne.update({ mood: 'sunny' })
+  await waitFor(() => one.state.mood === 'sunny', 'a state change over SSE')
+  await frank.join('two')
+  await graceOne.publish('second')
+  await waitFor(() => got.includes('second'), 'room one goes on after the stream reopened for room two')
+  t.same(got, ['first', 'second'], 'nothing lost or repeated by the reopen')
+  t.same(one.state, { mood: 'sunny' })
+  const ack = await one.publish('from frank')
+  t.match(ack, { room: 'one', offset: 3 })
+})
