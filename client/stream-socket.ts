@@ -180,7 +180,7 @@ export class StreamSocket implements WebSocketLike {
 
   /** An HTTP write; a failure to reach the server ends the connection, so the client resends it with its key after reconnecting. */
   private write (id: string, method: string, path: string, frame: JsonObject, body: JsonObject, ack: (reply: JsonObject) => JsonObject): void {
-    if (this.clientId !== undefined && this.token === undefined) body.from = this.clientId
+    if (this.clientId !== undefined) body.from = this.clientId
     const headers: Record<string, string> = { ...this.headers(), 'content-type': 'application/json' }
     if (typeof frame.idempotencyKey === 'string') headers['idempotency-key'] = frame.idempotencyKey
     fetch(new URL(path, this.base), { method, headers, body: JSON.stringify(body) }).then(async res => {
@@ -219,6 +219,7 @@ export class StreamSocket implements WebSocketLike {
     const stream: EventStream = open(url.toString(), this.headers(), e => this.onEvent(e), (status, body) => {
       if (this.stream !== stream || this.readyState === 3) return
       this.stream = null
+      if ((status === 400 || status === 403) && this.readyState === 1 && this.joins.size > 0) return this.refuseJoins(body)
       let code = 1006
       let reason = `the ${this.opts.transport} ended`
       if (status !== 200 && status !== 0) {
@@ -228,6 +229,19 @@ export class StreamSocket implements WebSocketLike {
       this.close(code, reason)
     })
     this.stream = stream
+  }
+
+  /** A stream refused for the rooms just joined (a room outside the token's claim): those joins fail, the others go on. */
+  private refuseJoins (body: string): void {
+    let error: JsonObject = { code: 'forbidden', message: 'the stream with the new rooms was refused' }
+    try { error = JSON.parse(body) as JsonObject } catch {}
+    for (const [room, id] of this.joins) {
+      this.wanted = this.wanted.filter(r => r !== room)
+      this.positions.delete(room)
+      this.deliver({ type: 'error', id, code: error.code, message: error.message })
+    }
+    this.joins.clear()
+    this.reopen()
   }
 
   private onEvent (e: StreamEvent): void {

@@ -1,5 +1,6 @@
 import t from 'tap'
 import http from 'node:http'
+import { createSigner } from 'fast-jwt'
 import { tempDir, waitFor, type TestContext } from './support/helper.js'
 import { freePort, startServerOnPort } from './support/fixed-port-server.js'
 import { SwitchboardClient, type GapEvent, type TransportName } from '../client/index.js'
@@ -188,4 +189,33 @@ t.test('with a global EventSource (as in a browser) the fallback is SSE, and a j
   t.same(one.state, { mood: 'sunny' })
   const ack = await one.publish('from frank')
   t.match(ack, { room: 'one', offset: 3 })
+})
+
+t.test('with a token, the stream and the HTTP writes carry it: writes are made as its sub', async t => {
+  const secret = 'fallback-test-secret-0123456789abcdef'
+  const sign = (claims: Record<string, unknown>) => createSigner({ key: secret, algorithm: 'HS256' })(claims)
+  const port = await freePort()
+  await startServerOnPort(t, port, { DATA_DIR: tempDir(t), RATE_LIMIT_MAX: '100000', AUTH_SECRET: secret })
+  const heidi = new SwitchboardClient({ url: `http://127.0.0.1:${port}`, token: sign({ sub: 'heidi', rooms: ['ops'] }), transports: ['stream'], reconnect })
+  const ivan = new SwitchboardClient({ url: `http://127.0.0.1:${port}`, token: sign({ sub: 'ivan' }), reconnect })
+  t.teardown(() => Promise.all([heidi.close(), ivan.close()]))
+  t.equal((await heidi.connect()).clientId, 'heidi')
+  await ivan.connect()
+  const ops = await heidi.join<string>('ops')
+  const ivanOps = await ivan.join<string>('ops')
+  const seen: Array<{ from: string, data: string }> = []
+  ivanOps.on('message', m => seen.push({ from: m.from, data: m.data }))
+  await ops.publish('deployed')
+  await waitFor(() => seen.length === 1, 'heidi\'s publish at ivan')
+  t.same(seen, [{ from: 'heidi', data: 'deployed' }], 'published as the token\'s sub')
+  const inbox: DirectMessage[] = []
+  ivan.on('message', m => inbox.push(m))
+  await heidi.send('ivan', 'ping')
+  await waitFor(() => inbox.length === 1, 'heidi\'s direct message')
+  t.equal(inbox[0].from, 'heidi')
+  await t.rejects(heidi.join('secret'), { code: 'forbidden' }, 'a room outside the token\'s claim is refused')
+  const got: string[] = []
+  ops.on('message', m => got.push(m.data))
+  await ivanOps.publish('still here')
+  await waitFor(() => got.includes('still here'), 'the stream goes on after the refused join')
 })
