@@ -2,23 +2,14 @@ import { backoffDelay, defaultBackoff, shutdownDelay, type BackoffOptions } from
 import { Emitter } from './emitter.js'
 import { Room, type GapEvent, type RecoveredEvent } from './room.js'
 import { StreamSocket, sseAvailable, type TransportName } from './stream-socket.js'
+import type { WebSocketLike, WebSocketConstructor } from './socket.js'
 import {
   SwitchboardError,
   type DirectMessage, type JsonObject, type Joined, type PublishAck, type RoomMessage,
   type SendAck, type ServerError, type ServerShutdown, type Welcome, type TokenExpiring, type RefreshAck
 } from '../protocol/frames.js'
 
-/** The part of the WebSocket API the client uses: the browser's, Node 22's global and `ws` all have it. */
-export interface WebSocketLike {
-  readonly readyState: number
-  send (data: string): void
-  close (code?: number, reason?: string): void
-  onopen: ((ev: unknown) => void) | null
-  onmessage: ((ev: { data: unknown }) => void) | null
-  onclose: ((ev: { code: number, reason: string }) => void) | null
-  onerror: ((ev: unknown) => void) | null
-}
-export type WebSocketConstructor = new (url: string) => WebSocketLike
+export type { WebSocketLike, WebSocketConstructor }
 
 export interface ReconnectOptions extends Partial<BackoffOptions> {
   /** Give up after this many failed attempts in a row [Infinity]. */

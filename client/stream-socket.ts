@@ -1,4 +1,4 @@
-import type { WebSocketLike } from './client.js'
+import type { WebSocketLike } from './socket.js'
 import type { JsonObject } from '../protocol/frames.js'
 
 /** How the client reaches the server: a WebSocket, or a receive-only HTTP stream plus HTTP writes. */
