@@ -1,23 +1,15 @@
 import { backoffDelay, defaultBackoff, shutdownDelay, type BackoffOptions } from './backoff.js'
 import { Emitter } from './emitter.js'
 import { Room, type GapEvent, type RecoveredEvent } from './room.js'
+import { StreamSocket, sseAvailable, type TransportName } from './stream-socket.js'
+import type { WebSocketLike, WebSocketConstructor } from './socket.js'
 import {
   SwitchboardError,
   type DirectMessage, type JsonObject, type Joined, type PublishAck, type RoomMessage,
   type SendAck, type ServerError, type ServerShutdown, type Welcome, type TokenExpiring, type RefreshAck
 } from '../protocol/frames.js'
 
-/** The part of the WebSocket API the client uses: the browser's, Node 22's global and `ws` all have it. */
-export interface WebSocketLike {
-  readonly readyState: number
-  send (data: string): void
-  close (code?: number, reason?: string): void
-  onopen: ((ev: unknown) => void) | null
-  onmessage: ((ev: { data: unknown }) => void) | null
-  onclose: ((ev: { code: number, reason: string }) => void) | null
-  onerror: ((ev: unknown) => void) | null
-}
-export type WebSocketConstructor = new (url: string) => WebSocketLike
+export type { WebSocketLike, WebSocketConstructor }
 
 export interface ReconnectOptions extends Partial<BackoffOptions> {
   /** Give up after this many failed attempts in a row [Infinity]. */
@@ -48,7 +40,16 @@ export interface ClientOptions {
   WebSocket?: WebSocketConstructor
   /** Source of randomness for jitter (tests) [Math.random]. */
   random?: () => number
+  /**
+   * The transports to try, in order, on each (re)connect: when one cannot open
+   * (it fails before `welcome`), the next is tried at once. `sse` needs a global
+   * `EventSource` (browsers) and is skipped without one; `stream` reads
+   * `GET /stream` with `fetch` [['websocket', 'sse', 'stream']].
+   */
+  transports?: TransportName[]
 }
+
+export type { TransportName }
 
 export interface ClientEvents {
   /** Connected (first time or again) and, after a reconnect, every room rejoined. */
@@ -72,6 +73,8 @@ export interface ClientEvents {
   token_expiring: TokenExpiring
   /** A `refresh` was accepted: the connection now expires at `expiresAt` (null: never). */
   token_refreshed: { expiresAt: string | null }
+  /** The client got a `welcome` over another transport than before (the first one too: `previous` null). */
+  transport: { transport: TransportName, previous: TransportName | null }
 }
 
 type Kind = 'ping' | 'send' | 'join' | 'leave' | 'publish' | 'update' | 'exec' | 'refresh' | 'rpc'
@@ -147,7 +150,7 @@ async function defaultWebSocket (): Promise<WebSocketConstructor> {
  * it delivered, and holds requests made while it is away.
  */
 export class SwitchboardClient extends Emitter<ClientEvents> {
-  readonly options: Required<Omit<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'reconnect' | 'getToken'>> & Pick<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'getToken'>
+  readonly options: Required<Omit<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'reconnect' | 'getToken' | 'transports'>> & Pick<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'getToken'>
   private readonly backoff: BackoffOptions
   private readonly maxAttempts: number
   private readonly reconnectEnabled: boolean
@@ -171,6 +174,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private tokens = 0
   private tokensAt = 0
   private closedWaiters: Array<() => void> = []
+  private readonly transports: TransportName[]
+  /** The transport of the current (or last) connection; null before the first `welcome`. */
+  transport: TransportName | null = null
 
   constructor (opts: ClientOptions) {
     super()
@@ -192,6 +198,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       factor: r.factor ?? defaultBackoff.factor
     }
     this.maxAttempts = r.maxAttempts ?? Infinity
+    this.transports = opts.transports ?? ['websocket', 'sse', 'stream']
+    if (this.transports.length === 0) throw new SwitchboardError('invalid_message', 'transports: name at least one of websocket, sse, stream')
   }
 
   /** The server-assigned identity of the current connection, once connected. */
@@ -331,8 +339,27 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         throw err
       }
     }
-    if (this.userClosed) throw new SwitchboardError('client_closed', 'the client was closed')
-    const socket = new Ctor(wsUrl(this.options.url, this.options.clientId, this.options.token))
+    const order = this.transports.filter(t => t !== 'sse' || sseAvailable())
+    if (order.length === 0) order.push('stream')
+    for (let i = 0; ; i++) {
+      if (this.userClosed) throw new SwitchboardError('client_closed', 'the client was closed')
+      const last = i === order.length - 1
+      try {
+        return await this.tryTransport(order[i], Ctor, initial, last)
+      } catch (err) {
+        // this transport could not open: the next one is tried at once
+        if (last || (err as SwitchboardError).code !== 'connect_failed') throw err
+      }
+    }
+  }
+
+  private createSocket (transport: TransportName, Ctor: WebSocketConstructor): WebSocketLike {
+    if (transport === 'websocket') return new Ctor(wsUrl(this.options.url, this.options.clientId, this.options.token))
+    return new StreamSocket({ transport, url: this.options.url, clientId: this.options.clientId, token: this.options.token })
+  }
+
+  private tryTransport (transport: TransportName, Ctor: WebSocketConstructor, initial: boolean, last: boolean): Promise<Welcome> {
+    const socket = this.createSocket(transport, Ctor)
     this.socket = socket
     return new Promise<Welcome>((resolve, reject) => {
       let welcomed = false
@@ -345,6 +372,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         }
         if (msg.type === 'welcome' && !welcomed) {
           welcomed = true
+          const previous = this.transport
+          this.transport = transport
+          if (previous !== transport) this.emit('transport', { transport, previous })
           this.onWelcome(msg as unknown as Welcome)
           resolve(msg as unknown as Welcome)
           return
@@ -354,6 +384,10 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       socket.onerror = () => {}
       socket.onclose = ev => {
         if (this.socket === socket) this.socket = null
+        if (!welcomed && !last) {
+          reject(new SwitchboardError('connect_failed', `${transport} to ${this.options.url} could not open (close code ${ev.code})`))
+          return
+        }
         if (!welcomed && initial) {
           this.notifyClosed()
           reject(new SwitchboardError('connect_failed', `could not connect to ${this.options.url} (close code ${ev.code})`))
@@ -555,6 +589,10 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         room.fail(new SwitchboardError('forbidden', `the refreshed token no longer allows room ${room.name}`))
         break
       }
+      case 'joined':
+        // a stream transport reopened its stream (for another room's join or leave): this room resumed on it
+        this.rooms.get(String(msg.room))?.applyJoined(msg as unknown as Joined<never>)
+        break
       case 'history_cleared':
         this.emit('history_cleared', msg as unknown as ClientEvents['history_cleared'])
         break

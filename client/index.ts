@@ -1,7 +1,7 @@
 import { SwitchboardClient, type ClientOptions } from './client.js'
 
 export { SwitchboardClient } from './client.js'
-export type { ClientOptions, ClientEvents, ReconnectOptions, WebSocketLike, WebSocketConstructor } from './client.js'
+export type { ClientOptions, ClientEvents, ReconnectOptions, WebSocketLike, WebSocketConstructor, TransportName } from './client.js'
 export { Room } from './room.js'
 export type { RoomEvents, StateEvent, PresenceEvent, GapEvent, RecoveredEvent } from './room.js'
 export { SwitchboardError } from '../protocol/frames.js'
