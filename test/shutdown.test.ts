@@ -1,23 +1,8 @@
 import t from 'tap'
-import net from 'node:net'
 import { join } from 'node:path'
 import { startServer, root, freePort } from './support/process.js'
-import { TestClient, tryUpgrade } from './support/ws-client.js'
+import { stubbornClient, TestClient, tryUpgrade } from './support/ws-client.js'
 import { tempDir } from './support/helper.js'
-
-/** A raw TCP client that completes the upgrade and then never reads or answers: it holds shutdown open. */
-async function stubbornClient (port: number): Promise<net.Socket> {
-  const socket = net.connect(port, '127.0.0.1')
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', reject)
-    socket.once('connect', () => {
-      socket.write('GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
-    })
-    socket.once('data', chunk => chunk.toString().startsWith('HTTP/1.1 101') ? resolve() : reject(new Error(chunk.toString())))
-  })
-  socket.on('error', () => {})
-  return socket
-}
 
 t.test('SIGTERM: every client gets server_shutdown then close 1001, and the process exits 0', async t => {
   const srv = await startServer(t, { DATA_DIR: tempDir(t), MAX_CONNECTIONS_PER_CLIENT: '100' })

@@ -3,7 +3,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { connect } from 'node:net'
 import { createSigner } from 'fast-jwt'
 import { build, requestJson, tempDir, waitFor } from './support/helper.js'
-import { TestClient } from './support/ws-client.js'
+import { stubbornClient, TestClient } from './support/ws-client.js'
 import { freePort, startServer } from './support/process.js'
 import { parseSse, SseClient, StreamReader } from './support/stream-clients.js'
 
@@ -215,6 +215,35 @@ t.test('graceful shutdown: server_shutdown (with retry:) then the end of the str
   await reader.ended
   await closing
   t.pass('the stream ended and the server closed')
+})
+
+t.test('a stream opened while the server shuts down gets 200, server_shutdown with retry: and the position it sent, then the end (a 503 would stop an EventSource for good)', async t => {
+  const { url, port, app } = await build(t)
+  const first = new StreamReader(`${url}/sse?rooms=news`)
+  const joined = await first.log.next('joined')
+  // a client that never answers the close holds the shutdown open (up to its close timeout) while the new streams arrive
+  const stubborn = await stubbornClient(port)
+  t.teardown(() => { stubborn.destroy() })
+  const closing = app.close()
+  await first.log.next('server_shutdown')
+  const at = `news:${joined.data.epoch}:0`
+  const sse = await fetch(`${url}/sse?rooms=news`, { headers: { 'last-event-id': at } })
+  t.equal(sse.status, 200, 'not an error status: the EventSource reconnects')
+  t.match(sse.headers.get('content-type'), /^text\/event-stream/)
+  const text = await sse.text()
+  t.match(text, /^retry: \d+\n/, 'retry: says when to come back')
+  const { events } = parseSse(text)
+  t.same(events.map(e => e.event), ['server_shutdown'], 'only the notice, then the end of the response')
+  t.equal(events[0].id, at, 'the id is the position the client sent: its Last-Event-ID is kept')
+  t.match(events[0].data, { type: 'server_shutdown', reason: 'server_shutdown', reconnectAfterMs: Number })
+  const nd = await fetch(`${url}/stream?rooms=news&lastEventId=${encodeURIComponent(at)}`)
+  t.equal(nd.status, 200)
+  const line = JSON.parse((await nd.text()).trim())
+  t.match(line, { id: at, event: 'server_shutdown', data: { type: 'server_shutdown', reconnectAfterMs: Number } })
+  const refused = await fetch(`${url}/sse?rooms=news`, { headers: { 'last-event-id': 'not an id' } })
+  t.equal(refused.status, 400, 'the request is still checked first: a bad Last-Event-ID is refused with its reason')
+  stubborn.destroy()
+  await closing
 })
 
 t.test('admin: GET /api/admin/connections lists streams by protocol; a disconnect sends `disconnected` and ends the stream; metrics by protocol', async t => {

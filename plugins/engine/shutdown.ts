@@ -13,12 +13,21 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Tells every session the server is going away in its protocol's words, closes it and waits for the sockets to go. */
     disconnectAll: (reason: string) => Promise<void>
+    /** What `server_shutdown` says once shutdown has begun (null before): the notice a stream opened during shutdown is answered with. */
+    shutdownNotice: () => ShutdownNotice | null
   }
   interface FastifyContextConfig {
-    /** The route is still served while the server shuts down (liveness, readiness). */
+    /**
+     * The route is still served while the server shuts down: liveness and
+     * readiness, and the HTTP streams, which answer with the shutdown notice
+     * (an EventSource refused with 503 would never reconnect).
+     */
     answersWhileClosing?: boolean
   }
 }
+
+/** The body of `server_shutdown`: why, and when to come back. */
+export interface ShutdownNotice { reason: string, reconnectAfterMs: number, timestamp: string }
 
 function closed (conn: Session): Promise<void> {
   if (conn.socket.readyState === 3) return Promise.resolve()
@@ -35,12 +44,16 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
   const reconnectAfterMs = opts.reconnectAfterMs ?? 1000
   const closeTimeoutMs = opts.closeTimeoutMs ?? 2000
   let startedAt = 0
+  let notice: ShutdownNotice | null = null
+
+  app.decorate('shutdownNotice', () => notice ?? (app.statusReport.shuttingDown ? { reason: 'server_shutdown', reconnectAfterMs, timestamp: new Date().toISOString() } : null))
 
   app.decorate('disconnectAll', async function disconnectAll (reason: string) {
     const conns = [...app.sessions.all()]
-    const notice = { reason, reconnectAfterMs, timestamp: new Date().toISOString() }
+    const told: ShutdownNotice = { reason, reconnectAfterMs, timestamp: new Date().toISOString() }
+    notice = told
     const gone = Promise.all(conns.map(closed))
-    for (const conn of conns) app.sessions.goodbye(conn, notice)
+    for (const conn of conns) app.sessions.goodbye(conn, told)
     let timer: NodeJS.Timeout | undefined
     const timedOut = await Promise.race([
       gone.then(() => false),

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, preHandlerAsyncHookHandler, RouteGenericInterface } from 'fastify'
 import { randomUUID } from 'node:crypto'
 import type { WebSocket } from 'ws'
-import { anonymousClientId, requestedClientId, type Session, type SessionProtocol } from './sessions.js'
+import { anonymousClientId, requestedClientId, textFrame, type Session, type SessionProtocol } from './sessions.js'
 import { acceptStream, type StreamEncoder, type StreamSession } from './http-stream.js'
 import { refuseUnauthenticated } from './auth.js'
 import { errorBody } from '../core/errors.js'
@@ -98,7 +98,7 @@ export default fp(async function upgradeRoutes (app) {
    * protocol's, then a connection slot, then the backend's connect hook
    * (preHandler). `own`: the client id a protocol names itself.
    */
-  const preamble = (token: boolean, check: preHandlerAsyncHookHandler | undefined, protocol: SessionProtocol, own?: (request: FastifyRequest) => string | undefined) => {
+  const preamble = (token: boolean, check: preHandlerAsyncHookHandler | undefined, protocol: SessionProtocol, own?: (request: FastifyRequest) => string | undefined, beforeSlot?: preHandlerAsyncHookHandler) => {
     const requireToken = token && app.auth.enabled
     // last: a refused, over-limit or unauthenticated request never reaches the backend
     const connectHook: preHandlerAsyncHookHandler | undefined = hooks.has('connect')
@@ -120,7 +120,7 @@ export default fp(async function upgradeRoutes (app) {
         }
       ],
       // the slot after the protocol's checks, so a refused request never holds one
-      preHandler: [...(check === undefined ? [] : [check]), app.acquireConnectionSlot, ...(connectHook === undefined ? [] : [connectHook])]
+      preHandler: [...(check === undefined ? [] : [check]), ...(beforeSlot === undefined ? [] : [beforeSlot]), app.acquireConnectionSlot, ...(connectHook === undefined ? [] : [connectHook])]
     }
   }
   const rejected = (request: FastifyRequest, reply: FastifyReply) => {
@@ -155,17 +155,37 @@ export default fp(async function upgradeRoutes (app) {
   }
 
   const declareStream: DeclareStreamRoute = function (this: FastifyInstance, route) {
+    /**
+     * A stream opened while the server shuts down (a client's reconnect, often
+     * an EventSource's own) is answered as one that was open: 200, the
+     * `server_shutdown` event in its format (with the position the client sent,
+     * and `retry`), then the end. A 503 would be final for an EventSource: it
+     * never reconnects after an error status.
+     */
+    const closing = async (request: FastifyRequest, reply: FastifyReply) => {
+      const notice = app.shutdownNotice()
+      if (notice === null) return
+      metrics.connectionRejections.inc({ reason: 'shutdown' })
+      const encoder = route.encoder(request as FastifyRequest<any>)
+      const body = encoder.encode(textFrame(JSON.stringify({ type: 'server_shutdown', ...notice }))) ?? ''
+      return reply.code(200)
+        .header('content-type', encoder.contentType)
+        .header('cache-control', 'no-cache, no-transform')
+        .header('connection', 'close')
+        .send(body)
+    }
     this.get<RouteGenericInterface>(route.url, {
       // a stream has no head to give
       exposeHeadRoute: false,
-      config: { tokenInQuery: true },
+      // answered while closing: by `closing`, after the protocol's checks (origin, token, query) and before a slot
+      config: { tokenInQuery: true, answersWhileClosing: true },
       schema: route.schema,
       onRequest: async () => { metrics.connectionAttempts.inc() },
       onResponse: async (request: FastifyRequest, reply: FastifyReply) => {
         // only refused requests get here: an accepted stream is hijacked
         if (reply.statusCode >= 400) rejected(request, reply)
       },
-      ...preamble(true, route.check, route.protocol)
+      ...preamble(true, route.check, route.protocol, undefined, closing)
     }, async (request, reply) => {
       const typed = request as FastifyRequest<any>
       const grant = hooks.grantOf(request)
@@ -176,4 +196,4 @@ export default fp(async function upgradeRoutes (app) {
   }
   app.decorate('streamRoute', declareStream)
   app.decorate('upgradeRoute', declare)
-}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['sessions', 'auth', 'cors', 'limits', 'heartbeat', 'metrics', 'status', 'websocket', 'proxy'] })
+}, { name: 'upgrade-routes', fastify: '5.x', dependencies: ['sessions', 'auth', 'cors', 'limits', 'heartbeat', 'metrics', 'status', 'websocket', 'proxy', 'shutdown'] })

@@ -1,5 +1,6 @@
 import WebSocket, { type ClientOptions } from 'ws'
 import http from 'node:http'
+import net from 'node:net'
 
 export type Msg = Record<string, any>
 
@@ -142,4 +143,18 @@ export async function tryUpgrade (wsUrl: string, opts: { headers?: Record<string
       if (!(err.message ?? '').startsWith('Unexpected server response')) reject(err)
     })
   })
+}
+
+/** A raw TCP client that completes the upgrade and then never reads or answers: it holds shutdown open. */
+export async function stubbornClient (port: number): Promise<net.Socket> {
+  const socket = net.connect(port, '127.0.0.1')
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject)
+    socket.once('connect', () => {
+      socket.write('GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+    })
+    socket.once('data', chunk => chunk.toString().startsWith('HTTP/1.1 101') ? resolve() : reject(new Error(chunk.toString())))
+  })
+  socket.on('error', () => {})
+  return socket
 }
