@@ -106,6 +106,12 @@ export function targets (res: BenchResults): Target[] {
     const mem = (r: any) => r?.ok ? r.steps?.[0]?.serverRssPerOpenDocumentKB : undefined
     out.push({ scenario: 'S10', target: 'server RSS per open document (with its editors)', measured: `Switchboard ${f(mem(sb))} KB, Hocuspocus ${f(mem(hp))} KB`, ok: null, noBar: true })
   }
+  if (res.scenarios.S12) {
+    const soak = s('S12', 'switchboard')
+    const ok = soak?.ok === true
+    out.push({ scenario: 'S12', target: 'soak: RSS slope over the second half < 1 MB per 10 minutes', measured: ok ? `${f(soak.rssSlopeMbPer10Min, 2)} MB / 10 min (${f(soak.minutes, 2)} min, ${f(soak.sessionsOpened)} sessions)` : '–', ok: ok ? soak.rssSlopeMbPer10Min < 1 : null })
+    out.push({ scenario: 'S12', target: 'soak: open fds back to the count before the first client, 0 connections, once the clients are gone', measured: ok ? `${f(soak.fdsAfter)} fds after, ${f(soak.fdsBefore)} before; ${f(soak.connectionsAfter)} connections` : '–', ok: ok ? soak.fdsAfter <= soak.fdsBefore && soak.connectionsAfter === 0 : null })
+  }
   if (res.scenarios.S8?.skipped) out.push({ scenario: 'S8', target: 'cross-instance deliveries, added p99, 0 pub/sub messages at an instance without members', measured: `not run: ${res.scenarios.S8.skipped}`, ok: null })
   else if (res.scenarios.S8) {
     const sb = s('S8', 'switchboard')
@@ -255,6 +261,14 @@ export function renderMarkdown (res: BenchResults): string {
       }
     } else if (id === 'S11') {
       scalingSection(lines, sc.servers)
+    } else if (id === 'S12') {
+      lines.push('Run by `bench/soak.ts` (its own server process on core 0, the generator on core 1): native, Pusher, y-websocket and SSE sessions in equal parts, each living 3–12 s then leaving (one in ten without a close), kept at the population; one sample per row.')
+      lines.push('')
+      lines.push('| s | sessions opened | connections | RSS MB | heap MB | fds | event-loop p99 ms | store MB |')
+      lines.push('|---|---|---|---|---|---|---|---|')
+      const r = sc.servers.switchboard
+      if (!r?.ok) lines.push(`| failed: ${r?.error} | | | | | | | |`)
+      else for (const x of [...r.samples, r.after]) lines.push(`| ${f(x.atSec)} | ${f(x.sessionsOpened)} | ${f(x.connections)} | ${f(x.rssMb, 1)} | ${f(x.heapMb, 1)} | ${f(x.fds)} | ${f(x.eventLoopP99Ms, 1)} | ${f(x.storeMb, 2)} |`)
     } else if (id === 'S1') {
       lines.push('| server | connections | RSS bytes/conn | heap bytes/conn | external bytes/conn | RSS loaded (MB) | connect time (s) |')
       lines.push('|---|---|---|---|---|---|---|')

@@ -4,7 +4,7 @@
  *   npm run bench                 quick (a few minutes)
  *   npm run bench -- --full       the issue's sizes
  *   node dist/bench/run.js --tiny --out DIR --no-docs   (the CI smoke test)
- *   --only S2,S5                  a subset
+ *   --only S2,S5                  a subset (`--only soak`: S12, the soak)
  *   --servers switchboard,raw-ws  only these servers
  *   --rates 500,1000 --step-ms 10000   other rate steps (e.g. a long steady step to profile)
  * S8 (two instances + Redis) starts a private redis-server on a free port per
@@ -152,7 +152,8 @@ const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
   S8: { title: 'two instances + Redis', servers: ['switchboard', 'socket.io'] },
   S9: { title: 'Pusher protocol fan-out', servers: ['pusher', 'native'] },
   S10: { title: 'Yjs documents', servers: ['switchboard', 'hocuspocus'] },
-  S11: { title: 'how cost grows', servers: ['switchboard', 'raw-ws'] }
+  S11: { title: 'how cost grows', servers: ['switchboard', 'raw-ws'] },
+  S12: { title: 'soak', servers: ['switchboard'] }
 }
 
 /**
@@ -161,6 +162,20 @@ const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
  * protocol-7 sockets; @hocuspocus/provider): not pinned to a core.
  */
 interface S9Params { subscribers: number, events: number, inflight: number }
+/** S12 (`--only soak`): bench/soak.ts; a sample every `sampleSec`. */
+interface S12Params { minutes: number, sampleSec: number, population: number }
+const soakSizes: Record<typeof mode, S12Params> = {
+  tiny: { minutes: 0.15, sampleSec: 3, population: 16 },
+  quick: { minutes: 3, sampleSec: 10, population: 120 },
+  full: { minutes: 30, sampleSec: 60, population: 400 }
+}
+
+/** S12: the soak, one server under a steady churn of native, Pusher, Yjs and SSE clients (bench/soak.ts). */
+async function runSoak (): Promise<Record<string, unknown>> {
+  const p = soakSizes[mode]
+  const out = await runScript('soak.js', ['--minutes', String(p.minutes), '--sample-sec', String(p.sampleSec), '--population', String(p.population)], p.minutes * 60000 + 600000)
+  return { switchboard: { ok: true, ...JSON.parse(out.slice(out.indexOf('{'))) } }
+}
 interface S10Params { docs: number, editors: number, rates: number[], seconds: number, maxP99Ms: number, minDelivered: number }
 const externalSizes: Record<typeof mode, { S9: S9Params, S10: S10Params }> = {
   tiny: { S9: { subscribers: 20, events: 10, inflight: 4 }, S10: { docs: 2, editors: 2, rates: [2], seconds: 1, maxP99Ms: 50, minDelivered: 0.999 } },
@@ -557,7 +572,8 @@ if (values.render) {
   process.exit(0)
 }
 
-const only = values.only?.split(',').map(s => s.trim().toUpperCase())
+// `soak` is S12's name on the command line
+const only = values.only?.split(',').map(s => s.trim().toUpperCase()).map(s => s === 'SOAK' ? 'S12' : s)
 // --servers switchboard,raw-ws: only these servers (profiling one, comparing two)
 const onlyServers = values.servers?.split(',').map(s => s.trim())
 const results: BenchResults = {
@@ -570,13 +586,13 @@ const results: BenchResults = {
 const startedAt = Date.now()
 for (const [scenario, { title, servers }] of Object.entries(SCENARIOS)) {
   if (only && !only.includes(scenario)) continue
-  if (scenario === 'S9' || scenario === 'S10') {
+  if (scenario === 'S9' || scenario === 'S10' || scenario === 'S12') {
     if (onlyServers) continue
-    results.params[scenario] = externalSizes[mode][scenario]
+    results.params[scenario] = scenario === 'S12' ? soakSizes[mode] : externalSizes[mode][scenario]
     process.stderr.write(`${scenario} ${title}…`)
     const began = Date.now()
     try {
-      results.scenarios[scenario] = { title, servers: await (scenario === 'S9' ? runPusher() : runYjs()) }
+      results.scenarios[scenario] = { title, servers: await (scenario === 'S9' ? runPusher() : scenario === 'S10' ? runYjs() : runSoak()) }
       process.stderr.write(` ${((Date.now() - began) / 1000).toFixed(1)} s\n`)
     } catch (err) {
       results.scenarios[scenario] = { title, servers: { switchboard: { ok: false, error: String((err as Error).message ?? err) } } }

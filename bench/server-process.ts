@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-export interface BenchServer { port: number, pid: number, stop: () => void }
+export interface BenchServer { port: number, pid: number, dataDir: string, stop: () => void }
 
 export async function startBenchServer (name: string, env: Record<string, string> = {}): Promise<BenchServer> {
   const dataDir = mkdtempSync(join(tmpdir(), `switchboard-bench-${name}-`))
@@ -40,5 +40,5 @@ export async function startBenchServer (name: string, env: Record<string, string
     child.once('exit', code => reject(new Error(`server exited ${code}`)))
   })
   child.stdout!.resume()
-  return { port, pid: child.pid!, stop: () => { child.kill('SIGTERM'); rmSync(dataDir, { recursive: true, force: true }) } }
+  return { port, pid: child.pid!, dataDir, stop: () => { child.kill('SIGTERM'); rmSync(dataDir, { recursive: true, force: true }) } }
 }
