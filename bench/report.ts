@@ -25,6 +25,59 @@ function throughput (r: any): number | undefined {
   return r?.ok && r.best ? r.best.deliveriesPerSecond : r?.ok ? 0 : undefined
 }
 
+/**
+ * The goals of the third performance round, each from this run: S3 and S4 at
+ * the store's cost (history on, every publish committed before its ack),
+ * S6's HTTP path, S9's Pusher fan-out, S10's Yjs against Hocuspocus, S12's soak.
+ */
+export function goals (res: BenchResults): Target[] {
+  const out: Target[] = []
+  const s = (id: string, server: string) => res.scenarios[id]?.servers[server]
+  const check = (value: number | undefined, cmp: (v: number) => boolean) => value === undefined ? null : cmp(value)
+  if (res.scenarios.S3) {
+    const vs = ratio(throughput(s('S3', 'switchboard')), throughput(s('S3', 'raw-ws')))
+    out.push({ scenario: 'S3', target: 'deliveries/s, history on, ≥ 1.0× raw ws', measured: `${f(vs, 2)}×`, ok: check(vs, v => v >= 1) })
+    const stepsOf = (name: string): StepResult[] => s('S3', name)?.steps ?? []
+    const rates = ['switchboard', 'raw-ws'].map(n => new Set(stepsOf(n).map(st => st.rate)))
+    const common = [...rates[0]].filter(r => rates[1].has(r)).sort((a, b) => b - a)[0]
+    const cpu = (name: string) => stepsOf(name).filter(st => st.rate === common && st.repeated !== true)[0]?.serverCpuUsPerDelivery
+    const cpuRaw = ratio(cpu('raw-ws'), cpu('switchboard'))
+    out.push({ scenario: 'S3', target: `server CPU per delivery at ${f(common)}/s, raw ws ÷ Switchboard ≥ 0.9`, measured: `${f(cpuRaw, 2)} (${f(cpu('switchboard'), 1)} vs ${f(cpu('raw-ws'), 1)} µs)`, ok: check(cpuRaw, v => v >= 0.9) })
+  }
+  if (res.scenarios.S4) {
+    const p99 = (name: string) => judged(s('S4', name))?.latencyMs.p99
+    const vs = ratio(p99('switchboard'), p99('raw-ws'))
+    out.push({ scenario: 'S4', target: 'p99 ≤ 1.5× raw ws', measured: `${f(vs, 2)}× (${f(p99('switchboard'), 2)} vs ${f(p99('raw-ws'), 2)} ms)`, ok: check(vs, v => v <= 1.5) })
+  }
+  if (res.scenarios.S6) {
+    const cpu = (name: string) => s('S6', name)?.ok ? s('S6', name).serverCpuUsPerRequest : undefined
+    const vs = ratio(cpu('fastify-hello'), cpu('switchboard'))
+    out.push({ scenario: 'S6', target: 'POST /api/send server CPU per request, bare Fastify ÷ Switchboard ≥ 0.6', measured: `${f(vs, 2)} (${f(cpu('switchboard'), 1)} vs ${f(cpu('fastify-hello'), 1)} µs)`, ok: check(vs, v => v >= 0.6) })
+  }
+  if (res.scenarios.S9) {
+    const cpu = (name: string) => s('S9', name)?.ok ? s('S9', name).serverCpuUsPerDelivery : undefined
+    const vs = ratio(cpu('pusher'), cpu('native'))
+    out.push({ scenario: 'S9', target: 'Pusher fan-out server CPU per delivery ≤ 1.1× native', measured: `${f(vs, 2)}× (${f(cpu('pusher'), 2)} vs ${f(cpu('native'), 2)} µs)`, ok: check(vs, v => v <= 1.1) })
+  }
+  if (res.scenarios.S10) {
+    const sb = s('S10', 'switchboard')
+    const hp = s('S10', 'hocuspocus')
+    const best = (r: any) => r?.ok ? (r.best?.updatesSentPerSecond ?? 0) : undefined
+    const rate = ratio(best(sb), best(hp))
+    out.push({ scenario: 'S10', target: 'Yjs updates/s at p99 ≤ 50 ms (committed first) ≥ 1.0× @hocuspocus/server', measured: `${f(rate, 2)}× (${f(best(sb))} vs ${f(best(hp))} /s)`, ok: check(rate, v => v >= 1) })
+    const cpu = (r: any) => r?.ok ? (r.best ?? r.steps?.[0])?.serverCpuUsPerUpdate : undefined
+    const per = ratio(cpu(sb), cpu(hp))
+    out.push({ scenario: 'S10', target: 'Yjs server CPU per update ≤ 1.0× @hocuspocus/server', measured: `${f(per, 2)}× (${f(cpu(sb))} vs ${f(cpu(hp))} µs)`, ok: check(per, v => v <= 1) })
+  }
+  if (res.scenarios.S12) {
+    const soak = s('S12', 'switchboard')
+    const ok = soak?.ok === true
+    out.push({ scenario: 'S12', target: 'soak: RSS slope over the second half < 1 MB per 10 minutes', measured: ok ? `${f(soak.rssSlopeMbPer10Min, 2)} MB / 10 min (${f(soak.minutes, 2)} min, ${f(soak.sessionsOpened)} sessions)` : '–', ok: ok ? soak.rssSlopeMbPer10Min < 1 : null })
+    out.push({ scenario: 'S12', target: 'soak: open fds back to the count before the first client, 0 connections, once the clients are gone', measured: ok ? `${f(soak.fdsAfter)} fds after, ${f(soak.fdsBefore)} before; ${f(soak.connectionsAfter)} connections` : '–', ok: ok ? soak.fdsAfter <= soak.fdsBefore && soak.connectionsAfter === 0 : null })
+  }
+  return out
+}
+
 export function targets (res: BenchResults): Target[] {
   const out: Target[] = []
   const s = (id: string, server: string) => res.scenarios[id]?.servers[server]
@@ -105,12 +158,6 @@ export function targets (res: BenchResults): Target[] {
     out.push({ scenario: 'S10', target: 'server CPU per update, Switchboard ÷ Hocuspocus', measured: `${f(ratio(cpu(sb), cpu(hp)), 2)}× (${f(cpu(sb))} vs ${f(cpu(hp))} µs)`, ok: null, noBar: true })
     const mem = (r: any) => r?.ok ? r.steps?.[0]?.serverRssPerOpenDocumentKB : undefined
     out.push({ scenario: 'S10', target: 'server RSS per open document (with its editors)', measured: `Switchboard ${f(mem(sb))} KB, Hocuspocus ${f(mem(hp))} KB`, ok: null, noBar: true })
-  }
-  if (res.scenarios.S12) {
-    const soak = s('S12', 'switchboard')
-    const ok = soak?.ok === true
-    out.push({ scenario: 'S12', target: 'soak: RSS slope over the second half < 1 MB per 10 minutes', measured: ok ? `${f(soak.rssSlopeMbPer10Min, 2)} MB / 10 min (${f(soak.minutes, 2)} min, ${f(soak.sessionsOpened)} sessions)` : '–', ok: ok ? soak.rssSlopeMbPer10Min < 1 : null })
-    out.push({ scenario: 'S12', target: 'soak: open fds back to the count before the first client, 0 connections, once the clients are gone', measured: ok ? `${f(soak.fdsAfter)} fds after, ${f(soak.fdsBefore)} before; ${f(soak.connectionsAfter)} connections` : '–', ok: ok ? soak.fdsAfter <= soak.fdsBefore && soak.connectionsAfter === 0 : null })
   }
   if (res.scenarios.S8?.skipped) out.push({ scenario: 'S8', target: 'cross-instance deliveries, added p99, 0 pub/sub messages at an instance without members', measured: `not run: ${res.scenarios.S8.skipped}`, ok: null })
   else if (res.scenarios.S8) {
@@ -224,7 +271,16 @@ export function renderMarkdown (res: BenchResults): string {
   lines.push('')
   lines.push('![throughput and p99 per scenario and server](benchmarks.svg)')
   lines.push('')
-  lines.push('### Targets (ratios from this run)')
+  const round = goals(res)
+  if (round.length > 0) {
+    lines.push('### Goals of the third performance round (ratios from this run)')
+    lines.push('')
+    lines.push('| scenario | goal | measured | met |')
+    lines.push('|---|---|---|---|')
+    for (const t of round) lines.push(`| ${t.scenario} | ${t.target} | ${t.measured} | ${t.ok === null ? 'not measured' : t.ok ? 'yes' : 'no'} |`)
+    lines.push('')
+  }
+  lines.push('### Targets of earlier rounds (ratios from this run)')
   lines.push('')
   lines.push('| scenario | target | measured | met |')
   lines.push('|---|---|---|---|')
