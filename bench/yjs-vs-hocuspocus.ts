@@ -4,15 +4,21 @@
  * no store), same run, same machine, the same real @hocuspocus/provider
  * clients in this process:
  *   npm run bench:yjs [-- --docs 100 --editors 5 --rate 2 --seconds 10]
+ *     [--servers switchboard,hocuspocus] [--baseline OTHER/dist] [--cpu-prof DIR]
+ * As in the other scenarios, each server runs pinned to core 0 and this
+ * process (the providers) to core 1, when there are two cores and `taskset`.
+ * `--baseline`: also runs the Switchboard built in another checkout's dist/
+ * (before/after a change, same session); `--cpu-prof`: the Switchboard
+ * servers write a V8 CPU profile there (node --cpu-prof) when they exit.
  * Each editor sets its own key of a Y.Map to Date.now() `rate` times a
  * second; every other editor of the document records the delay until it
  * sees it. Reported per server: updates/s sent and delivered, delivery p50/p99,
  * server CPU per sent update, server RSS per open document (with its editors).
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { cpus, tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import pidusage from 'pidusage'
 import WebSocket from 'ws'
@@ -25,16 +31,35 @@ const { values } = parseArgs({
     docs: { type: 'string', default: '100' },
     editors: { type: 'string', default: '5' },
     rate: { type: 'string', default: '2' },
-    seconds: { type: 'string', default: '10' }
+    seconds: { type: 'string', default: '10' },
+    servers: { type: 'string', default: 'switchboard,hocuspocus' },
+    baseline: { type: 'string' },
+    'cpu-prof': { type: 'string' }
   }
 })
 const DOCS = Number(values.docs)
 const EDITORS = Number(values.editors)
 const RATE = Number(values.rate)
 const SECONDS = Number(values.seconds)
+const SERVERS = values.servers.split(',').map(s => s.trim())
+if (values.baseline) SERVERS.splice(1, 0, 'switchboard-baseline')
+
+/** Server on core 0, providers on core 1 (bench/run.ts pins its scenarios the same way). */
+const pinning = cpus().length >= 2 && hasTaskset()
+function hasTaskset (): boolean {
+  try {
+    execFileSync('taskset', ['-V'], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+if (pinning) execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)], { stdio: 'ignore' })
 
 async function start (name: string, args: string[], env: Record<string, string>, ready: RegExp): Promise<{ proc: ChildProcess, port: number }> {
-  const proc = spawn(process.execPath, args, { cwd: root, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+  // taskset execs node: the pid is the server's, and every thread it starts stays on core 0
+  const [command, argv] = pinning ? ['taskset', ['-c', '0', process.execPath, ...args]] : [process.execPath, args]
+  const proc = spawn(command, argv, { cwd: root, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   const port = await new Promise<number>((resolve, reject) => {
     proc.stdout!.on('data', (c: Buffer) => {
@@ -46,6 +71,14 @@ async function start (name: string, args: string[], env: Record<string, string>,
   })
   proc.stdout!.resume()
   return { proc, port }
+}
+
+/** SIGTERM, then the exit (a --cpu-prof profile is written on the way out). */
+async function stop (proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return
+  const exited = new Promise(resolve => proc.once('exit', resolve))
+  proc.kill('SIGTERM')
+  await exited
 }
 
 function percentile (sorted: number[], p: number): number {
@@ -116,26 +149,31 @@ async function run (name: string, proc: ChildProcess, url: string) {
 }
 
 const results = []
-{
-  const dir = mkdtempSync(join(tmpdir(), 'yjs-bench-'))
-  const { proc, port } = await start('switchboard', [join(root, 'dist', 'server.js')], {
-    PORT: '0', DATA_DIR: dir, LOG_LEVEL: 'info', MAX_CONNECTIONS: '100000', MAX_CONNECTIONS_PER_CLIENT: '100000', YJS_UPDATES_PER_SECOND: '1000', YJS_MAX_DOCUMENTS_PER_CONNECTION: '20', MAX_PENDING_CONNECTIONS: '100000', MAX_PENDING_CONNECTIONS_PER_CLIENT: '100000'
-  }, /"event":"server\.listening"[^\n]*"port":(\d+)/)
-  try {
-    results.push(await run('switchboard (SQLite, committed before relayed)', proc, `ws://127.0.0.1:${port}/collab`))
-  } finally {
-    proc.kill('SIGTERM')
-    rmSync(dir, { recursive: true, force: true })
+for (const server of SERVERS) {
+  if (server === 'switchboard' || server === 'switchboard-baseline') {
+    const dist = server === 'switchboard' ? join(root, 'dist') : resolve(values.baseline!)
+    const dir = mkdtempSync(join(tmpdir(), 'yjs-bench-'))
+    const prof = values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', resolve(values['cpu-prof']), '--cpu-prof-name', `${server}-${Date.now()}.cpuprofile`] : []
+    const { proc, port } = await start(server, [...prof, join(dist, 'server.js')], {
+      PORT: '0', DATA_DIR: dir, LOG_LEVEL: 'info', MAX_CONNECTIONS: '100000', MAX_CONNECTIONS_PER_CLIENT: '100000', YJS_UPDATES_PER_SECOND: '1000', YJS_MAX_DOCUMENTS_PER_CONNECTION: '20', MAX_PENDING_CONNECTIONS: '100000', MAX_PENDING_CONNECTIONS_PER_CLIENT: '100000'
+    }, /"event":"server\.listening"[^\n]*"port":(\d+)/)
+    try {
+      results.push(await run(`${server} (SQLite, committed before relayed)`, proc, `ws://127.0.0.1:${port}/collab`))
+    } finally {
+      await stop(proc)
+      rmSync(dir, { recursive: true, force: true })
+    }
+  } else if (server === 'hocuspocus') {
+    const port = await freePort()
+    const { proc } = await start('hocuspocus', [join(root, 'dist', 'bench', 'servers', 'hocuspocus.js')], { PORT: String(port) }, /"port":(\d+)/)
+    try {
+      results.push(await run('@hocuspocus/server 3.4.4 (memory only)', proc, `ws://127.0.0.1:${port}`))
+    } finally {
+      await stop(proc)
+    }
+  } else {
+    throw new Error(`--servers: unknown server ${server} (switchboard, hocuspocus)`)
   }
 }
-{
-  const port = await freePort()
-  const { proc } = await start('hocuspocus', [join(root, 'dist', 'bench', 'servers', 'hocuspocus.js')], { PORT: String(port) }, /"port":(\d+)/)
-  try {
-    results.push(await run('@hocuspocus/server 3.4.4 (memory only)', proc, `ws://127.0.0.1:${port}`))
-  } finally {
-    proc.kill('SIGTERM')
-  }
-}
-console.log(JSON.stringify({ node: process.version, docs: DOCS, editorsPerDoc: EDITORS, updatesPerEditorPerSecond: RATE, seconds: SECONDS, results }, null, 2))
+console.log(JSON.stringify({ node: process.version, pinned: pinning, docs: DOCS, editorsPerDoc: EDITORS, updatesPerEditorPerSecond: RATE, seconds: SECONDS, results }, null, 2))
 process.exit(0)
