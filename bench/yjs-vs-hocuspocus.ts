@@ -8,8 +8,8 @@
  * As in the other scenarios, each server runs pinned to core 0 and this
  * process (the providers) to core 1, when there are two cores and `taskset`.
  * `--baseline`: also runs the Switchboard built in another checkout's dist/
- * (before/after a change, same session); `--cpu-prof`: the Switchboard
- * servers write a V8 CPU profile there (node --cpu-prof) when they exit.
+ * (before/after a change, same session); `--cpu-prof`: every server writes
+ * a V8 CPU profile there (node --cpu-prof) when it exits.
  * Each editor sets its own key of a Y.Map to Date.now() `rate` times a
  * second; every other editor of the document records the delay until it
  * sees it. Reported per server: updates/s sent and delivered, delivery p50/p99,
@@ -173,7 +173,8 @@ for (const server of SERVERS) {
     }
   } else if (server === 'hocuspocus') {
     const port = await freePort()
-    const { proc } = await start('hocuspocus', [join(root, 'dist', 'bench', 'servers', 'hocuspocus.js')], { PORT: String(port) }, /"port":(\d+)/)
+    const prof = values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', resolve(values['cpu-prof']), '--cpu-prof-name', `hocuspocus-${Date.now()}.cpuprofile`] : []
+    const { proc } = await start('hocuspocus', [...prof, join(root, 'dist', 'bench', 'servers', 'hocuspocus.js')], { PORT: String(port) }, /"port":(\d+)/)
     try {
       results.push(await run('@hocuspocus/server 3.4.4 (memory only)', proc, `ws://127.0.0.1:${port}`))
     } finally {

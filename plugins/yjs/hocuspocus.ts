@@ -110,7 +110,8 @@ export class HocuspocusConnection {
     }
     const body = data.subarray(decoder.pos)
     // 4.x `sessionAwareness`: "name\0session" routes to the document `name`
-    const name = key.split('\0')[0]
+    const zero = key.indexOf('\0')
+    const name = zero < 0 ? key : key.slice(0, zero)
     let entry = this.attached.get(key)
     if (type === HocuspocusType.auth) {
       decoding.readVarUint(decoder)
