@@ -16,7 +16,7 @@
  * server CPU per sent update, server RSS per open document (with its editors).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -81,6 +81,16 @@ async function stop (proc: ChildProcess): Promise<void> {
   await exited
 }
 
+/** User and system CPU ticks of a process (Linux /proc), or null elsewhere: how much of its CPU the kernel spent (socket writes, fsync). */
+function cpuTicks (pid: number): { user: number, system: number } | null {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return { user: Number(fields[11]), system: Number(fields[12]) }
+  } catch {
+    return null
+  }
+}
+
 function percentile (sorted: number[], p: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
 }
@@ -117,6 +127,7 @@ async function run (name: string, proc: ChildProcess, url: string) {
   await new Promise(resolve => setTimeout(resolve, 1000))
   const rssOpen = (await pidusage(pid)).memory
   const cpuBefore = (await pidusage(pid)).ctime
+  const ticksBefore = cpuTicks(pid)
   delays.length = 0
   const started = Date.now()
   const timers = editors.map((e, i) => setTimeout(() => {
@@ -140,6 +151,9 @@ async function run (name: string, proc: ChildProcess, url: string) {
     }
   }
   const cpuAfter = (await pidusage(pid)).ctime
+  const ticksAfter = cpuTicks(pid)
+  const user = ticksBefore && ticksAfter ? ticksAfter.user - ticksBefore.user : NaN
+  const system = ticksBefore && ticksAfter ? ticksAfter.system - ticksBefore.system : NaN
   for (const e of editors) e.provider.destroy()
   for (const s of sockets) s.destroy()
   const sorted = delays.sort((a, b) => a - b)
@@ -152,6 +166,7 @@ async function run (name: string, proc: ChildProcess, url: string) {
     p50Ms: percentile(sorted, 0.5),
     p99Ms: percentile(sorted, 0.99),
     serverCpuUsPerUpdate: Math.round((cpuAfter - cpuBefore) * 1000 / sent),
+    serverSystemCpuShare: Math.round(100 * system / (user + system)) / 100,
     serverRssPerOpenDocumentKB: Math.round((rssOpen - rssBefore) / DOCS / 1024)
   }
 }
