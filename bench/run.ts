@@ -159,7 +159,8 @@ const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
 /**
  * S9 and S10 run their own scripts (bench/pusher-fanout.ts, bench/yjs-vs-hocuspocus.ts),
  * which start their servers and drive the real clients (the `pusher` SDK and raw
- * protocol-7 sockets; @hocuspocus/provider): not pinned to a core.
+ * protocol-7 sockets; @hocuspocus/provider). S9 is not pinned to a core; S10's
+ * script pins each server to core 0 and its providers to core 1, as here.
  */
 interface S9Params { subscribers: number, events: number, inflight: number }
 /** S12 (`--only soak`): bench/soak.ts; a sample every `sampleSec`. */

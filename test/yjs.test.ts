@@ -131,6 +131,33 @@ t.test('an update over YJS_MAX_UPDATE_BYTES is refused with its limit; the conne
   t.equal(a.provider.wsconnected, true, 'the connection stayed open')
 })
 
+t.test('updates that arrive together are committed together: each checked on its own, a bad one refused before anything is stored, the others stored once and relayed in order', async t => {
+  const { app, url, dataDir } = await build(t)
+  const a = yEditor(t, url, 'batch-doc')
+  await synced(a)
+  const source = new Y.Doc()
+  const updates: Uint8Array[] = []
+  source.on('update', (u: Uint8Array) => updates.push(u))
+  source.getMap('m').set('one', 1)
+  source.getMap('m').set('two', 2)
+  source.getText('t').insert(0, 'three')
+  const garbage = Uint8Array.of(1, 200, 7, 7, 7) // not a Yjs update
+  const counters = (app.store as unknown as { counters: { commits: number } }).counters
+  const commitsBefore = counters.commits
+  const outcomes = await app.yjs.documents.use('batch-doc', doc => Promise.allSettled([
+    doc.submit(updates[0], null), doc.submit(garbage, null), doc.submit(updates[1], null), doc.submit(updates[2], null), doc.submit(updates[1], null)
+  ]))
+  t.same(outcomes.map(o => o.status === 'fulfilled' ? o.value : (o.reason as { code: string }).code), [true, 'invalid_update', true, true, false], 'the bad one refused, the repeated one unchanged, the others stored')
+  t.equal(counters.commits - commitsBefore, 1, 'the three updates share one store commit')
+  await waitFor(async () => a.doc.getText('t').toString() === 'three', 'the editor to receive the batch')
+  t.same(a.map.toJSON(), { one: 1, two: 2 })
+  // read beside the running server (before the compaction of its shutdown)
+  const db = new Database(join(dataDir, 'switchboard.db'), { readonly: true })
+  const rows = db.prepare('SELECT data FROM ydoc_update WHERE name = ? ORDER BY id').all('batch-doc') as Array<{ data: Buffer }>
+  db.close()
+  t.same(rows.map((r, i) => Buffer.compare(r.data, Buffer.from(updates[i]))), [0, 0, 0], 'the three good updates are stored, in order, and nothing else')
+})
+
 t.test('a document is unloaded after its last editor leaves, and loads again', async t => {
   const { url, app } = await build(t, { YJS_UNLOAD_AFTER_MS: '50' })
   const a = yEditor(t, url, 'unload-me')

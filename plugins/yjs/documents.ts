@@ -36,6 +36,21 @@ class Held {
   constructor (readonly peer: Peer | null) {}
 }
 
+/** An update waiting for its turn to be committed. */
+interface Submission {
+  update: Uint8Array
+  origin: Peer | null
+  checkContained: boolean
+  resolve: (changed: boolean) => void
+  reject: (err: Error) => void
+}
+
+/** An update of the batch being committed: `held` null when it added nothing (it is not stored). */
+interface Applied {
+  submission: Submission
+  held: Held | null
+}
+
 /** Where committed updates and awareness changes go to reach the other instances. */
 export interface DocumentRelay {
   /** Resolves once this instance receives the document's messages from the others. */
@@ -74,6 +89,13 @@ export interface DocumentsOptions {
   compactAfterUpdates: number
   /** JSON_MAX_DEPTH: the deepest an awareness state may nest [64]. */
   maxJsonDepth?: number
+  /**
+   * This instance is the only writer of its documents (SQLite, one process per
+   * data directory, no other instance): the Y.Doc in memory holds exactly
+   * what the store holds, so a compaction encodes it instead of reading and
+   * replaying the store.
+   */
+  exclusiveStore?: boolean
 }
 
 /**
@@ -132,6 +154,9 @@ export class CollabDocument {
   /** Awareness client ids each peer announced, removed when it leaves. */
   private readonly clientsOf = new Map<Peer, Set<number>>()
   private chain: Promise<unknown> = Promise.resolve()
+  /** Updates submitted since the last batch began, and whether a batch for them is on the chain. */
+  private waiting: Submission[] = []
+  private drainQueued = false
   private sinceCompaction = 0
   /** Memory holds an update the store refused and could not yet be rebuilt from the store. */
   private diverged = false
@@ -292,42 +317,96 @@ export class CollabDocument {
   /**
    * Commits an update, then applies and relays it. Resolves with whether it
    * changed anything; rejects with a DocumentError (nothing stored, nothing relayed).
+   * Updates submitted while earlier ones are being committed wait together
+   * and are committed together (`commitBatch`).
    */
   submit (update: Uint8Array, origin: Peer | null, checkContained = true): Promise<boolean> {
-    const run = this.chain.then(() => this.commit(update, origin, checkContained))
-    this.chain = run.catch(() => {})
-    return run
+    const done = new Promise<boolean>((resolve, reject) => {
+      this.waiting.push({ update, origin, checkContained, resolve, reject })
+    })
+    if (!this.drainQueued) {
+      this.drainQueued = true
+      const run = this.chain.then(() => {
+        this.drainQueued = false
+        const batch = this.waiting.splice(0)
+        // an unexpected error reaches every update of the batch not yet settled (settling twice does nothing)
+        return this.commitBatch(batch).catch(err => { for (const submission of batch) submission.reject(err as Error) })
+      })
+      this.chain = run.catch(() => {})
+    }
+    return done
   }
 
   /**
-   * Applies the update (with what it changes held back), commits it, then
-   * relays what it changed. An update Yjs cannot apply is refused before
-   * anything is stored; one the store refuses is rolled back by rebuilding the
-   * Y.Doc from the store. `checkContained`: a step 2 after a reconnect usually
-   * adds nothing, which only matters (a snapshot of the whole document) when
-   * the document is at its size limit.
+   * The updates that waited while the last batch was committed, in order:
+   * each is checked and applied on its own (what it changes held back), an
+   * update Yjs cannot apply is refused before anything is stored, then the
+   * applied ones are committed together (one store commit) and only then
+   * relayed and resolved, in order. An update that adds nothing to what
+   * memory holds waits for the commit of what it depends on.
    */
-  private async commit (update: Uint8Array, origin: Peer | null, checkContained: boolean): Promise<boolean> {
+  private async commitBatch (batch: Submission[]): Promise<void> {
+    let applied: Applied[] = []
+    for (const submission of batch) {
+      try {
+        const step = this.applyOne(submission, applied)
+        if (step === 'rollback' || step === 'diverged') {
+          // the updates applied so far are committed first: a rebuild from the store would drop them
+          await this.flush(applied)
+          applied = []
+          if (step === 'diverged') {
+            await this.rollBack()
+            if (this.diverged) throw new DocumentError('store_failed', 'the document cannot be read from the store; the update was not applied')
+            const again = this.applyOne(submission, applied)
+            if (again !== 'rollback' && again !== 'diverged') continue
+          }
+          // applied in part: memory is rebuilt from the store (the updates committed above included)
+          await this.rollBack()
+          const refused: DocumentError = this.unappliable ?? new DocumentError('invalid_update', 'update: Yjs cannot apply it')
+          throw refused
+        }
+      } catch (err) {
+        submission.reject(err as Error)
+      }
+    }
+    await this.flush(applied)
+    // here, not in `flush`: memory may hold a partial apply until its rollback
+    if (this.sinceCompaction >= this.opts.compactAfterUpdates) await this.compact()
+  }
+
+  /** Why the last update could not be applied (set by `applyOne`, thrown once its partial apply is undone). */
+  private unappliable: DocumentError | undefined
+
+  /**
+   * Checks and applies one update (throws a DocumentError, having changed
+   * nothing), or says that the document must first be rebuilt from the store:
+   * 'diverged' (memory holds what the store refused earlier; nothing applied)
+   * or 'rollback' (Yjs applied part of an update it then refused: `unappliable`).
+   */
+  private applyOne (submission: Submission, applied: Applied[]): 'applied' | 'unchanged' | 'diverged' | 'rollback' {
+    const { update, origin, checkContained } = submission
     const { maxUpdateBytes, maxDocumentBytes } = this.opts
     if (update.length > maxUpdateBytes) throw new DocumentError('update_too_large', `update: ${update.length} bytes, over the limit of ${maxUpdateBytes} (YJS_MAX_UPDATE_BYTES)`)
-    if (isEmptyUpdate(update)) return false
-    if (this.diverged) {
-      await this.rollBack()
-      if (this.diverged) throw new DocumentError('store_failed', 'the document cannot be read from the store; the update was not applied')
+    if (isEmptyUpdate(update)) {
+      submission.resolve(false)
+      return 'unchanged'
     }
+    if (this.diverged) return 'diverged'
     try {
       Y.parseUpdateMeta(update)
     } catch {
       throw new DocumentError('invalid_update', 'update: not a Yjs update (v1 encoding)')
     }
-    if (this.bytes + update.length > maxDocumentBytes) {
+    let bytes = this.bytes
+    for (const a of applied) if (a.held) bytes += a.submission.update.length
+    if (bytes + update.length > maxDocumentBytes) {
       let contained = false
       if (checkContained) try { contained = Y.snapshotContainsUpdate(Y.snapshot(this.ydoc), update) } catch {}
       if (contained) {
-        this.confirm(update, origin)
-        return false
+        applied.push({ submission, held: null })
+        return 'unchanged'
       }
-      throw new DocumentError('document_too_large', `document: ${this.bytes + update.length} bytes with this update, over the limit of ${maxDocumentBytes} (YJS_MAX_DOCUMENT_BYTES)`)
+      throw new DocumentError('document_too_large', `document: ${bytes + update.length} bytes with this update, over the limit of ${maxDocumentBytes} (YJS_MAX_DOCUMENT_BYTES)`)
     }
     const store = this.ydoc.store
     const pendingBefore = [store.pendingStructs, store.pendingDs]
@@ -335,31 +414,73 @@ export class CollabDocument {
     try {
       Y.applyUpdate(this.ydoc, update, held)
     } catch (err) {
-      if (held.messages.length > 0 || store.pendingStructs !== pendingBefore[0] || store.pendingDs !== pendingBefore[1]) await this.rollBack()
       this.opts.log.warn({ event: 'yjs.update_unappliable', doc: this.name, bytes: update.length, reason: (err as Error).message }, 'an update Yjs cannot apply was refused')
-      throw new DocumentError('invalid_update', `update: Yjs cannot apply it (${(err as Error).message})`)
+      const refused = new DocumentError('invalid_update', `update: Yjs cannot apply it (${(err as Error).message})`)
+      if (held.messages.length > 0 || store.pendingStructs !== pendingBefore[0] || store.pendingDs !== pendingBefore[1]) {
+        this.unappliable = refused
+        return 'rollback'
+      }
+      throw refused
     }
     // nothing new and nothing waiting for a missing dependency: already in the document
     if (held.messages.length === 0 && store.pendingStructs === pendingBefore[0] && store.pendingDs === pendingBefore[1]) {
-      this.confirm(update, origin)
-      return false
+      applied.push({ submission, held: null })
+      return 'unchanged'
     }
-    let id: number
-    try {
-      id = await this.opts.store.append(this.name, update)
-    } catch (err) {
-      this.opts.log.error({ event: 'yjs.store_failed', doc: this.name, err }, 'could not commit a document update')
+    applied.push({ submission, held })
+    return 'applied'
+  }
+
+  /**
+   * Commits the applied updates (their appends share one store commit), then
+   * relays and resolves each, in order. Those the store refused are rolled
+   * back (the Y.Doc rebuilt from the store) and rejected; an update that
+   * added nothing is resolved once what it came after is committed.
+   */
+  private async flush (applied: Applied[]): Promise<void> {
+    if (applied.length === 0) return
+    const appends = applied.map(a => a.held ? this.opts.store.append(this.name, a.submission.update) : null)
+    const outcomes = await Promise.allSettled(appends.map(p => p ?? Promise.resolve(0)))
+    const failed = outcomes.some(o => o.status === 'rejected')
+    if (failed) {
+      const first = outcomes.find(o => o.status === 'rejected') as PromiseRejectedResult
+      this.opts.log.error({ event: 'yjs.store_failed', doc: this.name, err: first.reason }, 'could not commit a document update')
       await this.rollBack()
-      throw new DocumentError('store_failed', 'the update could not be stored; it was not applied')
     }
-    this.lastId = id
-    this.bytes += update.length
-    for (const message of held.messages) {
-      for (const peer of this.peers) if (peer !== origin || peer.echo === true) peer.send(message)
-      this.opts.relay?.publish(this.name, message)
+    let stored = 0
+    for (let i = 0; i < applied.length; i++) {
+      const { submission, held } = applied[i]
+      const outcome = outcomes[i]
+      if (held === null) {
+        // what it held was already in memory: in the store too, unless a commit above failed
+        let kept = !failed
+        if (!kept) try { kept = this.contains(submission.update) } catch {}
+        if (!kept) {
+          submission.reject(new DocumentError('store_failed', 'the update could not be stored; it was not applied'))
+          continue
+        }
+        this.confirm(submission.update, submission.origin)
+        submission.resolve(false)
+        continue
+      }
+      if (outcome.status === 'rejected') {
+        submission.reject(new DocumentError('store_failed', 'the update could not be stored; it was not applied'))
+        continue
+      }
+      if (!failed) {
+        // after a rollback, the rebuild from the store counted them already
+        this.lastId = outcome.value
+        this.bytes += submission.update.length
+        stored++
+      }
+      const origin = submission.origin
+      for (const message of held.messages) {
+        for (const peer of this.peers) if (peer !== origin || peer.echo === true) peer.send(message)
+        this.opts.relay?.publish(this.name, message)
+      }
+      submission.resolve(true)
     }
-    if (++this.sinceCompaction >= this.opts.compactAfterUpdates) await this.compact()
-    return true
+    this.sinceCompaction += stored
   }
 
   /**
@@ -395,15 +516,26 @@ export class CollabDocument {
    * a fresh Y.Doc (deleted content garbage collected) into the snapshot,
    * dropping the updates it covers. Read from the store, not from memory: with
    * many instances the store may hold updates this one has not received yet.
+   * An exclusive store (`exclusiveStore`) holds what memory holds: the Y.Doc
+   * (garbage collected as it goes) is encoded as it is, with no read.
    */
   private async compact (): Promise<void> {
     if (this.sinceCompaction === 0) return
     try {
-      const stored = await this.opts.store.load(this.name)
-      const fresh = replay(stored, () => {})
-      const snapshot = Y.encodeStateAsUpdate(fresh)
-      fresh.destroy()
-      await this.opts.store.compact(this.name, snapshot, stored.lastId)
+      let snapshot: Uint8Array
+      let upTo: number
+      if (this.opts.exclusiveStore === true && !this.diverged) {
+        // memory is the store (every update committed before the chain moves on, a refused one rolled back)
+        snapshot = Y.encodeStateAsUpdate(this.ydoc)
+        upTo = this.lastId
+      } else {
+        const stored = await this.opts.store.load(this.name)
+        const fresh = replay(stored, () => {})
+        snapshot = Y.encodeStateAsUpdate(fresh)
+        fresh.destroy()
+        upTo = stored.lastId
+      }
+      await this.opts.store.compact(this.name, snapshot, upTo)
       this.bytes = snapshot.length
       this.sinceCompaction = 0
       this.opts.log.debug({ event: 'yjs.compacted', doc: this.name, bytes: snapshot.length }, 'document compacted')

@@ -1,7 +1,7 @@
 import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import type { FastifyBaseLogger } from 'fastify'
-import { accessTo, type Session, type Principal } from './deps.js'
+import { accessTo, binaryFrame, type Session, type Principal } from './deps.js'
 import { DOC_NAME } from './names.js'
 import type { Documents, Peer } from './documents.js'
 import { DocumentSession, UpdateBudget, type DocumentSessionEvents } from './connection.js'
@@ -45,6 +45,23 @@ function framed (routingKey: string, write: (enc: encoding.Encoder) => void): Ui
   encoding.writeVarString(enc, routingKey)
   write(enc)
   return encoding.toUint8Array(enc)
+}
+
+/**
+ * The WebSocket frame of a document's message (its name, then the message),
+ * built once for every peer of a fan-out: the peers of a document send the
+ * same message one after the other, under the same name.
+ */
+let lastMessage: Uint8Array | null = null
+let lastKey = ''
+let lastFrame: Buffer | null = null
+function documentFrame (key: string, message: Uint8Array): Buffer {
+  if (message !== lastMessage || key !== lastKey || lastFrame === null) {
+    lastFrame = binaryFrame(framed(key, enc => encoding.writeUint8Array(enc, message)))
+    lastMessage = message
+    lastKey = key
+  }
+  return lastFrame
 }
 
 /**
@@ -93,7 +110,8 @@ export class HocuspocusConnection {
     }
     const body = data.subarray(decoder.pos)
     // 4.x `sessionAwareness`: "name\0session" routes to the document `name`
-    const name = key.split('\0')[0]
+    const zero = key.indexOf('\0')
+    const name = zero < 0 ? key : key.slice(0, zero)
     let entry = this.attached.get(key)
     if (type === HocuspocusType.auth) {
       decoding.readVarUint(decoder)
@@ -200,8 +218,10 @@ export class HocuspocusConnection {
     this.opts.authenticated(principal)
     const readOnly = access === 'read'
     const send = (message: Uint8Array) => {
-      if (!entry.closed) this.send(framed(key, enc => encoding.writeUint8Array(enc, message)))
+      if (!entry.closed) this.session.sendFrame(documentFrame(key, message))
     }
+    // SyncStatus, the same two frames for every update of the document
+    const syncStatus = [false, true].map(saved => binaryFrame(framed(key, enc => { encoding.writeVarUint(enc, HocuspocusType.syncStatus); encoding.writeVarUint(enc, saved ? 1 : 0) })))
     const peer: Peer = {
       send,
       readOnly,
@@ -233,7 +253,7 @@ export class HocuspocusConnection {
         },
         acked: saved => {
           events.acked(saved)
-          send(Uint8Array.of(HocuspocusType.syncStatus, saved ? 1 : 0))
+          if (!entry.closed) this.session.sendFrame(syncStatus[saved ? 1 : 0])
         }
       }, this.opts.log)
       this.opts.log.info({ event: 'yjs.connection.open', protocol: 'hocuspocus', doc: entry.name, clientId, readOnly }, 'Yjs document opened')

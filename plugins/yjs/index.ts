@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { Counter, Gauge } from 'prom-client'
-import { accessTo, CLOSE_CODES, type CloseReason, type Session, type SessionProtocol } from './deps.js'
+import { accessTo, binaryFrame, CLOSE_CODES, type CloseReason, type Session, type SessionProtocol } from './deps.js'
 import { Documents, type DocumentRelay, type Peer } from './documents.js'
 import { DocumentSession, UpdateBudget, permissionDenied } from './connection.js'
 import { DOC_NAME } from './names.js'
@@ -62,7 +62,9 @@ export default fp(async function yjs (app) {
     maxDocumentBytes: cfg.YJS_MAX_DOCUMENT_BYTES,
     unloadAfterMs: cfg.YJS_UNLOAD_AFTER_MS,
     compactAfterUpdates: cfg.YJS_COMPACT_AFTER_UPDATES,
-    maxJsonDepth: cfg.JSON_MAX_DEPTH
+    maxJsonDepth: cfg.JSON_MAX_DEPTH,
+    // SQLite is one process's (its lock); with no other instance, nobody else appends to a document
+    exclusiveStore: app.store.kind === 'sqlite' && relay === undefined
   })
   app.decorate('yjs', { documents })
   // awareness clients of a crashed instance: removed once, here, and told to the other instances
@@ -71,6 +73,9 @@ export default fp(async function yjs (app) {
 
   const registers = [app.metrics.registry]
   const updates = new Counter({ name: 'switchboard_yjs_updates_total', help: 'Yjs updates received, by outcome (stored, unchanged, refused code)', labelNames: ['outcome'], registers })
+  // counted once per update: the children, not a label lookup each time
+  const storedUpdates = updates.labels({ outcome: 'stored' })
+  const unchangedUpdates = updates.labels({ outcome: 'unchanged' })
   new Gauge({ name: 'switchboard_yjs_documents', help: 'Yjs documents in memory', registers, collect () { this.set(documents.size) } }) // eslint-disable-line no-new
   // kept beside the engine's switchboard_connections{protocol}: dashboards built on it go on working
   new Gauge({ // eslint-disable-line no-new
@@ -93,7 +98,7 @@ export default fp(async function yjs (app) {
   function eventsFor (protocol: string, doc: string, clientId: string | null, session: Session) {
     return {
       refused: (code: string, reason: string) => refusedUpdate(protocol, doc, clientId, code, reason),
-      acked: (saved: boolean) => { updates.inc({ outcome: saved ? 'stored' : 'unchanged' }) },
+      acked: (saved: boolean) => { (saved ? storedUpdates : unchangedUpdates).inc() },
       overRate: () => {
         refusedUpdate(protocol, doc, clientId, 'rate_limited', `over ${cfg.YJS_UPDATES_PER_SECOND} updates per second (YJS_UPDATES_PER_SECOND)`)
         session.close('flood', 'over the update rate: reconnect and resync')
@@ -112,7 +117,17 @@ export default fp(async function yjs (app) {
   }
   const overRate = (session: Session) => session.close('flood', 'over the message rate (WS_MESSAGES_PER_SECOND): reconnect and resync')
 
-  // y-websocket: one document per socket, named by the path
+  // y-websocket: one document per socket, named by the path; a fan-out sends one message to each peer
+  // in turn, so its WebSocket frame is built once (the last message's frame is kept)
+  let lastMessage: Uint8Array | null = null
+  let lastFrame: Buffer | null = null
+  const frameOf = (message: Uint8Array): Buffer => {
+    if (message !== lastMessage || lastFrame === null) {
+      lastFrame = binaryFrame(message)
+      lastMessage = message
+    }
+    return lastFrame
+  }
   interface YWebsocketState { name: string, peer: Peer, session: DocumentSession | null, early: Uint8Array[], left: boolean }
   const yws = new WeakMap<Session, YWebsocketState>()
   const yWebsocket: SessionProtocol = {
@@ -163,7 +178,7 @@ export default fp(async function yjs (app) {
       const clientId = request.principal?.sub ?? null
       const log = app.log
       // echo: the y-websocket 4 provider confirms a local edit when it comes back (the reference server's broadcast)
-      const peer: Peer = { send: m => { session.sendBinary(m) }, readOnly, echo: true }
+      const peer: Peer = { send: m => { session.sendFrame(frameOf(m)) }, readOnly, echo: true }
       const state: YWebsocketState = { name, peer, session: null, early: [], left: false }
       yws.set(session, state)
       session.socket.once('close', code => {
