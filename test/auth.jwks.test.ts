@@ -132,6 +132,7 @@ t.test('key rotation: a new kid is fetched on first sight, a removed key is refu
   const { url, wsUrl, logs } = await build(t, { AUTH_JWKS_URL: jwks.url, AUTH_JWKS_COOLDOWN_MS: '0', AUTH_JWKS_REFRESH_MS: '1000', RATE_LIMIT_MAX: '1000' })
   const old = await sign(k1, { sub: 'old-key' })
   t.equal((await status(url, old)).status, 200, 'a k1 token is accepted')
+  t.equal((await status(url, old)).status, 200, 'and again, from its remembered verification')
 
   jwks.state.keys = [k1, k2]
   const before = jwks.state.requests

@@ -3,6 +3,7 @@ import { createSigner } from 'fast-jwt'
 import { build, waitFor } from './support/helper.js'
 import { TestClient, tryUpgrade } from './support/ws-client.js'
 import { accessTo, allows, maySendAs } from '../plugins/engine/access.js'
+import { VerifiedTokens } from '../plugins/engine/verified-tokens.js'
 import { authenticatesInProtocol, concretePath, isPublic, send, spellings, upgrade, watchRoutes, type SeenRoute } from './support/route-spellings.js'
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789'
@@ -143,6 +144,63 @@ t.test('a connection is closed with 1008 when its token expires', async t => {
   t.ok(Date.now() - started <= 3500, 'closed within a second or so of exp')
   t.ok(longLived.open, 'a connection with a later exp stays open')
   t.equal((await longLived.request({ type: 'ping' })).type, 'pong')
+})
+
+t.test('a token remembered from an earlier request is refused once it expires, on HTTP and at the upgrade', async t => {
+  const { wsUrl, url, app } = await build(t, env)
+  const token = sign({ sub: 'alice', exp: now() + 2 })
+  const status = async () => (await fetch(`${url}/api/status`, { headers: { authorization: `Bearer ${token}` } })).status
+  t.equal(await status(), 200, 'verified on its first request')
+  t.equal(app.auth.verified.size, 1, 'and remembered')
+  t.equal(await status(), 200, 'answered from the remembered verification')
+  // the engine closes a session at its token's exp: that close is the moment the token stops being valid
+  const c = await TestClient.connect(wsUrl, { token })
+  const closed = await c.closed
+  t.equal(closed.code, 1008, 'the session closed at exp')
+  const res = await fetch(`${url}/api/status`, { headers: { authorization: `Bearer ${token}` } })
+  t.equal(res.status, 401, 'refused after its exp although it was remembered')
+  t.match(await res.json(), { message: 'token expired' })
+  t.equal((await tryUpgrade(wsUrl, { headers: { authorization: `Bearer ${token}` } })).status, 401, 'and at the upgrade')
+  t.equal(app.auth.verified.size, 0, 'the expired entry is gone')
+})
+
+t.test('remembered tokens: an entry lives until exp (plus the clock skew) or maxAgeMs, the oldest goes first, clear forgets all', async t => {
+  let clock = 1_000_000
+  const tokens = new VerifiedTokens({ maxEntries: 2, maxAgeMs: 60_000, clockSkewS: 5, now: () => clock })
+  tokens.set('a', { sub: 'a', exp: 1_010 })
+  t.same(tokens.get('a'), { sub: 'a', exp: 1_010 })
+  clock = 1_014_999
+  t.ok(tokens.get('a'), 'within exp plus the skew')
+  clock = 1_015_000
+  t.equal(tokens.get('a'), undefined, 'not from exp plus the skew on')
+  t.equal(tokens.size, 0)
+  tokens.set('old', { sub: 'old', exp: 1_000 })
+  t.equal(tokens.size, 0, 'a token already past its exp is not remembered')
+  tokens.set('b', { sub: 'b' })
+  clock += 59_999
+  t.ok(tokens.get('b'), 'without exp: until maxAgeMs')
+  clock += 1
+  t.equal(tokens.get('b'), undefined, 'and not longer')
+  tokens.set('c', { sub: 'c' })
+  tokens.set('d', { sub: 'd' })
+  tokens.set('e', { sub: 'e' })
+  t.equal(tokens.size, 2, 'bounded by maxEntries')
+  t.equal(tokens.get('c'), undefined, 'the oldest went first')
+  t.ok(tokens.get('d'))
+  tokens.clear()
+  t.equal(tokens.get('e'), undefined, 'clear forgets every token')
+  const off = new VerifiedTokens({ maxEntries: 0, now: () => clock })
+  off.set('x', { sub: 'x' })
+  t.equal(off.get('x'), undefined, 'maxEntries 0 remembers nothing')
+})
+
+t.test('an invalid token is never remembered: the same string is refused every time', async t => {
+  const { url, app } = await build(t, env)
+  const wrong = sign({ sub: 'alice', exp: now() + 600 }, 'another-secret-another-secret-0123456789')
+  for (let i = 0; i < 3; i++) {
+    t.equal((await fetch(`${url}/api/status`, { headers: { authorization: `Bearer ${wrong}` } })).status, 401, `refused, attempt ${i + 1}`)
+  }
+  t.equal(app.auth.verified.size, 0)
 })
 
 t.test('open mode logs a warning at start; auth mode does not', async t => {

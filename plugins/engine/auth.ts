@@ -11,6 +11,7 @@ import { WsError } from '../../protocol/errors.js'
 import { accessTo, allows, maySendAs, mayWrite, type RoomAction } from './access.js'
 import { errorBody } from '../core/errors.js'
 import { KeyError, PublicKeys, SECRET_ALGORITHM, type PublicKeyOptions } from './token-keys.js'
+import { VerifiedTokens } from './verified-tokens.js'
 
 export { ADMIN_ROLE, ADMIN_READONLY_ROLE, isAdmin, type RoomAction } from './access.js'
 
@@ -33,6 +34,10 @@ export interface AuthOptions {
   allowSecret?: boolean
   /** AUTH_CLOCK_SKEW_S for HS256 tokens too [0]. */
   clockSkewS?: number
+  /** Verified tokens remembered (VerifiedTokens), so a repeated bearer is not verified per request; 0 turns it off [4096]. */
+  verifiedCacheSize?: number
+  /** How long a verified token is trusted without a new check, at most (never past its exp) [60000]. */
+  verifiedCacheMaxAgeMs?: number
 }
 
 /** A bearer secret and the principal it stands for. */
@@ -62,10 +67,14 @@ const shownAlgorithm = (alg: unknown) => typeof alg === 'string' && /^[A-Za-z0-9
 
 /**
  * Verifies tokens and says what a principal may do; no Fastify in here.
- * HS256 (AUTH_SECRET) goes through fast-jwt, synchronously and cached (about
- * 5 µs a verify under load, against 150 µs for jose's asynchronous HMAC);
+ * HS256 (AUTH_SECRET) goes through fast-jwt, synchronously (about 5 µs a
+ * verify under load, against 150 µs for jose's asynchronous HMAC);
  * asymmetric tokens (RS*, PS*, ES*, EdDSA) through jose (PublicKeys). The
  * token's header picks the path, and only among the allowed algorithms.
+ * Either way a token verified once is remembered (VerifiedTokens, keyed by the
+ * token string) until its exp or a minute, whichever is first, and answered
+ * synchronously from there: a service's bearer costs one Map lookup per
+ * request. A change of the public key set forgets them all.
  */
 export class Auth {
   readonly enabled: boolean
@@ -74,16 +83,20 @@ export class Auth {
   private readonly verifier: ((token: string) => unknown) | null
   private readonly staticTokens: Array<{ digest: Buffer, principal: Principal }>
   private readonly allowed: ReadonlySet<string>
+  /** Tokens verified already (HS256 and asymmetric alike): answered without a signature check until their exp. */
+  readonly verified: VerifiedTokens
+  /** The public key set's generation the remembered tokens were verified under. */
+  private keysGeneration = 0
 
-  constructor (secret: string | undefined, staticTokens: StaticToken[] = [], opts: Pick<AuthOptions, 'publicKeys' | 'allowSecret' | 'clockSkewS'> & { log?: PublicKeyOptions['log'] } = {}) {
+  constructor (secret: string | undefined, staticTokens: StaticToken[] = [], opts: Pick<AuthOptions, 'publicKeys' | 'allowSecret' | 'clockSkewS' | 'verifiedCacheSize' | 'verifiedCacheMaxAgeMs'> & { log?: PublicKeyOptions['log'], now?: () => number } = {}) {
     const hasSecret = secret !== undefined && secret !== '' && opts.allowSecret !== false
     this.publicKeys = opts.publicKeys === undefined ? null : new PublicKeys({ ...opts.publicKeys, log: opts.log })
     this.enabled = hasSecret || this.publicKeys !== null
     this.allowed = new Set([...(hasSecret ? [SECRET_ALGORITHM] : []), ...(opts.publicKeys?.algorithms ?? [])])
-    // algorithms pinned: a token signed with `none` or RS256 is refused by this verifier, whatever its header says
-    // cache: a token seen again (a service's, every request) is looked up by its SHA-256 instead of decoded
-    // and HMAC-checked again (5.6-8.0 → 2.1 µs per verify); an entry never outlives the token's exp
-    this.verifier = hasSecret ? createVerifier({ key: secret, algorithms: ['HS256'], cache: true, clockTolerance: (opts.clockSkewS ?? 0) * 1000 }) : null
+    // algorithms pinned: a token signed with `none` or RS256 is refused by this verifier, whatever its header says;
+    // no cache of its own: `verified` remembers the principal itself (no SHA-256 of the token, no claims check again)
+    this.verifier = hasSecret ? createVerifier({ key: secret, algorithms: ['HS256'], cache: false, clockTolerance: (opts.clockSkewS ?? 0) * 1000 }) : null
+    this.verified = new VerifiedTokens({ maxEntries: opts.verifiedCacheSize, maxAgeMs: opts.verifiedCacheMaxAgeMs, clockSkewS: opts.clockSkewS, now: opts.now })
     this.staticTokens = staticTokens.filter(s => s.token !== '').map(s => ({ digest: digest(s.token), principal: s.principal }))
   }
 
@@ -116,7 +129,15 @@ export class Auth {
    */
   verifyNow (token: string): Principal | Promise<Principal> {
     if (!this.enabled) throw new AuthError('invalid', 'auth is not enabled')
-    if (this.publicKeys === null) return this.verifySecret(token)
+    const keys = this.publicKeys
+    // a key withdrawn from the set (or replaced) must refuse its tokens from now on: verify them all again
+    if (keys !== null && keys.generation !== this.keysGeneration) {
+      this.verified.clear()
+      this.keysGeneration = keys.generation
+    }
+    const known = this.verified.get(token)
+    if (known !== undefined) return known
+    if (keys === null) return this.remember(token, this.verifySecret(token))
     let alg: unknown
     try {
       alg = decodeProtectedHeader(token).alg
@@ -124,10 +145,21 @@ export class Auth {
       throw new AuthError('malformed', 'malformed token')
     }
     if (typeof alg !== 'string' || !this.allowed.has(alg)) throw new AuthError('algorithm', `token algorithm ${shownAlgorithm(alg)} is not allowed (AUTH_ALGORITHMS: ${[...this.allowed].join(', ')})`)
-    if (alg === SECRET_ALGORITHM) return this.verifySecret(token)
-    return this.publicKeys.verify(token).then(principalOf, err => {
+    if (alg === SECRET_ALGORITHM) return this.remember(token, this.verifySecret(token))
+    const generation = keys.generation
+    return keys.verify(token).then(payload => {
+      const principal = principalOf(payload)
+      // verified under a key set that has changed since: not remembered (the next request checks it again)
+      if (keys.generation === generation && this.keysGeneration === generation) this.remember(token, principal)
+      return principal
+    }, err => {
       throw err instanceof KeyError ? new AuthError(err.reason, err.message) : new AuthError('invalid', 'invalid token')
     })
+  }
+
+  private remember (token: string, principal: Principal): Principal {
+    this.verified.set(token, principal)
+    return principal
   }
 
   private verifySecret (token: string): Principal {
@@ -213,7 +245,7 @@ declare module 'fastify' {
  * registers `tokenRequired` (below), never by comparing the URL's text.
  */
 export default fp<AuthOptions>(async function auth (app, opts) {
-  const auth = new Auth(opts.secret, opts.staticTokens, { publicKeys: opts.publicKeys, allowSecret: opts.allowSecret, clockSkewS: opts.clockSkewS, log: app.log })
+  const auth = new Auth(opts.secret, opts.staticTokens, { publicKeys: opts.publicKeys, allowSecret: opts.allowSecret, clockSkewS: opts.clockSkewS, verifiedCacheSize: opts.verifiedCacheSize, verifiedCacheMaxAgeMs: opts.verifiedCacheMaxAgeMs, log: app.log })
   app.decorate('auth', auth)
   app.decorateRequest('authFailure', null)
   if (auth.publicKeys) {

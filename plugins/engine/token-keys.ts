@@ -79,6 +79,8 @@ export class PublicKeys {
   readonly source: 'jwks' | 'pem'
   /** Fetches of the key set so far (at start, scheduled, caused by tokens). */
   fetches = 0
+  /** Counts the key sets fetched: a token verified under an older one is verified again (Auth's remembered tokens). */
+  generation = 0
   private readonly key: KeyObject | null
   private readonly jwks: ReturnType<typeof createRemoteJWKSet> | null
   private readonly options: JWTVerifyOptions
@@ -138,6 +140,7 @@ export class PublicKeys {
     if (jwks === null) return false
     try {
       await jwks.reload()
+      this.generation++
       this.opts.log?.info({ event: 'auth.jwks_fetched', why, keys: jwks.jwks()?.keys.length ?? 0 }, 'JWKS fetched')
       return true
     } catch (err) {

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
-import rateLimit from '@fastify/rate-limit'
-import type { FastifyRequest } from 'fastify'
+import { createRequire } from 'node:module'
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 
 export interface RateLimitOptions {
   /** Requests per client key per window [60]. */
@@ -11,27 +11,68 @@ export interface RateLimitOptions {
   redis?: unknown
 }
 
+/** What a @fastify/rate-limit store answers: the requests counted in the key's window and the ms left in it. */
+interface Count { current: number, ttl: number }
+/** A @fastify/rate-limit store: `incr` calls back synchronously (LocalStore) or once Redis answered (RedisStore). */
+interface Store { incr (key: string, cb: (err: Error | null, res: Count | null) => void, timeWindow: number, max: number): void }
+type StoreClass = new (continueExceeding: boolean, exponentialBackoff: boolean, ...rest: unknown[]) => Store
+
+// @fastify/rate-limit's own stores: its in-memory fixed window (an LRU of 5000 keys) and its Redis script
+const require = createRequire(import.meta.url)
+const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as StoreClass
+const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as StoreClass
+
+const UNITS: Array<[number, string]> = [[31557600000, 'year'], [86400000, 'day'], [3600000, 'hour'], [60000, 'minute'], [1000, 'second']]
+
+/** A wait in words, as @fastify/rate-limit words it (`1 minute`, `30 seconds`, `500 ms`). */
+export function retryIn (ms: number): string {
+  for (const [size, unit] of UNITS) {
+    if (ms >= size) {
+      const n = Math.round(ms / size)
+      return `${n} ${unit}${n === 1 ? '' : 's'}`
+    }
+  }
+  return `${ms} ms`
+}
+
 /**
  * The HTTP rate limit of every route registered in the same encapsulated
  * context as this plugin (app.ts registers it with the HTTP API), whatever
  * spelling of the path reached the route; routes outside it are not limited.
+ * @fastify/rate-limit's stores and its answer (x-ratelimit-limit,
+ * -remaining and -reset on every response; 429 with retry-after past the
+ * limit), from one callback hook: with the in-memory store a request is
+ * counted without a promise (the library's hook is async, three awaits per
+ * request); with Redis it waits for the script's answer, and while Redis is
+ * down requests pass unlimited rather than fail, so /api/status can say `degraded`.
  */
 export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
   const metrics = app.metrics
-  app.statusReport.section('rateLimit', () => ({ max: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }))
-  await app.register(rateLimit, {
-    global: true,
-    max: opts.max ?? 60,
-    timeWindow: opts.windowMs ?? 60000,
-    keyGenerator: (request: FastifyRequest) => request.clientKey,
-    // the contract's code and a message naming the limit (the error handler sends it in Fastify's shape)
-    errorResponseBuilder: (_request: FastifyRequest, context: { max: number, after: string, statusCode: number }) =>
-      Object.assign(new Error(`more than ${context.max} requests per ${opts.windowMs ?? 60000} ms (RATE_LIMIT_MAX); retry in ${context.after}`), { statusCode: context.statusCode, code: 'rate_limited' }),
-    // shared across instances; while Redis is down requests pass unlimited rather than fail, so /api/status can say `degraded`
-    ...(opts.redis ? { redis: opts.redis as never, nameSpace: 'sb:rl:', skipOnError: true } : {}),
-    onExceeded: (request: FastifyRequest, key: string) => {
-      metrics?.rateLimited.inc({ transport: 'http' })
-      request.log.warn({ event: 'rate_limit.exceeded', clientKey: key, url: request.routeOptions.url, limit: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }, 'HTTP rate limit exceeded')
+  const max = opts.max ?? 60
+  const windowMs = opts.windowMs ?? 60000
+  app.statusReport.section('rateLimit', () => ({ max, windowMs }))
+  const shared = opts.redis !== undefined && opts.redis !== null
+  const store = shared ? new RedisStore(false, false, opts.redis, 'sb:rl:') : new LocalStore(false, false, 5000)
+
+  function counted (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction, key: string, err: Error | null, res: Count | null): void {
+    // a shared store that cannot answer: the request passes, counted as the first of its window
+    if (err !== null && !shared) return done(err)
+    const current = res?.current ?? 0
+    const reset = Math.ceil((res?.ttl ?? 0) / 1000)
+    reply.header('x-ratelimit-limit', max)
+    if (current <= max) {
+      reply.header('x-ratelimit-remaining', max - current).header('x-ratelimit-reset', reset)
+      return done()
     }
+    metrics?.rateLimited.inc({ transport: 'http' })
+    request.log.warn({ event: 'rate_limit.exceeded', clientKey: key, url: request.routeOptions.url, limit: max, windowMs }, 'HTTP rate limit exceeded')
+    reply.header('x-ratelimit-remaining', 0).header('x-ratelimit-reset', reset).header('retry-after', reset)
+    // the contract's code and a message naming the limit (the error handler sends it in Fastify's shape)
+    done(Object.assign(new Error(`more than ${max} requests per ${windowMs} ms (RATE_LIMIT_MAX); retry in ${retryIn(reset * 1000)}`), { statusCode: 429, code: 'rate_limited' }))
+  }
+
+  app.addHook('onRequest', function rateLimit (request, reply, done) {
+    const key = request.clientKey
+    store.incr(key, (err, res) => counted(request, reply, done, key, err, res), windowMs, max)
   })
 }, { name: 'rate-limit', fastify: '5.x', dependencies: ['identity', 'metrics', 'status'] })

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import { requestLoggerFactory } from './request-logger.js'
 
 export interface RequestLogOptions {
   /** Routes whose lines go at debug level: probes and scrapes would drown the rest ['/health', '/ready', '/metrics']. */
@@ -130,6 +131,8 @@ function levelEnabled (log: FastifyBaseLogger, level: string): boolean {
  */
 export default fp<RequestLogOptions>(async function requestLog (app, opts) {
   const quiet = new Set(opts.quietRoutes ?? ['/health', '/ready', '/metrics'])
+  // request.log becomes pino's child only when a line is written (request-logger.ts)
+  app.setChildLoggerFactory(requestLoggerFactory)
   app.addHook('onResponse', function logRequest (request, reply, done) {
     // an accepted upgrade is logged as connection.open/close; below info (quiet
     // routes log at debug, which is lower) nothing is written, so nothing is built

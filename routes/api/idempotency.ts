@@ -49,6 +49,8 @@ export function keyOf (request: FastifyRequest): string | undefined {
 export async function idempotentResponse (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, body: unknown,
   apply: (claim?: IdempotencyClaim) => Promise<unknown>, fromResult: (result: Record<string, unknown>) => unknown): Promise<FastifyReply> {
   const key = keyOf(request)
+  // no key: nothing to claim, record or replay (and no owner to name)
+  if (key === undefined) return reply.code(200).send(await apply(undefined))
   const { value, duplicate } = await app.idempotency.run<RecordedResponse>(`http:${request.clientKey}`, key, body, async claim => {
     const response = { status: 200, body: await apply(claim) }
     // the store committed the write's result with it; the whole response replaces it
