@@ -29,6 +29,8 @@ t.test('defaults follow the contract', async t => {
     EXEC_MEMORY_MB: 32
   })
   t.equal(c.REDIS_URL, undefined)
+  t.equal(c.REDIS_KEY_PREFIX, 'sb:', 'keys and channels start with sb: unless told otherwise')
+  t.equal(loadConfig({ REDIS_KEY_PREFIX: 'tenant-a.v2:' }).REDIS_KEY_PREFIX, 'tenant-a.v2:')
   t.equal(c.AUTH_SECRET, undefined)
 })
 
@@ -41,7 +43,10 @@ t.test('a bad value names the variable and what is expected', async t => {
     [{ ENABLE_CODE_EXECUTION: 'maybe' }, /ENABLE_CODE_EXECUTION must be true or false/],
     [{ REDIS_URL: 'localhost:6379' }, /REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/],
     [{ TRUST_PROXY: 'everyone' }, /TRUST_PROXY must be false, true, a hop count or a comma list/],
-    [{ RATE_LIMIT_WINDOW_MS: '1.5' }, /RATE_LIMIT_WINDOW_MS must be an integer/]
+    [{ RATE_LIMIT_WINDOW_MS: '1.5' }, /RATE_LIMIT_WINDOW_MS must be an integer/],
+    [{ REDIS_KEY_PREFIX: 'app{1}:' }, /^Invalid configuration: REDIS_KEY_PREFIX must be 1 to 32 of A-Z a-z 0-9 _ \. : - \(no braces: a hash tag would put every key on one cluster slot\) \(got "app\{1\}:"\)$/],
+    [{ REDIS_KEY_PREFIX: 'x'.repeat(33) }, /REDIS_KEY_PREFIX must be 1 to 32 of/],
+    [{ REDIS_KEY_PREFIX: 'a b' }, /REDIS_KEY_PREFIX must be 1 to 32 of/]
   ]
   for (const [env, message] of cases) {
     t.throws(() => loadConfig(env), { name: 'ConfigError', message }, JSON.stringify(env))

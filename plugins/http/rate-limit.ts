@@ -9,6 +9,8 @@ export interface RateLimitOptions {
   windowMs?: number
   /** A shared store for many instances (an ioredis client), as @fastify/rate-limit takes it. */
   redis?: unknown
+  /** What the shared counters' keys start with [`sb:rl:`]. */
+  keyPrefix?: string
 }
 
 /**
@@ -28,7 +30,7 @@ export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
     errorResponseBuilder: (_request: FastifyRequest, context: { max: number, after: string, statusCode: number }) =>
       Object.assign(new Error(`more than ${context.max} requests per ${opts.windowMs ?? 60000} ms (RATE_LIMIT_MAX); retry in ${context.after}`), { statusCode: context.statusCode, code: 'rate_limited' }),
     // shared across instances; while Redis is down requests pass unlimited rather than fail, so /api/status can say `degraded`
-    ...(opts.redis ? { redis: opts.redis as never, nameSpace: 'sb:rl:', skipOnError: true } : {}),
+    ...(opts.redis ? { redis: opts.redis as never, nameSpace: opts.keyPrefix ?? 'sb:rl:', skipOnError: true } : {}),
     onExceeded: (request: FastifyRequest, key: string) => {
       metrics?.rateLimited.inc({ transport: 'http' })
       request.log.warn({ event: 'rate_limit.exceeded', clientKey: key, url: request.routeOptions.url, limit: opts.max ?? 60, windowMs: opts.windowMs ?? 60000 }, 'HTTP rate limit exceeded')
