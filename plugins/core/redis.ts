@@ -122,6 +122,12 @@ export class RedisLink {
       client.on('close', () => this.changed(role, 'close'))
       // without a listener ioredis logs every failed reconnect to stderr; the status says it once
       client.on('error', (err: Error) => log.warn({ event: 'redis.error', role, reason: err.message }, 'redis connection error'))
+      // ioredis gives up (status `end`) when a Sentinel-resolved connect is cut short: start again rather than stay down for good
+      client.on('end', () => {
+        if (this.closing) return
+        log.warn({ event: 'redis.reconnect_after_end', role }, 'the redis client stopped reconnecting; starting it again')
+        setTimeout(() => { if (!this.closing) client.connect().catch(() => {}) }, 1000).unref()
+      })
     }
   }
 
