@@ -1,5 +1,5 @@
 import t from 'tap'
-import { loadConfig, ConfigError, parseTrustProxy } from '../plugins/core/config.js'
+import { loadConfig, ConfigError, parseTrustProxy, redisSentinels } from '../plugins/core/config.js'
 import { runUntilExit } from './support/process.js'
 
 t.test('defaults follow the contract', async t => {
@@ -29,6 +29,11 @@ t.test('defaults follow the contract', async t => {
     EXEC_MEMORY_MB: 32
   })
   t.equal(c.REDIS_URL, undefined)
+  t.equal(c.REDIS_KEY_PREFIX, 'sb:', 'keys and channels start with sb: unless told otherwise')
+  t.equal(loadConfig({ REDIS_KEY_PREFIX: 'tenant-a.v2:' }).REDIS_KEY_PREFIX, 'tenant-a.v2:')
+  t.same(redisSentinels(loadConfig({ REDIS_SENTINELS: 's1:26379, [::1]:26380', REDIS_SENTINEL_NAME: 'mymaster' })),
+    { sentinels: [{ host: 's1', port: 26379 }, { host: '::1', port: 26380 }], name: 'mymaster' })
+  t.equal(redisSentinels(c), undefined)
   t.equal(c.AUTH_SECRET, undefined)
 })
 
@@ -41,7 +46,15 @@ t.test('a bad value names the variable and what is expected', async t => {
     [{ ENABLE_CODE_EXECUTION: 'maybe' }, /ENABLE_CODE_EXECUTION must be true or false/],
     [{ REDIS_URL: 'localhost:6379' }, /REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/],
     [{ TRUST_PROXY: 'everyone' }, /TRUST_PROXY must be false, true, a hop count or a comma list/],
-    [{ RATE_LIMIT_WINDOW_MS: '1.5' }, /RATE_LIMIT_WINDOW_MS must be an integer/]
+    [{ RATE_LIMIT_WINDOW_MS: '1.5' }, /RATE_LIMIT_WINDOW_MS must be an integer/],
+    [{ REDIS_KEY_PREFIX: 'app{1}:' }, /^Invalid configuration: REDIS_KEY_PREFIX must be 1 to 32 of A-Z a-z 0-9 _ \. : - \(no braces: a hash tag would put every key on one cluster slot\) \(got "app\{1\}:"\)$/],
+    [{ REDIS_KEY_PREFIX: 'x'.repeat(33) }, /REDIS_KEY_PREFIX must be 1 to 32 of/],
+    [{ REDIS_KEY_PREFIX: 'a b' }, /REDIS_KEY_PREFIX must be 1 to 32 of/],
+    [{ REDIS_SENTINELS: '10.0.0.1:26379,10.0.0.2' }, /^Invalid configuration: REDIS_SENTINELS must be a comma list of host:port \(got "10.0.0.2"\)$/],
+    [{ REDIS_SENTINELS: 'a:26379,b:99999' }, /REDIS_SENTINELS must be a comma list of host:port \(got "b:99999"\)/],
+    [{ REDIS_SENTINELS: 'a:26379' }, /^Invalid configuration: REDIS_SENTINELS needs REDIS_SENTINEL_NAME/],
+    [{ REDIS_SENTINEL_NAME: 'mymaster' }, /^Invalid configuration: REDIS_SENTINEL_NAME needs REDIS_SENTINELS/],
+    [{ REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_NAME: 'my master' }, /REDIS_SENTINEL_NAME must be 1 to 128 of/]
   ]
   for (const [env, message] of cases) {
     t.throws(() => loadConfig(env), { name: 'ConfigError', message }, JSON.stringify(env))

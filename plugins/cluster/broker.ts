@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { KEY_PREFIX, RedisUnavailableError, type RedisLink } from '../core/redis.js'
+import { RedisUnavailableError, type RedisLink } from '../core/redis.js'
 
 /**
  * Where a frame of a channel sits in its channel's order: a stream of the
@@ -57,8 +57,8 @@ export class LocalBroker implements Broker {
  * names of earlier versions (`sb:ch:room:<room>`), so instances of both
  * exchange room frames during a rolling upgrade.
  */
-export function brokerChannel (ns: string, name: string): string {
-  return `${KEY_PREFIX}ch:${ns}:${name}`
+export function brokerChannel (prefix: string, ns: string, name: string): string {
+  return `${prefix}ch:${ns}:${name}`
 }
 
 interface Subscription { ns: string, name: string, count: number, subscribed: Promise<void> }
@@ -127,7 +127,7 @@ export class RedisBroker implements Broker {
   }
 
   subscribe (ns: string, name: string): Promise<void> {
-    const channel = brokerChannel(ns, name)
+    const channel = brokerChannel(this.link.prefix, ns, name)
     const existing = this.subscriptions.get(channel)
     if (existing) {
       existing.count++
@@ -143,7 +143,7 @@ export class RedisBroker implements Broker {
   }
 
   unsubscribe (ns: string, name: string): void {
-    const channel = brokerChannel(ns, name)
+    const channel = brokerChannel(this.link.prefix, ns, name)
     const sub = this.subscriptions.get(channel)
     if (!sub || --sub.count > 0) return
     this.subscriptions.delete(channel)
@@ -161,7 +161,7 @@ export class RedisBroker implements Broker {
    */
   publish (ns: string, name: string, payload: string, except?: string, sequence?: Sequence): Promise<void> {
     if (!this.link.ready) return Promise.reject(unavailable(`redis is ${this.link.status}: the frame cannot reach the other instances; retry later`))
-    const channel = brokerChannel(ns, name)
+    const channel = brokerChannel(this.link.prefix, ns, name)
     let out = this.outbox.get(channel)
     if (!out) this.outbox.set(channel, out = { ns, name, parts: [], done: [] })
     out.parts.push(header(except, sequence), payload)

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { KEY_PREFIX, RedisUnavailableError, SWEEP_DEAD_INSTANCES, instanceKey, type RedisLink } from '../core/redis.js'
+import { RedisUnavailableError, SWEEP_DEAD_INSTANCES, instanceKey, type RedisLink } from '../core/redis.js'
 
 /**
  * Where per-client connection counts live. The local one is a Map; a Redis one
@@ -60,7 +60,7 @@ interface Scripts {
   sbReleaseSlot (key: string, me: string): Promise<number>
 }
 
-const slotsKey = (clientKey: string) => `${KEY_PREFIX}slots:${clientKey}`
+const slotsKey = (prefix: string, clientKey: string) => `${prefix}slots:${clientKey}`
 
 /**
  * Per-client connection counts shared by every instance through Redis. This
@@ -79,8 +79,8 @@ export class RedisClientSlots implements ClientSlotCounter {
     this.redis = link.commands as Redis & Scripts
     link.addRestorer({
       write: tx => {
-        for (const [clientKey, count] of this.local) tx.hset(slotsKey(clientKey), link.serverId, count)
-        for (const clientKey of this.stale) if (!this.local.has(clientKey)) tx.hdel(slotsKey(clientKey), link.serverId)
+        for (const [clientKey, count] of this.local) tx.hset(slotsKey(link.prefix, clientKey), link.serverId, count)
+        for (const clientKey of this.stale) if (!this.local.has(clientKey)) tx.hdel(slotsKey(link.prefix, clientKey), link.serverId)
         this.restoring = this.stale
         this.stale = new Set()
       },
@@ -100,7 +100,7 @@ export class RedisClientSlots implements ClientSlotCounter {
     this.link.requireReady()
     let reply: [number, number]
     try {
-      reply = await this.redis.sbAcquireSlot(slotsKey(clientKey), this.link.serverId, instanceKey(''), limit)
+      reply = await this.redis.sbAcquireSlot(slotsKey(this.link.prefix, clientKey), this.link.serverId, instanceKey(this.link.prefix, ''), limit)
     } catch (err) {
       throw new RedisUnavailableError(`redis could not count the connection: ${(err as Error).message}`)
     }
@@ -118,7 +118,7 @@ export class RedisClientSlots implements ClientSlotCounter {
       return
     }
     try {
-      await this.redis.sbReleaseSlot(slotsKey(clientKey), this.link.serverId)
+      await this.redis.sbReleaseSlot(slotsKey(this.link.prefix, clientKey), this.link.serverId)
     } catch (err) {
       this.stale.add(clientKey)
       throw err

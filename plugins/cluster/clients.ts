@@ -1,5 +1,5 @@
 import type { ChainableCommander, Redis } from 'ioredis'
-import { KEY_PREFIX, RedisUnavailableError, SWEEP_DEAD_INSTANCES, instanceKey, type RedisLink } from '../core/redis.js'
+import { RedisUnavailableError, SWEEP_DEAD_INSTANCES, instanceKey, type RedisLink } from '../core/redis.js'
 
 /** Delivers, here, a direct-message frame sent on another instance to a client connected here. */
 export type ClientFrameHandler = (clientId: string, frame: string) => void
@@ -40,10 +40,7 @@ export class LocalClients implements ClientDirectory {
  * by the script that reads them; this instance rewrites its own when Redis is
  * back (RedisLink.restore).
  */
-const serverChannel = (serverId: string) => `${KEY_PREFIX}ch:server:${serverId}`
-const connsKey = (clientId: string) => `${KEY_PREFIX}conns:${clientId}`
-const SERVER_PREFIX = serverChannel('')
-const INSTANCE_PREFIX = instanceKey('')
+const serverChannel = (prefix: string, serverId: string) => `${prefix}ch:server:${serverId}`
 
 /**
  * Publishes to each other live instance holding sessions of the client and
@@ -91,7 +88,7 @@ export class RedisClients implements ClientDirectory {
   constructor (private readonly link: RedisLink, private readonly count: (direction: 'published' | 'received') => void, private readonly log: Log) {
     link.commands.defineCommand('sbPublishToClient', { numberOfKeys: 1, lua: PUBLISH_TO_CLIENT })
     this.commands = link.commands as Redis & Scripts
-    this.channel = serverChannel(link.serverId)
+    this.channel = serverChannel(link.prefix, link.serverId)
     this.serverSubscribed = new Promise(resolve => { this.firstSubscribed = resolve })
     link.subscriber.on('message', (channel: string, payload: string) => { if (channel === this.channel) this.onMessage(payload) })
     link.addRestorer({ prepare: () => this.resubscribe(), write: tx => this.rewrite(tx), written: ok => this.rewritten(ok) })
@@ -130,7 +127,7 @@ export class RedisClients implements ClientDirectory {
   async publishToClient (clientId: string, frame: string): Promise<number> {
     if (!this.link.ready) throw new RedisUnavailableError(`redis is ${this.link.status}; the message cannot reach other instances nor be queued; retry later`)
     try {
-      const reached = await this.commands.sbPublishToClient(connsKey(clientId), this.link.serverId, INSTANCE_PREFIX, SERVER_PREFIX, `${this.link.serverId}\n${clientId}\n${frame}`)
+      const reached = await this.commands.sbPublishToClient(this.connsKey(clientId), this.link.serverId, instanceKey(this.link.prefix, ''), serverChannel(this.link.prefix, ''), `${this.link.serverId}\n${clientId}\n${frame}`)
       this.count('published')
       return reached
     } catch (err) {
@@ -140,7 +137,11 @@ export class RedisClients implements ClientDirectory {
 
   /** On shutdown: this instance's counts leave Redis. */
   withdraw (tx: ChainableCommander): void {
-    for (const clientId of this.local.keys()) tx.hdel(connsKey(clientId), this.link.serverId)
+    for (const clientId of this.local.keys()) tx.hdel(this.connsKey(clientId), this.link.serverId)
+  }
+
+  private connsKey (clientId: string): string {
+    return `${this.link.prefix}conns:${clientId}`
   }
 
   /** Writes the client's count here as it is now (set or removed); a lost write is marked stale for the restore. */
@@ -151,8 +152,8 @@ export class RedisClients implements ClientDirectory {
       throw new RedisUnavailableError(`redis is ${this.link.status}`)
     }
     try {
-      if (n > 0) await this.commands.hset(connsKey(clientId), this.link.serverId, n)
-      else await this.commands.hdel(connsKey(clientId), this.link.serverId)
+      if (n > 0) await this.commands.hset(this.connsKey(clientId), this.link.serverId, n)
+      else await this.commands.hdel(this.connsKey(clientId), this.link.serverId)
     } catch (err) {
       this.stale.add(clientId)
       this.log.warn({ event: 'bus.write_failed', reason: (err as Error).message }, 'a cluster bookkeeping write failed; it is redone when redis is back')
@@ -179,9 +180,9 @@ export class RedisClients implements ClientDirectory {
   }
 
   private rewrite (tx: ChainableCommander): void {
-    for (const [clientId, n] of this.local) tx.hset(connsKey(clientId), this.link.serverId, n)
+    for (const [clientId, n] of this.local) tx.hset(this.connsKey(clientId), this.link.serverId, n)
     for (const clientId of this.stale) {
-      if (!this.local.has(clientId)) tx.hdel(connsKey(clientId), this.link.serverId)
+      if (!this.local.has(clientId)) tx.hdel(this.connsKey(clientId), this.link.serverId)
     }
     this.restoring = new Set(this.stale)
     this.stale.clear()

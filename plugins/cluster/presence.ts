@@ -1,5 +1,5 @@
 import type { ChainableCommander, Redis } from 'ioredis'
-import { KEY_PREFIX, RedisUnavailableError, instanceKey, type RedisLink } from '../core/redis.js'
+import { RedisUnavailableError, instanceKey, type RedisLink } from '../core/redis.js'
 
 /** Members of a channel that left with a crashed instance, and whether it left the channel vacant. */
 export type PresenceGoneHandler = (name: string, gone: Array<{ key: string, info: unknown }>, vacated: boolean) => void
@@ -78,9 +78,6 @@ export class LocalPresence implements Presence {
  * index, firing what their removal means. Reads leave out dead instances at
  * once; this instance rewrites its own entries whenever Redis lost them.
  */
-const channelKey = (ns: string, name: string, part: 's' | 'u' | 'c' | 'i') => `${KEY_PREFIX}presence:{${ns}:${name}}:${part}`
-const indexKey = (serverId: string) => `${KEY_PREFIX}presence:idx:${serverId}`
-const INSTANCES = `${KEY_PREFIX}instances`
 const entryOf = (ns: string, name: string) => `${ns}\n${name}`
 
 /** KEYS: s, idx; ARGV: me, entry. 1 when no instance had a subscription before (occupied). */
@@ -190,6 +187,9 @@ export class RedisPresence implements Presence {
   private stale = new Map<string, { vacated: boolean, left: Set<string> }>()
   private restoring: Map<string, { vacated: boolean, left: Set<string> }> | null = null
   private sweeping = false
+  private readonly prefix: string
+  /** Every instance that may hold entries (`<prefix>instances`). */
+  private readonly instances: string
 
   constructor (private readonly link: RedisLink, private readonly log: Log) {
     const c = link.commands
@@ -200,8 +200,19 @@ export class RedisPresence implements Presence {
     c.defineCommand('sbSweepChannel', { numberOfKeys: 4, lua: SWEEP_CHANNEL })
     this.scripts = c as unknown as Scripts
     this.me = link.serverId
+    this.prefix = link.prefix
+    this.instances = `${link.prefix}instances`
     link.addRestorer({ write: tx => this.rewrite(tx), written: ok => this.rewritten(ok) })
     link.onBeat(() => { this.sweep().catch(() => {}) })
+  }
+
+  /** The keys of one channel, in one hash slot (`{<ns>:<name>}`). */
+  private channelKey (ns: string, name: string, part: 's' | 'u' | 'c' | 'i'): string {
+    return `${this.prefix}presence:{${ns}:${name}}:${part}`
+  }
+
+  private indexKey (serverId: string): string {
+    return `${this.prefix}presence:idx:${serverId}`
   }
 
   private get commands (): Redis {
@@ -229,13 +240,13 @@ export class RedisPresence implements Presence {
   async occupy (ns: string, name: string): Promise<boolean> {
     this.held(ns, name).subscriptions = Math.max(1, this.held(ns, name).subscriptions)
     this.link.requireReady()
-    return await this.scripts.sbOccupy(channelKey(ns, name, 's'), indexKey(this.me), this.me, entryOf(ns, name)) === 1
+    return await this.scripts.sbOccupy(this.channelKey(ns, name, 's'), this.indexKey(this.me), this.me, entryOf(ns, name)) === 1
   }
 
   count (ns: string, name: string, n: number): void {
     this.held(ns, name).subscriptions = n
     if (!this.link.ready) return
-    this.commands.hset(channelKey(ns, name, 's'), this.me, n).catch(() => {})
+    this.commands.hset(this.channelKey(ns, name, 's'), this.me, n).catch(() => {})
   }
 
   async vacate (ns: string, name: string): Promise<boolean> {
@@ -243,7 +254,7 @@ export class RedisPresence implements Presence {
     this.forget(ns, name)
     try {
       this.link.requireReady()
-      return await this.scripts.sbVacate(channelKey(ns, name, 's'), indexKey(this.me), this.me, entryOf(ns, name)) === 1
+      return await this.scripts.sbVacate(this.channelKey(ns, name, 's'), this.indexKey(this.me), this.me, entryOf(ns, name)) === 1
     } catch {
       this.staleOf(ns, name).vacated = true
       return false
@@ -259,7 +270,7 @@ export class RedisPresence implements Presence {
 
   async join (ns: string, name: string, key: string, info: unknown, max = 0): Promise<JoinOutcome> {
     this.link.requireReady()
-    const outcome = await this.scripts.sbJoin(channelKey(ns, name, 'u'), channelKey(ns, name, 'c'), channelKey(ns, name, 'i'), this.me, key, info === undefined ? '' : JSON.stringify(info), max)
+    const outcome = await this.scripts.sbJoin(this.channelKey(ns, name, 'u'), this.channelKey(ns, name, 'c'), this.channelKey(ns, name, 'i'), this.me, key, info === undefined ? '' : JSON.stringify(info), max)
     if (outcome === 2) return 'full'
     this.held(ns, name).members.set(key, info)
     return outcome === 1 ? 'added' : 'present'
@@ -270,7 +281,7 @@ export class RedisPresence implements Presence {
     this.forget(ns, name)
     try {
       this.link.requireReady()
-      return await this.scripts.sbLeave(channelKey(ns, name, 'u'), channelKey(ns, name, 'c'), channelKey(ns, name, 'i'), this.me, key) === 1
+      return await this.scripts.sbLeave(this.channelKey(ns, name, 'u'), this.channelKey(ns, name, 'c'), this.channelKey(ns, name, 'i'), this.me, key) === 1
     } catch {
       this.staleOf(ns, name).left.add(key)
       return false
@@ -283,7 +294,7 @@ export class RedisPresence implements Presence {
     const alive = new Set<string>()
     if (others.length === 0) return alive
     const tx = this.commands.pipeline()
-    for (const s of others) tx.exists(instanceKey(s))
+    for (const s of others) tx.exists(instanceKey(this.prefix, s))
     const found = await tx.exec()
     others.forEach((s, n) => { if (found?.[n]?.[1] === 1) alive.add(s) })
     return alive
@@ -292,8 +303,8 @@ export class RedisPresence implements Presence {
   async members (ns: string, name: string): Promise<Map<string, unknown>> {
     this.link.requireReady()
     const [fields, infos] = await Promise.all([
-      this.commands.hkeys(channelKey(ns, name, 'u')),
-      this.commands.hgetall(channelKey(ns, name, 'i'))
+      this.commands.hkeys(this.channelKey(ns, name, 'u')),
+      this.commands.hgetall(this.channelKey(ns, name, 'i'))
     ])
     const pairs = fields.map(f => [f.slice(0, f.indexOf('|')), f.slice(f.indexOf('|') + 1)] as const)
     const alive = await this.live(pairs.map(([server]) => server))
@@ -304,7 +315,7 @@ export class RedisPresence implements Presence {
 
   async subscriptions (ns: string, name: string): Promise<number> {
     this.link.requireReady()
-    const counts = await this.commands.hgetall(channelKey(ns, name, 's'))
+    const counts = await this.commands.hgetall(this.channelKey(ns, name, 's'))
     const alive = await this.live(Object.keys(counts))
     let n = 0
     for (const [server, count] of Object.entries(counts)) if (alive.has(server)) n += Number(count)
@@ -313,11 +324,11 @@ export class RedisPresence implements Presence {
 
   async channels (ns: string): Promise<Set<string>> {
     this.link.requireReady()
-    const alive = await this.live(await this.commands.hkeys(INSTANCES))
+    const alive = await this.live(await this.commands.hkeys(this.instances))
     const out = new Set<string>()
     if (alive.size === 0) return out
     const tx = this.commands.pipeline()
-    for (const s of alive) tx.smembers(indexKey(s))
+    for (const s of alive) tx.smembers(this.indexKey(s))
     const prefix = `${ns}\n`
     for (const [, entries] of await tx.exec() ?? []) {
       for (const entry of (entries as string[] | null) ?? []) if (entry.startsWith(prefix)) out.add(entry.slice(prefix.length))
@@ -334,12 +345,12 @@ export class RedisPresence implements Presence {
     if (this.sweeping || !this.link.ready) return
     this.sweeping = true
     try {
-      const servers = (await this.commands.hkeys(INSTANCES)).filter(s => s !== this.me)
+      const servers = (await this.commands.hkeys(this.instances)).filter(s => s !== this.me)
       if (servers.length === 0) return
       const alive = await this.live(servers)
       for (const dead of servers) {
         if (alive.has(dead)) continue
-        if (await this.commands.hdel(INSTANCES, dead) !== 1) continue // another instance claimed it
+        if (await this.commands.hdel(this.instances, dead) !== 1) continue // another instance claimed it
         await this.sweepInstance(dead)
       }
     } catch (err) {
@@ -350,13 +361,13 @@ export class RedisPresence implements Presence {
   }
 
   private async sweepInstance (dead: string): Promise<void> {
-    const entries = await this.commands.smembers(indexKey(dead))
+    const entries = await this.commands.smembers(this.indexKey(dead))
     let swept = 0
     for (const entry of entries) {
       const cut = entry.indexOf('\n')
       const ns = entry.slice(0, cut)
       const name = entry.slice(cut + 1)
-      const res = await this.scripts.sbSweepChannel(channelKey(ns, name, 's'), channelKey(ns, name, 'u'), channelKey(ns, name, 'c'), channelKey(ns, name, 'i'), dead)
+      const res = await this.scripts.sbSweepChannel(this.channelKey(ns, name, 's'), this.channelKey(ns, name, 'u'), this.channelKey(ns, name, 'c'), this.channelKey(ns, name, 'i'), dead)
       const gone: Array<{ key: string, info: unknown }> = []
       for (let n = 1; n + 1 < res.length; n += 2) gone.push({ key: String(res[n]), info: parseInfo(String(res[n + 1])) })
       const vacated = res[0] === 1
@@ -365,7 +376,7 @@ export class RedisPresence implements Presence {
         this.handlers.get(ns)?.(name, gone, vacated)
       }
     }
-    await this.commands.del(indexKey(dead))
+    await this.commands.del(this.indexKey(dead))
     this.log.info({ event: 'presence.instance_swept', serverId: dead, channels: entries.length, changed: swept }, 'a crashed instance\'s subscriptions and members left their channels')
   }
 
@@ -375,11 +386,11 @@ export class RedisPresence implements Presence {
       const cut = entry.indexOf('\n')
       const ns = entry.slice(0, cut)
       const name = entry.slice(cut + 1)
-      tx.hdel(channelKey(ns, name, 's'), this.me)
-      for (const key of held.members.keys()) tx.hdel(channelKey(ns, name, 'u'), `${this.me}|${key}`)
+      tx.hdel(this.channelKey(ns, name, 's'), this.me)
+      for (const key of held.members.keys()) tx.hdel(this.channelKey(ns, name, 'u'), `${this.me}|${key}`)
     }
-    tx.del(indexKey(this.me))
-    tx.hdel(INSTANCES, this.me)
+    tx.del(this.indexKey(this.me))
+    tx.hdel(this.instances, this.me)
   }
 
   /**
@@ -389,18 +400,18 @@ export class RedisPresence implements Presence {
    * this one). No event fires for them.
    */
   private rewrite (tx: ChainableCommander): void {
-    tx.hset(INSTANCES, this.me, String(Date.now()))
+    tx.hset(this.instances, this.me, String(Date.now()))
     const scripted = tx as ScriptedTx
     for (const [entry, held] of this.local) {
       const cut = entry.indexOf('\n')
       const ns = entry.slice(0, cut)
       const name = entry.slice(cut + 1)
       if (held.subscriptions > 0) {
-        tx.hset(channelKey(ns, name, 's'), this.me, held.subscriptions)
-        tx.sadd(indexKey(this.me), entry)
+        tx.hset(this.channelKey(ns, name, 's'), this.me, held.subscriptions)
+        tx.sadd(this.indexKey(this.me), entry)
       }
       for (const [key, info] of held.members) {
-        scripted.sbJoin(channelKey(ns, name, 'u'), channelKey(ns, name, 'c'), channelKey(ns, name, 'i'), this.me, key, info === undefined ? '' : JSON.stringify(info), 0)
+        scripted.sbJoin(this.channelKey(ns, name, 'u'), this.channelKey(ns, name, 'c'), this.channelKey(ns, name, 'i'), this.me, key, info === undefined ? '' : JSON.stringify(info), 0)
       }
     }
     for (const [entry, { vacated, left }] of this.stale) {
@@ -408,8 +419,8 @@ export class RedisPresence implements Presence {
       const ns = entry.slice(0, cut)
       const name = entry.slice(cut + 1)
       const held = this.local.get(entry)
-      for (const key of left) if (!held?.members.has(key)) scripted.sbLeave(channelKey(ns, name, 'u'), channelKey(ns, name, 'c'), channelKey(ns, name, 'i'), this.me, key)
-      if (vacated && (held === undefined || held.subscriptions === 0)) scripted.sbVacate(channelKey(ns, name, 's'), indexKey(this.me), this.me, entry)
+      for (const key of left) if (!held?.members.has(key)) scripted.sbLeave(this.channelKey(ns, name, 'u'), this.channelKey(ns, name, 'c'), this.channelKey(ns, name, 'i'), this.me, key)
+      if (vacated && (held === undefined || held.subscriptions === 0)) scripted.sbVacate(this.channelKey(ns, name, 's'), this.indexKey(this.me), this.me, entry)
     }
     this.restoring = this.stale
     this.stale = new Map()

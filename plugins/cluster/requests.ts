@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { KEY_PREFIX, RedisUnavailableError, type RedisLink } from '../core/redis.js'
+import { RedisUnavailableError, type RedisLink } from '../core/redis.js'
 
 /** Answers a request of one kind on this instance (a JSON body in, a JSON body out). */
 export type RequestHandler = (body: unknown) => Promise<unknown> | unknown
@@ -50,8 +50,8 @@ export class LocalRequests implements ClusterRequests {
   }
 }
 
-const REQUEST_CHANNEL = `${KEY_PREFIX}ch:request`
-const replyChannel = (serverId: string) => `${KEY_PREFIX}ch:reply:${serverId}`
+const requestChannel = (prefix: string) => `${prefix}ch:request`
+const replyChannel = (prefix: string, serverId: string) => `${prefix}ch:reply:${serverId}`
 
 interface Pending { answers: InstanceAnswer[], expected: number, done: () => void }
 
@@ -68,15 +68,17 @@ export class RedisRequests implements ClusterRequests {
   private readonly handlers = new Map<string, RequestHandler>()
   private readonly pending = new Map<string, Pending>()
   private readonly mine: string
+  private readonly requests: string
 
   constructor (private readonly link: RedisLink, private readonly log: Log) {
-    this.mine = replyChannel(link.serverId)
+    this.mine = replyChannel(link.prefix, link.serverId)
+    this.requests = requestChannel(link.prefix)
     link.subscriber.on('message', (channel: string, payload: string) => {
-      if (channel === REQUEST_CHANNEL) this.onRequest(payload)
+      if (channel === this.requests) this.onRequest(payload)
       else if (channel === this.mine) this.onReply(payload)
     })
     // subscribed again whenever Redis is back (before the restore's transaction)
-    link.addRestorer({ prepare: async () => { await link.subscriber.subscribe(REQUEST_CHANNEL, this.mine) }, write: () => {} })
+    link.addRestorer({ prepare: async () => { await link.subscriber.subscribe(this.requests, this.mine) }, write: () => {} })
   }
 
   handle (kind: string, fn: RequestHandler): void {
@@ -90,7 +92,7 @@ export class RedisRequests implements ClusterRequests {
     const finished = new Promise<void>(resolve => { entry.done = resolve })
     this.pending.set(id, entry)
     try {
-      const receivers = await this.link.commands.publish(REQUEST_CHANNEL, JSON.stringify({ id, kind, from: this.link.serverId, body }))
+      const receivers = await this.link.commands.publish(this.requests, JSON.stringify({ id, kind, from: this.link.serverId, body }))
       entry.expected = receivers
       if (entry.answers.length >= receivers) entry.done()
       let timer: NodeJS.Timeout | undefined
@@ -121,7 +123,7 @@ export class RedisRequests implements ClusterRequests {
     if (typeof request?.id !== 'string' || typeof request.from !== 'string' || typeof request.kind !== 'string') return
     answer(this.handlers, request.kind, request.body).then(reply => {
       const out = JSON.stringify({ id: request.id, serverId: this.link.serverId, ...reply })
-      return this.link.commands.publish(replyChannel(request.from), out)
+      return this.link.commands.publish(replyChannel(this.link.prefix, request.from), out)
     }).catch(err => {
       this.log.warn({ event: 'cluster.reply_failed', kind: request.kind, reason: (err as Error).message }, 'could not answer a cluster request')
     })

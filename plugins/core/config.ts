@@ -40,8 +40,14 @@ export const ConfigSchema = Type.Object({
   SHUTDOWN_GRACE_MS: Int(100, 10000),
   DATA_DIR: Type.String({ minLength: 1, default: './data' }),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  /** Comma list of Sentinel host:port: Redis is the master they name REDIS_SENTINEL_NAME (REDIS_URL then gives only credentials, db and TLS). */
+  REDIS_SENTINELS: Type.Optional(Type.String({ minLength: 1 })),
+  /** The master group name the Sentinels monitor (`sentinel monitor <name> …`). */
+  REDIS_SENTINEL_NAME: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.-]+$', description: '1 to 128 of A-Z a-z 0-9 _ . -' })),
   /** How long a silent instance still counts (its connection slots, its presence) [15000]. */
   REDIS_INSTANCE_TTL_MS: Int(100, 15000),
+  /** What every Redis key and channel of this deployment starts with: deployments with different prefixes share one Redis without seeing each other. */
+  REDIS_KEY_PREFIX: Type.String({ minLength: 1, maxLength: 32, pattern: '^[A-Za-z0-9_.:-]+$', default: 'sb:', description: '1 to 32 of A-Z a-z 0-9 _ . : - (no braces: a hash tag would put every key on one cluster slot)' }),
   ROOM_HISTORY_SIZE: Int(0, 100),
   MAX_ROOMS_PER_CONNECTION: Int(1, 50),
   ROOM_STATE_MAX_BYTES: Int(2, 262144),
@@ -185,6 +191,7 @@ function describe (schema: TSchema): string {
   if (schema.anyOf) return `one of ${schema.anyOf.map((s: TSchema) => s.const).join(', ')}`
   if (schema.pattern === '^rediss?://') return 'a redis:// or rediss:// URL'
   if (schema.pattern === '^https?://') return 'an http:// or https:// URL'
+  if (typeof schema.description === 'string') return schema.description
   return 'a non-empty string'
 }
 
@@ -218,11 +225,34 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   authAlgorithms(config)
   webhookEvents(config)
   proxySecret(config)
+  redisSentinels(config)
   if (config.PUBLIC_URL !== undefined && !URL.canParse(config.PUBLIC_URL)) fail('PUBLIC_URL')
   if (config.HTTP_HEADERS_TIMEOUT_MS > config.HTTP_REQUEST_TIMEOUT_MS) {
     throw new ConfigError(`Invalid configuration: HTTP_HEADERS_TIMEOUT_MS must be <= HTTP_REQUEST_TIMEOUT_MS (got ${config.HTTP_HEADERS_TIMEOUT_MS} > ${config.HTTP_REQUEST_TIMEOUT_MS})`)
   }
   return config
+}
+
+/** A comma list of host:port (REDIS_SENTINELS); throws a ConfigError naming `setting`. */
+export function parseHostPorts (value: string, setting: string): Array<{ host: string, port: number }> {
+  return value.split(',').map(s => s.trim()).filter(Boolean).map(entry => {
+    const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/.exec(entry)
+    const port = m ? Number(m[2]) : 0
+    if (!m || port < 1 || port > 65535) throw new ConfigError(`Invalid configuration: ${setting} must be a comma list of host:port (got ${JSON.stringify(entry)})`)
+    return { host: m[1].replace(/^\[|\]$/g, ''), port }
+  })
+}
+
+/** The Sentinels and the master name, or undefined without REDIS_SENTINELS; throws a ConfigError naming the setting. */
+export function redisSentinels (config: Pick<Config, 'REDIS_SENTINELS' | 'REDIS_SENTINEL_NAME'>): { sentinels: Array<{ host: string, port: number }>, name: string } | undefined {
+  if (config.REDIS_SENTINELS === undefined) {
+    if (config.REDIS_SENTINEL_NAME !== undefined) throw new ConfigError('Invalid configuration: REDIS_SENTINEL_NAME needs REDIS_SENTINELS (the Sentinels to ask for that master)')
+    return undefined
+  }
+  const sentinels = parseHostPorts(config.REDIS_SENTINELS, 'REDIS_SENTINELS')
+  if (sentinels.length === 0) throw new ConfigError('Invalid configuration: REDIS_SENTINELS must be a comma list of host:port (got none)')
+  if (config.REDIS_SENTINEL_NAME === undefined) throw new ConfigError('Invalid configuration: REDIS_SENTINELS needs REDIS_SENTINEL_NAME, the master group name the Sentinels monitor')
+  return { sentinels, name: config.REDIS_SENTINEL_NAME }
 }
 
 /** The algorithms a token may be signed with, from AUTH_ALGORITHMS or the key sources configured; throws a ConfigError naming the setting. */

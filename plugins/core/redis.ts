@@ -3,22 +3,26 @@ import fastifyRedis from '@fastify/redis'
 import { Redis, type ChainableCommander, type RedisOptions } from 'ioredis'
 
 export interface RedisPluginOptions {
-  /** redis:// or rediss:// URL; when absent the plugin only reports `disabled`. */
+  /** redis:// or rediss:// URL; when absent (and no `sentinel`) the plugin only reports `disabled`. With `sentinel`, only its credentials, db and TLS are used. */
   url?: string
+  /** Redis is the master these Sentinels name (REDIS_SENTINELS, REDIS_SENTINEL_NAME); ioredis follows its failovers. */
+  sentinel?: { sentinels: Array<{ host: string, port: number }>, name: string }
   /** Connect and per-command timeout [5000]. */
   timeoutMs?: number
   /** How long this instance's heartbeat key lives; slots and presence of a crashed instance free up after it [15000]. */
   instanceTtlMs?: number
+  /** What every key and channel of this deployment starts with (REDIS_KEY_PREFIX) ['sb:']. */
+  keyPrefix?: string
 }
 
 export type RedisStatus = 'disabled' | 'ready' | 'connecting' | 'down'
 
-/** Every key and channel this app uses starts with this. */
-export const KEY_PREFIX = 'sb:'
+/** What every key and channel starts with unless REDIS_KEY_PREFIX says otherwise. */
+export const DEFAULT_KEY_PREFIX = 'sb:'
 
 /** The key that says an instance is alive; it expires unless the instance refreshes it. */
-export function instanceKey (serverId: string): string {
-  return `${KEY_PREFIX}instance:${serverId}`
+export function instanceKey (prefix: string, serverId: string): string {
+  return `${prefix}instance:${serverId}`
 }
 
 /**
@@ -109,6 +113,8 @@ export class RedisLink {
     readonly subscriber: Redis,
     readonly serverId: string,
     readonly instanceTtlMs: number,
+    /** What every key and channel of this deployment starts with: several deployments share one Redis without seeing each other. */
+    readonly prefix: string,
     private readonly log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void, error: (o: object, m: string) => void }
   ) {
     for (const [role, client] of [['commands', commands], ['subscriber', subscriber]] as const) {
@@ -116,6 +122,12 @@ export class RedisLink {
       client.on('close', () => this.changed(role, 'close'))
       // without a listener ioredis logs every failed reconnect to stderr; the status says it once
       client.on('error', (err: Error) => log.warn({ event: 'redis.error', role, reason: err.message }, 'redis connection error'))
+      // ioredis gives up (status `end`) when a Sentinel-resolved connect is cut short: start again rather than stay down for good
+      client.on('end', () => {
+        if (this.closing) return
+        log.warn({ event: 'redis.reconnect_after_end', role }, 'the redis client stopped reconnecting; starting it again')
+        setTimeout(() => { if (!this.closing) client.connect().catch(() => {}) }, 1000).unref()
+      })
     }
   }
 
@@ -159,7 +171,7 @@ export class RedisLink {
         try {
           for (const r of this.restorers) await r.prepare?.()
           const tx = this.commands.multi()
-          tx.set(instanceKey(this.serverId), String(Date.now()), 'PX', this.instanceTtlMs)
+          tx.set(instanceKey(this.prefix, this.serverId), String(Date.now()), 'PX', this.instanceTtlMs)
           for (const r of this.restorers) r.write(tx)
           const ok = await tx.exec().then(() => true, () => false)
           for (const r of this.restorers) r.written?.(ok)
@@ -178,7 +190,7 @@ export class RedisLink {
     const beat = () => {
       if (!this.ready || this.restoring) return
       // GET: a key that was gone (Redis lost it, or this process stalled past the TTL) means peers may have dropped our entries
-      this.commands.set(instanceKey(this.serverId), String(Date.now()), 'PX', this.instanceTtlMs, 'GET').then(previous => {
+      this.commands.set(instanceKey(this.prefix, this.serverId), String(Date.now()), 'PX', this.instanceTtlMs, 'GET').then(previous => {
         if (previous === null) this.restore().catch(() => {})
       }, () => {})
       for (const fn of this.beatListeners) fn()
@@ -195,7 +207,7 @@ export class RedisLink {
   /** Stops the heartbeat and removes the key, so this instance's leftovers are ignored at once. */
   async stopHeartbeat (): Promise<void> {
     clearInterval(this.heartbeat)
-    if (this.ready) await this.commands.del(instanceKey(this.serverId)).catch(() => {})
+    if (this.ready) await this.commands.del(instanceKey(this.prefix, this.serverId)).catch(() => {})
   }
 
   private changed (role: string, what: 'ready' | 'close'): void {
@@ -233,15 +245,29 @@ declare module 'fastify' {
  * closes, then the subscriber and the command connection quit, in that order.
  */
 export default fp<RedisPluginOptions>(async function redis (app, opts) {
-  if (!opts.url) {
+  if (!opts.url && !opts.sentinel) {
     app.decorate('redisLink', null)
     app.statusReport.section('redis', () => ({ enabled: false, status: 'disabled' }))
     return
   }
   const timeoutMs = opts.timeoutMs ?? 5000
-  const commands = new Redis(opts.url, { ...connectionOptions(timeoutMs, 'switchboard-commands'), lazyConnect: true })
-  const subscriber = new Redis(opts.url, { ...connectionOptions(timeoutMs, 'switchboard-subscriber'), lazyConnect: true })
-  const link = new RedisLink(commands, subscriber, app.serverId, opts.instanceTtlMs ?? 15000, app.log)
+  const connect = (name: string): Redis => {
+    const options: RedisOptions = { ...connectionOptions(timeoutMs, name), lazyConnect: true }
+    if (opts.sentinel) {
+      // the master the Sentinels name, asked again on every reconnect; a master demoted under us answers READONLY: reconnect (never resend)
+      // (no failoverDetector: its disconnect during a reconnect ends the client for good, as measured with ioredis 6.0)
+      Object.assign(options, {
+        sentinels: opts.sentinel.sentinels,
+        name: opts.sentinel.name,
+        sentinelRetryStrategy: options.retryStrategy,
+        reconnectOnError: (err: Error) => err.message.startsWith('READONLY') ? 1 : false
+      })
+    }
+    return opts.url ? new Redis(opts.url, options) : new Redis(options)
+  }
+  const commands = connect('switchboard-commands')
+  const subscriber = connect('switchboard-subscriber')
+  const link = new RedisLink(commands, subscriber, app.serverId, opts.instanceTtlMs ?? 15000, opts.keyPrefix ?? DEFAULT_KEY_PREFIX, app.log)
   app.decorate('redisLink', link)
   app.statusReport.section('redis', () => ({ enabled: true, status: link.status }))
   app.statusReport.check('redis', () => link.ready ? null : `redis is ${link.status}`)
@@ -253,7 +279,7 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
   await app.register(fastifyRedis, { client: commands, namespace: 'commands', closeClient: false })
   await app.register(fastifyRedis, { client: subscriber, namespace: 'subscriber', closeClient: false })
   link.startHeartbeat()
-  app.log.info({ event: 'redis.connected', serverId: link.serverId, instanceTtlMs: link.instanceTtlMs }, 'connected to redis')
+  app.log.info({ event: 'redis.connected', serverId: link.serverId, instanceTtlMs: link.instanceTtlMs, keyPrefix: link.prefix, mode: opts.sentinel ? 'sentinel' : 'single' }, 'connected to redis')
 
   app.addHook('onClose', async () => {
     await link.stopHeartbeat()

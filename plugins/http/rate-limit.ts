@@ -9,6 +9,8 @@ export interface RateLimitOptions {
   windowMs?: number
   /** A shared store for many instances (an ioredis client), as @fastify/rate-limit takes it. */
   redis?: unknown
+  /** What the shared counters' keys start with [`sb:rl:`]. */
+  keyPrefix?: string
 }
 
 /** What a @fastify/rate-limit store answers: the requests counted in the key's window and the ms left in it. */
@@ -52,7 +54,7 @@ export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
   const windowMs = opts.windowMs ?? 60000
   app.statusReport.section('rateLimit', () => ({ max, windowMs }))
   const shared = opts.redis !== undefined && opts.redis !== null
-  const store = shared ? new RedisStore(false, false, opts.redis, 'sb:rl:') : new LocalStore(false, false, 5000)
+  const store = shared ? new RedisStore(false, false, opts.redis, opts.keyPrefix ?? 'sb:rl:') : new LocalStore(false, false, 5000)
 
   function counted (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction, key: string, err: Error | null, res: Count | null): void {
     // a shared store that cannot answer: the request passes, counted as the first of its window

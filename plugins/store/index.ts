@@ -54,7 +54,8 @@ export default fp<StoreOptions>(async function store (app, opts) {
       inboxMax: opts.inboxMax ?? 100,
       inboxTtlMs: opts.inboxTtlMs ?? 86400000,
       idempotencyMaxKeys: opts.idempotencyMaxKeys ?? 1000,
-      requireReady: () => link.requireReady()
+      requireReady: () => link.requireReady(),
+      keyPrefix: link.prefix
     })
     app.log.info({ event: 'store.opened', kind: 'redis' }, 'store opened')
   } else {

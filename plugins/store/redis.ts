@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import type { DirectMessage } from '../../protocol/frames.js'
 import { applyMergePatch } from '../../protocol/merge-patch.js'
 import { newEpoch, parseState, patchedState, recoveryWindow } from './room-state.js'
-import { KEY_PREFIX, RedisUnavailableError } from '../core/redis.js'
+import { DEFAULT_KEY_PREFIX, RedisUnavailableError } from '../core/redis.js'
 import {
   InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
@@ -22,6 +22,8 @@ export interface RedisStoreOptions {
   idempotencyMaxKeys?: number
   /** Throws when Redis is not reachable, so an operation fails at once instead of waiting. */
   requireReady: () => void
+  /** What every key starts with (REDIS_KEY_PREFIX) ['sb:']. */
+  keyPrefix?: string
 }
 
 /*
@@ -227,14 +229,23 @@ interface PendingPatch {
   reject: (err: Error) => void
 }
 
-const roomKey = (room: string) => `${KEY_PREFIX}room:${room}`
-const historyKey = (room: string) => `${KEY_PREFIX}room:${room}:history`
-const ROOMS = `${KEY_PREFIX}rooms`
-const ROOMS_INDEX = `${ROOMS}:index`
-const ROOMS_INDEXED = `${ROOMS}:indexed`
-const inboxKey = (clientId: string) => `${KEY_PREFIX}inbox:${clientId}`
-const idemKey = (owner: string) => `${KEY_PREFIX}idem:${owner}`
-const idemExpiryKey = (owner: string) => `${KEY_PREFIX}idem:${owner}:exp`
+/** The key names of one deployment (REDIS_KEY_PREFIX). */
+class Keys {
+  readonly rooms: string
+  readonly roomsIndex: string
+  readonly roomsIndexed: string
+  constructor (readonly prefix: string) {
+    this.rooms = `${prefix}rooms`
+    this.roomsIndex = `${this.rooms}:index`
+    this.roomsIndexed = `${this.rooms}:indexed`
+  }
+
+  room (room: string): string { return `${this.prefix}room:${room}` }
+  history (room: string): string { return `${this.prefix}room:${room}:history` }
+  inbox (clientId: string): string { return `${this.prefix}inbox:${clientId}` }
+  idem (owner: string): string { return `${this.prefix}idem:${owner}` }
+  idemExpiry (owner: string): string { return `${this.prefix}idem:${owner}:exp` }
+}
 const record = (hash: string, resultJson: string) => `{"hash":${JSON.stringify(hash)},"result":${resultJson}}`
 function parseRecord (value: string): IdempotencyRecord {
   const parsed = JSON.parse(value) as { hash: string, result: unknown }
@@ -270,6 +281,7 @@ export class RedisStore implements Store {
   private readonly committing = new Map<string, Promise<void>>()
   private closed = false
   private indexed: Promise<unknown> | null = null
+  private readonly keys: Keys
 
   constructor (redis: Redis, private readonly opts: RedisStoreOptions) {
     redis.defineCommand('sbAppend', { numberOfKeys: 3, lua: appendScript(false) })
@@ -283,22 +295,23 @@ export class RedisStore implements Store {
     redis.defineCommand('sbInboxDrain', { numberOfKeys: 1, lua: INBOX_DRAIN })
     redis.defineCommand('sbBuildIndex', { numberOfKeys: 3, lua: BUILD_INDEX })
     this.client = redis as Client
+    this.keys = new Keys(opts.keyPrefix ?? DEFAULT_KEY_PREFIX)
     this.inbox = this.createInbox()
     this.idempotency = this.createIdempotency()
     const call = <T>(op: () => Promise<T>) => this.call(op)
-    this.documents = new RedisDocumentStore(redis, KEY_PREFIX, call)
-    this.lastEvents = new RedisLastEvents(redis, KEY_PREFIX, call)
-    this.outbox = new RedisOutbox(redis, KEY_PREFIX, randomUUID(), call)
+    this.documents = new RedisDocumentStore(redis, this.keys.prefix, call)
+    this.lastEvents = new RedisLastEvents(redis, this.keys.prefix, call)
+    this.outbox = new RedisOutbox(redis, this.keys.prefix, randomUUID(), call)
   }
 
   async loadRoom (room: string): Promise<RoomSnapshot | null> {
-    const row = await this.call(() => this.client.sbLoad(1, roomKey(room), newEpoch()))
+    const row = await this.call(() => this.client.sbLoad(1, this.keys.room(room), newEpoch()))
     if (!row) return null
     return { room, state: parseState(room, row[0]), version: Number(row[1] ?? 0), offset: Number(row[2] ?? 0), epoch: row[4] }
   }
 
   async loadRoomSince (room: string, since: number): Promise<RoomSnapshotWithHistory | null> {
-    const row = await this.call(() => this.client.sbLoad(2, roomKey(room), historyKey(room), newEpoch()))
+    const row = await this.call(() => this.client.sbLoad(2, this.keys.room(room), this.keys.history(room), newEpoch()))
     if (!row) return null
     const snapshot: RoomSnapshot = { room, state: parseState(room, row[0]), version: Number(row[1] ?? 0), offset: Number(row[2] ?? 0), epoch: row[4] }
     return recoveryWindow(snapshot, since, from => row[3].map(entry => toMessage(room, entry, snapshot.epoch)).filter(m => m.offset > from))
@@ -307,8 +320,8 @@ export class RedisStore implements Store {
   async appendMessage (room: string, message: NewRoomMessage, historySize: number, claim?: IdempotencyClaim): Promise<RoomMessage> {
     const body = JSON.stringify({ messageId: message.messageId, from: message.from, data: message.data ?? null, timestamp: message.timestamp })
     const reply = await this.call(() => claim === undefined
-      ? this.client.sbAppend(roomKey(room), historyKey(room), ROOMS, room, body, historySize, newEpoch())
-      : this.client.sbAppendIdem(roomKey(room), historyKey(room), ROOMS, idemKey(claim.owner), idemExpiryKey(claim.owner), room, body, historySize, newEpoch(),
+      ? this.client.sbAppend(this.keys.room(room), this.keys.history(room), this.keys.rooms, room, body, historySize, newEpoch())
+      : this.client.sbAppendIdem(this.keys.room(room), this.keys.history(room), this.keys.rooms, this.keys.idem(claim.owner), this.keys.idemExpiry(claim.owner), room, body, historySize, newEpoch(),
         claim.key, `{"hash":${JSON.stringify(claim.hash)},"result":{"offset":`, `,"messageId":${JSON.stringify(message.messageId)}}}`, claim.expiresAt, Date.now(), this.maxKeys))
     if (reply[0] === 0) throw new DuplicateKeyError(parseRecord(reply[1]))
     return { type: 'room_message', room, offset: Number(reply[1]), ...message, epoch: reply[2] }
@@ -319,7 +332,7 @@ export class RedisStore implements Store {
   }
 
   async clearHistory (room: string): Promise<void> {
-    await this.call(() => this.client.del(historyKey(room)))
+    await this.call(() => this.client.del(this.keys.history(room)))
   }
 
   async applyPatch (room: string, patch: RoomState, opts: PatchOptions): Promise<PatchResult> {
@@ -337,15 +350,15 @@ export class RedisStore implements Store {
   }
 
   async listRooms (page?: RoomPage): Promise<RoomSummary[]> {
-    const names = page === undefined ? (await this.call(() => this.client.smembers(ROOMS))).sort() : await this.pageOfNames(page)
-    const rows = await Promise.all(names.map(name => this.call(() => this.client.hmget(roomKey(name), 'version', 'offset'))))
+    const names = page === undefined ? (await this.call(() => this.client.smembers(this.keys.rooms))).sort() : await this.pageOfNames(page)
+    const rows = await Promise.all(names.map(name => this.call(() => this.client.hmget(this.keys.room(name), 'version', 'offset'))))
     return names.map((room, i) => ({ room, version: Number(rows[i][0] ?? 0), offset: Number(rows[i][1] ?? 0) }))
   }
 
   /** A range of the ordered index: ZRANGEBYLEX costs O(log n + limit), whatever the number of rooms. */
   private async pageOfNames (page: RoomPage): Promise<string[]> {
     if (this.indexed === null) {
-      this.indexed = this.call(() => this.client.sbBuildIndex(ROOMS, ROOMS_INDEX, ROOMS_INDEXED))
+      this.indexed = this.call(() => this.client.sbBuildIndex(this.keys.rooms, this.keys.roomsIndex, this.keys.roomsIndexed))
       this.indexed.catch(() => { this.indexed = null })
     }
     await this.indexed
@@ -353,7 +366,7 @@ export class RedisStore implements Store {
     const after = page.after ?? ''
     const min = prefix !== '' && after < prefix ? `[${prefix}` : after !== '' ? `(${after}` : '-'
     const max = prefix !== '' ? `(${prefix}${ROOM_NAME_END}` : '+'
-    return this.call(() => this.client.zrangebylex(ROOMS_INDEX, min, max, 'LIMIT', 0, page.limit))
+    return this.call(() => this.client.zrangebylex(this.keys.roomsIndex, min, max, 'LIMIT', 0, page.limit))
   }
 
   release (room: string): void {
@@ -427,12 +440,12 @@ export class RedisStore implements Store {
         continue
       }
       if (accepted.length > 0) {
-        const keys: string[] = [roomKey(room), ROOMS]
+        const keys: string[] = [this.keys.room(room), this.keys.rooms]
         const args: Array<string | number> = [room, head.version, json, accepted.length, newEpoch(), Date.now(), this.maxKeys]
         const claimed = accepted.filter(a => a.p.claim !== undefined)
         for (const { p, result } of claimed) {
           const claim = p.claim as IdempotencyClaim
-          keys.push(idemKey(claim.owner), idemExpiryKey(claim.owner))
+          keys.push(this.keys.idem(claim.owner), this.keys.idemExpiry(claim.owner))
           args.push(claim.key, record(claim.hash, `{"version":${result.version}}`), claim.expiresAt)
         }
         const reply = await this.call(() => this.client.sbSetState(keys.length, ...keys, ...args))
@@ -467,7 +480,7 @@ export class RedisStore implements Store {
   }
 
   private async readHead (room: string): Promise<Head> {
-    const [state, version] = await this.call(() => this.client.hmget(roomKey(room), 'state', 'version'))
+    const [state, version] = await this.call(() => this.client.hmget(this.keys.room(room), 'state', 'version'))
     return { state: state === null ? {} : parseState(room, state), version: Number(version ?? 0) }
   }
 
@@ -492,11 +505,11 @@ export class RedisStore implements Store {
   private createIdempotency (): IdempotencyStore {
     return {
       recall: async (owner: string, key: string) => {
-        const value = await this.call(() => this.client.sbIdemRecall(idemKey(owner), idemExpiryKey(owner), key, Date.now()))
+        const value = await this.call(() => this.client.sbIdemRecall(this.keys.idem(owner), this.keys.idemExpiry(owner), key, Date.now()))
         return value ? parseRecord(value) : null
       },
       remember: async (claim: IdempotencyClaim, result: unknown) => {
-        await this.call(() => this.client.sbIdemRemember(idemKey(claim.owner), idemExpiryKey(claim.owner), claim.key,
+        await this.call(() => this.client.sbIdemRemember(this.keys.idem(claim.owner), this.keys.idemExpiry(claim.owner), claim.key,
           record(claim.hash, JSON.stringify(result ?? null)), claim.expiresAt, Date.now(), this.maxKeys))
       },
       // each write of an owner sweeps its expired records, and an idle owner's keys expire whole
@@ -509,16 +522,16 @@ export class RedisStore implements Store {
     return {
       push: async (clientId: string, message: DirectMessage, claim?: IdempotencyClaim) => {
         if (claim) {
-          const reply = await this.call(() => this.client.sbInboxPushIdem(inboxKey(clientId), idemKey(claim.owner), idemExpiryKey(claim.owner), JSON.stringify(message), max, ttlMs,
+          const reply = await this.call(() => this.client.sbInboxPushIdem(this.keys.inbox(clientId), this.keys.idem(claim.owner), this.keys.idemExpiry(claim.owner), JSON.stringify(message), max, ttlMs,
             claim.key, record(claim.hash, JSON.stringify(claim.result ?? null)), claim.expiresAt, Date.now(), this.maxKeys))
           if (reply[0] === 0) throw new DuplicateKeyError(parseRecord(String(reply[1])))
           return
         }
         if (max === 0) return
-        await this.call(() => this.client.sbInboxPush(inboxKey(clientId), JSON.stringify(message), max, ttlMs))
+        await this.call(() => this.client.sbInboxPush(this.keys.inbox(clientId), JSON.stringify(message), max, ttlMs))
       },
       drain: async (clientId: string) => {
-        const items = await this.call(() => this.client.sbInboxDrain(inboxKey(clientId)))
+        const items = await this.call(() => this.client.sbInboxDrain(this.keys.inbox(clientId)))
         const now = Date.now()
         return items.map(item => JSON.parse(item) as DirectMessage).filter(m => Date.parse(m.timestamp) + ttlMs > now)
       },

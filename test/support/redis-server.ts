@@ -1,5 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
 import { createConnection } from 'node:net'
+import { join } from 'node:path'
 import { freePort } from './process.js'
 import { tempDir, type TestContext } from './helper.js'
 import { prerequisiteOptions } from './prerequisites.js'
@@ -78,4 +80,91 @@ export async function startRedis (t: TestContext): Promise<RedisServer> {
     restart: start,
     cli: (...args: string[]) => spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' }).stdout.trim()
   }
+}
+
+/** True when a redis-sentinel binary is on PATH. */
+export const haveSentinel = spawnSync('redis-sentinel', ['--version'], { stdio: 'ignore' }).status === 0
+
+/** As redisTestOptions, for tests that also need redis-sentinel (skipped loudly without it, failed under REQUIRE_REDIS=1). */
+export function sentinelTestOptions (): { skip?: string } {
+  return prerequisiteOptions({
+    present: haveRedis && haveSentinel,
+    missing: haveRedis ? 'redis-sentinel is not installed' : 'redis-server is not installed',
+    tests: 'the Redis Sentinel tests',
+    install: 'apt-get install redis-server redis-sentinel',
+    requireVar: 'REQUIRE_REDIS'
+  })
+}
+
+export interface RedisProcess {
+  port: number
+  proc: ChildProcess
+  /** kill -9 (its data on disk stays). */
+  kill: () => Promise<void>
+  cli: (...args: string[]) => string
+}
+
+/** One redis-server (or, with `sentinel`, redis-sentinel) process on a free port, killed at teardown. */
+async function redisProcess (t: TestContext, args: (port: number, dir: string) => string[], sentinel = false): Promise<RedisProcess> {
+  const dir = tempDir(t, sentinel ? 'switchboard-sentinel-' : 'switchboard-redis-')
+  const port = await freePort()
+  const proc = spawn(sentinel ? 'redis-sentinel' : 'redis-server', args(port, dir), { stdio: 'ignore', cwd: dir })
+  const exited = new Promise<void>(resolve => proc.once('exit', () => resolve()))
+  const kill = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGKILL')
+      await exited
+    }
+  }
+  t.teardown(kill)
+  await listening(port, proc)
+  return { port, proc, kill, cli: (...a: string[]) => spawnSync('redis-cli', ['-p', String(port), ...a], { encoding: 'utf8' }).stdout.trim() }
+}
+
+export interface SentinelGroup {
+  /** The master group name the Sentinels monitor. */
+  name: string
+  master: RedisProcess
+  replica: RedisProcess
+  sentinels: RedisProcess[]
+  /** `host:port,…` of the Sentinels (REDIS_SENTINELS). */
+  sentinelList: string
+  /** The port the Sentinels now name as master. */
+  masterPort: () => number
+}
+
+/**
+ * One master, one replica and three Sentinels (quorum 2) on free ports, each
+ * with AOF fsynced on every write. Resolves once the Sentinels know the
+ * replica and each other, so a failover can be authorized: a master killed
+ * afterwards is replaced within `downAfterMs` plus an election.
+ */
+export async function startSentinelGroup (t: TestContext, downAfterMs = 1000): Promise<SentinelGroup> {
+  const name = 'sbmaster'
+  const serverArgs = (port: number, dir: string) => ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
+    '--appendonly', 'yes', '--appendfsync', 'always', '--logfile', '']
+  const master = await redisProcess(t, serverArgs)
+  const replica = await redisProcess(t, (port, dir) => [...serverArgs(port, dir), '--replicaof', '127.0.0.1', String(master.port)])
+  const sentinels: RedisProcess[] = []
+  for (let i = 0; i < 3; i++) {
+    sentinels.push(await redisProcess(t, (port, dir) => {
+      const file = join(dir, 'sentinel.conf')
+      // Sentinel rewrites its configuration file as it learns: it must be its own and writable
+      writeFileSync(file, [`port ${port}`, 'bind 127.0.0.1', `dir ${dir}`,
+        `sentinel monitor ${name} 127.0.0.1 ${master.port} 2`,
+        `sentinel down-after-milliseconds ${name} ${downAfterMs}`,
+        `sentinel failover-timeout ${name} ${Math.max(3000, downAfterMs * 3)}`,
+        `sentinel parallel-syncs ${name} 1`, ''].join('\n'))
+      return [file]
+    }, true))
+  }
+  const masterPort = () => Number(sentinels[0].cli('SENTINEL', 'get-master-addr-by-name', name).split('\n')[1])
+  // the Sentinels find the replica through the master's INFO and each other through its hello channel: wait for both
+  for (;;) {
+    const ready = sentinels.every(s => /^OK 3 usable/.test(s.cli('SENTINEL', 'ckquorum', name)) &&
+      /flags\nslave\n/.test(s.cli('SENTINEL', 'replicas', name)))
+    if (ready && master.cli('INFO', 'replication').includes('connected_slaves:1')) break
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  return { name, master, replica, sentinels, sentinelList: sentinels.map(s => `127.0.0.1:${s.port}`).join(','), masterPort }
 }
