@@ -679,6 +679,33 @@ t.test(CASES.order, redisTestOptions(), async t => {
       t.equal(outOfOrder, 0, `the ${name} got them with offsets increasing by 1 (${outOfOrder} out of order)`)
     }
   })
+  for (const door of DOORS.filter(d => d.receiveOnly)) {
+    await t.test(`${door.name}: a stream on each instance receives all ${2 * PER_PUBLISHER} room messages of two HTTP publishers (one per instance) in offset order`, async t => {
+      const room = freshName('ordered')
+      const [streamA, streamB] = await Promise.all([a, b].map(s => opened(t, door, s, { resource: room })))
+      // 20 requests in flight per publisher (more from one address would pass MAX_PENDING_CONNECTIONS_PER_CLIENT)
+      const publish = async (server: ServerTarget, label: string) => {
+        const answers: number[] = []
+        for (let from = 0; from < PER_PUBLISHER; from += 20) {
+          answers.push(...await Promise.all(Array.from({ length: Math.min(20, PER_PUBLISHER - from) }, async (_, i) => {
+            const res = await fetch(`${server.url}/api/rooms/${room}/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ data: { tag: `${label}-${from + i}` } }) })
+            await res.arrayBuffer()
+            return res.status
+          })))
+        }
+        t.same(answers.filter(s => s !== 200), [], `publisher ${label}'s ${PER_PUBLISHER} publishes acknowledged`)
+      }
+      await Promise.all([publish(a, 'A'), publish(b, 'B')])
+      for (const [name, conn] of [['stream on A', streamA], ['stream on B', streamB]] as const) {
+        const messages = () => conn.frames.filter(f => f?.event === 'room_message' && f.data?.room === room).map(f => f.data)
+        await check(t, `the ${name} receives all ${2 * PER_PUBLISHER}`, () => conn.waitUntil(() => messages().length >= 2 * PER_PUBLISHER, 'every room_message', 60000))
+        const offsets = messages().map(m => m.offset as number)
+        const outOfOrder = offsets.filter((o, i) => i > 0 && o !== offsets[i - 1] + 1).length
+        t.equal(offsets.length, 2 * PER_PUBLISHER, `the ${name} got exactly ${2 * PER_PUBLISHER} (no duplicate)`)
+        t.equal(outOfOrder, 0, `the ${name} got them with offsets increasing by 1 (${outOfOrder} out of order)`)
+      }
+    })
+  }
   await t.test('pusher: the events of one publisher arrive in order on every instance', async t => {
     const resource = freshName('ordered')
     const [subA, subB, pubA, pubB] = await Promise.all([a, b, a, b].map(s => opened(t, DOORS[1], s, { resource }))) as PusherConnection[]

@@ -1608,8 +1608,7 @@ function streamDoor (name: 'sse' | 'stream', Connection: new (door: Door, url: s
     receiveOnly: true,
     notApplicable: {
       rate: 'a stream carries nothing from the client, so it has no frame rate to exceed; its HTTP writes are limited per address by RATE_LIMIT_MAX with 429 (test/rate-limit.test.ts)',
-      deadPeer: 'a stream has no ping to leave unanswered: a peer that stops reading is closed by the send-buffer cap (case d), one that vanished by the TCP keepalive probes set on its socket, which loopback cannot lose; its keepalive lines are case o',
-      order: 'the order of a room\'s messages is the room\'s, whichever door reads it (case l on /ws); a stream that resumes on another instance gets them in offset order with no gap or duplicate (test/sse.cluster.test.ts)'
+      deadPeer: 'a stream has no ping to leave unanswered: a peer that stops reading is closed by the send-buffer cap (case d), one that vanished by the TCP keepalive probes set on its socket, which loopback cannot lose; its keepalive lines are case o'
     },
     closeCodes: { tokenExpired: 1008, shutdown: 1001 },
     url (server, opts = {}) {
