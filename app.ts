@@ -1,11 +1,11 @@
 import type { FastifyHttpOptions, FastifyInstance, FastifyServerOptions } from 'fastify'
 import type { Server } from 'node:http'
-import { realpathSync } from 'node:fs'
+import { readFileSync, realpathSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
 import { authAlgorithms, config, proxySecret, webhookEvents, ConfigError, errors, exitOnConfigError, identity, loadConfig, metrics, parseOrigins, parseTrustProxy, redis, redisSentinels, status, type Config } from './plugins/core/index.js'
 import {
-  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, jsonLimits, limits, messageRate, pendingConnections, proxy, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, parsePublicKey, type AuthOptions, type ProxyOptions, type StaticToken
+  ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, http2Sessions, jsonLimits, limits, messageRate, pendingConnections, proxy, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, parsePublicKey, type AuthOptions, type ProxyOptions, type StaticToken
 } from './plugins/engine/index.js'
 import { dispatcher, nativeBackend } from './plugins/native/index.js'
 import httpStreams from './plugins/sse/index.js'
@@ -67,8 +67,35 @@ export function trustProxyOption (value: string): FastifyServerOptions['trustPro
   return parsed
 }
 
-/** Fastify server options derived from the configuration (logger, proxy trust, limits). */
+/** The certificate and key of TLS_CERT and TLS_KEY, read now; an unreadable file is a ConfigError naming its variable. */
+export function tlsFiles (cfg: Pick<Config, 'TLS_CERT' | 'TLS_KEY'>): { cert: Buffer, key: Buffer } | undefined {
+  if (cfg.TLS_CERT === undefined || cfg.TLS_KEY === undefined) return undefined
+  const read = (name: 'TLS_CERT' | 'TLS_KEY', file: string): Buffer => {
+    try {
+      return readFileSync(file)
+    } catch (err) {
+      throw new ConfigError(`Invalid configuration: ${name} must be a readable PEM file (${(err as NodeJS.ErrnoException).code ?? 'unreadable'}: ${file})`)
+    }
+  }
+  return { cert: read('TLS_CERT', cfg.TLS_CERT), key: read('TLS_KEY', cfg.TLS_KEY) }
+}
+
+/**
+ * Fastify server options derived from the configuration (logger, proxy trust,
+ * limits). With TLS_CERT and TLS_KEY the server is HTTPS with HTTP/2 and
+ * HTTP/1.1 on one port (ALPN; WebSocket upgrades are HTTP/1.1). The instance
+ * stays typed as HTTP/1's: the code that touches raw requests and responses
+ * (plugins/engine/http-stream.ts, limits.ts) handles both kinds.
+ */
 export function serverOptions (cfg: Config): FastifyHttpOptions<Server> {
+  const tls = tlsFiles(cfg)
+  const options = serverOptionsOverHttp1(cfg)
+  if (tls === undefined) return options
+  // http2 with allowHTTP1: browsers and h2 clients get HTTP/2, older clients and WebSocket upgrades HTTP/1.1
+  return { ...options, http2: true, https: { allowHTTP1: true, cert: tls.cert, key: tls.key } } as unknown as FastifyHttpOptions<Server>
+}
+
+function serverOptionsOverHttp1 (cfg: Config): FastifyHttpOptions<Server> {
   return {
     logger: {
       level: cfg.LOG_LEVEL,
@@ -228,6 +255,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   // before the rate limit and the connection limits, which count by the token's sub
   await fastify.register(auth, authOptions(cfg, adminTokens(cfg)))
   await fastify.register(shutdown, { closeTimeoutMs: Math.min(2000, Math.floor(cfg.SHUTDOWN_GRACE_MS / 2)) })
+  // after shutdown: its preClose ends the streams first, then the HTTP/2 sessions get GOAWAY
+  await fastify.register(http2Sessions)
   await fastify.register(jsonLimits, { maxDepth: cfg.JSON_MAX_DEPTH })
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
   await fastify.register(cors, { origins: parseOrigins(cfg.CORS_ORIGINS), publicUrl: cfg.PUBLIC_URL })

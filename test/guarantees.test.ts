@@ -1,7 +1,9 @@
 // The guarantee matrix (issue 26, deliverable 5): every promise of the
 // contract's "Every door keeps the same promises", run against every door of
-// test/support/doors.ts (and the HTTP API where it writes). A door a case does
-// not apply to is not run for it; the comment printed first says why.
+// test/support/doors.ts (and the HTTP API where it writes): the WebSocket
+// doors, and the receive-only SSE and HTTP-streaming doors (issue 28) whose
+// writes are HTTP requests. A door a case does not apply to is not run for
+// it; the comment printed first says why.
 import t, { type Test } from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -14,7 +16,7 @@ import { redisTestOptions } from './support/redis-server.js'
 import { tryUpgrade } from './support/ws-client.js'
 import { APP } from './support/pusher-clients.js'
 import {
-  CASES, DOORS, WAIT_MS, doorsEnv, freshAddress, freshName, notApplicableTable, realClientLog,
+  CASES, DOORS, HTTP_BODY_LIMIT, WAIT_MS, doorsEnv, freshAddress, freshName, notApplicableTable, realClientLog,
   HocuspocusConnection, PusherConnection, SwitchboardConnection, YjsConnection, SyncSub, YType,
   type CaseName, type Closed, type Door, type DoorConnection, type OpenOptions, type ServerTarget
 } from './support/doors.js'
@@ -58,6 +60,19 @@ async function opened (t: Test, door: Door, server: ServerTarget, opts: OpenOpti
   const conn = await door.open(server, opts)
   t.teardown(() => conn.close())
   return conn
+}
+
+/** The HTTP status a connection attempt was refused with, or 0 when it opened (it is closed again). */
+async function openStatus (door: Door, server: ServerTarget, opts: OpenOptions = {}): Promise<number> {
+  try {
+    const conn = await door.open(server, opts)
+    await conn.close()
+    return 0
+  } catch (err) {
+    const status = (err as { statusCode?: number }).statusCode
+    if (status === undefined) throw err
+    return status
+  }
 }
 
 /** The close, or null when the connection is still open after `ms`. */
@@ -175,7 +190,7 @@ t.test(CASES.badInput, async t => {
         const before = await door.readStored(server, conn.resource)
         const docBefore = isYjs(door) ? await documentView(server, conn.resource) : null
 
-        const answer = await conn.answerTo(() => conn.send(frame.data, frame.binary))
+        const answer = await conn.answerTo(() => conn.deliver(frame))
         t.ok(answer.refusal, `refused with ${door.name}'s refusal${answer.closed ? ` (closed ${answer.closed.code} ${answer.closed.reason} instead)` : answer.refusal ? '' : ' (taken without one: the probe after it was answered first)'}`)
         if (answer.refusal) t.equal(door.badInputProblem(answer.refusal, frame), null, `the refusal is the contract's: ${JSON.stringify(answer.refusal)}`)
         if (!await arena.alive()) {
@@ -224,22 +239,41 @@ t.test(CASES.size, async t => {
   const maxPayload = 65536
   const server = await build(t, { ...BASE_ENV, WS_MAX_PAYLOAD: String(maxPayload), YJS_MAX_UPDATE_BYTES: String(limits.yjsMaxUpdateBytes) })
   await eachDoor(t, 'size', async (t, door) => {
-    await t.test(`a frame over WS_MAX_PAYLOAD closes with ${door.closeCodes.tooLarge}`, async t => {
-      const conn = await opened(t, door, server)
-      const frame = door.oversizedFrame(conn, maxPayload)
-      t.ok(frame.data.length > maxPayload, `the frame is ${frame.data.length} bytes`)
-      conn.send(frame.data, frame.binary)
-      const closed = await closedWithin(conn)
-      t.equal(closed?.code, door.closeCodes.tooLarge, `closed with ${door.closeCodes.tooLarge} (got ${JSON.stringify(closed)})`)
-      t.equal(await statusOf(server, '/health'), 200, 'the process is fine')
-    })
+    if (door.receiveOnly) {
+      await t.test(`a write over the HTTP body limit (${HTTP_BODY_LIMIT} bytes) is refused 413 naming the limit; the stream stays`, async t => {
+        const conn = await opened(t, door, server)
+        await conn.write('before')
+        const before = await door.readStored(server, conn.resource)
+        const frame = door.oversizedFrame(conn, HTTP_BODY_LIMIT)
+        t.ok(frame.data.length > HTTP_BODY_LIMIT, `the body is ${frame.data.length} bytes`)
+        const answer = await conn.answerTo(() => conn.deliver(frame))
+        t.equal(answer.refusal?.status, 413, `refused with 413 (got ${JSON.stringify(answer.refusal ?? answer.closed)})`)
+        t.equal(answer.refusal?.code, 'payload_too_large')
+        t.match(answer.refusal?.message, new RegExp(`\\bbody\\b.*${HTTP_BODY_LIMIT}`), 'the message names the body and the limit')
+        t.equal(answer.closed, null, 'the stream is not closed')
+        await check(t, 'the stream is still served', () => conn.alive())
+        t.same(await door.readStored(server, conn.resource), before, 'nothing was stored')
+        t.equal(await statusOf(server, '/health'), 200, 'the process is fine')
+      })
+    }
+    if (!door.receiveOnly) {
+      await t.test(`a frame over WS_MAX_PAYLOAD closes with ${door.closeCodes.tooLarge}`, async t => {
+        const conn = await opened(t, door, server)
+        const frame = door.oversizedFrame(conn, maxPayload)
+        t.ok(frame.data.length > maxPayload, `the frame is ${frame.data.length} bytes`)
+        conn.send(frame.data, frame.binary)
+        const closed = await closedWithin(conn)
+        t.equal(closed?.code, door.closeCodes.tooLarge, `closed with ${door.closeCodes.tooLarge} (got ${JSON.stringify(closed)})`)
+        t.equal(await statusOf(server, '/health'), 200, 'the process is fine')
+      })
+    }
     await t.test('a field over its limit is refused naming the field and the limit; the connection stays', async t => {
       const conn = await opened(t, door, server)
       await conn.write('before')
       const before = await door.readStored(server, conn.resource)
       const frame = door.overFieldLimit(conn, limits)
       t.ok(frame.data.length < maxPayload, `${frame.name}: the frame (${frame.data.length} bytes) is within WS_MAX_PAYLOAD`)
-      const answer = await conn.answerTo(() => conn.send(frame.data, frame.binary))
+      const answer = await conn.answerTo(() => conn.deliver(frame))
       t.ok(answer.refusal, `refused${answer.closed ? ` (closed ${answer.closed.code} instead)` : answer.refusal ? '' : ' (taken without a refusal)'}`)
       if (answer.refusal) t.equal(door.badInputProblem(answer.refusal, frame), null, `the refusal names ${frame.field} and ${frame.limit}: ${JSON.stringify(answer.refusal)}`)
       await check(t, 'the connection is still served', () => conn.alive())
@@ -297,7 +331,7 @@ t.test(CASES.rate, async t => {
         await waitFor(() => editor.synced(), 'the provider to sync', WAIT_MS, 20)
         const typed = Array.from({ length: 40 }, (_, i) => `typed-${i}`)
         for (const tag of typed) editor.doc.getArray<string>('log').push([tag])
-        await check(t, `its socket was closed with ${door.closeCodes.flood}`, () => waitFor(() => editor.closeCodes.includes(door.closeCodes.flood), `a ${door.closeCodes.flood} close (got ${JSON.stringify(editor.closeCodes)})`, WAIT_MS, 20))
+        await check(t, `its socket was closed with ${door.closeCodes.flood}`, () => waitFor(() => editor.closeCodes.includes(door.closeCodes.flood ?? NaN), `a ${door.closeCodes.flood} close (got ${JSON.stringify(editor.closeCodes)})`, WAIT_MS, 20))
         await check(t, 'the server holds everything typed once the provider resynced', () => waitFor(async () => {
           const log = await door.readStored(server, doc).catch(() => []) ?? []
           return typed.every(tag => log.includes(tag))
@@ -321,7 +355,7 @@ t.test(CASES.sendBuffer, async t => {
     const logged = () => server.logs().some(l => l.event === 'connection.slow_consumer' && l.protocol === door.name)
     const closedByServer = async () => (await metric(server, 'switchboard_slow_consumer_closes_total', labels) ?? 0) > closesBefore ||
       logged() || (wasListed && !await isListed())
-    conn.tcp.pause() // the client no longer reads: the kernel buffers fill, then the server's send buffer
+    conn.stopReading() // the client no longer reads: the kernel buffers fill, then the server's send buffer
     let batches = 0
     await waitFor(async () => {
       if (await closedByServer() || batches >= 100) return true
@@ -350,10 +384,10 @@ t.test(CASES.deadPeer, async t => {
     const wasListed = await check(t, 'the connection is listed by GET /api/admin/connections', () => waitFor(async () => await listed(server, door.name, conn.address) !== undefined, 'the listing', WAIT_MS, 100))
     const counted = await metric(server, 'switchboard_connections', labels)
     t.equal(counted, before + 1, `switchboard_connections{protocol="${door.name}"} counts it`)
-    conn.tcp.pause() // answers no ping from now on
+    conn.stopReading() // answers no ping from now on
     if (wasListed) await check(t, 'the dead peer leaves GET /api/admin/connections', () => waitFor(async () => await listed(server, door.name, conn.address) === undefined, 'the dead peer to be dropped', WAIT_MS, 100))
     if (counted !== undefined) await check(t, `switchboard_connections{protocol="${door.name}"} goes back down`, () => waitFor(async () => await metric(server, 'switchboard_connections', labels) === before, 'the gauge to go back down', WAIT_MS, 100))
-    conn.tcp.resume()
+    conn.resumeReading()
     const served = await conn.roundTrip(5000).then(() => true, () => false)
     t.notOk(served, 'reading again, the client finds its connection gone')
   })
@@ -492,16 +526,25 @@ t.test(CASES.shutdown, async t => {
   const hocus = await opened(t, DOORS[3], first, { resource: hDoc }) as YjsConnection
   const hTags = Array.from({ length: 10 }, (_, i) => `synced-${i}`)
   for (const tag of hTags) await hocus.write(tag)
+  // the receive-only doors: each acknowledged HTTP write read back on the stream
+  const streamed: Array<[Door, DoorConnection, string, string[]]> = []
+  for (const door of DOORS.filter(d => d.receiveOnly)) {
+    const streamRoom = freshName(`kept-${door.name}`)
+    const conn = await opened(t, door, first, { resource: streamRoom })
+    const streamTags = Array.from({ length: 10 }, (_, i) => `${door.name}-acked-${i}`)
+    for (const tag of streamTags) await conn.write(tag)
+    streamed.push([door, conn, streamRoom, streamTags])
+  }
 
   first.proc.kill('SIGTERM')
-  const conns: Array<[Door, DoorConnection[]]> = [[DOORS[0], [native]], [DOORS[1], [pusherConn]], [DOORS[2], [yWriter, yReader]], [DOORS[3], [hocus]]]
+  const conns: Array<[Door, DoorConnection[]]> = [[DOORS[0], [native]], [DOORS[1], [pusherConn]], [DOORS[2], [yWriter, yReader]], [DOORS[3], [hocus]], ...streamed.map(([door, conn]): [Door, DoorConnection[]] => [door, [conn]])]
   const closes = new Map<DoorConnection, Closed | null>()
   await Promise.all(conns.flatMap(([, cs]) => cs.map(async c => closes.set(c, await closedWithin(c, 20000)))))
   const exit = await Promise.race([first.exited, new Promise<null>(resolve => setTimeout(resolve, 30000, null))])
   t.same(exit, { code: 0, signal: null }, 'the process exits 0')
 
   const second = await startServer(t, env, {})
-  const kept: Record<string, [string, string[]]> = { switchboard: [room, tags], 'y-websocket': [yDoc, yTags], hocuspocus: [hDoc, hTags] }
+  const kept: Record<string, [string, string[]]> = { switchboard: [room, tags], 'y-websocket': [yDoc, yTags], hocuspocus: [hDoc, hTags], ...Object.fromEntries(streamed.map(([door, , r, tags]) => [door.name, [r, tags]])) }
   await eachDoor(t, 'shutdown', async (t, door) => {
     for (const conn of conns.find(([d]) => d === door)![1]) {
       const closed = closes.get(conn)
@@ -595,7 +638,7 @@ t.test(CASES.clusterCaps, redisTestOptions(), async t => {
     const resource = freshName('capped')
     await opened(t, door, a, { address, resource })
     await opened(t, door, a, { address, resource })
-    const third = await tryUpgrade(door.url(b, { resource }), { localAddress: address })
+    const third = door.receiveOnly ? { status: await openStatus(door, b, { address, resource }) } : await tryUpgrade(door.url(b, { resource }), { localAddress: address })
     t.equal(third.status, 429, `a third connection of client key ${address} on the other instance is refused 429 (got ${third.status})`)
   })
   await t.test('pusher: the presence member cap (maxPresenceMembers 3) counts across instances (row 11)', async t => {
@@ -636,6 +679,33 @@ t.test(CASES.order, redisTestOptions(), async t => {
       t.equal(outOfOrder, 0, `the ${name} got them with offsets increasing by 1 (${outOfOrder} out of order)`)
     }
   })
+  for (const door of DOORS.filter(d => d.receiveOnly)) {
+    await t.test(`${door.name}: a stream on each instance receives all ${2 * PER_PUBLISHER} room messages of two HTTP publishers (one per instance) in offset order`, async t => {
+      const room = freshName('ordered')
+      const [streamA, streamB] = await Promise.all([a, b].map(s => opened(t, door, s, { resource: room })))
+      // 20 requests in flight per publisher (more from one address would pass MAX_PENDING_CONNECTIONS_PER_CLIENT)
+      const publish = async (server: ServerTarget, label: string) => {
+        const answers: number[] = []
+        for (let from = 0; from < PER_PUBLISHER; from += 20) {
+          answers.push(...await Promise.all(Array.from({ length: Math.min(20, PER_PUBLISHER - from) }, async (_, i) => {
+            const res = await fetch(`${server.url}/api/rooms/${room}/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ data: { tag: `${label}-${from + i}` } }) })
+            await res.arrayBuffer()
+            return res.status
+          })))
+        }
+        t.same(answers.filter(s => s !== 200), [], `publisher ${label}'s ${PER_PUBLISHER} publishes acknowledged`)
+      }
+      await Promise.all([publish(a, 'A'), publish(b, 'B')])
+      for (const [name, conn] of [['stream on A', streamA], ['stream on B', streamB]] as const) {
+        const messages = () => conn.frames.filter(f => f?.event === 'room_message' && f.data?.room === room).map(f => f.data)
+        await check(t, `the ${name} receives all ${2 * PER_PUBLISHER}`, () => conn.waitUntil(() => messages().length >= 2 * PER_PUBLISHER, 'every room_message', 60000))
+        const offsets = messages().map(m => m.offset as number)
+        const outOfOrder = offsets.filter((o, i) => i > 0 && o !== offsets[i - 1] + 1).length
+        t.equal(offsets.length, 2 * PER_PUBLISHER, `the ${name} got exactly ${2 * PER_PUBLISHER} (no duplicate)`)
+        t.equal(outOfOrder, 0, `the ${name} got them with offsets increasing by 1 (${outOfOrder} out of order)`)
+      }
+    })
+  }
   await t.test('pusher: the events of one publisher arrive in order on every instance', async t => {
     const resource = freshName('ordered')
     const [subA, subB, pubA, pubB] = await Promise.all([a, b, a, b].map(s => opened(t, DOORS[1], s, { resource }))) as PusherConnection[]
@@ -670,5 +740,113 @@ t.test(CASES.isolated, redisTestOptions(), async t => {
   await eachDoor(t, 'isolated', async (t, door) => {
     const outcome = await door.writeAttempts(conns.get(door)!)[0].attempt('while-redis-is-down')
     t.ok(door.isUnavailable(outcome), `the write is refused, not acknowledged (${JSON.stringify(outcome).slice(0, 300)})`)
+  })
+})
+
+// ------------------------------------------------------------------------- n
+
+t.test(CASES.authRefused, async t => {
+  const server = await build(t, { ...BASE_ENV, AUTH_SECRET: SECRET })
+  const forged = createSigner({ key: 'another-secret-that-is-long-enough-0123456789', algorithm: 'HS256' })({ sub: 'mallory' })
+  /** 401 for a door that takes its token with the request, or the door's own denial (Hocuspocus: in-band). */
+  const refusal = async (door: Door, token?: string): Promise<string> => {
+    try {
+      const conn = await door.open(server, token === undefined ? {} : { token })
+      await conn.close()
+      return 'opened'
+    } catch (err) {
+      const e = err as { statusCode?: number, denied?: string, message: string }
+      if (e.statusCode !== undefined) return String(e.statusCode)
+      if (e.denied !== undefined) return 'denied'
+      return e.message
+    }
+  }
+  await eachDoor(t, 'authRefused', async (t, door) => {
+    const refused = door.name === 'hocuspocus' ? 'denied' : '401'
+    t.equal(await refusal(door), refused, `without a token: ${refused}`)
+    t.equal(await refusal(door, forged), refused, `with a token signed by another key: ${refused}`)
+    t.equal(await refusal(door, sign({ sub: freshName('valid') })), 'opened', 'with a valid token it opens')
+    t.equal(await statusOf(server, '/health'), 200, 'the process is fine')
+  })
+})
+
+// ------------------------------------------------------------------------- o
+
+t.test(CASES.heartbeat, async t => {
+  const interval = 100
+  const server = await build(t, { ...BASE_ENV, HEARTBEAT_INTERVAL_MS: String(interval) })
+  await eachDoor(t, 'heartbeat', async (t, door) => {
+    const conn = await opened(t, door, server)
+    const from = conn.heartbeats
+    // heartbeats are not frames: their count is checked until it grows (the wait ends on the count, never on the clock)
+    await check(t, `two heartbeats reach the idle connection (HEARTBEAT_INTERVAL_MS ${interval})`, () => waitFor(() => conn.heartbeats >= from + 2, 'two heartbeats', WAIT_MS, 10))
+    t.equal(conn.closedWith, null, 'it is not closed')
+    await check(t, 'and it is still served', () => conn.alive())
+  })
+})
+
+// ------------------------------------------------------------------------- p
+
+t.test(CASES.originRefused, async t => {
+  const server = await build(t, { ...BASE_ENV, CORS_ORIGINS: 'http://ok.test' })
+  await eachDoor(t, 'originRefused', async (t, door) => {
+    t.equal(await openStatus(door, server, { origin: 'http://evil.test' }), 403, 'Origin http://evil.test: 403')
+    t.equal(await openStatus(door, server, { origin: 'http://ok.test' }), 0, 'Origin http://ok.test (in CORS_ORIGINS): it opens')
+    t.equal(await openStatus(door, server), 0, 'no Origin (not a browser): it opens')
+  })
+})
+
+// ------------------------------------------------------------------------- q
+
+t.test(CASES.caps, async t => {
+  await eachDoor(t, 'caps', async (t, door) => {
+    const server = await build(t, { ...BASE_ENV, MAX_CONNECTIONS: '3', MAX_CONNECTIONS_PER_CLIENT: '2' })
+    const a = freshAddress()
+    const first = await door.open(server, { address: a })
+    t.teardown(() => first.close())
+    await opened(t, door, server, { address: a })
+    t.equal(await openStatus(door, server, { address: a }), 429, `a third connection of client key ${a}: 429`)
+    await opened(t, door, server)
+    t.equal(await openStatus(door, server), 503, 'a fourth connection in all (MAX_CONNECTIONS 3), from another client key: 503')
+    await first.close()
+    await check(t, `a slot freed by a closed connection is taken again by ${a}`, () => waitFor(async () => await openStatus(door, server, { address: a }) === 0, 'the slot to be free', WAIT_MS, 50))
+  })
+})
+
+// ------------------------------------------------------------------------- r
+
+t.test(CASES.resume, async t => {
+  const env = { ...BASE_ENV, DATA_DIR: tempDir(t) }
+  const first = await startServer(t, env, {})
+  const before = Array.from({ length: 20 }, (_, i) => `before-${i}`)
+  const away = Array.from({ length: 20 }, (_, i) => `away-${i}`)
+  const after = Array.from({ length: 5 }, (_, i) => `after-${i}`)
+  const conns = new Map<Door, DoorConnection>()
+  for (const door of DOORS) {
+    if (door.notApplicable.resume !== undefined) continue
+    const conn = await opened(t, door, first, { resource: freshName(`resume-${door.name}`) })
+    for (const tag of before) await conn.write(tag)
+    conns.set(door, conn)
+  }
+  first.proc.kill('SIGTERM')
+  t.same(await first.exited, { code: 0, signal: null }, 'the first server exits 0')
+  const second = await startServer(t, env, {})
+  await eachDoor(t, 'resume', async (t, door) => {
+    const conn = conns.get(door)!
+    await conn.closed
+    // published while no connection was open: only the resume can deliver these
+    for (const tag of away) {
+      const res = await fetch(`${second.url}/api/rooms/${conn.resource}/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ data: { tag } }) })
+      t.equal(res.status, 200, `published ${tag}`)
+    }
+    const again = await door.reopen(second, conn)
+    t.teardown(() => again.close())
+    for (const tag of after) await again.write(tag)
+    await check(t, 'the resumed connection receives what it wrote', () => again.waitUntil(() => after.every(tag => door.delivered(again).includes(tag)), 'its own writes'))
+    const got = [...door.delivered(conn), ...door.delivered(again)]
+    const expected = [...before, ...away, ...after]
+    t.equal(expected.filter(tag => !got.includes(tag)).length, 0, `0 gaps over ${expected.length} messages`)
+    t.equal(got.length - new Set(got).size, 0, '0 duplicates')
+    t.same(got, expected, 'in order')
   })
 })

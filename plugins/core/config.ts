@@ -17,6 +17,10 @@ export const ConfigSchema = Type.Object({
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
   /** The origin the server serves its own pages from; unset = derived from the listen address. */
   PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** A PEM certificate file (its chain after it): with TLS_KEY, the server speaks HTTPS, HTTP/2 and HTTP/1.1 on its port. */
+  TLS_CERT: Type.Optional(Type.String({ minLength: 1 })),
+  /** The PEM private key file of TLS_CERT. */
+  TLS_KEY: Type.Optional(Type.String({ minLength: 1 })),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
   MAX_CONNECTIONS: Int(1, 1000),
   MAX_CONNECTIONS_PER_CLIENT: Int(1, 10),
@@ -227,6 +231,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   proxySecret(config)
   redisSentinels(config)
   if (config.PUBLIC_URL !== undefined && !URL.canParse(config.PUBLIC_URL)) fail('PUBLIC_URL')
+  if ((config.TLS_CERT === undefined) !== (config.TLS_KEY === undefined)) {
+    throw new ConfigError(`Invalid configuration: set both TLS_CERT and TLS_KEY, or neither (got only ${config.TLS_CERT === undefined ? 'TLS_KEY' : 'TLS_CERT'})`)
+  }
   if (config.HTTP_HEADERS_TIMEOUT_MS > config.HTTP_REQUEST_TIMEOUT_MS) {
     throw new ConfigError(`Invalid configuration: HTTP_HEADERS_TIMEOUT_MS must be <= HTTP_REQUEST_TIMEOUT_MS (got ${config.HTTP_HEADERS_TIMEOUT_MS} > ${config.HTTP_REQUEST_TIMEOUT_MS})`)
   }

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events'
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Http2ServerRequest, Http2Stream } from 'node:http2'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Session, type FrameSink, type SessionProtocol, type SessionRegistry, type SessionSocket } from './sessions.js'
 
@@ -33,6 +34,33 @@ export function framePayload (frame: Buffer): Buffer {
 }
 
 /**
+ * A stream's response: HTTP/1.1's, or HTTP/2's (a server started with TLS
+ * speaks both on one port). An HTTP/2 response is one stream of a session
+ * other requests share: what belongs to the stream (its end, its buffer, its
+ * timeout) is the stream's, never the session's socket.
+ */
+export interface StreamResponse {
+  write (chunk: string): boolean
+  end (): void
+  destroy (): void
+  cork (): void
+  uncork (): void
+  once (event: 'close', listener: () => void): unknown
+  on (event: 'error', listener: (err: Error) => void): unknown
+  readonly writableLength: number
+  readonly writableEnded: boolean
+  /** HTTP/1.1: the response (its socket) destroyed. */
+  readonly destroyed?: boolean
+  /** HTTP/2: the response's stream. */
+  readonly stream?: Http2Stream
+}
+
+/** Whether the response can no longer be written (its HTTP/2 stream or its socket destroyed). */
+function destroyed (response: StreamResponse): boolean {
+  return response.stream !== undefined ? response.stream.destroyed : response.destroyed === true
+}
+
+/**
  * An HTTP response held open as a session's connection: it behaves as the
  * engine expects a WebSocket to (SessionSocket), so the engine's caps, send-
  * buffer cap, heartbeat, token expiry, shutdown and admin disconnect apply
@@ -49,7 +77,7 @@ export class HttpStreamSocket extends EventEmitter implements SessionSocket {
   private closeReason = ''
 
   /** `keepaliveMs`: a stream idle this long gets the encoder's keepalive at the heartbeat's next visit (HEARTBEAT_INTERVAL_MS). */
-  constructor (readonly response: ServerResponse, readonly encoder: StreamEncoder, readonly keepaliveMs = 0) {
+  constructor (readonly response: StreamResponse, readonly encoder: StreamEncoder, readonly keepaliveMs = 0) {
     super()
     response.once('close', () => {
       this.readyState = 3
@@ -58,9 +86,9 @@ export class HttpStreamSocket extends EventEmitter implements SessionSocket {
     response.on('error', () => {})
   }
 
-  /** The response's bytes not yet taken by the peer (Node's buffer and the socket's). */
+  /** The response's bytes not yet taken by the peer (Node's buffer and the socket's; HTTP/2: the stream's, held by its flow control). */
   get bufferedAmount (): number {
-    return this.response.writableLength
+    return this.response.stream !== undefined ? this.response.stream.writableLength : this.response.writableLength
   }
 
   /** Ends the stream (what the protocol said before it is written first). */
@@ -81,7 +109,7 @@ export class HttpStreamSocket extends EventEmitter implements SessionSocket {
 
   /** The heartbeat's visit: a keepalive when the stream has been idle for `keepaliveMs`; an open socket is a live peer. */
   ping (): void {
-    if (this.readyState !== 1 || this.response.destroyed) return
+    if (this.readyState !== 1 || destroyed(this.response)) return
     const now = Date.now()
     if (now - this.lastWriteAt >= this.keepaliveMs) {
       this.lastWriteAt = now
@@ -93,7 +121,7 @@ export class HttpStreamSocket extends EventEmitter implements SessionSocket {
 
 /** The sink of a stream session: each frame's payload, encoded by the protocol, written to the response. */
 class EncodingSink implements FrameSink {
-  private readonly response: ServerResponse
+  private readonly response: StreamResponse
   private readonly encoder: StreamEncoder
 
   constructor (private readonly stream: HttpStreamSocket) {
@@ -102,7 +130,7 @@ class EncodingSink implements FrameSink {
   }
 
   get destroyed (): boolean {
-    return this.response.destroyed
+    return destroyed(this.response)
   }
 
   get writableEnded (): boolean {
@@ -154,26 +182,37 @@ export class StreamSession extends Session {
  */
 export function acceptStream (registry: SessionRegistry, request: FastifyRequest, reply: FastifyReply, opts: { protocol: SessionProtocol, encoder: StreamEncoder, keepaliveMs?: number, clientId?: string, connectionId?: string, headers?: Record<string, string> }): StreamSession {
   reply.hijack()
-  const response = reply.raw
+  // the instance is typed for HTTP/1; with TLS a request may be HTTP/2's (see StreamResponse)
+  const raw = request.raw as IncomingMessage | Http2ServerRequest
+  // Http2ServerResponse has writeHead and flushHeaders as ServerResponse has them (its types lack flushHeaders)
+  const response = reply.raw as ServerResponse
   const headers: Record<string, string | number | string[]> = {}
   for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) headers[name] = value
+  const http2 = 'stream' in raw
   response.writeHead(200, {
     ...headers,
     'content-type': opts.encoder.contentType,
     'cache-control': 'no-cache, no-transform',
     // nginx and others would buffer the stream
     'x-accel-buffering': 'no',
-    // the connection slot is released when the TCP socket closes: a stream's connection is not reused
-    connection: 'close',
+    // HTTP/1.1: the connection slot is released when the TCP socket closes, so a stream's connection is not reused;
+    // HTTP/2 forbids the header: the slot is the stream's, released when the stream closes (limits.ts)
+    ...(http2 ? {} : { connection: 'close' }),
     ...opts.headers
   })
   response.flushHeaders()
-  // no socket timeout: a stream is idle between events by design (the heartbeat writes)
-  request.raw.socket.setTimeout(0)
-  request.raw.socket.setNoDelay(true)
+  if ('stream' in raw) {
+    // no stream timeout: a stream is idle between events by design (the heartbeat writes, which keeps the session active too)
+    raw.stream.setTimeout(0)
+  } else {
+    // no socket timeout: a stream is idle between events by design (the heartbeat writes)
+    raw.socket.setTimeout(0)
+  }
+  // HTTP/2: the session's TLS socket, shared with the session's other streams
+  raw.socket.setNoDelay(true)
   // a peer that vanished without a FIN is found by TCP keepalive probes: its socket closes, and so does the session
-  if (opts.keepaliveMs !== undefined && opts.keepaliveMs > 0) request.raw.socket.setKeepAlive(true, opts.keepaliveMs)
-  const stream = new HttpStreamSocket(response, opts.encoder, opts.keepaliveMs)
+  if (opts.keepaliveMs !== undefined && opts.keepaliveMs > 0) raw.socket.setKeepAlive(true, opts.keepaliveMs)
+  const stream = new HttpStreamSocket(response as StreamResponse, opts.encoder, opts.keepaliveMs)
   const conn = new StreamSession(stream, registry.clientIdOf(request, opts.clientId), request.clientKey, request.ip, opts.protocol, opts.connectionId)
   registry.adopt(conn, request)
   return conn

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import sessions, { type SessionsOptions } from './sessions.js'
 import auth, { type AuthOptions } from './auth.js'
 import shutdown, { type ShutdownOptions } from './shutdown.js'
+import http2Sessions from './http2-sessions.js'
 import jsonLimits, { type JsonLimitsOptions } from './json-limits.js'
 import limits, { type LimitsOptions } from './limits.js'
 import pendingConnections, { type PendingConnectionsOptions } from './pending-connections.js'
@@ -24,6 +25,7 @@ export type { ProxyOptions, ProxyHook, ProxyCaller, ProxyDecision, ProxyOutcome,
 export { WebhookSender, standardWebhooks, signWebhook, webhookKey } from './webhooks.js'
 export type { WebhookSenderOptions, WebhookRequest, WebhookOutbox } from './webhooks.js'
 export { default as shutdown } from './shutdown.js'
+export { default as http2Sessions } from './http2-sessions.js'
 export type { ShutdownOptions } from './shutdown.js'
 export { default as jsonLimits, jsonDepth, jsonTextDepth, tooDeepField, DEFAULT_JSON_MAX_DEPTH } from './json-limits.js'
 export type { JsonLimitsOptions } from './json-limits.js'
@@ -58,7 +60,7 @@ export interface EngineOptions {
 
 /**
  * The engine in one registration, in app.ts's order: the session registry,
- * tokens, shutdown, JSON limits, connection and handshake limits, the
+ * tokens, shutdown (and HTTP/2 sessions' GOAWAY after it), JSON limits, connection and handshake limits, the
  * heartbeat, the backend hooks, the upgrade routes and the message rate. Needs `core` (config,
  * identity, status, metrics) and `http` (cors, websocket).
  */
@@ -66,6 +68,7 @@ export default fp<EngineOptions>(async function engine (app, opts) {
   await app.register(sessions, opts.sessions ?? {})
   await app.register(auth, opts.auth ?? {})
   await app.register(shutdown, opts.shutdown ?? {})
+  await app.register(http2Sessions)
   await app.register(jsonLimits, opts.jsonLimits ?? {})
   await app.register(limits, opts.limits)
   await app.register(pendingConnections, opts.pendingConnections ?? {})

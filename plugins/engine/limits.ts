@@ -1,5 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { IncomingMessage } from 'node:http'
+import type { Http2ServerRequest } from 'node:http2'
 import { LocalClientSlots, type ClientSlotCounter } from '../cluster/client-slots.js'
 
 export interface LimitsOptions {
@@ -102,6 +104,10 @@ export default fp<LimitsOptions>(async function limits (app, opts) {
     }
     // The TCP socket closing is the one event every outcome shares: a refused or
     // failed handshake, a clean close, an abrupt disconnect or a termination.
-    request.raw.socket.once('close', result.release)
+    // An HTTP/2 request (a server with TLS) is one stream of a session whose
+    // socket others share: its slot is released when its stream closes.
+    const raw = request.raw as IncomingMessage | Http2ServerRequest
+    if ('stream' in raw) raw.stream.once('close', result.release)
+    else raw.socket.once('close', result.release)
   })
 }, { name: 'limits', fastify: '5.x', dependencies: ['identity', 'status'] })

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
+import { Server as TlsServer, type TLSSocket } from 'node:tls'
 import proxyAddr from '@fastify/proxy-addr'
 import { parseTrustProxy } from '../core/config.js'
 
@@ -158,14 +159,23 @@ export default fp<PendingConnectionsOptions>(async function pendingConnections (
     }, 'closed a connection that had not finished its request headers')
   }
 
-  const onConnection = (socket: Socket) => pending.admit(socket)
+  // With TLS (TLS_CERT), a connection is admitted once its handshake is done
+  // (tls' handshakeTimeout bounds the handshake): its requests' sockets are the
+  // TLS socket. An HTTP/2 connection multiplexes requests on one session and is
+  // not a slow-header socket of this kind: it is never admitted.
+  const tls = app.server instanceof TlsServer
+  const admitted = tls ? 'secureConnection' : 'connection'
+  const onConnection = (socket: Socket) => {
+    if (tls && (socket as TLSSocket).alpnProtocol === 'h2') return
+    pending.admit(socket)
+  }
   const onRequest = (request: IncomingMessage) => pending.settle(request.socket)
   const onUpgrade = (_request: IncomingMessage, socket: Socket) => pending.settle(socket)
-  app.server.on('connection', onConnection)
+  app.server.on(admitted, onConnection)
   app.server.on('request', onRequest)
   app.server.on('upgrade', onUpgrade)
   app.addHook('onClose', async () => {
-    app.server.off('connection', onConnection)
+    app.server.off(admitted, onConnection)
     app.server.off('request', onRequest)
     app.server.off('upgrade', onUpgrade)
     pending.clear()

@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import cors from '@fastify/cors'
 import type { AddressInfo } from 'node:net'
+import { Server as TlsServer } from 'node:tls'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { errorBody } from '../core/errors.js'
 
@@ -15,13 +16,13 @@ export interface CorsOptions {
  * The origins a server listening at `address` serves its own pages from when
  * no PUBLIC_URL is configured: the address itself, and the loopback names when
  * it is a loopback or wildcard address. Never the request's Host header, which
- * a DNS-rebinding page chooses.
+ * a DNS-rebinding page chooses. `scheme`: https when the server has TLS (TLS_CERT).
  */
-export function listenOrigins (address: AddressInfo): string[] {
+export function listenOrigins (address: AddressInfo, scheme: 'http' | 'https' = 'http'): string[] {
   const { address: ip, port } = address
-  const loopback = [`http://localhost:${port}`, `http://127.0.0.1:${port}`, `http://[::1]:${port}`]
+  const loopback = [`${scheme}://localhost:${port}`, `${scheme}://127.0.0.1:${port}`, `${scheme}://[::1]:${port}`]
   if (ip === '0.0.0.0' || ip === '::') return loopback
-  const own = `http://${ip.includes(':') ? `[${ip}]` : ip}:${port}`
+  const own = `${scheme}://${ip.includes(':') ? `[${ip}]` : ip}:${port}`
   if (ip === '::1' || ip.startsWith('127.')) return [...new Set([...loopback, own])]
   return [own]
 }
@@ -83,7 +84,7 @@ export default fp<CorsOptions>(async function corsPolicy (app, opts) {
   const ownOrigins = () => {
     if (own.length === 0) {
       const address = app.server.address()
-      if (address !== null && typeof address === 'object') own = listenOrigins(address)
+      if (address !== null && typeof address === 'object') own = listenOrigins(address, app.server instanceof TlsServer ? 'https' : 'http')
     }
     return own
   }

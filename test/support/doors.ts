@@ -2,9 +2,12 @@
 // per protocol a client may connect through. A case of the matrix only uses
 // what a descriptor offers (open a connection, make an acknowledged write and
 // read it back, its hostile frames, what its refusal and its close codes look
-// like), so a new protocol is covered by adding one descriptor here.
+// like), so a new protocol is covered by adding one descriptor here. A
+// receive-only door (SSE, HTTP streaming) reads a stream and writes over the
+// HTTP API: its hostile frames are HTTP bodies, its refusals HTTP answers.
 import WebSocket from 'ws'
 import type { Socket } from 'node:net'
+import http from 'node:http'
 import { createHmac } from 'node:crypto'
 import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
@@ -13,13 +16,15 @@ import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/pro
 import { APP, APP_ENV, sdkFor } from './pusher-clients.js'
 import { yEditor } from './yjs-editors.js'
 import { waitFor, type TestContext } from './helper.js'
-import { documentView, type ServerTarget } from './observation.js'
+import { ADMIN_TOKEN, documentView, type ServerTarget } from './observation.js'
+import { KeepaliveCounter, httpFetch, parseNdjson } from './stream-clients.js'
+import { EventSource } from 'eventsource'
 
 export type { ServerTarget } from './observation.js'
 
-export type DoorName = 'switchboard' | 'pusher' | 'y-websocket' | 'hocuspocus'
+export type DoorName = 'switchboard' | 'pusher' | 'y-websocket' | 'hocuspocus' | 'sse' | 'stream'
 
-/** The cases of the matrix, by their letter in issue 26's list (deliverable 5). */
+/** The cases of the matrix: a to m by their letter in issue 26's list (deliverable 5), n to r the preamble and resume every door shares. */
 export const CASES = {
   badInput: 'a. crash-proof bad input',
   size: 'b. frame and field size',
@@ -33,7 +38,12 @@ export const CASES = {
   storeFailure: 'j. store failure',
   clusterCaps: 'k. cluster-wide caps',
   order: 'l. per-channel order across instances',
-  isolated: 'm. a write that cannot cross instances is refused'
+  isolated: 'm. a write that cannot cross instances is refused',
+  authRefused: 'n. a connection without a valid token is refused',
+  heartbeat: 'o. an idle connection hears the heartbeat',
+  originRefused: 'p. an Origin that is not allowed is refused',
+  caps: 'q. connection caps, total and per client',
+  resume: 'r. resume after a restart: no gap, no duplicate'
 } as const
 export type CaseName = keyof typeof CASES
 
@@ -51,6 +61,8 @@ export interface Refusal {
   limit?: number
   /** hocuspocus: the document the refusal is for. */
   doc?: string
+  /** A receive-only door's HTTP write: the status it was answered with. */
+  status?: number
 }
 
 /** What the server answered to a frame: its refusal, or nothing before the probe's reply (refusal null), or a close. */
@@ -70,6 +82,10 @@ export interface OpenOptions {
   resource?: string
   /** Join the room / subscribe the channel / wait for the document's sync once open [true]. */
   setUp?: boolean
+  /** The Origin header of the upgrade or stream request [none]. */
+  origin?: string
+  /** A stream's resume position (`?lastEventId=`) [none]. */
+  lastEventId?: string
 }
 
 let hosts = 0
@@ -95,39 +111,40 @@ export function deepJson (levels = 30000): string {
 }
 
 /**
- * One WebSocket connection through a door: every frame it received (decoded),
- * its close, its TCP socket (to pause it), and the door's operations on it.
+ * One connection through a door: every frame it received (decoded), its
+ * close, and the door's operations on it. A WebSocket door's frames are what
+ * its socket received; a receive-only door's (SSE, HTTP streaming) are its
+ * stream's events and the answers to its HTTP writes, in arrival order.
  */
 export abstract class DoorConnection {
   readonly frames: any[] = []
   closedWith: Closed | null = null
   readonly closed: Promise<Closed>
   private waiters: Array<() => void> = []
+  private resolveClosed!: (closed: Closed) => void
 
-  constructor (readonly door: Door, readonly ws: WebSocket, readonly server: ServerTarget, readonly address: string, readonly resource: string, readonly token?: string) {
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      let frame: unknown
-      try {
-        frame = this.decode(data, isBinary)
-      } catch (err) {
-        frame = { undecodable: (err as Error).message, bytes: data.length }
-      }
-      this.frames.push(frame)
-      this.wake()
-    })
-    ws.on('error', () => {})
-    this.closed = new Promise(resolve => ws.once('close', (code: number, reason: Buffer) => {
-      this.closedWith = { code, reason: reason.toString() }
-      resolve(this.closedWith)
-      this.wake()
-    }))
+  constructor (readonly door: Door, readonly server: ServerTarget, readonly address: string, readonly resource: string, readonly token?: string) {
+    this.closed = new Promise(resolve => { this.resolveClosed = resolve })
+  }
+
+  /** Records a frame received and wakes the waits. */
+  protected received (frame: unknown): void {
+    this.frames.push(frame)
+    this.wake()
+  }
+
+  /** Records the close (once) and wakes the waits. */
+  protected ended (closed: Closed): void {
+    if (this.closedWith) return
+    this.closedWith = closed
+    this.resolveClosed(closed)
+    this.wake()
   }
 
   private wake (): void {
     for (const w of this.waiters.splice(0)) w()
   }
 
-  protected abstract decode (data: Buffer, isBinary: boolean): unknown
   /** This door's refusal, if the frame is one. */
   abstract refusalOf (frame: any): Refusal | null
   /** Sends a request whose reply shows every earlier frame was handled; returns a matcher of that reply. */
@@ -136,18 +153,21 @@ export abstract class DoorConnection {
   abstract write (tag: string): Promise<void>
   /** The tags the server holds for the resource (read back), or null for a door that stores nothing. */
   abstract stored (): Promise<string[] | null>
+  /** Whether the connection is open. */
+  abstract get open (): boolean
+  /** Sends raw data the way this door's client sends what it writes (a WebSocket frame; a receive-only door's HTTP write). */
+  abstract send (data: string | Uint8Array, binary?: boolean): void
+  /** Stops reading: the kernel buffers fill, then the server's send buffer (a WebSocket client answers no ping either). */
+  abstract stopReading (): void
+  abstract resumeReading (): void
+  /** Heartbeats heard so far (WebSocket pings; a stream's keepalive lines). */
+  abstract get heartbeats (): number
+  /** Ends the connection from the client's side; resolves once closed. */
+  abstract close (): Promise<void>
 
-  get open (): boolean {
-    return this.ws.readyState === WebSocket.OPEN
-  }
-
-  /** The TCP socket under the WebSocket: pause it and the client neither reads nor answers pings. */
-  get tcp (): Socket {
-    return (this.ws as unknown as { _socket: Socket })._socket
-  }
-
-  send (data: string | Uint8Array, binary = typeof data !== 'string'): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(data, { binary })
+  /** Sends a hostile or oversized frame (a receive-only door sends it to the HTTP write it names). */
+  deliver (frame: { data: string | Uint8Array, binary: boolean }): void {
+    this.send(frame.data, frame.binary)
   }
 
   /** The first frame from index `from` on that matches; rejects on close or after `timeoutMs`. */
@@ -158,11 +178,16 @@ export abstract class DoorConnection {
       if (this.closedWith) throw new Error(`${this.door.name}: closed (${this.closedWith.code} ${this.closedWith.reason}) while waiting for ${what}`)
       const left = until - Date.now()
       if (left <= 0) throw new Error(`${this.door.name}: timed out waiting for ${what}; last frames ${short(this.frames.slice(-3))}`)
-      await new Promise<void>(resolve => {
-        const timer = setTimeout(resolve, left)
-        this.waiters.push(() => { clearTimeout(timer); resolve() })
-      })
+      await this.sleepUntilWoken(left)
     }
+  }
+
+  /** Resolves on the next frame or close, or after `ms`. */
+  protected async sleepUntilWoken (ms: number): Promise<void> {
+    await new Promise<void>(resolve => {
+      const timer = setTimeout(resolve, ms)
+      this.waiters.push(() => { clearTimeout(timer); resolve() })
+    })
   }
 
   /** Resolves once `condition` holds (checked on every frame and at the close); rejects on close or after `timeoutMs`. */
@@ -173,10 +198,7 @@ export abstract class DoorConnection {
       if (this.closedWith) throw new Error(`${this.door.name}: closed (${this.closedWith.code} ${this.closedWith.reason}) while waiting for ${what}`)
       const left = until - Date.now()
       if (left <= 0) throw new Error(`${this.door.name}: timed out waiting for ${what}`)
-      await new Promise<void>(resolve => {
-        const timer = setTimeout(resolve, left)
-        this.waiters.push(() => { clearTimeout(timer); resolve() })
-      })
+      await this.sleepUntilWoken(left)
     }
   }
 
@@ -211,16 +233,61 @@ export abstract class DoorConnection {
       if (this.closedWith) return { refusal: null, closed: this.closedWith, frames: this.frames.slice(from) }
       const left = until - Date.now()
       if (left <= 0) throw new Error(`${this.door.name}: no refusal, reply or close within ${timeoutMs} ms; got ${short(this.frames.slice(from))}`)
-      await new Promise<void>(resolve => {
-        const timer = setTimeout(resolve, left)
-        this.waiters.push(() => { clearTimeout(timer); resolve() })
-      })
+      await this.sleepUntilWoken(left)
     }
   }
 
   /** The refusals received from index `from` on. */
   refusalsSince (from = 0): Refusal[] {
     return this.frames.slice(from).map(f => this.refusalOf(f)).filter((r): r is Refusal => r !== null)
+  }
+}
+
+/** A connection over a WebSocket: every frame its socket received, decoded; its TCP socket is paused to stop reading. */
+export abstract class WebSocketConnection extends DoorConnection {
+  private pingsHeard = 0
+
+  constructor (door: Door, readonly ws: WebSocket, server: ServerTarget, address: string, resource: string, token?: string) {
+    super(door, server, address, resource, token)
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      let frame: unknown
+      try {
+        frame = this.decode(data, isBinary)
+      } catch (err) {
+        frame = { undecodable: (err as Error).message, bytes: data.length }
+      }
+      this.received(frame)
+    })
+    ws.on('ping', () => { this.pingsHeard++ })
+    ws.on('error', () => {})
+    ws.once('close', (code: number, reason: Buffer) => this.ended({ code, reason: reason.toString() }))
+  }
+
+  protected abstract decode (data: Buffer, isBinary: boolean): unknown
+
+  get open (): boolean {
+    return this.ws.readyState === WebSocket.OPEN
+  }
+
+  get heartbeats (): number {
+    return this.pingsHeard
+  }
+
+  /** The TCP socket under the WebSocket: pause it and the client neither reads nor answers pings. */
+  get tcp (): Socket {
+    return (this.ws as unknown as { _socket: Socket })._socket
+  }
+
+  stopReading (): void {
+    this.tcp.pause()
+  }
+
+  resumeReading (): void {
+    this.tcp.resume()
+  }
+
+  send (data: string | Uint8Array, binary = typeof data !== 'string'): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(data, { binary })
   }
 
   async close (): Promise<void> {
@@ -236,8 +303,8 @@ function short (frames: unknown[]): string {
 }
 
 /** Starts a WebSocket from `address`: the caller wraps it (so no frame is missed) and waits for `upgraded`. */
-function startSocket (url: string, address: string): WebSocket {
-  return new WebSocket(url, { localAddress: address })
+function startSocket (url: string, address: string, origin?: string): WebSocket {
+  return new WebSocket(url, { localAddress: address, ...(origin === undefined ? {} : { origin }) })
 }
 
 /** Resolves once the socket is open; rejects with the HTTP status (`statusCode`) when the upgrade is refused. */
@@ -275,7 +342,7 @@ async function roomHistoryTags (server: ServerTarget, room: string, token?: stri
 }
 
 /** A /ws connection: native JSON frames; `resource` is a room it joined. */
-export class SwitchboardConnection extends DoorConnection {
+export class SwitchboardConnection extends WebSocketConnection {
   welcome: any = null
   private ids = 0
 
@@ -315,7 +382,7 @@ export class SwitchboardConnection extends DoorConnection {
 // --------------------------------------------------------------------- pusher
 
 /** A Pusher protocol 7 connection; `resource` names its private channel `private-<resource>`. */
-export class PusherConnection extends DoorConnection {
+export class PusherConnection extends WebSocketConnection {
   socketId = ''
   /** Pings sent and pongs received: the n-th pong answers the n-th ping. */
   private pings = 0
@@ -421,7 +488,7 @@ export function logOf (update: Uint8Array): string[] {
 interface YFrame { doc?: string, type: number, sub?: number, payload?: Uint8Array, reason?: string, value?: number, text?: string, ordinal?: number }
 
 /** What y-websocket and Hocuspocus connections share: a local Y.Doc whose edits become updates, and the sync messages. */
-export abstract class YjsConnection extends DoorConnection {
+export abstract class YjsConnection extends WebSocketConnection {
   /** The connection's own document: `write` pushes to its `log` array and sends the change. */
   readonly local = new Y.Doc()
   private awarenessClock = 0
@@ -618,6 +685,263 @@ export class HocuspocusConnection extends YjsConnection {
   }
 }
 
+// ------------------------------------------------------ SSE and HTTP streaming
+
+/** The event names of an SSE stream: the /ws frame types and `reset` (an error frame is `stream_error`: EventSource fires `error` itself). */
+const SSE_EVENTS = ['welcome', 'joined', 'reset', 'room_message', 'message', 'state', 'presence', 'history_cleared', 'server_shutdown', 'disconnected', 'token_expiring', 'close', 'stream_error']
+
+/** Who the probes of a receive-only connection come from (a direct message to itself, sent with the admin token). */
+const PROBE_SENDER = 'matrix-probe'
+
+/** An HTTP write of a receive-only door: the route a frame goes to. */
+export interface HttpWrite { method: string, path: string }
+
+/**
+ * A receive-only connection (GET /sse, GET /stream) and its writes over the
+ * HTTP API. Its frames are the stream's events (`{event, id, data}`) and the
+ * answers to its HTTP writes (`{http, body, write}`), in arrival order; the
+ * writes are made one after the other, so an answer covers every write before
+ * it. `resource` is the room it listed (`?rooms=`).
+ *
+ * A stream has no close code: its end is read from its last words, the
+ * `close` event's `code` (token expiry), 1001 after `server_shutdown` (what
+ * /ws closes with then), 1006 after none.
+ */
+export abstract class StreamConnection extends DoorConnection {
+  welcome: any = null
+  protected response: http.IncomingMessage | null = null
+  protected readonly keepalive: KeepaliveCounter
+  private writes: Promise<unknown> = Promise.resolve()
+  private probes = 0
+
+  constructor (door: Door, server: ServerTarget, address: string, resource: string, token: string | undefined, format: 'sse' | 'ndjson') {
+    super(door, server, address, resource, token)
+    this.keepalive = new KeepaliveCounter(format)
+  }
+
+  /** The client id the server gave the stream (its welcome). */
+  get clientId (): string {
+    return String(this.welcome?.clientId ?? '')
+  }
+
+  get open (): boolean {
+    return this.response !== null && this.closedWith === null
+  }
+
+  get heartbeats (): number {
+    return this.keepalive.count
+  }
+
+  /** Pauses the response: Node stops reading its socket once its buffer is full. */
+  stopReading (): void {
+    this.response?.pause()
+  }
+
+  resumeReading (): void {
+    this.response?.resume()
+  }
+
+  /** The end as its last words tell it (see the class comment). */
+  protected lastWords (): Closed {
+    for (let i = this.frames.length - 1; i >= 0; i--) {
+      const f = this.frames[i]
+      if (f?.event === 'close') return { code: Number(f.data?.code), reason: String(f.data?.reason ?? '') }
+      if (f?.event === 'server_shutdown') return { code: 1001, reason: String(f.data?.reason ?? 'server_shutdown') }
+      if (f?.event === 'disconnected') return { code: 1000, reason: String(f.data?.reason ?? '') }
+      if (f?.event !== undefined) break
+    }
+    return { code: 1006, reason: '' }
+  }
+
+  /** A stream event, parsed, as a frame. */
+  protected event (event: string, id: string, data: string): void {
+    let parsed: unknown = data
+    try { parsed = JSON.parse(data) } catch {}
+    if (event === 'welcome') this.welcome = parsed
+    this.received({ event, id, data: parsed })
+  }
+
+  /** An HTTP write, made after the earlier ones were answered; its answer is recorded as a frame too. */
+  async httpWrite (write: HttpWrite, body: string | Uint8Array | undefined, opts: { contentType?: string, token?: string, probe?: boolean } = {}): Promise<{ status: number, body: any }> {
+    const token = opts.token ?? this.token
+    const run = async () => {
+      const res = await fetch(`${this.server.url}${write.path}`, {
+        method: write.method,
+        headers: { ...(body === undefined ? {} : { 'content-type': opts.contentType ?? 'application/json' }), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body
+      })
+      const text = await res.text()
+      let parsed: unknown = text
+      try { parsed = JSON.parse(text) } catch {}
+      this.received({ http: res.status, body: parsed, write: `${write.method} ${write.path}`, ...(opts.probe ? { probe: true } : {}) })
+      return { status: res.status, body: parsed as any }
+    }
+    const answer = this.writes.then(run, run)
+    this.writes = answer.catch(() => {})
+    return await answer
+  }
+
+  /** The publish of the connection's room. */
+  get publishWrite (): HttpWrite {
+    return { method: 'POST', path: `/api/rooms/${this.resource}/publish` }
+  }
+
+  /** Sends `data` as the body of a publish to its room. */
+  send (data: string | Uint8Array, binary = typeof data !== 'string'): void {
+    this.httpWrite(this.publishWrite, data, { contentType: binary ? 'application/octet-stream' : 'application/json' }).catch(() => {})
+  }
+
+  override deliver (frame: { data: string | Uint8Array, binary: boolean, write?: HttpWrite }): void {
+    if (frame.write === undefined) return this.send(frame.data, frame.binary)
+    this.httpWrite(frame.write, frame.data, { contentType: frame.binary ? 'application/octet-stream' : 'application/json' }).catch(() => {})
+  }
+
+  /** An HTTP write's error answer (the probes' own answers are not refusals of what was sent). */
+  refusalOf (frame: any): Refusal | null {
+    if (typeof frame?.http !== 'number' || frame.http < 400 || frame.probe === true) return null
+    const body = typeof frame.body === 'object' && frame.body !== null ? frame.body : {}
+    return { code: body.code, message: String(body.message ?? frame.body), status: frame.http, ...(body.limit === undefined ? {} : { limit: body.limit }) }
+  }
+
+  /**
+   * A direct message to itself (POST /api/send with the admin token), made
+   * after every earlier write was answered: its arrival on the stream shows the
+   * server handled them and the stream delivered everything sent before it.
+   */
+  protected sendProbe (): (frame: any) => boolean {
+    const text = `probe-${++this.probes}`
+    this.httpWrite({ method: 'POST', path: '/api/send' }, JSON.stringify({ from: PROBE_SENDER, to: this.clientId, text }), { token: ADMIN_TOKEN, probe: true }).catch(() => {})
+    return f => f?.event === 'message' && f.data?.from === PROBE_SENDER && f.data.text === text
+  }
+
+  /** A publish over HTTP: its 200 is the acknowledgement, its arrival on the stream the read-back. */
+  async write (tag: string): Promise<void> {
+    const from = this.frames.length
+    const answer = await this.httpWrite(this.publishWrite, JSON.stringify({ data: { tag } }))
+    if (answer.status !== 200) throw new Error(`${this.door.name}: publish not acknowledged: ${answer.status} ${JSON.stringify(answer.body)}`)
+    await this.next(f => f?.event === 'room_message' && f.data?.room === this.resource && f.data.data?.tag === tag, `the published ${tag} on the stream`, from)
+  }
+
+  async stored (): Promise<string[]> {
+    return await roomHistoryTags(this.server, this.resource, this.token)
+  }
+
+  /** The tags of the room's messages received, live and in `missed` of `joined`/`reset`, in order. */
+  roomTags (): string[] {
+    const out: string[] = []
+    for (const f of this.frames) {
+      if (f?.data?.room !== this.resource) continue
+      if (f.event === 'room_message') out.push(f.data.data?.tag)
+      if (f.event === 'joined' || f.event === 'reset') out.push(...(f.data.missed as Array<{ data?: { tag?: string } }>).map(m => String(m.data?.tag)))
+    }
+    return out
+  }
+
+  /** The id of the last event received (what a client resumes from). */
+  get lastEventId (): string {
+    for (let i = this.frames.length - 1; i >= 0; i--) if (typeof this.frames[i]?.id === 'string' && this.frames[i].event !== undefined) return this.frames[i].id
+    return ''
+  }
+
+  /** Resolves once the stream opened (200) and said welcome; rejects with `statusCode` when refused. */
+  abstract opened (): Promise<void>
+}
+
+/** GET /sse read by the `eventsource` package (over node:http, from the connection's address); a connection is one stream: it does not reconnect. */
+export class SseConnection extends StreamConnection {
+  readonly source: EventSource
+  private status = 0
+  private refusedWith: Error | null = null
+  private openWaiters: Array<() => void> = []
+
+  constructor (door: Door, url: string, server: ServerTarget, address: string, resource: string, token?: string, headers: Record<string, string> = {}) {
+    super(door, server, address, resource, token, 'sse')
+    this.source = new EventSource(url, {
+      fetch: httpFetch({
+        localAddress: address,
+        headers,
+        response: res => { this.response = res; this.status = res.statusCode ?? 0 },
+        chunk: text => this.keepalive.feed(text)
+      })
+    })
+    for (const name of SSE_EVENTS) {
+      this.source.addEventListener(name, e => this.event(name, e.lastEventId, e.data))
+    }
+    this.source.addEventListener('open', () => this.wakeOpen())
+    this.source.addEventListener('error', e => {
+      // the stream ended (every event before its end was dispatched), or it was refused: no reconnect either way
+      this.source.close()
+      if (this.status !== 200) this.refusedWith = Object.assign(new Error(`GET ${url.replace(/token=[^&]+/, 'token=…')} refused with ${e.code ?? this.status}: ${e.message ?? ''}`), { statusCode: e.code ?? this.status })
+      this.ended(this.status === 200 ? this.lastWords() : { code: 1006, reason: `refused ${this.status}` })
+      this.wakeOpen()
+    })
+  }
+
+  private wakeOpen (): void {
+    for (const w of this.openWaiters.splice(0)) w()
+  }
+
+  async opened (): Promise<void> {
+    if (this.source.readyState !== this.source.OPEN && this.closedWith === null) await new Promise<void>(resolve => this.openWaiters.push(resolve))
+    if (this.refusedWith) throw this.refusedWith
+    await this.next(f => f?.event === 'welcome', 'welcome')
+  }
+
+  async close (): Promise<void> {
+    if (this.closedWith) return
+    this.source.close()
+    this.response?.resume()
+    this.response?.destroy()
+    this.ended({ code: 1005, reason: 'closed by the client' })
+  }
+}
+
+/** GET /stream read over plain node:http, its NDJSON lines parsed here. */
+export class NdjsonConnection extends StreamConnection {
+  private readonly request: http.ClientRequest
+
+  constructor (door: Door, url: string, server: ServerTarget, address: string, resource: string, token?: string, headers: Record<string, string> = {}) {
+    super(door, server, address, resource, token, 'ndjson')
+    this.request = http.get(url, { localAddress: address, agent: false, headers }, res => {
+      this.response = res
+      res.setEncoding('utf8')
+      let buffer = ''
+      let refusal = ''
+      res.on('data', (chunk: string) => {
+        if (res.statusCode !== 200) {
+          refusal += chunk
+          return
+        }
+        this.keepalive.feed(chunk)
+        const parsed = parseNdjson(buffer + chunk)
+        buffer = parsed.rest
+        for (const e of parsed.events) this.event(e.event, e.id, JSON.stringify(e.data))
+      })
+      res.on('close', () => {
+        this.ended(res.statusCode === 200 ? this.lastWords() : { code: 1006, reason: `refused ${String(res.statusCode)}: ${refusal}` })
+      })
+    })
+    this.request.on('error', err => this.ended({ code: 1006, reason: err.message }))
+  }
+
+  async opened (): Promise<void> {
+    // a refused request ends with its answer: the condition holds before the close is reported
+    await this.waitUntil(() => this.response !== null && (this.response.statusCode !== 200 || this.welcome !== null), 'the response and its welcome')
+    const res = this.response!
+    if (res.statusCode !== 200) {
+      await this.closed
+      throw Object.assign(new Error(`GET /stream refused with ${String(res.statusCode)}: ${this.closedWith?.reason ?? ''}`), { statusCode: res.statusCode })
+    }
+  }
+
+  async close (): Promise<void> {
+    if (this.closedWith) return
+    this.response?.resume()
+    this.request.destroy()
+    await this.closed
+  }
+}
+
 // ------------------------------------------------------------------ the doors
 
 export interface HostileFrame {
@@ -634,6 +958,8 @@ export interface HostileFrame {
   code?: string | number
   /** Hocuspocus: the document the refusal must be for (the frame names it). */
   forDocument?: string
+  /** A receive-only door: the HTTP write the frame is the body of [the publish of its room]. */
+  write?: HttpWrite
 }
 
 /** How a write was answered. */
@@ -650,10 +976,10 @@ export interface WriteAttempt {
 }
 
 export interface CloseCodes {
-  /** A frame over WS_MAX_PAYLOAD. */
-  tooLarge: number
-  /** Sustained flooding over WS_MESSAGES_PER_SECOND. */
-  flood: number
+  /** A frame over WS_MAX_PAYLOAD (doors that take frames). */
+  tooLarge?: number
+  /** Sustained flooding over WS_MESSAGES_PER_SECOND (doors that take frames). */
+  flood?: number
   /** The Switchboard token expired (doors that carry one). */
   tokenExpired?: number
   /** Graceful shutdown. */
@@ -681,9 +1007,15 @@ export interface Door {
   /** Cases that do not apply to this door, and why (printed as a comment of the matrix). */
   readonly notApplicable: Partial<Record<CaseName, string>>
   readonly closeCodes: CloseCodes
-  /** The WebSocket URL of a connection (before any set-up frame). */
+  /**
+   * Receive-only: the connection carries nothing from the client (SSE, HTTP
+   * streaming); its writes are HTTP requests, answered by a status, and no
+   * write closes it.
+   */
+  readonly receiveOnly: boolean
+  /** The URL of a connection: its WebSocket upgrade (before any set-up frame), or a stream's GET. */
   url (server: ServerTarget, opts?: OpenOptions): string
-  /** Opens a connection; throws with `statusCode` when the upgrade is refused, with `denied` when Hocuspocus denies the document. */
+  /** Opens a connection; throws with `statusCode` when the upgrade (or the stream's GET) is refused, with `denied` when Hocuspocus denies the document. */
   open (server: ServerTarget, opts?: OpenOptions): Promise<DoorConnection>
   /** Frames a hostile client sends; each must be refused with this door's refusal, never crash or store anything. */
   hostileFrames (conn: DoorConnection): HostileFrame[]
@@ -714,6 +1046,14 @@ export interface Door {
   readStored (server: ServerTarget, resource: string, token?: string): Promise<string[] | null>
   /** A message a peer broadcasts to the others without writing (Hocuspocus's stateless broadcast), where the door has one. */
   readonly peerBroadcast: { send (conn: DoorConnection, payload: string): void, received (frame: any, payload: string): boolean } | null
+  /**
+   * Opens a connection that resumes `conn`'s resource where `conn` left it
+   * (native: `join` with `since` and `epoch`; a stream: its last event id),
+   * for doors that resume.
+   */
+  reopen (server: ServerTarget, conn: DoorConnection): Promise<DoorConnection>
+  /** The tags of the resource's writes a connection received, in order: live, and replayed when it resumed. */
+  delivered (conn: DoorConnection): string[]
   /** What the door says before it closes at shutdown (besides the close code), when it says anything. */
   readonly shutdownNotice: ((frame: any) => boolean) | null
   /** The door's real client library (where a user's behaviour matters): an editor of `resource`, destroyed at teardown. */
@@ -750,6 +1090,7 @@ const JSON_DEPTH_LIMIT = 64
 
 export const switchboard: Door = {
   name: 'switchboard',
+  receiveOnly: false,
   env: {},
   notApplicable: {},
   closeCodes: { tooLarge: 1009, flood: 1008, tokenExpired: 1008, shutdown: 1001 },
@@ -762,7 +1103,7 @@ export const switchboard: Door = {
     const address = opts.address ?? freshAddress()
     const resource = opts.resource ?? freshName('room')
     const url = this.url(server, opts)
-    const ws = startSocket(url, address)
+    const ws = startSocket(url, address, opts.origin)
     const conn = new SwitchboardConnection(this, ws, server, address, resource, opts.token)
     await upgraded(ws, url)
     conn.welcome = await conn.next(f => f?.type === 'welcome', 'welcome')
@@ -833,18 +1174,46 @@ export const switchboard: Door = {
   isUnavailable: o => !o.acknowledged && o.code === 'unavailable',
   isRelayedWrite: f => f?.type === 'room_message' || f?.type === 'state' || f?.type === 'exec_result' || f?.type === 'message',
   readStored: (server, resource, token) => roomHistoryTags(server, resource, token),
+  async reopen (server, conn) {
+    let since: { offset: number, epoch: string } | undefined
+    for (const f of conn.frames) {
+      if ((f?.type === 'joined' || f?.type === 'room_message') && f.room === conn.resource) since = { offset: f.offset, epoch: f.epoch }
+    }
+    if (!since) throw new Error('switchboard: the connection never joined its room')
+    const again = await switchboard.open(server, { resource: conn.resource, token: conn.token, setUp: false }) as SwitchboardConnection
+    const joined = await again.request({ type: 'join', room: conn.resource, since: since.offset, epoch: since.epoch })
+    if (joined.type !== 'joined') throw new Error(`switchboard: join ${conn.resource} since ${since.offset} refused: ${JSON.stringify(joined)}`)
+    return again
+  },
+  delivered (conn) {
+    const out: string[] = []
+    for (const f of conn.frames) {
+      if (f?.room !== conn.resource) continue
+      if (f.type === 'room_message') out.push(f.data?.tag)
+      if (f.type === 'joined') out.push(...(f.missed as Array<{ data?: { tag?: string } }>).map(m => String(m.data?.tag)))
+    }
+    return out
+  },
   peerBroadcast: null,
   shutdownNotice: f => f?.type === 'server_shutdown',
   realEditor: null
 }
 
+/** For a door that does not resume (its notApplicable says why). */
+async function notResumable (): Promise<never> {
+  throw new Error('this door does not resume')
+}
+
 export const pusher: Door = {
   name: 'pusher',
+  receiveOnly: false,
   env: APP_ENV,
   notApplicable: {
     tokenExpiry: 'Pusher clients carry no Switchboard token (the app key and channel signatures authorize them): nothing expires',
     readOnly: 'Pusher clients carry no Switchboard token or rooms claim: what they may do is the app\'s channel signatures',
-    storeFailure: 'Pusher events are relayed, not stored in the SQLite store: no write of this door waits on it'
+    storeFailure: 'Pusher events are relayed, not stored in the SQLite store: no write of this door waits on it',
+    authRefused: 'Pusher clients carry no Switchboard token: the app key and the channel signatures authorize them (test/pusher.apps.test.ts)',
+    resume: 'Pusher channels keep no history: a client that reconnects gets what is published from then on, as Pusher promises'
   },
   closeCodes: { tooLarge: 1009, flood: 4100, shutdown: 4200 },
   url (server) {
@@ -854,7 +1223,7 @@ export const pusher: Door = {
     const address = opts.address ?? freshAddress()
     const resource = opts.resource ?? freshName('channel')
     const url = this.url(server, opts)
-    const ws = startSocket(url, address)
+    const ws = startSocket(url, address, opts.origin)
     const conn = new PusherConnection(this, ws, server, address, resource, opts.token)
     await upgraded(ws, url)
     const established = await conn.next(f => f?.event === 'pusher:connection_established', 'connection_established')
@@ -926,6 +1295,8 @@ export const pusher: Door = {
   isUnavailable: o => !o.acknowledged && o.code === 503,
   isRelayedWrite: f => typeof f?.event === 'string' && !f.event.startsWith('pusher'),
   readStored: async () => null,
+  reopen: notResumable,
+  delivered: () => [],
   peerBroadcast: null,
   shutdownNotice: f => f?.event === 'pusher:error' && (f.parsed ?? f.data)?.code === 4200,
   realEditor: null
@@ -1050,14 +1421,18 @@ const yjsDoorCommon = {
   isForbidden: yjsRefused,
   isUnavailable: yjsRefused,
   isRelayedWrite: yjsRelayedWrite,
-  readStored: yjsReadStored
+  readStored: yjsReadStored,
+  reopen: notResumable,
+  delivered: () => []
 } satisfies Partial<Door>
 
 export const yWebsocket: Door = {
   name: 'y-websocket',
+  receiveOnly: false,
   env: {},
   notApplicable: {
-    order: 'Yjs updates commute: a document converges whatever order its updates arrive in (test/yjs.cluster.test.ts)'
+    order: 'Yjs updates commute: a document converges whatever order its updates arrive in (test/yjs.cluster.test.ts)',
+    resume: 'a Yjs client resumes by its state vector: the sync step 2 it gets on reconnecting holds exactly what it misses, and an update applied twice changes nothing (test/yjs.process.test.ts)'
   },
   closeCodes: { tooLarge: 1009, flood: 1013, tokenExpired: 1008, shutdown: 1012 },
   url (server, opts = {}) {
@@ -1069,7 +1444,7 @@ export const yWebsocket: Door = {
     const address = opts.address ?? freshAddress()
     const resource = opts.resource ?? freshName('doc')
     const url = this.url(server, { ...opts, resource })
-    const ws = startSocket(url, address)
+    const ws = startSocket(url, address, opts.origin)
     const conn = new YWebsocketConnection(this, ws, server, address, resource, opts.token)
     await upgraded(ws, url)
     // the server greets with its sync step 1 once the document is loaded
@@ -1106,9 +1481,11 @@ export const yWebsocket: Door = {
 
 export const hocuspocus: Door = {
   name: 'hocuspocus',
+  receiveOnly: false,
   env: {},
   notApplicable: {
-    order: 'Yjs updates commute: a document converges whatever order its updates arrive in (test/yjs.cluster.test.ts)'
+    order: 'Yjs updates commute: a document converges whatever order its updates arrive in (test/yjs.cluster.test.ts)',
+    resume: 'a Yjs client resumes by its state vector: the sync step 2 it gets on reconnecting holds exactly what it misses, and an update applied twice changes nothing (test/yjs.process.test.ts)'
   },
   closeCodes: { tooLarge: 1009, flood: 1013, tokenExpired: 1008, shutdown: 1012 },
   url (server) {
@@ -1118,7 +1495,7 @@ export const hocuspocus: Door = {
     const address = opts.address ?? freshAddress()
     const resource = opts.resource ?? freshName('doc')
     const url = this.url(server, opts)
-    const ws = startSocket(url, address)
+    const ws = startSocket(url, address, opts.origin)
     const conn = new HocuspocusConnection(this, ws, server, address, resource, opts.token)
     await upgraded(ws, url)
     if (opts.setUp !== false) {
@@ -1190,8 +1567,125 @@ export const hocuspocus: Door = {
   }
 }
 
+/** The HTTP API's body limit (Fastify's bodyLimit: 1 MiB unless ROOM_STATE_MAX_BYTES asks for more). */
+export const HTTP_BODY_LIMIT = 1048576
+
+/** The hostile bodies of a receive-only door's HTTP writes: publish to its room, patch its state, send a direct message. */
+function httpHostileFrames (conn: DoorConnection): HostileFrame[] {
+  const D = deepJson()
+  const publish = { method: 'POST', path: `/api/rooms/${conn.resource}/publish` }
+  const state = { method: 'PATCH', path: `/api/rooms/${conn.resource}/state` }
+  const send = { method: 'POST', path: '/api/send' }
+  const deep = (name: string, field: string, text: string, write: HttpWrite): HostileFrame => ({ name: `${field} 30,000 levels deep (${name})`, data: text, binary: false, field, limit: JSON_DEPTH_LIMIT, tooDeep: true, code: 'invalid_message', write })
+  return [
+    deep('publish', 'data', `{"data":${D}}`, publish),
+    deep('publish, the whole body', 'body', D, publish),
+    deep('patch', 'patch', `{"patch":${D}}`, state),
+    deep('send', 'text', `{"from":"matrix","to":"nobody","text":${D}}`, send),
+    deep('send', 'to', `{"from":"matrix","to":${D},"text":"hi"}`, send),
+    deep('a field no write has', 'meta', `{"data":1,"meta":${D}}`, publish),
+    { name: 'malformed JSON (publish)', data: '{"data":', binary: false, code: 'invalid_message', write: publish },
+    { name: 'malformed JSON (patch)', data: '{"patch":{', binary: false, code: 'invalid_message', write: state },
+    { name: 'a body that is not JSON (application/octet-stream)', data: Buffer.from('{"data":"binary"}'), binary: true, code: 'unsupported_media_type', write: publish }
+  ]
+}
+
+function httpBadInputProblem (refusal: Refusal, frame: HostileFrame): string | null {
+  const code = frame.code ?? 'invalid_message'
+  if (refusal.code !== code) return `code ${JSON.stringify(refusal.code)}, not ${String(code)}`
+  if (refusal.status === undefined || refusal.status < 400 || refusal.status >= 500) return `status ${String(refusal.status)}, not a 4xx`
+  if (frame.field && !new RegExp(`\\b${frame.field}\\b`).test(refusal.message)) return `the message does not name ${frame.field}: ${refusal.message}`
+  if (frame.limit !== undefined && !refusal.message.includes(String(frame.limit))) return `the message does not name the limit ${frame.limit}: ${refusal.message}`
+  if (frame.tooDeep && refusal.limit !== frame.limit) return `limit ${JSON.stringify(refusal.limit)}, not ${String(frame.limit)}`
+  return null
+}
+
+/** GET /sse or GET /stream: receive-only, its writes over the HTTP API (publish, patch the state, send). */
+function streamDoor (name: 'sse' | 'stream', Connection: new (door: Door, url: string, server: ServerTarget, address: string, resource: string, token?: string, headers?: Record<string, string>) => StreamConnection): Door {
+  const door: Door = {
+    name,
+    env: {},
+    receiveOnly: true,
+    notApplicable: {
+      rate: 'a stream carries nothing from the client, so it has no frame rate to exceed; its HTTP writes are limited per address by RATE_LIMIT_MAX with 429 (test/rate-limit.test.ts)',
+      deadPeer: 'a stream has no ping to leave unanswered: a peer that stops reading is closed by the send-buffer cap (case d), one that vanished by the TCP keepalive probes set on its socket, which loopback cannot lose; its keepalive lines are case o'
+    },
+    closeCodes: { tokenExpired: 1008, shutdown: 1001 },
+    url (server, opts = {}) {
+      const url = new URL(`${server.url}/${name}`)
+      url.searchParams.set('rooms', opts.resource ?? '')
+      if (opts.token) url.searchParams.set('token', opts.token)
+      if (opts.lastEventId) url.searchParams.set('lastEventId', opts.lastEventId)
+      return url.toString()
+    },
+    async open (server, opts = {}) {
+      const address = opts.address ?? freshAddress()
+      const resource = opts.resource ?? freshName('room')
+      const url = this.url(server, { ...opts, resource })
+      const conn = new Connection(door, url, server, address, resource, opts.token, opts.origin === undefined ? {} : { origin: opts.origin })
+      try {
+        await conn.opened()
+      } catch (err) {
+        await conn.close()
+        throw err
+      }
+      if (opts.setUp !== false) {
+        const joined = await conn.next(f => (f?.event === 'joined' || f?.event === 'reset' || f?.event === 'error' || f?.event === 'stream_error') && f.data?.room === resource, `the joined event of ${resource}`)
+        if (joined.event !== 'joined' && joined.event !== 'reset') throw new Error(`${name}: ${resource} not joined: ${JSON.stringify(joined.data)}`)
+      }
+      return conn
+    },
+    hostileFrames: conn => httpHostileFrames(conn),
+    badInputProblem: httpBadInputProblem,
+    oversizedFrame (conn, bodyLimit) {
+      return { data: JSON.stringify({ data: 'x'.repeat(bodyLimit) }), binary: false }
+    },
+    overFieldLimit (_conn, limits) {
+      return { name: `send text of ${limits.textMaxLength + 1} characters`, data: JSON.stringify({ from: 'matrix', to: 'nobody', text: 'x'.repeat(limits.textMaxLength + 1) }), binary: false, field: 'text', limit: limits.textMaxLength, code: 'invalid_message', write: { method: 'POST', path: '/api/send' } }
+    },
+    rateRefusal: null,
+    floods: [],
+    async loadFor (conn) {
+      const data = 'y'.repeat(30000)
+      const stream = conn as StreamConnection
+      return async () => {
+        const answers = await Promise.all(Array.from({ length: 20 }, () => httpJson(conn.server, 'POST', `/api/rooms/${conn.resource}/publish`, { data }, stream.token)))
+        for (const a of answers) if (a.status !== 200) throw new Error(`a publish to load the stream failed: ${a.status} ${JSON.stringify(a.body)}`)
+      }
+    },
+    writeAttempts (conn) {
+      const stream = conn as StreamConnection
+      const outcome = async (write: HttpWrite, body: unknown): Promise<WriteOutcome> => {
+        const answer = await stream.httpWrite(write, JSON.stringify(body))
+        return answer.status === 200 ? { acknowledged: true, message: JSON.stringify(answer.body) } : { acknowledged: false, code: answer.body?.code, message: `${answer.status} ${String(answer.body?.message ?? JSON.stringify(answer.body))}` }
+      }
+      return [
+        { name: 'publish (POST /api/rooms/:room/publish)', attempt: tag => outcome(stream.publishWrite, { data: { tag } }) },
+        { name: 'update (PATCH /api/rooms/:room/state)', attempt: tag => outcome({ method: 'PATCH', path: `/api/rooms/${conn.resource}/state` }, { patch: { [tag]: true } }) }
+      ]
+    },
+    isForbidden: o => !o.acknowledged && o.code === 'forbidden',
+    isUnavailable: o => !o.acknowledged && o.code === 'unavailable',
+    isRelayedWrite: f => f?.event === 'room_message' || f?.event === 'state' || (f?.event === 'message' && f.data?.from !== PROBE_SENDER),
+    readStored: (server, resource, token) => roomHistoryTags(server, resource, token),
+    async reopen (server, conn) {
+      return await door.open(server, { resource: conn.resource, token: conn.token, lastEventId: (conn as StreamConnection).lastEventId })
+    },
+    delivered: conn => (conn as StreamConnection).roomTags(),
+    peerBroadcast: null,
+    shutdownNotice: f => f?.event === 'server_shutdown',
+    realEditor: null
+  }
+  return door
+}
+
+/** GET /sse, read by the `eventsource` package. */
+export const sse: Door = streamDoor('sse', SseConnection)
+/** GET /stream (NDJSON), read over plain node:http. */
+export const stream: Door = streamDoor('stream', NdjsonConnection)
+
 /** Every door of the service, in the order the matrix reports them. */
-export const DOORS: Door[] = [switchboard, pusher, yWebsocket, hocuspocus]
+export const DOORS: Door[] = [switchboard, pusher, yWebsocket, hocuspocus, sse, stream]
 
 /** The environment every door needs. */
 export function doorsEnv (): Record<string, string> {

@@ -155,3 +155,60 @@ export function parseSse (text: string): { events: ReceivedEvent[], rest: string
   }
   return { events, rest, keepalives }
 }
+
+/** What `httpFetch` reports of the response it made: the response itself (to pause it) and every chunk of its body. */
+export interface HttpFetchHooks {
+  response? (res: http.IncomingMessage): void
+  chunk? (text: string): void
+}
+
+/**
+ * A `fetch` for the `eventsource` package made over node:http, so that the
+ * test picks the source address (the client key in open mode) and can stop
+ * reading (pausing the response holds it paused: the body below is pushed
+ * from its `data` events, never pulled).
+ */
+export function httpFetch (opts: { localAddress?: string, headers?: Record<string, string> } & HttpFetchHooks = {}): typeof fetch {
+  return async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input))
+    const headers: Record<string, string> = { ...opts.headers }
+    new Headers(init?.headers).forEach((value, name) => { headers[name] = value })
+    return await new Promise<Response>((resolve, reject) => {
+      const request = http.get(url, { headers, localAddress: opts.localAddress, agent: false }, res => {
+        opts.response?.(res)
+        const body = new ReadableStream<Uint8Array>({
+          start (controller) {
+            res.on('data', (chunk: Buffer) => {
+              opts.chunk?.(chunk.toString())
+              controller.enqueue(new Uint8Array(chunk))
+            })
+            res.on('end', () => controller.close())
+            res.on('error', err => controller.error(err))
+            res.on('close', () => { if (!res.complete) controller.error(new Error('the response was cut')) })
+          },
+          cancel () { res.destroy() }
+        })
+        const responseHeaders = new Headers()
+        for (const [name, value] of Object.entries(res.headers)) if (typeof value === 'string') responseHeaders.set(name, value)
+        resolve(new Response(body, { status: res.statusCode, headers: responseHeaders }))
+      })
+      request.on('error', reject)
+      init?.signal?.addEventListener('abort', () => request.destroy(Object.assign(new Error('aborted'), { name: 'AbortError' })), { once: true })
+    })
+  }
+}
+
+/** Counts the keepalive lines of a stream as its chunks arrive (SSE: a `:` comment line; NDJSON: an empty line). */
+export class KeepaliveCounter {
+  count = 0
+  private rest = ''
+
+  constructor (private readonly format: 'sse' | 'ndjson') {}
+
+  feed (text: string): void {
+    const lines = (this.rest + text).split('\n')
+    this.rest = lines.pop() ?? ''
+    // an NDJSON event is never an empty line; an SSE field line never starts with ':'
+    for (const line of lines) if (this.format === 'sse' ? line.startsWith(':') : line === '') this.count++
+  }
+}
