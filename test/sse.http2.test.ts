@@ -1,6 +1,8 @@
 import t from 'tap'
 import http2 from 'node:http2'
 import https from 'node:https'
+import net from 'node:net'
+import tls from 'node:tls'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -194,12 +196,35 @@ t.test('with TLS_CERT and TLS_KEY: /sse over HTTP/2 (events, resume), HTTP/1.1 a
   ws.terminate()
   await waitFor(async () => await status() === 1, 'the WebSocket to give its slot back', 15000, 20)
 
-  // graceful shutdown with a stream on the HTTP/2 session and one over HTTP/1.1
+  // graceful shutdown with a stream on the HTTP/2 session and one over HTTP/1.1;
+  // a WebSocket that never answers the close holds the shutdown open (up to its close timeout) while new requests arrive
+  // from another address: its own client key, so MAX_CONNECTIONS_PER_CLIENT of this test's reader is not touched
+  const stubborn = tls.connect({ socket: net.connect({ host: '127.0.0.1', localAddress: '127.0.0.2', port: server.port }), ca, servername: 'localhost', ALPNProtocols: ['http/1.1'] })
+  t.teardown(() => { stubborn.destroy() })
+  stubborn.on('error', () => {})
+  await new Promise<void>((resolve, reject) => {
+    stubborn.once('secureConnect', () => stubborn.write('GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'))
+    stubborn.once('data', chunk => String(chunk).startsWith('HTTP/1.1 101') ? resolve() : reject(new Error(String(chunk))))
+  })
   const last = new Http2Sse(session, '/sse?rooms=feed')
-  await last.log.next('joined')
+  const lastJoined = await last.log.next('joined')
   server.proc.kill('SIGTERM')
   t.match((await last.log.next('server_shutdown')).data, { type: 'server_shutdown' }, 'an HTTP/2 stream is told server_shutdown')
   await last.ended
+  // a stream opened now, on the same HTTP/2 session: 200 with the notice and the position it sent (no Connection header in HTTP/2)
+  const during = new Http2Sse(session, '/sse?rooms=feed', { 'last-event-id': lastJoined.id })
+  await during.response
+  t.equal(during.status, 200, 'a stream opened during the shutdown gets 200 over HTTP/2')
+  const notice = await during.log.next('server_shutdown')
+  t.equal(notice.id, lastJoined.id, 'with the position it sent')
+  await during.ended
+  const refused = await new Promise<number>((resolve, reject) => {
+    const req = session.request({ ':path': '/api/rooms' })
+    req.once('response', h => { resolve(Number(h[':status'])); req.close() })
+    req.once('error', reject)
+  })
+  t.equal(refused, 503, 'other requests over HTTP/2 get 503 shutting_down')
+  stubborn.destroy()
   t.match((await h1Events.next('server_shutdown')).data, { type: 'server_shutdown' }, 'an HTTP/1.1 stream too')
   t.same(await server.exited, { code: 0, signal: null }, 'the process exits 0 (the HTTP/2 session does not hold it)')
   t.notOk(server.logs().some(l => l.event === 'shutdown.forced'), 'within SHUTDOWN_GRACE_MS')

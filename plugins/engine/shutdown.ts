@@ -78,7 +78,8 @@ export default fp<ShutdownOptions>(async function shutdown (app, opts) {
   app.addHook('onRequest', function refuseWhileShuttingDown (request, reply, done) {
     if (!app.statusReport.shuttingDown) return done()
     if (request.routeOptions.config.answersWhileClosing === true) return done()
-    reply.header('connection', 'close')
+    // HTTP/2 forbids the header: its session gets a GOAWAY when the streams are closed
+    if (request.raw.httpVersionMajor < 2) reply.header('connection', 'close')
     reply.code(503).send(errorBody(503, 'shutting_down', 'the server is shutting down'))
   })
 

@@ -168,11 +168,12 @@ export default fp(async function upgradeRoutes (app) {
       metrics.connectionRejections.inc({ reason: 'shutdown' })
       const encoder = route.encoder(request as FastifyRequest<any>)
       const body = encoder.encode(textFrame(JSON.stringify({ type: 'server_shutdown', ...notice }))) ?? ''
-      return reply.code(200)
+      reply.code(200)
         .header('content-type', encoder.contentType)
         .header('cache-control', 'no-cache, no-transform')
-        .header('connection', 'close')
-        .send(body)
+      // HTTP/2 has no Connection header (the stream ends; the session's GOAWAY comes with the shutdown)
+      if (request.raw.httpVersionMajor < 2) reply.header('connection', 'close')
+      return reply.send(body)
     }
     this.get<RouteGenericInterface>(route.url, {
       // a stream has no head to give
