@@ -12,7 +12,7 @@
  * Writes bench/results/<mode>-<date>.json (+ latest-<mode>.json), and in quick
  * and full mode the results section of docs/benchmarks-notebook.md and docs/benchmarks.svg.
  */
-import { execFile, execFileSync, fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFile, fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createConnection, createServer } from 'node:net'
 import { cpus, platform, release, tmpdir, totalmem } from 'node:os'
@@ -20,6 +20,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import pidusage from 'pidusage'
+import { pin, pinning } from './pin.js'
 import type { Job, Protocol, StepResult } from './generator.js'
 import { renderChart, renderMarkdown, type BenchResults } from './report.js'
 import type { ServerMemory, ServerStats } from './servers/control.js'
@@ -238,25 +239,6 @@ if (values.baseline) {
 }
 
 const coreCount = cpus().length
-const pinning = coreCount >= 2 && hasTaskset()
-
-function hasTaskset (): boolean {
-  try {
-    execFileSync('taskset', ['-V'], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
-
-/** Pins every thread of a process to one core, so server and generator do not share one. */
-function pin (pid: number, core: number): void {
-  if (!pinning) return
-  try {
-    execFileSync('taskset', ['-a', '-p', '-c', String(core), String(pid)], { stdio: 'ignore' })
-  } catch {}
-}
-
 /**
  * The child's next IPC message of `type`; rejects when it reports `failed` or
  * exits first. Without `timeoutMs` there is no deadline: a start-up on a

@@ -19,7 +19,6 @@
  * gauge is back to 0 and its fds back to the count before the first client.
  * Prints one JSON object.
  */
-import { execFileSync } from 'node:child_process'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import http from 'node:http'
 import { createRequire } from 'node:module'
@@ -31,6 +30,7 @@ import * as encoding from 'lib0/encoding'
 import * as syncProtocol from 'y-protocols/sync'
 import type PusherServer from 'pusher'
 import { startBenchServer } from './server-process.js'
+import { pin } from './pin.js'
 
 const require = createRequire(import.meta.url)
 const Sdk = require('pusher') as typeof PusherServer
@@ -66,10 +66,6 @@ export function slope (points: Array<[number, number]>): number {
     den += (x - mx) ** 2
   }
   return den === 0 ? 0 : num / den
-}
-
-function pin (pid: number, core: number): void {
-  try { execFileSync('taskset', ['-a', '-p', '-c', String(core), String(pid)], { stdio: 'ignore' }) } catch {}
 }
 
 function fdCount (pid: number): number {

@@ -15,9 +15,9 @@
  * sees it. Reported per server: updates/s sent and delivered, delivery p50/p99,
  * server CPU per sent update, server RSS per open document (with its editors).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { cpus, tmpdir } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import pidusage from 'pidusage'
@@ -25,6 +25,7 @@ import WebSocket from 'ws'
 import * as Y from 'yjs'
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import { freePort, root } from '../test/support/process.js'
+import { pin, pinning } from './pin.js'
 
 const { values } = parseArgs({
   options: {
@@ -45,16 +46,7 @@ const SERVERS = values.servers.split(',').map(s => s.trim())
 if (values.baseline) SERVERS.splice(1, 0, 'switchboard-baseline')
 
 /** Server on core 0, providers on core 1 (bench/run.ts pins its scenarios the same way). */
-const pinning = cpus().length >= 2 && hasTaskset()
-function hasTaskset (): boolean {
-  try {
-    execFileSync('taskset', ['-V'], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
-if (pinning) execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)], { stdio: 'ignore' })
+pin(process.pid, 1)
 
 async function start (name: string, args: string[], env: Record<string, string>, ready: RegExp): Promise<{ proc: ChildProcess, port: number }> {
   // taskset execs node: the pid is the server's, and every thread it starts stays on core 0
