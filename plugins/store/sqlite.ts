@@ -4,7 +4,6 @@ import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { DATABASE_FILE, StoreLock, StoreOpenError } from './lock.js'
 import { migrate, schemaVersion } from './migrations.js'
-import { WalSync } from './wal-sync.js'
 import { GroupCommit, type PendingWrite } from './group-commit.js'
 
 export { DATABASE_FILE, LOCK_FILE, PID_FILE, StoreLock, StoreOpenError } from './lock.js'
@@ -55,13 +54,10 @@ interface RoomRow { state: string, version: number, offset: number, epoch: strin
 interface MessageRow { offset: number, message_id: string, sender: string, data: string, timestamp: string }
 
 /**
- * The embedded store: one SQLite file in WAL mode, where a commit is on disk
- * (not only in the OS cache) before its promise resolves, so an ack survives
- * kill -9 and power loss alike. Group commit makes that cheap: writes
- * requested during one event-loop turn share one transaction and one fsync.
- * The fsync runs off the event loop (WalSync: SQLite's `synchronous=NORMAL`
- * plus an `fdatasync` of the log on libuv's thread pool before the promises
- * resolve), and reads of what a commit wrote wait for its sync.
+ * The embedded store: one SQLite file in WAL mode with synchronous=FULL, so a
+ * commit is on disk (not only in the OS cache) before its promise resolves and
+ * an ack survives kill -9 and power loss alike. Group commit makes that cheap:
+ * writes requested during one event-loop turn share one transaction and one fsync.
  */
 export class SqliteStore implements Store {
   readonly kind = 'sqlite'
@@ -72,7 +68,7 @@ export class SqliteStore implements Store {
   readonly outbox: OutboxStore
   readonly path: string
   /** Counters for status and the benchmark. */
-  readonly counters = { commits: 0, writes: 0, failedCommits: 0, syncs: 0 }
+  readonly counters = { commits: 0, writes: 0, failedCommits: 0 }
   batchTracer?: BatchTracer
 
   private readonly heads = new Map<string, Head>()
@@ -85,7 +81,7 @@ export class SqliteStore implements Store {
   /** One batch as one transaction (better-sqlite3's wrapper, built once). */
   private readonly transaction: (queue: PendingWrite[], dirty: Set<string>, now: string) => unknown[]
 
-  private constructor (readonly db: Database.Database, private readonly opts: SqliteStoreOptions, private readonly lock: StoreLock, private readonly sync: WalSync) {
+  private constructor (readonly db: Database.Database, private readonly opts: SqliteStoreOptions, private readonly lock: StoreLock) {
     this.path = db.name
     this.statements = {
       room: db.prepare<[string], RoomRow>(`SELECT r.state, r.version, MAX(r."offset", COALESCE(o."offset", 0)) AS "offset", r.epoch
@@ -187,27 +183,15 @@ export class SqliteStore implements Store {
       if (err instanceof StoreOpenError) throw err
       throw new StoreOpenError(`cannot use the SQLite store at ${file}: ${(err as Error).message}`)
     }
-    let sync: WalSync
-    try {
-      // from here a commit does not wait for the disk on the event loop: WalSync syncs the log before any promise resolves
-      db.pragma('synchronous = NORMAL')
-      sync = new WalSync(file)
-    } catch (err) {
-      db.close()
-      lock.release()
-      throw new StoreOpenError(`cannot use the SQLite store at ${file}: ${(err as Error).message}`)
-    }
     opts.log.info({ event: 'store.opened', kind: 'sqlite', file, groupCommit: opts.groupCommit, schemaVersion: schemaVersion(db) }, 'store opened')
-    return new SqliteStore(db, opts, lock, sync)
+    return new SqliteStore(db, opts, lock)
   }
 
   async loadRoom (room: string): Promise<RoomSnapshot | null> {
-    await this.durable()
     return this.head(room, false)?.committed ?? null
   }
 
   async loadRoomSince (room: string, since: number): Promise<RoomSnapshotWithHistory | null> {
-    await this.durable()
     const snapshot = this.head(room, false)?.committed
     if (!snapshot) return null
     return recoveryWindow(snapshot, since, from => this.read(() => this.statements.messagesAfter.all(room, from, snapshot.offset)).map(row => toMessage(room, row, snapshot.epoch)))
@@ -254,7 +238,6 @@ export class SqliteStore implements Store {
   }
 
   async listRooms (page?: RoomPage): Promise<RoomSummary[]> {
-    await this.durable()
     if (page === undefined) return this.read(() => this.statements.rooms.all())
     const prefix = page.prefix ?? ''
     return this.read(() => this.statements.roomsPage.all(page.after ?? '', prefix, prefix + ROOM_NAME_END, page.limit))
@@ -277,31 +260,18 @@ export class SqliteStore implements Store {
     })()
   }
 
-  /** Commits every pending write now, in one transaction, and waits for it to be on disk. */
+  /** Commits every pending write now, in one transaction. */
   async flush (): Promise<void> {
     this.writes.commit()
-    await this.durable()
   }
 
   async close (): Promise<void> {
     if (this.writes.closed) return
     this.writes.commit()
     this.writes.closed = true
-    // the last batch's writers hear their outcome before the file closes (a failed sync has told them already)
-    if (this.sync.busy) await this.sync.settled().catch(() => {})
     this.heads.clear()
     this.db.close()
-    this.sync.close()
     this.lock.release()
-  }
-
-  /** Waits until every commit made so far is on disk: what a read returns is never taken back by a crash. */
-  private async durable (): Promise<void> {
-    try {
-      await this.sync.settled()
-    } catch (err) {
-      throw new StoreUnavailableError(`the store could not sync its log to disk (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
-    }
   }
 
   /** The head of a room, read from the database once and then kept. */
@@ -364,34 +334,15 @@ export class SqliteStore implements Store {
       for (const write of queue) write.reject(failure)
       return failure
     }
-    // what the next batch's transaction compares with (readers wait for the sync in durable())
+    this.opts.health?.writeSucceeded()
     for (const room of dirty) {
       const head = this.heads.get(room) as Head
       head.committed = { room, state: head.state, version: head.version, offset: head.offset, epoch: head.epoch }
     }
-    this.sync.after(err => {
-      if (err !== null) {
-        // the rows are written but not known to be on disk: nobody is told they were saved
-        for (const room of dirty) this.heads.delete(room)
-        this.counters.failedCommits++
-        const reason = `fsync: ${err.code ?? err.message}`
-        const failure = new StoreUnavailableError(`the store could not sync its log to disk (${err.code ?? err.message})`)
-        if (this.opts.health) {
-          this.opts.health.writeFailed(reason, { writes: queue.length, rooms: dirty.size })
-          failure.reported = true
-        } else {
-          this.opts.log.error({ event: 'store.batch_failed', reason, writes: queue.length, rooms: dirty.size }, 'a batch of writes could not be synced to disk')
-        }
-        for (const write of queue) write.reject(failure)
-        return
-      }
-      this.opts.health?.writeSucceeded()
-      this.counters.syncs = this.sync.syncs
-      this.counters.commits++
-      this.counters.writes += queue.length
-      this.opts.onCommit?.(queue.length, Number(process.hrtime.bigint() - started) / 1e9)
-      queue.forEach((write, i) => write.resolve(results[i]))
-    })
+    this.counters.commits++
+    this.counters.writes += queue.length
+    this.opts.onCommit?.(queue.length, Number(process.hrtime.bigint() - started) / 1e9)
+    queue.forEach((write, i) => write.resolve(results[i]))
     return undefined
   }
 
@@ -421,7 +372,6 @@ export class SqliteStore implements Store {
     const s = this.statements
     return {
       recall: async (owner: string, key: string): Promise<IdempotencyRecord | null> => {
-        await this.durable()
         const row = this.read(() => s.keyRead.get(owner, key, Date.now()))
         return row ? { hash: row.hash, result: JSON.parse(row.result) } : null
       },
@@ -441,7 +391,7 @@ export class SqliteStore implements Store {
   private createDocuments (): DocumentStore {
     const s = this.statements
     return {
-      load: async (name: string): Promise<StoredDocument> => this.durable().then(() => this.read(() => {
+      load: async (name: string): Promise<StoredDocument> => this.read(() => {
         const snapshot = s.docSnapshot.get(name)
         const rows = s.docUpdates.all(name)
         let bytes = snapshot?.data.length ?? 0
@@ -453,7 +403,7 @@ export class SqliteStore implements Store {
           lastId: rows.at(-1)?.id ?? 0,
           bytes
         }
-      })),
+      }),
       append: async (name: string, update: Uint8Array) => this.enqueue(null, () => Number(s.docAppend.run(name, update).lastInsertRowid)),
       compact: async (name: string, snapshot: Uint8Array, upToId: number) => this.enqueue(null, () => {
         s.docSaveSnapshot.run(name, snapshot, upToId)
@@ -483,7 +433,7 @@ export class SqliteStore implements Store {
       remember: async (ns: string, name: string, value: string, ttlMs: number) => this.enqueue(null, () => {
         s.lastWrite.run(ns, name, value, Date.now() + ttlMs)
       }),
-      recall: async (ns: string, name: string) => this.durable().then(() => this.read(() => s.lastRead.get(ns, name, Date.now())?.value ?? null)),
+      recall: async (ns: string, name: string) => this.read(() => s.lastRead.get(ns, name, Date.now())?.value ?? null),
       expire: async (now = Date.now()) => this.enqueue(null, () => s.lastExpire.run(now).changes)
     }
   }
