@@ -115,7 +115,7 @@ async function publishCpu (stateBytes: number): Promise<number> {
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
-console.log(`${UPDATES} acknowledged updates to one room; ${CLIENTS} clients x ${INFLIGHT} in flight; WAL, log fsynced before each ack`)
+console.log(`${UPDATES} acknowledged updates to one room; ${CLIENTS} clients x ${INFLIGHT} in flight; synchronous=FULL, WAL`)
 const ws = { on: await overWebSocket(true), off: await overWebSocket(false) }
 console.log(`ws    group commit on : ${fmt(ws.on)} updates/s`)
 console.log(`ws    group commit off: ${fmt(ws.off)} updates/s   (on/off = ${(ws.on / ws.off).toFixed(1)}x)`)
