@@ -3,7 +3,7 @@ import type { Server } from 'node:http'
 import { readFileSync, realpathSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { isIP } from 'node:net'
-import { authAlgorithms, config, proxySecret, webhookEvents, ConfigError, errors, exitOnConfigError, identity, loadConfig, metrics, parseOrigins, parseTrustProxy, redis, redisSentinels, status, type Config } from './plugins/core/index.js'
+import { authAlgorithms, config, proxySecret, webhookEvents, ConfigError, errors, exitOnConfigError, identity, loadConfig, metrics, parseOrigins, parseTrustProxy, redis, redisClusterNodes, redisSentinels, status, type Config } from './plugins/core/index.js'
 import {
   ADMIN_READONLY_ROLE, ADMIN_ROLE, auth, heartbeat, http2Sessions, jsonLimits, limits, messageRate, pendingConnections, proxy, reachability, sessions, shutdown, tokenRequired, trustedPeerOf, upgradeRoutes, parsePublicKey, type AuthOptions, type ProxyOptions, type StaticToken
 } from './plugins/engine/index.js'
@@ -261,7 +261,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(websocket, { maxPayload: cfg.WS_MAX_PAYLOAD })
   await fastify.register(cors, { origins: parseOrigins(cfg.CORS_ORIGINS), publicUrl: cfg.PUBLIC_URL })
   // before the store, so it closes after it (onClose runs last-registered-first): rooms → store → redis
-  await fastify.register(redis, { url: cfg.REDIS_URL, sentinel: redisSentinels(cfg), instanceTtlMs: cfg.REDIS_INSTANCE_TTL_MS, keyPrefix: cfg.REDIS_KEY_PREFIX })
+  await fastify.register(redis, { url: cfg.REDIS_URL, sentinel: redisSentinels(cfg), cluster: redisClusterNodes(cfg), instanceTtlMs: cfg.REDIS_INSTANCE_TTL_MS, keyPrefix: cfg.REDIS_KEY_PREFIX })
   // with REDIS_URL, MAX_CONNECTIONS_PER_CLIENT counts across instances; MAX_CONNECTIONS stays per instance
   const counter = fastify.redisLink ? new RedisClientSlots(fastify.redisLink) : undefined
   await fastify.register(limits, { maxConnections: cfg.MAX_CONNECTIONS, maxPerClient: cfg.MAX_CONNECTIONS_PER_CLIENT, counter })

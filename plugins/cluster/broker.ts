@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis'
 import { RedisUnavailableError, type RedisLink } from '../core/redis.js'
 
 /**
@@ -57,8 +56,9 @@ export class LocalBroker implements Broker {
  * names of earlier versions (`sb:ch:room:<room>`), so instances of both
  * exchange room frames during a rolling upgrade.
  */
-export function brokerChannel (prefix: string, ns: string, name: string): string {
-  return `${prefix}ch:${ns}:${name}`
+export function brokerChannel (prefix: string, ns: string, name: string, cluster = false): string {
+  // on a Redis Cluster the channel's slot is its presence keys' (`{<ns>:<name>}`): one shard serves both
+  return cluster ? `${prefix}ch:{${ns}:${name}}` : `${prefix}ch:${ns}:${name}`
 }
 
 interface Subscription { ns: string, name: string, count: number, subscribed: Promise<void> }
@@ -105,15 +105,13 @@ export class RedisBroker implements Broker {
   private readonly handlers = new Map<string, ChannelFrameHandler>()
   private readonly outbox = new Map<string, Outgoing>()
   private flushScheduled = false
-  private readonly commands: Redis
 
   constructor (
     private readonly link: RedisLink,
     private readonly count: (direction: 'published' | 'received') => void,
     private readonly log: Log
   ) {
-    this.commands = link.commands
-    link.subscriber.on('message', (channel: string, payload: string) => this.onMessage(channel, payload))
+    link.onMessage((channel: string, payload: string) => this.onMessage(channel, payload))
     link.addRestorer({ prepare: () => this.resubscribe(), write: () => {} })
   }
 
@@ -127,7 +125,7 @@ export class RedisBroker implements Broker {
   }
 
   subscribe (ns: string, name: string): Promise<void> {
-    const channel = brokerChannel(this.link.prefix, ns, name)
+    const channel = brokerChannel(this.link.prefix, ns, name, this.link.cluster)
     const existing = this.subscriptions.get(channel)
     if (existing) {
       existing.count++
@@ -143,12 +141,12 @@ export class RedisBroker implements Broker {
   }
 
   unsubscribe (ns: string, name: string): void {
-    const channel = brokerChannel(this.link.prefix, ns, name)
+    const channel = brokerChannel(this.link.prefix, ns, name, this.link.cluster)
     const sub = this.subscriptions.get(channel)
     if (!sub || --sub.count > 0) return
     this.subscriptions.delete(channel)
     if (!this.link.ready) return // nothing to undo: the restore subscribes only what is still counted
-    this.link.subscriber.unsubscribe(channel).catch(err => {
+    this.link.unsubscribe(channel).catch(err => {
       this.log.debug({ event: 'bus.unsubscribe_failed', channel, reason: (err as Error).message }, 'unsubscribe failed')
     })
   }
@@ -161,7 +159,7 @@ export class RedisBroker implements Broker {
    */
   publish (ns: string, name: string, payload: string, except?: string, sequence?: Sequence): Promise<void> {
     if (!this.link.ready) return Promise.reject(unavailable(`redis is ${this.link.status}: the frame cannot reach the other instances; retry later`))
-    const channel = brokerChannel(this.link.prefix, ns, name)
+    const channel = brokerChannel(this.link.prefix, ns, name, this.link.cluster)
     let out = this.outbox.get(channel)
     if (!out) this.outbox.set(channel, out = { ns, name, parts: [], done: [] })
     out.parts.push(header(except, sequence), payload)
@@ -186,7 +184,7 @@ export class RedisBroker implements Broker {
         continue
       }
       this.count('published')
-      this.commands.publish(channel, `${this.link.serverId}\n${out.parts.join('\n')}`).then(() => {
+      this.link.publish(channel, `${this.link.serverId}\n${out.parts.join('\n')}`).then(() => {
         for (const d of out.done) d.resolve()
       }, err => {
         this.log.warn({ event: 'bus.publish_failed', ns: out.ns, channel: out.name, frames: out.parts.length / 2, reason: (err as Error).message }, 'frames did not reach the other instances')
@@ -199,7 +197,7 @@ export class RedisBroker implements Broker {
   private async subscribeNow (channel: string): Promise<void> {
     if (!this.link.ready) throw unavailable(`redis is ${this.link.status}; retry later`)
     try {
-      await this.link.subscriber.subscribe(channel)
+      await this.link.subscribe(channel)
     } catch (err) {
       throw unavailable(`redis refused the subscription: ${(err as Error).message}`)
     }
@@ -232,7 +230,7 @@ export class RedisBroker implements Broker {
   private async resubscribe (): Promise<void> {
     const channels = [...this.subscriptions.keys()]
     if (channels.length === 0) return
-    const subscribed = this.link.subscriber.subscribe(...channels).then(() => undefined)
+    const subscribed = this.link.subscribe(...channels)
     for (const sub of this.subscriptions.values()) {
       sub.subscribed = subscribed.catch(err => { throw unavailable(`redis refused the subscription: ${(err as Error).message}`) })
       sub.subscribed.catch(() => {})

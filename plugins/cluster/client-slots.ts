@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { RedisUnavailableError, SWEEP_DEAD_INSTANCES, instanceKey, type RedisLink } from '../core/redis.js'
+import { RedisUnavailableError, instanceKey, sweepDeadInstances, type RedisLink } from '../core/redis.js'
 
 /**
  * Where per-client connection counts live. The local one is a Map; a Redis one
@@ -42,8 +42,12 @@ export class LocalClientSlots implements ClientSlotCounter {
  * the key. Acquiring sums the fields of live instances (their heartbeat key
  * exists) and drops the others, so the slots of a crashed instance are free
  * again once its heartbeat key expires (REDIS_INSTANCE_TTL_MS, 15 s by default).
+ * On a Redis Cluster (where the script cannot read heartbeat keys of other
+ * slots) every field counts, and sb:slots:idx:<serverId> lists the client keys
+ * an instance holds fields in, so the instance that claims it after a crash
+ * removes them (the same 15 s plus one heartbeat).
  */
-const ACQUIRE = SWEEP_DEAD_INSTANCES + `
+const acquireScript = (cluster: boolean) => sweepDeadInstances(cluster) + `
 local live = sweepDead(KEYS[1], ARGV[1], ARGV[2], function (field) return field end, true)
 local held = 0
 for _, entry in ipairs(live) do held = held + tonumber(entry[2]) end
@@ -61,6 +65,7 @@ interface Scripts {
 }
 
 const slotsKey = (prefix: string, clientKey: string) => `${prefix}slots:${clientKey}`
+const indexKey = (prefix: string, serverId: string) => `${prefix}slots:idx:${serverId}`
 
 /**
  * Per-client connection counts shared by every instance through Redis. This
@@ -74,12 +79,15 @@ export class RedisClientSlots implements ClientSlotCounter {
   private readonly redis: Redis & Scripts
 
   constructor (private readonly link: RedisLink) {
-    link.commands.defineCommand('sbAcquireSlot', { numberOfKeys: 1, lua: ACQUIRE })
+    link.commands.defineCommand('sbAcquireSlot', { numberOfKeys: 1, lua: acquireScript(link.cluster) })
     link.commands.defineCommand('sbReleaseSlot', { numberOfKeys: 1, lua: RELEASE })
     this.redis = link.commands as Redis & Scripts
     link.addRestorer({
       write: tx => {
-        for (const [clientKey, count] of this.local) tx.hset(slotsKey(link.prefix, clientKey), link.serverId, count)
+        for (const [clientKey, count] of this.local) {
+          if (link.cluster) tx.sadd(indexKey(link.prefix, link.serverId), clientKey)
+          tx.hset(slotsKey(link.prefix, clientKey), link.serverId, count)
+        }
         for (const clientKey of this.stale) if (!this.local.has(clientKey)) tx.hdel(slotsKey(link.prefix, clientKey), link.serverId)
         this.restoring = this.stale
         this.stale = new Set()
@@ -89,6 +97,13 @@ export class RedisClientSlots implements ClientSlotCounter {
         this.restoring = null
       }
     })
+    if (link.cluster) {
+      link.onInstanceGone(async dead => {
+        const idx = indexKey(link.prefix, dead)
+        await Promise.all((await link.commands.smembers(idx)).map(clientKey => link.commands.hdel(slotsKey(link.prefix, clientKey), dead)))
+        await link.commands.del(idx)
+      })
+    }
   }
 
   get clients (): number {
@@ -100,6 +115,8 @@ export class RedisClientSlots implements ClientSlotCounter {
     this.link.requireReady()
     let reply: [number, number]
     try {
+      // Redis Cluster: indexed before the count exists, so a crash never leaves a count the sweep cannot find
+      if (this.link.cluster && !this.local.has(clientKey)) await this.redis.sadd(indexKey(this.link.prefix, this.link.serverId), clientKey)
       reply = await this.redis.sbAcquireSlot(slotsKey(this.link.prefix, clientKey), this.link.serverId, instanceKey(this.link.prefix, ''), limit)
     } catch (err) {
       throw new RedisUnavailableError(`redis could not count the connection: ${(err as Error).message}`)
@@ -119,6 +136,7 @@ export class RedisClientSlots implements ClientSlotCounter {
     }
     try {
       await this.redis.sbReleaseSlot(slotsKey(this.link.prefix, clientKey), this.link.serverId)
+      if (this.link.cluster && !this.local.has(clientKey)) await this.redis.srem(indexKey(this.link.prefix, this.link.serverId), clientKey)
     } catch (err) {
       this.stale.add(clientKey)
       throw err

@@ -39,6 +39,10 @@ export class LocalClients implements ClientDirectory {
  * Entries of an instance whose heartbeat key expired are ignored and removed
  * by the script that reads them; this instance rewrites its own when Redis is
  * back (RedisLink.restore).
+ * On a Redis Cluster (sharded channels), where a script cannot read the
+ * heartbeat keys of other slots:
+ *   sb:conns:idx:<serverId> set of the client ids that instance has entries for,
+ *                           so the instance that claims it after a crash removes them
  */
 const serverChannel = (prefix: string, serverId: string) => `${prefix}ch:server:${serverId}`
 
@@ -90,7 +94,8 @@ export class RedisClients implements ClientDirectory {
     this.commands = link.commands as Redis & Scripts
     this.channel = serverChannel(link.prefix, link.serverId)
     this.serverSubscribed = new Promise(resolve => { this.firstSubscribed = resolve })
-    link.subscriber.on('message', (channel: string, payload: string) => { if (channel === this.channel) this.onMessage(payload) })
+    link.onMessage((channel: string, payload: string) => { if (channel === this.channel) this.onMessage(payload) })
+    if (link.cluster) link.onInstanceGone(dead => this.sweepGone(dead))
     link.addRestorer({ prepare: () => this.resubscribe(), write: tx => this.rewrite(tx), written: ok => this.rewritten(ok) })
   }
 
@@ -127,6 +132,7 @@ export class RedisClients implements ClientDirectory {
   async publishToClient (clientId: string, frame: string): Promise<number> {
     if (!this.link.ready) throw new RedisUnavailableError(`redis is ${this.link.status}; the message cannot reach other instances nor be queued; retry later`)
     try {
+      if (this.link.cluster) return await this.publishSharded(clientId, frame)
       const reached = await this.commands.sbPublishToClient(this.connsKey(clientId), this.link.serverId, instanceKey(this.link.prefix, ''), serverChannel(this.link.prefix, ''), `${this.link.serverId}\n${clientId}\n${frame}`)
       this.count('published')
       return reached
@@ -135,13 +141,44 @@ export class RedisClients implements ClientDirectory {
     }
   }
 
+  /**
+   * Redis Cluster: the client's instances are read, then each gets its frame on
+   * its own (sharded) channel; an instance no subscriber of which heard it
+   * loses its entry, as in the script of a single Redis.
+   */
+  private async publishSharded (clientId: string, frame: string): Promise<number> {
+    const key = this.connsKey(clientId)
+    const entries = Object.entries(await this.commands.hgetall(key)).filter(([server]) => server !== this.link.serverId)
+    const payload = `${this.link.serverId}\n${clientId}\n${frame}`
+    const heard = await Promise.all(entries.map(([server]) => this.link.publish(serverChannel(this.link.prefix, server), payload)))
+    let reached = 0
+    entries.forEach(([server, n], i) => {
+      if (heard[i] > 0) reached += Number(n)
+      else this.commands.hdel(key, server).catch(() => {})
+    })
+    this.count('published')
+    return reached
+  }
+
+  /** Redis Cluster: a crashed instance's entries, found through its index, go. */
+  private async sweepGone (dead: string): Promise<void> {
+    const idx = this.indexKey(dead)
+    await Promise.all((await this.commands.smembers(idx)).map(clientId => this.commands.hdel(this.connsKey(clientId), dead)))
+    await this.commands.del(idx)
+  }
+
   /** On shutdown: this instance's counts leave Redis. */
   withdraw (tx: ChainableCommander): void {
     for (const clientId of this.local.keys()) tx.hdel(this.connsKey(clientId), this.link.serverId)
+    if (this.link.cluster) tx.del(this.indexKey(this.link.serverId))
   }
 
   private connsKey (clientId: string): string {
     return `${this.link.prefix}conns:${clientId}`
+  }
+
+  private indexKey (serverId: string): string {
+    return `${this.link.prefix}conns:idx:${serverId}`
   }
 
   /** Writes the client's count here as it is now (set or removed); a lost write is marked stale for the restore. */
@@ -152,7 +189,13 @@ export class RedisClients implements ClientDirectory {
       throw new RedisUnavailableError(`redis is ${this.link.status}`)
     }
     try {
-      if (n > 0) await this.commands.hset(this.connsKey(clientId), this.link.serverId, n)
+      if (this.link.cluster) {
+        // indexed first: a crash between the two leaves an index entry to sweep, never an entry nobody can find
+        if (n > 0) await this.commands.sadd(this.indexKey(this.link.serverId), clientId)
+        if (n > 0) await this.commands.hset(this.connsKey(clientId), this.link.serverId, n)
+        else await this.commands.hdel(this.connsKey(clientId), this.link.serverId)
+        if (n === 0) await this.commands.srem(this.indexKey(this.link.serverId), clientId)
+      } else if (n > 0) await this.commands.hset(this.connsKey(clientId), this.link.serverId, n)
       else await this.commands.hdel(this.connsKey(clientId), this.link.serverId)
     } catch (err) {
       this.stale.add(clientId)
@@ -173,14 +216,17 @@ export class RedisClients implements ClientDirectory {
   }
 
   private async resubscribe (): Promise<void> {
-    const subscribed = this.link.subscriber.subscribe(this.channel).then(() => undefined)
+    const subscribed = this.link.subscribe(this.channel)
     this.serverSubscribed = subscribed.catch(() => {})
     this.serverSubscribed.then(this.firstSubscribed)
     await subscribed
   }
 
   private rewrite (tx: ChainableCommander): void {
-    for (const [clientId, n] of this.local) tx.hset(this.connsKey(clientId), this.link.serverId, n)
+    for (const [clientId, n] of this.local) {
+      if (this.link.cluster) tx.sadd(this.indexKey(this.link.serverId), clientId)
+      tx.hset(this.connsKey(clientId), this.link.serverId, n)
+    }
     for (const clientId of this.stale) {
       if (!this.local.has(clientId)) tx.hdel(this.connsKey(clientId), this.link.serverId)
     }

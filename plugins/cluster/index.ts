@@ -60,7 +60,7 @@ export default fp(async function cluster (app) {
     // frames queued this turn still go out before this instance's entries do
     broker.flush()
     if (!link.ready) return
-    const tx = link.commands.multi()
+    const tx = link.batch()
     clients.withdraw(tx)
     presence.withdraw(tx)
     await tx.exec().catch(() => {})

@@ -77,6 +77,10 @@ export class LocalPresence implements Presence {
  * `sb:instances` field, removed by one HDEL) and sweeps the channels of its
  * index, firing what their removal means. Reads leave out dead instances at
  * once; this instance rewrites its own entries whenever Redis lost them.
+ * On a Redis Cluster the index lives on another slot than the channel, so it
+ * is written beside the script: added before a channel is occupied, removed
+ * after it is vacated (a crash between leaves an index entry whose sweep finds
+ * nothing, never a channel entry the sweep cannot find).
  */
 const entryOf = (ns: string, name: string) => `${ns}\n${name}`
 
@@ -86,6 +90,17 @@ local others = redis.call('HLEN', KEYS[1]) - redis.call('HEXISTS', KEYS[1], ARGV
 redis.call('HSETNX', KEYS[1], ARGV[1], 1)
 redis.call('SADD', KEYS[2], ARGV[2])
 if others == 0 then return 1 end
+return 0`
+
+/** Redis Cluster: OCCUPY and VACATE on the channel's key alone (KEYS: s; ARGV: me); the index is written beside. */
+const OCCUPY_CHANNEL = `
+local others = redis.call('HLEN', KEYS[1]) - redis.call('HEXISTS', KEYS[1], ARGV[1])
+redis.call('HSETNX', KEYS[1], ARGV[1], 1)
+if others == 0 then return 1 end
+return 0`
+const VACATE_CHANNEL = `
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HLEN', KEYS[1]) == 0 then return 1 end
 return 0`
 
 /** KEYS: s, idx; ARGV: me, entry. 1 when this removed the last instance's subscriptions (vacated). */
@@ -145,6 +160,8 @@ end
 return out`
 
 interface Scripts {
+  sbOccupyChannel (s: string, me: string): Promise<number>
+  sbVacateChannel (s: string, me: string): Promise<number>
   sbOccupy (s: string, idx: string, me: string, entry: string): Promise<number>
   sbVacate (s: string, idx: string, me: string, entry: string): Promise<number>
   sbJoin (u: string, c: string, i: string, me: string, key: string, info: string, max: number): Promise<number>
@@ -156,6 +173,7 @@ type ScriptedTx = ChainableCommander & {
   sbJoin (u: string, c: string, i: string, me: string, key: string, info: string, max: number): ChainableCommander
   sbLeave (u: string, c: string, i: string, me: string, key: string): ChainableCommander
   sbVacate (s: string, idx: string, me: string, entry: string): ChainableCommander
+  sbVacateChannel (s: string, me: string): ChainableCommander
 }
 
 function parseInfo (json: string | null | undefined): unknown {
@@ -198,6 +216,8 @@ export class RedisPresence implements Presence {
     c.defineCommand('sbJoin', { numberOfKeys: 3, lua: JOIN })
     c.defineCommand('sbLeave', { numberOfKeys: 3, lua: LEAVE })
     c.defineCommand('sbSweepChannel', { numberOfKeys: 4, lua: SWEEP_CHANNEL })
+    c.defineCommand('sbOccupyChannel', { numberOfKeys: 1, lua: OCCUPY_CHANNEL })
+    c.defineCommand('sbVacateChannel', { numberOfKeys: 1, lua: VACATE_CHANNEL })
     this.scripts = c as unknown as Scripts
     this.me = link.serverId
     this.prefix = link.prefix
@@ -240,6 +260,10 @@ export class RedisPresence implements Presence {
   async occupy (ns: string, name: string): Promise<boolean> {
     this.held(ns, name).subscriptions = Math.max(1, this.held(ns, name).subscriptions)
     this.link.requireReady()
+    if (this.link.cluster) {
+      await this.commands.sadd(this.indexKey(this.me), entryOf(ns, name))
+      return await this.scripts.sbOccupyChannel(this.channelKey(ns, name, 's'), this.me) === 1
+    }
     return await this.scripts.sbOccupy(this.channelKey(ns, name, 's'), this.indexKey(this.me), this.me, entryOf(ns, name)) === 1
   }
 
@@ -254,6 +278,11 @@ export class RedisPresence implements Presence {
     this.forget(ns, name)
     try {
       this.link.requireReady()
+      if (this.link.cluster) {
+        const vacated = await this.scripts.sbVacateChannel(this.channelKey(ns, name, 's'), this.me) === 1
+        await this.commands.srem(this.indexKey(this.me), entryOf(ns, name))
+        return vacated
+      }
       return await this.scripts.sbVacate(this.channelKey(ns, name, 's'), this.indexKey(this.me), this.me, entryOf(ns, name)) === 1
     } catch {
       this.staleOf(ns, name).vacated = true
@@ -293,6 +322,12 @@ export class RedisPresence implements Presence {
     const others = [...new Set(servers)].filter(s => s !== this.me)
     const alive = new Set<string>()
     if (others.length === 0) return alive
+    if (this.link.cluster) {
+      // heartbeat keys sit on many slots: one EXISTS each, auto-pipelined per shard
+      const found = await Promise.all(others.map(s => this.commands.exists(instanceKey(this.prefix, s))))
+      others.forEach((s, n) => { if (found[n] === 1) alive.add(s) })
+      return alive
+    }
     const tx = this.commands.pipeline()
     for (const s of others) tx.exists(instanceKey(this.prefix, s))
     const found = await tx.exec()
@@ -327,11 +362,17 @@ export class RedisPresence implements Presence {
     const alive = await this.live(await this.commands.hkeys(this.instances))
     const out = new Set<string>()
     if (alive.size === 0) return out
-    const tx = this.commands.pipeline()
-    for (const s of alive) tx.smembers(this.indexKey(s))
     const prefix = `${ns}\n`
-    for (const [, entries] of await tx.exec() ?? []) {
-      for (const entry of (entries as string[] | null) ?? []) if (entry.startsWith(prefix)) out.add(entry.slice(prefix.length))
+    let lists: Array<string[] | null>
+    if (this.link.cluster) {
+      lists = await Promise.all([...alive].map(s => this.commands.smembers(this.indexKey(s))))
+    } else {
+      const tx = this.commands.pipeline()
+      for (const s of alive) tx.smembers(this.indexKey(s))
+      lists = (await tx.exec() ?? []).map(([, entries]) => entries as string[] | null)
+    }
+    for (const entries of lists) {
+      for (const entry of entries ?? []) if (entry.startsWith(prefix)) out.add(entry.slice(prefix.length))
     }
     return out
   }
@@ -352,6 +393,7 @@ export class RedisPresence implements Presence {
         if (alive.has(dead)) continue
         if (await this.commands.hdel(this.instances, dead) !== 1) continue // another instance claimed it
         await this.sweepInstance(dead)
+        await this.link.instanceGone(dead)
       }
     } catch (err) {
       this.log.warn({ event: 'presence.sweep_failed', reason: (err as Error).message }, 'a crashed instance\'s channels could not be swept; the next heartbeat tries again')
@@ -420,7 +462,10 @@ export class RedisPresence implements Presence {
       const name = entry.slice(cut + 1)
       const held = this.local.get(entry)
       for (const key of left) if (!held?.members.has(key)) scripted.sbLeave(this.channelKey(ns, name, 'u'), this.channelKey(ns, name, 'c'), this.channelKey(ns, name, 'i'), this.me, key)
-      if (vacated && (held === undefined || held.subscriptions === 0)) scripted.sbVacate(this.channelKey(ns, name, 's'), this.indexKey(this.me), this.me, entry)
+      if (vacated && (held === undefined || held.subscriptions === 0)) {
+        if (this.link.cluster) scripted.sbVacateChannel(this.channelKey(ns, name, 's'), this.me).srem(this.indexKey(this.me), entry)
+        else scripted.sbVacate(this.channelKey(ns, name, 's'), this.indexKey(this.me), this.me, entry)
+      }
     }
     this.restoring = this.stale
     this.stale = new Map()

@@ -73,12 +73,12 @@ export class RedisRequests implements ClusterRequests {
   constructor (private readonly link: RedisLink, private readonly log: Log) {
     this.mine = replyChannel(link.prefix, link.serverId)
     this.requests = requestChannel(link.prefix)
-    link.subscriber.on('message', (channel: string, payload: string) => {
+    link.onMessage((channel: string, payload: string) => {
       if (channel === this.requests) this.onRequest(payload)
       else if (channel === this.mine) this.onReply(payload)
     })
     // subscribed again whenever Redis is back (before the restore's transaction)
-    link.addRestorer({ prepare: async () => { await link.subscriber.subscribe(this.requests, this.mine) }, write: () => {} })
+    link.addRestorer({ prepare: async () => { await link.subscribe(this.requests, this.mine) }, write: () => {} })
   }
 
   handle (kind: string, fn: RequestHandler): void {
@@ -92,7 +92,7 @@ export class RedisRequests implements ClusterRequests {
     const finished = new Promise<void>(resolve => { entry.done = resolve })
     this.pending.set(id, entry)
     try {
-      const receivers = await this.link.commands.publish(this.requests, JSON.stringify({ id, kind, from: this.link.serverId, body }))
+      const receivers = await this.link.publish(this.requests, JSON.stringify({ id, kind, from: this.link.serverId, body }))
       entry.expected = receivers
       if (entry.answers.length >= receivers) entry.done()
       let timer: NodeJS.Timeout | undefined
@@ -123,7 +123,7 @@ export class RedisRequests implements ClusterRequests {
     if (typeof request?.id !== 'string' || typeof request.from !== 'string' || typeof request.kind !== 'string') return
     answer(this.handlers, request.kind, request.body).then(reply => {
       const out = JSON.stringify({ id: request.id, serverId: this.link.serverId, ...reply })
-      return this.link.commands.publish(replyChannel(this.link.prefix, request.from), out)
+      return this.link.publish(replyChannel(this.link.prefix, request.from), out)
     }).catch(err => {
       this.log.warn({ event: 'cluster.reply_failed', kind: request.kind, reason: (err as Error).message }, 'could not answer a cluster request')
     })

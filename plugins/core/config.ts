@@ -46,6 +46,8 @@ export const ConfigSchema = Type.Object({
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   /** Comma list of Sentinel host:port: Redis is the master they name REDIS_SENTINEL_NAME (REDIS_URL then gives only credentials, db and TLS). */
   REDIS_SENTINELS: Type.Optional(Type.String({ minLength: 1 })),
+  /** Comma list of host:port of Redis Cluster nodes (any few; the rest are discovered): keys hash-tagged per room, sharded pub/sub. REDIS_URL then gives only credentials and TLS. */
+  REDIS_CLUSTER_NODES: Type.Optional(Type.String({ minLength: 1 })),
   /** The master group name the Sentinels monitor (`sentinel monitor <name> …`). */
   REDIS_SENTINEL_NAME: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.-]+$', description: '1 to 128 of A-Z a-z 0-9 _ . -' })),
   /** How long a silent instance still counts (its connection slots, its presence) [15000]. */
@@ -230,6 +232,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   webhookEvents(config)
   proxySecret(config)
   redisSentinels(config)
+  redisClusterNodes(config)
   if (config.PUBLIC_URL !== undefined && !URL.canParse(config.PUBLIC_URL)) fail('PUBLIC_URL')
   if ((config.TLS_CERT === undefined) !== (config.TLS_KEY === undefined)) {
     throw new ConfigError(`Invalid configuration: set both TLS_CERT and TLS_KEY, or neither (got only ${config.TLS_CERT === undefined ? 'TLS_KEY' : 'TLS_CERT'})`)
@@ -248,6 +251,15 @@ export function parseHostPorts (value: string, setting: string): Array<{ host: s
     if (!m || port < 1 || port > 65535) throw new ConfigError(`Invalid configuration: ${setting} must be a comma list of host:port (got ${JSON.stringify(entry)})`)
     return { host: m[1].replace(/^\[|\]$/g, ''), port }
   })
+}
+
+/** The Redis Cluster seed nodes, or undefined without REDIS_CLUSTER_NODES; throws a ConfigError naming the setting. */
+export function redisClusterNodes (config: Pick<Config, 'REDIS_CLUSTER_NODES' | 'REDIS_SENTINELS'>): Array<{ host: string, port: number }> | undefined {
+  if (config.REDIS_CLUSTER_NODES === undefined) return undefined
+  if (config.REDIS_SENTINELS !== undefined) throw new ConfigError('Invalid configuration: set REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both (a Redis Cluster fails over by itself)')
+  const nodes = parseHostPorts(config.REDIS_CLUSTER_NODES, 'REDIS_CLUSTER_NODES')
+  if (nodes.length === 0) throw new ConfigError('Invalid configuration: REDIS_CLUSTER_NODES must be a comma list of host:port (got none)')
+  return nodes
 }
 
 /** The Sentinels and the master name, or undefined without REDIS_SENTINELS; throws a ConfigError naming the setting. */

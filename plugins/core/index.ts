@@ -5,7 +5,7 @@ import identity from './identity.js'
 import status, { type StatusOptions } from './status.js'
 import metrics, { type MetricsOptions } from './metrics.js'
 
-export { default as config, ConfigSchema, ConfigError, exitOnConfigError, authAlgorithms, webhookEvents, proxySecret, redisSentinels, parseHostPorts, WEBHOOK_EVENT_NAMES, loadConfig, parseOrigins, parseTrustProxy } from './config.js'
+export { default as config, ConfigSchema, ConfigError, exitOnConfigError, authAlgorithms, webhookEvents, proxySecret, redisSentinels, redisClusterNodes, parseHostPorts, WEBHOOK_EVENT_NAMES, loadConfig, parseOrigins, parseTrustProxy } from './config.js'
 export type { Config, ConfigPluginOptions, TrustProxy } from './config.js'
 export { default as errors, errorBody, ErrorRef, ErrorSchema, HTTP_ERROR_CODES, InvalidJsonError, parseJson } from './errors.js'
 export { default as identity } from './identity.js'

@@ -1,12 +1,14 @@
 import fp from 'fastify-plugin'
 import fastifyRedis from '@fastify/redis'
-import { Redis, type ChainableCommander, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis'
 
 export interface RedisPluginOptions {
   /** redis:// or rediss:// URL; when absent (and no `sentinel`) the plugin only reports `disabled`. With `sentinel`, only its credentials, db and TLS are used. */
   url?: string
   /** Redis is the master these Sentinels name (REDIS_SENTINELS, REDIS_SENTINEL_NAME); ioredis follows its failovers. */
   sentinel?: { sentinels: Array<{ host: string, port: number }>, name: string }
+  /** Redis is a Redis Cluster reached through these seed nodes (REDIS_CLUSTER_NODES): keys hash-tagged, sharded pub/sub. */
+  cluster?: Array<{ host: string, port: number }>
   /** Connect and per-command timeout [5000]. */
   timeoutMs?: number
   /** How long this instance's heartbeat key lives; slots and presence of a crashed instance free up after it [15000]. */
@@ -27,13 +29,20 @@ export function instanceKey (prefix: string, serverId: string): string {
 
 /**
  * The dead-instance sweep every script over a per-instance hash shares
- * (connection slots, room members, client connections), prepended to each:
+ * (connection slots, client connections), prepended to each:
  * `sweepDead(key, me, prefix, serverOf, includeMe)` returns the entries
  * {field, value, server} of live instances (their key `prefix .. server`
  * exists; this instance `me` only when `includeMe`) and deletes the fields of
  * dead ones, whose field names it returns second.
+ *
+ * On a Redis Cluster a script may touch only the keys it declares, all in one
+ * slot, so it cannot look at other instances' heartbeat keys: there every
+ * entry counts, and the instance that claims a crashed one removes that
+ * instance's fields through the indexes it kept (`RedisLink.onInstanceGone`).
  */
-export const SWEEP_DEAD_INSTANCES = `
+export function sweepDeadInstances (cluster: boolean): string {
+  const alive = cluster ? 'true' : "redis.call('EXISTS', prefix .. server) == 1"
+  return `
 local function sweepDead (key, me, prefix, serverOf, includeMe)
   local live, gone = {}, {}
   local fields = redis.call('HGETALL', key)
@@ -42,7 +51,7 @@ local function sweepDead (key, me, prefix, serverOf, includeMe)
     local server = serverOf(field)
     if server == me then
       if includeMe then table.insert(live, {field, value, server}) end
-    elseif redis.call('EXISTS', prefix .. server) == 1 then
+    elseif ${alive} then
       table.insert(live, {field, value, server})
     else
       redis.call('HDEL', key, field)
@@ -52,6 +61,20 @@ local function sweepDead (key, me, prefix, serverOf, includeMe)
   return live, gone
 end
 `
+}
+
+/** The sweep of a single Redis (or Sentinel): a crashed instance's fields go when its heartbeat key has expired. */
+export const SWEEP_DEAD_INSTANCES = sweepDeadInstances(false)
+
+/**
+ * A key's hash tag on a Redis Cluster (`{kind:id}`: every key of one room,
+ * client or instance lands on one slot, so one script can hold them all; the
+ * kind keeps the tag from being empty), the plain id on one Redis (the key
+ * names of earlier versions, so stored data stays where it is).
+ */
+export function hashTag (cluster: boolean, kind: string, id: string): string {
+  return cluster ? `{${kind}:${id}}` : id
+}
 
 /** Thrown when a request needs Redis and Redis is not reachable: answered as `unavailable` / 503. */
 export class RedisUnavailableError extends Error {
@@ -91,9 +114,45 @@ export interface Restorer {
   written?: (ok: boolean) => void
 }
 
+/** A crashed instance's leftovers in one plugin's keys, removed by the instance that claimed it (Redis Cluster). */
+export type GoneSweeper = (serverId: string) => Promise<void>
+
+/**
+ * A batch of writes on a Redis Cluster, where a MULTI cannot span slots: each
+ * command goes to its own shard (all in flight at once); `exec` rejects when
+ * any failed, so what they stood for is written again next time.
+ */
+function replayBatch (commands: Redis): ChainableCommander {
+  const calls: Array<[string, unknown[]]> = []
+  const batch: ChainableCommander = new Proxy({} as ChainableCommander, {
+    get (_, name) {
+      if (name === 'then') return undefined
+      if (name === 'exec') {
+        return async () => {
+          const client = commands as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>
+          const results = await Promise.allSettled(calls.map(([command, args]) => client[command](...args)))
+          const failed = results.find(r => r.status === 'rejected')
+          if (failed) throw (failed as PromiseRejectedResult).reason
+          return results.map(r => [null, (r as PromiseFulfilledResult<unknown>).value])
+        }
+      }
+      return (...args: unknown[]) => {
+        calls.push([String(name), args])
+        return batch
+      }
+    }
+  })
+  return batch
+}
+
 /**
  * The two connections (commands and subscriber) and what the rest of the app
  * needs to know about them: whether Redis is usable, this instance's heartbeat.
+ * On a Redis Cluster both are ioredis `Cluster`s (typed as `Redis`: the
+ * commands used here are the same), channels are sharded (SPUBLISH and
+ * SSUBSCRIBE: a frame reaches only the shard that owns its channel's slot, and
+ * ioredis keeps one subscriber connection per shard, subscribed again after a
+ * failover or a resharding), and writes that span slots go as a batch, not a MULTI.
  */
 export class RedisLink {
   private everReady = false
@@ -102,6 +161,7 @@ export class RedisLink {
   private readonly readyListeners: Array<() => void> = []
   private readonly restorers: Restorer[] = []
   private readonly beatListeners: Array<() => void> = []
+  private readonly goneSweepers: GoneSweeper[] = []
   private restoring: Promise<void> | null = null
   private restoreAgain = false
   private wasReady = false
@@ -115,7 +175,9 @@ export class RedisLink {
     readonly instanceTtlMs: number,
     /** What every key and channel of this deployment starts with: several deployments share one Redis without seeing each other. */
     readonly prefix: string,
-    private readonly log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void, error: (o: object, m: string) => void }
+    private readonly log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void, error: (o: object, m: string) => void },
+    /** Redis is a Redis Cluster (REDIS_CLUSTER_NODES). */
+    readonly cluster = false
   ) {
     for (const [role, client] of [['commands', commands], ['subscriber', subscriber]] as const) {
       client.on('ready', () => this.changed(role, 'ready'))
@@ -149,6 +211,48 @@ export class RedisLink {
     this.readyListeners.push(fn)
   }
 
+  /** Publishes on a channel (sharded on a cluster); resolves with how many subscribers got it (on a cluster: of that shard, which is all of them). */
+  publish (channel: string, payload: string): Promise<number> {
+    return this.cluster ? this.commands.spublish(channel, payload) as Promise<number> : this.commands.publish(channel, payload)
+  }
+
+  /** Subscribes the subscriber connection to the channels (on a cluster each on the shard of its slot). */
+  async subscribe (...channels: string[]): Promise<void> {
+    if (channels.length === 0) return
+    if (!this.cluster) {
+      await this.subscriber.subscribe(...channels)
+      return
+    }
+    await Promise.all(channels.map(channel => this.subscriber.ssubscribe(channel)))
+  }
+
+  unsubscribe (channel: string): Promise<unknown> {
+    return this.cluster ? this.subscriber.sunsubscribe(channel) : this.subscriber.unsubscribe(channel)
+  }
+
+  /** Every message of every channel subscribed through `subscribe`. */
+  onMessage (fn: (channel: string, payload: string) => void): void {
+    this.subscriber.on(this.cluster ? 'smessage' : 'message', fn)
+  }
+
+  /**
+   * Writes that belong together: one MULTI on a single Redis (others see all or
+   * none); on a cluster a batch, each write on its own shard.
+   */
+  batch (): ChainableCommander {
+    return this.cluster ? replayBatch(this.commands) : this.commands.multi()
+  }
+
+  /** Redis Cluster: `fn` removes a crashed instance's entries from the keys this plugin indexed per instance. */
+  onInstanceGone (fn: GoneSweeper): void {
+    this.goneSweepers.push(fn)
+  }
+
+  /** Called once across the cluster, by the instance that claimed the crashed `serverId`. */
+  async instanceGone (serverId: string): Promise<void> {
+    for (const fn of this.goneSweepers) await fn(serverId)
+  }
+
   /** Registers what this instance keeps in Redis; restored in registration order. */
   addRestorer (restorer: Restorer): void {
     this.restorers.push(restorer)
@@ -170,7 +274,7 @@ export class RedisLink {
         if (!this.ready) return
         try {
           for (const r of this.restorers) await r.prepare?.()
-          const tx = this.commands.multi()
+          const tx = this.batch()
           tx.set(instanceKey(this.prefix, this.serverId), String(Date.now()), 'PX', this.instanceTtlMs)
           for (const r of this.restorers) r.write(tx)
           const ok = await tx.exec().then(() => true, () => false)
@@ -231,6 +335,36 @@ export class RedisLink {
   }
 }
 
+/**
+ * An ioredis `Cluster` with the same promises as the single connection: no
+ * offline queue, a command in flight when its node is lost fails and is never
+ * resent (retryDelayOnFailover 0), while refusals that mean "not executed"
+ * (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) are followed or retried.
+ */
+function clusterClient (nodes: Array<{ host: string, port: number }>, node: RedisOptions, url: string | undefined, sharded: boolean): Cluster {
+  const { retryStrategy, lazyConnect: _lazy, enableAutoPipelining: _auto, ...redisOptions } = node
+  if (url) {
+    const parsed = new URL(url)
+    if (parsed.username) redisOptions.username = decodeURIComponent(parsed.username)
+    if (parsed.password) redisOptions.password = decodeURIComponent(parsed.password)
+    if (parsed.protocol === 'rediss:') redisOptions.tls = {}
+  }
+  const options: ClusterOptions = {
+    redisOptions,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    enableAutoPipelining: true,
+    clusterRetryStrategy: (attempt: number) => retryStrategy?.(attempt) ?? 1000,
+    retryDelayOnFailover: 0,
+    retryDelayOnClusterDown: 100,
+    retryDelayOnTryAgain: 100,
+    maxRedirections: 16,
+    slotsRefreshInterval: 5000,
+    shardedSubscribers: sharded
+  }
+  return new Cluster(nodes, options)
+}
+
 declare module 'fastify' {
   interface FastifyInstance {
     /** The Redis connections and their health; null when REDIS_URL is unset. */
@@ -245,7 +379,7 @@ declare module 'fastify' {
  * closes, then the subscriber and the command connection quit, in that order.
  */
 export default fp<RedisPluginOptions>(async function redis (app, opts) {
-  if (!opts.url && !opts.sentinel) {
+  if (!opts.url && !opts.sentinel && !opts.cluster) {
     app.decorate('redisLink', null)
     app.statusReport.section('redis', () => ({ enabled: false, status: 'disabled' }))
     return
@@ -253,6 +387,7 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
   const timeoutMs = opts.timeoutMs ?? 5000
   const connect = (name: string): Redis => {
     const options: RedisOptions = { ...connectionOptions(timeoutMs, name), lazyConnect: true }
+    if (opts.cluster) return clusterClient(opts.cluster, options, opts.url, name === 'switchboard-subscriber') as unknown as Redis
     if (opts.sentinel) {
       // the master the Sentinels name, asked again on every reconnect; a master demoted under us answers READONLY: reconnect (never resend)
       // (no failoverDetector: its disconnect during a reconnect ends the client for good, as measured with ioredis 6.0)
@@ -267,7 +402,7 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
   }
   const commands = connect('switchboard-commands')
   const subscriber = connect('switchboard-subscriber')
-  const link = new RedisLink(commands, subscriber, app.serverId, opts.instanceTtlMs ?? 15000, opts.keyPrefix ?? DEFAULT_KEY_PREFIX, app.log)
+  const link = new RedisLink(commands, subscriber, app.serverId, opts.instanceTtlMs ?? 15000, opts.keyPrefix ?? DEFAULT_KEY_PREFIX, app.log, opts.cluster !== undefined)
   app.decorate('redisLink', link)
   app.statusReport.section('redis', () => ({ enabled: true, status: link.status }))
   app.statusReport.check('redis', () => link.ready ? null : `redis is ${link.status}`)
@@ -279,7 +414,7 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
   await app.register(fastifyRedis, { client: commands, namespace: 'commands', closeClient: false })
   await app.register(fastifyRedis, { client: subscriber, namespace: 'subscriber', closeClient: false })
   link.startHeartbeat()
-  app.log.info({ event: 'redis.connected', serverId: link.serverId, instanceTtlMs: link.instanceTtlMs, keyPrefix: link.prefix, mode: opts.sentinel ? 'sentinel' : 'single' }, 'connected to redis')
+  app.log.info({ event: 'redis.connected', serverId: link.serverId, instanceTtlMs: link.instanceTtlMs, keyPrefix: link.prefix, mode: opts.cluster ? 'cluster' : opts.sentinel ? 'sentinel' : 'single' }, 'connected to redis')
 
   app.addHook('onClose', async () => {
     await link.stopHeartbeat()

@@ -55,7 +55,8 @@ export default fp<StoreOptions>(async function store (app, opts) {
       inboxTtlMs: opts.inboxTtlMs ?? 86400000,
       idempotencyMaxKeys: opts.idempotencyMaxKeys ?? 1000,
       requireReady: () => link.requireReady(),
-      keyPrefix: link.prefix
+      keyPrefix: link.prefix,
+      cluster: link.cluster
     })
     app.log.info({ event: 'store.opened', kind: 'redis' }, 'store opened')
   } else {

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import type { DirectMessage } from '../../protocol/frames.js'
 import { applyMergePatch } from '../../protocol/merge-patch.js'
 import { newEpoch, parseState, patchedState, recoveryWindow } from './room-state.js'
-import { DEFAULT_KEY_PREFIX, RedisUnavailableError } from '../core/redis.js'
+import { DEFAULT_KEY_PREFIX, RedisUnavailableError, hashTag } from '../core/redis.js'
 import {
   InvalidPatchError, StateTooLargeError, StoreUnavailableError, VersionConflictError,
   type NewRoomMessage, type PatchOptions, type PatchResult, type RoomMessage, type RoomSnapshot,
@@ -24,6 +24,8 @@ export interface RedisStoreOptions {
   requireReady: () => void
   /** What every key starts with (REDIS_KEY_PREFIX) ['sb:']. */
   keyPrefix?: string
+  /** Redis is a Redis Cluster: keys hash-tagged, the listing bucketed, idempotency claimed per owner and per target. */
+  cluster?: boolean
 }
 
 /*
@@ -39,6 +41,22 @@ export interface RedisStoreOptions {
  *   sb:ydoc:{<doc>}:snap|upto|seq|log   a Yjs document: snapshot, the update id it covers, the id
  *                                 counter and the hash of updates after the snapshot (documents.ts)
  *   sb:pusher:{<app>:<channel>}:c        a Pusher cache channel's last event, expiring (last-events.ts)
+ *
+ * On a Redis Cluster (REDIS_CLUSTER_NODES) the keys of one room, one inbox and
+ * one owner carry a hash tag, so each script runs on one shard:
+ *   sb:room:{r:<room>}  sb:room:{r:<room>}:history  sb:inbox:{c:<clientId>}
+ *   sb:idem:{r:<room>}:<owner>(:exp)     the records of the writes an owner made to that room,
+ *   sb:idem:{c:<clientId>}:<owner>(:exp) ... to that client's inbox: committed in the write's script
+ *   sb:idem:{o:<owner>}(:exp)            the owner's records across targets: claimed (pending, with
+ *                                        the request's hash) before the write, settled after it
+ *   sb:rooms:index:{b:<0..15>}           the listing, in 16 buckets by a hash of the name (ZADD before
+ *                                        the room's first write from this process; a page reads each
+ *                                        bucket's next `limit` names and merges them)
+ * A repeat of a write is refused by the owner's record (or, if the first one's
+ * process died between its write and the settle, by the target's record in
+ * the write's own script), so a write applies once even though no script can
+ * hold both the target's and the owner's keys; another body under the same
+ * key is refused by the owner's record, even while pending.
  *
  * Every write is one Lua script: Redis runs it alone, so the read of the
  * current offset/version and the write of the next one cannot interleave with
@@ -89,19 +107,21 @@ end
  * The idempotent variant (KEYS[4..5], ARGV[5..10]) returns {0, record} for a
  * key already used, else commits the record in the same script.
  */
-const APPEND_CHECK = `local now = tonumber(ARGV[9])
-local found = idem_find(KEYS[4], KEYS[5], ARGV[5], now)
+/** On a Redis Cluster the listing is written outside the script (another slot): no KEYS[3], the records at KEYS[3..4]. */
+const appendCheck = (i: number) => `local now = tonumber(ARGV[9])
+local found = idem_find(KEYS[${i}], KEYS[${i + 1}], ARGV[5], now)
 if found then return {0, found} end`
-const APPEND_RECORD = 'idem_put(KEYS[4], KEYS[5], ARGV[5], ARGV[6] .. offset .. ARGV[7], tonumber(ARGV[8]), now, tonumber(ARGV[10]))'
-const appendScript = (idempotent: boolean) => `${idempotent ? IDEMPOTENCY + APPEND_CHECK : ''}
+const appendRecord = (i: number) => `idem_put(KEYS[${i}], KEYS[${i + 1}], ARGV[5], ARGV[6] .. offset .. ARGV[7], tonumber(ARGV[8]), now, tonumber(ARGV[10]))`
+const LIST_ROOM = `
+  redis.call('SADD', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[3] .. ':index', 0, ARGV[1])`
+const appendScript = (idempotent: boolean, cluster = false) => `${idempotent ? IDEMPOTENCY + appendCheck(cluster ? 3 : 4) : ''}
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   -- a new room (or one stored before epochs): its fields, its epoch and its place in the list, once
   redis.call('HSETNX', KEYS[1], 'state', '{}')
   redis.call('HSETNX', KEYS[1], 'version', 0)
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[4])
-  redis.call('SADD', KEYS[3], ARGV[1])
-  redis.call('ZADD', KEYS[3] .. ':index', 0, ARGV[1])
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[4])${cluster ? '' : LIST_ROOM}
   epoch = ARGV[4]
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
@@ -112,7 +132,7 @@ if keep > 0 then
 else
   redis.call('DEL', KEYS[2])
 end
-${idempotent ? APPEND_RECORD : ''}
+${idempotent ? appendRecord(cluster ? 3 : 4) : ''}
 return {1, offset, epoch}`
 
 /**
@@ -120,12 +140,13 @@ return {1, offset, epoch}`
  * the caller computed it from (compare-and-set); otherwise returns the current
  * version and state so the caller can recompute without another round trip.
  */
-const SET_STATE_IF_VERSION = `${IDEMPOTENCY}
--- idempotency claims: KEYS[1 + 2i], KEYS[2 + 2i]; ARGV[8 + 3(i-1)] field, value, expires
-local claims = (#KEYS - 2) / 2
+const setStateScript = (cluster: boolean) => `${IDEMPOTENCY}
+-- idempotency claims: KEYS[b + 2i], KEYS[b + 1 + 2i] (b = 1, or 0 on a cluster: no KEYS[2]); ARGV[8 + 3(i-1)] field, value, expires
+local b = ${cluster ? 0 : 1}
+local claims = (#KEYS - 1 - b) / 2
 local now = tonumber(ARGV[6])
 for i = 1, claims do
-  local found = idem_find(KEYS[1 + 2 * i], KEYS[2 + 2 * i], ARGV[5 + 3 * i], now)
+  local found = idem_find(KEYS[b + 2 * i], KEYS[b + 1 + 2 * i], ARGV[5 + 3 * i], now)
   if found then return {2, i, found} end
 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
@@ -135,11 +156,13 @@ end
 local version = current + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'version', version)
 redis.call('HSETNX', KEYS[1], 'offset', 0)
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[5])
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[5])${cluster
+? ''
+: `
 redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[2] .. ':index', 0, ARGV[1])
+redis.call('ZADD', KEYS[2] .. ':index', 0, ARGV[1])`}
 for i = 1, claims do
-  idem_put(KEYS[1 + 2 * i], KEYS[2 + 2 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i]), now, tonumber(ARGV[7]))
+  idem_put(KEYS[b + 2 * i], KEYS[b + 1 + 2 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i]), now, tonumber(ARGV[7]))
 end
 return {1, version, redis.call('HGET', KEYS[1], 'epoch')}`
 
@@ -191,6 +214,13 @@ return {1}`
 const IDEMPOTENCY_RECALL = `${IDEMPOTENCY}
 return idem_find(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))`
 
+/** Redis Cluster: the owner's record of a key, or (none yet) a pending one written with the request's hash. */
+const IDEMPOTENCY_CLAIM = `${IDEMPOTENCY}
+local found = idem_find(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[4]))
+if found then return found end
+idem_put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
+return false`
+
 const IDEMPOTENCY_REMEMBER = `${IDEMPOTENCY}
 idem_put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
 return 1`
@@ -202,15 +232,17 @@ return items`
 
 type AppendReply = [1, number, string] | [0, string]
 interface Scripts {
-  sbAppend (room: string, history: string, rooms: string, name: string, body: string, keep: number, epoch: string): Promise<AppendReply>
-  sbAppendIdem (room: string, history: string, rooms: string, idem: string, idemExp: string, name: string, body: string, keep: number, epoch: string,
-    field: string, before: string, after: string, expiresAt: number, now: number, max: number): Promise<AppendReply>
+  /** room, history, [rooms: not on a cluster], name, body, keep, epoch */
+  sbAppend (...args: Array<string | number>): Promise<AppendReply>
+  /** room, history, [rooms], idem, idemExp, name, body, keep, epoch, field, before, after, expiresAt, now, max */
+  sbAppendIdem (...args: Array<string | number>): Promise<AppendReply>
   /** numKeys, then keys (room, rooms, claim pairs), then arguments. */
   sbSetState (...args: Array<string | number>): Promise<[number, number, string?]>
   sbLoad (numKeys: number, ...args: string[]): Promise<[string, string, string, string[], string] | null>
   sbInboxPushIdem (key: string, idem: string, idemExp: string, message: string, max: number, ttlMs: number,
     field: string, value: string, expiresAt: number, now: number, maxKeys: number): Promise<[number, string?]>
   sbIdemRecall (idem: string, idemExp: string, field: string, now: number): Promise<string | null>
+  sbIdemClaim (idem: string, idemExp: string, field: string, pending: string, expiresAt: number, now: number, max: number): Promise<string | null>
   sbIdemRemember (idem: string, idemExp: string, field: string, value: string, expiresAt: number, now: number, max: number): Promise<number>
   sbInboxPush (key: string, message: string, max: number, ttlMs: number): Promise<number>
   sbInboxDrain (key: string): Promise<string[]>
@@ -229,22 +261,45 @@ interface PendingPatch {
   reject: (err: Error) => void
 }
 
-/** The key names of one deployment (REDIS_KEY_PREFIX). */
+/** Buckets of the room listing on a Redis Cluster: a page costs this many ranges, whatever the number of rooms. */
+export const LISTING_BUCKETS = 16
+
+/** The key names of one deployment (REDIS_KEY_PREFIX); hash-tagged per room, inbox and owner on a Redis Cluster. */
 class Keys {
   readonly rooms: string
   readonly roomsIndex: string
   readonly roomsIndexed: string
-  constructor (readonly prefix: string) {
+  constructor (readonly prefix: string, readonly cluster: boolean) {
     this.rooms = `${prefix}rooms`
     this.roomsIndex = `${this.rooms}:index`
     this.roomsIndexed = `${this.rooms}:indexed`
   }
 
-  room (room: string): string { return `${this.prefix}room:${room}` }
-  history (room: string): string { return `${this.prefix}room:${room}:history` }
-  inbox (clientId: string): string { return `${this.prefix}inbox:${clientId}` }
-  idem (owner: string): string { return `${this.prefix}idem:${owner}` }
-  idemExpiry (owner: string): string { return `${this.prefix}idem:${owner}:exp` }
+  room (room: string): string { return `${this.prefix}room:${hashTag(this.cluster, 'r', room)}` }
+  history (room: string): string { return `${this.room(room)}:history` }
+  inbox (clientId: string): string { return `${this.prefix}inbox:${hashTag(this.cluster, 'c', clientId)}` }
+  /** The owner's records: on a cluster those claimed across targets. */
+  idem (owner: string): string { return `${this.prefix}idem:${hashTag(this.cluster, 'o', owner)}` }
+  idemExpiry (owner: string): string { return `${this.idem(owner)}:exp` }
+  /** The records committed with writes to a room (on one Redis the owner's, as before). */
+  roomIdem (room: string, owner: string): [string, string] {
+    const key = this.cluster ? `${this.prefix}idem:{r:${room}}:${owner}` : this.idem(owner)
+    return [key, `${key}:exp`]
+  }
+
+  inboxIdem (clientId: string, owner: string): [string, string] {
+    const key = this.cluster ? `${this.prefix}idem:{c:${clientId}}:${owner}` : this.idem(owner)
+    return [key, `${key}:exp`]
+  }
+
+  /** Redis Cluster: the listing bucket of a room. */
+  bucket (room: string): string {
+    let h = 0
+    for (let i = 0; i < room.length; i++) h = (h * 31 + room.charCodeAt(i)) >>> 0
+    return this.bucketAt(h % LISTING_BUCKETS)
+  }
+
+  bucketAt (n: number): string { return `${this.roomsIndex}:{b:${n}}` }
 }
 const record = (hash: string, resultJson: string) => `{"hash":${JSON.stringify(hash)},"result":${resultJson}}`
 function parseRecord (value: string): IdempotencyRecord {
@@ -281,12 +336,16 @@ export class RedisStore implements Store {
   private readonly committing = new Map<string, Promise<void>>()
   private closed = false
   private indexed: Promise<unknown> | null = null
+  /** Redis Cluster: rooms this process has put in the listing. */
+  private readonly listedRooms = new Set<string>()
   private readonly keys: Keys
 
   constructor (redis: Redis, private readonly opts: RedisStoreOptions) {
-    redis.defineCommand('sbAppend', { numberOfKeys: 3, lua: appendScript(false) })
-    redis.defineCommand('sbAppendIdem', { numberOfKeys: 5, lua: appendScript(true) })
-    redis.defineCommand('sbSetState', { lua: SET_STATE_IF_VERSION })
+    const cluster = opts.cluster === true
+    redis.defineCommand('sbAppend', { numberOfKeys: cluster ? 2 : 3, lua: appendScript(false, cluster) })
+    redis.defineCommand('sbAppendIdem', { numberOfKeys: cluster ? 4 : 5, lua: appendScript(true, cluster) })
+    redis.defineCommand('sbSetState', { lua: setStateScript(cluster) })
+    redis.defineCommand('sbIdemClaim', { numberOfKeys: 2, lua: IDEMPOTENCY_CLAIM })
     redis.defineCommand('sbLoad', { lua: LOAD_WITH_HISTORY })
     redis.defineCommand('sbInboxPush', { numberOfKeys: 1, lua: INBOX_PUSH })
     redis.defineCommand('sbInboxPushIdem', { numberOfKeys: 3, lua: INBOX_PUSH_IDEMPOTENT })
@@ -295,7 +354,7 @@ export class RedisStore implements Store {
     redis.defineCommand('sbInboxDrain', { numberOfKeys: 1, lua: INBOX_DRAIN })
     redis.defineCommand('sbBuildIndex', { numberOfKeys: 3, lua: BUILD_INDEX })
     this.client = redis as Client
-    this.keys = new Keys(opts.keyPrefix ?? DEFAULT_KEY_PREFIX)
+    this.keys = new Keys(opts.keyPrefix ?? DEFAULT_KEY_PREFIX, cluster)
     this.inbox = this.createInbox()
     this.idempotency = this.createIdempotency()
     const call = <T>(op: () => Promise<T>) => this.call(op)
@@ -319,12 +378,65 @@ export class RedisStore implements Store {
 
   async appendMessage (room: string, message: NewRoomMessage, historySize: number, claim?: IdempotencyClaim): Promise<RoomMessage> {
     const body = JSON.stringify({ messageId: message.messageId, from: message.from, data: message.data ?? null, timestamp: message.timestamp })
-    const reply = await this.call(() => claim === undefined
-      ? this.client.sbAppend(this.keys.room(room), this.keys.history(room), this.keys.rooms, room, body, historySize, newEpoch())
-      : this.client.sbAppendIdem(this.keys.room(room), this.keys.history(room), this.keys.rooms, this.keys.idem(claim.owner), this.keys.idemExpiry(claim.owner), room, body, historySize, newEpoch(),
-        claim.key, `{"hash":${JSON.stringify(claim.hash)},"result":{"offset":`, `,"messageId":${JSON.stringify(message.messageId)}}}`, claim.expiresAt, Date.now(), this.maxKeys))
-    if (reply[0] === 0) throw new DuplicateKeyError(parseRecord(reply[1]))
-    return { type: 'room_message', room, offset: Number(reply[1]), ...message, epoch: reply[2] }
+    await this.listed(room)
+    return this.exactlyOnce(claim, async () => {
+      const cluster = this.keys.cluster
+      const rooms: string[] = cluster ? [] : [this.keys.rooms]
+      const reply = await this.call(() => {
+        if (claim === undefined) {
+          return this.client.sbAppend(this.keys.room(room), this.keys.history(room), ...rooms, room, body, historySize, newEpoch())
+        }
+        const [idem, idemExp] = this.keys.roomIdem(room, claim.owner)
+        return this.client.sbAppendIdem(this.keys.room(room), this.keys.history(room), ...rooms, idem, idemExp, room, body, historySize, newEpoch(),
+          claim.key, `{"hash":${JSON.stringify(claim.hash)},"result":{"offset":`, `,"messageId":${JSON.stringify(message.messageId)}}}`, claim.expiresAt, Date.now(), this.maxKeys)
+      })
+      if (reply[0] === 0) throw new DuplicateKeyError(parseRecord(reply[1]))
+      return { type: 'room_message', room, offset: Number(reply[1]), ...message, epoch: reply[2] } as RoomMessage
+    }, m => record(claim?.hash ?? '', `{"offset":${m.offset},"messageId":${JSON.stringify(m.messageId)}}`))
+  }
+
+  /**
+   * Redis Cluster: a room is in the listing before its first write from this
+   * process (ZADD is idempotent; the listing leaves out names without a room).
+   */
+  private async listed (room: string): Promise<void> {
+    if (!this.keys.cluster || this.listedRooms.has(room)) return
+    await this.call(() => this.client.zadd(this.keys.bucket(room), 0, room))
+    if (this.listedRooms.size >= 100_000) this.listedRooms.clear()
+    this.listedRooms.add(room)
+  }
+
+  /**
+   * Redis Cluster: the owner's record is claimed before the write (a repeat is
+   * answered from it, another body under the key refused), the write commits
+   * the target's record in its own script, and the owner's is settled after.
+   * On one Redis the write's script holds the owner's record itself.
+   */
+  private async exactlyOnce<T> (claim: IdempotencyClaim | undefined, write: () => Promise<T>, recordOf: (value: T) => string): Promise<T> {
+    if (!this.keys.cluster || claim === undefined) return write()
+    const found = await this.call(() => this.client.sbIdemClaim(this.keys.idem(claim.owner), this.keys.idemExpiry(claim.owner), claim.key,
+      JSON.stringify({ hash: claim.hash, pending: true }), claim.expiresAt, Date.now(), this.maxKeys))
+    if (found !== null) {
+      const earlier = JSON.parse(found) as { hash: string, result?: unknown, pending?: boolean }
+      // pending with this body: the first one may have been applied before its process died; the target's record tells
+      if (earlier.pending !== true || earlier.hash !== claim.hash) throw new DuplicateKeyError({ hash: earlier.hash, result: earlier.result ?? null })
+    }
+    let settled: string
+    let value: T
+    try {
+      value = await write()
+      settled = recordOf(value)
+    } catch (err) {
+      if (err instanceof DuplicateKeyError) await this.settle(claim, JSON.stringify(err.record))
+      throw err
+    }
+    await this.settle(claim, settled)
+    return value
+  }
+
+  /** The owner's record, settled; a failure leaves it pending, which the target's record still answers. */
+  private async settle (claim: IdempotencyClaim, value: string): Promise<void> {
+    await this.call(() => this.client.sbIdemRemember(this.keys.idem(claim.owner), this.keys.idemExpiry(claim.owner), claim.key, value, claim.expiresAt, Date.now(), this.maxKeys)).catch(() => {})
   }
 
   private get maxKeys (): number {
@@ -339,6 +451,11 @@ export class RedisStore implements Store {
     // validated before queueing, so a bad patch fails without waiting its turn
     applyMergePatch({}, patch)
     if (this.closed) throw new StoreUnavailableError('the store is closed')
+    await this.listed(room)
+    return this.exactlyOnce(opts.claim, () => this.queuePatch(room, patch, opts), result => record(opts.claim?.hash ?? '', `{"version":${result.version}}`))
+  }
+
+  private queuePatch (room: string, patch: RoomState, opts: PatchOptions): Promise<PatchResult> {
     return new Promise<PatchResult>((resolve, reject) => {
       let queue = this.pendingPatches.get(room)
       if (!queue) this.pendingPatches.set(room, queue = [])
@@ -350,9 +467,37 @@ export class RedisStore implements Store {
   }
 
   async listRooms (page?: RoomPage): Promise<RoomSummary[]> {
+    if (this.keys.cluster) return this.listBuckets(page)
     const names = page === undefined ? (await this.call(() => this.client.smembers(this.keys.rooms))).sort() : await this.pageOfNames(page)
     const rows = await Promise.all(names.map(name => this.call(() => this.client.hmget(this.keys.room(name), 'version', 'offset'))))
     return names.map((room, i) => ({ room, version: Number(rows[i][0] ?? 0), offset: Number(rows[i][1] ?? 0) }))
+  }
+
+  /**
+   * Redis Cluster: each bucket's next `limit` names (ZRANGEBYLEX, O(log n +
+   * limit) each), merged; names whose room was never written are left out
+   * (listed just before a write that did not happen), and the page is
+   * filled from further ranges so a full page stays full.
+   */
+  private async listBuckets (page?: RoomPage): Promise<RoomSummary[]> {
+    const limit = page?.limit ?? Infinity
+    const prefix = page?.prefix ?? ''
+    let after = page?.after ?? ''
+    const out: RoomSummary[] = []
+    for (;;) {
+      const min = prefix !== '' && after < prefix ? `[${prefix}` : after !== '' ? `(${after}` : '-'
+      const max = prefix !== '' ? `(${prefix}${ROOM_NAME_END}` : '+'
+      const want = limit - out.length
+      const ranges = await Promise.all(Array.from({ length: LISTING_BUCKETS }, (_, n) => this.call(() => Number.isFinite(want)
+        ? this.client.zrangebylex(this.keys.bucketAt(n), min, max, 'LIMIT', 0, want)
+        : this.client.zrangebylex(this.keys.bucketAt(n), min, max))))
+      const names = ranges.flat().sort((a, b) => a < b ? -1 : a > b ? 1 : 0).slice(0, want)
+      if (names.length === 0) return out
+      const rows = await Promise.all(names.map(name => this.call(() => this.client.hmget(this.keys.room(name), 'version', 'offset'))))
+      names.forEach((room, i) => { if (rows[i][0] !== null) out.push({ room, version: Number(rows[i][0]), offset: Number(rows[i][1] ?? 0) }) })
+      if (out.length >= limit || !Number.isFinite(want)) return out
+      after = names[names.length - 1]
+    }
   }
 
   /** A range of the ordered index: ZRANGEBYLEX costs O(log n + limit), whatever the number of rooms. */
@@ -440,12 +585,12 @@ export class RedisStore implements Store {
         continue
       }
       if (accepted.length > 0) {
-        const keys: string[] = [this.keys.room(room), this.keys.rooms]
+        const keys: string[] = this.keys.cluster ? [this.keys.room(room)] : [this.keys.room(room), this.keys.rooms]
         const args: Array<string | number> = [room, head.version, json, accepted.length, newEpoch(), Date.now(), this.maxKeys]
         const claimed = accepted.filter(a => a.p.claim !== undefined)
         for (const { p, result } of claimed) {
           const claim = p.claim as IdempotencyClaim
-          keys.push(this.keys.idem(claim.owner), this.keys.idemExpiry(claim.owner))
+          keys.push(...this.keys.roomIdem(room, claim.owner))
           args.push(claim.key, record(claim.hash, `{"version":${result.version}}`), claim.expiresAt)
         }
         const reply = await this.call(() => this.client.sbSetState(keys.length, ...keys, ...args))
@@ -472,11 +617,16 @@ export class RedisStore implements Store {
       for (const { p, result } of accepted) p.resolve(result)
       for (const { p, err } of refused) {
         // a repeat of a patch that was applied (its baseVersion is now behind) gets its record, not the conflict
-        const found = p.claim ? await this.idempotency.recall(p.claim.owner, p.claim.key) : null
+        const found = p.claim ? await this.recallAt(this.keys.roomIdem(room, p.claim.owner), p.claim.key) : null
         p.reject(found ? new DuplicateKeyError(found) : err)
       }
       return
     }
+  }
+
+  private async recallAt ([idem, idemExp]: [string, string], key: string): Promise<IdempotencyRecord | null> {
+    const value = await this.call(() => this.client.sbIdemRecall(idem, idemExp, key, Date.now()))
+    return value ? parseRecord(value) : null
   }
 
   private async readHead (room: string): Promise<Head> {
@@ -522,9 +672,13 @@ export class RedisStore implements Store {
     return {
       push: async (clientId: string, message: DirectMessage, claim?: IdempotencyClaim) => {
         if (claim) {
-          const reply = await this.call(() => this.client.sbInboxPushIdem(this.keys.inbox(clientId), this.keys.idem(claim.owner), this.keys.idemExpiry(claim.owner), JSON.stringify(message), max, ttlMs,
-            claim.key, record(claim.hash, JSON.stringify(claim.result ?? null)), claim.expiresAt, Date.now(), this.maxKeys))
-          if (reply[0] === 0) throw new DuplicateKeyError(parseRecord(String(reply[1])))
+          const value = record(claim.hash, JSON.stringify(claim.result ?? null))
+          await this.exactlyOnce(claim, async () => {
+            const [idem, idemExp] = this.keys.inboxIdem(clientId, claim.owner)
+            const reply = await this.call(() => this.client.sbInboxPushIdem(this.keys.inbox(clientId), idem, idemExp, JSON.stringify(message), max, ttlMs,
+              claim.key, value, claim.expiresAt, Date.now(), this.maxKeys))
+            if (reply[0] === 0) throw new DuplicateKeyError(parseRecord(String(reply[1])))
+          }, () => value)
           return
         }
         if (max === 0) return
