@@ -5,7 +5,7 @@ import { TestClient } from './ws-client.js'
 
 /** Environment every instance of a test cluster shares: limits far above what the tests send. */
 export function clusterEnv (redis: RedisServer, extra: Record<string, string> = {}): Record<string, string> {
-  return { REDIS_URL: redis.url, RATE_LIMIT_MAX: '100000', WS_MESSAGES_PER_SECOND: '1000', MAX_CONNECTIONS_PER_CLIENT: '1000', ...extra }
+  return { ...redis.env, RATE_LIMIT_MAX: '100000', WS_MESSAGES_PER_SECOND: '1000', MAX_CONNECTIONS_PER_CLIENT: '1000', ...extra }
 }
 
 /** A private redis-server and `n` instances of the built server on it, each a child process. */

@@ -27,6 +27,8 @@ export interface RedisServer {
   port: number
   url: string
   dir: string
+  /** What a Switchboard instance needs to use it: `{ REDIS_URL }`, or `{ REDIS_CLUSTER_NODES }` for a cluster. */
+  env: Record<string, string>
   /** kill -9 the server (data on disk stays, as after a crash). */
   kill: () => Promise<void>
   /** Starts it again on the same port and directory. */
@@ -36,7 +38,7 @@ export interface RedisServer {
 }
 
 /** Resolves once redis-server accepts connections on `port`; rejects if the process exits first. No deadline: a loaded machine starts it late. */
-async function listening (port: number, proc: ChildProcess): Promise<void> {
+export async function listening (port: number, proc: ChildProcess): Promise<void> {
   for (;;) {
     if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`redis-server exited (${proc.exitCode ?? proc.signalCode}) before listening on ${port}`)
     const ok = await new Promise<boolean>(resolve => {
@@ -51,8 +53,12 @@ async function listening (port: number, proc: ChildProcess): Promise<void> {
 /**
  * A private redis-server on a free port with its data in a temp directory,
  * AOF on with fsync on every write, killed at teardown. Never the shared 6379.
+ * Under SWITCHBOARD_TEST_REDIS=cluster, a local Redis Cluster (3 masters, 3
+ * replicas) instead, so the same tests run against cluster mode: kill and
+ * restart then take the whole cluster down and up.
  */
 export async function startRedis (t: TestContext): Promise<RedisServer> {
+  if (process.env.SWITCHBOARD_TEST_REDIS === 'cluster') return startClusterAsServer(t)
   const dir = tempDir(t, 'switchboard-redis-')
   const port = await freePort()
   let proc: ChildProcess | null = null
@@ -76,9 +82,27 @@ export async function startRedis (t: TestContext): Promise<RedisServer> {
     port,
     url: `redis://127.0.0.1:${port}`,
     dir,
+    env: { REDIS_URL: `redis://127.0.0.1:${port}` },
     kill,
     restart: start,
     cli: (...args: string[]) => spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' }).stdout.trim()
+  }
+}
+
+/** startRedis's cluster mode: the cluster module is loaded only then, so the single-server path stays as it was. */
+async function startClusterAsServer (t: TestContext): Promise<RedisServer> {
+  const { startRedisCluster } = await import('./redis-cluster.js')
+  const cluster = await startRedisCluster(t)
+  const first = cluster.masters[0]
+  return {
+    port: first.port,
+    url: `redis://127.0.0.1:${first.port}`,
+    dir: first.dir,
+    env: { REDIS_CLUSTER_NODES: cluster.nodes },
+    kill: cluster.stopAll,
+    restart: cluster.startAll,
+    // -c follows MOVED/ASK, so a key lands on (and is read from) the master that owns its slot
+    cli: (...args: string[]) => spawnSync('redis-cli', ['-c', '-p', String(first.port), ...args], { encoding: 'utf8' }).stdout.trim()
   }
 }
 
