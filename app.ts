@@ -319,7 +319,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
     await scope.register(tokenRequired)
     await scope.register(wsRoute)
     await scope.register(async function httpApi (apiScope) {
-      await apiScope.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS, redis: fastify.redisLink?.commands, keyPrefix: `${cfg.REDIS_KEY_PREFIX}rl:` })
+      await apiScope.register(rateLimit, { max: cfg.RATE_LIMIT_MAX, windowMs: cfg.RATE_LIMIT_WINDOW_MS, redis: fastify.redisLink?.commands, sharedReady: () => fastify.redisLink?.ready ?? true, keyPrefix: `${cfg.REDIS_KEY_PREFIX}rl:` })
       // the streams (/sse, /stream) are plain HTTP requests: each open counts against the same budget (a reconnect loop included)
       await apiScope.register(sseRoutes)
       await apiScope.register(api, { prefix: '/api', aliasOf: '/api/v1' })

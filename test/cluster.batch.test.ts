@@ -12,7 +12,7 @@ async function connect (t: TestContext, wsUrl: string, clientId: string): Promis
 // a burst of publishes lands in one event-loop turn and crosses Redis as one PUBLISH per room
 t.test('a burst crossing instances arrives once each, in order, in every room', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const env = { REDIS_URL: redis.url, RATE_LIMIT_MAX: '1000', WS_MESSAGES_PER_SECOND: '10000' }
+  const env = { ...redis.env, RATE_LIMIT_MAX: '1000', WS_MESSAGES_PER_SECOND: '10000' }
   const a = await build(t, env)
   const b = await build(t, env)
   const rooms = ['r1', 'r2', 'r3']

@@ -8,7 +8,7 @@ const INSTANCE_TTL_MS = 1500
 
 t.test('the per-client limit counts across instances and a killed instance frees its slots', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const env = { REDIS_URL: redis.url, MAX_CONNECTIONS_PER_CLIENT: '3', REDIS_INSTANCE_TTL_MS: String(INSTANCE_TTL_MS) }
+  const env = { ...redis.env, MAX_CONNECTIONS_PER_CLIENT: '3', REDIS_INSTANCE_TTL_MS: String(INSTANCE_TTL_MS) }
   const a = await startServer(t, env)
   const b = await startServer(t, env)
 
@@ -59,7 +59,7 @@ t.test('the per-client limit counts across instances and a killed instance frees
 
 t.test('the HTTP rate limit is shared through Redis', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const env = { REDIS_URL: redis.url, RATE_LIMIT_MAX: '4' }
+  const env = { ...redis.env, RATE_LIMIT_MAX: '4' }
   const { build } = await import('./support/helper.js')
   const a = await build(t, env)
   const b = await build(t, env)

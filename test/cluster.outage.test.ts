@@ -1,7 +1,5 @@
 import type { Test } from 'tap'
 import t from 'tap'
-import { readdirSync, rmSync } from 'node:fs'
-import { join } from 'node:path'
 import { requestJson, waitFor } from './support/helper.js'
 import { redisTestOptions } from './support/redis-server.js'
 import { cluster, connect } from './support/cluster-instances.js'
@@ -31,7 +29,7 @@ async function outage (t: Test, keepData: boolean, downMs = 0): Promise<void> {
   await waitFor(async () => (await requestJson(`${a.url}/api/status`)).body.connections.total === 0, 'A to see its connections closed', 5000, 100)
   // down longer than the TTL: every heartbeat key has expired when Redis comes back with the rest of its data
   if (downMs > 0) await new Promise(resolve => setTimeout(resolve, downMs))
-  if (!keepData) for (const f of readdirSync(redis.dir)) rmSync(join(redis.dir, f), { recursive: true, force: true })
+  if (!keepData) redis.wipe()
   await redis.restart()
   const backAt = Date.now()
 

@@ -11,7 +11,7 @@ async function connect (t: TestContext, wsUrl: string, clientId: string): Promis
 
 async function twoInstances (t: TestContext, extra: Record<string, string> = {}): Promise<{ a: Built, b: Built, cli: (...args: string[]) => string }> {
   const redis = await startRedis(t)
-  const env = { REDIS_URL: redis.url, RATE_LIMIT_MAX: '1000', ...extra }
+  const env = { ...redis.env, RATE_LIMIT_MAX: '1000', ...extra }
   const a = await build(t, env)
   const b = await build(t, env)
   return { a, b, cli: redis.cli }

@@ -9,7 +9,7 @@ import { SqliteStore } from '../plugins/store/index.js'
 /** The same behaviour on both stores: SQLite in a temp directory, and a private redis-server. */
 const stores: Array<{ name: string, env: (t: TestContext) => Promise<Record<string, string>>, opts: { skip?: string } }> = [
   { name: 'SQLite', env: async () => ({}), opts: {} },
-  { name: 'Redis', env: async t => ({ REDIS_URL: (await startRedis(t)).url }), opts: redisTestOptions() }
+  { name: 'Redis', env: async t => (await startRedis(t)).env, opts: redisTestOptions() }
 ]
 
 async function client (t: TestContext, wsUrl: string, clientId: string): Promise<TestClient> {
@@ -160,7 +160,7 @@ for (const store of stores) {
 
 t.test('HTTP: a concurrent request with a key still in progress gets 409', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const built = await build(t, { REDIS_URL: redis.url })
+  const built = await build(t, { ...redis.env })
   const send = (key: string) => fetch(`${built.url}/api/rooms/slow/publish`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': key }, body: JSON.stringify({ data: 'x' }) })
   // writes wait while Redis is paused: the first request stays in progress
   redis.cli('CLIENT', 'PAUSE', '1500', 'WRITE')
@@ -250,7 +250,7 @@ t.test('epochs: joined, room_message and GET carry one; a replaced store is a ne
 
 t.test('epochs: a flushed Redis starts a new epoch', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const built = await build(t, { REDIS_URL: redis.url })
+  const built = await build(t, { ...redis.env })
   const alice = await client(t, built.wsUrl, 'alice')
   await alice.request({ type: 'join', room: 'r' })
   await alice.request({ type: 'publish', room: 'r', data: 1 })

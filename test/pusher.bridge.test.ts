@@ -136,7 +136,7 @@ test('a room message larger than the app\'s maxEventPayloadBytes is not sent to 
 
 test('two instances on one Redis: native members and Pusher subscribers on different instances see each other\'s events once', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const env = { ...BRIDGE_ENV, REDIS_URL: redis.url }
+  const env = { ...BRIDGE_ENV, ...redis.env }
   const [s1, s2] = await Promise.all([build(t, env), build(t, env)])
   const ann = await native(t, s1, 'ann', ['pusher.*'])
   await ann.request({ type: 'join', room: 'pusher.news' })

@@ -6,7 +6,7 @@ import { APP, APP_ENV, RawPusher, connected, once, pusherClient, receiver, sdkFo
 
 test('two instances: subscription_count, the channel list, occupied, cache channels and terminate_connections are cluster-wide', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const env = { ...APP_ENV, REDIS_URL: redis.url }
+  const env = { ...APP_ENV, ...redis.env }
   const [s1, s2] = await Promise.all([build(t, env), build(t, env)])
   const sdk1 = sdkFor(s1.port)
   const sdk2 = sdkFor(s2.port)
@@ -91,7 +91,7 @@ test('an instance killed with SIGKILL: once its heartbeat expires, its members a
 
 test('Redis loses everything (FLUSHALL): each instance writes its Pusher channels and members again with its heartbeat', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const env = { ...APP_ENV, REDIS_URL: redis.url, REDIS_INSTANCE_TTL_MS: '600' }
+  const env = { ...APP_ENV, ...redis.env, REDIS_INSTANCE_TTL_MS: '600' }
   const [s1, s2] = await Promise.all([build(t, env), build(t, env)])
   const ann = pusherClient(t, s1.port, { sdk: sdkFor(s1.port), presence: () => ({ user_id: 'ann', user_info: { n: 1 } }) })
   const bob = pusherClient(t, s2.port, { sdk: sdkFor(s2.port) })

@@ -5,7 +5,7 @@ import { APP_ENV, connected, once, pusherClient, receiver, sdkFor, subscribed } 
 
 test('two instances on one Redis: HTTP-triggered and client events reach subscribers on the other instance, socket_id exclusion holds', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const env = { ...APP_ENV, REDIS_URL: redis.url }
+  const env = { ...APP_ENV, ...redis.env }
   const [s1, s2] = await Promise.all([build(t, env), build(t, env)])
   const sdk1 = sdkFor(s1.port)
   const a = pusherClient(t, s1.port, { sdk: sdk1 })
@@ -41,7 +41,7 @@ test('two instances on one Redis: HTTP-triggered and client events reach subscri
 test('two instances: presence members and webhooks are cluster-wide; occupied, member_added, vacated fire once, never while a member is on the other instance', redisTestOptions(), async t => {
   const redis = await startRedis(t)
   const hooks = await receiver(t)
-  const env = { ...APP_ENV, REDIS_URL: redis.url, PUSHER_WEBHOOK_URL: hooks.url }
+  const env = { ...APP_ENV, ...redis.env, PUSHER_WEBHOOK_URL: hooks.url }
   const [s1, s2] = await Promise.all([build(t, env), build(t, env)])
   const sdk1 = sdkFor(s1.port)
   const sdk2 = sdkFor(s2.port)
@@ -84,7 +84,7 @@ test('two instances: presence members and webhooks are cluster-wide; occupied, m
 
 test('two instances: an event sent to a user right after signin_success reaches its signed-in sockets on the other instance', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const env = { ...APP_ENV, REDIS_URL: redis.url }
+  const env = { ...APP_ENV, ...redis.env }
   const [s1, s2] = await Promise.all([build(t, env), build(t, env)])
   const sdk1 = sdkFor(s1.port)
   const a = pusherClient(t, s2.port, { sdk: sdkFor(s2.port), user: { id: 'ann' } })

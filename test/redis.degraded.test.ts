@@ -6,7 +6,7 @@ import { redisTestOptions, startRedis } from './support/redis-server.js'
 
 t.test('Redis dies mid-traffic and comes back: degraded, then ok, nothing acknowledged lost', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const env = { REDIS_URL: redis.url, RATE_LIMIT_MAX: '10000', WS_MESSAGES_PER_SECOND: '1000', ROOM_HISTORY_SIZE: '5000' }
+  const env = { ...redis.env, RATE_LIMIT_MAX: '10000', WS_MESSAGES_PER_SECOND: '1000', ROOM_HISTORY_SIZE: '5000' }
   // child processes: a crash or an unhandled rejection would show as an exit
   const a = await startServer(t, env)
   const b = await startServer(t, env)

@@ -5,7 +5,7 @@ import { redisTestOptions, startRedis } from './support/redis-server.js'
 
 t.test('SIGTERM with Redis: rooms flushed, then the store, the subscriber and the command connection close, in that order', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  const srv = await startServer(t, { REDIS_URL: redis.url })
+  const srv = await startServer(t, { ...redis.env })
   const client = await TestClient.connect(srv.wsUrl, { clientId: 'alice' })
   await client.request({ type: 'join', room: 'r' })
   t.match(await client.request({ type: 'update', room: 'r', patch: { kept: true } }), { type: 'ack', version: 1 })

@@ -27,5 +27,5 @@ t.test('history messages carry epoch on the SQLite store', async t => {
 
 t.test('history messages carry epoch on the Redis store', redisTestOptions(), async t => {
   const redis = await startRedis(t)
-  await historyCarriesEpoch(t, { REDIS_URL: redis.url })
+  await historyCarriesEpoch(t, { ...redis.env })
 })

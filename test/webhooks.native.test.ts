@@ -117,7 +117,7 @@ t.test('with Redis, the batches a stopped instance kept are sent by the next one
   const hooks = await receiver(t, Infinity)
   // staleMs 0: the next instance claims them at once (the default, 60 s, leaves a live instance time to finish its retries)
   const webhooks = { url: hooks.url, secret: SECRET, events: new Set(['room_occupied', 'member_joined']), batchMs: 20, staleMs: 0 }
-  const first = await build(t, { REDIS_URL: redis.url }, { app: { rooms: { webhooks } } })
+  const first = await build(t, { ...redis.env }, { app: { rooms: { webhooks } } })
   const alice = await TestClient.connect(first.wsUrl, { clientId: 'alice' })
   await alice.request({ type: 'join', room: 'kept' })
   await waitFor(() => hooks.state.statuses.size > 0, 'a refused attempt')
@@ -125,7 +125,7 @@ t.test('with Redis, the batches a stopped instance kept are sent by the next one
   await first.app.close()
   const refused = new Set(hooks.state.statuses.keys())
   hooks.state.failEach = 0
-  await build(t, { REDIS_URL: redis.url }, { app: { rooms: { webhooks } } })
+  await build(t, { ...redis.env }, { app: { rooms: { webhooks } } })
   await waitFor(() => hooks.events().length >= 2, 'the kept batch, sent by the next instance', Infinity, 50)
   t.same(hooks.events().map(key), ['room_occupied kept', 'member_joined kept alice'], 'every event once')
   for (const id of hooks.state.accepted.keys()) t.ok(refused.has(id), 'under the id it had before')

@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
 import fastifyRedis from '@fastify/redis'
 import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis'
 
@@ -164,6 +165,7 @@ export class RedisLink {
   private readonly goneSweepers: GoneSweeper[] = []
   private restoring: Promise<void> | null = null
   private restoreAgain = false
+  private restoreRetry: NodeJS.Timeout | undefined
   private wasReady = false
   /** Set at shutdown, so quitting is not reported as an outage. */
   closing = false
@@ -283,10 +285,20 @@ export class RedisLink {
           this.log.info({ event: 'redis.restored', serverId: this.serverId }, 'heartbeat and this instance\'s entries rewritten')
         } catch (err) {
           this.log.warn({ event: 'redis.restore_failed', reason: (err as Error).message }, 'could not rewrite this instance\'s entries; retried when redis is back')
+          // on a cluster part of the batch (the heartbeat, say) may have been written, so no beat would notice: try again
+          if (this.cluster) this.retryRestore()
         }
       } while (this.restoreAgain)
     })().finally(() => { this.restoring = null })
     return this.restoring
+  }
+
+  private retryRestore (): void {
+    if (this.restoreRetry !== undefined || this.closing) return
+    this.restoreRetry = setTimeout(() => {
+      this.restoreRetry = undefined
+      if (this.ready && !this.closing) this.restore().catch(() => {})
+    }, Math.max(50, Math.floor(this.instanceTtlMs / 3))).unref()
   }
 
   /** Keeps this instance's heartbeat key alive, so others can tell it from a crashed one. */
@@ -349,11 +361,19 @@ function clusterClient (nodes: Array<{ host: string, port: number }>, node: Redi
     if (parsed.password) redisOptions.password = decodeURIComponent(parsed.password)
     if (parsed.protocol === 'rediss:') redisOptions.tls = {}
   }
+  // a node's connection opens on its first command and may still be connecting for the next ones: they wait for it
+  // (not yet sent, so never sent twice). Without the queue ioredis refuses them as "Connection is closed." (20 of 30
+  // commands of a burst at start, measured). While the cluster is not ready every caller is refused before it sends
+  // (RedisLink.requireReady), as with one Redis.
+  redisOptions.enableOfflineQueue = true
   const options: ClusterOptions = {
     redisOptions,
     lazyConnect: true,
-    enableOfflineQueue: false,
-    enableAutoPipelining: true,
+    enableOfflineQueue: true,
+    // no auto-pipelining on a cluster: ioredis 6.0 groups a script by the slot of its first argument (the key count, for
+    // sbLoad and sbSetState) and, when a grouped pipeline came back short during a cluster outage, threw a TypeError
+    // out of autoPipelining.js that no caller can catch (seen in test/webhooks.native.test.ts on a 3-master cluster)
+    enableAutoPipelining: false,
     clusterRetryStrategy: (attempt: number) => retryStrategy?.(attempt) ?? 1000,
     retryDelayOnFailover: 0,
     retryDelayOnClusterDown: 100,
@@ -409,10 +429,20 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
   app.metrics.collect(() => app.metrics.redisUp.set(link.ready ? 1 : 0))
 
   // The clients are ours (closeClient false): this plugin quits them in a logged order.
-  commands.connect().catch(() => {})
-  subscriber.connect().catch(() => {})
-  await app.register(fastifyRedis, { client: commands, namespace: 'commands', closeClient: false })
-  await app.register(fastifyRedis, { client: subscriber, namespace: 'subscriber', closeClient: false })
+  // the first attempt is awaited (bounded by the timeout): a server that says it listens can use Redis, unless Redis is down
+  const first = Promise.allSettled([commands.connect(), subscriber.connect()])
+  let bound: NodeJS.Timeout | undefined
+  await Promise.race([first, new Promise(resolve => { bound = setTimeout(resolve, timeoutMs) })])
+  clearTimeout(bound)
+  if (commands.status === 'ready' && subscriber.status === 'ready') {
+    await app.register(fastifyRedis, { client: commands, namespace: 'commands', closeClient: false })
+    await app.register(fastifyRedis, { client: subscriber, namespace: 'subscriber', closeClient: false })
+  } else {
+    // @fastify/redis waits for a client that is not ready, and the start would time out: an instance starts while
+    // Redis is down (degraded, /ready 503) and connects when it is back; the decorator is the same
+    app.decorate('redis', { commands, subscriber } as unknown as FastifyInstance['redis'])
+    app.log.warn({ event: 'redis.unreachable_at_start', reason: `redis is ${link.status}` }, 'redis is not reachable yet; starting degraded, connecting in the background')
+  }
   link.startHeartbeat()
   app.log.info({ event: 'redis.connected', serverId: link.serverId, instanceTtlMs: link.instanceTtlMs, keyPrefix: link.prefix, mode: opts.cluster ? 'cluster' : opts.sentinel ? 'sentinel' : 'single' }, 'connected to redis')
 

@@ -11,6 +11,8 @@ export interface RateLimitOptions {
   redis?: unknown
   /** What the shared counters' keys start with [`sb:rl:`]. */
   keyPrefix?: string
+  /** Whether the shared store can answer now; while not, requests pass without being counted (never queued behind it). */
+  sharedReady?: () => boolean
 }
 
 /** What a @fastify/rate-limit store answers: the requests counted in the key's window and the ms left in it. */
@@ -73,8 +75,10 @@ export default fp<RateLimitOptions>(async function rateLimitPolicy (app, opts) {
     done(Object.assign(new Error(`more than ${max} requests per ${windowMs} ms (RATE_LIMIT_MAX); retry in ${retryIn(reset * 1000)}`), { statusCode: 429, code: 'rate_limited' }))
   }
 
+  const sharedReady = opts.sharedReady ?? (() => true)
   app.addHook('onRequest', function rateLimit (request, reply, done) {
     const key = request.clientKey
+    if (shared && !sharedReady()) return counted(request, reply, done, key, new Error('the shared store is down'), null)
     store.incr(key, (err, res) => counted(request, reply, done, key, err, res), windowMs, max)
   })
 }, { name: 'rate-limit', fastify: '5.x', dependencies: ['identity', 'metrics', 'status'] })

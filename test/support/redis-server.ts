@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import { join } from 'node:path'
 import { freePort } from './process.js'
@@ -35,6 +35,8 @@ export interface RedisServer {
   restart: () => Promise<void>
   /** Runs a command with redis-cli and returns its output. */
   cli: (...args: string[]) => string
+  /** While killed: deletes what it stored, so `restart` brings it back empty (a cluster keeps its nodes.conf: same topology, no data). */
+  wipe: () => void
 }
 
 /** Resolves once redis-server accepts connections on `port`; rejects if the process exits first. No deadline: a loaded machine starts it late. */
@@ -85,7 +87,8 @@ export async function startRedis (t: TestContext): Promise<RedisServer> {
     env: { REDIS_URL: `redis://127.0.0.1:${port}` },
     kill,
     restart: start,
-    cli: (...args: string[]) => spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' }).stdout.trim()
+    cli: (...args: string[]) => spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' }).stdout.trim(),
+    wipe: () => { for (const f of readdirSync(dir)) rmSync(join(dir, f), { recursive: true, force: true }) }
   }
 }
 
@@ -99,6 +102,9 @@ async function startClusterAsServer (t: TestContext): Promise<RedisServer> {
     url: `redis://127.0.0.1:${first.port}`,
     dir: first.dir,
     env: { REDIS_CLUSTER_NODES: cluster.nodes },
+    wipe: () => {
+      for (const node of cluster.all) for (const f of readdirSync(node.dir)) if (f !== 'nodes.conf') rmSync(join(node.dir, f), { recursive: true, force: true })
+    },
     kill: cluster.stopAll,
     restart: cluster.startAll,
     // -c follows MOVED/ASK, so a key lands on (and is read from) the master that owns its slot
