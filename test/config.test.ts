@@ -1,5 +1,5 @@
 import t from 'tap'
-import { loadConfig, ConfigError, parseTrustProxy, redisSentinels } from '../plugins/core/config.js'
+import { loadConfig, ConfigError, parseTrustProxy, redisClusterNodes, redisSentinels } from '../plugins/core/config.js'
 import { runUntilExit } from './support/process.js'
 
 t.test('defaults follow the contract', async t => {
@@ -34,6 +34,8 @@ t.test('defaults follow the contract', async t => {
   t.same(redisSentinels(loadConfig({ REDIS_SENTINELS: 's1:26379, [::1]:26380', REDIS_SENTINEL_NAME: 'mymaster' })),
     { sentinels: [{ host: 's1', port: 26379 }, { host: '::1', port: 26380 }], name: 'mymaster' })
   t.equal(redisSentinels(c), undefined)
+  t.same(redisClusterNodes(loadConfig({ REDIS_CLUSTER_NODES: 'r1:7000, r2:7001' })), [{ host: 'r1', port: 7000 }, { host: 'r2', port: 7001 }])
+  t.equal(redisClusterNodes(c), undefined)
   t.equal(c.AUTH_SECRET, undefined)
 })
 
@@ -54,6 +56,9 @@ t.test('a bad value names the variable and what is expected', async t => {
     [{ REDIS_SENTINELS: 'a:26379,b:99999' }, /REDIS_SENTINELS must be a comma list of host:port \(got "b:99999"\)/],
     [{ REDIS_SENTINELS: 'a:26379' }, /^Invalid configuration: REDIS_SENTINELS needs REDIS_SENTINEL_NAME/],
     [{ REDIS_SENTINEL_NAME: 'mymaster' }, /^Invalid configuration: REDIS_SENTINEL_NAME needs REDIS_SENTINELS/],
+    [{ REDIS_CLUSTER_NODES: '10.0.0.1:7000,10.0.0.2' }, /^Invalid configuration: REDIS_CLUSTER_NODES must be a comma list of host:port \(got "10.0.0.2"\)$/],
+    [{ REDIS_CLUSTER_NODES: ' , ' }, /^Invalid configuration: REDIS_CLUSTER_NODES must be a comma list of host:port \(got none\)$/],
+    [{ REDIS_CLUSTER_NODES: 'a:7000', REDIS_SENTINELS: 'b:26379', REDIS_SENTINEL_NAME: 'm' }, /^Invalid configuration: set REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both/],
     [{ REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_NAME: 'my master' }, /REDIS_SENTINEL_NAME must be 1 to 128 of/]
   ]
   for (const [env, message] of cases) {

@@ -143,15 +143,30 @@ t.test('Redis Cluster', redisTestOptions(), async t => {
     const owner = cluster.masterOf(cluster.slotOf(`sb:ch:{room:${room}}`))
     const spublishes = (n: ClusterNode) => Number(/cmdstat_spublish:calls=(\d+)/.exec(n.cli('INFO', 'commandstats'))?.[1] ?? 0)
     const live = cluster.all.filter(n => n.alive() && /role:master/.test(n.cli('INFO', 'replication')))
+    // every command of every master, a script's inner commands included (heartbeats of the 3 instances add a few)
+    const commands = () => live.reduce((sum, n) => sum + [...n.cli('INFO', 'commandstats').matchAll(/calls=(\d+)/g)].reduce((a, m) => a + Number(m[1]), 0), 0)
     const before = new Map(live.map(n => [n.port, spublishes(n)]))
     const N = 100
-    for (let i = 0; i < N; i++) await alice.request({ type: 'publish', room, data: i })
-    await waitFor(() => bob.all('room_message').filter(m => m.room === room).length >= N, `bob to get ${N} messages`)
+    let counted = commands()
+    for (let i = 0; i < N; i++) {
+      await alice.request({ type: 'publish', room, data: i })
+      await bob.waitFor(m => m.type === 'room_message' && m.room === room && m.data === i, `message ${i}`)
+    }
+    const perPublish = (commands() - counted) / N
     for (const n of live) {
       const added = spublishes(n) - (before.get(n.port) ?? 0)
       if (n.port === owner.port) t.ok(added >= 1, `the owner of the channel's slot (${n.port}) took its SPUBLISHes (${added})`)
       else t.equal(added, 0, `master ${n.port} took none of them`)
     }
+    counted = commands()
+    for (let i = 0; i < N; i++) {
+      t.equal((await alice.request({ type: 'send', to: 'sb', text: `dm ${i}` })).delivered, 1)
+      await bob.waitFor(m => m.type === 'message' && m.text === `dm ${i}`, `direct message ${i}`)
+    }
+    const perDirect = (commands() - counted) / N
+    t.comment(`CLUSTER COMMANDS: ${perPublish.toFixed(2)} per room publish, ${perDirect.toFixed(2)} per direct message to another instance (all masters, INFO commandstats)`)
+    t.ok(perPublish <= 7, 'a room publish costs the script and one SPUBLISH')
+    t.ok(perDirect <= 4, 'a direct message costs one HGETALL and one SPUBLISH')
     const status = (await requestJson(`${c.url}/api/status`)).body
     t.equal(status.bus.received.room, 0, 'the instance with no member in the room received no frame of it')
   })
