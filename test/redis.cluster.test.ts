@@ -59,6 +59,18 @@ async function deliveredOnceInOrder (t: Test, watcher: TestClient, room: string,
   t.same(missing, [], 'and every stored message from its first one on')
 }
 
+/**
+ * The watcher's instance is subscribed again: a message published on the other
+ * instance alone reaches it (with publishers on both, a lost subscription would
+ * hide behind the gap fill of the local frames).
+ */
+async function crossesAlone (t: Test, from: TestClient, watcher: TestClient, room: string): Promise<void> {
+  const reply = await from.request({ type: 'publish', room, data: 'after' })
+  t.equal(reply.type, 'ack')
+  await watcher.waitFor(m => m.type === 'room_message' && m.room === room && m.offset === reply.offset, 'the message published on the other instance alone')
+  t.pass('a message from the other instance alone crossed the cluster after it')
+}
+
 async function twoInstances (t: TestContext, cluster: RedisCluster): Promise<[Built, Built]> {
   const env = { ...ENV, REDIS_CLUSTER_NODES: cluster.nodes }
   return [await build(t, env), await build(t, env)]
@@ -98,6 +110,7 @@ t.test('Redis Cluster', redisTestOptions(), async t => {
       `replica promoted ${ms} ms after the kill (port ${promoted.port}); acknowledged writes missing: ${lost.length}; offsets acknowledged twice: ${reused}`)
     t.ok(acked.length >= before + 200, 'both instances write again after the promotion')
     await deliveredOnceInOrder(t, watcher, room, history)
+    await crossesAlone(t, clients[0], watcher, room)
     await cluster.settled()
   })
 
@@ -129,6 +142,7 @@ t.test('Redis Cluster', redisTestOptions(), async t => {
     const offsets = acked.map(x => x.offset)
     t.equal(offsets.length, new Set(offsets).size, 'no offset was acknowledged twice')
     await deliveredOnceInOrder(t, watcher, room, history)
+    await crossesAlone(t, clients[1], watcher, room)
   })
 
   t.test('sharded pub/sub: a channel\'s frames touch one shard, and an idle instance receives nothing', async t => {
