@@ -42,6 +42,8 @@ export interface StepResult {
   generatorWaitPercent: number
   /** CPU of the processes in Job.watchPids over the step (S8: redis-server, the instance without members), % of one core. */
   watchedCpuPercent?: Record<string, number>
+  /** The same as CPU milliseconds over the step (S13: per Redis shard, per delivery). */
+  watchedCpuMs?: Record<string, number>
   /** False when the generator used (nearly) all of its core: the figures then measure it, not the server. */
   valid: boolean
   pass: boolean
@@ -432,6 +434,7 @@ async function step (job: Job, index: number, rate: number, fanout: number, send
     serverWaitPercent,
     generatorWaitPercent,
     watchedCpuPercent: watched.length > 0 ? Object.fromEntries(watched.map(([name], i) => [name, (watchedAfter[i] - watchedBefore[i]) / wallMs * 100])) : undefined,
+    watchedCpuMs: watched.length > 0 ? Object.fromEntries(watched.map(([name], i) => [name, watchedAfter[i] - watchedBefore[i]])) : undefined,
     valid,
     pass: valid && deliveredRatio >= job.minDelivered && (job.maxP99Ms === null || latencyMs.p99 <= job.maxP99Ms)
   }

@@ -235,6 +235,34 @@ function crossInstanceSection (lines: string[], servers: Record<string, any>): v
   lines.push('</details>')
 }
 
+/** S13: per shard count, the best cross-instance step and Redis CPU per delivery, shard by shard; then every step. */
+function shardsSection (lines: string[], r: any): void {
+  if (!r?.runs) { lines.push(`failed: ${String(r?.error ?? 'no result').slice(0, 300)}`); return }
+  lines.push(`Run by \`bench/redis-shards.ts\`: per shard count a fresh Redis Cluster (masters only, AOF with appendfsync ${r.params?.appendfsync ?? '?'}) and two instances with \`REDIS_CLUSTER_NODES\`; subscribers on instance B, one publisher per room on instance A. Redis CPU is each master's utime+stime over the step, per cross-instance delivery of the rooms whose channel slot it owns.`)
+  if (r.dryRun) lines.push(`**Dry run**: ${r.dryRun}.`)
+  lines.push('')
+  lines.push('| shards | rooms per shard | best cross-instance deliveries/s (≥ 99.99 %, p99 ≤ 50 ms) | at publishes/s | p99 ms | instances CPU µs/delivery | Redis CPU µs per cross-instance delivery: all shards (per shard) | Redis CPU µs per publish |')
+  lines.push('|---|---|---|---|---|---|---|---|')
+  for (const run of r.runs as any[]) {
+    if (!run.ok) { lines.push(`| ${run.shards} | failed: ${String(run.error).split('\n')[0].slice(0, 160)} | | | | | | |`); continue }
+    const st = run.best ?? run.steps[run.steps.length - 1]
+    const flag = run.best ? '' : ' (none passed; last step)'
+    lines.push(`| ${run.shards} | ${run.roomsPerShard.join(' / ')} | ${f(st?.crossDeliveriesPerSecond)}${flag} | ${f(st?.rate)} | ${f(st?.p99Ms, 2)} | ${f(st?.instancesCpuUsPerDelivery, 2)} | ${f(st?.redisCpuUsPerDelivery ?? undefined, 2)} (${(st?.redisCpuUsPerDeliveryByShard ?? []).map((x: number | null) => f(x ?? undefined, 2)).join(' / ')}) | ${f(st?.redisCpuUsPerPublish ?? undefined, 1)} |`)
+  }
+  lines.push('')
+  lines.push('<details><summary>every step</summary>')
+  lines.push('')
+  lines.push('| shards | rate/s | cross deliveries/s | delivered | p99 ms | Redis CPU ms per shard | Redis µs/delivery per shard | generator CPU | pass |')
+  lines.push('|---|---|---|---|---|---|---|---|---|')
+  for (const run of r.runs as any[]) {
+    for (const st of run.steps ?? []) {
+      lines.push(`| ${run.shards} | ${f(st.rate)} | ${f(st.crossDeliveriesPerSecond)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.p99Ms, 2)} | ${st.redisCpuMs.map((x: number) => f(x)).join(' / ')} | ${st.redisCpuUsPerDeliveryByShard.map((x: number | null) => f(x ?? undefined, 2)).join(' / ')} | ${f(st.generatorCpuPercent)} %${st.valid ? '' : ' **saturated**'} | ${st.pass ? 'yes' : 'no'} |`)
+    }
+  }
+  lines.push('')
+  lines.push('</details>')
+}
+
 function stepRow (name: string, r: any, fixedRate = false): string {
   if (!r?.ok) return `| ${name} | failed: ${String(r?.error ?? 'not run').slice(0, 120)} | | | | | | |`
   const st = judged(r)
@@ -321,6 +349,8 @@ export function renderMarkdown (res: BenchResults): string {
       }
     } else if (id === 'S11') {
       scalingSection(lines, sc.servers)
+    } else if (id === 'S13') {
+      shardsSection(lines, sc.servers.switchboard)
     } else if (id === 'S12') {
       lines.push('Run by `bench/soak.ts` (its own server process on core 0, the generator on core 1): native, Pusher, y-websocket and SSE sessions in equal parts, each living 3–12 s then leaving (one in ten without a close), kept at the population; one sample per row.')
       lines.push('')
@@ -396,7 +426,7 @@ export function renderChart (res: BenchResults): string {
   type Bar = { name: string, label?: string, light?: boolean, tput?: number, p99?: number, unit: string }
   const blocks: Array<{ id: string, title: string, bars: Bar[], notes: string[] }> = []
   for (const [id, sc] of Object.entries(res.scenarios)) {
-    if (sc.skipped || id === 'S1' || id === 'S11') continue
+    if (sc.skipped || id === 'S1' || id === 'S11' || id === 'S13') continue
     const bars: Bar[] = []
     for (const [name, r] of Object.entries(sc.servers)) {
       if (!r.ok) continue

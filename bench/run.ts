@@ -5,6 +5,7 @@
  *   npm run bench -- --full       the issue's sizes
  *   node dist/bench/run.js --tiny --out DIR --no-docs   (the CI smoke test)
  *   --only S2,S5                  a subset (`--only soak`: S12, the soak)
+ *   --only shards                 S13, 1, 2 and 3 Redis Cluster shards (bench/redis-shards.ts; only when named)
  *   --servers switchboard,raw-ws  only these servers
  *   --rates 500,1000 --step-ms 10000   other rate steps (e.g. a long steady step to profile)
  * S8 (two instances + Redis) starts a private redis-server on a free port per
@@ -154,8 +155,12 @@ const SCENARIOS: Record<string, { title: string, servers: string[] }> = {
   S9: { title: 'Pusher protocol fan-out', servers: ['pusher', 'native'] },
   S10: { title: 'Yjs documents', servers: ['switchboard', 'hocuspocus'] },
   S11: { title: 'how cost grows', servers: ['switchboard', 'raw-ws'] },
-  S12: { title: 'soak', servers: ['switchboard'] }
+  S12: { title: 'soak', servers: ['switchboard'] },
+  S13: { title: 'Redis Cluster shards', servers: ['switchboard'] }
 }
+
+/** Scenarios that run only when --only names them (S13 starts three Redis Clusters and needs cluster support in the build). */
+const ON_REQUEST = new Set(['S13'])
 
 /**
  * S9 and S10 run their own scripts (bench/pusher-fanout.ts, bench/yjs-vs-hocuspocus.ts),
@@ -192,6 +197,13 @@ function runScript (script: string, args: string[], timeoutMs: number): Promise<
       else resolve(stdout)
     })
   })
+}
+
+/** S13: bench/redis-shards.ts, 1, 2 and 3 masters, two instances each (its own processes, pinned as here). */
+async function runShards (): Promise<Record<string, unknown>> {
+  const out = await runScript('redis-shards.js', ['--mode', mode], 600000)
+  const parsed = JSON.parse(out.slice(out.indexOf('{'))) as { runs: Array<{ ok: boolean }> }
+  return { switchboard: { ok: parsed.runs.some(r => r.ok), ...parsed } }
 }
 
 /** S9: one server, 1,000 protocol-7 subscribers of one channel fed by the SDK's signed HTTP trigger, then as many native members fed by the native HTTP publish. */
@@ -556,7 +568,7 @@ if (values.render) {
 }
 
 // `soak` is S12's name on the command line
-const only = values.only?.split(',').map(s => s.trim().toUpperCase()).map(s => s === 'SOAK' ? 'S12' : s)
+const only = values.only?.split(',').map(s => s.trim().toUpperCase()).map(s => s === 'SOAK' ? 'S12' : s === 'SHARDS' ? 'S13' : s)
 // --servers switchboard,raw-ws: only these servers (profiling one, comparing two)
 const onlyServers = values.servers?.split(',').map(s => s.trim())
 const results: BenchResults = {
@@ -568,14 +580,19 @@ const results: BenchResults = {
 }
 const startedAt = Date.now()
 for (const [scenario, { title, servers }] of Object.entries(SCENARIOS)) {
-  if (only && !only.includes(scenario)) continue
-  if (scenario === 'S9' || scenario === 'S10' || scenario === 'S12') {
+  if (only ? !only.includes(scenario) : ON_REQUEST.has(scenario)) continue
+  if (scenario === 'S13' && !haveRedisServer()) {
+    results.scenarios.S13 = { title, servers: {}, skipped: 'redis-server is not on PATH (apt-get install redis-server)' }
+    process.stderr.write(`S13 ${title}: skipped, no redis-server\n`)
+    continue
+  }
+  if (scenario === 'S9' || scenario === 'S10' || scenario === 'S12' || scenario === 'S13') {
     if (onlyServers) continue
-    results.params[scenario] = scenario === 'S12' ? soakSizes[mode] : externalSizes[mode][scenario]
+    results.params[scenario] = scenario === 'S12' ? soakSizes[mode] : scenario === 'S13' ? { script: 'bench/redis-shards.ts', mode } : externalSizes[mode][scenario]
     process.stderr.write(`${scenario} ${title}…`)
     const began = Date.now()
     try {
-      results.scenarios[scenario] = { title, servers: await (scenario === 'S9' ? runPusher() : scenario === 'S10' ? runYjs() : runSoak()) }
+      results.scenarios[scenario] = { title, servers: await (scenario === 'S9' ? runPusher() : scenario === 'S10' ? runYjs() : scenario === 'S13' ? runShards() : runSoak()) }
       process.stderr.write(` ${((Date.now() - began) / 1000).toFixed(1)} s\n`)
     } catch (err) {
       results.scenarios[scenario] = { title, servers: { switchboard: { ok: false, error: String((err as Error).message ?? err) } } }

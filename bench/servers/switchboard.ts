@@ -1,6 +1,6 @@
 /**
  * Switchboard as `server.ts` builds it, configured by the environment the
- * runner passes (limits raised for load, LOG_LEVEL=warn, REDIS_URL for S8),
+ * runner passes (limits raised for load, LOG_LEVEL=warn, REDIS_URL for S8, REDIS_CLUSTER_NODES for S13),
  * plus the runner's IPC.
  */
 // first, as in server.ts: V8 settings before any other module is evaluated
@@ -23,7 +23,7 @@ const address = server.server.address()
  * encapsulated context, out of this file's reach).
  */
 async function stats (): Promise<ServerStats> {
-  if (!config.REDIS_URL) return { pubsubMessages: null, pubsubPublished: null }
+  if (!config.REDIS_URL && !process.env.REDIS_CLUSTER_NODES) return { pubsubMessages: null, pubsubPublished: null }
   const res = await server.inject({ method: 'GET', url: '/metrics' })
   const sum = (direction: string) => {
     let n = 0

@@ -50,6 +50,15 @@ export interface RedisCluster {
   cpuSeconds: () => number[]
 }
 
+/** AOF fsync policy: `always` (the default: no acknowledged write is lost to a kill -9), or `everysec` / `no` for benchmarks. */
+export type AppendFsync = 'always' | 'everysec' | 'no'
+
+export interface ClusterOptions {
+  masters?: number
+  replicasPerMaster?: number
+  appendfsync?: AppendFsync
+}
+
 interface NodeLine { id: string, port: number, flags: string[], masterId: string, slots: Array<[number, number]> }
 
 const SLOTS = 16384
@@ -80,7 +89,7 @@ function ownerOf (lines: NodeLine[], slot: number): NodeLine | undefined {
 }
 
 /** CPU seconds (utime + stime, CLK_TCK = 100) of a process from /proc/<pid>/stat; 0 once it is gone. */
-function processCpuSeconds (pid: number): number {
+export function processCpuSeconds (pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     // the command name may hold spaces: count fields after its closing parenthesis (utime and stime are fields 14 and 15)
@@ -101,7 +110,7 @@ async function uniqueFreePort (taken: Set<number>): Promise<number> {
   }
 }
 
-async function clusterNode (t: TestContext, port: number, busPort: number): Promise<ClusterNode> {
+async function clusterNode (t: TestContext, port: number, busPort: number, appendfsync: AppendFsync): Promise<ClusterNode> {
   const dir = tempDir(t, 'switchboard-rcluster-')
   let proc: ChildProcess | null = null
   let exited: Promise<void> = Promise.resolve()
@@ -115,7 +124,7 @@ async function clusterNode (t: TestContext, port: number, busPort: number): Prom
       '--cluster-node-timeout', '1000', '--cluster-replica-validity-factor', '0',
       // a master waits 5 s by default before it streams a replica its first copy, for more replicas to share it
       '--repl-diskless-sync-delay', '0',
-      '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--logfile', ''], { stdio: 'ignore', cwd: dir })
+      '--appendonly', 'yes', '--appendfsync', appendfsync, '--save', '', '--logfile', ''], { stdio: 'ignore', cwd: dir })
     const p = proc
     exited = new Promise(resolve => p.once('exit', () => resolve()))
     await listening(port, p)
@@ -158,16 +167,16 @@ async function ok (node: ClusterNode, ...args: Array<string | number>): Promise<
 /**
  * A real Redis Cluster on free ports of 127.0.0.1: `masters` masters with
  * `replicasPerMaster` replicas each, every node with AOF fsynced on every
- * write and killed at teardown. Three masters or more are joined with
+ * write (unless `appendfsync` says otherwise) and killed at teardown. Three masters or more are joined with
  * `redis-cli --cluster create`; fewer (which redis-cli refuses, and the shard
  * bench needs) by hand with ADDSLOTSRANGE, MEET and REPLICATE. Resolves once
  * every node says cluster_state:ok and every replica is linked.
  */
-export async function startRedisCluster (t: TestContext, { masters = 3, replicasPerMaster = 1 } = {}): Promise<RedisCluster> {
+export async function startRedisCluster (t: TestContext, { masters = 3, replicasPerMaster = 1, appendfsync = 'always' }: ClusterOptions = {}): Promise<RedisCluster> {
   const taken = new Set<number>()
   const count = masters * (1 + replicasPerMaster)
   const created: ClusterNode[] = await Promise.all(Array.from({ length: count }, async () =>
-    clusterNode(t, await uniqueFreePort(taken), await uniqueFreePort(taken))))
+    clusterNode(t, await uniqueFreePort(taken), await uniqueFreePort(taken), appendfsync)))
 
   const byPort = (port: number): ClusterNode => {
     const node = created.find(n => n.port === port)
