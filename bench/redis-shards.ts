@@ -124,7 +124,7 @@ async function startInstance (env: Record<string, string>): Promise<Instance> {
     for (const line of lines) {
       if (!/"level":(50|60)/.test(line)) continue
       errors.count++
-      if (errors.first.length < 3) errors.first.push(line.slice(0, 400))
+      if (errors.first.length < 3) errors.first.push(line.slice(0, 1500))
     }
   })
   const { port } = await next<{ port: number }>(child, 'ready')
@@ -176,6 +176,8 @@ async function backend (t: TestContext, shards: number): Promise<Backend> {
 async function measure (shards: number): Promise<Record<string, unknown>> {
   const teardowns: Array<() => unknown> = []
   const instances: Instance[] = []
+  const counter = { done: false, running: Promise.resolve() }
+  failureNotes = {}
   const generator = fork(join(here, 'generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   pin(generator.pid as number, pinning ? 1 : 0)
   try {
@@ -184,6 +186,7 @@ async function measure (shards: number): Promise<Record<string, unknown>> {
     for (const pid of redis.pids) pin(pid, 0)
     // one after the other: two start-ups at once on one core only slow each other down
     for (let i = 0; i < 2; i++) instances.push(await startInstance(redis.env))
+    failureNotes.instanceErrors = instances.map(s => s.errors)
     await generatorReady
     const [a, b] = instances
     const names = redis.pids.map((_, i) => `shard ${i + 1}`)
@@ -208,8 +211,7 @@ async function measure (shards: number): Promise<Record<string, unknown>> {
     generator.send({ type: 'job', job })
     // the rooms' channels per master, counted while the clients are connected (the largest count seen)
     let perShard = redis.pids.map(() => 0)
-    const counter = { done: false }
-    const counting = (async () => {
+    counter.running = (async () => {
       while (!counter.done) {
         const now = await redis.counted()
         if (now.reduce((x, y) => x + y, 0) > perShard.reduce((x, y) => x + y, 0)) perShard = now
@@ -218,7 +220,7 @@ async function measure (shards: number): Promise<Record<string, unknown>> {
     })()
     const measured = (await result).result
     counter.done = true
-    await counting
+    await counter.running
     const cpuAfter = redis.cpuSeconds()
     const stats = await Promise.all(instances.map(s => askStats(s.child)))
     // without sharded channels (the dry run), the rooms' slots say where they would be
@@ -259,6 +261,9 @@ async function measure (shards: number): Promise<Record<string, unknown>> {
       instanceErrors: instances.map(s => s.errors)
     }
   } finally {
+    // the count asks the masters: it ends before they go
+    counter.done = true
+    await counter.running.catch(() => {})
     await stop(generator)
     for (const s of instances) {
       await stop(s.child)
@@ -281,6 +286,9 @@ function computedRoomsPerShard (cluster: RedisCluster): number[] {
   return counts
 }
 
+/** What the measurement running now has seen so far, for its failure report (the instances' errors). */
+let failureNotes: Record<string, unknown> = {}
+
 const started = Date.now()
 const runs: Array<Record<string, unknown>> = []
 for (const shards of clusterSupport ? shardCounts : [1]) {
@@ -288,7 +296,7 @@ for (const shards of clusterSupport ? shardCounts : [1]) {
   try {
     runs.push({ ok: true, ...await measure(shards) })
   } catch (err) {
-    runs.push({ ok: false, shards, error: String((err as Error)?.stack ?? err) })
+    runs.push({ ok: false, shards, error: String((err as Error)?.stack ?? err), ...failureNotes })
   }
 }
 process.stdout.write(JSON.stringify({
