@@ -1,7 +1,7 @@
 /**
  * S13, Redis Cluster shards: what adding shards does to cross-instance delivery.
  *   npm run bench -- --only shards              (quick, under 2 minutes)
- *   node dist/bench/redis-shards.js --mode quick|full|tiny [--shards 1,2,3] [--fsync everysec|always|no]
+ *   node dist/bench/redis-shards.js --mode quick|full|tiny [--shards 0,1,2,3] [--fsync everysec|always|no]
  *
  * For 1, 2 and 3 masters (no replicas; one shard is a one-master cluster, so
  * every case takes the same code path: REDIS_CLUSTER_NODES, hash-tagged keys,
@@ -19,6 +19,11 @@
  * whose channel slot that shard owns (publishes go round-robin over the rooms,
  * so a shard's share is its share of rooms). The rooms per shard are counted
  * from the masters' own PUBSUB SHARDCHANNELS while the job runs.
+ *
+ * "0 shards" is the baseline: one plain redis-server (same AOF settings)
+ * through REDIS_URL, the same job; what cluster mode itself costs is the
+ * difference with one shard. Every rate of the ladder runs for every shard
+ * count (a failed step does not end the ladder), so they compare rate by rate.
  *
  * When this build has no REDIS_CLUSTER_NODES (cluster support not merged
  * yet), it runs a dry run instead: one plain redis-server (same AOF
@@ -47,7 +52,7 @@ const here = dirname(fileURLToPath(import.meta.url))
 const { values } = parseArgs({
   options: {
     mode: { type: 'string', default: 'quick' },
-    shards: { type: 'string', default: '1,2,3' },
+    shards: { type: 'string', default: '0,1,2,3' },
     fsync: { type: 'string', default: 'everysec' }
   }
 })
@@ -155,7 +160,7 @@ interface Backend {
 }
 
 async function backend (t: TestContext, shards: number): Promise<Backend> {
-  if (!clusterSupport) {
+  if (shards === 0 || !clusterSupport) {
     const redis = await startRedis(t)
     redis.cli('CONFIG', 'SET', 'appendfsync', appendfsync)
     const pid = Number(/process_id:(\d+)/.exec(redis.cli('INFO', 'server'))?.[1])
@@ -200,6 +205,7 @@ async function measure (shards: number): Promise<Record<string, unknown>> {
       rooms: params.rooms,
       rates: params.rates,
       stepMs: params.stepMs,
+      allSteps: true,
       // the S8 job subscribes on ports[0] and publishes on ports[1]: subscribers on B, publishers on A
       ports: [b.port, a.port],
       serverPids: [a.child.pid as number, b.child.pid as number],
@@ -252,7 +258,7 @@ async function measure (shards: number): Promise<Record<string, unknown>> {
       shards,
       redis: redis.nodes,
       roomsPerShard: roomShares,
-      roomsCountedFrom: counted ? 'PUBSUB SHARDCHANNELS' : clusterSupport ? 'CLUSTER KEYSLOT of the channel names' : 'one server',
+      roomsCountedFrom: counted ? 'PUBSUB SHARDCHANNELS' : shards > 0 && clusterSupport ? 'CLUSTER KEYSLOT of the channel names' : 'one server',
       steps,
       best: steps.find(s => s.rate === bestRate && s.pass) ?? null,
       // the whole job (connections, warm-up step, every step), from cpuSeconds deltas
@@ -291,8 +297,8 @@ let failureNotes: Record<string, unknown> = {}
 
 const started = Date.now()
 const runs: Array<Record<string, unknown>> = []
-for (const shards of clusterSupport ? shardCounts : [1]) {
-  process.stderr.write(` ${shards} shard${shards > 1 ? 's' : ''}…`)
+for (const shards of clusterSupport ? shardCounts : [0]) {
+  process.stderr.write(shards === 0 ? ' plain redis-server…' : ` ${shards} shard${shards > 1 ? 's' : ''}…`)
   try {
     runs.push({ ok: true, ...await measure(shards) })
   } catch (err) {

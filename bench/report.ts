@@ -235,19 +235,40 @@ function crossInstanceSection (lines: string[], servers: Record<string, any>): v
   lines.push('</details>')
 }
 
+const shardLabel = (n: number) => n === 0 ? '0 (plain redis-server)' : String(n)
+
 /** S13: per shard count, the best cross-instance step and Redis CPU per delivery, shard by shard; then every step. */
 function shardsSection (lines: string[], r: any): void {
   if (!r?.runs) { lines.push(`failed: ${String(r?.error ?? 'no result').slice(0, 300)}`); return }
-  lines.push(`Run by \`bench/redis-shards.ts\`: per shard count a fresh Redis Cluster (masters only, AOF with appendfsync ${r.params?.appendfsync ?? '?'}) and two instances with \`REDIS_CLUSTER_NODES\`; subscribers on instance B, one publisher per room on instance A. Redis CPU is each master's utime+stime over the step, per cross-instance delivery of the rooms whose channel slot it owns.`)
+  lines.push(`Run by \`bench/redis-shards.ts\`: per shard count a fresh Redis Cluster (masters only, AOF with appendfsync ${r.params?.appendfsync ?? '?'}) and two instances with \`REDIS_CLUSTER_NODES\`; subscribers on instance B, one publisher per room on instance A. Redis CPU is each master's utime+stime over the step, per cross-instance delivery of the rooms whose channel slot it owns. Shards 0: one plain redis-server through \`REDIS_URL\`, the same job (the cost of cluster mode itself is the difference with 1). Every rate runs for every shard count.`)
   if (r.dryRun) lines.push(`**Dry run**: ${r.dryRun}.`)
   lines.push('')
   lines.push('| shards | rooms per shard | best cross-instance deliveries/s (≥ 99.99 %, p99 ≤ 50 ms) | at publishes/s | p99 ms | instances CPU µs/delivery | Redis CPU µs per cross-instance delivery: all shards (per shard) | Redis CPU µs per publish |')
   lines.push('|---|---|---|---|---|---|---|---|')
   for (const run of r.runs as any[]) {
-    if (!run.ok) { lines.push(`| ${run.shards} | failed: ${String(run.error).split('\n')[0].slice(0, 160)} | | | | | | |`); continue }
+    if (!run.ok) { lines.push(`| ${shardLabel(run.shards)} | failed: ${String(run.error).split('\n')[0].slice(0, 160)} | | | | | | |`); continue }
     const st = run.best ?? run.steps[run.steps.length - 1]
     const flag = run.best ? '' : ' (none passed; last step)'
-    lines.push(`| ${run.shards} | ${run.roomsPerShard.join(' / ')} | ${f(st?.crossDeliveriesPerSecond)}${flag} | ${f(st?.rate)} | ${f(st?.p99Ms, 2)} | ${f(st?.instancesCpuUsPerDelivery, 2)} | ${f(st?.redisCpuUsPerDelivery ?? undefined, 2)} (${(st?.redisCpuUsPerDeliveryByShard ?? []).map((x: number | null) => f(x ?? undefined, 2)).join(' / ')}) | ${f(st?.redisCpuUsPerPublish ?? undefined, 1)} |`)
+    lines.push(`| ${shardLabel(run.shards)} | ${run.roomsPerShard.join(' / ')} | ${f(st?.crossDeliveriesPerSecond)}${flag} | ${f(st?.rate)} | ${f(st?.p99Ms, 2)} | ${f(st?.instancesCpuUsPerDelivery, 2)} | ${f(st?.redisCpuUsPerDelivery ?? undefined, 2)} (${(st?.redisCpuUsPerDeliveryByShard ?? []).map((x: number | null) => f(x ?? undefined, 2)).join(' / ')}) | ${f(st?.redisCpuUsPerPublish ?? undefined, 1)} |`)
+  }
+  // CPU per delivery falls as the rate rises: the shard counts compared at one rate, the highest every one passed (else ran)
+  const ok = (r.runs as any[]).filter(run => run.ok)
+  const rates = ok.map(run => new Set((run.steps as any[]).filter(st => st.pass).map(st => st.rate)))
+  const ran = ok.map(run => new Set((run.steps as any[]).map(st => st.rate)))
+  const highest = (sets: Array<Set<number>>) => sets.length === 0 ? undefined : [...sets[0]].filter(x => sets.every(set => set.has(x))).sort((a, b) => b - a)[0]
+  const common = highest(rates) ?? highest(ran)
+  if (common !== undefined) {
+    lines.push('')
+    lines.push(`At ${f(common)} publishes/s (the highest rate every shard count ${highest(rates) !== undefined ? 'passed' : 'ran; none passed all'}):`)
+    lines.push('')
+    lines.push('| shards | cross-instance deliveries/s | p50 / p99 ms | instances CPU µs/delivery | Redis CPU µs per cross-instance delivery: all shards (per shard) | Redis CPU, % of a core per shard | publishers\' instance waiting for a CPU |')
+    lines.push('|---|---|---|---|---|---|---|')
+    for (const run of ok) {
+      const st = (run.steps as any[]).find(x => x.rate === common)
+      if (!st) continue
+      const wallMs = st.raw.serverCpuPercent > 0 ? st.raw.serverCpuMs / (st.raw.serverCpuPercent / 100) : 0
+      lines.push(`| ${shardLabel(run.shards)} | ${f(st.crossDeliveriesPerSecond)} | ${f(st.raw.latencyMs.p50, 2)} / ${f(st.p99Ms, 2)} | ${f(st.instancesCpuUsPerDelivery, 2)} | ${f(st.redisCpuUsPerDelivery ?? undefined, 2)} (${st.redisCpuUsPerDeliveryByShard.map((x: number | null) => f(x ?? undefined, 2)).join(' / ')}) | ${st.redisCpuMs.map((ms: number) => pct(wallMs > 0 ? ms / wallMs * 100 : undefined)).join(' / ')} | ${f(st.raw.serverWaitPercent)} % |`)
+    }
   }
   lines.push('')
   lines.push('<details><summary>every step</summary>')
@@ -256,7 +277,7 @@ function shardsSection (lines: string[], r: any): void {
   lines.push('|---|---|---|---|---|---|---|---|---|')
   for (const run of r.runs as any[]) {
     for (const st of run.steps ?? []) {
-      lines.push(`| ${run.shards} | ${f(st.rate)} | ${f(st.crossDeliveriesPerSecond)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.p99Ms, 2)} | ${st.redisCpuMs.map((x: number) => f(x)).join(' / ')} | ${st.redisCpuUsPerDeliveryByShard.map((x: number | null) => f(x ?? undefined, 2)).join(' / ')} | ${f(st.generatorCpuPercent)} %${st.valid ? '' : ' **saturated**'} | ${st.pass ? 'yes' : 'no'} |`)
+      lines.push(`| ${shardLabel(run.shards)} | ${f(st.rate)} | ${f(st.crossDeliveriesPerSecond)} | ${f(st.deliveredRatio * 100, 3)} % | ${f(st.p99Ms, 2)} | ${st.redisCpuMs.map((x: number) => f(x)).join(' / ')} | ${st.redisCpuUsPerDeliveryByShard.map((x: number | null) => f(x ?? undefined, 2)).join(' / ')} | ${f(st.generatorCpuPercent)} %${st.valid ? '' : ' **saturated**'} | ${st.pass ? 'yes' : 'no'} |`)
     }
   }
   lines.push('')
