@@ -13,12 +13,15 @@
  * crossed Redis (the load generator's S8 job, open loop, a rate ladder).
  * Instances and masters are pinned to core 0, the generator to core 1, as in S8.
  *
- * Per step: cross-instance deliveries/s, p99, the instances' CPU per delivery,
- * and per shard its master's CPU time (utime+stime from /proc, the cluster
- * handle's cpuSeconds) divided by the cross-instance deliveries of the rooms
- * whose channel slot that shard owns (publishes go round-robin over the rooms,
- * so a shard's share is its share of rooms). The rooms per shard are counted
- * from the masters' own PUBSUB SHARDCHANNELS while the job runs.
+ * Per step: cross-instance deliveries/s, p99, the instances' CPU per
+ * delivery, and per shard its master's CPU time over the step divided by the
+ * cross-instance deliveries of the rooms whose channel slot that shard owns
+ * (publishes go round-robin over the rooms, so a shard's share is its share
+ * of rooms, counted from the masters' own PUBSUB SHARDCHANNELS while the job
+ * runs). A master's CPU time per step is the scheduler's nanosecond account
+ * of its threads (the generator's watchedCpuMs): utime+stime, which the
+ * cluster handle's cpuSeconds reads, moves in 10 ms ticks, too coarse for a
+ * shard's share of a 2-second step; cpuSeconds gives the whole job's total.
  *
  * "0 shards" is the baseline: one plain redis-server (same AOF settings)
  * through REDIS_URL, the same job; what cluster mode itself costs is the
@@ -61,8 +64,8 @@ export interface ShardParams { clients: number, rooms: number, rates: number[], 
 /** Small rooms (5 subscribers) and many publishes: Redis work is per publish, so this loads Redis more per delivery than S8's big rooms. */
 export const shardSizes: Record<string, ShardParams> = {
   tiny: { clients: 24, rooms: 6, rates: [30], stepMs: 400 },
-  quick: { clients: 300, rooms: 60, rates: [500, 1000, 2000, 3000], stepMs: 1500 },
-  full: { clients: 1200, rooms: 120, rates: [500, 1000, 2000, 3000, 4000, 6000, 8000], stepMs: 5000 }
+  quick: { clients: 300, rooms: 60, rates: [250, 500, 1000, 2000], stepMs: 2000 },
+  full: { clients: 1200, rooms: 120, rates: [250, 500, 1000, 2000, 3000, 4000], stepMs: 5000 }
 }
 const params = shardSizes[values.mode] ?? shardSizes.quick
 const shardCounts = values.shards.split(',').map(Number)
@@ -209,7 +212,7 @@ async function measure (shards: number): Promise<Record<string, unknown>> {
       // the S8 job subscribes on ports[0] and publishes on ports[1]: subscribers on B, publishers on A
       ports: [b.port, a.port],
       serverPids: [a.child.pid as number, b.child.pid as number],
-      // per step, each master's CPU time from /proc (what cpuSeconds reads), aligned with the step's deliveries
+      // per step, each master's CPU time (watchedCpuMs), aligned with the step's deliveries
       watchPids: Object.fromEntries(redis.pids.map((pid, i) => [names[i], pid]))
     }
     const cpuBefore = redis.cpuSeconds()
