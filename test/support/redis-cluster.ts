@@ -100,6 +100,19 @@ export function processCpuSeconds (pid: number): number {
   }
 }
 
+/**
+ * Every node process still running: killed when this process exits without
+ * its teardowns (a test that timed out, a bench that threw), so no orphan
+ * cluster keeps gossiping on the machine. process.kill is synchronous, as an
+ * exit handler must be.
+ */
+const running = new Set<ChildProcess>()
+process.once('exit', () => {
+  for (const proc of running) {
+    try { proc.kill('SIGKILL') } catch {}
+  }
+})
+
 async function uniqueFreePort (taken: Set<number>): Promise<number> {
   for (;;) {
     const port = await freePort()
@@ -126,7 +139,8 @@ async function clusterNode (t: TestContext, port: number, busPort: number, appen
       '--repl-diskless-sync-delay', '0',
       '--appendonly', 'yes', '--appendfsync', appendfsync, '--save', '', '--logfile', ''], { stdio: 'ignore', cwd: dir })
     const p = proc
-    exited = new Promise(resolve => p.once('exit', () => resolve()))
+    running.add(p)
+    exited = new Promise(resolve => p.once('exit', () => { running.delete(p); resolve() }))
     await listening(port, p)
   }
   const kill = async () => {
