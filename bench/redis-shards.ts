@@ -23,6 +23,12 @@
  * cluster handle's cpuSeconds reads, moves in 10 ms ticks, too coarse for a
  * shard's share of a 2-second step; cpuSeconds gives the whole job's total.
  *
+ * On a 2-core machine the two instances share core 0 with the masters and
+ * they, not Redis, are the limit (Redis stays under about a tenth of the
+ * core): deliveries/s cannot grow with shards there. What this measures is
+ * that every shard count delivers everything, how Redis's work splits over
+ * the shards, and what a delivery costs Redis and the instances in each case.
+ *
  * "0 shards" is the baseline: one plain redis-server (same AOF settings)
  * through REDIS_URL, the same job; what cluster mode itself costs is the
  * difference with one shard. Every rate of the ladder runs for every shard
