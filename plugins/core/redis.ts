@@ -451,7 +451,12 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
     link.closing = true
     for (const [step, client] of [['redis_subscriber_closed', subscriber], ['redis_commands_closed', commands]] as const) {
       const started = Date.now()
-      await client.quit().catch(() => client.disconnect())
+      // QUIT waits for its reply; a node that died (a cluster's killed master) must not hold the shutdown
+      let bound: NodeJS.Timeout | undefined
+      const quit = client.quit().then(() => true, () => false)
+      const quitted = await Promise.race([quit, new Promise<boolean>(resolve => { bound = setTimeout(resolve, timeoutMs, false) })])
+      clearTimeout(bound)
+      if (!quitted) client.disconnect()
       app.log.info({ event: 'shutdown.step', step, ms: Date.now() - started }, 'redis connection closed')
     }
   })
