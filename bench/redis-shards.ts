@@ -54,6 +54,7 @@ import { startRedis } from '../test/support/redis-server.js'
 import type { TestContext } from '../test/support/helper.js'
 import type { Job, StepResult } from './generator.js'
 import { pin, pinning } from './pin.js'
+import { stop, waitFor } from './child.js'
 import type { ServerStats } from './servers/control.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -97,28 +98,6 @@ const clusterSupport = 'REDIS_CLUSTER_NODES' in (ConfigSchema.properties as Reco
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 
 /** The child's next IPC message of `type`; rejects when it reports `failed` or exits first (no deadline: a loaded machine starts late). */
-function next<T> (child: ChildProcess, type: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: { type: string, error?: string }) => {
-      if (m.type === 'failed') { cleanup(); reject(new Error(m.error)) }
-      if (m.type === type) { cleanup(); resolve(m as T) }
-    }
-    const onExit = (code: number | null) => { cleanup(); reject(new Error(`process ${child.pid} exited with ${code} before ${type}`)) }
-    const cleanup = () => { child.off('message', onMessage); child.off('exit', onExit) }
-    child.on('message', onMessage)
-    child.once('exit', onExit)
-  })
-}
-
-async function stop (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise(resolve => child.once('exit', resolve))
-  if (child.connected) child.disconnect()
-  const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
-  await exited
-  clearTimeout(timer)
-}
-
 interface Instance { child: ChildProcess, port: number, dataDir: string, errors: { count: number, first: string[] } }
 
 async function startInstance (env: Record<string, string>): Promise<Instance> {
@@ -141,12 +120,12 @@ async function startInstance (env: Record<string, string>): Promise<Instance> {
       if (errors.first.length < 3) errors.first.push(line.slice(0, 1500))
     }
   })
-  const { port } = await next<{ port: number }>(child, 'ready')
+  const { port } = await waitFor<{ port: number }>(child, 'ready')
   return { child, port, dataDir, errors }
 }
 
 async function askStats (child: ChildProcess): Promise<ServerStats | null> {
-  const reply = next<{ stats: ServerStats }>(child, 'stats')
+  const reply = waitFor<{ stats: ServerStats }>(child, 'stats')
   child.send({ type: 'stats' })
   return await Promise.race([reply.then(r => r.stats), sleep(5000).then(() => null)])
 }
@@ -195,7 +174,7 @@ async function measure (shards: number): Promise<Record<string, unknown>> {
   const generator = fork(join(here, 'generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   pin(generator.pid as number, pinning ? 1 : 0)
   try {
-    const generatorReady = next(generator, 'ready')
+    const generatorReady = waitFor(generator, 'ready')
     const redis = await backend({ teardown: fn => { teardowns.push(fn) } }, shards)
     for (const pid of redis.pids) pin(pid, 0)
     // one after the other: two start-ups at once on one core only slow each other down
@@ -222,7 +201,7 @@ async function measure (shards: number): Promise<Record<string, unknown>> {
       watchPids: Object.fromEntries(redis.pids.map((pid, i) => [names[i], pid]))
     }
     const cpuBefore = redis.cpuSeconds()
-    const result = next<{ result: { steps: StepResult[], best: StepResult | null } }>(generator, 'result')
+    const result = waitFor<{ result: { steps: StepResult[], best: StepResult | null } }>(generator, 'result')
     generator.send({ type: 'job', job })
     // the rooms' channels per master, counted while the clients are connected (the largest count seen)
     let perShard = redis.pids.map(() => 0)

@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import pidusage from 'pidusage'
 import { pin, pinning } from './pin.js'
+import { stop, waitFor } from './child.js'
 import type { Job, Protocol, StepResult } from './generator.js'
 import { renderChart, renderMarkdown, type BenchResults } from './report.js'
 import type { ServerMemory, ServerStats } from './servers/control.js'
@@ -251,34 +252,6 @@ if (values.baseline) {
 }
 
 const coreCount = cpus().length
-/**
- * The child's next IPC message of `type`; rejects when it reports `failed` or
- * exits first. Without `timeoutMs` there is no deadline: a start-up on a
- * loaded machine may take long, and a child that dies is noticed by its exit.
- */
-function waitFor<T> (child: ChildProcess, type: string, timeoutMs?: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = timeoutMs === undefined ? undefined : setTimeout(() => { cleanup(); reject(new Error(`no ${type} from ${child.pid} within ${timeoutMs} ms`)) }, timeoutMs)
-    const onMessage = (m: { type: string, error?: string }) => {
-      if (m.type === 'failed') { cleanup(); reject(new Error(m.error)) }
-      if (m.type === type) { cleanup(); resolve(m as T) }
-    }
-    const onExit = (code: number | null) => { cleanup(); reject(new Error(`process ${child.pid} exited with ${code} before ${type}`)) }
-    const cleanup = () => { clearTimeout(timer); child.off('message', onMessage); child.off('exit', onExit) }
-    child.on('message', onMessage)
-    child.once('exit', onExit)
-  })
-}
-
-async function stop (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise(resolve => child.once('exit', resolve))
-  if (child.connected) child.disconnect()
-  const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
-  await exited
-  clearTimeout(timer)
-}
-
 interface Started { child: ChildProcess, port: number, dataDir: string }
 
 async function startServer (name: string, extraEnv: Record<string, string> = {}): Promise<Started> {

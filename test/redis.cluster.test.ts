@@ -71,6 +71,19 @@ async function crossesAlone (t: Test, from: TestClient, watcher: TestClient, roo
   t.pass('a message from the other instance alone crossed the cluster after it')
 }
 
+/** Publishers on both instances writing to `room` without pause (200 acks in), and a watcher on `watchOn`. */
+async function busyRoom (t: Test, room: string, on: Built[], watchOn: Built, id: string, before: string) {
+  const clients = await Promise.all(on.map((x, n) => TestClient.connect(x.wsUrl, { clientId: `${id}${'ab'[n]}` })))
+  const watcher = await TestClient.connect(watchOn.wsUrl, { clientId: `${id}w` })
+  t.teardown(() => Promise.all([...clients, watcher].map(c => c.close())))
+  for (const c of [...clients, watcher]) t.equal((await c.request({ type: 'join', room })).type, 'joined')
+  const acked: Acked[] = []
+  const control = { stop: false, refused: 0 }
+  const running = publishers(t, clients, room, acked, control)
+  await waitFor(() => acked.length >= 200, `200 acknowledged publishes before ${before}`)
+  return { clients, watcher, acked, control, running }
+}
+
 async function twoInstances (t: TestContext, cluster: RedisCluster): Promise<[Built, Built]> {
   const env = { ...ENV, REDIS_CLUSTER_NODES: cluster.nodes }
   return [await build(t, env), await build(t, env)]
@@ -83,15 +96,7 @@ t.test('Redis Cluster', redisTestOptions(), async t => {
 
   t.test('kill -9 the master of a busy room; its replica takes over and the room goes on', async t => {
     const room = 'failover'
-    const clients = [await TestClient.connect(a.wsUrl, { clientId: 'fa' }), await TestClient.connect(b.wsUrl, { clientId: 'fb' })]
-    const watcher = await TestClient.connect(b.wsUrl, { clientId: 'fw' })
-    t.teardown(() => Promise.all([...clients, watcher].map(c => c.close())))
-    for (const c of [...clients, watcher]) t.equal((await c.request({ type: 'join', room })).type, 'joined')
-
-    const acked: Acked[] = []
-    const control = { stop: false, refused: 0 }
-    const running = publishers(t, clients, room, acked, control)
-    await waitFor(() => acked.length >= 200, '200 acknowledged publishes before the kill')
+    const { clients, watcher, acked, control, running } = await busyRoom(t, room, [a, b], b, 'f', 'the kill')
     const before = acked.length
     const slot = cluster.slotOf(`{r:${room}}`)
     const { promoted, ms } = await cluster.killMasterOf(slot)
@@ -116,15 +121,7 @@ t.test('Redis Cluster', redisTestOptions(), async t => {
 
   t.test('reshard the slot of a busy room while it is published to: nothing acknowledged is lost', async t => {
     const room = 'moving'
-    const clients = [await TestClient.connect(a.wsUrl, { clientId: 'ma' }), await TestClient.connect(b.wsUrl, { clientId: 'mb' })]
-    const watcher = await TestClient.connect(a.wsUrl, { clientId: 'mw' })
-    t.teardown(() => Promise.all([...clients, watcher].map(c => c.close())))
-    for (const c of [...clients, watcher]) t.equal((await c.request({ type: 'join', room })).type, 'joined')
-
-    const acked: Acked[] = []
-    const control = { stop: false, refused: 0 }
-    const running = publishers(t, clients, room, acked, control)
-    await waitFor(() => acked.length >= 200, '200 acknowledged publishes before the move')
+    const { clients, watcher, acked, control, running } = await busyRoom(t, room, [a, b], a, 'm', 'the move')
     const slot = cluster.slotOf(`{r:${room}}`)
     const started = Date.now()
     const { from, to, keys } = await cluster.reshardSlot(slot)
