@@ -54,7 +54,7 @@ import { startRedis } from '../test/support/redis-server.js'
 import type { TestContext } from '../test/support/helper.js'
 import type { Job, StepResult } from './generator.js'
 import { pin, pinning } from './pin.js'
-import { stop, waitFor } from './child.js'
+import { SWITCHBOARD_ENV, stop, waitFor } from './child.js'
 import type { ServerStats } from './servers/control.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -78,19 +78,6 @@ const params = shardSizes[values.mode] ?? shardSizes.quick
 const shardCounts = values.shards.split(',').map(Number)
 const appendfsync = values.fsync as AppendFsync
 if (!['always', 'everysec', 'no'].includes(appendfsync)) throw new Error(`--fsync: always, everysec or no (got ${values.fsync})`)
-
-/** Raised so the bench measures delivery, not the protective limits (as run.ts's SWITCHBOARD_ENV). */
-const SWITCHBOARD_ENV = {
-  HOST: '127.0.0.1',
-  PORT: '0',
-  LOG_LEVEL: 'warn',
-  MAX_CONNECTIONS: '30000',
-  MAX_CONNECTIONS_PER_CLIENT: '30000',
-  MAX_PENDING_CONNECTIONS_PER_CLIENT: '30000',
-  MAX_PENDING_CONNECTIONS: '30000',
-  WS_MESSAGES_PER_SECOND: '1000000',
-  RATE_LIMIT_MAX: '100000000'
-}
 
 /** Whether this build knows REDIS_CLUSTER_NODES (the lead's cluster support); without it, a dry run over REDIS_URL. */
 const clusterSupport = 'REDIS_CLUSTER_NODES' in (ConfigSchema.properties as Record<string, unknown>)

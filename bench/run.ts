@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import pidusage from 'pidusage'
 import { pin, pinning } from './pin.js'
-import { stop, waitFor } from './child.js'
+import { SWITCHBOARD_ENV, stop, waitFor } from './child.js'
 import type { Job, Protocol, StepResult } from './generator.js'
 import { renderChart, renderMarkdown, type BenchResults } from './report.js'
 import type { ServerMemory, ServerStats } from './servers/control.js'
@@ -45,20 +45,6 @@ const { values } = parseArgs({
   }
 })
 const mode = values.tiny ? 'tiny' : values.full ? 'full' : 'quick'
-
-/** Raised so the benchmark measures delivery, not the protective limits (see docs/benchmarks-notebook.md). */
-const SWITCHBOARD_ENV = {
-  HOST: '127.0.0.1',
-  PORT: '0',
-  LOG_LEVEL: 'warn',
-  MAX_CONNECTIONS: '30000',
-  MAX_CONNECTIONS_PER_CLIENT: '30000',
-  // the generator opens 100 connections at once from one address
-  MAX_PENDING_CONNECTIONS_PER_CLIENT: '30000',
-  MAX_PENDING_CONNECTIONS: '30000',
-  WS_MESSAGES_PER_SECOND: '1000000',
-  RATE_LIMIT_MAX: '100000000'
-}
 
 interface Variant {
   script: string
