@@ -12,11 +12,12 @@
  * delivery gives its own ceiling (generatorCeiling in every step).
  */
 import { randomBytes } from 'node:crypto'
-import { readdirSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import * as hdr from 'hdr-histogram-js'
 import pidusage from 'pidusage'
+import { preciseCpuMs } from './cpu.js'
 
 export type Protocol = 'switchboard' | 'socketio'
 
@@ -335,24 +336,6 @@ async function connectAll (job: Job, count: number, port: number, prefix: string
 function runQueueWaitNs (pid: number): number {
   try {
     return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1])
-  } catch {
-    return 0
-  }
-}
-
-/**
- * CPU time of a process in ms, summed over its threads from
- * /proc/<pid>/task/<tid>/schedstat (nanoseconds on the CPU): unlike utime and
- * stime it does not move in 10 ms ticks, so a small share (a Redis shard over
- * a second) is still measured. 0 when unreadable (not Linux, process gone).
- */
-function preciseCpuMs (pid: number): number {
-  try {
-    let ns = 0
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try { ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) } catch {}
-    }
-    return ns / 1e6
   } catch {
     return 0
   }

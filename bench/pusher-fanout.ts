@@ -6,11 +6,11 @@
  * events are triggered through the signed HTTP API (the real `pusher` SDK),
  * --inflight at a time. Phase "native": as many /ws connections join one room;
  * as many events go through POST /api/v1/rooms/:room/publish. For each: HTTP
- * events/s, deliveries/s, and server CPU time per delivery (pidusage).
+ * events/s, deliveries/s, and server CPU time per delivery (/proc schedstat).
  */
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
-import pidusage from 'pidusage'
+import { cpuMs } from './cpu.js'
 import WebSocket from 'ws'
 import { startBenchServer, type BenchServer } from './server-process.js'
 import type PusherServer from 'pusher'
@@ -78,7 +78,7 @@ async function measure (name: string, pid: number, sockets: WebSocket[], isEvent
       if (isEvent(JSON.parse(data.toString())) && ++received === expected) resolveAll()
     })
   }
-  const cpu0 = (await pidusage(pid)).ctime
+  const cpu0 = await cpuMs(pid)
   const t0 = performance.now()
   let next = 0
   await Promise.all(Array.from({ length: INFLIGHT }, async () => {
@@ -87,14 +87,14 @@ async function measure (name: string, pid: number, sockets: WebSocket[], isEvent
   const sent = performance.now()
   await all
   const ms = performance.now() - t0
-  const cpuMs = (await pidusage(pid)).ctime - cpu0
+  const cpuUsed = await cpuMs(pid) - cpu0
   const row = {
     protocol: name,
     subscribers: sockets.length,
     events: EVENTS,
     httpEventsPerSec: Math.round(EVENTS / ((sent - t0) / 1000)),
     deliveriesPerSec: Math.round(expected / (ms / 1000)),
-    serverCpuUsPerDelivery: Number((cpuMs * 1000 / expected).toFixed(2))
+    serverCpuUsPerDelivery: Number((cpuUsed * 1000 / expected).toFixed(2))
   }
   console.log(JSON.stringify(row))
   return row

@@ -6,11 +6,11 @@
  * `?rooms=bench`), and --events messages go through
  * POST /api/v1/rooms/:room/publish, --inflight at a time. For each: HTTP
  * publishes/s, deliveries/s, and the server's CPU time per delivery
- * (pidusage), and the ratio of each stream's CPU per delivery to /ws's.
+ * (/proc schedstat), and the ratio of each stream's CPU per delivery to /ws's.
  */
 import http from 'node:http'
 import { parseArgs } from 'node:util'
-import pidusage from 'pidusage'
+import { cpuMs } from './cpu.js'
 import WebSocket from 'ws'
 import { startBenchServer, type BenchServer } from './server-process.js'
 
@@ -86,7 +86,7 @@ async function measure (door: string, port: number, pid: number, open: (onMessag
   const subscribers = await openMany(SUBSCRIBERS, () => open(() => { if (++received === expected) resolveAll() }))
   const url = `http://127.0.0.1:${port}/api/v1/rooms/bench/publish`
   const body = JSON.stringify({ data: { text: 'x'.repeat(64) } })
-  const cpu0 = (await pidusage(pid)).ctime
+  const cpu0 = await cpuMs(pid)
   const t0 = performance.now()
   let next = 0
   await Promise.all(Array.from({ length: INFLIGHT }, async () => {
@@ -95,7 +95,7 @@ async function measure (door: string, port: number, pid: number, open: (onMessag
   const sent = performance.now()
   await all
   const ms = performance.now() - t0
-  const cpuMs = (await pidusage(pid)).ctime - cpu0
+  const cpuUsed = await cpuMs(pid) - cpu0
   for (const s of subscribers) s.close()
   const row = {
     door,
@@ -103,7 +103,7 @@ async function measure (door: string, port: number, pid: number, open: (onMessag
     events: EVENTS,
     httpPublishesPerSec: Math.round(EVENTS / ((sent - t0) / 1000)),
     deliveriesPerSec: Math.round(expected / (ms / 1000)),
-    serverCpuUsPerDelivery: Number((cpuMs * 1000 / expected).toFixed(2))
+    serverCpuUsPerDelivery: Number((cpuUsed * 1000 / expected).toFixed(2))
   }
   console.log(JSON.stringify(row))
   return row

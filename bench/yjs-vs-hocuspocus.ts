@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import pidusage from 'pidusage'
+import { cpuMs } from './cpu.js'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
@@ -118,7 +119,7 @@ async function run (name: string, proc: ChildProcess, url: string) {
   }
   await new Promise(resolve => setTimeout(resolve, 1000))
   const rssOpen = (await pidusage(pid)).memory
-  const cpuBefore = (await pidusage(pid)).ctime
+  const cpuBefore = await cpuMs(pid)
   const ticksBefore = cpuTicks(pid)
   delays.length = 0
   const started = Date.now()
@@ -142,7 +143,7 @@ async function run (name: string, proc: ChildProcess, url: string) {
       quietSince = Date.now()
     }
   }
-  const cpuAfter = (await pidusage(pid)).ctime
+  const cpuAfter = await cpuMs(pid)
   const ticksAfter = cpuTicks(pid)
   const user = ticksBefore && ticksAfter ? ticksAfter.user - ticksBefore.user : NaN
   const system = ticksBefore && ticksAfter ? ticksAfter.system - ticksBefore.system : NaN

@@ -214,9 +214,12 @@ export async function startRedisCluster (t: TestContext, { masters = 3, replicas
         const healthy = lines.length === created.length && lines.every(l => !l.flags.includes('handshake') && !l.flags.includes('noaddr') &&
           (!alivePorts.has(l.port) || (!l.flags.includes('fail') && !l.flags.includes('fail?'))))
         const linked = !replication.includes('role:slave') || replication.includes('master_link_status:up')
-        return info.includes('cluster_state:ok') && healthy && linked
+        // each live node's role and master as this node sees them: a role changed by `CLUSTER REPLICATE` reaches the others by gossip
+        const roles = lines.filter(l => alivePorts.has(l.port)).map(l => `${l.port}:${l.flags.includes('slave') ? `slave of ${l.masterId}` : 'master'}`).sort().join(',')
+        return info.includes('cluster_state:ok') && healthy && linked ? roles : null
       }))
-      if (checks.every(Boolean)) return
+      // settled once every node is healthy and all of them agree on who is master and who replicates whom
+      if (checks.every(c => c !== null && c === checks[0])) return
       await sleep(POLL_MS)
     }
   }
