@@ -375,11 +375,11 @@ export function renderMarkdown (res: BenchResults): string {
     } else if (id === 'S12') {
       lines.push('Run by `bench/soak.ts` (its own server process on core 0, the generator on core 1): native, Pusher, y-websocket and SSE sessions in equal parts, each living 3–12 s then leaving (one in ten without a close), kept at the population; one sample per row.')
       lines.push('')
-      lines.push('| s | sessions opened | connections | RSS MB | heap MB | fds | event-loop p99 ms | store MB |')
-      lines.push('|---|---|---|---|---|---|---|---|')
+      lines.push('| s | sessions opened | connections | RSS MB | heap MB | fds | event-loop p99 ms | store MB | longest Yjs text (chars) | Yjs documents KB |')
+      lines.push('|---|---|---|---|---|---|---|---|---|---|')
       const r = sc.servers.switchboard
-      if (!r?.ok) lines.push(`| failed: ${r?.error} | | | | | | | |`)
-      else for (const x of [...r.samples, r.after]) lines.push(`| ${f(x.atSec)} | ${f(x.sessionsOpened)} | ${f(x.connections)} | ${f(x.rssMb, 1)} | ${f(x.heapMb, 1)} | ${f(x.fds)} | ${f(x.eventLoopP99Ms, 1)} | ${f(x.storeMb, 2)} |`)
+      if (!r?.ok) lines.push(`| failed: ${r?.error} | | | | | | | | | |`)
+      else for (const x of [...r.samples, r.after]) lines.push(`| ${f(x.atSec)} | ${f(x.sessionsOpened)} | ${f(x.connections)} | ${f(x.rssMb, 1)} | ${f(x.heapMb, 1)} | ${f(x.fds)} | ${f(x.eventLoopP99Ms, 1)} | ${f(x.storeMb, 2)} | ${x.docChars === undefined ? '–' : f(x.docChars)} | ${x.docsKb === undefined ? '–' : f(x.docsKb, 1)} |`)
     } else if (id === 'S1') {
       lines.push('| server | connections | RSS bytes/conn | heap bytes/conn | external bytes/conn | RSS loaded (MB) | connect time (s) |')
       lines.push('|---|---|---|---|---|---|---|')

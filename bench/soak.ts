@@ -14,7 +14,7 @@
  *
  * Every --sample-sec it records the server's RSS and open file descriptors
  * (/proc), its heap and event-loop p99 (its own /metrics) and the size of its
- * data directory. It passes when the RSS slope over the second half is under
+ * data directory, and the Yjs documents' longest text and total size. It passes when the RSS slope over the second half is under
  * 1 MB per 10 minutes, and when, the clients gone, the server's connection
  * gauge is back to 0 and its fds back to the count before the first client.
  * Prints one JSON object.
@@ -27,6 +27,7 @@ import { parseArgs } from 'node:util'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
 import * as syncProtocol from 'y-protocols/sync'
 import type PusherServer from 'pusher'
 import { startBenchServer } from './server-process.js'
@@ -51,7 +52,7 @@ const APP = { appId: 'soak', key: 'soak-key', secret: 'soak-secret' }
 const KINDS = ['native', 'pusher', 'yjs', 'sse'] as const
 type Kind = typeof KINDS[number]
 
-export interface SoakSample { atSec: number, rssMb: number, heapMb: number, fds: number, eventLoopP99Ms: number, storeMb: number, connections: number, sessionsOpened: number }
+export interface SoakSample { atSec: number, rssMb: number, heapMb: number, fds: number, eventLoopP99Ms: number, storeMb: number, connections: number, sessionsOpened: number, docChars: number, docsKb: number }
 
 /** Least-squares slope of y over x. */
 export function slope (points: Array<[number, number]>): number {
@@ -94,6 +95,17 @@ function getText (port: number, path: string): Promise<string> {
       res.setEncoding('utf8')
       res.on('data', c => { body += c })
       res.on('end', () => resolve(body))
+    }).on('error', reject)
+  })
+}
+
+/** GET of a binary body, without keep-alive. */
+function getBytes (port: number, path: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path, agent: false, headers: { connection: 'close' } }, res => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve(Buffer.concat(chunks)))
     }).on('error', reject)
   })
 }
@@ -146,11 +158,22 @@ async function session (kind: Kind): Promise<void> {
     encoding.writeVarUint(e, 0)
     syncProtocol.writeSyncStep1(e, doc)
     ws.send(encoding.toUint8Array(e))
-    doc.on('update', (update: Uint8Array) => {
+    doc.on('update', (update: Uint8Array, origin: unknown) => {
+      if (origin === ws) return // the server's own update: it has it
       const u = encoding.createEncoder()
       encoding.writeVarUint(u, 0)
       syncProtocol.writeUpdate(u, update)
       if (ws.readyState === WebSocket.OPEN) ws.send(encoding.toUint8Array(u))
+    })
+    // as a y-websocket editor does: apply the server's sync messages (its state, then everyone's updates), so the
+    // editor sees the whole text and its deletions below keep the document short; awareness frames are ignored
+    ws.on('message', (data: Buffer) => {
+      const decoder = decoding.createDecoder(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+      if (decoding.readVarUint(decoder) !== 0) return
+      const reply = encoding.createEncoder()
+      encoding.writeVarUint(reply, 0)
+      syncProtocol.readSyncMessage(decoder, reply, doc, ws)
+      if (encoding.length(reply) > 1 && ws.readyState === WebSocket.OPEN) ws.send(encoding.toUint8Array(reply))
     })
   }
   const work = setInterval(() => {
@@ -163,8 +186,10 @@ async function session (kind: Kind): Promise<void> {
       sdk.trigger(name, 'tick', { n: opened }).catch(() => { failures++ })
     } else if (doc !== undefined) {
       const text = doc.getText('t')
-      // edits that keep the text short: the document's size stays bounded as it would in a real editor
-      if (text.length > 64) text.delete(0, 32)
+      // edits that keep the text short: the document's text stays bounded as it would in a real editor (this
+      // editor has the server's text, applied above); what still grows is Yjs's own per-client record of every
+      // editor that ever wrote (a deleted item per client), as on any Yjs server
+      if (text.length > 64) text.delete(0, text.length - 32)
       text.insert(text.length, 'abcd')
     }
   }, 1000)
@@ -185,6 +210,24 @@ async function churn (kind: Kind): Promise<void> {
   }
 }
 
+/**
+ * The documents as the server holds them (`GET /api/v1/docs/:doc/update`): the longest text, which the editors keep
+ * short, and the size of all of them, which still grows with every editor that ever wrote (Yjs keeps a record per client).
+ */
+async function documentSizes (): Promise<{ docChars: number, docsKb: number }> {
+  let docChars = 0
+  let bytes = 0
+  for (let i = 0; i < ROOMS; i++) {
+    const update = await getBytes(server.port, `/api/v1/docs/soak-${i}/update`)
+    const doc = new Y.Doc()
+    Y.applyUpdate(doc, update)
+    docChars = Math.max(docChars, doc.getText('t').length)
+    bytes += update.length
+    doc.destroy()
+  }
+  return { docChars, docsKb: Number((bytes / 1024).toFixed(1)) }
+}
+
 async function sample (startedAt: number): Promise<SoakSample> {
   const text = await getText(server.port, '/metrics')
   return {
@@ -195,7 +238,8 @@ async function sample (startedAt: number): Promise<SoakSample> {
     eventLoopP99Ms: Number((metric(text, 'switchboard_nodejs_eventloop_lag_p99_seconds') * 1000).toFixed(2)),
     storeMb: Number(dirMb(server.dataDir).toFixed(2)),
     connections: [...text.matchAll(/^switchboard_connections\{[^}]*\} (\d+)$/gm)].reduce((s, m) => s + Number(m[1]), 0),
-    sessionsOpened: opened
+    sessionsOpened: opened,
+    ...await documentSizes()
   }
 }
 

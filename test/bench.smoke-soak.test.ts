@@ -13,4 +13,7 @@ test('S12 soak: a churn of native, Pusher, Yjs and SSE sessions is sampled, and 
   t.equal(r.connectionsAfter, 0, 'every session left the server')
   t.ok(r.fdsAfter <= r.fdsBefore, `fds back to the count before the first client (${r.fdsAfter} ≤ ${r.fdsBefore})`)
   t.ok(Number.isFinite(r.rssSlopeMbPer10Min), 'an RSS slope is reported')
+  // the editors apply the server's text and keep it short: the server's documents hold text, and not more than a few edits past the editors' cut
+  const longest = Math.max(...r.samples.map((x: any) => x.docChars))
+  t.ok(longest > 0 && longest <= 256, `the server's Yjs documents have text and keep it short (longest: ${longest} chars)`)
 })
