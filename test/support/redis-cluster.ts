@@ -204,7 +204,8 @@ export async function startRedisCluster (t: TestContext, { masters = 3, replicas
   }
   const live = () => created.filter(n => n.alive())
 
-  const settled = async () => {
+  /** `agreeOnRoles`: also wait until every live node agrees on each live node's role and master (at creation: see below). */
+  const settled = async (agreeOnRoles = false) => {
     for (;;) {
       const nodes = live()
       const alivePorts = new Set(nodes.map(n => n.port))
@@ -218,8 +219,8 @@ export async function startRedisCluster (t: TestContext, { masters = 3, replicas
         const roles = lines.filter(l => alivePorts.has(l.port)).map(l => `${l.port}:${l.flags.includes('slave') ? `slave of ${l.masterId}` : 'master'}`).sort().join(',')
         return info.includes('cluster_state:ok') && healthy && linked ? roles : null
       }))
-      // settled once every node is healthy and all of them agree on who is master and who replicates whom
-      if (checks.every(c => c !== null && c === checks[0])) return
+      // settled once every node is healthy and, when asked, all of them agree on who is master and who replicates whom
+      if (checks.every(c => c !== null && (!agreeOnRoles || c === checks[0]))) return
       await sleep(POLL_MS)
     }
   }
@@ -255,7 +256,8 @@ export async function startRedisCluster (t: TestContext, { masters = 3, replicas
     const replicas = created.slice(masters)
     for (let i = 0; i < replicas.length; i++) await ok(replicas[i], 'CLUSTER', 'REPLICATE', first[i % masters].id)
   }
-  await settled()
+  // the roles are read from one node's view below: wait until every node's view says what redis-cli made of them
+  await settled(true)
 
   // roles as the cluster assigned them; masters in slot order
   const lines = parseClusterNodes(created[0].cli('CLUSTER', 'NODES'))
