@@ -187,8 +187,8 @@ async function session (kind: Kind): Promise<void> {
     } else if (doc !== undefined) {
       const text = doc.getText('t')
       // edits that keep the text short: the document's text stays bounded as it would in a real editor (this
-      // editor has the server's text, applied above); what still grows is Yjs's own per-client record of every
-      // editor that ever wrote (a deleted item per client), as on any Yjs server
+      // editor has the server's text, applied above); what still grows is Yjs's own record of the edits (a deleted
+      // item per edit, kept while the document is loaded), as on any Yjs server
       if (text.length > 64) text.delete(0, text.length - 32)
       text.insert(text.length, 'abcd')
     }
@@ -212,7 +212,7 @@ async function churn (kind: Kind): Promise<void> {
 
 /**
  * The documents as the server holds them (`GET /api/v1/docs/:doc/update`): the longest text, which the editors keep
- * short, and the size of all of them, which still grows with every editor that ever wrote (Yjs keeps a record per client).
+ * short, and the size of all of them, which still grows with every edit (Yjs keeps a deleted item per edit and a record per client).
  */
 async function documentSizes (): Promise<{ docChars: number, docsKb: number }> {
   let docChars = 0
