@@ -157,17 +157,17 @@ const ON_REQUEST = new Set(['S13'])
  */
 interface S9Params { subscribers: number, events: number, inflight: number }
 /** S12 (`--only soak`): bench/soak.ts; a sample every `sampleSec`. */
-interface S12Params { minutes: number, sampleSec: number, population: number }
+interface S12Params { minutes: number, sampleSec: number, population: number, docMinutes: number }
 const soakSizes: Record<typeof mode, S12Params> = {
-  tiny: { minutes: 0.15, sampleSec: 3, population: 16 },
-  quick: { minutes: 3, sampleSec: 10, population: 120 },
-  full: { minutes: 30, sampleSec: 60, population: 400 }
+  tiny: { minutes: 0.15, sampleSec: 3, population: 16, docMinutes: 2 },
+  quick: { minutes: 3, sampleSec: 10, population: 120, docMinutes: 1 },
+  full: { minutes: 30, sampleSec: 60, population: 400, docMinutes: 2 }
 }
 
 /** S12: the soak, one server under a steady churn of native, Pusher, Yjs and SSE clients (bench/soak.ts). */
 async function runSoak (): Promise<Record<string, unknown>> {
   const p = soakSizes[mode]
-  const out = await runScript('soak.js', ['--minutes', String(p.minutes), '--sample-sec', String(p.sampleSec), '--population', String(p.population)], p.minutes * 60000 + 600000)
+  const out = await runScript('soak.js', ['--minutes', String(p.minutes), '--sample-sec', String(p.sampleSec), '--population', String(p.population), '--doc-minutes', String(p.docMinutes)], p.minutes * 60000 + 600000)
   return { switchboard: { ok: true, ...JSON.parse(out.slice(out.indexOf('{'))) } }
 }
 interface S10Params { docs: number, editors: number, rates: number[], seconds: number, maxP99Ms: number, minDelivered: number }

@@ -12,11 +12,21 @@
  * y-websocket (sync, then small edits) and SSE (`GET /sse` on a room). Each
  * session lives 3–12 s, then leaves: one in ten vanishes without a close.
  *
+ * Yjs documents are opened and closed, as in an application: editors work on
+ * the `--rooms` documents of the current generation, and every `--doc-minutes`
+ * (2) a new generation begins, so the last one's documents lose their editors
+ * and the server unloads them (`YJS_UNLOAD_AFTER_MS`). A loaded Yjs document
+ * keeps a deleted item per edit (its tombstones), on any Yjs server, so a
+ * document that never closes grows with its edits; `--doc-minutes 0` measures
+ * that case (the same `--rooms` documents for the whole run).
+ *
  * Every --sample-sec it records the server's RSS and open file descriptors
  * (/proc), its heap and event-loop p99 (its own /metrics) and the size of its
- * data directory, and the Yjs documents' longest text and total size. It passes when the RSS slope over the second half is under
- * 1 MB per 10 minutes, and when, the clients gone, the server's connection
- * gauge is back to 0 and its fds back to the count before the first client.
+ * data directory, the Yjs documents in memory, and the current generation's
+ * longest text and total size. It passes when the RSS slope over the second
+ * half is under 1 MB per 10 minutes, and when, the clients gone, the server's
+ * connection gauge is back to 0, its fds back to the count before the first
+ * client and no Yjs document is left in memory.
  * Prints one JSON object.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs'
@@ -41,18 +51,20 @@ const { values } = parseArgs({
     minutes: { type: 'string', default: '3' },
     'sample-sec': { type: 'string', default: '15' },
     population: { type: 'string', default: '120' },
-    rooms: { type: 'string', default: '20' }
+    rooms: { type: 'string', default: '20' },
+    'doc-minutes': { type: 'string', default: '2' }
   }
 })
 const MINUTES = Number(values.minutes)
 const SAMPLE_MS = Number(values['sample-sec']) * 1000
 const POPULATION = Number(values.population)
 const ROOMS = Number(values.rooms)
+const DOC_MS = Number(values['doc-minutes']) * 60000
 const APP = { appId: 'soak', key: 'soak-key', secret: 'soak-secret' }
 const KINDS = ['native', 'pusher', 'yjs', 'sse'] as const
 type Kind = typeof KINDS[number]
 
-export interface SoakSample { atSec: number, rssMb: number, heapMb: number, fds: number, eventLoopP99Ms: number, storeMb: number, connections: number, sessionsOpened: number, docChars: number, docsKb: number }
+export interface SoakSample { atSec: number, rssMb: number, heapMb: number, fds: number, eventLoopP99Ms: number, storeMb: number, connections: number, sessionsOpened: number, yjsDocs: number, docChars?: number, docsKb?: number }
 
 /** Least-squares slope of y over x. */
 export function slope (points: Array<[number, number]>): number {
@@ -121,6 +133,13 @@ pin(process.pid, 1)
 const sdk = new Sdk({ ...APP, host: '127.0.0.1', port: String(server.port), useTLS: false })
 const base = `127.0.0.1:${server.port}`
 const room = () => `soak-${Math.floor(Math.random() * ROOMS)}`
+const soakStart = Date.now()
+/** The documents' generation now: 0 for the whole run with `--doc-minutes 0`. */
+const generation = (): number => DOC_MS > 0 ? Math.floor((Date.now() - soakStart) / DOC_MS) : 0
+/** A document of the current generation. */
+const document = (i = Math.floor(Math.random() * ROOMS)): string => `soak-g${generation()}-${i}`
+/** The documents editors have opened, by generation: the sampler reads only these (a read loads a document). */
+const edited = new Map<number, Set<string>>()
 let opened = 0
 let failures = 0
 const state = { running: true }
@@ -131,7 +150,11 @@ async function session (kind: Kind): Promise<void> {
   const id = `s${opened++}`
   const lifetimeMs = 3000 + Math.random() * 9000
   const vanish = Math.random() < 0.1
-  const name = room()
+  const name = kind === 'yjs' ? document() : room()
+  if (kind === 'yjs') {
+    const gen = generation()
+    edited.set(gen, (edited.get(gen) ?? new Set()).add(name))
+  }
   if (kind === 'sse') {
     await new Promise<void>(resolve => {
       const req = http.get({ host: '127.0.0.1', port: server.port, path: `/sse?clientId=${id}&rooms=${name}`, agent: false }, res => {
@@ -211,14 +234,15 @@ async function churn (kind: Kind): Promise<void> {
 }
 
 /**
- * The documents as the server holds them (`GET /api/v1/docs/:doc/update`): the longest text, which the editors keep
- * short, and the size of all of them, which still grows with every edit (Yjs keeps a deleted item per edit and a record per client).
+ * The current generation's edited documents as the server holds them (`GET /api/v1/docs/:doc/update`): the longest text,
+ * which the editors keep short, and the size of all of them, which grows with every edit while the generation lasts
+ * (Yjs keeps a deleted item per edit and a record per client).
  */
 async function documentSizes (): Promise<{ docChars: number, docsKb: number }> {
   let docChars = 0
   let bytes = 0
-  for (let i = 0; i < ROOMS; i++) {
-    const update = await getBytes(server.port, `/api/v1/docs/soak-${i}/update`)
+  for (const name of edited.get(generation()) ?? []) {
+    const update = await getBytes(server.port, `/api/v1/docs/${name}/update`)
     const doc = new Y.Doc()
     Y.applyUpdate(doc, update)
     docChars = Math.max(docChars, doc.getText('t').length)
@@ -228,7 +252,8 @@ async function documentSizes (): Promise<{ docChars: number, docsKb: number }> {
   return { docChars, docsKb: Number((bytes / 1024).toFixed(1)) }
 }
 
-async function sample (startedAt: number): Promise<SoakSample> {
+/** One sample; `docs`: read the documents too (not once the clients are gone, when reading would load them again). */
+async function sample (startedAt: number, docs = true): Promise<SoakSample> {
   const text = await getText(server.port, '/metrics')
   return {
     atSec: Math.round((Date.now() - startedAt) / 1000),
@@ -239,7 +264,8 @@ async function sample (startedAt: number): Promise<SoakSample> {
     storeMb: Number(dirMb(server.dataDir).toFixed(2)),
     connections: [...text.matchAll(/^switchboard_connections\{[^}]*\} (\d+)$/gm)].reduce((s, m) => s + Number(m[1]), 0),
     sessionsOpened: opened,
-    ...await documentSizes()
+    yjsDocs: metric(text, 'switchboard_yjs_documents'),
+    ...(docs ? await documentSizes() : {})
   }
 }
 
@@ -256,12 +282,13 @@ try {
   }
   state.running = false
   await Promise.all(workers)
-  // the clients are gone: wait for the server to see every one go (each close is an event; vanished ones by their heartbeat)
-  let after = await sample(startedAt)
+  // the clients are gone: wait for the server to see every one go (each close is an event; vanished ones by their
+  // heartbeat) and to unload every document (YJS_UNLOAD_AFTER_MS after its last editor, or the sampler's last read)
+  let after = await sample(startedAt, false)
   const settleUntil = Date.now() + 120000
-  while ((after.connections > 0 || after.fds > fdsBefore) && Date.now() < settleUntil) {
+  while ((after.connections > 0 || after.fds > fdsBefore || after.yjsDocs > 0) && Date.now() < settleUntil) {
     await new Promise(resolve => setTimeout(resolve, 1000))
-    after = await sample(startedAt)
+    after = await sample(startedAt, false)
   }
   const half = samples.filter(s => s.atSec >= (MINUTES * 60) / 2)
   const rssSlopeMbPer10Min = slope(half.map(s => [s.atSec, s.rssMb])) * 600
@@ -269,14 +296,16 @@ try {
   const result = {
     minutes: MINUTES,
     population: POPULATION,
+    docMinutes: DOC_MS / 60000,
     sessionsOpened: opened,
     failures,
     fdsBefore,
     fdsAfter: after.fds,
     connectionsAfter: after.connections,
+    yjsDocsAfter: after.yjsDocs,
     rssSlopeMbPer10Min: Number(rssSlopeMbPer10Min.toFixed(2)),
     heapSlopeMbPer10Min: Number(heapSlopeMbPer10Min.toFixed(2)),
-    pass: rssSlopeMbPer10Min < 1 && after.fds <= fdsBefore && after.connections === 0,
+    pass: rssSlopeMbPer10Min < 1 && after.fds <= fdsBefore && after.connections === 0 && after.yjsDocs === 0,
     samples,
     after
   }

@@ -12,6 +12,8 @@ test('S12 soak: a churn of native, Pusher, Yjs and SSE sessions is sampled, and 
   t.equal(r.failures, 0, 'no session failed to open')
   t.equal(r.connectionsAfter, 0, 'every session left the server')
   t.ok(r.fdsAfter <= r.fdsBefore, `fds back to the count before the first client (${r.fdsAfter} ≤ ${r.fdsBefore})`)
+  t.ok(r.samples.some((x: any) => x.yjsDocs > 0), 'the sampled server had Yjs documents in memory')
+  t.equal(r.yjsDocsAfter, 0, 'every Yjs document unloaded once its editors left')
   t.ok(Number.isFinite(r.rssSlopeMbPer10Min), 'an RSS slope is reported')
   // the editors apply the server's text and keep it short: the server's documents hold text, and not more than a few edits past the editors' cut
   const longest = Math.max(...r.samples.map((x: any) => x.docChars))
