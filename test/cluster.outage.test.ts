@@ -44,8 +44,18 @@ async function outage (t: Test, keepData: boolean, downMs = 0): Promise<void> {
   }
   const expected = { slots: 1, goneConns: '0', liveConns: '1', members: ['live'] }
   // both instances see Redis again (until then they answer upgrades with 503, as documented) and Redis holds the truth
-  const ready = async () => (await Promise.all([a, b].map(async i => (await fetch(`${i.url}/ready`)).status))).every(status => status === 200)
-  await waitFor(async () => await ready() && JSON.stringify(truth()) === JSON.stringify(expected), `both instances ready and registrations converged to ${JSON.stringify(expected)} (last ${JSON.stringify(truth())})`, 15000, 100)
+  let last = { ready: [0, 0], truth: truth() }
+  const converged = async () => {
+    last = { ready: await Promise.all([a, b].map(async i => (await fetch(`${i.url}/ready`)).status)), truth: truth() }
+    return last.ready.every(status => status === 200) && JSON.stringify(last.truth) === JSON.stringify(expected)
+  }
+  try {
+    await waitFor(converged, `both instances ready and registrations converged to ${JSON.stringify(expected)}`, 15000, 100)
+  } catch (err) {
+    // what each instance said about Redis since the outage: whether it saw Redis back and restored, or why not
+    const said = [a, b].map((i, n) => `${'AB'[n]}: ${JSON.stringify(i.logs().filter(l => String(l.event).startsWith('redis.') || String(l.event).startsWith('presence.')).slice(-12).map(l => [l.event, l.role ?? '', l.reason ?? '']))}`)
+    throw new Error(`${(err as Error).message}; last seen: ${JSON.stringify(last)}; ${said.join('; ')}`)
+  }
   const convergedMs = Date.now() - backAt
   t.ok(convergedMs <= 2100 + 2 * BEAT_MS + 1000, `converged ${convergedMs} ms after redis was back (reconnect backoff ≤ 2.1 s, then within 2 heartbeats of ${BEAT_MS} ms)`)
 
