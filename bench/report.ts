@@ -381,7 +381,12 @@ export function renderMarkdown (res: BenchResults): string {
       lines.push('| s | sessions opened | connections | RSS MB | heap MB | fds | event-loop p99 ms | store MB | Yjs documents in memory | longest Yjs text (chars) | Yjs documents KB |')
       lines.push('|---|---|---|---|---|---|---|---|---|---|---|')
       if (!r?.ok) lines.push(`| failed: ${r?.error} | | | | | | | | | | |`)
-      else for (const x of [...r.samples, r.after]) lines.push(`| ${f(x.atSec)} | ${f(x.sessionsOpened)} | ${f(x.connections)} | ${f(x.rssMb, 1)} | ${f(x.heapMb, 1)} | ${f(x.fds)} | ${f(x.eventLoopP99Ms, 1)} | ${f(x.storeMb, 2)} | ${x.yjsDocs === undefined ? '–' : f(x.yjsDocs)} | ${x.docChars === undefined ? '–' : f(x.docChars)} | ${x.docsKb === undefined ? '–' : f(x.docsKb, 1)} |`)
+      else {
+        for (const x of [...r.samples, r.after]) lines.push(`| ${f(x.atSec)} | ${f(x.sessionsOpened)} | ${f(x.connections)} | ${f(x.rssMb, 1)} | ${f(x.heapMb, 1)} | ${f(x.fds)} | ${f(x.eventLoopP99Ms, 1)} | ${f(x.storeMb, 2)} | ${x.yjsDocs === undefined ? '–' : f(x.yjsDocs)} | ${x.docChars === undefined ? '–' : f(x.docChars)} | ${x.docsKb === undefined ? '–' : f(x.docsKb, 1)} |`)
+        // runs from before these were recorded have neither
+        if (r.serverWarnings) lines.push('', `The server's warnings and errors, by event: ${Object.keys(r.serverWarnings).length === 0 ? 'none' : Object.entries(r.serverWarnings).map(([e, n]) => `\`${e}\` ${f(n as number)}`).join(', ')}.`)
+        if (r.sampleErrors?.length > 0) lines.push('', `Sampling requests that failed: ${r.sampleErrors.map((e: { atSec: number, error: string }) => `${f(e.atSec)} s: ${e.error}`).join('; ')}.`)
+      }
     } else if (id === 'S1') {
       lines.push('| server | connections | RSS bytes/conn | heap bytes/conn | external bytes/conn | RSS loaded (MB) | connect time (s) |')
       lines.push('|---|---|---|---|---|---|---|')

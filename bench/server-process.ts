@@ -9,7 +9,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-export interface BenchServer { port: number, pid: number, dataDir: string, stop: () => void }
+export interface BenchServer {
+  port: number
+  pid: number
+  dataDir: string
+  /** The server's warnings and errors so far (pino level ≥ 40), counted by their `event`. */
+  warnings: () => Record<string, number>
+  stop: () => void
+}
 
 export async function startBenchServer (name: string, env: Record<string, string> = {}): Promise<BenchServer> {
   const dataDir = mkdtempSync(join(tmpdir(), `switchboard-bench-${name}-`))
@@ -39,6 +46,19 @@ export async function startBenchServer (name: string, env: Record<string, string
     })
     child.once('exit', code => reject(new Error(`server exited ${code}`)))
   })
-  child.stdout!.resume()
-  return { port, pid: child.pid!, dataDir, stop: () => { child.kill('SIGTERM'); rmSync(dataDir, { recursive: true, force: true }) } }
+  // the rest of its log is read only for warnings and errors: a benchmark says what the server complained of
+  const warnings: Record<string, number> = {}
+  let rest = ''
+  child.stdout!.removeAllListeners('data')
+  child.stdout!.on('data', (c: Buffer) => {
+    const lines = (rest + c.toString()).split('\n')
+    rest = lines.pop() ?? ''
+    for (const line of lines) {
+      if (!/"level":[4-6]\d/.test(line)) continue
+      let event = 'unparsed'
+      try { event = String(JSON.parse(line).event ?? 'no event') } catch {}
+      warnings[event] = (warnings[event] ?? 0) + 1
+    }
+  })
+  return { port, pid: child.pid!, dataDir, warnings: () => ({ ...warnings }), stop: () => { child.kill('SIGTERM'); rmSync(dataDir, { recursive: true, force: true }) } }
 }

@@ -276,20 +276,32 @@ try {
   const workers: Array<Promise<void>> = []
   for (let i = 0; i < POPULATION; i++) workers.push(churn(KINDS[i % KINDS.length]))
   const endAt = startedAt + MINUTES * 60000
+  // a sampling request the server drops is recorded, and the soak goes on: its other samples still say what they saw
+  const sampleErrors: Array<{ atSec: number, error: string }> = []
+  const trySample = async (docs = true): Promise<SoakSample | undefined> => {
+    try {
+      return await sample(startedAt, docs)
+    } catch (err) {
+      sampleErrors.push({ atSec: Math.round((Date.now() - startedAt) / 1000), error: (err as Error).message })
+      return undefined
+    }
+  }
   while (Date.now() < endAt) {
     await new Promise(resolve => setTimeout(resolve, Math.min(SAMPLE_MS, Math.max(0, endAt - Date.now()))))
-    samples.push(await sample(startedAt))
+    const s = await trySample()
+    if (s) samples.push(s)
   }
   state.running = false
   await Promise.all(workers)
   // the clients are gone: wait for the server to see every one go (each close is an event; vanished ones by their
   // heartbeat) and to unload every document (YJS_UNLOAD_AFTER_MS after its last editor, or the sampler's last read)
-  let after = await sample(startedAt, false)
+  let after = await trySample(false)
   const settleUntil = Date.now() + 120000
-  while ((after.connections > 0 || after.fds > fdsBefore || after.yjsDocs > 0) && Date.now() < settleUntil) {
+  while ((after === undefined || after.connections > 0 || after.fds > fdsBefore || after.yjsDocs > 0) && Date.now() < settleUntil) {
     await new Promise(resolve => setTimeout(resolve, 1000))
-    after = await sample(startedAt, false)
+    after = (await trySample(false)) ?? after
   }
+  if (after === undefined) throw new Error(`no sample once the clients were gone: ${sampleErrors.at(-1)?.error ?? ''}`)
   const half = samples.filter(s => s.atSec >= (MINUTES * 60) / 2)
   const rssSlopeMbPer10Min = slope(half.map(s => [s.atSec, s.rssMb])) * 600
   const heapSlopeMbPer10Min = slope(half.map(s => [s.atSec, s.heapMb])) * 600
@@ -299,6 +311,8 @@ try {
     docMinutes: DOC_MS / 60000,
     sessionsOpened: opened,
     failures,
+    sampleErrors,
+    serverWarnings: server.warnings(),
     fdsBefore,
     fdsAfter: after.fds,
     connectionsAfter: after.connections,

@@ -10,6 +10,7 @@ test('S12 soak: a churn of native, Pusher, Yjs and SSE sessions is sampled, and 
   t.ok(r.sessionsOpened > r.population, `sessions churned (${r.sessionsOpened} opened for a population of ${r.population})`)
   t.ok(r.samples.some((x: any) => x.connections > 0), 'the sampled server saw the sessions')
   t.equal(r.failures, 0, 'no session failed to open')
+  t.same(r.sampleErrors, [], 'every sampling request was answered')
   t.equal(r.connectionsAfter, 0, 'every session left the server')
   t.ok(r.fdsAfter <= r.fdsBefore, `fds back to the count before the first client (${r.fdsAfter} ≤ ${r.fdsBefore})`)
   t.ok(r.samples.some((x: any) => x.yjsDocs > 0), 'the sampled server had Yjs documents in memory')
