@@ -82,3 +82,37 @@ async function outage (t: Test, keepData: boolean, downMs = 0): Promise<void> {
 t.test('Redis restarted with its data (AOF)', redisTestOptions(), async t => outage(t, true))
 t.test('Redis restarted empty', redisTestOptions(), async t => outage(t, false))
 t.test('Redis down longer than the instance TTL, restarted with its data', redisTestOptions(), async t => outage(t, true, TTL_MS + 500))
+
+/**
+ * Invariant: a peer's sweep that overlaps an instance's restore costs at most
+ * a heartbeat. B stalls past its TTL; A sweeps it. As if B had rewritten its
+ * entries while A's sweep was still removing them, B's heartbeat key is back
+ * when B resumes, so B's beat alone would not tell it to write them again.
+ */
+t.test('a sweep that overlaps the swept instance\'s restore: its entries come back', redisTestOptions(), async t => {
+  const { redis, instances: [a, b] } = await cluster(t, 2, { REDIS_INSTANCE_TTL_MS: String(TTL_MS) })
+  const bId = String(b.logs().find(l => l.event === 'redis.connected')?.serverId)
+  const live = await connect(t, b.wsUrl, 'live')
+  await live.request({ type: 'join', room: 'overlap-room' })
+  const members = async () => (await requestJson(`${a.url}/api/rooms/overlap-room`)).body.members
+  await waitFor(async () => JSON.stringify(await members()) === '["live"]', 'A to see the member on B')
+
+  b.proc.kill('SIGSTOP')
+  let stopped = true
+  t.teardown(() => { if (stopped) b.proc.kill('SIGCONT') })
+  redis.cli('DEL', `sb:instance:${bId}`)
+  await waitFor(() => a.logs().some(l => l.event === 'presence.instance_swept' && l.serverId === bId), 'A to sweep B', 15000, 100)
+  const afterSweep = await requestJson(`${a.url}/api/rooms/overlap-room`)
+  t.notOk(afterSweep.body.members?.includes('live'), `the sweep removed the member on B (A answered ${afterSweep.status})`)
+  // what B's restore left behind, had it run while the sweep was under way: a fresh heartbeat key
+  redis.cli('SET', `sb:instance:${bId}`, String(Date.now()), 'PX', String(10 * TTL_MS))
+  b.proc.kill('SIGCONT')
+  stopped = false
+
+  await waitFor(async () => JSON.stringify(await members()) === '["live"]', 'B to write its member again', 15000, 100)
+  t.pass('B wrote its entries again')
+  const sender = await connect(t, a.wsUrl, 'sender')
+  t.match(await sender.request({ type: 'send', to: 'live', text: 'after the sweep' }), { delivered: 1 }, 'a message from A reaches the client on B')
+  t.match(await live.next('message'), { text: 'after the sweep' })
+  t.equal((await fetch(`${b.url}/ready`)).status, 200, 'B is ready')
+})

@@ -82,3 +82,24 @@ t.test('Redis dies mid-traffic and comes back: degraded, then ok, nothing acknow
   t.equal(b.proc.exitCode, null, 'instance B never exited')
   t.notMatch(a.stderr() + b.stderr(), /Unhandled|unhandled/, 'no unhandled rejection')
 })
+
+t.test('Redis answers but refuses writes (out of memory): /ready 503 naming the cause until this instance is written again', redisTestOptions(), async t => {
+  const redis = await startRedis(t)
+  const a = await startServer(t, { ...redis.env, REDIS_INSTANCE_TTL_MS: '3000' })
+  t.equal((await fetch(`${a.url}/ready`)).status, 200, 'ready once started')
+  t.match((await requestJson(`${a.url}/api/status`)).body.redis, { status: 'ready', registered: true })
+
+  redis.cli('CONFIG', 'SET', 'maxmemory', '1')
+  t.teardown(() => redis.cli('CONFIG', 'SET', 'maxmemory', '0'))
+  // the next heartbeat cannot be written: the instance would vanish for its peers at the end of its TTL
+  await waitFor(async () => (await fetch(`${a.url}/ready`)).status === 503, '/ready 503 while writes are refused', 15000, 100)
+  const status = (await requestJson(`${a.url}/api/status`)).body
+  t.match(status, { status: 'degraded', redis: { enabled: true, status: 'ready', registered: false } }, 'connected, not registered')
+  t.match(status.problems, [/^redis: redis is reachable but this instance's entries are not written yet \(.*OOM/], 'the problem names the cause')
+  t.ok(a.logs().some(l => l.event === 'redis.restore_failed' && /OOM/.test(l.reason)), 'and the log says it')
+
+  redis.cli('CONFIG', 'SET', 'maxmemory', '0')
+  await waitFor(async () => (await fetch(`${a.url}/ready`)).status === 200, '/ready 200 once this instance is written again', 15000, 100)
+  t.match((await requestJson(`${a.url}/api/status`)).body, { status: 'ok', redis: { status: 'ready', registered: true } })
+  t.ok(redis.cli('EXISTS', `sb:instance:${String(a.logs().find(l => l.event === 'redis.connected')?.serverId)}`) === '1', 'its heartbeat key is back')
+})

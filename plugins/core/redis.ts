@@ -29,6 +29,17 @@ export function instanceKey (prefix: string, serverId: string): string {
 }
 
 /**
+ * How many times another instance finished sweeping `serverId` (short-lived):
+ * an instance that comes back while a peer sweeps it (its heartbeat expired
+ * during a stall or an outage) sees the count move on its next beat and
+ * writes its entries again, so a sweep that overlapped its restore costs one
+ * beat, never its entries for good.
+ */
+export function sweptKey (prefix: string, serverId: string): string {
+  return `${prefix}swept:${serverId}`
+}
+
+/**
  * The dead-instance sweep every script over a per-instance hash shares
  * (connection slots, client connections), prepended to each:
  * `sweepDead(key, me, prefix, serverOf, includeMe)` returns the entries
@@ -167,6 +178,16 @@ export class RedisLink {
   private restoreAgain = false
   private restoreRetry: NodeJS.Timeout | undefined
   private wasReady = false
+  /** The swept count (`sweptKey`) read before the last restore that succeeded; undefined until one has. */
+  private sweptSeen: string | null | undefined = undefined
+  /** Why the last restore failed, while this instance is not registered. */
+  private restoreError: string | undefined
+  /**
+   * Whether this instance's heartbeat and entries are written since Redis was
+   * last (re)connected: false until a restore succeeds, and after one fails.
+   * While false, peers cannot see this instance's clients and members.
+   */
+  registered = false
   /** Set at shutdown, so quitting is not reported as an outage. */
   closing = false
 
@@ -250,9 +271,16 @@ export class RedisLink {
     this.goneSweepers.push(fn)
   }
 
-  /** Called once across the cluster, by the instance that claimed the crashed `serverId`. */
+  /**
+   * Called once across the cluster, by the instance that claimed the crashed
+   * `serverId`, after it swept that instance's presence: the other plugins'
+   * sweeps run, then the swept count moves (`sweptKey`), so an instance that was
+   * not dead after all writes its entries again on its next beat.
+   */
   async instanceGone (serverId: string): Promise<void> {
     for (const fn of this.goneSweepers) await fn(serverId)
+    const key = sweptKey(this.prefix, serverId)
+    await this.commands.multi().incr(key).pexpire(key, this.instanceTtlMs * 10).exec()
   }
 
   /** Registers what this instance keeps in Redis; restored in registration order. */
@@ -275,15 +303,27 @@ export class RedisLink {
         this.restoreAgain = false
         if (!this.ready) return
         try {
+          // read before writing: a sweep of this instance that ends after this read moves the count, and the next beat writes again
+          const swept = await this.commands.get(sweptKey(this.prefix, this.serverId))
           for (const r of this.restorers) await r.prepare?.()
           const tx = this.batch()
           tx.set(instanceKey(this.prefix, this.serverId), String(Date.now()), 'PX', this.instanceTtlMs)
           for (const r of this.restorers) r.write(tx)
-          const ok = await tx.exec().then(() => true, () => false)
+          // a command refused when queued (OOM, say) aborts the MULTI: its own error names the cause, not EXECABORT
+          const failure = await tx.exec().then(
+            results => results?.find(([err]) => err)?.[0] ?? null,
+            (err: Error & { previousErrors?: Error[] }) => err.previousErrors?.[0] ?? err
+          )
+          const ok = failure === null
           for (const r of this.restorers) r.written?.(ok)
-          if (!ok) throw new Error('the transaction failed')
+          if (!ok) throw new Error(`the transaction failed: ${failure.message}`)
+          this.sweptSeen = swept
+          this.registered = true
+          this.restoreError = undefined
           this.log.info({ event: 'redis.restored', serverId: this.serverId }, 'heartbeat and this instance\'s entries rewritten')
         } catch (err) {
+          this.registered = false
+          this.restoreError = (err as Error).message
           this.log.warn({ event: 'redis.restore_failed', reason: (err as Error).message }, 'could not rewrite this instance\'s entries; retried when redis is back')
           // on a cluster part of the batch (the heartbeat, say) may have been written, so no beat would notice: try again
           if (this.cluster) this.retryRestore()
@@ -291,6 +331,18 @@ export class RedisLink {
       } while (this.restoreAgain)
     })().finally(() => { this.restoring = null })
     return this.restoring
+  }
+
+  /** Resolves when the restore in flight (if any) has ended. */
+  async settled (): Promise<void> {
+    await this.restoring
+  }
+
+  /** Why this instance cannot serve through Redis, or null: connections down, or connected but its entries not written. */
+  problem (): string | null {
+    if (!this.ready) return `redis is ${this.status}`
+    if (!this.registered) return `redis is reachable but this instance's entries are not written yet${this.restoreError ? ` (${this.restoreError})` : ''}; retrying`
+    return null
   }
 
   private retryRestore (): void {
@@ -305,10 +357,18 @@ export class RedisLink {
   startHeartbeat (): void {
     const beat = () => {
       if (!this.ready || this.restoring) return
-      // GET: a key that was gone (Redis lost it, or this process stalled past the TTL) means peers may have dropped our entries
-      this.commands.set(instanceKey(this.prefix, this.serverId), String(Date.now()), 'PX', this.instanceTtlMs, 'GET').then(previous => {
-        if (previous === null) this.restore().catch(() => {})
-      }, () => {})
+      // GET: a key that was gone (Redis lost it, or this process stalled past the TTL) means peers may have dropped our entries;
+      // a swept count that moved means a peer swept this instance while it was restoring (the sweep may have removed what it wrote);
+      // a restore that failed is tried again
+      Promise.all([
+        this.commands.set(instanceKey(this.prefix, this.serverId), String(Date.now()), 'PX', this.instanceTtlMs, 'GET'),
+        this.commands.get(sweptKey(this.prefix, this.serverId))
+      ]).then(([previous, swept]) => {
+        if (previous === null || swept !== this.sweptSeen || !this.registered) this.restore().catch(() => {})
+      }, () => {
+        // Redis answers but refuses the write (out of memory, read-only): the restore says why, and /ready says 503 until one succeeds
+        if (this.ready) this.restore().catch(() => {})
+      })
       for (const fn of this.beatListeners) fn()
     }
     beat()
@@ -342,6 +402,7 @@ export class RedisLink {
       }
     } else if (!ready && this.wasReady && !this.closing) {
       this.wasReady = false
+      this.registered = false
       this.log.warn({ event: 'redis.down', role, reason: what }, 'redis connection lost; requests that need redis answer unavailable until it returns')
     }
   }
@@ -424,8 +485,8 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
   const subscriber = connect('switchboard-subscriber')
   const link = new RedisLink(commands, subscriber, app.serverId, opts.instanceTtlMs ?? 15000, opts.keyPrefix ?? DEFAULT_KEY_PREFIX, app.log, opts.cluster !== undefined)
   app.decorate('redisLink', link)
-  app.statusReport.section('redis', () => ({ enabled: true, status: link.status }))
-  app.statusReport.check('redis', () => link.ready ? null : `redis is ${link.status}`)
+  app.statusReport.section('redis', () => ({ enabled: true, status: link.status, registered: link.registered }))
+  app.statusReport.check('redis', () => link.problem())
   app.metrics.collect(() => app.metrics.redisUp.set(link.ready ? 1 : 0))
 
   // The clients are ours (closeClient false): this plugin quits them in a logged order.
@@ -443,6 +504,8 @@ export default fp<RedisPluginOptions>(async function redis (app, opts) {
     app.decorate('redis', { commands, subscriber } as unknown as FastifyInstance['redis'])
     app.log.warn({ event: 'redis.unreachable_at_start', reason: `redis is ${link.status}` }, 'redis is not reachable yet; starting degraded, connecting in the background')
   }
+  // the first restore (heartbeat) began when both connections came up: a server that says it is ready is registered
+  await link.settled()
   link.startHeartbeat()
   app.log.info({ event: 'redis.connected', serverId: link.serverId, instanceTtlMs: link.instanceTtlMs, keyPrefix: link.prefix, mode: opts.cluster ? 'cluster' : opts.sentinel ? 'sentinel' : 'single' }, 'connected to redis')
 
