@@ -324,7 +324,7 @@ export class RedisLink {
         } catch (err) {
           this.registered = false
           this.restoreError = (err as Error).message
-          this.log.warn({ event: 'redis.restore_failed', reason: (err as Error).message }, 'could not rewrite this instance\'s entries; retried when redis is back')
+          this.log.warn({ event: 'redis.restore_failed', reason: (err as Error).message }, 'could not rewrite this instance\'s entries; /ready answers 503 until a rewrite succeeds (tried again on every heartbeat)')
           // on a cluster part of the batch (the heartbeat, say) may have been written, so no beat would notice: try again
           if (this.cluster) this.retryRestore()
         }
