@@ -1,4 +1,4 @@
-// The doors of the guarantee matrix (test/guarantees.test.ts): one descriptor
+// The doors of the guarantee matrix (test/guarantees.*.test.ts): one descriptor
 // per protocol a client may connect through. A case of the matrix only uses
 // what a descriptor offers (open a connection, make an acknowledged write and
 // read it back, its hostile frames, what its refusal and its close codes look
