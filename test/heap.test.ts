@@ -16,7 +16,7 @@ if (process.argv[2] === 'import') await import(${JSON.stringify(join(root, 'dist
 let keep = []
 function make (i) { return { a: i, b: [i, i + 1], c: { d: i } } }
 function round () { for (let i = 0; i < 100000; i++) keep.push(make(i)) }
-for (let r = 0; r < 100; r++) { round(); if (keep.length > 2e6) keep = [] }
+for (let r = 0; r < 20; r++) { round(); if (keep.length > 2e6) keep = [] }
 `
 
 async function siteFeedback (t: Test, dir: string, nodeArgs: string[], mode: 'import' | 'plain'): Promise<number> {
