@@ -44,9 +44,13 @@ t.test('the browser\'s own EventSource reconnects through a server restart and r
   t.equal((await first.exited).code, 0)
 
   const second = await startServer(t, env)
-  // before the browser is back (its retry is the server_shutdown's reconnectAfterMs): only the resume delivers these
+  // most likely before the browser is back (its retry is the server_shutdown's reconnectAfterMs): then only the resume delivers these
   for (; n < 75; n++) await publish(second.url, n)
-  await page.waitForFunction('window.opens === 2')
+  // the browser is back once they arrived. How many times it opened is not fixed: a retry that reached the
+  // first server while it shut down was answered with the shutdown notice (an open, then the end) and retried
+  await page.waitForFunction('window.received.length >= 75')
+  const opens = await page.evaluate('window.opens') as number
+  t.ok(opens >= 2, `the EventSource opened again by itself (${opens} opens)`)
   for (; n < total; n++) await publish(second.url, n)
   await page.waitForFunction(`window.received.length >= ${total}`)
   const got = await page.evaluate('window.received') as number[]
