@@ -385,6 +385,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       socket.onclose = ev => {
         if (this.socket === socket) this.socket = null
         if (!welcomed && !last) {
+          // closed by close() while trying this transport: the next one is not tried, and close() resolves now
+          if (this.userClosed) this.notifyClosed()
           reject(new SwitchboardError('connect_failed', `${transport} to ${this.options.url} could not open (close code ${ev.code})`))
           return
         }

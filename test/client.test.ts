@@ -1,4 +1,6 @@
 import t from 'tap'
+import { once } from 'node:events'
+import { createServer, type Socket } from 'node:net'
 import { build, tempDir, waitFor } from './support/helper.js'
 import { freePort, startServerOnPort } from './support/fixed-port-server.js'
 import {
@@ -103,6 +105,29 @@ t.test('a first connection that fails rejects connect() with connect_failed', as
   const err = await rejection(c.connect())
   t.equal(err.code, 'connect_failed')
   t.match(err.message, String(port))
+})
+
+t.test('close() while the first of several transports is still opening resolves, and connect() rejects with client_closed', async t => {
+  // a server that takes the TCP connection and never answers the upgrade: the WebSocket attempt stays open
+  const silent = createServer(socket => { sockets.push(socket) })
+  const sockets: Socket[] = []
+  const accepted = once(silent, 'connection')
+  await new Promise<void>(resolve => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>(resolve => {
+    for (const s of sockets) s.destroy()
+    silent.close(() => resolve())
+  }))
+  const { port } = silent.address() as { port: number }
+  // the fallbacks come after the WebSocket (sse is skipped without a global EventSource)
+  const c = new SwitchboardClient({ url: `http://127.0.0.1:${port}`, clientId: 'quitter', transports: ['websocket', 'stream'] })
+  const connecting = rejection(c.connect())
+  await accepted
+  let closed = false
+  const closing = c.close().then(() => { closed = true })
+  t.equal((await connecting).code, 'client_closed', 'connect() rejects with client_closed')
+  await new Promise(resolve => setImmediate(resolve))
+  t.ok(closed, 'close() resolved by the time connect() rejected')
+  if (closed) await closing
 })
 
 t.test('a request the server does not answer rejects with request_timeout after requestTimeoutMs', async t => {
