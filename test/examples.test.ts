@@ -3,6 +3,7 @@ import { spawn, execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { build, waitFor } from './support/helper.js'
+import { withoutRunnerHook } from './support/process.js'
 import { SwitchboardClient, type DirectMessage, type RoomMessage } from '../client/index.js'
 
 // the examples are run from the source tree, as a user runs them after `npm run build`
@@ -11,7 +12,7 @@ const run = promisify(execFile)
 
 t.test('examples/echo-bot.mjs answers direct messages (through the package export switchboard/client)', async t => {
   const { url, app } = await build(t)
-  const bot = spawn(process.execPath, [`${examples}echo-bot.mjs`], {
+  const bot = spawn(...withoutRunnerHook(process.execPath, [`${examples}echo-bot.mjs`]), {
     env: { ...process.env, SWITCHBOARD_URL: url, BOT_ID: 'echo-bot' },
     stdio: ['ignore', 'pipe', 'pipe']
   })

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { root } from './support/process.js'
+import { root, withoutRunnerHook } from './support/process.js'
 import { tempDir } from './support/helper.js'
 
 /**
@@ -22,8 +22,8 @@ for (let r = 0; r < 20; r++) { round(); if (keep.length > 2e6) keep = [] }
 async function siteFeedback (t: Test, dir: string, nodeArgs: string[], mode: 'import' | 'plain'): Promise<number> {
   const script = join(dir, 'workload.mjs')
   writeFileSync(script, WORKLOAD)
-  const proc = spawn(process.execPath, [...nodeArgs, '--trace-pretenuring', '--trace-pretenuring-statistics', script, mode], {
-    // without the test runner's NODE_OPTIONS (its --import hook): the workload alone
+  // without the test runner's hook (see withoutRunnerHook): the workload alone
+  const proc = spawn(...withoutRunnerHook(process.execPath, [...nodeArgs, '--trace-pretenuring', '--trace-pretenuring-statistics', script, mode]), {
     env: { PATH: process.env.PATH ?? '' },
     stdio: ['ignore', 'pipe', 'inherit']
   })

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import WebSocket from 'ws'
 import { tempDir } from './support/helper.js'
-import { root, runUntilExit, startServer } from './support/process.js'
+import { root, runUntilExit, startServer, withoutRunnerHook } from './support/process.js'
 
 const run = promisify(execFile)
 const versionOf = (dir: string, name: string) => (JSON.parse(readFileSync(join(dir, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version
@@ -72,7 +72,7 @@ t.test('the npm package as a consumer gets it: packed, installed without optiona
   const started = Date.now()
   const dir = tempDir(t, 'switchboard-consumer-')
 
-  const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', dir], { cwd: root, maxBuffer: 64 * 1024 * 1024 })
+  const { stdout } = await run(...withoutRunnerHook('npm', ['pack', '--json', '--pack-destination', dir]), { cwd: root, maxBuffer: 64 * 1024 * 1024 })
   const [packed] = JSON.parse(stdout.slice(stdout.indexOf('['))) as Array<{ filename: string, size: number, entryCount: number, files: Array<{ path: string }> }>
   const files = packed.files.map(f => f.path)
   t.comment(`tarball: ${packed.size} bytes, ${packed.entryCount} files`)
@@ -92,14 +92,14 @@ t.test('the npm package as a consumer gets it: packed, installed without optiona
   // better-sqlite3 takes a minute or more to compile; the project's binding is the same
   // version built for the same Node, so it is copied instead (compiled only if they differ)
   // --prefer-online: the newest versions the package's ranges allow, as a new user gets them (not the lockfile's, not a stale cache's)
-  await run('npm', ['install', '--omit=optional', '--ignore-scripts', '--prefer-online', '--no-audit', '--no-fund', '--loglevel=error',
-    join(dir, packed.filename), `@types/node@${versionOf(root, '@types/node')}`, 'fastify-plugin@^6'], { cwd: dir, maxBuffer: 64 * 1024 * 1024 })
+  await run(...withoutRunnerHook('npm', ['install', '--omit=optional', '--ignore-scripts', '--prefer-online', '--no-audit', '--no-fund', '--loglevel=error',
+    join(dir, packed.filename), `@types/node@${versionOf(root, '@types/node')}`, 'fastify-plugin@^6']), { cwd: dir, maxBuffer: 64 * 1024 * 1024 })
   if (versionOf(dir, 'better-sqlite3') === versionOf(root, 'better-sqlite3')) {
     const release = join(dir, 'node_modules', 'better-sqlite3', 'build', 'Release')
     mkdirSync(release, { recursive: true })
     copyFileSync(join(root, 'node_modules', 'better-sqlite3', 'build', 'Release', 'better_sqlite3.node'), join(release, 'better_sqlite3.node'))
   } else {
-    await run('npm', ['rebuild', 'better-sqlite3'], { cwd: dir, maxBuffer: 64 * 1024 * 1024 })
+    await run(...withoutRunnerHook('npm', ['rebuild', 'better-sqlite3']), { cwd: dir, maxBuffer: 64 * 1024 * 1024 })
   }
   const installed = join(dir, 'node_modules')
   t.same(['@fastify/otel', '@opentelemetry/sdk-trace-base', '@opentelemetry/exporter-trace-otlp-http', 'quickjs-emscripten'].filter(name => {
@@ -118,7 +118,7 @@ t.test('the npm package as a consumer gets it: packed, installed without optiona
 
   await t.test('a strict TypeScript consumer type-checks against the published types, skipLibCheck off', async t => {
     const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc')
-    const result = await run(process.execPath, [tsc, '-p', dir], { cwd: dir }).then(() => ({ code: 0, output: '' }), (err: { code: number, stdout: string }) => ({ code: err.code, output: err.stdout }))
+    const result = await run(...withoutRunnerHook(process.execPath, [tsc, '-p', dir]), { cwd: dir }).then(() => ({ code: 0, output: '' }), (err: { code: number, stdout: string }) => ({ code: err.code, output: err.stdout }))
     t.equal(result.output, '', 'no type error')
     t.equal(result.code, 0, 'tsc exits 0')
   })

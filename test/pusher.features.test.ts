@@ -1,6 +1,7 @@
 import { test } from 'tap'
 import Echo from 'laravel-echo'
 import { build, tempDir, waitFor } from './support/helper.js'
+import { withoutRunnerHook } from './support/process.js'
 import { APP, APP_ENV, RawPusher, connected, receiver, once, pusherClient, sdkFor, subscribed } from './support/pusher-clients.js'
 
 const MASTER_KEY = Buffer.alloc(32, 7).toString('base64')
@@ -197,7 +198,7 @@ test('examples/pusher/demo.mjs runs against the server: SDK auth endpoint, pushe
   const { fileURLToPath } = await import('node:url')
   const s = await build(t, APP_ENV)
   const demo = fileURLToPath(new URL('../../examples/pusher/demo.mjs', import.meta.url))
-  const { stdout } = await promisify(execFile)(process.execPath, [demo], { env: { ...process.env, SWITCHBOARD_PORT: String(s.port), PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret } })
+  const { stdout } = await promisify(execFile)(...withoutRunnerHook(process.execPath, [demo]), { env: { ...process.env, SWITCHBOARD_PORT: String(s.port), PUSHER_APP_ID: APP.id, PUSHER_APP_KEY: APP.key, PUSHER_APP_SECRET: APP.secret } })
   t.match(stdout, /presence members: 1 \{"id":"demo-user","info":\{"name":"Demo"\}\}/)
   t.match(stdout, /received: \[\{"id":42\},\{"id":42\}\]/)
 })

@@ -2,11 +2,11 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { requestJson, tempDir } from './support/helper.js'
-import { freePort, root, startServer } from './support/process.js'
+import { freePort, root, startServer, withoutRunnerHook } from './support/process.js'
 
 /** Runs a command to its exit; its stdout and stderr apart. */
 async function run (args: string[], env: Record<string, string>, timeoutMs = 20000): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const proc = spawn(process.execPath, args, { cwd: root, env: { PATH: process.env.PATH ?? '', PORT: '0', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(...withoutRunnerHook(process.execPath, args), { cwd: root, env: { PATH: process.env.PATH ?? '', PORT: '0', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   proc.stdout.on('data', (c: Buffer) => { stdout += c.toString() })

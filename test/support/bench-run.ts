@@ -3,7 +3,7 @@ import { readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { tempDir, type TestContext } from './helper.js'
-import { root } from './process.js'
+import { root, withoutRunnerHook } from './process.js'
 
 const run = promisify(execFile)
 
@@ -14,7 +14,7 @@ const run = promisify(execFile)
  */
 export async function tinyBench (t: TestContext, args: string[]): Promise<Record<string, any>> {
   const out = tempDir(t, 'switchboard-bench-smoke-')
-  const running = run(process.execPath, [join(root, 'dist', 'bench', 'run.js'), '--tiny', '--no-docs', ...args, '--out', out])
+  const running = run(...withoutRunnerHook(process.execPath, [join(root, 'dist', 'bench', 'run.js'), '--tiny', '--no-docs', ...args, '--out', out]))
   // a test that ends first (a failure, tap's timeout) takes the harness with it
   t.teardown(() => { if (running.child.exitCode === null) running.child.kill('SIGTERM') })
   await running

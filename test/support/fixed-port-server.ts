@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from './helper.js'
+import { withoutRunnerHook } from './process.js'
 
 const serverJs = fileURLToPath(new URL('../../server.js', import.meta.url))
 
@@ -35,7 +36,7 @@ export interface PortServer {
  * once it logs `server.listening`, and kills it at teardown if still running.
  */
 export async function startServerOnPort (t: TestContext, port: number, env: Record<string, string>): Promise<PortServer> {
-  const child = spawn(process.execPath, [serverJs], {
+  const child = spawn(...withoutRunnerHook(process.execPath, [serverJs]), {
     env: { ...process.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', SHUTDOWN_GRACE_MS: '5000', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
