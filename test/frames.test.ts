@@ -1,13 +1,16 @@
 import t from 'tap'
 import type { EventEmitter } from 'node:events'
-import WebSocket from 'ws'
+import * as wsModule from 'ws'
 import { textFrame } from '../plugins/engine/sessions.js'
 import { uuid } from '../plugins/core/ids.js'
 import { build, requestJson } from './support/helper.js'
 import { TestClient } from './support/ws-client.js'
 
-/** ws's frame parser: exported by the package at run time, left out of its type declarations. */
-const { Receiver } = WebSocket as unknown as { Receiver: new (opts: { isServer: boolean, maxPayload: number }) => EventEmitter & { write (chunk: Buffer): void } }
+/**
+ * ws's frame parser: a named export of the package's ES module, left out of its type declarations.
+ * (Not `WebSocket.Receiver`: that static is set only once something has loaded ws as CommonJS.)
+ */
+const { Receiver } = wsModule as unknown as { Receiver: new (opts: { isServer: boolean, maxPayload: number }) => EventEmitter & { write (chunk: Buffer): void } }
 
 /** Feeds bytes to ws's own frame parser (client side: server frames are unmasked) and returns the messages it reads. */
 function parse (bytes: Buffer): Array<{ text: string, binary: boolean }> {

@@ -1,11 +1,9 @@
-import Fastify, { type FastifyInstance } from 'fastify'
-import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import app, { serverOptions, type AppOptions } from '../../app.js'
-import { loadConfig } from '../../plugins/core/config.js'
+import type { AppOptions } from '../../app.js'
 
 export interface TestContext {
   teardown (fn: () => unknown): void
@@ -37,6 +35,11 @@ export function tempDir (t: TestContext, prefix = 'switchboard-'): string {
  * directory, captures its logs, and closes it at teardown.
  */
 export async function build (t: TestContext, env: Record<string, string> = {}, opts: { dataDir?: string, app?: Omit<AppOptions, 'config' | 'env'>, /** Runs on the bare server before the app registers (a test's own hooks see every route). */ before?: (server: FastifyInstance) => void } = {}): Promise<Built> {
+  // imported here, not at the top: the many files that use this module only for tempDir or waitFor
+  // (and run the server as a child process) do not load the whole app for nothing
+  const [{ default: Fastify }, { default: fp }, { default: app, serverOptions }, { loadConfig }] = await Promise.all([
+    import('fastify'), import('fastify-plugin'), import('../../app.js'), import('../../plugins/core/config.js')
+  ])
   const dataDir = opts.dataDir ?? tempDir(t)
   const config = loadConfig({ LOG_LEVEL: 'info', DATA_DIR: dataDir, ...env })
   const lines: string[] = []
