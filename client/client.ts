@@ -1,4 +1,4 @@
-import { backoffDelay, defaultBackoff, shutdownDelay, type BackoffOptions } from './backoff.js'
+import { backoffCeiling, backoffDelay, defaultBackoff, shutdownDelay, type BackoffOptions } from './backoff.js'
 import { Emitter } from './emitter.js'
 import { Room, type GapEvent, type RecoveredEvent } from './room.js'
 import { StreamSocket, sseAvailable, type TransportName } from './stream-socket.js'
@@ -15,6 +15,25 @@ export interface ReconnectOptions extends Partial<BackoffOptions> {
   /** Give up after this many failed attempts in a row [Infinity]. */
   maxAttempts?: number
 }
+
+/** When a client on a fallback transport asks whether its WebSocket works again. */
+export interface UpgradeOptions {
+  /** Ceiling of the first probe's delay after a `welcome` on a fallback transport [1000]. */
+  initialDelayMs?: number
+  /** No probe waits longer than this: the ceiling doubles after each one that fails [300000]. */
+  maxDelayMs?: number
+}
+
+/**
+ * A reconnect's first attempts stay on the transports up to the one that
+ * carried the last connection: a server that restarts refuses every transport
+ * alike, and falling back then would leave the client on a lesser one. From
+ * this attempt on, the whole order is tried again (the network may have
+ * changed).
+ */
+const STICKY_ATTEMPTS = 5
+/** The close reason the server's answer to a probe upgrade carries. */
+const PROBE_CLOSE_REASON = 'probe'
 
 export interface ClientOptions {
   /** `ws://host:port/ws`, or the server's `http(s)://` address (then `/ws` is used). */
@@ -44,9 +63,17 @@ export interface ClientOptions {
    * The transports to try, in order, on each (re)connect: when one cannot open
    * (it fails before `welcome`), the next is tried at once. `sse` needs a global
    * `EventSource` (browsers) and is skipped without one; `stream` reads
-   * `GET /stream` with `fetch` [['websocket', 'sse', 'stream']].
+   * `GET /stream` with `fetch` [['websocket', 'sse', 'stream']]. A reconnect's
+   * first attempts do not fall back past the transport that carried the last
+   * connection.
    */
   transports?: TransportName[]
+  /**
+   * On a fallback transport, probe the WebSocket now and then (an upgrade the
+   * server closes at once, with no session) and move back to it when it
+   * works; false never probes [{ initialDelayMs: 1000, maxDelayMs: 300000 }].
+   */
+  upgrade?: UpgradeOptions | false
 }
 
 export type { TransportName }
@@ -150,7 +177,7 @@ async function defaultWebSocket (): Promise<WebSocketConstructor> {
  * it delivered, and holds requests made while it is away.
  */
 export class SwitchboardClient extends Emitter<ClientEvents> {
-  readonly options: Required<Omit<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'reconnect' | 'getToken' | 'transports'>> & Pick<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'getToken'>
+  readonly options: Required<Omit<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'reconnect' | 'getToken' | 'transports' | 'upgrade'>> & Pick<ClientOptions, 'clientId' | 'token' | 'WebSocket' | 'getToken'>
   private readonly backoff: BackoffOptions
   private readonly maxAttempts: number
   private readonly reconnectEnabled: boolean
@@ -177,6 +204,14 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private readonly transports: TransportName[]
   /** The transport of the current (or last) connection; null before the first `welcome`. */
   transport: TransportName | null = null
+  /** Probing the WebSocket from a fallback transport: false when turned off. */
+  private readonly upgradeBackoff: BackoffOptions | false
+  private upgradeTimer: ReturnType<typeof setTimeout> | undefined
+  /** Probes in a row that found no WebSocket (or whose switch landed on a fallback again). */
+  private upgradeAttempt = 0
+  private probeSocket: WebSocketLike | null = null
+  /** A probe succeeded: new requests wait, and the connection is replaced once nothing is in flight. */
+  private upgrading = false
 
   constructor (opts: ClientOptions) {
     super()
@@ -200,6 +235,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.maxAttempts = r.maxAttempts ?? Infinity
     this.transports = opts.transports ?? ['websocket', 'sse', 'stream']
     if (this.transports.length === 0) throw new SwitchboardError('invalid_message', 'transports: name at least one of websocket, sse, stream')
+    this.upgradeBackoff = opts.upgrade === false
+      ? false
+      : { initialDelayMs: opts.upgrade?.initialDelayMs ?? 1000, maxDelayMs: opts.upgrade?.maxDelayMs ?? 300000, factor: 2 }
   }
 
   /** The server-assigned identity of the current connection, once connected. */
@@ -315,6 +353,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.userClosed = true
     clearTimeout(this.reconnectTimer)
     clearTimeout(this.flushTimer)
+    this.stopUpgrade()
     this.failAll(new SwitchboardError('client_closed', 'the client was closed'))
     for (const room of this.rooms.values()) room.fail(new SwitchboardError('client_closed', 'the client was closed'))
     this.rooms.clear()
@@ -339,11 +378,13 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         throw err
       }
     }
-    const order = this.transports.filter(t => t !== 'sse' || sseAvailable())
-    if (order.length === 0) order.push('stream')
+    const order = this.order()
+    // a reconnect's first attempts end at the transport that carried the last connection (STICKY_ATTEMPTS)
+    const proven = this.transport === null ? -1 : order.indexOf(this.transport)
+    const end = !initial && proven >= 0 && this.attempt <= STICKY_ATTEMPTS ? proven : order.length - 1
     for (let i = 0; ; i++) {
       if (this.userClosed) throw new SwitchboardError('client_closed', 'the client was closed')
-      const last = i === order.length - 1
+      const last = i === end
       try {
         return await this.tryTransport(order[i], Ctor, initial, last)
       } catch (err) {
@@ -351,6 +392,13 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         if (last || (err as SwitchboardError).code !== 'connect_failed') throw err
       }
     }
+  }
+
+  /** The transports this client can use here, in the order it tries them. */
+  private order (): TransportName[] {
+    const order = this.transports.filter(t => t !== 'sse' || sseAvailable())
+    if (order.length === 0) order.push('stream')
+    return order
   }
 
   private createSocket (transport: TransportName, Ctor: WebSocketConstructor): WebSocketLike {
@@ -374,6 +422,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
           welcomed = true
           const previous = this.transport
           this.transport = transport
+          if (transport === 'websocket') this.upgradeAttempt = 0
           if (previous !== transport) this.emit('transport', { transport, previous })
           this.onWelcome(msg as unknown as Welcome)
           resolve(msg as unknown as Welcome)
@@ -423,6 +472,72 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.ready = true
     this.emit('open', welcome)
     this.flush()
+    this.scheduleUpgrade()
+  }
+
+  /**
+   * On a fallback transport where the WebSocket comes first: probe it after a
+   * jittered delay that doubles with each probe that fails. A probe is an
+   * upgrade to `/ws?probe=1` that the server answers, after all its checks,
+   * by closing it at once (1000 `probe`) with no session, so nothing (an
+   * inbox, presence) happens twice. When it works, the client moves over:
+   * new requests wait, what is in flight is answered, then it reconnects over
+   * the WebSocket at once (`close`, `reconnecting`, `transport`, `open`).
+   */
+  private scheduleUpgrade (): void {
+    clearTimeout(this.upgradeTimer)
+    const current = this.transport
+    if (this.upgradeBackoff === false || this.userClosed || current === null || current === 'websocket') return
+    const order = this.order()
+    const ws = order.indexOf('websocket')
+    if (ws < 0 || ws > order.indexOf(current)) return
+    const ceiling = backoffCeiling(this.upgradeAttempt, this.upgradeBackoff)
+    const delayMs = Math.floor(ceiling / 2 + this.options.random() * ceiling / 2)
+    this.upgradeTimer = setTimeout(() => { this.probeWebSocket().catch(() => {}) }, delayMs)
+  }
+
+  private async probeWebSocket (): Promise<void> {
+    const socket = this.socket
+    if (socket === null || !this.connected || this.userClosed) return
+    const Ctor = this.options.WebSocket ?? await defaultWebSocket()
+    const url = new URL(wsUrl(this.options.url, this.options.clientId, this.options.token))
+    url.searchParams.set('probe', '1')
+    const works = await new Promise<boolean>(resolve => {
+      const probe = new Ctor(url.toString())
+      this.probeSocket = probe
+      const timer = setTimeout(() => probe.close(), this.options.requestTimeoutMs)
+      probe.onerror = () => {}
+      // a server without probes would make this a session: it is closed before it does anything
+      probe.onopen = () => {}
+      probe.onmessage = () => probe.close()
+      probe.onclose = ev => {
+        clearTimeout(timer)
+        if (this.probeSocket === probe) this.probeSocket = null
+        resolve(ev.code === 1000 && ev.reason === PROBE_CLOSE_REASON)
+      }
+    })
+    // the connection was replaced or closed meanwhile: its own welcome decides what happens next
+    if (this.socket !== socket || !this.connected || this.userClosed) return
+    if (!works) {
+      this.upgradeAttempt++
+      return this.scheduleUpgrade()
+    }
+    this.upgrading = true
+    this.ready = false
+    this.switchWhenIdle()
+  }
+
+  /** After a probe worked: the fallback connection closes once nothing is in flight on it. */
+  private switchWhenIdle (): void {
+    if (!this.upgrading || this.inflight.size > 0) return
+    this.socket?.close(1000, 'moving to the websocket')
+  }
+
+  private stopUpgrade (): void {
+    clearTimeout(this.upgradeTimer)
+    this.upgradeTimer = undefined
+    this.probeSocket?.close()
+    this.probeSocket = null
   }
 
   /**
@@ -509,6 +624,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       if (this.inflight.get(p.id) !== p) return
       this.inflight.delete(p.id)
       p.reject(new SwitchboardError('request_timeout', `no reply to ${p.kind} within ${timeoutMs} ms`))
+      this.switchWhenIdle()
     }, timeoutMs)
     p.onSent?.(p)
     socket.send(JSON.stringify({ ...p.frame, id: p.id }))
@@ -561,6 +677,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       } else {
         p.resolve(msg)
       }
+      this.switchWhenIdle()
       return
     }
     switch (msg.type) {
@@ -616,6 +733,12 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.ready = false
     clearTimeout(this.flushTimer)
     this.flushTimer = undefined
+    this.stopUpgrade()
+    // a move to the websocket after a probe: reconnect at once
+    const upgrading = this.upgrading
+    this.upgrading = false
+    // counted until a welcome over the websocket: a move that lands on a fallback again waits longer for the next probe
+    if (upgrading) this.upgradeAttempt++
     if (wasOpen) {
       this.welcome = null
       for (const room of this.rooms.values()) room.suspend()
@@ -640,9 +763,11 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       this.rooms.clear()
       return this.notifyClosed()
     }
-    const delayMs = this.shutdownNotice
-      ? shutdownDelay(this.shutdownNotice.reconnectAfterMs, this.backoff, this.options.random)
-      : backoffDelay(this.attempt, this.backoff, this.options.random)
+    const delayMs = upgrading
+      ? 0
+      : this.shutdownNotice
+        ? shutdownDelay(this.shutdownNotice.reconnectAfterMs, this.backoff, this.options.random)
+        : backoffDelay(this.attempt, this.backoff, this.options.random)
     this.shutdownNotice = null
     this.attempt++
     this.emit('reconnecting', { attempt: this.attempt, delayMs })

@@ -8,7 +8,8 @@ import type { Principal } from '../plugins/core/identity.js'
 
 const Query = Type.Object({
   clientId: Type.Optional(ClientId),
-  token: Type.Optional(Type.String({ maxLength: 4096 }))
+  token: Type.Optional(Type.String({ maxLength: 4096 })),
+  probe: Type.Optional(Type.Literal('1', { description: 'answer with an upgrade closed at once (1000 "probe"), after every check and with no session: a client on a fallback transport asks whether its WebSocket works again' }))
 })
 
 /** The native protocol's endpoint: its sessions are the engine's, its frames go to the dispatcher. */
@@ -19,6 +20,7 @@ export default async function wsRoute (app: FastifyInstance) {
     token: 'upgrade',
     usage: 'GET /ws is a WebSocket endpoint: connect with a WebSocket client (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13), e.g. new WebSocket("ws://HOST/ws?clientId=alice"); in auth mode pass the token as ?token= or Authorization: Bearer',
     schema: { querystring: Query },
+    probe: true,
     accepted () {}
   })
 

@@ -1,9 +1,10 @@
 import t from 'tap'
 import http from 'node:http'
 import { createSigner } from 'fast-jwt'
+import { WebSocket as WsClient } from 'ws'
 import { tempDir, waitFor, type TestContext } from './support/helper.js'
 import { freePort, startServerOnPort } from './support/fixed-port-server.js'
-import { SwitchboardClient, type GapEvent, type TransportName } from '../client/index.js'
+import { SwitchboardClient, type GapEvent, type TransportName, type WebSocketConstructor } from '../client/index.js'
 import type { DirectMessage } from '../protocol/frames.js'
 
 /** A proxy that forwards plain HTTP (streamed both ways) and refuses every WebSocket upgrade with 403, as some corporate proxies do. */
@@ -36,6 +37,30 @@ async function noUpgradeProxy (t: TestContext, target: number): Promise<{ url: s
 }
 
 const reconnect = { initialDelayMs: 50, maxDelayMs: 500 }
+
+/**
+ * A WebSocket for the client that the test can make unreachable: while
+ * `refuse` is above zero, each connection (a probe too) goes to a port where
+ * nothing listens, as when the server is down, while its HTTP stays reachable.
+ */
+function gatedWebSocket (closedPort: number) {
+  const gate = { refuse: 0, refused: 0, probes: 0, sockets: [] as WsClient[] }
+  class Gated extends WsClient {
+    constructor (address: string) {
+      const url = new URL(address)
+      const refused = gate.refuse > 0
+      if (refused) {
+        gate.refuse--
+        gate.refused++
+        url.port = String(closedPort)
+      }
+      if (url.searchParams.get('probe') === '1') gate.probes++
+      super(url.toString())
+      if (!refused) gate.sockets.push(this)
+    }
+  }
+  return { gate, WebSocket: Gated as unknown as WebSocketConstructor }
+}
 
 t.test('behind a proxy that refuses WebSocket upgrades the client falls back to the HTTP stream, with the same API and exactly-once delivery across a restart', async t => {
   const port = await freePort()
@@ -218,4 +243,91 @@ t.test('with a token, the stream and the HTTP writes carry it: writes are made a
   ops.on('message', m => got.push(m.data))
   await ivanOps.publish('still here')
   await waitFor(() => got.includes('still here'), 'the stream goes on after the refused join')
+})
+
+t.test('a reconnect does not fall back past the transport that carried the connection, and a client on a fallback moves back to the WebSocket once a probe finds it', async t => {
+  const port = await freePort()
+  const server = await startServerOnPort(t, port, { DATA_DIR: tempDir(t), RATE_LIMIT_MAX: '100000', WS_MESSAGES_PER_SECOND: '1000' })
+  const { gate, WebSocket } = gatedWebSocket(await freePort())
+  const alice = new SwitchboardClient({ url: server.url, clientId: 'alice', WebSocket, reconnect, upgrade: { initialDelayMs: 100, maxDelayMs: 400 } })
+  const bob = new SwitchboardClient({ url: server.url, clientId: 'bob', reconnect })
+  t.teardown(() => Promise.all([alice.close(), bob.close()]))
+  const changes: Array<{ transport: TransportName, previous: TransportName | null }> = []
+  alice.on('transport', e => changes.push(e))
+  let opened = 0
+  alice.on('open', () => opened++)
+  await Promise.all([alice.connect(), bob.connect()])
+  t.equal(alice.transport, 'websocket')
+
+  // the connection drops and the next two WebSocket attempts are refused, as while a server restarts:
+  // the stream would open, but the client backs off and tries the WebSocket again
+  gate.refuse = 2
+  gate.sockets[gate.sockets.length - 1].terminate()
+  await waitFor(() => opened === 2, 'alice back')
+  t.equal(gate.refused, 2, 'two WebSocket attempts were refused')
+  t.equal(alice.transport, 'websocket', 'and the client came back on the WebSocket')
+  t.same(changes, [{ transport: 'websocket', previous: null }], 'never on the stream meanwhile')
+
+  // refused for good (a proxy that now strips upgrades): after five attempts the whole order is tried
+  gate.refuse = Infinity
+  gate.sockets[gate.sockets.length - 1].terminate()
+  await waitFor(() => alice.transport === 'stream', 'alice on the stream')
+  t.equal(gate.refused, 2 + 6, 'five reconnects stayed on the WebSocket, the sixth fell back to the stream')
+  t.same(changes.slice(1), [{ transport: 'stream', previous: 'websocket' }])
+
+  // on the stream, probes find no WebSocket; writes go over HTTP
+  const aliceRoom = await alice.join<number>('moves')
+  const bobRoom = await bob.join<number>('moves')
+  const seen: number[] = []
+  bobRoom.on('message', m => seen.push(m.data))
+  await waitFor(() => gate.probes >= 2, 'two refused probes')
+  t.equal(alice.transport, 'stream', 'a refused probe changes nothing')
+
+  // the WebSocket works again while alice keeps publishing: she moves over, and every publish is applied once
+  const offsets: number[] = []
+  const move = { after: -1 }
+  alice.on('transport', () => { move.after = offsets.length })
+  // publishing goes on until five publishes after the move (at most 5,000: a move that never comes fails below)
+  for (let n = 1; n <= 5000 && (move.after < 0 || n <= move.after + 5); n++) {
+    offsets.push((await aliceRoom.publish(n)).offset)
+    if (n === 10) gate.refuse = 0
+  }
+  t.equal(alice.transport, 'websocket', 'alice is back on the WebSocket')
+  t.same(changes.slice(2), [{ transport: 'websocket', previous: 'stream' }], 'the move is told as a transport event')
+  t.ok(move.after >= 10, `the move came after the WebSocket worked again (after ${move.after} publishes)`)
+  const total = offsets.length
+  await aliceRoom.publish(total + 1)
+  await waitFor(() => seen.includes(total + 1), 'the last publish at bob')
+  t.same(seen, Array.from({ length: total + 1 }, (_, i) => i + 1), `each of ${total + 1} publishes once, in order, across the move`)
+  t.same(offsets, Array.from({ length: total }, (_, i) => offsets[0] + i), 'one offset each')
+  t.same(aliceRoom.state, bobRoom.state)
+})
+
+t.test('a probe upgrade to /ws?probe=1 is closed at once with 1000 "probe": no session, no welcome, the inbox kept', async t => {
+  const port = await freePort()
+  const server = await startServerOnPort(t, port, { DATA_DIR: tempDir(t) })
+  const bob = new SwitchboardClient({ url: server.url, clientId: 'bob', reconnect })
+  t.teardown(() => bob.close())
+  await bob.connect()
+  const ack = await bob.send('zoe', 'waiting for you')
+  t.equal(ack.queued, true, 'zoe is offline: the message waits in her inbox')
+
+  const probe = new WsClient(`ws://127.0.0.1:${port}/ws?clientId=zoe&probe=1`)
+  const frames: string[] = []
+  probe.on('message', data => frames.push(String(data)))
+  const closed = await new Promise<{ code: number, reason: string }>(resolve => probe.on('close', (code, reason) => resolve({ code, reason: String(reason) })))
+  t.same(closed, { code: 1000, reason: 'probe' })
+  t.same(frames, [], 'no welcome, no inbox')
+
+  const zoe = new SwitchboardClient({ url: server.url, clientId: 'zoe', reconnect })
+  t.teardown(() => zoe.close())
+  const inbox: DirectMessage[] = []
+  zoe.on('message', m => inbox.push(m))
+  await zoe.connect()
+  await waitFor(() => inbox.length === 1, 'the queued message at zoe')
+  t.equal(inbox[0].text, 'waiting for you')
+
+  const invalid = new WsClient(`ws://127.0.0.1:${port}/ws?probe=yes`)
+  const status = await new Promise<number | undefined>(resolve => invalid.on('unexpected-response', (_req, res) => resolve(res.statusCode)))
+  t.equal(status, 400, 'a probe value other than 1 is refused')
 })

@@ -41,7 +41,20 @@ export interface UpgradeRoute<R extends RouteGenericInterface = RouteGenericInte
   clientId?: (request: FastifyRequest<R>) => string | undefined
   /** The session is accepted: attach the protocol's state; none of its frames is handled before this returns. */
   accepted: (session: Session, request: FastifyRequest<R>) => void
+  /**
+   * Answer `?probe=1` (the route's query schema must allow it): after the
+   * whole preamble (origin, token, the protocol's checks, a slot), the
+   * upgrade completes and the server closes it at once with 1000 `probe`. No
+   * session is made and the backend's connect hook is not asked, so a client
+   * on a fallback transport can learn that its WebSocket path works again
+   * without a second session's side effects (an inbox drained into a socket
+   * it is about to close).
+   */
+  probe?: boolean
 }
+
+/** The close reason a probe upgrade ends with. */
+export const PROBE_CLOSE_REASON = 'probe'
 
 /**
  * One HTTP streaming endpoint of a protocol (SSE, NDJSON): a GET answered by
@@ -98,11 +111,13 @@ export default fp(async function upgradeRoutes (app) {
    * protocol's, then a connection slot, then the backend's connect hook
    * (preHandler). `own`: the client id a protocol names itself.
    */
-  const preamble = (token: boolean, check: preHandlerAsyncHookHandler | undefined, protocol: SessionProtocol, own?: (request: FastifyRequest) => string | undefined, beforeSlot?: preHandlerAsyncHookHandler) => {
+  const preamble = (token: boolean, check: preHandlerAsyncHookHandler | undefined, protocol: SessionProtocol, own?: (request: FastifyRequest) => string | undefined, beforeSlot?: preHandlerAsyncHookHandler, isProbe?: (request: FastifyRequest) => boolean) => {
     const requireToken = token && app.auth.enabled
     // last: a refused, over-limit or unauthenticated request never reaches the backend
     const connectHook: preHandlerAsyncHookHandler | undefined = hooks.has('connect')
       ? async function connectHook (request: FastifyRequest, reply: FastifyReply) {
+        // a probe becomes no session: the backend has nothing to admit
+        if (isProbe?.(request) === true) return
         // a protocol that names its sessions itself (Pusher's socket ids) keeps its name: the backend may not rename it
         const named = own?.(request)
         const clientId = requestedClientId(request, named) ?? anonymousClientId()
@@ -129,6 +144,7 @@ export default fp(async function upgradeRoutes (app) {
 
   const declare: DeclareUpgradeRoute = function (this: FastifyInstance, route) {
     const upgradeRequired = errorBody(426, 'upgrade_required', route.usage)
+    const isProbe = route.probe === true ? (request: FastifyRequest) => (request.query as { probe?: unknown } | undefined)?.probe === '1' : undefined
     this.get<RouteGenericInterface>(route.url, {
       websocket: true,
       config: { tokenInQuery: route.token === 'upgrade' },
@@ -141,8 +157,9 @@ export default fp(async function upgradeRoutes (app) {
         // only refused upgrades get here: an accepted one is hijacked
         if (request.ws && reply.statusCode >= 400) rejected(request, reply)
       },
-      ...preamble(route.token === 'upgrade', route.check, route.protocol, route.clientId as ((request: FastifyRequest) => string | undefined) | undefined)
+      ...preamble(route.token === 'upgrade', route.check, route.protocol, route.clientId as ((request: FastifyRequest) => string | undefined) | undefined, undefined, isProbe)
     }, (socket, request) => {
+      if (isProbe?.(request) === true) return socket.close(1000, PROBE_CLOSE_REASON)
       const typed = request as FastifyRequest<any>
       if (route.admit !== undefined && !route.admit(socket, typed)) return
       // every door's binary frames arrive as Buffers (ws's default, said once here)
