@@ -158,6 +158,59 @@ for (const store of stores) {
   })
 }
 
+for (const store of stores) {
+  t.test(`${store.name}: a client's WebSocket frames and its HTTP writes share its keys`, store.opts, async t => {
+    const built = await build(t, { RATE_LIMIT_MAX: '1000', WS_MESSAGES_PER_SECOND: '1000', ...await store.env(t) })
+    const write = async (path: string, body: unknown, key: string, method = 'POST') => {
+      const res = await fetch(`${built.url}${path}`, { method, headers: { 'content-type': 'application/json', 'idempotency-key': key }, body: JSON.stringify(body) })
+      return { status: res.status, body: await res.json() as any, replayed: res.headers.get('idempotent-replayed') }
+    }
+    const alice = await client(t, built.wsUrl, 'alice')
+    const bob = await client(t, built.wsUrl, 'bob')
+    await alice.request({ type: 'join', room: 'both' })
+
+    // a frame whose reply was lost, sent again over HTTP (as a client that fell back to the stream does)
+    const frame = await alice.request({ type: 'publish', room: 'both', data: { n: 1 }, idempotencyKey: 'c-1' })
+    const resent = await write('/api/rooms/both/publish', { from: 'alice', data: { n: 1 } }, 'c-1')
+    t.match(resent, { status: 200, body: { ok: true, offset: frame.offset, messageId: frame.messageId }, replayed: 'true' }, 'the HTTP resend of a frame is a replay')
+    // and the other way
+    const posted = await write('/api/rooms/both/publish', { from: 'alice', data: { n: 2 } }, 'c-2')
+    t.match(posted, { status: 200, body: { offset: frame.offset + 1 }, replayed: null })
+    const again = await alice.request({ type: 'publish', room: 'both', data: { n: 2 }, idempotencyKey: 'c-2' })
+    t.match(again, { type: 'ack', offset: posted.body.offset, messageId: posted.body.messageId, duplicate: true }, 'the frame resend of an HTTP write is a replay')
+    t.match(await write('/api/rooms/both/publish', { from: 'alice', data: { n: 2 } }, 'c-2'), { body: { delivered: posted.body.delivered }, replayed: 'true' }, 'an HTTP replay keeps its delivered count')
+    t.same((await history(t, built.wsUrl, 'both')).map(m => m.data), [{ n: 1 }, { n: 2 }], 'each write reached the room once')
+    t.match(await alice.request({ type: 'publish', room: 'both', data: { n: 3 }, idempotencyKey: 'c-2' }), { type: 'error', code: 'idempotency_conflict' }, 'another body under the key is a conflict, whichever transport made it')
+
+    const update = await alice.request({ type: 'update', room: 'both', patch: { a: 1 }, idempotencyKey: 'u-1' })
+    t.match(await write('/api/rooms/both/state', { from: 'alice', patch: { a: 1 } }, 'u-1', 'PATCH'), { status: 200, body: { ok: true, version: update.version }, replayed: 'true' }, 'a state update too')
+    const sent = await write('/api/send', { from: 'alice', to: 'bob', text: 'hi' }, 's-1')
+    t.match(sent, { status: 200, body: { ok: true, delivered: 1, queued: false } })
+    t.match(await alice.request({ type: 'send', to: 'bob', text: 'hi', idempotencyKey: 's-1' }), { type: 'ack', messageId: sent.body.messageId, duplicate: true }, 'and a direct message')
+    await bob.request({ type: 'ping' })
+    t.equal(bob.all('message').length, 1, 'bob got it once')
+
+    // keys stay apart where the writer is someone else
+    t.match(await write('/api/rooms/both/publish', { data: { n: 1 } }, 'c-1'), { status: 200, replayed: null }, 'a write made as the server has its own keys')
+    t.match(await write('/api/rooms/both/publish', { from: 'carol', data: { n: 1 } }, 'c-1'), { status: 200, replayed: null }, 'and so has each other client')
+  })
+}
+
+t.test('auth mode: a user token\'s HTTP writes share the keys of its sub\'s frames', async t => {
+  const secret = 'idempotency-test-secret-0123456789abcdef'
+  const { createSigner } = await import('fast-jwt')
+  const sign = createSigner({ key: secret, algorithm: 'HS256' })
+  const built = await build(t, { RATE_LIMIT_MAX: '1000', AUTH_SECRET: secret })
+  const token = sign({ sub: 'alice' })
+  const alice = await TestClient.connect(built.wsUrl, { token })
+  t.teardown(() => alice.close())
+  await alice.request({ type: 'join', room: 'auth' })
+  const frame = await alice.request({ type: 'publish', room: 'auth', data: 'once', idempotencyKey: 'a-1' })
+  const res = await fetch(`${built.url}/api/rooms/auth/publish`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'idempotency-key': 'a-1' }, body: JSON.stringify({ data: 'once' }) })
+  t.equal(res.headers.get('idempotent-replayed'), 'true')
+  t.match(await res.json(), { ok: true, offset: frame.offset, messageId: frame.messageId }, 'published as the token\'s sub: a replay of its frame')
+})
+
 t.test('HTTP: a concurrent request with a key still in progress gets 409', redisTestOptions(), async t => {
   const redis = await startRedis(t)
   const built = await build(t, { ...redis.env })

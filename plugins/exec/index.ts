@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { WsError } from '../../protocol/errors.js'
 import type { Session } from '../engine/sessions.js'
+import { clientKeys } from '../store/idempotency.js'
 import { execFields } from '../../protocol/client-frames.js'
 import { CodeRunner, QueueFullError, type CodeRunnerOptions, type RunOutcome } from './sandbox/runner.js'
 
@@ -42,7 +43,7 @@ export default fp<CodeExecutionOptions>(async function codeExecution (app, opts)
     // like publish: a join still in flight is waited for, not answered `not_in_room`
     await app.rooms.requireMember(conn, msg.room)
     // a repeat of a key is answered from its record and not run again (the first run's exec_result went to the members)
-    const { duplicate } = await app.idempotency.run(`ws:${conn.clientId}`, msg.idempotencyKey, { type: 'exec', room: msg.room, code: msg.code }, async claim => {
+    const { duplicate } = await app.idempotency.run(clientKeys(conn.clientId), msg.idempotencyKey, { type: 'exec', room: msg.room, code: msg.code }, async claim => {
       if (claim) await app.idempotency.refuseUsed(claim)
       if (busy.has(conn)) throw new WsError('rate_limited', 'one exec at a time per connection')
 

@@ -3,7 +3,7 @@ import type { ClientDirectory } from '../cluster/index.js'
 import type { DirectMessage } from './inbox.js'
 import { uuid } from '../core/ids.js'
 import type { IdempotencyClaim } from '../store/interface.js'
-import type { IdempotentWrites } from '../store/idempotency.js'
+import { clientKeys, type IdempotentWrites } from '../store/idempotency.js'
 
 import { ClientId, MessageText } from '../../protocol/schemas.js'
 import { SendFields } from '../../protocol/client-frames.js'
@@ -105,7 +105,7 @@ export default fp(async function directMessages (app) {
 
   app.dispatcher.register('send', SendFields, async (conn, msg) => {
     app.auth.authorizeSender(conn.principal, conn.clientId)
-    const { value, duplicate } = await app.idempotency.run(`ws:${conn.clientId}`, msg.idempotencyKey, { type: 'send', to: msg.to, text: msg.text },
+    const { value, duplicate } = await app.idempotency.run(clientKeys(conn.clientId), msg.idempotencyKey, { type: 'send', to: msg.to, text: msg.text },
       async claim => dm.send(conn.clientId, msg.to, msg.text, claim), result => result as SendResult)
     return duplicate ? { type: 'ack', ...value, duplicate } : { type: 'ack', ...value }
   })

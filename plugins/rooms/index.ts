@@ -3,6 +3,7 @@ import { RoomRegistry, type RoomHooks } from './registry.js'
 import { accessTo } from '../engine/access.js'
 import { proxyError, type ProxyHooks } from '../engine/proxy.js'
 import type { Session } from '../engine/sessions.js'
+import { clientKeys } from '../store/idempotency.js'
 import { WsError } from '../../protocol/errors.js'
 import { standardWebhooks, WebhookSender } from '../engine/webhooks.js'
 
@@ -123,7 +124,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   app.dispatcher.register('publish', PublishFields, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'publish')
     await registry.requireMember(conn, msg.room)
-    const { value, duplicate } = await idempotency.run(`ws:${conn.clientId}`, msg.idempotencyKey, { type: 'publish', room: msg.room, data: msg.data },
+    const { value, duplicate } = await idempotency.run(clientKeys(conn.clientId), msg.idempotencyKey, { type: 'publish', room: msg.room, data: msg.data },
       async claim => registry.publish(conn.clientId, msg.room, msg.data, { claim, by: { connectionId: conn.id, protocol: conn.protocol.name } }), result => result as { offset: number, messageId: string })
     const ack = { type: 'ack', room: msg.room, offset: value.offset, messageId: value.messageId }
     return duplicate ? { ...ack, duplicate } : ack
@@ -132,7 +133,7 @@ export default fp<RoomsOptions>(async function rooms (app, opts) {
   app.dispatcher.register('update', UpdateFields, async (conn, msg) => {
     app.auth.authorize(conn.principal, msg.room, 'update')
     await registry.requireMember(conn, msg.room)
-    const { value, duplicate } = await idempotency.run(`ws:${conn.clientId}`, msg.idempotencyKey, { type: 'update', room: msg.room, patch: msg.patch, baseVersion: msg.baseVersion },
+    const { value, duplicate } = await idempotency.run(clientKeys(conn.clientId), msg.idempotencyKey, { type: 'update', room: msg.room, patch: msg.patch, baseVersion: msg.baseVersion },
       async claim => registry.update(conn.clientId, msg.room, msg.patch, msg.baseVersion, claim), result => result as { version: number })
     const ack = { type: 'ack', room: msg.room, version: value.version }
     return duplicate ? { ...ack, duplicate } : ack

@@ -10,6 +10,17 @@ export interface IdempotentWritesOptions {
   maxKeys: number
 }
 
+/**
+ * The owner of a client's keys: its WebSocket frames and its HTTP writes (made
+ * as it: `from`, or a user token's sub) share them, so a write whose reply was
+ * lost on one transport and sent again on the other is applied once. (The
+ * prefix is the one the frames' keys always had, so keys recorded before are
+ * still found.)
+ */
+export function clientKeys (clientId: string): string {
+  return `ws:${clientId}`
+}
+
 /** What `run` says about a write: its value, and whether it is the first one's (`duplicate`). */
 export interface IdempotentOutcome<T> {
   value: T

@@ -12,7 +12,7 @@ export { SqliteStore, StoreOpenError } from './sqlite.js'
 export { RedisStore } from './redis.js'
 export { RedisDocumentStore } from './documents.js'
 export { RedisLastEvents } from './last-events.js'
-export { IdempotentWrites, type IdempotentOutcome } from './idempotency.js'
+export { IdempotentWrites, clientKeys, type IdempotentOutcome } from './idempotency.js'
 
 export interface StoreOptions {
   /** Directory of the SQLite database, created if missing [./data]. */

@@ -77,6 +77,11 @@ const storeDown = errorResponse('`unavailable`: the store could not load or comm
 /** Sender named in room_message/state when an HTTP caller names none. */
 export const SERVER_SENDER = 'server'
 
+/** The client a write is made as (whose idempotency keys it shares), or undefined for the server. */
+function asClient (from: string): string | undefined {
+  return from === SERVER_SENDER ? undefined : from
+}
+
 /** Contract errors from the rooms plugin, in Fastify's error shape plus `code` and any details. */
 function sendRoomError (reply: FastifyReply, err: unknown) {
   if (!(err instanceof WsError)) throw err
@@ -179,9 +184,9 @@ export default async function roomRoutes (app: FastifyInstance) {
     const { room } = request.params
     const data = request.body.data
     try {
-      return await idempotentResponse(app, request, reply, { route: 'publish', room, from, data },
+      return await idempotentResponse(app, request, reply, { client: asClient(from), frame: { type: 'publish', room, data }, request: { route: 'publish', room, from, data } },
         async claim => ({ ok: true as const, ...await app.rooms.publish(from, room, data, { claim, by: { connectionId: null, protocol: 'http' } }) }),
-        result => ({ ok: true, offset: result.offset, messageId: result.messageId, delivered: 0 }))
+        result => ({ ok: true, offset: result.offset, messageId: result.messageId, delivered: typeof result.delivered === 'number' ? result.delivered : 0 }))
     } catch (err) {
       return sendRoomError(reply, err)
     }
@@ -213,7 +218,7 @@ export default async function roomRoutes (app: FastifyInstance) {
     const { room } = request.params
     const { patch, baseVersion } = request.body
     try {
-      return await idempotentResponse(app, request, reply, { route: 'state', room, from, patch, baseVersion },
+      return await idempotentResponse(app, request, reply, { client: asClient(from), frame: { type: 'update', room, patch, baseVersion }, request: { route: 'state', room, from, patch, baseVersion } },
         async claim => ({ ok: true as const, version: (await app.rooms.update(from, room, patch, baseVersion, claim)).version }),
         result => ({ ok: true, version: result.version }))
     } catch (err) {

@@ -41,7 +41,7 @@ export default async function sendRoute (app: FastifyInstance) {
       return reply.code(403).send(errorBody(403, 'forbidden', 'from: a token may only send as its own sub'))
     }
     try {
-      return await idempotentResponse(app, request, reply, { route: 'send', from, to, text },
+      return await idempotentResponse(app, request, reply, { client: from, frame: { type: 'send', to, text }, request: { route: 'send', from, to, text } },
         async claim => ({ ok: true as const, ...await app.directMessages.send(from, to, text, claim) }),
         result => ({ ok: true, ...result }))
     } catch (err) {
