@@ -35,6 +35,19 @@ const STICKY_ATTEMPTS = 5
 /** The close reason the server's answer to a probe upgrade carries. */
 const PROBE_CLOSE_REASON = 'probe'
 
+/**
+ * Errors that say nothing answers at the server's address at all (the `ws`
+ * package names them; a browser does not): every transport goes to the same
+ * address, so the attempt ends there, with no fall back. A proxy that refuses
+ * upgrades answers (403, a reset after connecting): that is a fall back.
+ */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH'])
+
+function unreachable (ev: unknown): boolean {
+  const code = (ev as { error?: { code?: unknown } } | null)?.error?.code
+  return typeof code === 'string' && UNREACHABLE.has(code)
+}
+
 export interface ClientOptions {
   /** `ws://host:port/ws`, or the server's `http(s)://` address (then `/ws` is used). */
   url: string
@@ -388,8 +401,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       try {
         return await this.tryTransport(order[i], Ctor, initial, last)
       } catch (err) {
-        // this transport could not open: the next one is tried at once
-        if (last || (err as SwitchboardError).code !== 'connect_failed') throw err
+        // this transport could not open: the next one is tried at once, unless the server's address did not answer
+        if (last || (err as SwitchboardError).code !== 'connect_failed' || (err as SwitchboardError & { unreachable?: true }).unreachable === true) throw err
       }
     }
   }
@@ -430,21 +443,23 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         }
         this.onFrame(msg)
       }
-      socket.onerror = () => {}
+      let nobodyThere = false
+      socket.onerror = ev => { if (!welcomed && unreachable(ev)) nobodyThere = true }
       socket.onclose = ev => {
         if (this.socket === socket) this.socket = null
-        if (!welcomed && !last) {
+        if (!welcomed && !last && !nobodyThere) {
           // closed by close() while trying this transport: the next one is not tried, and close() resolves now
           if (this.userClosed) this.notifyClosed()
           reject(new SwitchboardError('connect_failed', `${transport} to ${this.options.url} could not open (close code ${ev.code})`))
           return
         }
+        const failed = (message: string) => Object.assign(new SwitchboardError('connect_failed', message), nobodyThere ? { unreachable: true as const } : {})
         if (!welcomed && initial) {
           this.notifyClosed()
-          reject(new SwitchboardError('connect_failed', `could not connect to ${this.options.url} (close code ${ev.code})`))
+          reject(failed(`could not connect to ${this.options.url} (${nobodyThere ? 'nothing answers at its address' : `close code ${ev.code}`})`))
           return
         }
-        if (!welcomed) reject(new SwitchboardError('connect_failed', `reconnect attempt failed (close code ${ev.code})`))
+        if (!welcomed) reject(failed(`reconnect attempt failed (${nobodyThere ? 'nothing answers at the server\'s address' : `close code ${ev.code}`})`))
         this.onDisconnect(ev.code, ev.reason, welcomed)
       }
     })
@@ -763,11 +778,10 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       this.rooms.clear()
       return this.notifyClosed()
     }
-    const delayMs = upgrading
-      ? 0
-      : this.shutdownNotice
-        ? shutdownDelay(this.shutdownNotice.reconnectAfterMs, this.backoff, this.options.random)
-        : backoffDelay(this.attempt, this.backoff, this.options.random)
+    // a server that said it shuts down is given its time, even when the client was about to move
+    const delayMs = this.shutdownNotice
+      ? shutdownDelay(this.shutdownNotice.reconnectAfterMs, this.backoff, this.options.random)
+      : upgrading ? 0 : backoffDelay(this.attempt, this.backoff, this.options.random)
     this.shutdownNotice = null
     this.attempt++
     this.emit('reconnecting', { attempt: this.attempt, delayMs })

@@ -39,13 +39,24 @@ async function noUpgradeProxy (t: TestContext, target: number): Promise<{ url: s
 const reconnect = { initialDelayMs: 50, maxDelayMs: 500 }
 
 /**
- * A WebSocket for the client that the test can make unreachable: while
- * `refuse` is above zero, each connection (a probe too) goes to a port where
- * nothing listens, as when the server is down, while its HTTP stays reachable.
+ * A WebSocket for the client that the test can refuse, while its HTTP stays
+ * reachable: while `refuse` is above zero each connection (a probe too) goes
+ * either to a port where nothing listens (`how: 'refused'`, as while the
+ * server restarts) or to a server that answers every upgrade 403 (`how:
+ * 'forbidden'`, as a proxy that refuses WebSockets).
  */
-function gatedWebSocket (closedPort: number) {
+async function gatedWebSocket (t: TestContext) {
+  const forbidding = http.createServer((_req, res) => res.writeHead(404).end())
+  forbidding.on('upgrade', (_req, socket) => socket.end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'))
+  await new Promise<void>(resolve => forbidding.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>(resolve => {
+    forbidding.closeAllConnections()
+    forbidding.close(() => resolve())
+  }))
+  const closedPort = await freePort()
+  const forbiddingPort = (forbidding.address() as { port: number }).port
   /** `refused`: connection attempts refused (probes are counted apart, in `probes`). */
-  const gate = { refuse: 0, refused: 0, probes: 0, sockets: [] as WsClient[] }
+  const gate = { refuse: 0, how: 'refused' as 'refused' | 'forbidden', refused: 0, probes: 0, sockets: [] as WsClient[] }
   class Gated extends WsClient {
     constructor (address: string) {
       const url = new URL(address)
@@ -54,7 +65,7 @@ function gatedWebSocket (closedPort: number) {
       if (refused) {
         gate.refuse--
         if (!probe) gate.refused++
-        url.port = String(closedPort)
+        url.port = String(gate.how === 'refused' ? closedPort : forbiddingPort)
       }
       if (probe) gate.probes++
       super(url.toString())
@@ -250,7 +261,7 @@ t.test('with a token, the stream and the HTTP writes carry it: writes are made a
 t.test('a reconnect does not fall back past the transport that carried the connection, and a client on a fallback moves back to the WebSocket once a probe finds it', async t => {
   const port = await freePort()
   const server = await startServerOnPort(t, port, { DATA_DIR: tempDir(t), RATE_LIMIT_MAX: '100000', WS_MESSAGES_PER_SECOND: '1000' })
-  const { gate, WebSocket } = gatedWebSocket(await freePort())
+  const { gate, WebSocket } = await gatedWebSocket(t)
   const alice = new SwitchboardClient({ url: server.url, clientId: 'alice', WebSocket, reconnect, upgrade: { initialDelayMs: 100, maxDelayMs: 400 } })
   const bob = new SwitchboardClient({ url: server.url, clientId: 'bob', reconnect })
   t.teardown(() => Promise.all([alice.close(), bob.close()]))
@@ -260,21 +271,33 @@ t.test('a reconnect does not fall back past the transport that carried the conne
   alice.on('open', () => opened++)
   await Promise.all([alice.connect(), bob.connect()])
   t.equal(alice.transport, 'websocket')
+  const dropAlice = () => gate.sockets[gate.sockets.length - 1].terminate()
 
-  // the connection drops and the next two WebSocket attempts are refused, as while a server restarts:
-  // the stream would open, but the client backs off and tries the WebSocket again
-  gate.refuse = 2
-  gate.sockets[gate.sockets.length - 1].terminate()
+  // the connection drops and nothing answers at the server's address for eight attempts, as while it
+  // restarts: the stream would open, but the client backs off and tries the WebSocket again
+  gate.how = 'refused'
+  gate.refuse = 8
+  dropAlice()
   await waitFor(() => opened === 2, 'alice back')
-  t.equal(gate.refused, 2, 'two WebSocket attempts were refused')
+  t.equal(gate.refused, 8, 'eight attempts found nothing at the address')
+  t.equal(alice.transport, 'websocket', 'and the client came back on the WebSocket')
+
+  // an answer that refuses the upgrade (a 403) twice: the first five attempts stay on the WebSocket all the same
+  gate.how = 'forbidden'
+  gate.refused = 0
+  gate.refuse = 2
+  dropAlice()
+  await waitFor(() => opened === 3, 'alice back again')
+  t.equal(gate.refused, 2, 'two upgrades were refused')
   t.equal(alice.transport, 'websocket', 'and the client came back on the WebSocket')
   t.same(changes, [{ transport: 'websocket', previous: null }], 'never on the stream meanwhile')
 
-  // refused for good (a proxy that now strips upgrades): after five attempts the whole order is tried
+  // refused for good (a proxy that now refuses upgrades): after five attempts the whole order is tried
+  gate.refused = 0
   gate.refuse = Infinity
-  gate.sockets[gate.sockets.length - 1].terminate()
+  dropAlice()
   await waitFor(() => alice.transport === 'stream', 'alice on the stream')
-  t.equal(gate.refused, 2 + 6, 'five reconnects stayed on the WebSocket, the sixth fell back to the stream')
+  t.equal(gate.refused, 6, 'five reconnects stayed on the WebSocket, the sixth fell back to the stream')
   t.same(changes.slice(1), [{ transport: 'stream', previous: 'websocket' }])
 
   // on the stream, probes find no WebSocket; writes go over HTTP

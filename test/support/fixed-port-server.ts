@@ -1,23 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { TestContext } from './helper.js'
-import { withoutRunnerHook } from './process.js'
+import { freePort, withoutRunnerHook } from './process.js'
+
+export { freePort }
 
 const serverJs = fileURLToPath(new URL('../../server.js', import.meta.url))
-
-/** A port that was free a moment ago (the OS picks it). */
-export async function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address()
-      const port = typeof address === 'object' && address ? address.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 export interface PortServer {
   child: ChildProcess
@@ -61,7 +49,7 @@ export async function startServerOnPort (t: TestContext, port: number, env: Reco
       }
     })
     child.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-    exited.then(code => reject(new Error(`server exited with ${code} before listening; stderr: ${stderr}`)), reject)
+    exited.then(code => reject(new Error(`server exited with ${code} before listening; stderr: ${stderr}; last log lines: ${output.slice(-3).join('\n')}`)), reject)
   })
   return {
     child,

@@ -33,17 +33,30 @@ export function withoutRunnerHook (command: string, args: readonly string[]): [s
   return ['env', ['-u', 'NODE_OPTIONS', command, ...args]]
 }
 
-/** A port that was free a moment ago (for servers that must come back on the same port). */
-export async function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports handed out for servers that must come back on the same port. They
+ * lie below the kernel's ephemeral range (32768-60999 by default): a port
+ * from that range, free while the server is down for a restart, can be taken
+ * meanwhile as the source port of any outgoing connection on the machine
+ * (another test's client, redis-cli), and the restarted server then fails
+ * with EADDRINUSE. Nothing takes a port from below the range unless asked.
+ */
+const FIXED_PORTS = { from: 20000, to: 32000 }
+
+function tryListen (port: number): Promise<boolean> {
+  return new Promise(resolve => {
     const srv = createServer()
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address()
-      const port = typeof address === 'object' && address ? address.port : 0
-      srv.close(() => resolve(port))
-    })
-    srv.once('error', reject)
+    srv.once('error', () => resolve(false))
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
   })
+}
+
+/** A port that was free a moment ago, outside the ephemeral range (FIXED_PORTS). */
+export async function freePort (): Promise<number> {
+  for (;;) {
+    const port = FIXED_PORTS.from + Math.floor(Math.random() * (FIXED_PORTS.to - FIXED_PORTS.from))
+    if (await tryListen(port)) return port
+  }
 }
 
 /**
