@@ -25,11 +25,11 @@ export interface UpgradeOptions {
 }
 
 /**
- * A reconnect's first attempts stay on the transports up to the one that
- * carried the last connection: a server that restarts refuses every transport
- * alike, and falling back then would leave the client on a lesser one. From
- * this attempt on, the whole order is tried again (the network may have
- * changed).
+ * This many attempts of a reconnect stay on the transports up to the one
+ * that carried the last connection: a server that restarts refuses every
+ * transport alike, and falling back then would leave the client on a lesser
+ * one. The attempts after them try the whole order again (the network may
+ * have changed).
  */
 const STICKY_ATTEMPTS = 5
 /** The close reason the server's answer to a probe upgrade carries. */
