@@ -127,7 +127,8 @@ t.test('with Redis, the batches a stopped instance kept are sent by the next one
   hooks.state.failEach = 0
   await build(t, { ...redis.env }, { app: { rooms: { webhooks } } })
   await waitFor(() => hooks.events().length >= 2, 'the kept batch, sent by the next instance', Infinity, 50)
-  t.same(hooks.events().map(key), ['room_occupied kept', 'member_joined kept alice'], 'every event once')
+  // the kept batches are sent again side by side, as after a restart on SQLite: their order of arrival is not promised (docs/integration.md)
+  t.same(hooks.events().map(key).sort(), ['member_joined kept alice', 'room_occupied kept'], 'every event once')
   for (const id of hooks.state.accepted.keys()) t.ok(refused.has(id), 'under the id it had before')
 })
 
